@@ -1,0 +1,125 @@
+"""Local backend: each run in its own process, at most ``max_parallel`` at a time.
+
+Processes come from a forkserver that has imported the worker and the workload once, so a run costs a
+fork (milliseconds), not a fresh interpreter importing numpy/torch (seconds), and starts clean of the
+orchestrator's MLflow/sqlite state."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from collections import deque
+
+from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
+from orchestrator.journal import read_journal
+from orchestrator.rundir import RunDir
+
+TERMINATE_GRACE_S = 10.0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def exit_reason(exitcode: int | None) -> str | None:
+    if exitcode is None or exitcode >= 0:
+        return None if not exitcode else f"worker exited with code {exitcode}"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    return f"worker killed by {name}"
+
+
+def last_start_pid(run_dir: RunDir) -> int | None:
+    records, _ = read_journal(run_dir.journal)
+    starts = [r for r in records if r["event"] == "start"]
+    return starts[-1]["pid"] if starts else None
+
+
+class LocalBackend:
+    name = "local"
+    blocking = True
+
+    def __init__(self, max_parallel: int, preload: list[str] | None = None, env: dict[str, str] | None = None):
+        self.max_parallel = max(1, max_parallel)
+        self.host = socket.gethostname()
+        self.job_id = f"{self.host}:{os.getpid()}"
+        for name, value in (env or {}).items():
+            os.environ[name] = value  # inherited by the forkserver when it starts, before numpy loads
+        self._mp = multiprocessing.get_context("forkserver")
+        self._mp.set_forkserver_preload(["orchestrator.worker", *(preload or [])])
+        self._queue: deque[RunDir] = deque()
+        self._procs: dict[str, multiprocessing.process.BaseProcess] = {}
+
+    def submit(self, run_dirs: list[RunDir]) -> list[str]:
+        self._queue.extend(run_dirs)
+        self._fill()
+        return [self.job_id] * len(run_dirs)
+
+    def _fill(self) -> None:
+        running = sum(1 for p in self._procs.values() if p.is_alive())
+        while self._queue and running < self.max_parallel:
+            from orchestrator.worker import child_main
+            run_dir = self._queue.popleft()
+            proc = self._mp.Process(target=child_main, args=(str(run_dir.path),), daemon=False)
+            proc.start()
+            self._procs[str(run_dir.path)] = proc
+            running += 1
+
+    def poll(self, jobs: list[Job]) -> list[JobState]:
+        self._fill()
+        queued = {str(r.path) for r in self._queue}
+        states = []
+        for job in jobs:
+            path = str(job.run_dir.path)
+            proc = self._procs.get(path)
+            if path in queued:
+                states.append(JobState(PENDING))
+            elif proc is not None:
+                states.append(JobState(RUNNING) if proc.is_alive() else JobState(DONE, exit_reason(proc.exitcode)))
+            else:
+                states.append(self._foreign(job))
+        return states
+
+    def _foreign(self, job: Job) -> JobState:
+        """A job of an earlier orchestrator process: judge by its worker's and its driver's pids."""
+        host, _, driver_pid = job.job_id.rpartition(":")
+        if host != self.host:
+            return JobState(RUNNING, f"on host {host}: cannot check from {self.host}")
+        worker_pid = last_start_pid(job.run_dir)
+        if worker_pid is not None and pid_alive(worker_pid):
+            return JobState(RUNNING)
+        if driver_pid.isdigit() and int(driver_pid) != os.getpid() and pid_alive(int(driver_pid)) and worker_pid is None:
+            return JobState(PENDING)
+        return JobState(LOST, "the orchestrator or the worker process died before the run ended")
+
+    def cancel(self, jobs: list[Job]) -> None:
+        paths = {str(job.run_dir.path) for job in jobs}
+        self._queue = deque(r for r in self._queue if str(r.path) not in paths)
+        victims = [p for path, p in self._procs.items() if path in paths and p.is_alive()]
+        for proc in victims:
+            proc.terminate()  # SIGTERM: the worker journals KILLED
+        deadline = time.monotonic() + TERMINATE_GRACE_S
+        for proc in victims:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for job in jobs:
+            if str(job.run_dir.path) not in self._procs:
+                pid = last_start_pid(job.run_dir)
+                if pid is not None and pid_alive(pid):
+                    os.kill(pid, signal.SIGTERM)
+
+
+__all__ = ["LocalBackend", "pid_alive", "LOST"]

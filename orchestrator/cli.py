@@ -1,0 +1,341 @@
+"""The `orch` command line. Bad input prints `error: <file>: <field>: <what was expected>` and exits 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from orchestrator.errors import InputError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="orch: declare experiments in YAML, run every seed locally, on Slurm or on Ray, "
+                       "record everything in MLflow, and compare across seeds.")
+console = Console()
+err_console = Console(stderr=True)
+
+SpecArg = Annotated[Path, typer.Argument(help="the experiment spec (YAML)")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override KEY=VALUE (YAML-typed), repeatable")]
+UriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: spec, then "
+                                                "MLFLOW_TRACKING_URI, then sqlite:///mlruns/mlflow.db)")]
+
+
+def handles_input_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+class RichSink:
+    def __init__(self, progress: Progress, task):
+        self.progress, self.task = progress, task
+
+    def update(self, done: int, running: int, failed: int, total: int) -> None:
+        self.progress.update(self.task, completed=done, total=total,
+                             description=f"runs  [green]{done - failed} done[/]  [cyan]{running} running[/]  "
+                                         f"[red]{failed} failed[/]")
+
+
+def _resolve_uri(cli_uri: str | None, spec_uri: str | None = None) -> str:
+    from orchestrator.ledger import resolve_uri
+    return resolve_uri(cli_uri, spec_uri)
+
+
+def _plan_table(runs, reconciled=None) -> Table:
+    state = {}
+    if reconciled is not None:
+        state.update({r.key: "done" for r in reconciled.done})
+        state.update({r.key: "active" for r in reconciled.active})
+        state.update({r.key: ("retry" if prev else "new") for r, prev in reconciled.todo})
+    table = Table(title=f"plan: {len(runs)} runs")
+    for col in ("key", "group", "variant", "grid point", "seed", "state"):
+        table.add_column(col)
+    for run in runs:
+        point = ", ".join(f"{k}={v}" for k, v in run.grid_point.items())
+        table.add_row(run.key, run.group, run.variant, point, str(run.seed), state.get(run.key, "new"))
+    return table
+
+
+@app.command()
+@handles_input_errors
+def submit(spec_path: SpecArg,
+           seeds: Annotated[Optional[int], typer.Option("--seeds", help="number of seeds (base+0 .. base+N-1)")] = None,
+           backend: Annotated[Optional[str], typer.Option("--backend", help="local | slurm | ray")] = None,
+           sets: SetOpt = None, tracking_uri: UriOpt = None,
+           dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and exit")] = False,
+           max_parallel: Annotated[Optional[int], typer.Option("--max-parallel", help="local: runs at once")] = None,
+           wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow queued jobs until they end")] = True):
+    """Run every seed of every variant and grid point that MLflow does not already hold as FINISHED."""
+    from orchestrator import backends, driver
+    from orchestrator.plan import expand
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(spec_path, sets=sets, seeds=seeds, backend=backend)
+    runs = expand(spec)
+    backends.check(spec.backend, f"{spec_path}: backend")
+    if max_parallel is not None and max_parallel < 1:
+        raise InputError(f"expected at least 1, got {max_parallel}", "--max-parallel")
+    uri = _resolve_uri(tracking_uri, spec.tracking.uri)
+    if dry_run:
+        console.print(_plan_table(runs))
+        return
+
+    from orchestrator.ledger import Ledger
+    ledger = Ledger(uri)
+    experiment_id = ledger.experiment_id(spec.name, create=True)
+    backend_instance = driver.make_backend(spec.backend, spec, max_parallel)
+    records = driver.refresh(ledger, ledger.runs(experiment_id), lambda name: backend_instance
+                             if name == spec.backend else driver.make_backend(name))
+    reconciled = driver.reconcile(runs, records)
+    console.print(f"[bold]{spec.name}[/]: {len(runs)} runs planned, {len(reconciled.done)} already finished, "
+                  f"{len(reconciled.active)} in progress, [bold]{len(reconciled.todo)} to run[/] on {spec.backend}  "
+                  f"(tracking: {uri})")
+    prepared = driver.prepare(ledger, experiment_id, spec, reconciled.todo, spec.backend)
+    if not prepared:
+        _print_status(ledger, experiment_id, spec.name)
+        return
+    job_ids = backend_instance.submit([p.run_dir for p in prepared])
+    driver.record_job_ids(ledger, prepared, job_ids)
+    if not backend_instance.blocking and not wait:
+        console.print(f"queued {len(prepared)} jobs ({', '.join(sorted(set(job_ids)))}); "
+                      f"follow with: orch status {spec.name}")
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("runs", total=len(prepared))
+        try:
+            results = driver.follow(ledger, backend_instance, prepared, RichSink(progress, task))
+        except KeyboardInterrupt:
+            driver.update_groups(ledger, experiment_id)
+            err_console.print("[yellow]cancelled: running runs were stopped and recorded as KILLED; "
+                              "submit again to finish what is missing[/]")
+            raise typer.Exit(130) from None
+    driver.update_groups(ledger, experiment_id)
+    _print_status(ledger, experiment_id, spec.name)
+    failed = [rid for rid, status in results.items() if status != "FINISHED"]
+    if failed:
+        err_console.print(f"[red]{len(failed)} run(s) did not finish[/]; see `orch logs RUN_ID`, e.g. {failed[0]}")
+        raise typer.Exit(1)
+
+
+@app.command("run")
+@handles_input_errors
+def run_one(spec_path: SpecArg, seed: Annotated[int, typer.Option("--seed", help="the seed to run")] = 0,
+            variant: Annotated[Optional[str], typer.Option("--variant", help="which variant (default: first)")] = None,
+            sets: SetOpt = None, tracking_uri: UriOpt = None):
+    """One run, in this process (a debugger and print() work), recorded in MLflow like any other."""
+    from orchestrator import driver, worker
+    from orchestrator.errors import did_you_mean
+    from orchestrator.ledger import Ledger
+    from orchestrator.plan import expand
+    from orchestrator.spec import load_spec
+
+    spec = load_spec(spec_path, sets=sets)
+    runs = expand(spec.model_copy(update={"seeds": spec.seeds.model_copy(update={"count": 1, "base": seed})}))
+    names = list(dict.fromkeys(r.variant for r in runs))
+    chosen = variant or names[0]
+    if chosen not in names:
+        raise InputError(f"unknown variant '{chosen}'{did_you_mean(chosen, names)}; known: {', '.join(names)}", "--variant")
+    run = next(r for r in runs if r.variant == chosen)
+    ledger = Ledger(_resolve_uri(tracking_uri, spec.tracking.uri))
+    experiment_id = ledger.experiment_id(spec.name, create=True)
+    previous = next(iter(driver.by_key(ledger.runs(experiment_id)).get(run.key, [])), None)
+    (prepared,) = driver.prepare(ledger, experiment_id, spec, [(run, previous)], "local", fresh=True)
+    ledger.set_tags(prepared.run_id, {"orch.job_id": "in-process", "orch.via": "orch run"})
+    console.print(f"running {run.label} seed {run.seed} in this process (run {prepared.run_id})")
+    status = worker.execute(prepared.run_dir)
+    ledger.ingest(prepared.run_dir)
+    driver.update_groups(ledger, experiment_id)
+    final = ledger.get(prepared.run_id)
+    console.print(f"{status}: " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(final.metrics.items())))
+    if status != "FINISHED":
+        console.print(f"error: {final.tags.get('orch.error', '')}")
+        raise typer.Exit(1)
+
+
+def _experiment_name(name_or_spec: str) -> tuple[str, str | None]:
+    path = Path(name_or_spec)
+    if path.suffix in (".yaml", ".yml"):
+        from orchestrator.spec import load_yaml
+        doc = load_yaml(path)
+        if "name" not in doc:
+            raise InputError("the spec has no 'name'", str(path), "name")
+        return str(doc["name"]), (doc.get("tracking") or {}).get("uri")
+    return name_or_spec, None
+
+
+def _print_status(ledger, experiment_id: str, name: str) -> None:
+    from orchestrator.status import experiment_status
+    table = Table(title=f"{name}")
+    for col in ("group", "variant", "finished", "running", "queued", "failed", "missing", "metric", "mean"):
+        table.add_column(col, justify="right" if col not in ("group", "variant", "metric") else "left")
+    for g in experiment_status(ledger, experiment_id):
+        mean = f"{g.metric_mean:.4g}" if g.metric_mean is not None else "-"
+        table.add_row(g.label, g.variant, f"[green]{g.finished}[/]", str(g.running), str(g.pending),
+                      f"[red]{g.failed}[/]" if g.failed else "0", str(g.missing), g.metric, mean)
+    console.print(table)
+
+
+@app.command()
+@handles_input_errors
+def status(experiment: Annotated[str, typer.Argument(help="experiment name or spec path")],
+           tracking_uri: UriOpt = None,
+           as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False):
+    """Per group: finished / running / queued / failed / missing runs, and the main metric's mean."""
+    from orchestrator import driver
+    from orchestrator.ledger import Ledger
+    from orchestrator.status import experiment_status
+
+    name, spec_uri = _experiment_name(experiment)
+    uri = _resolve_uri(tracking_uri, spec_uri)
+    ledger = Ledger(uri)
+    experiment_id = ledger.experiment_id(name)
+    if experiment_id is None:
+        raise InputError(f"no experiment named '{name}' in {uri}")
+    driver.refresh(ledger, ledger.runs(experiment_id), driver.make_backend)
+    driver.update_groups(ledger, experiment_id)
+    if as_json:
+        print(json.dumps({"experiment": name, "groups": [g.to_dict() for g in experiment_status(ledger, experiment_id)]}, indent=1))
+    else:
+        _print_status(ledger, experiment_id, name)
+
+
+def _find_run(ledger, run: str):
+    """A run by MLflow run id, or by orch key (as printed by --dry-run and status)."""
+    from mlflow.exceptions import MlflowException
+    if len(run) == 32:
+        try:
+            return ledger.get(run)
+        except MlflowException:
+            pass
+    experiments = [e.experiment_id for e in ledger.client.search_experiments()]
+    for tag in ("orch.key", "orch.job_id"):
+        found = ledger.client.search_runs(experiments, filter_string=f"tags.`{tag}` = '{run}'", max_results=1)
+        if found:
+            return ledger.get(found[0].info.run_id)
+    raise InputError(f"no run with id or key '{run}' in {ledger.uri}")
+
+
+@app.command()
+@handles_input_errors
+def logs(run: Annotated[str, typer.Argument(help="MLflow run id or orch run key")],
+         lines: Annotated[int, typer.Option("--lines", "-n", help="lines of each log to show")] = 40,
+         tracking_uri: UriOpt = None):
+    """The tail of a run's stdout and stderr (from its run directory)."""
+    from collections import deque
+
+    from orchestrator.ledger import Ledger
+    from orchestrator.rundir import RunDir
+    ledger = Ledger(_resolve_uri(tracking_uri))
+    record = _find_run(ledger, run)
+    run_dir = RunDir(Path(record.tags.get("orch.run_dir", "")))
+    console.print(f"[bold]{record.run_id}[/] {record.status}  {run_dir.path}")
+    if record.tags.get("orch.error"):
+        console.print(f"[red]error:[/] {record.tags['orch.error']}")
+    for log in (run_dir.stdout, run_dir.stderr):
+        console.rule(log.name)
+        if log.exists():
+            with open(log, errors="replace") as f:
+                sys.stdout.write("".join(deque(f, maxlen=lines)))
+        else:
+            console.print("(empty)")
+
+
+@app.command()
+@handles_input_errors
+def sync(workdir: Annotated[Path, typer.Option("--workdir", help="root of the run directories")] = Path("mlruns/jobs"),
+         tracking_uri: UriOpt = None):
+    """Ingest run journals that did not reach MLflow (runs on nodes without network, a crashed orchestrator)."""
+    from orchestrator.ledger import Ledger
+    from orchestrator.rundir import RunDir
+    if not workdir.is_dir():
+        raise InputError("not a directory", str(workdir))
+    ledger_by_uri: dict[str, Ledger] = {}
+    counts = {"ingested": 0, "ended": 0}
+    for spec_file in sorted(workdir.glob("*/*/run.json")):
+        run_dir = RunDir(spec_file.parent)
+        uri = tracking_uri or run_dir.load().get("tracking_uri") or _resolve_uri(None)
+        ledger = ledger_by_uri.setdefault(uri, Ledger(uri))
+        before = run_dir.read_cursor().get("offset", 0)
+        if ledger.ingest(run_dir):
+            counts["ended"] += 1
+        counts["ingested"] += run_dir.read_cursor().get("offset", 0) != before
+    console.print(f"synced {counts['ingested']} run directories with new journal lines "
+                  f"({counts['ended']} ended) under {workdir}")
+
+
+@app.command()
+@handles_input_errors
+def cancel(experiment: Annotated[str, typer.Argument(help="experiment name or spec path")],
+           run: Annotated[Optional[str], typer.Option("--run", help="only this run (id or key)")] = None,
+           tracking_uri: UriOpt = None):
+    """Stop the queued and running runs of an experiment (or one run); they end KILLED."""
+    from orchestrator import driver
+    from orchestrator.backends.base import Job
+    from orchestrator.ledger import Ledger
+    from orchestrator.rundir import RunDir
+
+    name, spec_uri = _experiment_name(experiment)
+    ledger = Ledger(_resolve_uri(tracking_uri, spec_uri))
+    experiment_id = ledger.experiment_id(name)
+    if experiment_id is None:
+        raise InputError(f"no experiment named '{name}' in {ledger.uri}")
+    records = [r for r in ledger.runs(experiment_id) if r.status in driver.ACTIVE]
+    if run:
+        records = [r for r in records if run in (r.run_id, r.key)]
+    for record in records:
+        run_dir = RunDir(Path(record.tags["orch.run_dir"]))
+        driver.make_backend(record.tags.get("orch.backend", "local")).cancel([Job(record.tags.get("orch.job_id", ""), run_dir)])
+        ledger.close_dead(run_dir, "cancelled by orch cancel")
+    driver.update_groups(ledger, experiment_id)
+    console.print(f"cancelled {len(records)} run(s) of {name}")
+
+
+@app.command()
+def workloads():
+    """The registered workloads, their main metric and their params with defaults."""
+    from orchestrator import registry
+    from orchestrator.spec import flatten
+    for name in registry.available():
+        workload = registry.get(name)
+        table = Table(title=f"{name}  (main metric: {workload.metric}, {workload.mode})", title_justify="left")
+        for col in ("param", "default", "description"):
+            table.add_column(col)
+        defaults = flatten(workload.params_model().model_dump(mode="json"))
+        descriptions = _descriptions(workload.params_model)
+        for key, value in defaults.items():
+            table.add_row(key, json.dumps(value), descriptions.get(key, ""))
+        console.print(table)
+
+
+def _descriptions(model, prefix: str = "") -> dict[str, str]:
+    from pydantic import BaseModel
+    out = {}
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out.update(_descriptions(field.annotation, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = field.description or ""
+    return out
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,270 @@
+"""The orchestrator's side of a submission, one direction (DESIGN.md):
+spec -> plan -> reconcile with MLflow -> prepare (MLflow runs + run directories) -> backend.submit
+-> follow (poll + ingest journals) -> summary. Side effects are planned first and made after
+validation, so bad input leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from orchestrator import backends, registry
+from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job
+from orchestrator.codeversion import current as code_version
+from orchestrator.ledger import TERMINAL, Ledger, RunRecord
+from orchestrator.plan import Run, content_hash, flat_params
+from orchestrator.rundir import RunDir
+from orchestrator.spec import Spec
+
+ACTIVE = ("RUNNING", "SCHEDULED")
+LIVE_INGEST_EVERY_S = 2.0
+
+
+@dataclass
+class Prepared:
+    run: Run
+    run_id: str
+    run_dir: RunDir
+    job_id: str = ""
+
+
+@dataclass
+class Reconciled:
+    todo: list[tuple[Run, RunRecord | None]]  # to (re)run, with the latest earlier record if any
+    done: list[Run]                           # FINISHED already: never repeated
+    active: list[Run]                         # queued or running under a live job
+
+
+def by_key(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    grouped: dict[str, list[RunRecord]] = defaultdict(list)
+    for record in records:
+        grouped[record.key].append(record)
+    for recs in grouped.values():
+        recs.sort(key=lambda r: r.start_time or 0, reverse=True)
+    return grouped
+
+
+def reconcile(runs: list[Run], records: list[RunRecord]) -> Reconciled:
+    """FINISHED runs are skipped; RUNNING/SCHEDULED ones are left to their job; FAILED, KILLED and
+    missing ones are (re)run. Records must be refreshed first, so dead jobs are not counted active."""
+    keyed = by_key(records)
+    out = Reconciled([], [], [])
+    for run in runs:
+        recs = keyed.get(run.key, [])
+        statuses = {r.status for r in recs}
+        if "FINISHED" in statuses:
+            out.done.append(run)
+        elif statuses & set(ACTIVE):
+            out.active.append(run)
+        else:
+            out.todo.append((run, recs[0] if recs else None))
+    return out
+
+
+def metric_of(spec: Spec) -> tuple[str, str]:
+    if spec.metric:
+        return spec.metric.name, spec.metric.mode
+    workload = registry.get(spec.workload)
+    return workload.metric, workload.mode
+
+
+def make_backend(name: str, spec: Spec | None = None, max_parallel: int | None = None, **options):
+    """A backend instance. For ``local``, concurrency = cores // resources.cpus unless overridden."""
+    backends.check(name)
+    if name == "local":
+        from orchestrator.backends.local import LocalBackend
+        cpus = spec.resources.cpus if spec else 1
+        parallel = max_parallel or max(1, (os.cpu_count() or 1) // cpus)
+        preload = [f"workloads.{spec.workload}"] if spec else []
+        threads = {v: str(cpus) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        return LocalBackend(parallel, preload=preload, env=threads)
+    raise AssertionError(name)  # backends.check refused it
+
+
+# -- refreshing what MLflow believes -----------------------------------------------------------------
+def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str], object]) -> list[RunRecord]:
+    """Bring RUNNING/SCHEDULED records up to date: ingest their journals, and close the ones whose job
+    is gone (SIGKILL, crash of an earlier orchestrator, node failure) so none stays RUNNING forever."""
+    changed = False
+    for record in records:
+        if record.status not in ACTIVE:
+            continue
+        run_dir = RunDir(Path(record.tags.get("orch.run_dir", "")))
+        if not run_dir.spec_file.exists():
+            ledger.set_status(record.run_id, "FAILED", "run directory is missing")
+            changed = True
+            continue
+        if ledger.ingest(run_dir):
+            changed = True
+            continue
+        try:
+            backend = backend_for(record.tags.get("orch.backend", "local"))
+        except Exception:  # a backend this installation cannot query: leave the record as it is
+            continue
+        state = backend.poll([Job(record.tags.get("orch.job_id", ""), run_dir)])[0]
+        if state.state in (DONE, LOST):
+            ledger.close_dead(run_dir, state.reason or "the job ended without recording an end")
+            changed = True
+    if not changed:
+        return records
+    return [ledger.get(r.run_id) if r.status in ACTIVE else r for r in records]
+
+
+# -- preparing runs ----------------------------------------------------------------------------------
+def _group_tags(spec: Spec, run: Run, seeds_requested: int) -> dict[str, str]:
+    metric, mode = metric_of(spec)
+    return {"orch.role": "group", "orch.group": run.group, "orch.variant": run.variant,
+            "orch.grid_point": yaml.safe_dump(run.grid_point, default_flow_style=True).strip() if run.grid_point else "",
+            "orch.workload": run.workload, "orch.spec": spec.source, "orch.metric": metric, "orch.mode": mode,
+            "orch.seeds_requested": str(seeds_requested), **code_version().tags()}
+
+
+def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run]) -> dict[str, str]:
+    """One parent run per group; records how many seeds were asked for, so status can count missing ones."""
+    parents = {r.tags.get("orch.group"): r for r in ledger.runs(experiment_id, role="group")}
+    seeds_by_group: dict[str, int] = defaultdict(int)
+    for run in runs:
+        seeds_by_group[run.group] = max(seeds_by_group[run.group], run.index + 1)
+    ids: dict[str, str] = {}
+    code = code_version()
+    spec_text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    for run in {r.group: r for r in runs}.values():
+        parent = parents.get(run.group)
+        requested = seeds_by_group[run.group]
+        if parent is None:
+            run_id = ledger.create_run(experiment_id, run.label, _group_tags(spec, run, requested),
+                                       flat_params(run), status="RUNNING")
+            ledger.log_text(run_id, spec_text, "spec.yaml")
+            if code.dirty:
+                ledger.log_text(run_id, code.diff, "code.diff")
+            ids[run.group] = run_id
+        else:
+            ids[run.group] = parent.run_id
+            if requested > int(parent.tags.get("orch.seeds_requested", 0)):
+                ledger.set_tags(parent.run_id, {"orch.seeds_requested": requested})
+    return ids
+
+
+def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run, RunRecord | None]],
+            backend_name: str, fresh: bool = False) -> list[Prepared]:
+    """Create (or reuse) the MLflow run and the run directory of each run to execute.
+
+    An earlier attempt is continued in the same MLflow run when it left a checkpoint (it resumes) or never
+    started; otherwise it keeps its record (FAILED/KILLED, with its traceback) and a new run is made."""
+    if not todo:
+        return []
+    parents = ensure_groups(ledger, experiment_id, spec, [run for run, _ in todo])
+    workdir = Path(spec.workdir).resolve() / spec.name
+    code_tags = code_version().tags()
+    prepared = []
+    for run, previous in todo:
+        run_dir = RunDir(workdir / run.key)
+        started = run_dir.journal.exists() and run_dir.journal.stat().st_size > 0
+        reuse = previous is not None and not fresh and (run_dir.checkpoint.exists() or not started)
+        if run_dir.path.exists() and not reuse:
+            archived = run_dir.path.with_name(f"{run.key}.{previous.run_id[:8] if previous else content_hash(time.time(), 8)}")
+            shutil.move(run_dir.path, archived)
+        tags = {"orch.role": "seed", "orch.key": run.key, "orch.group": run.group, "orch.variant": run.variant,
+                "orch.seed": str(run.seed), "orch.workload": run.workload, "orch.backend": backend_name,
+                "orch.run_dir": str(run_dir.path), "orch.driver_host": socket.gethostname(), **code_tags}
+        if reuse:
+            run_id = previous.run_id
+            ledger.set_tags(run_id, {"orch.backend": backend_name, "orch.run_dir": str(run_dir.path)})
+            ledger.set_status(run_id, "SCHEDULED")
+        else:
+            run_id = ledger.create_run(experiment_id, f"{run.label}/seed{run.seed}", tags, flat_params(run),
+                                       parent_id=parents[run.group])
+        run_dir.create({"run": run.to_dict(), "run_id": run_id, "experiment_id": experiment_id,
+                        "tracking_uri": ledger.uri, "cpus": spec.resources.cpus, "gpus": spec.resources.gpus})
+        if reuse and run_dir.cursor.exists():
+            cursor = run_dir.read_cursor()
+            cursor["ended"] = None
+            run_dir.write_cursor(cursor)
+        prepared.append(Prepared(run, run_id, run_dir))
+    return prepared
+
+
+def record_job_ids(ledger: Ledger, prepared: list[Prepared], job_ids: list[str]) -> None:
+    for item, job_id in zip(prepared, job_ids):
+        item.job_id = job_id
+        ledger.set_tags(item.run_id, {"orch.job_id": job_id})
+
+
+# -- following jobs ----------------------------------------------------------------------------------
+class ProgressSink:
+    """What ``follow`` reports to: the CLI draws a rich progress bar; tests pass nothing."""
+
+    def update(self, done: int, running: int, failed: int, total: int) -> None:
+        pass
+
+
+def follow(ledger: Ledger, backend, prepared: list[Prepared], sink: ProgressSink | None = None,
+           poll_s: float = 0.05) -> dict[str, str]:
+    """Poll until every job ended, ingesting journals (live every few seconds, fully at the end).
+    Ctrl-C cancels: running jobs end KILLED, their journals ingested, nothing half-written."""
+    sink = sink or ProgressSink()
+    jobs = {p.run_id: Job(p.job_id, p.run_dir) for p in prepared}
+    results: dict[str, str] = {}
+    last_live = time.monotonic()
+    try:
+        while len(results) < len(jobs):
+            pending_ids = [rid for rid in jobs if rid not in results]
+            states = backend.poll([jobs[rid] for rid in pending_ids])
+            running = []
+            for run_id, state in zip(pending_ids, states):
+                if state.state in (DONE, LOST):
+                    results[run_id] = (ledger.ingest(jobs[run_id].run_dir)
+                                       or ledger.close_dead(jobs[run_id].run_dir, state.reason or "the job ended without recording an end"))
+                elif state.state == RUNNING:
+                    running.append(run_id)
+            if time.monotonic() - last_live > LIVE_INGEST_EVERY_S:
+                for run_id in running:
+                    ledger.ingest(jobs[run_id].run_dir)
+                last_live = time.monotonic()
+            failed = sum(1 for s in results.values() if s != "FINISHED")
+            sink.update(len(results), len(running), failed, len(jobs))
+            if len(results) < len(jobs):
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        remaining = [rid for rid in jobs if rid not in results]
+        backend.cancel([jobs[rid] for rid in remaining])
+        for run_id in remaining:
+            results[run_id] = ledger.close_dead(jobs[run_id].run_dir, "cancelled (Ctrl-C)")
+        raise
+    return results
+
+
+def update_groups(ledger: Ledger, experiment_id: str) -> None:
+    """A parent's status summarises its children: FINISHED when all asked seeds finished, FAILED when
+    any failed, RUNNING otherwise."""
+    children = by_key(ledger.runs(experiment_id))
+    latest_by_group: dict[str, list[str]] = defaultdict(list)
+    for recs in children.values():
+        best = next((r for r in recs if r.status == "FINISHED"), recs[0])
+        latest_by_group[best.tags.get("orch.group", "")].append(best.status)
+    for parent in ledger.runs(experiment_id, role="group"):
+        statuses = latest_by_group.get(parent.tags.get("orch.group"), [])
+        requested = int(parent.tags.get("orch.seeds_requested", 0))
+        if statuses.count("FINISHED") >= requested and requested:
+            status = "FINISHED"
+        elif any(s in ("FAILED", "KILLED") for s in statuses):
+            status = "FAILED"
+        else:
+            status = "RUNNING"
+        if parent.status != status:
+            ledger.set_status(parent.run_id, status)
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL
+
+
+__all__ = ["reconcile", "refresh", "prepare", "follow", "update_groups", "make_backend", "metric_of", "PENDING"]

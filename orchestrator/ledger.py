@@ -1,0 +1,192 @@
+"""MLflow as the system of record. One experiment per spec name, one parent run per group
+(``orch.role=group``), one child run per seed (``orch.role=seed``), linked by ``mlflow.parentRunId``.
+
+Only the orchestrator process writes here (jobs write journals, ingested below), so one sqlite file
+serves many concurrent jobs without the migration race seen in stack.md."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # a lab's cluster should not phone home
+
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from orchestrator.journal import decode_number, read_journal  # noqa: E402
+from orchestrator.rundir import RunDir  # noqa: E402
+
+STORE_DIR = Path("mlruns")
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+BATCH = 1000  # MLflow's limit of metrics per log_batch
+
+
+def default_uri(root: Path | None = None) -> str:
+    return f"sqlite:///{((root or Path.cwd()) / STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def resolve_uri(cli_uri: str | None = None, spec_uri: str | None = None) -> str:
+    """``--tracking-uri``, then ``MLFLOW_TRACKING_URI``, then the spec, then the embedded store."""
+    return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri or default_uri()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    status: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    start_time: int | None = None
+
+    @property
+    def key(self) -> str:
+        return self.tags.get("orch.key", "")
+
+
+def _chunks(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class Ledger:
+    def __init__(self, uri: str):
+        self.uri = uri
+        if uri.startswith("sqlite:///"):
+            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        self.client = MlflowClient(tracking_uri=uri)
+
+    # -- experiments ---------------------------------------------------------------------------
+    def experiment_id(self, name: str, create: bool = False) -> str | None:
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        if not create:
+            return None
+        location = None
+        if self.uri.startswith("sqlite:///"):
+            location = (Path(self.uri[len("sqlite:///"):]).parent / "artifacts" / name).resolve().as_uri()
+        return self.client.create_experiment(name, artifact_location=location)
+
+    # -- reading -------------------------------------------------------------------------------
+    def runs(self, experiment_id: str, role: str = "seed") -> list[RunRecord]:
+        records, token = [], None
+        while True:
+            page = self.client.search_runs([experiment_id], filter_string=f"tags.`orch.role` = '{role}'",
+                                           max_results=10000, page_token=token)
+            records += [RunRecord(r.info.run_id, r.info.status, r.data.tags, r.data.metrics, r.info.start_time)
+                        for r in page]
+            token = page.token
+            if not token:
+                return records
+
+    def get(self, run_id: str) -> RunRecord:
+        r = self.client.get_run(run_id)
+        return RunRecord(r.info.run_id, r.info.status, r.data.tags, r.data.metrics, r.info.start_time)
+
+    # -- writing -------------------------------------------------------------------------------
+    def create_run(self, experiment_id: str, name: str, tags: dict[str, str], params: dict[str, Any],
+                   parent_id: str | None = None, status: str = "SCHEDULED") -> str:
+        tags = dict(tags)
+        if parent_id:
+            tags["mlflow.parentRunId"] = parent_id
+        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
+        run_id = run.info.run_id
+        param_list = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for chunk in _chunks(param_list, 100):
+            self.client.log_batch(run_id, params=chunk)
+        if status != "RUNNING":
+            self.client.update_run(run_id, status=status)
+        return run_id
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
+        if error:
+            self.set_tags(run_id, {"orch.error": error})
+        if status in TERMINAL:
+            self.client.set_terminated(run_id, status)
+        else:
+            self.client.update_run(run_id, status=status)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    # -- ingestion of journals -------------------------------------------------------------------
+    def ingest(self, run_dir: RunDir) -> str | None:
+        """Bring the journal's new lines into the run's MLflow record. Idempotent: a cursor in the run
+        directory remembers how far it got, and steps replayed after a resume are skipped.
+        Returns the terminal status when the journal ended, else None."""
+        job = run_dir.load()
+        run_id = job["run_id"]
+        cursor = run_dir.read_cursor()
+        if cursor.get("run_id") != run_id:
+            cursor = {"offset": 0, "max_step": {}, "run_id": run_id, "ended": None}
+        records, offset = read_journal(run_dir.journal, cursor["offset"])
+        if not records:
+            return cursor.get("ended")
+        metrics: list[Metric] = []
+        tags: dict[str, str] = {}
+        end: dict[str, Any] | None = None
+        max_step = cursor["max_step"]
+        for record in records:
+            ms = int(record["t"] * 1000)
+            if record["event"] == "metrics":
+                step = record["step"]
+                for name, value in record["metrics"].items():
+                    if step <= max_step.get(name, -1):
+                        continue  # replayed after a resume: already recorded, same value by determinism
+                    max_step[name] = step
+                    metrics.append(Metric(name, decode_number(value), ms, step))
+            elif record["event"] == "start":
+                tags.update({"orch.attempt": record["attempt"], "orch.host": record["host"],
+                             "orch.pid": record["pid"], "orch.restart_count": record.get("restart_count", 0)})
+                if record.get("resumed_from_step") is not None:
+                    tags["orch.resumed_from_step"] = record["resumed_from_step"]
+            elif record["event"] == "checkpoint":
+                tags["orch.checkpoint_step"] = record["step"]
+            elif record["event"] == "end":
+                end = record
+                final_step = max(max_step.values(), default=0)
+                metrics += [Metric(k, decode_number(v), ms, final_step) for k, v in record["final"].items()]
+        for chunk in _chunks(metrics, BATCH):
+            self.client.log_batch(run_id, metrics=chunk)
+        if tags:
+            self.set_tags(run_id, tags)
+        status = None
+        if end is not None:
+            status = end["status"]
+            self._finalise(run_id, run_dir, end)
+        elif any(r["event"] == "start" for r in records):
+            self.client.update_run(run_id, status="RUNNING")
+        cursor.update(offset=offset, max_step=max_step, ended=status)
+        run_dir.write_cursor(cursor)
+        return status
+
+    def _finalise(self, run_id: str, run_dir: RunDir, end: dict[str, Any]) -> None:
+        if end.get("traceback"):
+            self.log_text(run_id, end["traceback"], "traceback.txt")
+        artifacts = run_dir.artifacts
+        if artifacts.exists() and any(artifacts.iterdir()):
+            self.client.log_artifacts(run_id, str(artifacts))
+        for log in (run_dir.stdout, run_dir.stderr):
+            if log.exists() and log.stat().st_size:
+                self.client.log_artifact(run_id, str(log), "logs")
+        self.set_status(run_id, end["status"], end.get("error"))
+
+    def close_dead(self, run_dir: RunDir, reason: str, status: str = "KILLED") -> str:
+        """A job that ended without journaling its end (SIGKILL, OOM, node failure): ingest what it wrote,
+        then record the end for it so it is not left RUNNING forever."""
+        ended = self.ingest(run_dir)
+        if ended:
+            return ended
+        from orchestrator.journal import JournalWriter
+        journal = JournalWriter(run_dir.journal)
+        journal.write("end", status=status, final={}, error=reason)
+        journal.close()
+        return self.ingest(run_dir) or status

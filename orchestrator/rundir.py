@@ -1,0 +1,69 @@
+"""A run directory: what one job writes (journal, checkpoint, logs, artifacts) and what it is told
+(run.json). It lives under the spec's ``workdir`` (on a cluster: the shared filesystem), one per run key."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write-then-rename, so a reader (or a resume) never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def spec_file(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def journal(self) -> Path:
+        return self.path / "journal.jsonl"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pkl"
+
+    @property
+    def stdout(self) -> Path:
+        return self.path / "stdout.log"
+
+    @property
+    def stderr(self) -> Path:
+        return self.path / "stderr.log"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.path / "artifacts"
+
+    @property
+    def cursor(self) -> Path:
+        return self.path / "ingested.json"
+
+    def create(self, payload: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.artifacts.mkdir(exist_ok=True)
+        atomic_write(self.spec_file, json.dumps(payload, indent=1, sort_keys=True).encode())
+
+    def load(self) -> dict[str, Any]:
+        return json.loads(self.spec_file.read_text())
+
+    def read_cursor(self) -> dict[str, Any]:
+        if self.cursor.exists():
+            return json.loads(self.cursor.read_text())
+        return {"offset": 0, "max_step": {}, "run_id": None}
+
+    def write_cursor(self, cursor: dict[str, Any]) -> None:
+        atomic_write(self.cursor, json.dumps(cursor).encode())

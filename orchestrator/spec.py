@@ -1,0 +1,228 @@
+"""The YAML spec: load safely, apply CLI overrides, validate. Nothing here touches MLflow or the disk
+beyond reading the file, so a bad spec is rejected before anything exists."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator import registry
+from orchestrator.errors import InputError, did_you_mean
+
+BACKENDS = ("local", "slurm", "ray")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Seeds(Strict):
+    count: int = Field(1, gt=0)
+    base: int = Field(0, ge=0)
+
+
+class Resources(Strict):
+    cpus: int = Field(1, gt=0, description="CPU cores per run (also its torch/BLAS thread count)")
+    gpus: int = Field(0, ge=0)
+    mem_gb: float = Field(4.0, gt=0)
+    time_min: int = Field(60, gt=0)
+
+
+class Tracking(Strict):
+    uri: str | None = None
+
+
+class MetricSpec(Strict):
+    name: str
+    mode: Literal["min", "max"] = "min"
+
+
+class Spec(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="MLflow experiment name")
+    workload: str
+    params: dict[str, Any] = {}
+    seeds: Seeds = Seeds()
+    variants: dict[str, dict[str, Any]] = {}
+    grid: dict[str, list[Any]] = {}
+    resources: Resources = Resources()
+    backend: Literal["local", "slurm", "ray"] = "local"
+    cluster: str | None = Field(None, description="cluster profile name (cluster/<name>.yaml)")
+    tracking: Tracking = Tracking()
+    workdir: str = Field("mlruns/jobs", description="root of the run directories (shared filesystem on a cluster)")
+    metric: MetricSpec | None = None
+    tune: dict[str, Any] | None = None
+
+    source: str = Field("<spec>", exclude=True)
+
+    @pydantic.field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_shorthand(cls, value: Any) -> Any:
+        return {"count": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Safe-load one YAML mapping, with line numbers in syntax errors and no object-constructing tags."""
+    source = str(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise InputError(f"cannot read the spec file: {err.strerror or err}", source) from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as err:
+        line = f" (line {err.problem_mark.line + 1})" if err.problem_mark else ""
+        raise InputError(f"YAML tag not allowed{line}: {err.problem}; only plain YAML data is accepted", source) from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise InputError(f"malformed YAML: {where}{problem}", source) from None
+    if not isinstance(doc, dict):
+        raise InputError(f"expected a mapping of spec fields at the top level, got {type(doc).__name__}", source)
+    return doc
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'model.n_layer': 3} -> {'model': {'n_layer': 3}}; nested mappings pass through and merge."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = str(key).split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"'{key}' sets inside '{part}', which is not a mapping")
+        leaf = parts[-1]
+        if isinstance(value, dict) and isinstance(node.get(leaf), dict):
+            node[leaf] = deep_merge(node[leaf], nest(value))
+        else:
+            node[leaf] = nest(value) if isinstance(value, dict) else value
+    return out
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def check_param_keys(model: type[BaseModel], tree: dict[str, Any], source: str, field: str) -> None:
+    """Unknown keys named with their full path and a suggestion (pydantic's message has neither)."""
+    for key, value in tree.items():
+        fields = model.model_fields
+        if key not in fields:
+            raise InputError(f"unknown param '{key}'{did_you_mean(key, fields)}; "
+                             f"known: {', '.join(fields)}", source, f"{field}.{key}")
+        annotation = fields[key].annotation
+        if isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            check_param_keys(annotation, value, source, f"{field}.{key}")
+
+
+def param_path_exists(model: type[BaseModel], dotted: str) -> bool:
+    node: Any = model
+    for part in dotted.split("."):
+        if not (isinstance(node, type) and issubclass(node, BaseModel)) or part not in node.model_fields:
+            return False
+        node = node.model_fields[part].annotation
+    return True
+
+
+def validate_params(model: type[BaseModel], tree: dict[str, Any], source: str, field: str) -> BaseModel:
+    check_param_keys(model, tree, source, field)
+    try:
+        return model.model_validate(tree)
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise InputError(f"{first['msg']} (got {first.get('input')!r})", source, f"{field}.{loc}" if loc else field) from None
+
+
+def apply_sets(doc: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """``--set a.b=value``: a spec field path (``resources.cpus=2``) or a param path (``steps=10``,
+    ``params.steps=10``). Values are YAML-typed. Param paths are checked once the workload is known."""
+    doc = copy.deepcopy(doc)
+    top_level = set(Spec.model_fields) - {"source"}
+    for item in sets:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise InputError(f"expected KEY=VALUE, got '{item}'", "--set")
+        key, raw = (part.strip() for part in item.split("=", 1))
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError:
+            raise InputError(f"value '{raw}' is not valid YAML", "--set", key) from None
+        parts = key.split(".")
+        if parts[0] not in top_level:
+            parts = ["params", *parts]
+        node = doc
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"'{part}' is not a mapping", "--set", key)
+        node[parts[-1]] = value
+        doc.setdefault("_sets", []).append(".".join(parts))
+    return doc
+
+
+def format_validation_error(err: pydantic.ValidationError, source: str) -> InputError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        top = str(first["loc"][0])
+        known = [f for f in Spec.model_fields if f != "source"]
+        return InputError(f"unknown field{did_you_mean(top, known)}; expected one of: {', '.join(known)}", source, loc)
+    got = f" (got {first['input']!r})" if not isinstance(first.get("input"), dict) else ""
+    return InputError(f"{first['msg']}{got}", source, loc)
+
+
+def load_spec(path: str | Path, sets: list[str] | None = None, seeds: int | None = None,
+              backend: str | None = None) -> Spec:
+    """Read, override and validate a spec. Params are checked against the workload's ``Params``."""
+    path = Path(path)
+    source = str(path)
+    doc = apply_sets(load_yaml(path), sets or [])
+    set_paths = doc.pop("_sets", [])
+    if seeds is not None:
+        if seeds <= 0:
+            raise InputError(f"expected a positive number of seeds, got {seeds}", "--seeds")
+        base = doc.get("seeds", {}).get("base", 0) if isinstance(doc.get("seeds"), dict) else 0
+        doc["seeds"] = {"count": seeds, "base": base}
+    if backend is not None:
+        if backend not in BACKENDS:
+            raise InputError(f"unknown backend '{backend}'{did_you_mean(backend, BACKENDS)}; expected one of: "
+                             f"{', '.join(BACKENDS)}", "--backend")
+        doc["backend"] = backend
+    try:
+        spec = Spec.model_validate(doc)
+    except pydantic.ValidationError as err:
+        raise format_validation_error(err, source) from None
+    spec.source = source
+    try:
+        workload = registry.get(spec.workload)
+    except InputError as err:
+        raise InputError(err.message, source, "workload") from None
+    for dotted in set_paths:
+        if dotted.startswith("params.") and not param_path_exists(workload.params_model, dotted[len("params."):]):
+            leaf = dotted.rsplit(".", 1)[-1]
+            raise InputError(f"no such param in workload '{spec.workload}'"
+                             f"{did_you_mean(leaf, workload.params_model.model_fields)}", "--set", dotted)
+    return spec

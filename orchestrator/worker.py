@@ -1,0 +1,136 @@
+"""What runs inside a job: seed every RNG, build the RunContext, call the workload, journal the outcome.
+
+The worker imports no MLflow: it only writes its run directory, so it runs the same on a laptop, on a
+compute node with no network, in a Ray task, or under a Slurm requeue."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import socket
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator import registry
+from orchestrator.context import RunContext
+from orchestrator.journal import JournalWriter, read_journal
+from orchestrator.rundir import RunDir
+
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+class Terminated(BaseException):
+    """Raised in the workload by SIGTERM so the journal records KILLED before the process ends."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"terminated by signal {signum}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:  # only workloads that use torch pay for importing it
+        import torch
+        torch.manual_seed(seed)
+
+
+def set_threads(cpus: int) -> None:
+    """One thread per allotted core; per-step loops collapse when threads exceed cores (stack.md)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(cpus)
+    if "torch" in sys.modules:
+        import torch
+        torch.set_num_threads(cpus)
+
+
+def pick_device(gpus: int) -> str:
+    if gpus > 0 and "torch" in sys.modules:
+        import torch
+        if torch.cuda.is_available():
+            return "cuda"
+    return "cpu"
+
+
+def previous_attempts(run_dir: RunDir) -> int:
+    records, _ = read_journal(run_dir.journal)
+    return sum(1 for r in records if r["event"] == "start")
+
+
+def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
+    """Run the job described by ``<path>/run.json``; return its final status. Never raises for a
+    workload error: the error is the run's outcome, written to the journal."""
+    run_dir = RunDir(Path(path))
+    job = run_dir.load()
+    run = job["run"]
+    cpus = int(job.get("cpus", 1))
+    set_threads(cpus)
+    workload = registry.get(run["workload"])
+    params = workload.params_model.model_validate(run["params"])
+    seed_everything(run["seed"])
+    attempt = previous_attempts(run_dir) + 1
+    journal = JournalWriter(run_dir.journal)
+    ctx = RunContext(run["seed"], run_dir, journal, device=pick_device(int(job.get("gpus", 0))), cpus=cpus)
+    ctx.on_log.extend(extra_callbacks or [])
+    resumed_from = None
+    if run_dir.checkpoint.exists():
+        import pickle
+        with open(run_dir.checkpoint, "rb") as f:
+            resumed_from = pickle.load(f)["step"]
+    journal.write("start", attempt=attempt, pid=os.getpid(), host=socket.gethostname(),
+                  resumed_from_step=resumed_from, restart_count=int(os.environ.get("SLURM_RESTART_COUNT", 0)))
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated) if _main_thread() else None
+    try:
+        final = workload.run(params, ctx) or {}
+        value = final.get(workload.metric)
+        if value is None:
+            status, error = FAILED, f"workload returned no main metric '{workload.metric}'"
+        elif isinstance(value, float) and math.isnan(value):
+            status, error = FAILED, f"main metric '{workload.metric}' is NaN"
+        else:
+            status, error = FINISHED, None
+        journal.write("end", status=status, final=final, error=error)
+    except (Terminated, KeyboardInterrupt) as err:
+        status = KILLED
+        journal.write("end", status=status, final={}, error=str(err) or "interrupted")
+    except BaseException as err:  # noqa: BLE001 - the run's failure is data, not a crash of the worker
+        status = FAILED
+        journal.write("end", status=status, final={}, error=f"{type(err).__name__}: {err}",
+                      traceback=traceback.format_exc())
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+        journal.sync()
+        journal.close()
+    return status
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def child_main(path: str) -> None:
+    """Entry point of a local-backend process: logs to the run directory, then ``execute``."""
+    run_dir = RunDir(Path(path))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for stream, target in ((1, run_dir.stdout), (2, run_dir.stderr)):
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, stream)
+        os.close(fd)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    status = execute(path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(0 if status == FINISHED else 1)
+
+
+if __name__ == "__main__":  # python -m orchestrator.worker RUN_DIR (used by the Slurm/Ray backends)
+    child_main(sys.argv[1]) if len(sys.argv) > 1 else sys.exit("usage: python -m orchestrator.worker RUN_DIR")
