@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -34,7 +35,7 @@ def handles_input_errors(fn):
         try:
             return fn(*args, **kwargs)
         except InputError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
     return wrapper
 
@@ -62,7 +63,7 @@ def _plan_table(runs, reconciled=None) -> Table:
         state.update({r.key: ("retry" if prev else "new") for r, prev in reconciled.todo})
     table = Table(title=f"plan: {len(runs)} runs")
     for col in ("key", "group", "variant", "grid point", "seed", "state"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True)
     for run in runs:
         point = ", ".join(f"{k}={v}" for k, v in run.grid_point.items())
         table.add_row(run.key, run.group, run.variant, point, str(run.seed), state.get(run.key, "new"))
@@ -181,7 +182,7 @@ def _print_status(ledger, experiment_id: str, name: str) -> None:
     from orchestrator.status import experiment_status
     table = Table(title=f"{name}")
     for col in ("group", "variant", "finished", "running", "queued", "failed", "missing", "metric", "mean"):
-        table.add_column(col, justify="right" if col not in ("group", "variant", "metric") else "left")
+        table.add_column(col, justify="right" if col not in ("group", "variant", "metric") else "left", no_wrap=True)
     for g in experiment_status(ledger, experiment_id):
         mean = f"{g.metric_mean:.4g}" if g.metric_mean is not None else "-"
         table.add_row(g.label, g.variant, f"[green]{g.finished}[/]", str(g.running), str(g.pending),

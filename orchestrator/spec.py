@@ -187,9 +187,14 @@ def format_validation_error(err: pydantic.ValidationError, source: str) -> Input
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
-        top = str(first["loc"][0])
-        known = [f for f in Spec.model_fields if f != "source"]
-        return InputError(f"unknown field{did_you_mean(top, known)}; expected one of: {', '.join(known)}", source, loc)
+        model: type[BaseModel] = Spec
+        for part in first["loc"][:-1]:
+            annotation = model.model_fields[str(part)].annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                model = annotation
+        leaf = str(first["loc"][-1])
+        known = [f for f in model.model_fields if f != "source"]
+        return InputError(f"unknown field{did_you_mean(leaf, known)}; expected one of: {', '.join(known)}", source, loc)
     got = f" (got {first['input']!r})" if not isinstance(first.get("input"), dict) else ""
     return InputError(f"{first['msg']}{got}", source, loc)
 
