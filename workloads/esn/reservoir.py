@@ -1,0 +1,110 @@
+"""Batched leaky-tanh reservoir: many trials and many reservoirs stepped together in torch.
+
+reservoirpy steps one reservoir through one sequence with a Python loop per step (~50 us/step, stack.md);
+here the input drive ``W_in u`` of every step is one matmul, and the loop over time does one batched
+``x @ W^T`` for every reservoir and every sequence at once. reservoirpy stays the reference (tests compare
+states to < 1e-9 in float64) and the source of random initialisers (`random_reservoir`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["esn_states", "random_reservoir", "spectral_radius", "rescale_spectral_radius", "as_tensor"]
+
+
+def as_tensor(a, like: torch.Tensor | None = None) -> torch.Tensor:
+    """``a`` as a torch tensor; with ``like``, on its dtype and device (numpy arrays are not copied when
+    dtype already matches)."""
+    t = a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+    if like is not None:
+        t = t.to(dtype=like.dtype, device=like.device)
+    return t
+
+
+def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False) -> torch.Tensor:
+    """States of leaky-tanh reservoirs driven by ``inputs``.
+
+    Shapes (leading dims ``...`` broadcast between the arguments, e.g. W (P, N, N) with inputs (B, T, D)
+    runs a population of P reservoirs on the same B trials and returns (P, B, T, N)):
+      W (..., N, N), W_in (..., N, D), inputs (..., B, T, D), bias (..., N) or None,
+      x0 (..., B, N) or None (zeros), leak a float or a tensor/array broadcastable to (..., N).
+    Returns states (..., B, T, N) with reservoirpy's convention (``Reservoir.run``, state starting at x0):
+
+        x_t = (1 - leak) * x_{t-1} + leak * tanh(W x_{t-1} + W_in u_t + b),   x_{-1} = x0,
+        states[..., t, :] = x_t   (the state AFTER reading inputs[..., t, :]).
+
+    ``reverse=True`` feeds the sequence from its last step to its first (a backward reservoir) and returns
+    the states aligned with the inputs: states[..., t, :] has read inputs t..T-1.
+    dtype and device follow ``W``; inputs may be numpy or torch. A neuron whose W row/column, W_in row and
+    bias are 0 (padding) stays exactly 0, so populations of different sizes can share one padded tensor.
+    """
+    W = as_tensor(W)
+    if not W.is_floating_point():
+        W = W.to(torch.get_default_dtype())
+    W_in, u = as_tensor(W_in, W), as_tensor(inputs, W)
+    if reverse:
+        u = torch.flip(u, dims=(-2,))
+    # Input drive for all steps at once: (..., B, T, D) @ (..., 1, D, N) -> (..., B, T, N).
+    drive = u @ W_in.unsqueeze(-3).transpose(-1, -2)
+    if bias is not None:
+        drive = drive + as_tensor(bias, W)[..., None, None, :]
+    leak_t = as_tensor(leak, W)
+    if leak_t.ndim > 0:  # per-neuron leak (..., N) -> (..., 1, N) against the state (..., B, N)
+        leak_t = leak_t.unsqueeze(-2)
+    batch_shape = torch.broadcast_shapes(drive.shape[:-2], W.shape[:-2] + (1,))
+    n, steps = W.shape[-1], drive.shape[-2]
+    x = torch.zeros(batch_shape + (n,), dtype=W.dtype, device=W.device)
+    if x0 is not None:
+        x = x + as_tensor(x0, W)
+    Wt = W.transpose(-1, -2)
+    out = torch.empty(batch_shape[:-1] + (batch_shape[-1], steps, n), dtype=W.dtype, device=W.device)
+    for t in range(steps):
+        pre = x @ Wt + drive[..., t, :]
+        x = (1 - leak_t) * x + leak_t * torch.tanh(pre)
+        out[..., t, :] = x
+    if reverse:
+        out = torch.flip(out, dims=(-2,))
+    return out
+
+
+def spectral_radius(W) -> float:
+    """Largest absolute eigenvalue of a square matrix (dense, numpy or torch)."""
+    a = W.detach().cpu().numpy() if isinstance(W, torch.Tensor) else np.asarray(W)
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(np.linalg.eigvals(a.astype(np.float64)))))
+
+
+def rescale_spectral_radius(W, sr: float, eps: float = 1e-9):
+    """``W`` scaled to spectral radius ``sr`` (same type as ``W``, a new array). A W whose radius is below
+    ``eps`` (nilpotent: a sparse ternary matrix often is, stack.md) is returned unchanged (a copy) rather
+    than blown up by a division by ~0."""
+    radius = spectral_radius(W)
+    if radius < eps:
+        return W.clone() if isinstance(W, torch.Tensor) else np.array(W, copy=True)
+    return W * (sr / radius)
+
+
+def random_reservoir(units: int, input_dim: int, sr: float, input_scaling: float, rc_connectivity: float,
+                     input_connectivity: float, seed, bias_scaling: float = 0.0,
+                     dtype=np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dense (W, W_in, bias) drawn with reservoirpy.mat_gen exactly as ``Reservoir(units, sr=...,
+    input_scaling=..., rc_connectivity=..., input_connectivity=..., seed=seed)`` draws them: W ~ normal
+    rescaled to spectral radius ``sr``, W_in ~ bernoulli(+-1) * input_scaling, bias ~ bernoulli * bias_scaling
+    (zeros when bias_scaling is 0, reservoirpy's default)."""
+    from reservoirpy.mat_gen import bernoulli, normal
+    from reservoirpy.utils.random import rand_generator
+
+    win_rng, w_rng, bias_rng = rand_generator(seed).spawn(3)  # the same split as Reservoir.initialize
+    W_in = bernoulli(units, input_dim, input_scaling=input_scaling, connectivity=input_connectivity,
+                     dtype=dtype, seed=win_rng)
+    W = normal(units, units, sr=sr, connectivity=rc_connectivity, dtype=dtype, seed=w_rng)
+    if bias_scaling:
+        bias = bernoulli(units, connectivity=1.0, input_scaling=bias_scaling, dtype=dtype, seed=bias_rng)
+    else:
+        bias = np.zeros(units, dtype=dtype)
+    dense = [np.asarray(m.toarray() if hasattr(m, "toarray") else m, dtype=dtype) for m in (W, W_in, bias)]
+    dense[2] = dense[2].reshape(units)
+    return dense[0], dense[1], dense[2]
