@@ -47,6 +47,8 @@ def test_population_broadcast_equals_one_by_one():
     u = rng.normal(size=(6, 15, D))
     batched = esn_states(Ws, W_ins, u, 0.5).numpy()
     assert batched.shape == (P, 6, 15, N)
+    last = esn_states(Ws, W_ins, u, 0.5, last_only=True).numpy()
+    np.testing.assert_array_equal(last, batched[:, :, -1])
     for p in range(P):
         ref = _reference(Ws[p], W_ins[p], np.zeros(N), 0.5, u)
         assert np.abs(batched[p] - ref).max() < 1e-9

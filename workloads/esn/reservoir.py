@@ -23,7 +23,8 @@ def as_tensor(a, like: torch.Tensor | None = None) -> torch.Tensor:
     return t
 
 
-def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False) -> torch.Tensor:
+def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False, *,
+               last_only: bool = False) -> torch.Tensor:
     """States of leaky-tanh reservoirs driven by ``inputs``.
 
     Shapes (leading dims ``...`` broadcast between the arguments, e.g. W (P, N, N) with inputs (B, T, D)
@@ -37,6 +38,8 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False)
 
     ``reverse=True`` feeds the sequence from its last step to its first (a backward reservoir) and returns
     the states aligned with the inputs: states[..., t, :] has read inputs t..T-1.
+    ``last_only=True`` returns only the final state (..., B, N) (the one after the last input read), without
+    storing the (..., B, T, N) history: what a readout at the last step needs, at 1/T of the memory.
     dtype and device follow ``W``; inputs may be numpy or torch. A neuron whose W row/column, W_in row and
     bias are 0 (padding) stays exactly 0, so populations of different sizes can share one padded tensor.
     """
@@ -59,11 +62,14 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False)
     if x0 is not None:
         x = x + as_tensor(x0, W)
     Wt = W.transpose(-1, -2)
-    out = torch.empty(batch_shape[:-1] + (batch_shape[-1], steps, n), dtype=W.dtype, device=W.device)
+    out = None if last_only else torch.empty(batch_shape + (steps, n), dtype=W.dtype, device=W.device)
     for t in range(steps):
         pre = x @ Wt + drive[..., t, :]
         x = (1 - leak_t) * x + leak_t * torch.tanh(pre)
-        out[..., t, :] = x
+        if out is not None:
+            out[..., t, :] = x
+    if out is None:
+        return x
     if reverse:
         out = torch.flip(out, dims=(-2,))
     return out
