@@ -78,6 +78,8 @@ def submit(spec_path: SpecArg,
            sets: SetOpt = None, tracking_uri: UriOpt = None,
            dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and exit")] = False,
            max_parallel: Annotated[Optional[int], typer.Option("--max-parallel", help="local: runs at once")] = None,
+           ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="ray: a running cluster "
+                                  "('auto' or host:port; default RAY_ADDRESS, cluster/ray.yaml, else a local Ray)")] = None,
            wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow queued jobs until they end")] = True):
     """Run every seed of every variant and grid point that MLflow does not already hold as FINISHED."""
     from orchestrator import backends, driver
@@ -97,7 +99,7 @@ def submit(spec_path: SpecArg,
     from orchestrator.ledger import Ledger
     ledger = Ledger(uri)
     experiment_id = ledger.experiment_id(spec.name, create=True)
-    backend_instance = driver.make_backend(spec.backend, spec, max_parallel)
+    backend_instance = driver.make_backend(spec.backend, spec, max_parallel, ray_address=ray_address)
     records = driver.refresh(ledger, ledger.runs(experiment_id), lambda name: backend_instance
                              if name == spec.backend else driver.make_backend(name))
     reconciled = driver.reconcile(runs, records)
@@ -157,7 +159,7 @@ def run_one(spec_path: SpecArg, seed: Annotated[int, typer.Option("--seed", help
     (prepared,) = driver.prepare(ledger, experiment_id, spec, [(run, previous)], "local", fresh=True)
     ledger.set_tags(prepared.run_id, {"orch.job_id": "in-process", "orch.via": "orch run"})
     console.print(f"running {run.label} seed {run.seed} in this process (run {prepared.run_id})")
-    status = worker.execute(prepared.run_dir)
+    status = worker.execute(prepared.run_dir.path)
     ledger.ingest(prepared.run_dir)
     driver.update_groups(ledger, experiment_id)
     final = ledger.get(prepared.run_id)

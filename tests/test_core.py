@@ -1,0 +1,214 @@
+"""orch core end to end, on a real MLflow sqlite store: reconcile, failures, concurrency, SIGKILL,
+Ctrl-C, determinism, resume, `orch run`, `orch sync`, `orch logs`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import worker
+from orchestrator.journal import read_journal
+from orchestrator.plan import Run
+from orchestrator.rundir import RunDir
+
+SMOKE = {"name": "core", "workload": "smoke", "params": {"steps": 5, "noise": 0.1}}
+
+
+def history(store, run_id: str, metric: str = "loss") -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in store.ledger().client.get_metric_history(run_id, metric))
+
+
+def by_seed(records):
+    return {int(r.tags["orch.seed"]): r for r in records}
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def worker_pids(workdir: Path) -> dict[str, int]:
+    pids = {}
+    for journal in workdir.glob("*/*/journal.jsonl"):
+        records, _ = read_journal(journal)
+        starts = [r for r in records if r["event"] == "start"]
+        if starts:
+            pids[journal.parent.name] = starts[-1]["pid"]
+    return pids
+
+
+def test_submit_then_more_seeds_runs_only_the_missing_ones(store):
+    path = store.spec(SMOKE)
+    store.orch("submit", str(path), "--seeds", "5", check=True)
+    first = store.seed_runs("core")
+    assert len(first) == 5 and {r.status for r in first} == {"FINISHED"}
+    result = store.orch("submit", str(path), "--seeds", "8", check=True)
+    assert "3 to run" in " ".join(result.output.split())
+    second = store.seed_runs("core")
+    assert len(second) == 8 and len({r.key for r in second}) == 8
+    assert {r.run_id for r in first} <= {r.run_id for r in second}  # nothing repeated
+    store.orch("submit", str(path), "--seeds", "8", check=True)
+    assert len(store.seed_runs("core")) == 8
+    parents = store.ledger().runs(second[0].tags and store.ledger().experiment_id("core"), role="group")
+    assert len(parents) == 1 and parents[0].status == "FINISHED"
+    assert all(r.tags["mlflow.parentRunId"] == parents[0].run_id for r in second)
+    for tag in ("orch.key", "orch.group", "orch.variant", "orch.seed", "orch.workload", "orch.backend",
+                "orch.git_commit", "orch.git_dirty", "orch.pkg.mlflow"):
+        assert tag in second[0].tags, tag
+    artifacts = {a.path for a in store.ledger().client.list_artifacts(parents[0].run_id)}
+    assert "spec.yaml" in artifacts
+
+
+def test_a_failed_run_is_rerun_and_a_finished_one_never(store):
+    path = store.spec({**SMOKE, "params": {"steps": 5, "noise": 0.1, "checkpoint_every": 1000}})  # no checkpoint
+    store.orch("submit", str(path), "--seeds", "3", check=True)
+    runs = by_seed(store.seed_runs("core"))
+    store.ledger().set_status(runs[1].run_id, "FAILED", "pretend the node died")
+    store.orch("submit", str(path), "--seeds", "3", check=True)
+    after = store.seed_runs("core")
+    assert len(after) == 4  # the failed record is kept as history, one new run for seed 1
+    reruns = [r for r in after if r.tags["orch.seed"] == "1" and r.status == "FINISHED"]
+    assert len(reruns) == 1 and reruns[0].run_id != runs[1].run_id
+    assert {r.run_id for r in after if r.tags["orch.seed"] != "1"} == {runs[0].run_id, runs[2].run_id}
+    assert history(store, reruns[0].run_id) == history(store, runs[1].run_id)  # same seed, same curve
+
+
+def test_failures_are_recorded_and_do_not_touch_other_runs(store):
+    path = store.spec({**SMOKE, "variants": {"ok": {}, "boom": {"fail_at_step": 2}, "nan": {"nan_at_step": 3}},
+                       "seeds": 2})
+    result = store.orch("submit", str(path))
+    assert result.exit_code == 1
+    runs = store.seed_runs("core")
+    status = {(r.tags["orch.variant"], r.tags["orch.seed"]): r for r in runs}
+    assert {status[("ok", s)].status for s in "01"} == {"FINISHED"}
+    boom = status[("boom", "0")]
+    assert boom.status == "FAILED" and "failing at step 2" in boom.tags["orch.error"]
+    traceback = store.ledger().client.download_artifacts(boom.run_id, "traceback.txt", str(store.root))
+    assert "RuntimeError" in Path(traceback).read_text()
+    assert [s for s, _ in history(store, boom.run_id)] == [0, 1]  # what it logged before failing is kept
+    nan = status[("nan", "1")]
+    assert nan.status == "FAILED" and "NaN" in nan.tags["orch.error"]
+
+
+def test_sixteen_concurrent_runs_lose_no_metric(store):
+    path = store.spec({**SMOKE, "params": {"steps": 300, "noise": 0.1, "checkpoint_every": 100}, "seeds": 16})
+    store.orch("submit", str(path), "--max-parallel", "16", check=True)
+    runs = store.seed_runs("core")
+    assert len(runs) == 16
+    for run in runs:
+        steps = [s for s, _ in history(store, run.run_id)]
+        assert steps == list(range(300)), run.run_id
+
+
+def test_same_seed_same_metrics_and_orch_run_equals_the_local_backend(store, tmp_path):
+    path = store.spec(SMOKE)
+    store.orch("submit", str(path), "--seeds", "2", check=True)
+    local = by_seed(store.seed_runs("core"))
+    other = type(store)(tmp_path / "other")
+    other.root.mkdir()
+    other_path = other.spec(SMOKE)
+    other.orch("submit", str(other_path), "--seeds", "2", check=True)
+    again = by_seed(other.seed_runs("core"))
+    for seed in (0, 1):
+        assert history(store, local[seed].run_id) == history(other, again[seed].run_id)
+    assert history(store, local[0].run_id) != history(store, local[1].run_id)
+    result = store.orch("run", str(path), "--seed", "1", check=True)
+    assert "FINISHED" in result.output
+    debug = [r for r in store.seed_runs("core") if r.tags.get("orch.via") == "orch run"]
+    assert len(debug) == 1 and debug[0].key == local[1].key
+    assert history(store, debug[0].run_id) == history(store, local[1].run_id)
+    assert debug[0].metrics["final_loss"] == local[1].metrics["final_loss"]
+
+
+def test_sigkilled_worker_is_recorded_killed_not_left_running(store):
+    path = store.spec({**SMOKE, "params": {"steps": 400, "sleep_s": 0.05}, "seeds": 2})
+    proc = store.orch_process("submit", str(path), "--max-parallel", "2")
+    pids = wait_for(lambda: len(worker_pids(store.workdir)) == 2 and worker_pids(store.workdir), what="workers")
+    victim_key, victim_pid = sorted(pids.items())[0]
+    time.sleep(0.5)
+    os.kill(victim_pid, signal.SIGKILL)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)  # then Ctrl-C the orchestrator: the other run must end KILLED too
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    runs = {r.key: r for r in store.seed_runs("core")}
+    assert runs[victim_key].status == "KILLED" and "SIGKILL" in runs[victim_key].tags["orch.error"]
+    assert {r.status for r in runs.values()} == {"KILLED"}
+    assert all(len(history(store, r.run_id)) > 0 for r in runs.values())  # what they logged is kept
+
+
+def test_a_dead_orchestrator_leaves_nothing_running_and_resume_continues_the_same_run(store):
+    path = store.spec({**SMOKE, "params": {"steps": 60, "sleep_s": 0.05, "checkpoint_every": 10}, "seeds": 1})
+    proc = store.orch_process("submit", str(path))
+    run_dir_path = wait_for(lambda: next(iter(store.workdir.glob("*/*/checkpoint.pkl")), None), what="a checkpoint")
+    time.sleep(0.3)
+    pid = worker_pids(store.workdir)[run_dir_path.parent.name]
+    proc.kill()  # SIGKILL the orchestrator, then its worker: nobody is left to record the end
+    os.kill(pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    (running,) = store.seed_runs("core")
+    assert running.status in ("RUNNING", "SCHEDULED")
+    result = store.orch("status", "core", "--json", check=True)
+    (group,) = json.loads(result.output)["groups"]
+    assert group["failed"] == 1 and group["running"] == 0
+    (killed,) = store.seed_runs("core")
+    assert killed.status == "KILLED"
+    store.orch("submit", str(path), check=True)  # resumes from the checkpoint, in the same MLflow run
+    (resumed,) = store.seed_runs("core")
+    assert resumed.run_id == killed.run_id and resumed.status == "FINISHED"
+    assert int(resumed.tags["orch.resumed_from_step"]) >= 9
+    reference = type(store)(store.root / "reference")
+    reference.root.mkdir()
+    reference.orch("submit", str(reference.spec({**SMOKE, "params": {"steps": 60, "sleep_s": 0.0, "checkpoint_every": 10}})),
+                   check=True)
+    (uninterrupted,) = reference.seed_runs("core")
+    assert history(store, resumed.run_id) == history(reference, uninterrupted.run_id)
+    assert resumed.metrics["final_loss"] == uninterrupted.metrics["final_loss"]
+
+
+def test_sync_ingests_journals_written_without_the_orchestrator_idempotently(store):
+    path = store.spec(SMOKE)
+    store.orch("submit", str(path), "--seeds", "1", check=True)
+    (run,) = store.seed_runs("core")
+    # a job that ran where MLflow was unreachable: its run directory has a journal nobody ingested
+    ledger = store.ledger()
+    offline = Run("smoke", run.tags and json.loads(RunDir(Path(run.tags["orch.run_dir"])).spec_file.read_text())["run"]["params"], 7, "base")
+    run_id = ledger.create_run(ledger.experiment_id("core"), "offline", {"orch.role": "seed", "orch.key": offline.key}, {})
+    run_dir = RunDir(store.workdir / "core" / offline.key)
+    run_dir.create({"run": offline.to_dict(), "run_id": run_id, "tracking_uri": store.uri, "cpus": 1, "gpus": 0})
+    assert worker.execute(run_dir.path) == "FINISHED"
+    assert history(store, run_id) == []
+    for _ in range(2):
+        result = store.orch("sync", "--workdir", str(store.workdir), check=True)
+    assert [s for s, _ in history(store, run_id)] == list(range(5))  # synced twice, recorded once
+    assert ledger.get(run_id).status == "FINISHED"
+    assert "synced" in result.output
+
+
+def test_logs_and_workloads_commands(store):
+    path = store.spec({**SMOKE, "params": {"steps": 2, "fail_at_step": 1}})
+    store.orch("submit", str(path))
+    (run,) = store.seed_runs("core")
+    result = store.orch("logs", run.run_id, check=True)
+    assert "failing at step 1" in result.output and "FAILED" in result.output
+    result = store.orch("logs", run.key, check=True)
+    assert run.run_id in result.output
+    assert store.orch("logs", "nonexistent").exit_code == 2
+    result = store.orch("workloads", check=True)
+    assert "smoke" in result.output and "fail_at_step" in result.output
+
+
+@pytest.mark.parametrize("command", ["status", "cancel"])
+def test_unknown_experiment_is_a_clear_error(store, command):
+    result = store.orch(command, "no-such-experiment")
+    assert result.exit_code == 2 and "no experiment named 'no-such-experiment'" in result.output
