@@ -1,0 +1,135 @@
+"""Streaming ridge (workloads/esn/ridge.py) against direct solves on the full design matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workloads.esn.ridge import RidgeAccumulator, ridge_solve, select_ridge
+
+
+def direct(X: np.ndarray, Y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge with an unpenalised intercept, solved on [X, 1] in one go."""
+    Xa = np.hstack([X, np.ones((len(X), 1))])
+    P = lam * np.eye(Xa.shape[1])
+    P[-1, -1] = 0.0
+    w = np.linalg.solve(Xa.T @ Xa + P, Xa.T @ Y)
+    return w[:-1], w[-1]
+
+
+def data(rng, n=600, f=7, d=3, offset=5.0):
+    X = rng.normal(size=(n, f)) * rng.uniform(0.5, 3, size=f) + offset  # far from centred on purpose
+    Y = X @ rng.normal(size=(f, d)) + 0.3 * rng.normal(size=(n, d)) - 2.0
+    return X, Y
+
+
+def feed(X, Y, batch, mask=None, dtype=np.float64, F=None) -> RidgeAccumulator:
+    acc = RidgeAccumulator(F or X.shape[-1], Y.shape[-1], product_dtype=dtype)
+    for i in range(0, len(X), batch):
+        acc.update(X[i:i + batch], Y[i:i + batch], None if mask is None else mask[i:i + batch])
+    return acc
+
+
+def test_streaming_masked_equals_direct_solve():
+    rng = np.random.default_rng(0)
+    X, Y = data(rng)
+    mask = rng.random(len(X)) > 0.3
+    # Padding rows hold garbage that must not leak into the fit.
+    Xp, Yp = X.copy(), Y.copy()
+    Xp[~mask], Yp[~mask] = 1e6, -1e6
+    acc = feed(Xp.reshape(50, 12, -1), Yp.reshape(50, 12, -1), 7, mask.reshape(50, 12))
+    assert acc.n == mask.sum()
+    for lam in (0.0, 0.1, 10.0):
+        W, b = direct(X[mask], Y[mask], lam)
+        sol = acc.solve(lam)
+        np.testing.assert_allclose(sol.W, W, rtol=1e-8, atol=1e-9)
+        np.testing.assert_allclose(sol.b, b, rtol=1e-8, atol=1e-9)
+
+
+def test_penalty_list_from_one_eigendecomposition_equals_single_solves():
+    rng = np.random.default_rng(1)
+    X, Y = data(rng)
+    acc = feed(X, Y, 64)
+    ridges = [1e-3, 1e-1, 1.0, 100.0]
+    for sol, lam in zip(acc.solve(ridges), ridges):
+        W, b = direct(X, Y, lam)
+        np.testing.assert_allclose(sol.W, W, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(sol.b, b, rtol=1e-7, atol=1e-9)
+        assert sol.ridge == lam
+
+
+def test_sse_objective_and_validation_selection_from_statistics():
+    rng = np.random.default_rng(2)
+    X, Y = data(rng, n=900, f=30)
+    tr, va = feed(X[:300], Y[:300], 50), feed(X[300:], Y[300:], 77)
+    ridges = [1e-4, 1e-2, 1.0, 1e2, 1e4]
+    best, scores = select_ridge(tr, va, ridges)
+    direct_scores = {}
+    for lam in ridges:
+        W, b = direct(X[:300], Y[:300], lam)
+        direct_scores[lam] = np.mean((X[300:] @ W + b - Y[300:]) ** 2)
+        sol = tr.solve(lam)
+        sse_train = np.sum((X[:300] @ W + b - Y[:300]) ** 2)
+        assert tr.sse(sol) == pytest.approx(sse_train, rel=1e-8)
+        assert tr.objective(sol) == pytest.approx(sse_train + lam * np.sum(W ** 2), rel=1e-8)
+        assert scores[lam] == pytest.approx(direct_scores[lam], rel=1e-8)
+    assert best.ridge == min(direct_scores, key=direct_scores.get)
+
+
+def test_merge_and_subset_equal_accumulating_directly():
+    rng = np.random.default_rng(3)
+    X, Y = data(rng)
+    a, b = feed(X[:200], Y[:200] + 10, 40), feed(X[200:] * 2, Y[200:], 33)  # different shifts
+    whole = feed(np.vstack([X[:200], X[200:] * 2]), np.vstack([Y[:200] + 10, Y[200:]]), 100)
+    m = a.merged(b)
+    for lam in (0.0, 3.0):
+        np.testing.assert_allclose(m.solve(lam).W, whole.solve(lam).W, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(m.solve(lam).b, whole.solve(lam).b, rtol=1e-8, atol=1e-10)
+    assert m.sse(m.solve(1.0)) == pytest.approx(whole.sse(whole.solve(1.0)), rel=1e-9)
+    cols = np.array([0, 2, 5])
+    sub = feed(X[:, cols], Y, 64)
+    np.testing.assert_allclose(feed(X, Y, 64).subset(cols).solve(0.5).W, sub.solve(0.5).W, rtol=1e-9)
+
+
+def test_float32_products_stay_accurate_on_offset_data():
+    rng = np.random.default_rng(4)
+    X, Y = data(rng, n=20000, f=40, offset=300.0)  # float32 X^T X without the shift would lose ~all digits
+    W64 = feed(X, Y, 4096).solve(1.0).W
+    W32 = feed(X.astype(np.float32), Y.astype(np.float32), 4096, dtype=np.float32).solve(1.0).W
+    assert np.max(np.abs(W32 - W64)) / np.max(np.abs(W64)) < 1e-4
+
+
+def test_ridge_solve_batched_numpy_and_torch():
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(3, 4, 6, 6))
+    XtX = A @ np.swapaxes(A, -1, -2)
+    XtY = rng.normal(size=(3, 4, 6, 2))
+    lam = rng.uniform(0.1, 1, size=(3, 4))
+    W = ridge_solve(XtX, XtY, lam)
+    Wt = ridge_solve(torch.from_numpy(XtX), torch.from_numpy(XtY), torch.from_numpy(lam))
+    assert isinstance(Wt, torch.Tensor) and Wt.shape == (3, 4, 6, 2)
+    for i in range(3):
+        for j in range(4):
+            ref = np.linalg.solve(XtX[i, j] + lam[i, j] * np.eye(6), XtY[i, j])
+            np.testing.assert_allclose(W[i, j], ref, rtol=1e-10)
+            np.testing.assert_allclose(Wt[i, j].numpy(), ref, rtol=1e-10)
+    np.testing.assert_allclose(ridge_solve(XtX[0, 0], XtY[0, 0], 0.5),
+                               np.linalg.solve(XtX[0, 0] + 0.5 * np.eye(6), XtY[0, 0]), rtol=1e-10)
+
+
+def test_matches_reservoirpy_ridge():
+    from reservoirpy.nodes import Ridge
+    rng = np.random.default_rng(6)
+    X, Y = data(rng, n=300, f=10)
+    ref = Ridge(ridge=0.7).fit(X, Y)
+    sol = feed(X, Y, 64).solve(0.7)
+    np.testing.assert_allclose(sol.W, ref.Wout, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(sol.b, np.ravel(ref.bias), rtol=1e-7, atol=1e-10)
+
+
+def test_empty_accumulator_says_so():
+    acc = RidgeAccumulator(3, 2)
+    acc.update(np.ones((4, 3)), np.ones((4, 2)), mask=np.zeros(4, bool))
+    with pytest.raises(ValueError, match="empty"):
+        acc.solve(1.0)

@@ -1,0 +1,218 @@
+"""Streaming ridge regression: accumulate sufficient statistics batch by batch, solve once.
+
+A readout over T tokens x F features never needs the (T, F) design matrix: X^T X (F x F), X^T Y (F x D),
+the column sums and the token count are enough, and they add up over batches. Memory is therefore
+O(F^2 + F D), independent of the number of tokens. Sums are kept in float64; each batch's product may be
+computed in float32 (numpy's ``X.T @ X`` is a symmetric rank-k BLAS update, ~2x faster than float64).
+
+The intercept is fitted, not penalised (reservoirpy's ``Ridge(fit_bias=True)`` convention): the solve uses
+centred statistics. To keep the centring exact with float32 products, every batch is first shifted by a
+fixed reference (the first batch's means; the "shifted data" algorithm), so the products hold small
+numbers and ``S - n m m^T`` does not cancel catastrophically.
+
+Several penalties are solved from one eigendecomposition of the centred X^T X; a held-out accumulator
+scores each of them without keeping its tokens (``select_ridge``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["RidgeAccumulator", "RidgeSolution", "ridge_solve", "select_ridge"]
+
+
+def ridge_solve(XtX, XtY, ridge):
+    """Solve ``(XtX + ridge I) W = XtY`` for every leading index (numpy arrays or torch tensors).
+
+    XtX (..., F, F), XtY (..., F, D), ridge a float or an array broadcastable to the leading dims ``...``.
+    Returns W (..., F, D) in the input's type, dtype and device. No intercept handling here: pass centred
+    statistics (``RidgeAccumulator.solve`` does) or append a constant feature yourself.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a project dependency
+        torch = None
+    if torch is not None and isinstance(XtX, torch.Tensor):
+        eye = torch.eye(XtX.shape[-1], dtype=XtX.dtype, device=XtX.device)
+        lam = torch.as_tensor(ridge, dtype=XtX.dtype, device=XtX.device)
+        A = XtX + lam.reshape(lam.shape + (1, 1)) * eye
+        return torch.linalg.solve(A, torch.as_tensor(XtY, dtype=XtX.dtype, device=XtX.device))
+    XtX, XtY = np.asarray(XtX), np.asarray(XtY)
+    lam = np.asarray(ridge, dtype=XtX.dtype)
+    A = XtX + lam.reshape(lam.shape + (1, 1)) * np.eye(XtX.shape[-1], dtype=XtX.dtype)
+    return np.linalg.solve(A, XtY)
+
+
+class RidgeSolution:
+    """A fitted readout: ``predict(X) = X @ W + b``."""
+
+    def __init__(self, W: np.ndarray, b: np.ndarray, ridge: float):
+        self.W, self.b, self.ridge = W, b, float(ridge)
+
+    def predict(self, X):
+        """X (..., F) numpy or torch -> (..., D) in X's type/dtype/device."""
+        if isinstance(X, np.ndarray):
+            return X @ self.W.astype(X.dtype) + self.b.astype(X.dtype)
+        import torch
+        W = torch.as_tensor(self.W, dtype=X.dtype, device=X.device)
+        return X @ W + torch.as_tensor(self.b, dtype=X.dtype, device=X.device)
+
+    def restrict(self, features: np.ndarray) -> RidgeSolution:
+        return RidgeSolution(self.W[features], self.b, self.ridge)
+
+
+class RidgeAccumulator:
+    """Sufficient statistics of a ridge regression Y ~ X W + b, fed batch by batch.
+
+    Held (float64): n; sx = sum(x - s); sy = sum(y - t); S_xx = sum (x-s)(x-s)^T; S_xy = sum (x-s)(y-t)^T;
+    s_yy = sum (y-t)^2 per target dim; s, t = the fixed shifts (the first batch's means).
+    ``product_dtype`` is the dtype of each batch's matrix products (float32: fast, float64: exact).
+    """
+
+    def __init__(self, n_features: int, n_targets: int, product_dtype=np.float64):
+        self.F, self.D = int(n_features), int(n_targets)
+        self.product_dtype = np.dtype(product_dtype)
+        self.n = 0
+        self.x_shift: np.ndarray | None = None
+        self.y_shift: np.ndarray | None = None
+        self.sx = np.zeros(self.F)
+        self.sy = np.zeros(self.D)
+        self.Sxx = np.zeros((self.F, self.F))
+        self.Sxy = np.zeros((self.F, self.D))
+        self.syy = np.zeros(self.D)
+
+    # ---------------------------------------------------------------- accumulation
+    def update(self, X, Y, mask=None) -> None:
+        """Add the tokens of X (..., F) and Y (..., D) (numpy or torch); with ``mask`` (...) bool, only the
+        tokens where it is True (padding out). Leading dims are flattened."""
+        X, Y = _numpy(X).reshape(-1, self.F), _numpy(Y).reshape(-1, self.D)
+        if mask is not None:
+            keep = _numpy(mask).reshape(-1).astype(bool)
+            X, Y = X[keep], Y[keep]
+        if X.shape[0] == 0:
+            return
+        if X.shape[0] != Y.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} tokens, Y has {Y.shape[0]}")
+        if self.x_shift is None:
+            self.x_shift = X.mean(axis=0, dtype=np.float64)
+            self.y_shift = Y.mean(axis=0, dtype=np.float64)
+        dt = self.product_dtype
+        Xc = X.astype(dt, copy=True)
+        Xc -= self.x_shift.astype(dt)
+        Yc = Y.astype(dt, copy=True)
+        Yc -= self.y_shift.astype(dt)
+        self.n += X.shape[0]
+        self.sx += Xc.sum(axis=0, dtype=np.float64)
+        self.sy += Yc.sum(axis=0, dtype=np.float64)
+        self.Sxx += Xc.T @ Xc  # numpy runs a.T @ a as a symmetric rank-k update (syrk)
+        self.Sxy += Xc.T @ Yc
+        self.syy += np.einsum("td,td->d", Yc, Yc, dtype=np.float64)
+
+    def merged(self, other: RidgeAccumulator) -> RidgeAccumulator:
+        """A new accumulator holding the tokens of both (e.g. train + validation for the final refit)."""
+        out = RidgeAccumulator(self.F, self.D, self.product_dtype)
+        for acc in (self, other):
+            if acc.n == 0:
+                continue
+            s = acc._shifted_to(self.x_shift if self.x_shift is not None else acc.x_shift,
+                                self.y_shift if self.y_shift is not None else acc.y_shift)
+            if out.x_shift is None:
+                out.x_shift, out.y_shift = s["x_shift"], s["y_shift"]
+            out.n += acc.n
+            out.sx += s["sx"]
+            out.sy += s["sy"]
+            out.Sxx += s["Sxx"]
+            out.Sxy += s["Sxy"]
+            out.syy += s["syy"]
+        return out
+
+    def _shifted_to(self, xs: np.ndarray, ys: np.ndarray) -> dict:
+        """The statistics re-expressed around other shifts (exact algebra, no tokens needed)."""
+        dx, dy, n = self.x_shift - xs, self.y_shift - ys, self.n  # x - xs = (x - s) + dx
+        return {
+            "x_shift": xs, "y_shift": ys,
+            "sx": self.sx + n * dx, "sy": self.sy + n * dy,
+            "Sxx": self.Sxx + np.outer(self.sx, dx) + np.outer(dx, self.sx) + n * np.outer(dx, dx),
+            "Sxy": self.Sxy + np.outer(self.sx, dy) + np.outer(dx, self.sy) + n * np.outer(dx, dy),
+            "syy": self.syy + 2 * self.sy * dy + n * dy * dy,
+        }
+
+    def subset(self, features) -> RidgeAccumulator:
+        """The statistics of a regression on a subset of the features (e.g. the linear baseline on u out
+        of the ESN's [u; x]): the same tokens, a sub-block of X^T X, no second pass over the data."""
+        idx = np.arange(self.F)[np.asarray(features)]
+        out = RidgeAccumulator(len(idx), self.D, self.product_dtype)
+        out.n, out.sy, out.syy, out.y_shift = self.n, self.sy.copy(), self.syy.copy(), self.y_shift
+        out.x_shift = None if self.x_shift is None else self.x_shift[idx]
+        out.sx, out.Sxx, out.Sxy = self.sx[idx], self.Sxx[np.ix_(idx, idx)], self.Sxy[idx]
+        return out
+
+    # ---------------------------------------------------------------- statistics
+    def means(self) -> tuple[np.ndarray, np.ndarray]:
+        self._check_nonempty()
+        return self.x_shift + self.sx / self.n, self.y_shift + self.sy / self.n
+
+    def centred(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Centred X^T X, X^T Y and per-dim sum of squares of Y (float64)."""
+        self._check_nonempty()
+        mx, my = self.sx / self.n, self.sy / self.n
+        Cxx = self.Sxx - self.n * np.outer(mx, mx)
+        Cxy = self.Sxy - self.n * np.outer(mx, my)
+        cyy = self.syy - self.n * my * my
+        return (Cxx + Cxx.T) / 2, Cxy, cyy
+
+    def _check_nonempty(self) -> None:
+        if self.n == 0:
+            raise ValueError("ridge accumulator is empty: no token was added (all masked?)")
+
+    # ---------------------------------------------------------------- solving
+    def solve(self, ridges: float | Sequence[float]) -> list[RidgeSolution] | RidgeSolution:
+        """The readout for each penalty (one eigendecomposition for a list; one solve for a float).
+        The penalty applies to the weights, not to the intercept."""
+        Cxx, Cxy, _ = self.centred()
+        mx, my = self.means()
+        if np.isscalar(ridges):
+            W = ridge_solve(Cxx, Cxy, float(ridges))
+            return RidgeSolution(W, my - mx @ W, float(ridges))
+        evals, V = np.linalg.eigh(Cxx)
+        P = V.T @ Cxy
+        out = []
+        for lam in ridges:
+            W = V @ (P / (evals + lam)[:, None])
+            out.append(RidgeSolution(W, my - mx @ W, float(lam)))
+        return out
+
+    def sse(self, sol: RidgeSolution) -> float:
+        """Sum over this accumulator's tokens of ||y - x W - b||^2, from the statistics alone."""
+        self._check_nonempty()
+        W = sol.W
+        c = self.y_shift - self.x_shift @ W - sol.b  # residual = (y-t) - (x-s) W + c
+        quad = np.einsum("fd,fd->", W, self.Sxx @ W)
+        cross = np.einsum("fd,fd->", W, self.Sxy)
+        base = self.syy.sum() - 2 * cross + quad
+        lin = 2 * c @ (self.sy - self.sx @ W)
+        return float(base + lin + self.n * c @ c)
+
+    def objective(self, sol: RidgeSolution) -> float:
+        """The ridge training objective on this data: SSE + ridge * ||W||_F^2 (intercept unpenalised)."""
+        return self.sse(sol) + sol.ridge * float(np.sum(sol.W * sol.W))
+
+
+def select_ridge(train: RidgeAccumulator, val: RidgeAccumulator, ridges: Sequence[float]
+                 ) -> tuple[RidgeSolution, dict[float, float]]:
+    """Fit on ``train`` for every penalty (one eigendecomposition), score each on ``val`` (MSE per token
+    and target dim, from statistics): returns the best train solution and the scores."""
+    sols = train.solve(list(ridges))
+    scores = {s.ridge: val.sse(s) / (val.n * val.D) for s in sols}
+    best = min(sols, key=lambda s: (scores[s.ridge], -s.ridge))  # ties: the larger penalty
+    return best, scores
+
+
+def _numpy(a) -> np.ndarray:
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "detach"):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
