@@ -308,6 +308,78 @@ def cancel(experiment: Annotated[str, typer.Argument(help="experiment name or sp
 
 
 @app.command()
+@handles_input_errors
+def compare(experiment: Annotated[str, typer.Argument(help="experiment name or spec path")],
+            metric: Annotated[Optional[str], typer.Option("--metric", help="final metric (default: the spec's)")] = None,
+            mode: Annotated[Optional[str], typer.Option("--mode", help="min | max: which way is better")] = None,
+            baseline: Annotated[Optional[str], typer.Option("--baseline", help="compare every group to this one "
+                                                            "(default: all pairs)")] = None,
+            by: Annotated[Optional[str], typer.Option("--by", help="group by these params/tags, comma-separated: "
+                                                      "variant, grid, params.X, tags.X (default: variant x grid point)")] = None,
+            alpha: Annotated[float, typer.Option("--alpha", help="significance level, after Holm correction")] = 0.05,
+            curve: Annotated[Optional[str], typer.Option("--curve", help="per-step metric for the learning curves")] = None,
+            out: Annotated[Optional[Path], typer.Option("--out", help="also keep the report and plots in this folder")] = None,
+            log: Annotated[bool, typer.Option("--log/--no-log", help="log the report to MLflow (a comparison run, "
+                                              "and the aggregates on each group's parent run)")] = True,
+            as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+            tracking_uri: UriOpt = None):
+    """Do the groups differ across seeds? Per group statistics, tests against the baseline, plain verdicts."""
+    import tempfile
+
+    from orchestrator import report as report_mod
+    from orchestrator.compare import log_to_mlflow, run_compare
+    from orchestrator.ledger import Ledger
+
+    name, spec_uri = _experiment_name(experiment)
+    ledger = Ledger(_resolve_uri(tracking_uri, spec_uri))
+    result = run_compare(ledger, name, metric=metric, mode=mode, baseline=baseline,
+                         by=by.split(",") if by else None, alpha=alpha, curve=curve)
+    with tempfile.TemporaryDirectory(prefix="orch-compare-") as tmp:
+        files = out or Path(tmp)
+        report_mod.write(result, files)
+        if log:
+            log_to_mlflow(ledger, result, files)
+            (files / "compare.json").write_text(json.dumps(result.to_dict(), indent=1))
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=1))
+        return
+    report_mod.print_report(result, console)
+    if log:
+        console.print(f"report logged to MLflow run {result.compare_run_id} ('compare {result.metric}'); "
+                      f"browse it with: orch ui")
+    if out:
+        console.print(f"report and plots in {out}")
+
+
+@app.command()
+@handles_input_errors
+def ui(port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 5000,
+       tracking_uri: UriOpt = None):
+    """The MLflow UI for the project's store, on 127.0.0.1 (Ctrl-C stops it)."""
+    from orchestrator import ui as ui_mod
+
+    uri = _resolve_uri(tracking_uri)
+    ui_mod.check_store(uri)
+    if not ui_mod.port_free(port):
+        raise InputError(f"port {port} is in use on {ui_mod.HOST}; pick another with --port", "--port")
+    server = ui_mod.Server(uri, port).start()
+    try:
+        server.wait_ready()
+        console.print(f"MLflow UI for {uri}\n  [bold]{server.url}[/]   (Ctrl-C to stop; from a laptop: "
+                      f"ssh -L {port}:127.0.0.1:{port} <this host>)", highlight=False)
+        server.proc.wait()
+        err_console.print(f"[red]the MLflow server stopped by itself (code {server.proc.returncode})[/]")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("stopping the MLflow UI")
+    except RuntimeError as err:
+        err_console.print(f"[red]{err}[/]")
+        raise typer.Exit(1) from None
+    finally:
+        server.stop()
+
+
+@app.command()
 def workloads():
     """The registered workloads, their main metric and their params with defaults."""
     from orchestrator import registry

@@ -1,0 +1,376 @@
+"""`orch compare`: gather an experiment's seed runs from MLflow into groups, summarise each group, test
+each group against the baseline (or every pair), and say in plain words what the numbers mean.
+
+Groups are made of parent runs (one per variant x grid point, ``orch.role=group``): by default each
+parent is a group; ``--by`` merges parents that share the given params/tags. Seed runs join their
+parent's group through ``orch.group``. Only FINISHED seeds count; the counts of running, failed and
+missing ones come from ``status.experiment_status`` so that both commands agree."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric
+
+from orchestrator import stats
+from orchestrator.driver import by_key
+from orchestrator.errors import InputError, did_you_mean
+from orchestrator.ledger import Ledger
+from orchestrator.status import experiment_status
+
+AGGREGATES = ("mean", "std", "ci_low", "ci_high", "n")  # written on parent runs as <metric>_<name>
+
+
+@dataclass
+class Curve:
+    steps: list[int]
+    n: list[int]
+    mean: list[float | None]
+    low: list[float | None]
+    high: list[float | None]
+
+
+@dataclass
+class Group:
+    name: str
+    parents: list[str]                       # MLflow run ids of the parent runs merged into this group
+    seeds: list[str] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("finished", "running", "pending", "failed", "missing", "no_metric"), 0))
+    summary: stats.Summary | None = None
+    curve: Curve | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "runs": self.counts, "seeds": self.seeds, "values": self.values,
+                "run_ids": self.run_ids, "parent_run_ids": self.parents,
+                **(self.summary.to_dict() if self.summary else {}),
+                "curve": self.curve.__dict__ if self.curve else None}
+
+
+@dataclass
+class Report:
+    experiment: str
+    experiment_id: str
+    metric: str
+    mode: str
+    alpha: float
+    baseline: str | None
+    by: list[str]
+    groups: list[Group]
+    comparisons: list[stats.Comparison]
+    curve_metric: str | None = None
+    notes: list[str] = field(default_factory=list)
+    confidence: float = stats.CONFIDENCE
+    compare_run_id: str | None = None
+
+    def group(self, name: str) -> Group:
+        return next(g for g in self.groups if g.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        comparisons = []
+        for c in self.comparisons:
+            data = c.to_dict()
+            data["p_values"] = {name: t.pvalue for name, t in c.tests.items()}
+            comparisons.append(data)
+        return {"experiment": self.experiment, "experiment_id": self.experiment_id, "metric": self.metric,
+                "mode": self.mode, "alpha": self.alpha, "confidence": self.confidence, "correction": "holm",
+                "intervals": {"ci": "Student t interval of the mean",
+                              "boot": f"bootstrap interval of the mean ({stats.BOOT_RESAMPLES} resamples, "
+                                      f"seed {stats.BOOT_SEED}; BCa, percentile when BCa is undefined)"},
+                "baseline": self.baseline, "by": self.by, "curve_metric": self.curve_metric, "notes": self.notes,
+                "compare_run_id": self.compare_run_id, "groups": [g.to_dict() for g in self.groups],
+                "comparisons": comparisons}
+
+
+# -- gathering ----------------------------------------------------------------------------------------
+def _search(ledger: Ledger, experiment_id: str, role: str):
+    """Full MLflow runs (with params, which RunRecord leaves out) of one orch role."""
+    runs, token = [], None
+    while True:
+        page = ledger.client.search_runs([experiment_id], filter_string=f"tags.`orch.role` = '{role}'",
+                                         max_results=10000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _field_value(run, name: str) -> str | None:
+    """``variant``, ``grid``, ``params.X``, ``tags.X``, or a bare param/tag name (param first)."""
+    params, tags = run.data.params, run.data.tags
+    if name == "variant":
+        return tags.get("orch.variant")
+    if name in ("grid", "grid_point"):
+        return tags.get("orch.grid_point") or "-"
+    if name.startswith("params."):
+        return params.get(name[len("params."):])
+    if name.startswith("tags."):
+        return tags.get(name[len("tags."):])
+    for source in (params, tags):
+        if name in source:
+            return source[name]
+    return tags.get(f"orch.{name}")
+
+
+def _short(name: str) -> str:
+    return name.split(".", 1)[1] if name.startswith(("params.", "tags.")) else name
+
+
+def group_names(parents: list, by: list[str]) -> dict[str, str]:
+    """parent run id -> group name. Without ``by``: the parent's own label (variant[grid point])."""
+    if not by:
+        return {p.info.run_id: p.data.tags.get("mlflow.runName") or p.data.tags.get("orch.group", "?") for p in parents}
+    for name in by:
+        if all(_field_value(p, name) is None for p in parents):
+            known = sorted({f"params.{k}" for p in parents for k in p.data.params} | {"variant", "grid"})
+            raise InputError(f"unknown grouping field '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}",
+                             "--by")
+    names = {}
+    for p in parents:
+        parts = [f"{_field_value(p, n)}" if n == "variant" else f"{_short(n)}={_field_value(p, n)}" for n in by]
+        names[p.info.run_id] = ", ".join(parts)
+    return names
+
+
+def gather(ledger: Ledger, experiment_id: str, metric: str, by: list[str]) -> list[Group]:
+    """Groups with the final values of ``metric`` of their FINISHED seeds (and the other runs counted)."""
+    parents = _search(ledger, experiment_id, "group")
+    if not parents:
+        raise InputError("the experiment has no orch runs (no parent run with tag orch.role=group)")
+    names = group_names(parents, by)
+    groups: dict[str, Group] = {}
+    by_group_tag: dict[str, Group] = {}
+    for status in experiment_status(ledger, experiment_id):  # ordered by start: the spec's order
+        name = names.get(status.run_id)
+        if name is None:
+            continue
+        group = groups.setdefault(name, Group(name, []))
+        group.parents.append(status.run_id)
+        by_group_tag[status.group] = group
+        for count, value in (("finished", status.finished), ("running", status.running), ("pending", status.pending),
+                             ("failed", status.failed), ("missing", status.missing)):
+            group.counts[count] += value
+
+    known_metrics: set[str] = set()
+    for recs in by_key(ledger.runs(experiment_id)).values():
+        best = next((r for r in recs if r.status == "FINISHED"), None)  # the same choice as status.py
+        if best is None:
+            continue
+        group = by_group_tag.get(best.tags.get("orch.group", ""))
+        if group is None:
+            continue
+        known_metrics.update(best.metrics)
+        if metric not in best.metrics:
+            group.counts["no_metric"] += 1
+            continue
+        group.values.append(float(best.metrics[metric]))
+        group.seeds.append(best.tags.get("orch.seed", ""))
+        group.run_ids.append(best.run_id)
+    total_finished = sum(g.counts["finished"] for g in groups.values())
+    if total_finished == 0:
+        counts = defaultdict(int)
+        for g in groups.values():
+            for k, v in g.counts.items():
+                counts[k] += v
+        raise InputError(f"no FINISHED runs yet ({counts['running']} running, {counts['pending']} queued, "
+                         f"{counts['failed']} failed, {counts['missing']} missing): nothing to compare")
+    if metric not in known_metrics:
+        raise InputError(f"unknown metric '{metric}'{did_you_mean(metric, known_metrics)}; the finished runs "
+                         f"have: {', '.join(sorted(known_metrics))}", "--metric")
+    return list(groups.values())
+
+
+def default_metric(ledger: Ledger, experiment_id: str) -> tuple[str, str]:
+    """The spec's main metric and mode, as recorded on the parent runs."""
+    for parent in ledger.runs(experiment_id, role="group"):
+        if parent.tags.get("orch.metric"):
+            return parent.tags["orch.metric"], parent.tags.get("orch.mode", "min")
+    raise InputError("no main metric recorded on the experiment's groups: pass --metric", "--metric")
+
+
+# -- learning curves ----------------------------------------------------------------------------------
+def pick_curve_metric(ledger: Ledger, groups: list[Group], metric: str, curve: str | None) -> str | None:
+    """``--curve``, else the metric itself when it has a history, else ``final_X`` -> ``X``."""
+    run_id = next((rid for g in groups for rid in g.run_ids), None)
+    if run_id is None:
+        return None
+    if curve:
+        if not ledger.client.get_metric_history(run_id, curve):
+            known = sorted(ledger.client.get_run(run_id).data.metrics)
+            raise InputError(f"no history of metric '{curve}'{did_you_mean(curve, known)}; known: {', '.join(known)}",
+                             "--curve")
+        return curve
+    candidates = [metric] + [metric[len(p):] for p in ("final_", "test_", "val_") if metric.startswith(p)]
+    for name in candidates:
+        if len(ledger.client.get_metric_history(run_id, name)) > 1:
+            return name
+    return None
+
+
+def build_curve(ledger: Ledger, run_ids: list[str], name: str, confidence: float) -> Curve | None:
+    per_step: dict[int, list[float]] = defaultdict(list)
+    for run_id in run_ids:
+        for m in ledger.client.get_metric_history(run_id, name):
+            per_step[m.step].append(m.value)
+    if not per_step:
+        return None
+    steps = sorted(per_step)
+    rows = stats.mean_curve([per_step[s] for s in steps], confidence)
+    return Curve(steps, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
+
+
+# -- verdicts -----------------------------------------------------------------------------------------
+def fmt(x: float | None, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
+        return f"{x:.{max(1, digits - 2)}e}"
+    return f"{x:.{digits}g}"
+
+
+def fmt_p(p: float | None) -> str:
+    return "-" if p is None else ("<1e-16" if p < 1e-16 else f"{p:.2g}" if p < 0.001 else f"{p:.3f}")
+
+
+TEST_NAMES = {"welch_t": "Welch's t-test", "paired_t": "paired t-test", "mann_whitney_u": "Mann-Whitney U",
+              "wilcoxon": "Wilcoxon signed-rank"}
+
+
+def verdict(c: stats.Comparison, metric: str, mode: str, alpha: float, confidence: float = stats.CONFIDENCE) -> tuple[str, str]:
+    """(outcome, one plain-language sentence or two) for one comparison, after Holm correction."""
+    a, b = f"`{c.a}`", f"`{c.b}`"
+    if c.n_a < 2 or c.n_b < 2:
+        return "too_few_runs", (f"cannot tell: {a} has {c.n_a} and {b} has {c.n_b} finished run(s) with a finite "
+                           f"{metric}; at least 2 per group are needed for any test.")
+    direction = "lower" if mode == "min" else "higher"
+    tw = "on every shared seed" if c.paired else "in every run"
+    if c.identical:
+        return "identical", f"no difference: {a} and {b} give identical {metric} {tw}."
+    a_better = (c.diff < 0) == (mode == "min")
+    (lead, lead_mean), (trail, trail_mean) = ((a, c.mean_a), (b, c.mean_b))[::1 if a_better else -1]
+    word = ("lower" if mode == "min" else "higher")
+    by_how_much = f"{lead} {fmt(lead_mean)} vs {trail} {fmt(trail_mean)}, {word} by {fmt(abs(c.diff))}"
+    if c.p_value is None:
+        return "constant", (f"{lead} is better than {trail} ({direction} {metric} is better): {by_how_much}, with no "
+                            f"spread at all: every run gives the same value, so no test applies; the difference is "
+                            f"exact, not estimated.")
+    level = f"{round(confidence * 100)}%"
+    interval = f"{c.a} - {c.b} = {fmt(c.diff)}, {level} CI {fmt(c.diff_low)} to {fmt(c.diff_high)}"
+    evidence = (f"{TEST_NAMES[c.primary]} p = {fmt_p(c.p_value)}, Holm p = {fmt_p(c.p_holm)}; "
+                f"n = {c.n_a} vs {c.n_b}" + (f", {c.n_pairs} paired seeds" if c.primary == "paired_t" else "")
+                + (f"; Hedges' g {fmt(c.hedges_g, 2)}" if c.hedges_g is not None else "")
+                + (f", Cliff's delta {c.cliffs_delta:+.2f}" if c.cliffs_delta is not None else ""))
+    if c.significant:
+        return ("better" if a_better else "worse"), (
+            f"{lead} is better than {trail} ({direction} {metric} is better): {by_how_much} ({interval}). "
+            f"Significant at alpha = {alpha:g} after Holm correction ({evidence}).")
+    text = (f"no significant difference between {a} and {b} at alpha = {alpha:g} after Holm correction: "
+            f"observed {by_how_much} ({interval}; {evidence}).")
+    effect = c.effect_for_power
+    name = "d_z" if c.primary == "paired_t" else "d"
+    n_now = c.n_pairs if c.primary == "paired_t" else min(c.n_a, c.n_b)
+    unit = "paired seeds" if c.primary == "paired_t" else "seeds per group"
+    if c.seeds_needed is None:
+        text += (f" The observed effect is negligible ({name} = {fmt(effect, 2)}): no practical number of seeds "
+                 f"would detect it." if effect is not None else "")
+        return "no_difference", text
+    if c.seeds_needed > n_now:
+        text += (f" Too few seeds to tell: for the observed effect ({name} = {fmt(effect, 2)}) about "
+                 f"{c.seeds_needed} {unit} would give 80% power; there are {n_now}.")
+        return "underpowered", text
+    text += (f" ({c.seeds_needed} {unit} give 80% power for an effect of this size, {name} = {fmt(effect, 2)}.)")
+    return "not_significant", text
+
+
+# -- the whole comparison -----------------------------------------------------------------------------
+def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode: str | None = None,
+                baseline: str | None = None, by: list[str] | None = None, alpha: float = 0.05,
+                curve: str | None = None, confidence: float = stats.CONFIDENCE) -> Report:
+    experiment_id = ledger.experiment_id(experiment)
+    if experiment_id is None:
+        raise InputError(f"no experiment named '{experiment}' in {ledger.uri}")
+    if not 0 < alpha < 1:
+        raise InputError(f"expected a number between 0 and 1, got {alpha}", "--alpha")
+    if mode is not None and mode not in ("min", "max"):
+        raise InputError(f"expected 'min' or 'max', got '{mode}'", "--mode")
+    notes = []
+    main_metric, main_mode = default_metric(ledger, experiment_id)
+    metric = metric or main_metric
+    if mode is None:
+        mode = main_mode if metric == main_metric else "min"
+        if metric != main_metric:
+            notes.append(f"assumed lower {metric} is better; pass --mode max if higher is better")
+    by = [b.strip() for b in (by or []) if b.strip()]
+    groups = gather(ledger, experiment_id, metric, by)
+    names = [g.name for g in groups]
+    if baseline is not None and baseline not in names:
+        raise InputError(f"no group named '{baseline}'{did_you_mean(baseline, names)}; groups: {', '.join(names)}",
+                         "--baseline")
+
+    for g in groups:
+        g.summary = stats.summarize(g.values, confidence)
+        if g.summary.n_nonfinite:
+            notes.append(f"`{g.name}`: {g.summary.n_nonfinite} finished run(s) with a NaN/inf {metric} left out")
+        if g.counts["no_metric"]:
+            notes.append(f"`{g.name}`: {g.counts['no_metric']} finished run(s) did not log {metric}")
+        if g.summary.n == 1:
+            notes.append(f"`{g.name}` has a single run: no spread, no interval, no test")
+
+    if baseline is not None:
+        base = next(g for g in groups if g.name == baseline)
+        pairs = [(g, base) for g in groups if g is not base]
+    else:
+        pairs = [(groups[i], groups[j]) for i in range(len(groups)) for j in range(i + 1, len(groups))]
+    comparisons = [stats.compare(x.name, x.values, y.name, y.values, x.seeds, y.seeds, confidence)
+                   for x, y in pairs]
+    stats.correct(comparisons, alpha)
+    for c in comparisons:
+        c.outcome, c.verdict = verdict(c, metric, mode, alpha, confidence)
+    if len(groups) < 2:
+        notes.append("a single group: nothing to compare against (use --by to regroup)")
+
+    curve_metric = pick_curve_metric(ledger, groups, metric, curve)
+    if curve_metric:
+        for g in groups:
+            g.curve = build_curve(ledger, g.run_ids, curve_metric, confidence)
+    return Report(experiment, experiment_id, metric, mode, alpha, baseline, by, groups, comparisons,
+                  curve_metric, notes, confidence)
+
+
+# -- writing back to MLflow ---------------------------------------------------------------------------
+def aggregates(report: Report, group: Group) -> dict[str, float]:
+    s = group.summary
+    values = {"mean": s.mean, "std": s.std, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n}
+    return {f"{report.metric}_{k}": float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
+
+
+def log_to_mlflow(ledger: Ledger, report: Report, files: Path) -> str:
+    """Aggregates on each group's parent run (when the group is exactly one parent: a merged group has
+    no parent of its own), and a comparison run holding the report and plots as artifacts."""
+    now = int(time.time() * 1000)
+    for group in report.groups:
+        if len(group.parents) == 1 and group.summary is not None:
+            metrics = [Metric(k, v, now, 0) for k, v in aggregates(report, group).items()]
+            if metrics:
+                ledger.client.log_batch(group.parents[0], metrics=metrics)
+    verdicts = "\n".join(f"- {c.verdict}" for c in report.comparisons) or "(no comparison)"
+    tags = {"orch.role": "compare", "orch.metric": report.metric, "orch.mode": report.mode,
+            "orch.baseline": report.baseline or "", "orch.by": ",".join(report.by) or "group",
+            "mlflow.note.content": f"orch compare {report.metric} ({report.mode})\n\n{verdicts}"[:5000]}
+    params = {"metric": report.metric, "mode": report.mode, "alpha": report.alpha,
+              "baseline": report.baseline or "(all pairs)", "by": ",".join(report.by) or "group"}
+    run_id = ledger.create_run(report.experiment_id, f"compare {report.metric}", tags, params, status="RUNNING")
+    summary = [Metric(f"groups_significant_{'better' if o == 'better' else 'worse'}",
+                      float(sum(c.outcome == o for c in report.comparisons)), now, 0) for o in ("better", "worse")]
+    ledger.client.log_batch(run_id, metrics=summary)
+    ledger.client.log_artifacts(run_id, str(files))
+    ledger.set_status(run_id, "FINISHED")
+    report.compare_run_id = run_id
+    return run_id

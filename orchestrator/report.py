@@ -1,0 +1,163 @@
+"""How a comparison reads: rich tables in the terminal, and one Markdown + one self-contained HTML report
+(the plots embedded) that `orch compare` logs to MLflow. Both documents come from the same rows."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator import plots
+from orchestrator.compare import TEST_NAMES, Report, fmt, fmt_p
+
+GROUP_COLUMNS = ("group", "n", "missing", "failed", "running", "mean", "std", "SE", "median", "min", "max",
+                 "CI (t)", "CI (bootstrap)")
+COMPARE_COLUMNS = ("comparison", "difference", "CI", "test", "p", "p (Holm)", "significant",
+                   "Welch p", "Mann-Whitney p", "paired t p", "Wilcoxon p", "Hedges' g", "Cliff's delta")
+
+
+def _interval(low, high) -> str:
+    return "-" if low is None else f"[{fmt(low)}, {fmt(high)}]"
+
+
+def group_rows(report: Report) -> list[list[str]]:
+    rows = []
+    for g in report.groups:
+        s, c = g.summary, g.counts
+        boot = _interval(s.boot_low, s.boot_high) + (f" {s.boot_method}" if s.boot_method not in ("", "BCa") else "")
+        rows.append([g.name, str(s.n), str(c["missing"]), str(c["failed"]), str(c["running"] + c["pending"]),
+                     fmt(s.mean), fmt(s.std), fmt(s.sem), fmt(s.median), fmt(s.min), fmt(s.max),
+                     _interval(s.ci_low, s.ci_high), boot])
+    return rows
+
+
+def comparison_rows(report: Report) -> list[list[str]]:
+    rows = []
+    for c in report.comparisons:
+        p = {k: fmt_p(t.pvalue) for k, t in c.tests.items()}
+        rows.append([f"{c.a} vs {c.b}", fmt(c.diff), _interval(c.diff_low, c.diff_high),
+                     TEST_NAMES.get(c.primary, c.primary), fmt_p(c.p_value), fmt_p(c.p_holm),
+                     "yes" if c.significant else "no", p.get("welch_t", "-"), p.get("mann_whitney_u", "-"),
+                     p.get("paired_t", "-"), p.get("wilcoxon", "-"), fmt(c.hedges_g, 3),
+                     "-" if c.cliffs_delta is None else f"{c.cliffs_delta:+.2f}"])
+    return rows
+
+
+def method_text(report: Report) -> str:
+    level = f"{round(report.confidence * 100)}%"
+    return (f"Only FINISHED runs count. Intervals: {level} Student t interval of the mean (CI (t)) and {level} "
+            f"bootstrap interval of the mean (BCa, 9999 resamples, seed 0; percentile when BCa is undefined). "
+            f"Tests: Welch's t-test and Mann-Whitney U; when two groups share seeds, the paired t-test and "
+            f"Wilcoxon signed-rank test on the shared seeds, and the paired t-test is the primary test "
+            f"(else Welch's). The primary p-values are Holm-corrected across the {len(report.comparisons)} "
+            f"comparison(s); significant = Holm p < {report.alpha:g}. Difference = first group minus second, "
+            f"with the primary test's {level} interval.")
+
+
+# -- terminal -----------------------------------------------------------------------------------------
+def print_report(report: Report, console: Console) -> None:
+    better = "lower" if report.mode == "min" else "higher"
+    table = Table(title=f"{report.experiment}: {report.metric} ({better} is better)", title_justify="left")
+    for col in GROUP_COLUMNS:
+        table.add_column(col, justify="left" if col == "group" else "right")
+    for row in group_rows(report):
+        if row[0] == report.baseline:
+            row[0] = f"{row[0]} (baseline)"
+        table.add_row(*row)
+    console.print(table)
+    if report.comparisons:
+        table = Table(title=f"comparisons (Holm-corrected, alpha = {report.alpha:g})", title_justify="left")
+        for col in COMPARE_COLUMNS[:7] + COMPARE_COLUMNS[11:]:
+            table.add_column(col, justify="left" if col in ("comparison", "test") else "right")
+        for row in comparison_rows(report):
+            row[6] = "[bold green]yes[/]" if row[6] == "yes" else "no"
+            table.add_row(*(row[:7] + row[11:]))
+        console.print(table)
+        for c in report.comparisons:
+            color = {"better": "green", "worse": "red"}.get(c.outcome, "yellow" if c.outcome == "underpowered" else "white")
+            console.print(f"[{color}]*[/] " + c.verdict.replace("`", ""), highlight=False)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/] {note.replace('`', '')}", highlight=False)
+
+
+# -- documents ----------------------------------------------------------------------------------------
+def _md_table(header, rows) -> str:
+    esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(report: Report, images: dict[str, str]) -> str:
+    better = "lower" if report.mode == "min" else "higher"
+    parts = [f"# {report.experiment}: `{report.metric}` across seeds ({better} is better)", "",
+             f"Baseline: `{report.baseline}`" if report.baseline else "All pairs compared.",
+             f"Grouped by: {', '.join(report.by) if report.by else 'group (variant x grid point)'}.", "",
+             "## Verdicts", ""]
+    parts += [f"- {c.verdict}" for c in report.comparisons] or ["(a single group: nothing to compare)"]
+    parts += ["", "## Groups", "", _md_table(GROUP_COLUMNS, group_rows(report)), ""]
+    if report.comparisons:
+        parts += ["## Comparisons", "", _md_table(COMPARE_COLUMNS, comparison_rows(report)), ""]
+    if report.notes:
+        parts += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
+    parts += ["## Method", "", method_text(report), ""]
+    if images:
+        parts += ["## Plots", ""] + [f"![{alt}]({name})" for name, alt in images.items()] + [""]
+    return "\n".join(parts)
+
+
+def _html_table(header, rows) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _inline_code(text: str) -> str:
+    """`x` -> <code>x</code> after escaping: the verdicts' only markup."""
+    pieces = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+
+
+CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+       "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;"
+       "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
+       "li{margin:.4em 0}img{max-width:100%;border:1px solid #eee}code{background:#f3f3f3;padding:0 3px}")
+
+
+def html_report(report: Report, files: Path, images: dict[str, str]) -> str:
+    better = "lower" if report.mode == "min" else "higher"
+    title = f"{report.experiment}: {report.metric} across seeds ({better} is better)"
+    verdicts = "".join(f"<li>{_inline_code(c.verdict)}</li>" for c in report.comparisons)
+    body = [f"<h1>{html.escape(title)}</h1>",
+            f"<p>{'Baseline: <code>' + html.escape(report.baseline) + '</code>' if report.baseline else 'All pairs compared.'}</p>",
+            "<h2>Verdicts</h2>", f"<ul>{verdicts or '<li>a single group: nothing to compare</li>'}</ul>",
+            "<h2>Groups</h2>", _html_table(GROUP_COLUMNS, group_rows(report))]
+    if report.comparisons:
+        body += ["<h2>Comparisons</h2>", _html_table(COMPARE_COLUMNS, comparison_rows(report))]
+    if report.notes:
+        body += ["<h2>Notes</h2><ul>" + "".join(f"<li>{_inline_code(n)}</li>" for n in report.notes) + "</ul>"]
+    body += ["<h2>Method</h2>", f"<p>{html.escape(method_text(report))}</p>"]
+    for name, alt in images.items():  # embedded: the MLflow UI shows the HTML alone, without its neighbours
+        data = base64.b64encode((files / name).read_bytes()).decode()
+        body.append(f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>')
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+
+
+def write(report: Report, files: Path) -> list[Path]:
+    """report.md, report.html, compare.json and the PNG plots under ``files``."""
+    files.mkdir(parents=True, exist_ok=True)
+    images = {}
+    if report.groups:
+        plots.final_metric(report, files / "final_metric.png")
+        images["final_metric.png"] = f"{report.metric} per seed and group"
+    if plots.curves(report, files / "curves.png"):
+        images["curves.png"] = f"{report.curve_metric} across seeds"
+    (files / "report.md").write_text(markdown(report, images))
+    (files / "report.html").write_text(html_report(report, files, images))
+    (files / "compare.json").write_text(json.dumps(report.to_dict(), indent=1))
+    return sorted(files.iterdir())
