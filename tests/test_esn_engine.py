@@ -93,3 +93,17 @@ def test_rescale_spectral_radius_and_nilpotent_guard():
     assert np.all(np.isfinite(out)) and np.array_equal(out, nil) and out is not nil
     t = rescale_spectral_radius(torch.from_numpy(W), 2.0)
     assert isinstance(t, torch.Tensor) and abs(spectral_radius(t) - 2.0) < 1e-9
+
+
+def test_chunked_input_drive_gives_the_same_states(monkeypatch):
+    import workloads.esn.reservoir as engine
+
+    rng = np.random.default_rng(6)
+    W, W_in, u = rng.normal(size=(3, 7, 7)) * 0.3, rng.normal(size=(3, 7, 2)), rng.normal(size=(4, 9, 2))
+    bias = rng.normal(size=(3, 7))
+    whole = esn_states(W, W_in, u, 0.6, bias=bias).numpy()
+    monkeypatch.setattr(engine, "_DRIVE_ELEMENTS", 3 * 4 * 7 * 2)  # two steps per matmul: 5 chunks
+    chunked = esn_states(W, W_in, u, 0.6, bias=bias).numpy()
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-12)
+    ref = _reference(W[1], W_in[1], bias[1], 0.6, u)
+    assert np.abs(chunked[1] - ref).max() < 1e-9

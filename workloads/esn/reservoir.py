@@ -8,8 +8,12 @@ states to < 1e-9 in float64) and the source of random initialisers (`random_rese
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+
+_DRIVE_ELEMENTS = 1 << 22  # the most drive elements computed by one matmul (32 MiB in float64)
 
 __all__ = ["esn_states", "random_reservoir", "spectral_radius", "rescale_spectral_radius", "as_tensor"]
 
@@ -40,7 +44,9 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
     the states aligned with the inputs: states[..., t, :] has read inputs t..T-1.
     ``last_only=True`` returns only the final state (..., B, N) (the one after the last input read), without
     storing the (..., B, T, N) history: what a readout at the last step needs, at 1/T of the memory.
-    dtype and device follow ``W``; inputs may be numpy or torch. A neuron whose W row/column, W_in row and
+    The input drive W_in u of all steps is one matmul (in chunks of steps when the drive of a broadcast
+    population would be large), then a Python loop over T does the recurrence for every reservoir and
+    sequence at once. dtype and device follow ``W``; inputs may be numpy or torch. A neuron whose W row/column, W_in row and
     bias are 0 (padding) stays exactly 0, so populations of different sizes can share one padded tensor.
     """
     W = as_tensor(W)
@@ -49,25 +55,30 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
     W_in, u = as_tensor(W_in, W), as_tensor(inputs, W)
     if reverse:
         u = torch.flip(u, dims=(-2,))
-    # Input drive for all steps at once: (..., B, T, D) @ (..., 1, D, N) -> (..., B, T, N).
-    drive = u @ W_in.unsqueeze(-3).transpose(-1, -2)
-    if bias is not None:
-        drive = drive + as_tensor(bias, W)[..., None, None, :]
+    W_in_t = W_in.unsqueeze(-3).transpose(-1, -2)  # (..., 1, D, N)
+    b = None if bias is None else as_tensor(bias, W)[..., None, None, :]
     leak_t = as_tensor(leak, W)
     if leak_t.ndim > 0:  # per-neuron leak (..., N) -> (..., 1, N) against the state (..., B, N)
         leak_t = leak_t.unsqueeze(-2)
-    batch_shape = torch.broadcast_shapes(drive.shape[:-2], W.shape[:-2] + (1,))
-    n, steps = W.shape[-1], drive.shape[-2]
+    n, steps = W.shape[-1], u.shape[-2]
+    batch_shape = torch.broadcast_shapes(u.shape[:-2], W.shape[:-2] + (1,), W_in.shape[:-2] + (1,))
     x = torch.zeros(batch_shape + (n,), dtype=W.dtype, device=W.device)
     if x0 is not None:
         x = x + as_tensor(x0, W)
     Wt = W.transpose(-1, -2)
     out = None if last_only else torch.empty(batch_shape + (steps, n), dtype=W.dtype, device=W.device)
-    for t in range(steps):
-        pre = x @ Wt + drive[..., t, :]
-        x = (1 - leak_t) * x + leak_t * torch.tanh(pre)
-        if out is not None:
-            out[..., t, :] = x
+    # The input drive W_in u of many steps is one matmul; steps go in chunks so that the drive of a whole
+    # population on shared inputs ((P, B, T, N), broadcast) never has to sit in memory at once.
+    per_step = max(1, math.prod(batch_shape) * n)
+    chunk = max(1, min(steps, _DRIVE_ELEMENTS // per_step))
+    for start in range(0, steps, chunk):
+        drive = u[..., start:start + chunk, :] @ W_in_t  # (..., B, chunk, N)
+        if b is not None:
+            drive = drive + b
+        for k in range(drive.shape[-2]):
+            x = (1 - leak_t) * x + leak_t * torch.tanh(x @ Wt + drive[..., k, :])
+            if out is not None:
+                out[..., start + k, :] = x
     if out is None:
         return x
     if reverse:
