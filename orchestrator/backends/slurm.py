@@ -1,0 +1,366 @@
+"""Slurm backend, through submitit.
+
+- ``submit`` queues the runs of one submission as job arrays (split at the cluster's MaxArraySize) and
+  returns at once; each array task runs ``worker.execute(run_dir)`` and writes only its run directory
+  (the job folder on the shared filesystem), so compute nodes need no network.
+- ``poll`` asks the scheduler ONCE for all the jobs it is given (sacct; squeue for what sacct does not
+  know, or for everything when accounting is disabled or restricted).
+- Crash safety (Dora's idea): before sbatch, every run directory gets ``scheduler.json`` with a token
+  that is also the Slurm job name; after sbatch, the job id is added. A run whose orchestrator died in
+  between is found again by that name, so it is neither lost nor queued twice.
+- Preemption and time limits: the job function is a submitit ``Checkpointable``; on SIGUSR2 submitit
+  calls ``checkpoint``, which tells the worker a requeue is under way (the journal says ``requeue``,
+  not KILLED) and resubmits the same call. The workload's own ``ctx.save_checkpoint`` is what the next
+  attempt resumes from, in the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import submitit
+from submitit.core.utils import DelayedSubmission
+from submitit.helpers import Checkpointable
+
+from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
+from orchestrator.errors import InputError
+from orchestrator.journal import read_journal
+from orchestrator.rundir import RunDir
+
+SCHEDULER_FILE = "scheduler.json"
+JOB_NAME_PREFIX = "orch-"
+QUERY_CACHE_S = 2.0       # follow() polls often; the scheduler is asked at most this often
+CANCEL_WAIT_S = 15.0      # how long cancel waits for running jobs to journal their end
+DEFAULT_MAX_ARRAY_SIZE = 1001
+
+# Slurm job states (squeue %T / sacct State) -> orch's view of a job
+_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD", "SPECIAL_EXIT",
+            "RESIZING"}
+_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "SUSPENDED", "STOPPED"}
+_ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+          "DEADLINE", "REVOKED"}
+
+
+# -- what runs in the job ----------------------------------------------------------------------------
+class SlurmRun(Checkpointable):
+    """The callable each array task runs. Kept free of MLflow: a job imports only the worker."""
+
+    def __init__(self, max_requeues: int):
+        self.max_requeues = max_requeues
+
+    def __call__(self, run_dir: str) -> str:
+        from orchestrator import worker
+        redirect_output(RunDir(Path(run_dir)))
+        return worker.execute(run_dir)
+
+    def checkpoint(self, run_dir: str) -> DelayedSubmission | None:
+        """Called by submitit's SIGUSR2 handler (preemption, or the time limit approaching)."""
+        from orchestrator import worker
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))
+        if restarts >= self.max_requeues:
+            print(f"orch: requeued {restarts} times already (max_requeues={self.max_requeues}): the run ends here",
+                  file=sys.stderr, flush=True)
+            return None  # submitit raises UncompletedJobError in the workload: the run ends FAILED, saying why
+        worker.request_requeue(f"Slurm signal (preemption or time limit); requeue {restarts + 1} of at most "
+                               f"{self.max_requeues}")
+        return DelayedSubmission(self, run_dir)
+
+
+def redirect_output(run_dir: RunDir) -> None:
+    """The run's stdout/stderr go to its run directory (``orch logs`` reads them for every backend)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for fd, target in ((1, run_dir.stdout), (2, run_dir.stderr)):
+        handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(handle, fd)
+        os.close(handle)
+
+
+# -- scheduler.json: the run directory's record of its submission ------------------------------------
+def read_record(run_dir: RunDir) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir.path / SCHEDULER_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_record(run_dir: RunDir, record: dict[str, Any]) -> None:
+    # write-then-rename (no fsync: the threat is orch dying, not the machine; fsync x 500 costs seconds)
+    path = run_dir.path / SCHEDULER_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, path)
+
+
+# -- parsing scheduler output ------------------------------------------------------------------------
+def expand_job_ids(field: str) -> list[str]:
+    """``12_3`` -> [12_3]; ``12_[0-2,5%4]`` (pending array tasks, compressed) -> [12_0, 12_1, 12_2, 12_5]."""
+    match = re.fullmatch(r"(\d+)_\[([^\]]+)\]", field)
+    if not match:
+        return [field]
+    base, spec = match.group(1), match.group(2).split("%")[0]
+    out = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out += [f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+    return out
+
+
+def to_job_state(state: str, detail: str) -> JobState:
+    """``state`` as Slurm prints it (sacct: "CANCELLED by 1000"), ``detail`` the exit code or reason."""
+    name = state.split()[0] if state else ""
+    detail = "" if detail in ("None", "0:0") else detail
+    if name in _PENDING:
+        return JobState(PENDING, detail or None)
+    if name in _RUNNING:
+        return JobState(RUNNING)
+    if name == "COMPLETED" and not detail:
+        return JobState(DONE)  # the journal says how the run ended
+    return JobState(DONE, f"Slurm: {state}" + (f" ({detail})" if detail else ""))
+
+
+class SchedulerError(RuntimeError):
+    pass
+
+
+class SlurmBackend:
+    name = "slurm"
+    blocking = False
+
+    def __init__(self, profile=None, resources=None, min_query_interval_s: float = QUERY_CACHE_S):
+        self.profile = profile
+        self.resources = resources
+        self.min_query_interval_s = min_query_interval_s
+        self.calls: Counter[str] = Counter()  # scheduler commands run by this instance (benchmarks)
+        self.sacct_ok: bool | None = None      # None: not tried yet; False: accounting disabled/unreachable
+        self.last_error: str | None = None
+        self._cache: dict[str, tuple[str, str]] = {}
+        self._cache_time = 0.0
+
+    # -- running scheduler commands ------------------------------------------------------------------
+    def _run(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
+        self.calls[cmd[0]] += 1
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        except FileNotFoundError:
+            raise SchedulerError(f"'{cmd[0]}' not found: is this a Slurm login node (or is Slurm on PATH)?") from None
+        if check and proc.returncode != 0:
+            raise SchedulerError(f"{' '.join(cmd[:3])}... failed: {proc.stderr.strip() or proc.stdout.strip()}")
+        return proc
+
+    # -- submission ----------------------------------------------------------------------------------
+    def parameters(self) -> dict[str, Any]:
+        if self.profile is None or self.resources is None:
+            raise SchedulerError("this SlurmBackend was made without a cluster profile: it can poll and cancel, "
+                                 "not submit")
+        return self.profile.slurm_parameters(self.resources)
+
+    def _executor(self, folder: Path, job_name: str) -> submitit.SlurmExecutor:
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.profile.max_requeues)
+        executor.update_parameters(job_name=job_name, **self.parameters())
+        return executor
+
+    def check_request(self, source: str = "resources") -> None:
+        """Ask Slurm whether it could ever run one job of this request (``sbatch --test-only``): an
+        impossible request (a GPU on a node without, an unknown partition) is refused before anything
+        is created or queued."""
+        self.profile.check(self.resources, source)
+        with tempfile.TemporaryDirectory(prefix="orch-sbatch-") as tmp:
+            script = Path(tmp) / "check.sh"
+            script.write_text(self._executor(Path(tmp), "orch-check")._make_submission_file_text("true", "check"))
+            proc = self._run(["sbatch", "--test-only", str(script)], check=False)
+        if proc.returncode != 0:
+            message = " ".join(line.removeprefix("sbatch: error: ").strip()
+                               for line in proc.stderr.splitlines() if "error" in line) or proc.stderr.strip()
+            raise InputError(f"Slurm refuses this request with cluster profile '{self.profile.name}': {message} "
+                             f"(asked: {self._request_summary()})", source, "resources")
+
+    def _request_summary(self) -> str:
+        p = self.parameters()
+        keys = ("partition", "account", "qos", "constraint", "gres", "cpus_per_task", "mem", "time")
+        return ", ".join(f"{k}={p[k]}" for k in keys if k in p)
+
+    def max_array_size(self) -> int:
+        if self.profile is not None and self.profile.max_array_size:
+            return self.profile.max_array_size
+        proc = self._run(["scontrol", "show", "config"], check=False)
+        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", proc.stdout, re.M)
+        return int(match.group(1)) if match else DEFAULT_MAX_ARRAY_SIZE
+
+    def submit(self, run_dirs: list[RunDir]) -> list[str]:
+        if not run_dirs:
+            return []
+        size = self.max_array_size()  # array indices go 0 .. MaxArraySize-1
+        ids: list[str] = []
+        for start in range(0, len(run_dirs), size):
+            ids += self._submit_array(run_dirs[start:start + size])
+        return ids
+
+    def _submit_array(self, run_dirs: list[RunDir]) -> list[str]:
+        token = uuid.uuid4().hex[:12]
+        folder = run_dirs[0].path.parent / ".slurm" / token  # fresh per submission: old results never read back
+        submitter = f"{socket.gethostname()}:{os.getpid()}"
+        for index, run_dir in enumerate(run_dirs):  # the token first, so a crash after sbatch is recoverable
+            write_record(run_dir, {"scheduler": "slurm", "token": token, "index": index, "submitter": submitter,
+                                   "submitted_at": time.time(), "folder": str(folder)})
+        executor = self._executor(folder, f"{JOB_NAME_PREFIX}{token}")
+        self.calls["sbatch"] += 1
+        try:
+            jobs = executor.map_array(SlurmRun(self.profile.max_requeues), [str(r.path) for r in run_dirs])
+        except Exception as err:  # noqa: BLE001 - sbatch's own message is what the user needs
+            raise SchedulerError(f"sbatch failed: {err}") from None
+        for index, (run_dir, job) in enumerate(zip(run_dirs, jobs)):
+            write_record(run_dir, {**read_record(run_dir), "job_id": job.job_id,
+                                   "logs": [str(job.paths.stdout), str(job.paths.stderr)]})
+        return [job.job_id for job in jobs]
+
+    # -- state ---------------------------------------------------------------------------------------
+    def poll(self, jobs: list[Job]) -> list[JobState]:
+        ids = self._job_ids(jobs)
+        wanted = {i for i in ids if i}
+        if wanted - self._cache.keys() or time.monotonic() - self._cache_time > self.min_query_interval_s:
+            self._cache = self._query(wanted)
+            self._cache_time = time.monotonic()
+        return [self._state(job, job_id) for job, job_id in zip(jobs, ids)]
+
+    def _state(self, job: Job, job_id: str | None) -> JobState:
+        if job_id is None:
+            record = read_record(job.run_dir)
+            if record and _submitter_alive(record.get("submitter", "")):
+                return JobState(PENDING, "being submitted")
+            return JobState(LOST, "never queued: the orchestrator stopped before sbatch accepted the job")
+        found = self._cache.get(job_id)
+        if found is None:
+            how = "sacct and squeue" if self.sacct_ok else "squeue (accounting unavailable)"
+            return JobState(LOST, f"Slurm job {job_id}: no trace in {how}; it ended without recording an end")
+        return to_job_state(*found)
+
+    def _job_ids(self, jobs: list[Job]) -> list[str | None]:
+        """Job ids from the jobs, else from scheduler.json, else (orch died after sbatch) by job name."""
+        ids: list[str | None] = []
+        orphans: dict[int, dict[str, Any]] = {}
+        for n, job in enumerate(jobs):
+            job_id = job.job_id or None
+            if not job_id:
+                record = read_record(job.run_dir)
+                job_id = record.get("job_id")
+                if not job_id and record.get("token"):
+                    orphans[n] = record
+            ids.append(job_id)
+        if orphans:
+            found = self._find_by_name({r["token"] for r in orphans.values()})
+            for n, record in orphans.items():
+                base = found.get(record["token"])
+                if base is not None:
+                    ids[n] = f"{base}_{record['index']}"
+                    write_record(jobs[n].run_dir, {**record, "job_id": ids[n], "recovered": True})
+        return ids
+
+    def _find_by_name(self, tokens: set[str]) -> dict[str, str]:
+        """Array job ids of submissions whose orchestrator died before writing them down (one call)."""
+        names = ",".join(f"{JOB_NAME_PREFIX}{t}" for t in sorted(tokens))
+        out: dict[str, str] = {}
+        proc = self._run(["squeue", "--me", "-h", "-t", "all", "--name", names, "-o", "%F|%j"], check=False)
+        lines = proc.stdout.splitlines() if proc.returncode == 0 else []
+        if not lines and self.sacct_ok is not False:
+            proc = self._run(["sacct", "-X", "-n", "-P", "-S", "now-7days", "--name", names, "-o", "JobIDRaw,JobName,JobID"],
+                             check=False)
+            if proc.returncode == 0:
+                lines = []
+                for line in proc.stdout.splitlines():
+                    raw, name, job_id = line.split("|")
+                    lines.append(f"{job_id.split('_')[0]}|{name}")
+        for line in lines:
+            base, _, name = line.partition("|")
+            out[name.removeprefix(JOB_NAME_PREFIX)] = base.strip()
+        return out
+
+    def _query(self, ids: set[str]) -> dict[str, tuple[str, str]]:
+        """State and reason of each job: one sacct call; squeue for the jobs sacct does not know (just
+        queued, not yet in the database) or for all of them when accounting is disabled or restricted."""
+        if not ids:
+            return {}
+        states: dict[str, tuple[str, str]] = {}
+        if self.sacct_ok is not False:
+            arrays = sorted({i.split("_")[0] for i in ids}, key=int)
+            proc = self._run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason", "-j", ",".join(arrays)],
+                             check=False)
+            if proc.returncode == 0:
+                self.sacct_ok = True
+                for line in proc.stdout.splitlines():
+                    parts = line.split("|")
+                    if len(parts) < 4:
+                        continue
+                    job_field, state, exit_code, reason = parts[:4]
+                    ended = state.split()[0] in _ENDED if state else False
+                    detail = f"exit code {exit_code}" if ended and exit_code not in ("", "0:0") else reason
+                    for job_id in expand_job_ids(job_field):
+                        states[job_id] = (state, detail)
+            else:
+                self.sacct_ok = False
+                self.last_error = proc.stderr.strip()
+        if ids - states.keys():
+            proc = self._run(["squeue", "--me", "-h", "-t", "all", "-r", "-o", "%i|%T|%r"], check=False)
+            for line in proc.stdout.splitlines() if proc.returncode == 0 else []:
+                job_id, _, rest = line.partition("|")
+                state, _, reason = rest.partition("|")
+                if job_id in ids and job_id not in states:
+                    states[job_id] = (state, reason)
+        return states
+
+    # -- cancel --------------------------------------------------------------------------------------
+    def cancel(self, jobs: list[Job]) -> None:
+        ids = self._job_ids(jobs)
+        live = [i for i in ids if i]
+        if not live:
+            return
+        self._run(["scancel", *live], check=False)
+        # scancel only asks: give running workers the moment they need to journal KILLED themselves
+        started = [job for job, job_id in zip(jobs, ids) if job_id and _started(job.run_dir)]
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while started and time.monotonic() < deadline:
+            started = [job for job in started if not _ended(job.run_dir)]
+            time.sleep(0.2)
+        self._cache.clear()
+
+
+def _last_events(run_dir: RunDir) -> list[str]:
+    records, _ = read_journal(run_dir.journal)
+    return [r["event"] for r in records]
+
+
+def _started(run_dir: RunDir) -> bool:
+    events = _last_events(run_dir)
+    return bool(events) and events[-1] not in ("end",)
+
+
+def _ended(run_dir: RunDir) -> bool:
+    events = _last_events(run_dir)
+    return bool(events) and events[-1] == "end"
+
+
+def _submitter_alive(submitter: str) -> bool:
+    host, _, pid = submitter.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return int(pid) != os.getpid()  # this very process: its submission failed, nothing is coming
+
+
+__all__ = ["SlurmBackend", "SlurmRun", "expand_job_ids", "to_job_state", "SchedulerError"]
