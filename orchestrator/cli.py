@@ -80,13 +80,21 @@ def submit(spec_path: SpecArg,
            max_parallel: Annotated[Optional[int], typer.Option("--max-parallel", help="local: runs at once")] = None,
            ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="ray: a running cluster "
                                   "('auto' or host:port; default RAY_ADDRESS, cluster/ray.yaml, else a local Ray)")] = None,
-           wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow queued jobs until they end")] = True):
+           wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow queued jobs until they end "
+                                              "(slurm; local and ray always follow)")] = False,
+           cluster: Annotated[Optional[str], typer.Option("--cluster", help="slurm: cluster profile "
+                                                          "(cluster/<name>.yaml)")] = None):
     """Run every seed of every variant and grid point that MLflow does not already hold as FINISHED."""
     from orchestrator import backends, driver
     from orchestrator.plan import expand
     from orchestrator.spec import load_spec
 
+    if cluster:
+        sets = [*(sets or []), f"cluster={cluster}"]
     spec = load_spec(spec_path, sets=sets, seeds=seeds, backend=backend)
+    if spec.backend == "slurm":  # the profile may put the run directories on the shared filesystem
+        from orchestrator.cluster import apply_profile
+        spec = apply_profile(spec)
     runs = expand(spec)
     backends.check(spec.backend, f"{spec_path}: backend")
     if max_parallel is not None and max_parallel < 1:
@@ -97,9 +105,9 @@ def submit(spec_path: SpecArg,
         return
 
     from orchestrator.ledger import Ledger
-    ledger = Ledger(uri)
-    experiment_id = ledger.experiment_id(spec.name, create=True)
     backend_instance = driver.make_backend(spec.backend, spec, max_parallel, ray_address=ray_address)
+    ledger = Ledger(uri)  # after the backend: slurm refuses an impossible request before anything exists
+    experiment_id = ledger.experiment_id(spec.name, create=True)
     records = driver.refresh(ledger, ledger.runs(experiment_id), lambda name: backend_instance
                              if name == spec.backend else driver.make_backend(name))
     reconciled = driver.reconcile(runs, records)
@@ -113,8 +121,9 @@ def submit(spec_path: SpecArg,
     job_ids = backend_instance.submit([p.run_dir for p in prepared])
     driver.record_job_ids(ledger, prepared, job_ids)
     if not backend_instance.blocking and not wait:
-        console.print(f"queued {len(prepared)} jobs ({', '.join(sorted(set(job_ids)))}); "
-                      f"follow with: orch status {spec.name}")
+        arrays = sorted({j.split("_")[0] for j in job_ids})
+        console.print(f"queued {len(prepared)} jobs (job ids {job_ids[0]} .. {job_ids[-1]}, arrays {', '.join(arrays)}); "
+                      f"follow with: orch status {spec.name}  (orch logs RUN, orch cancel {spec.name})")
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False) as progress:
@@ -248,13 +257,21 @@ def logs(run: Annotated[str, typer.Argument(help="MLflow run id or orch run key"
     console.print(f"[bold]{record.run_id}[/] {record.status}  {run_dir.path}")
     if record.tags.get("orch.error"):
         console.print(f"[red]error:[/] {record.tags['orch.error']}")
-    for log in (run_dir.stdout, run_dir.stderr):
+    for log in (run_dir.stdout, run_dir.stderr, *_scheduler_logs(run_dir)):
         console.rule(log.name)
         if log.exists():
             with open(log, errors="replace") as f:
                 sys.stdout.write("".join(deque(f, maxlen=lines)))
         else:
             console.print("(empty)")
+
+
+def _scheduler_logs(run_dir) -> list[Path]:
+    """The scheduler's own log files of the run's job (Slurm: what happened before/after Python ran)."""
+    try:
+        return [Path(p) for p in json.loads((run_dir.path / "scheduler.json").read_text()).get("logs", [])]
+    except (OSError, ValueError):
+        return []
 
 
 @app.command()
@@ -283,7 +300,8 @@ def sync(workdir: Annotated[Path, typer.Option("--workdir", help="root of the ru
 @app.command()
 @handles_input_errors
 def cancel(experiment: Annotated[str, typer.Argument(help="experiment name or spec path")],
-           run: Annotated[Optional[str], typer.Option("--run", help="only this run (id or key)")] = None,
+           run: Annotated[Optional[str], typer.Option("--run", help="only this run (run id, key, "
+                                                      "Slurm job id) or group (group hash)")] = None,
            tracking_uri: UriOpt = None):
     """Stop the queued and running runs of an experiment (or one run); they end KILLED."""
     from orchestrator import driver
@@ -298,11 +316,15 @@ def cancel(experiment: Annotated[str, typer.Argument(help="experiment name or sp
         raise InputError(f"no experiment named '{name}' in {ledger.uri}")
     records = [r for r in ledger.runs(experiment_id) if r.status in driver.ACTIVE]
     if run:
-        records = [r for r in records if run in (r.run_id, r.key)]
+        records = [r for r in records if run in (r.run_id, r.key, r.tags.get("orch.group"), r.tags.get("orch.job_id"))]
+    by_backend: dict[str, list] = {}
     for record in records:
-        run_dir = RunDir(Path(record.tags["orch.run_dir"]))
-        driver.make_backend(record.tags.get("orch.backend", "local")).cancel([Job(record.tags.get("orch.job_id", ""), run_dir)])
-        ledger.close_dead(run_dir, "cancelled by orch cancel")
+        job = Job(record.tags.get("orch.job_id", ""), RunDir(Path(record.tags["orch.run_dir"])))
+        by_backend.setdefault(record.tags.get("orch.backend", "local"), []).append(job)
+    for backend_name, jobs in by_backend.items():  # one cancel per backend (slurm: one scancel)
+        driver.make_backend(backend_name).cancel(jobs)
+        for job in jobs:
+            ledger.close_dead(job.run_dir, "cancelled by orch cancel")
     driver.update_groups(ledger, experiment_id)
     console.print(f"cancelled {len(records)} run(s) of {name}")
 

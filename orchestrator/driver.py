@@ -86,14 +86,28 @@ def make_backend(name: str, spec: Spec | None = None, max_parallel: int | None =
         preload = [f"workloads.{spec.workload}"] if spec else []
         threads = {v: str(cpus) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         return LocalBackend(parallel, preload=preload, env=threads)
+    if name == "ray":  # options: ray_address (--ray-address; else RAY_ADDRESS, cluster/ray.yaml, local)
+        from orchestrator.backends.ray import RayBackend
+        return RayBackend(options.get("ray_address"), mem_gb=spec.resources.mem_gb if spec else None)
+    if name == "slurm":  # options: cluster (--cluster; else the spec's `cluster`); no spec: poll/cancel only
+        from orchestrator.backends.slurm import SlurmBackend
+        if spec is None:
+            return SlurmBackend()
+        from orchestrator.cluster import load_profile
+        profile = load_profile(options.get("cluster") or spec.cluster, f"{spec.source}: cluster")
+        backend = SlurmBackend(profile, spec.resources)
+        backend.check_request(spec.source)  # sbatch --test-only: an impossible request queues nothing
+        return backend
     raise AssertionError(name)  # backends.check refused it
 
 
 # -- refreshing what MLflow believes -----------------------------------------------------------------
 def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str], object]) -> list[RunRecord]:
     """Bring RUNNING/SCHEDULED records up to date: ingest their journals, and close the ones whose job
-    is gone (SIGKILL, crash of an earlier orchestrator, node failure) so none stays RUNNING forever."""
+    is gone (SIGKILL, crash of an earlier orchestrator, node failure) so none stays RUNNING forever.
+    Jobs are polled in one batch per backend (one scheduler query for all of them, not one per job)."""
     changed = False
+    to_poll: dict[str, list[tuple[RunRecord, Job]]] = defaultdict(list)
     for record in records:
         if record.status not in ACTIVE:
             continue
@@ -105,13 +119,21 @@ def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str
         if ledger.ingest(run_dir):
             changed = True
             continue
+        to_poll[record.tags.get("orch.backend", "local")].append((record, Job(record.tags.get("orch.job_id", ""), run_dir)))
+    for name, items in to_poll.items():
         try:
-            backend = backend_for(record.tags.get("orch.backend", "local"))
-        except Exception:  # a backend this installation cannot query: leave the record as it is
+            backend = backend_for(name)
+            states = backend.poll([job for _, job in items])
+        except Exception:  # a backend this installation cannot query: leave the records as they are
             continue
-        state = backend.poll([Job(record.tags.get("orch.job_id", ""), run_dir)])[0]
-        if state.state in (DONE, LOST):
-            ledger.close_dead(run_dir, state.reason or "the job ended without recording an end")
+        for (record, job), state in zip(items, states):
+            if state.state not in (DONE, LOST):
+                continue
+            reason = state.reason or "the job ended without recording an end"
+            if not job.run_dir.journal.exists():  # never started: the next submit continues this same run
+                ledger.set_status(record.run_id, "KILLED", reason)
+            else:
+                ledger.close_dead(job.run_dir, reason)
             changed = True
     if not changed:
         return records

@@ -29,7 +29,21 @@ class Terminated(BaseException):
     """Raised in the workload by SIGTERM so the journal records KILLED before the process ends."""
 
 
+_requeue_reason: str | None = None  # set by a scheduler's checkpoint handler (backends/slurm.py) before it requeues
+
+
+def request_requeue(reason: str) -> None:
+    """The scheduler is about to requeue this job (Slurm preemption or time limit, through submitit): the
+    interruption that follows is journaled as ``requeue`` (the run goes on in the next attempt, from its
+    checkpoint, in the same MLflow run), not as an ``end`` KILLED, and the SIGTERM that comes with the
+    requeue is ignored."""
+    global _requeue_reason
+    _requeue_reason = reason
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
+    if _requeue_reason is not None:
+        return  # the requeue's own SIGTERM: the process is already on its way out
     raise Terminated(f"terminated by signal {signum}")
 
 
@@ -96,13 +110,17 @@ def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
         else:
             status, error = FINISHED, None
         journal.write("end", status=status, final=final, error=error)
-    except (Terminated, KeyboardInterrupt) as err:
-        status = KILLED
-        journal.write("end", status=status, final={}, error=str(err) or "interrupted")
     except BaseException as err:  # noqa: BLE001 - the run's failure is data, not a crash of the worker
-        status = FAILED
-        journal.write("end", status=status, final={}, error=f"{type(err).__name__}: {err}",
-                      traceback=traceback.format_exc())
+        if _requeue_reason is not None:  # submitit requeued the job and exits: no end, the run goes on later
+            journal.write("requeue", step=ctx.last_step, reason=_requeue_reason)
+            raise
+        if isinstance(err, (Terminated, KeyboardInterrupt)):
+            status = KILLED
+            journal.write("end", status=status, final={}, error=str(err) or "interrupted")
+        else:
+            status = FAILED
+            journal.write("end", status=status, final={}, error=f"{type(err).__name__}: {err}",
+                          traceback=traceback.format_exc())
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)

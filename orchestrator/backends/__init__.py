@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from orchestrator.errors import InputError
 
-AVAILABLE = {"local": "orchestrator.backends.local"}
-PLANNED = {"slurm": "the Slurm backend (issue 'Slurm backend through submitit')",
-           "ray": "the Ray backend (issue 'Ray backend and orch tune')"}
+AVAILABLE = {"local": "orchestrator.backends.local", "ray": "orchestrator.backends.ray",
+             "slurm": "orchestrator.backends.slurm"}
+PLANNED: dict[str, str] = {}
 
 
 def check(name: str, source: str = "backend") -> None:
