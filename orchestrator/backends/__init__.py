@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from orchestrator.errors import InputError
 
-AVAILABLE = {"local": "orchestrator.backends.local", "ray": "orchestrator.backends.ray",
-             "slurm": "orchestrator.backends.slurm"}
-PLANNED: dict[str, str] = {}
+AVAILABLE = {"local": "orchestrator.backends.local", "slurm": "orchestrator.backends.slurm"}
+PLANNED = {"ray": "the Ray backend (issue 'Ray backend and orch tune')"}
 
 
 def check(name: str, source: str = "backend") -> None:
