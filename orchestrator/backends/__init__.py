@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from orchestrator.errors import InputError
 
-AVAILABLE = {"local": "orchestrator.backends.local", "slurm": "orchestrator.backends.slurm"}
-PLANNED = {"ray": "the Ray backend (issue 'Ray backend and orch tune')"}
+AVAILABLE = {"local": "orchestrator.backends.local", "ray": "orchestrator.backends.ray",
+             "slurm": "orchestrator.backends.slurm"}
+PLANNED: dict[str, str] = {}
 
 
 def check(name: str, source: str = "backend") -> None:

@@ -1,0 +1,261 @@
+"""Ray backend: each run is a Ray task that calls ``orchestrator.worker.execute(run_dir)``.
+
+The task only writes its run directory (journal, checkpoint, logs), exactly like a local or Slurm job, so
+the orchestrator ingests it into MLflow the same way. poll = ``ray.wait`` on the tasks' object refs,
+cancel = ``ray.cancel`` (the worker journals KILLED). Ray tasks die with the driver that owns them, so the
+backend is blocking: ``orch submit`` follows its jobs to the end.
+
+Ray's defaults that bite are set here, once, before ``ray.init`` (see docs/ray.md): usage stats off, an
+explicit token auth mode with a token file orch creates if missing, a known temp dir, no dashboard, worker
+logs kept out of the driver's terminal (they are in each run directory)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
+from orchestrator.errors import InputError
+from orchestrator.journal import read_journal
+from orchestrator.rundir import RunDir
+
+CANCEL_GRACE_S = 10.0
+PROFILE = Path("cluster") / "ray.yaml"
+
+
+class RaySettings(BaseModel):
+    """``cluster/ray.yaml``: where Ray runs and the defaults orch sets for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(None, description="null: a private local Ray on this machine; 'auto' or "
+                                                  "host:port: join a running cluster (ray start --head)")
+    num_cpus: int | None = Field(None, gt=0, description="local Ray only: cores Ray may use (null: all)")
+    num_gpus: int | None = Field(None, ge=0, description="local Ray only: GPUs Ray may use (null: detect)")
+    temp_dir: str | None = Field(None, description="RAY_TMPDIR (null: $RAY_TMPDIR, else /tmp/orch-ray-<user>); "
+                                                   "'auto' finds a cluster through it")
+    auth_mode: Literal["token", "disabled"] = Field("token", description="RAY_AUTH_MODE, set explicitly")
+    auth_token_path: str | None = Field(None, description="RAY_AUTH_TOKEN_PATH (null: ~/.ray/auth_token, "
+                                                          "created if missing)")
+    usage_stats: bool = Field(False, description="Ray's usage statistics reporting")
+    include_dashboard: bool = Field(False, description="start Ray's dashboard with a local Ray")
+    log_to_driver: bool = Field(False, description="echo every task's output in the orch terminal")
+
+
+def profile_path() -> Path | None:
+    """``cluster/ray.yaml`` in the working directory, else the one shipped next to the package."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        if (root / PROFILE).is_file():
+            return root / PROFILE
+    return None
+
+
+def load_settings(path: Path | None = None) -> RaySettings:
+    from orchestrator.spec import load_yaml
+    path = path or profile_path()
+    if path is None:
+        return RaySettings()
+    try:
+        return RaySettings.model_validate(load_yaml(path))
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        raise InputError(f"{first['msg']} (got {first.get('input')!r})", str(path),
+                         ".".join(str(p) for p in first["loc"])) from None
+
+
+def resolve_address(cli_address: str | None, settings: RaySettings) -> str | None:
+    """``--ray-address``, then ``RAY_ADDRESS``, then ``cluster/ray.yaml``; None means a local Ray."""
+    address = cli_address or os.environ.get("RAY_ADDRESS") or settings.address
+    return None if address in (None, "", "local") else address
+
+
+def set_defaults(settings: RaySettings) -> dict[str, str]:
+    """Environment for this process and every Ray process it starts. Values the user exported win."""
+    user = os.environ.get("USER") or str(os.getuid())
+    env = {
+        "RAY_USAGE_STATS_ENABLED": "1" if settings.usage_stats else "0",
+        "RAY_TMPDIR": settings.temp_dir or os.environ.get("RAY_TMPDIR") or f"/tmp/orch-ray-{user}",
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE") or settings.auth_mode,
+    }
+    if settings.temp_dir:
+        os.environ["RAY_TMPDIR"] = settings.temp_dir  # the profile names it on purpose: it wins
+    for name, value in env.items():
+        os.environ.setdefault(name, value)
+    if os.environ["RAY_AUTH_MODE"] == "token" and not os.environ.get("RAY_AUTH_TOKEN"):
+        token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or settings.auth_token_path
+                     or Path.home() / ".ray" / "auth_token").expanduser()
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
+        if not token.exists() or not token.read_text().strip():
+            # Ray creates ~/.ray/auth_token only for a local ray.init; a worker joining a cluster, or a
+            # custom path, would fail instead. One token per user, readable by that user only.
+            token.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+    Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
+    return {k: os.environ[k] for k in ("RAY_USAGE_STATS_ENABLED", "RAY_TMPDIR", "RAY_AUTH_MODE")}
+
+
+def connect(address: str | None = None, settings: RaySettings | None = None):
+    """``ray.init`` once per process: a private local Ray with this machine's cores, or the cluster at
+    ``address``. Reuses an existing connection (tests share one across a session)."""
+    settings = settings or load_settings()
+    set_defaults(settings)
+    import ray
+    if ray.is_initialized():
+        return ray
+    address = resolve_address(address, settings)
+    kwargs = dict(log_to_driver=settings.log_to_driver, configure_logging=True, logging_level="WARNING")
+    try:
+        if address is None:
+            ray.init(num_cpus=settings.num_cpus or os.cpu_count(), num_gpus=settings.num_gpus,
+                     include_dashboard=settings.include_dashboard, **kwargs)
+        else:
+            ray.init(address=address, **kwargs)
+    except ConnectionError as err:
+        raise InputError(f"cannot reach a Ray cluster at '{address}': {err}. Start one with `ray start --head` "
+                         "(same RAY_TMPDIR and auth token as orch, see docs/ray.md) or drop --ray-address "
+                         "to use a local Ray", "--ray-address") from None
+    return ray
+
+
+@contextmanager
+def _output_to(run_dir: RunDir):
+    """Send fd 1/2 to the run directory's logs for the duration of one run, then give them back to the
+    Ray worker process (it runs other tasks afterwards)."""
+    import sys
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        for stream, target in ((1, run_dir.stdout), (2, run_dir.stderr)):
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(fd, stream)
+            os.close(fd)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for stream, fd in zip((1, 2), saved):
+            os.dup2(fd, stream)
+            os.close(fd)
+
+
+def run_in_task(path: str) -> str:
+    """Body of a Ray task: the same worker as every other backend. Returns the run's status."""
+    from orchestrator import worker
+    run_dir = RunDir(Path(path))
+    with _output_to(run_dir):
+        return worker.execute(path)
+
+
+def resources_of(run_dir: RunDir, mem_gb: float | None) -> dict:
+    job = run_dir.load()
+    options = {"num_cpus": float(job.get("cpus", 1)), "num_gpus": float(job.get("gpus", 0)), "max_retries": 0}
+    if mem_gb:
+        options["memory"] = int(mem_gb * 2**30)
+    return options
+
+
+@dataclass
+class _Task:
+    ref: object
+    run_dir: RunDir
+
+
+class RayBackend:
+    name = "ray"
+    blocking = True  # a Ray task is owned by the driver process and dies with it
+
+    def __init__(self, address: str | None = None, mem_gb: float | None = None, settings: RaySettings | None = None):
+        self.address, self.settings = address, settings
+        self.mem_gb = mem_gb
+        self.host = socket.gethostname()
+        self._tasks: dict[str, _Task] = {}
+        self._remote = None
+
+    @property
+    def ray(self):
+        """Connected on first use: ``orch status`` judges jobs of earlier processes without starting Ray."""
+        ray = connect(self.address, self.settings)
+        if self._remote is None:
+            self._remote = ray.remote(run_in_task)
+        return ray
+
+    def submit(self, run_dirs: list[RunDir]) -> list[str]:
+        ids = []
+        self.ray  # noqa: B018 - connect before the first task
+        for run_dir in run_dirs:
+            ref = self._remote.options(**resources_of(run_dir, self.mem_gb)).remote(str(run_dir.path))
+            self._tasks[str(run_dir.path)] = _Task(ref, run_dir)
+            ids.append(f"ray:{self.host}:{os.getpid()}:{ref.task_id().hex()}")
+        return ids
+
+    def poll(self, jobs: list[Job]) -> list[JobState]:
+        mine = [self._tasks[str(j.run_dir.path)] for j in jobs if str(j.run_dir.path) in self._tasks]
+        refs = [t.ref for t in mine]
+        ready = set()
+        if refs:
+            done, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+            ready = {r.hex() for r in done}
+        states = []
+        for job in jobs:
+            task = self._tasks.get(str(job.run_dir.path))
+            if task is None:
+                states.append(self._foreign(job))
+            elif task.ref.hex() in ready:
+                states.append(JobState(DONE, self._failure(task.ref)))
+            else:
+                started = any(r["event"] == "start" for r in read_journal(job.run_dir.journal)[0])
+                states.append(JobState(RUNNING if started else PENDING))
+        return states
+
+    def _failure(self, ref) -> str | None:
+        """Why a finished task ended, when Ray knows it (worker crash, OOM kill, cancel)."""
+        try:
+            self.ray.get(ref, timeout=0)
+            return None
+        except Exception as err:  # noqa: BLE001 - any Ray error is the job's end reason
+            return f"ray task ended: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+    def _foreign(self, job: Job) -> JobState:
+        """A task of an earlier orch process: its owner is gone, so the task is gone too (Ray kills the
+        tasks of a dead driver) unless the journal shows it ended or its process is still alive here."""
+        records, _ = read_journal(job.run_dir.journal)
+        if any(r["event"] == "end" for r in records):
+            return JobState(DONE)
+        starts = [r for r in records if r["event"] == "start"]
+        if starts and starts[-1].get("host") == self.host:
+            from orchestrator.backends.local import pid_alive
+            if pid_alive(int(starts[-1]["pid"])):
+                return JobState(RUNNING)
+        return JobState(LOST, "the orch process that owned this Ray task ended before the run did")
+
+    def cancel(self, jobs: list[Job]) -> None:
+        tasks = [self._tasks[str(j.run_dir.path)] for j in jobs if str(j.run_dir.path) in self._tasks]
+        for task in tasks:
+            self.ray.cancel(task.ref)  # KeyboardInterrupt in the task: the worker journals KILLED
+        deadline = time.monotonic() + CANCEL_GRACE_S
+        pending = [t.ref for t in tasks]
+        while pending and time.monotonic() < deadline:
+            _, pending = self.ray.wait(pending, num_returns=len(pending), timeout=0.2, fetch_local=False)
+        for ref in pending:
+            self.ray.cancel(ref, force=True)
+        for job in jobs:  # tasks of another orch process: stop the worker if it runs on this host
+            if str(job.run_dir.path) not in self._tasks:
+                starts = [r for r in read_journal(job.run_dir.journal)[0] if r["event"] == "start"]
+                if starts and starts[-1].get("host") == self.host and self._foreign(job).state == RUNNING:
+                    os.kill(int(starts[-1]["pid"]), signal.SIGTERM)
+
+
+__all__ = ["RayBackend", "RaySettings", "connect", "load_settings", "resolve_address", "set_defaults"]
