@@ -1,0 +1,93 @@
+"""Readouts of the choice from the reservoir's last state, batched over a population.
+
+- ``ridge``: supervised ridge regression onto the one-hot correct position (fast; the default fitness).
+- ``online``: the reference paper's reward-learning readout (science.md): epsilon-greedy choice from a
+  softmax_beta of W_out x, update W_out[:, c] += eta (r - softmax(out)[c]) (x - r_th), masked to the
+  readout's initial sparsity, columns renormalised. Randomness (initial W_out, exploration, reward draws)
+  is drawn once from the given generator and shared by every individual (common random numbers: a
+  population is compared on the same luck, and a split across processes gives the same result).
+States are (P, B, N) torch or numpy; padded neurons (state 0) are masked out of W_out by ``n_neurons``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from workloads.evo_topo.task import N_POS, reward
+
+try:  # the shared batched solver of workloads/esn/ridge.py when it has landed
+    from workloads.esn.ridge import ridge_solve as _shared_ridge_solve
+except ImportError:  # pragma: no cover - depends on the other workload's progress
+    _shared_ridge_solve = None
+
+
+def ridge_solve(XtX: torch.Tensor, XtY: torch.Tensor, ridge: float) -> torch.Tensor:
+    """(XtX + ridge I)^-1 XtY, batched over leading dims."""
+    if _shared_ridge_solve is not None:
+        return _shared_ridge_solve(XtX, XtY, ridge)
+    eye = torch.eye(XtX.shape[-1], dtype=XtX.dtype, device=XtX.device)
+    return torch.linalg.solve(XtX + ridge * eye, XtY)
+
+
+def _with_bias(X: torch.Tensor) -> torch.Tensor:
+    return torch.cat([X, torch.ones(X.shape[:-1] + (1,), dtype=X.dtype, device=X.device)], dim=-1)
+
+
+def ridge_choices(X_train, correct_train: np.ndarray, X_test, ridge: float) -> np.ndarray:
+    """Fit one ridge readout per individual on (P, B, N) states -> one-hot correct position; return the
+    (P, B_test) argmax choices on the test states."""
+    X_train, X_test = torch.as_tensor(X_train), torch.as_tensor(X_test)
+    Xb = _with_bias(X_train)
+    Y = torch.nn.functional.one_hot(torch.as_tensor(correct_train), N_POS).to(Xb.dtype)
+    XtX = Xb.transpose(-1, -2) @ Xb
+    XtY = Xb.transpose(-1, -2) @ Y
+    W_out = ridge_solve(XtX, XtY.expand(XtX.shape[:-2] + XtY.shape[-2:]), ridge)
+    return (_with_bias(X_test) @ W_out).argmax(-1).cpu().numpy()
+
+
+@dataclass(frozen=True)
+class OnlineRule:
+    """The reward-learning rule's constants (reference values: science.md / M_0.json)."""
+
+    eta: float = 0.0045
+    beta: float = 16.0
+    r_th: float = 0.0
+    epsilon_decay: float = 0.75
+    output_connectivity: float = 0.865
+    stochastic: bool = False
+
+
+def online_choices(X_train, stimuli_train: np.ndarray, X_test, n_neurons: np.ndarray, rule: OnlineRule,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Learn W_out trial by trial from rewards (all individuals in step), then return the greedy (P, B_test)
+    choices on the test states with W_out frozen."""
+    X = np.asarray(torch.as_tensor(X_train).cpu().numpy(), dtype=np.float64)
+    P, B, N = X.shape
+    valid = np.arange(N)[None, :] < np.asarray(n_neurons)[:, None]  # (P, N): real (non-padding) neurons
+    init = rng.uniform(0.0, 1.0, size=(N, N_POS)) * (rng.random((N, N_POS)) < rule.output_connectivity)
+    mask = (init != 0)[None] & valid[:, :, None]  # (P, N, 4)
+    W_out = np.where(mask, init[None], 0.0)
+    explore_u, random_choice = rng.random(B), rng.integers(N_POS, size=B)
+    reward_u = rng.random(B)
+    epsilon = 1.0
+    rows = np.arange(P)
+    for t in range(B):
+        x = X[:, t]  # (P, N)
+        out = np.einsum("pn,pnk->pk", x, W_out)
+        z = rule.beta * (out - out.max(-1, keepdims=True))  # stable softmax
+        prob = np.exp(z)
+        prob /= prob.sum(-1, keepdims=True)
+        greedy = out.argmax(-1)
+        choice = np.full(P, random_choice[t]) if explore_u[t] < epsilon else greedy
+        epsilon *= rule.epsilon_decay
+        r = reward(stimuli_train[t][None], choice, np.full(P, reward_u[t]), rule.stochastic)
+        delta = rule.eta * (r - prob[rows, choice])  # (P,)
+        W_out[rows, :, choice] += delta[:, None] * (x - rule.r_th)
+        W_out *= mask
+        norm = np.linalg.norm(W_out, axis=1, keepdims=True)  # (P, 1, 4): column norms
+        W_out = np.where(norm > 0, W_out / np.where(norm > 0, norm, 1.0), W_out)
+    X_test = np.asarray(torch.as_tensor(X_test).cpu().numpy(), dtype=np.float64)
+    return np.einsum("pbn,pnk->pbk", X_test, W_out).argmax(-1)
