@@ -429,6 +429,86 @@ def _descriptions(model, prefix: str = "") -> dict[str, str]:
     return out
 
 
+# -- tracking server and moving experiments between stores (orchestrator/server.py, transfer.py) ----------
+server_app = typer.Typer(no_args_is_help=True, help="An MLflow tracking server (PostgreSQL or sqlite) for many "
+                                                    "concurrent jobs: start | stop | status.")
+app.add_typer(server_app, name="server")
+RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="where the server's pid, address and log live")]
+
+
+@server_app.command("start")
+@handles_input_errors
+def server_start(
+        backend_store_uri: Annotated[Optional[str], typer.Option("--backend-store-uri", help="postgresql://... (see "
+                                     "cluster/dev/start-postgres.sh) or sqlite:///... (one user; default: "
+                                     "mlruns/mlflow.db)")] = None,
+        artifacts: Annotated[Path, typer.Option("--artifacts", help="artifact directory (on a cluster: the "
+                                                "shared filesystem)")] = Path("mlruns/artifacts"),
+        host: Annotated[str, typer.Option("--host", help="address to bind; anything but loopback exposes an "
+                                          "unauthenticated server")] = "127.0.0.1",
+        port: Annotated[int, typer.Option("--port")] = 5000,
+        workers: Annotated[int, typer.Option("--workers", help="server processes (1 is enough below ~5k metrics/s)")] = 1,
+        run_dir: RunDirOpt = Path("mlruns/run/server")):
+    """Start `mlflow server` in the background; jobs then track through it with `tracking.uri: http://host:port`."""
+    from orchestrator import server
+    from orchestrator.ledger import default_uri
+    info = server.start(backend_store_uri or default_uri(), artifacts, host=host, port=port, run_dir=run_dir,
+                        workers=workers, warn=lambda m: err_console.print(f"[bold yellow]{m}[/]", highlight=False))
+    console.print(f"MLflow server up at [bold]{info.uri}[/] (pid {info.pid}, store "
+                  f"{server.redact(info.backend_store_uri)}, log {info.log})\n"
+                  f"use it: --tracking-uri {info.uri}  or  tracking: {{uri: {info.uri}}}")
+
+
+@server_app.command("stop")
+@handles_input_errors
+def server_stop(run_dir: RunDirOpt = Path("mlruns/run/server")):
+    """Stop the server that `orch server start` started from this run folder (and nothing else)."""
+    from orchestrator import server
+    console.print("stopped" if server.stop(run_dir) else f"no server running from {run_dir}")
+
+
+@server_app.command("status")
+@handles_input_errors
+def server_status(run_dir: RunDirOpt = Path("mlruns/run/server"),
+                  as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False):
+    """Whether the server is running and answering, its address, store and log."""
+    from orchestrator import server
+    state = server.status(run_dir)
+    if as_json:
+        print(json.dumps(state, indent=1))
+    elif not state["running"]:
+        console.print(f"no server running from {run_dir}")
+    else:
+        health = "[green]healthy[/]" if state["healthy"] else "[red]not answering[/]"
+        console.print(f"{state['uri']}  {health}  pid {state['pid']}  up {state['uptime_s']} s\n"
+                      f"store {state['backend_store_uri']}\nartifacts {state['artifacts']}\nlog {state['log']}")
+
+
+@app.command("export")
+@handles_input_errors
+def export(experiment: Annotated[str, typer.Argument(help="experiment name")],
+           out: Annotated[Path, typer.Option("--out", "-o", help="bundle directory to write")],
+           tracking_uri: UriOpt = None):
+    """Write an experiment (runs, parents, tags, params, metric histories, artifacts) to a bundle directory."""
+    from orchestrator.transfer import export_experiment
+    uri = _resolve_uri(tracking_uri)
+    count = export_experiment(uri, experiment, out)
+    console.print(f"exported {count} runs of {experiment} to {out}")
+
+
+@app.command("import")
+@handles_input_errors
+def import_(bundle: Annotated[Path, typer.Argument(help="bundle directory written by orch export")],
+            name: Annotated[Optional[str], typer.Option("--name", help="experiment name here (default: "
+                                                        "the exported one)")] = None,
+            tracking_uri: UriOpt = None):
+    """Bring an exported experiment into this store; importing again adds nothing twice."""
+    from orchestrator.transfer import import_bundle
+    uri = _resolve_uri(tracking_uri)
+    mapping = import_bundle(uri, bundle, name)
+    console.print(f"imported {len(mapping)} runs from {bundle} into {uri}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()

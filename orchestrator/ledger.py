@@ -7,6 +7,7 @@ serves many concurrent jobs without the migration race seen in stack.md."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,12 @@ from typing import Any
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # a lab's cluster should not phone home
 
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from orchestrator import sqlite_tuning  # noqa: E402
 from orchestrator.journal import decode_number, read_journal  # noqa: E402
+from orchestrator.live import live_split  # noqa: E402
 from orchestrator.rundir import RunDir  # noqa: E402
 
 STORE_DIR = Path("mlruns")
@@ -56,6 +60,7 @@ class Ledger:
         self.uri = uri
         if uri.startswith("sqlite:///"):
             Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            sqlite_tuning.install()
         self.client = MlflowClient(tracking_uri=uri)
 
     # -- experiments ---------------------------------------------------------------------------
@@ -117,6 +122,18 @@ class Ledger:
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
+    def _log_metrics(self, run_id: str, metrics: list[Metric], attempts: int = 4) -> None:
+        """``log_batch``, retried when two writers (ingestion and a job's live push) inserted the same rows
+        at once: MLflow's SQL store drops exact duplicates, but its check races the other's commit."""
+        for attempt in range(attempts):
+            try:
+                self.client.log_batch(run_id, metrics=metrics)
+                return
+            except MlflowException as err:
+                if attempt == attempts - 1 or "unique constraint" not in str(err).lower():
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
     # -- ingestion of journals -------------------------------------------------------------------
     def ingest(self, run_dir: RunDir) -> str | None:
         """Bring the journal's new lines into the run's MLflow record. Idempotent: a cursor in the run
@@ -128,13 +145,16 @@ class Ledger:
         if cursor.get("run_id") != run_id:
             cursor = {"offset": 0, "max_step": {}, "run_id": run_id, "ended": None}
         records, offset = read_journal(run_dir.journal, cursor["offset"])
+        # A job tracking through a server pushes its own metrics (orchestrator/live.py): skip the lines it
+        # sent, and leave it the tail while it keeps up.
+        pushed_live, records, offset = live_split(run_dir, run_id, cursor["offset"], records, offset)
         if not records:
             return cursor.get("ended")
         metrics: list[Metric] = []
         tags: dict[str, str] = {}
         end: dict[str, Any] | None = None
         max_step = cursor["max_step"]
-        for record in records:
+        for index, record in enumerate(records):
             ms = int(record["t"] * 1000)
             if record["event"] == "metrics":
                 step = record["step"]
@@ -142,7 +162,8 @@ class Ledger:
                     if step <= max_step.get(name, -1):
                         continue  # replayed after a resume: already recorded, same value by determinism
                     max_step[name] = step
-                    metrics.append(Metric(name, decode_number(value), ms, step))
+                    if index >= pushed_live:
+                        metrics.append(Metric(name, decode_number(value), ms, step))
             elif record["event"] == "start":
                 tags.update({"orch.attempt": record["attempt"], "orch.host": record["host"],
                              "orch.pid": record["pid"], "orch.restart_count": record.get("restart_count", 0)})
@@ -155,7 +176,7 @@ class Ledger:
                 final_step = max(max_step.values(), default=0)
                 metrics += [Metric(k, decode_number(v), ms, final_step) for k, v in record["final"].items()]
         for chunk in _chunks(metrics, BATCH):
-            self.client.log_batch(run_id, metrics=chunk)
+            self._log_metrics(run_id, chunk)
         if tags:
             self.set_tags(run_id, tags)
         status = None

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator import registry
+from orchestrator import live, registry
 from orchestrator.context import RunContext
 from orchestrator.journal import JournalWriter, read_journal
 from orchestrator.rundir import RunDir
@@ -92,6 +92,11 @@ def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
     journal = JournalWriter(run_dir.journal)
     ctx = RunContext(run["seed"], run_dir, journal, device=pick_device(int(job.get("gpus", 0))), cpus=cpus)
     ctx.on_log.extend(extra_callbacks or [])
+    pusher = live.start(run_dir, job)  # http(s) tracking only: metrics reach the server while the run runs
+    restore_usr2 = None
+    if pusher is not None:
+        ctx.on_log.append(pusher.notify)
+        restore_usr2 = live.flush_on_signal(pusher) if _main_thread() else None
     resumed_from = None
     if run_dir.checkpoint.exists():
         import pickle
@@ -126,6 +131,10 @@ def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
             signal.signal(signal.SIGTERM, previous_handler)
         journal.sync()
         journal.close()
+        if pusher is not None:
+            pusher.close()  # last push; what it cannot send is ingested from the journal
+        if restore_usr2 is not None:
+            restore_usr2()
     return status
 
 

@@ -1,0 +1,215 @@
+"""An MLflow tracking server for a lab's cluster: ``orch server start|stop|status``.
+
+One sqlite file serves one machine; many jobs on many nodes need a server in front of a real database
+(PostgreSQL; ``cluster/dev/start-postgres.sh`` makes one). The server runs in its own process group, its
+pid, address and log under a run folder, so ``stop`` ends exactly what ``start`` started and nothing else.
+It has no authentication: it binds to 127.0.0.1 unless told otherwise, and warns when told otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from orchestrator.errors import InputError
+
+RUN_DIR = Path("mlruns/run/server")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# The first start on an empty PostgreSQL database runs MLflow's schema migrations: allow for it.
+READY_TIMEOUT_S = 240.0
+STOP_GRACE_S = 20.0
+
+
+@dataclass
+class ServerInfo:
+    pid: int
+    host: str
+    port: int
+    backend_store_uri: str
+    artifacts: str
+    log: str
+    started_at: float
+
+    @property
+    def uri(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _info_file(run_dir: Path) -> Path:
+    return run_dir / "server.json"
+
+
+def read_info(run_dir: Path = RUN_DIR) -> ServerInfo | None:
+    path = _info_file(run_dir)
+    if not path.exists():
+        return None
+    return ServerInfo(**json.loads(path.read_text()))
+
+
+def _is_ours(pid: int) -> bool:
+    """The pid is alive and is still an ``mlflow server`` (not a recycled pid of something else)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"mlflow" in b" ".join(cmdline) and b"server" in cmdline
+
+
+def healthy(uri: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def redact(uri: str) -> str:
+    """A database URI without its password, for logs and status output."""
+    scheme, sep, rest = uri.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
+    return uri
+
+
+def normalise_backend(uri: str) -> str:
+    """SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; orch ships psycopg2 (pyproject)."""
+    if uri.startswith("postgresql://"):
+        return "postgresql+psycopg2://" + uri[len("postgresql://"):]
+    return uri
+
+
+def _check_backend(uri: str) -> None:
+    if not uri.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql")):
+        raise InputError(f"expected a sqlite:/// or postgresql:// database URI, got '{redact(uri)}'",
+                         "--backend-store-uri")
+
+
+def start(backend_store_uri: str, artifacts: Path, host: str = "127.0.0.1", port: int = 5000,
+          run_dir: Path = RUN_DIR, workers: int = 1, timeout_s: float = READY_TIMEOUT_S,
+          warn=lambda message: print(message, file=sys.stderr)) -> ServerInfo:
+    """Start ``mlflow server`` and wait until it answers /health. Raises RuntimeError with the log's tail
+    if it dies or does not answer in time (it is then stopped)."""
+    _check_backend(backend_store_uri)
+    backend_store_uri = normalise_backend(backend_store_uri)
+    run_dir = run_dir.resolve()
+    current = read_info(run_dir)
+    if current is not None and _is_ours(current.pid):
+        raise InputError(f"a server started from {run_dir} is already running (pid {current.pid}, "
+                         f"{current.uri}); `orch server stop` first", str(run_dir))
+    if host not in LOOPBACK:
+        warn(f"warning: binding the MLflow server to {host}: it has NO authentication, anyone who can reach "
+             f"port {port} can read and change every run. Prefer 127.0.0.1 and an SSH tunnel.")
+    if backend_store_uri.startswith("sqlite:///"):
+        Path(backend_store_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    artifacts = artifacts.resolve()
+    artifacts.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / "server.log"
+    # The server proxies artifacts into a directory (on a cluster: the shared filesystem), so clients
+    # anywhere upload through HTTP and need no access to that directory.
+    command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+               "--workers", str(workers), "--backend-store-uri", backend_store_uri,
+               "--serve-artifacts", "--artifacts-destination", artifacts.as_uri()]
+    if host not in LOOPBACK:
+        command += ["--allowed-hosts", "*"]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    with open(log, "ab") as out:
+        # Own session = own process group: stop() signals the group, reaching uvicorn's workers too.
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+    info = ServerInfo(proc.pid, host, port, backend_store_uri, str(artifacts), str(log), time.time())
+    _info_file(run_dir).write_text(json.dumps(asdict(info), indent=1))
+    (run_dir / "server.pid").write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _forget(run_dir)
+            raise RuntimeError(f"mlflow server exited with code {proc.returncode}:\n{_tail(log)}")
+        if healthy(info.uri, timeout=1.0):
+            return info
+        time.sleep(0.25)
+    stop(run_dir)
+    raise RuntimeError(f"mlflow server did not answer {info.uri}/health within {timeout_s:.0f} s:\n{_tail(log)}")
+
+
+def stop(run_dir: Path = RUN_DIR, grace_s: float = STOP_GRACE_S, kill: bool = False) -> bool:
+    """Stop the server started from ``run_dir``: SIGTERM to its process group, SIGKILL after ``grace_s``
+    (at once with ``kill=True``, e.g. to simulate a crash). False when none was running."""
+    run_dir = run_dir.resolve()
+    info = read_info(run_dir)
+    if info is None or not _is_ours(info.pid):
+        _forget(run_dir)
+        return False
+    try:
+        os.killpg(info.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and _group_alive(info.pid):
+        time.sleep(0.1)
+    if _group_alive(info.pid):
+        try:
+            os.killpg(info.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        while _group_alive(info.pid):
+            time.sleep(0.05)
+    _forget(run_dir)
+    return True
+
+
+def status(run_dir: Path = RUN_DIR) -> dict:
+    info = read_info(run_dir.resolve())
+    if info is None:
+        return {"running": False}
+    alive = _is_ours(info.pid)
+    return {"running": alive, "healthy": alive and healthy(info.uri), "uri": info.uri, "pid": info.pid,
+            "backend_store_uri": redact(info.backend_store_uri), "artifacts": info.artifacts, "log": info.log,
+            "uptime_s": round(time.time() - info.started_at, 1) if alive else None}
+
+
+def _group_alive(pgid: int) -> bool:
+    _reap(pgid)
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie leader with no other member still answers killpg: look for a live member.
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _reap(pid: int) -> None:
+    try:  # the leader is our child when this process started it: collect it so it is not a zombie
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _forget(run_dir: Path) -> None:
+    for name in ("server.json", "server.pid"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,182 @@
+"""``orch export`` / ``orch import``: move an experiment between MLflow stores (a cluster's tracking server
+-> a laptop's sqlite file, and back), through a plain directory that can be copied anywhere.
+
+A bundle is ``experiment.json`` plus one folder per run: ``run.json`` (info, tags, params) and
+``metrics.jsonl`` (the full history, one ``[key, value, timestamp, step]`` per line), and ``artifacts/``.
+MLflow cannot create a run with a chosen id, so an imported run keeps its original id in the tag
+``orch.source_run_id`` and parents are re-linked through it. Importing again finds runs by that tag and
+re-sends their rows, which the store drops as exact duplicates: import is idempotent, and a bundle
+exported later (more metrics, a new status) updates what an earlier import brought in."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import InputError
+
+SOURCE_TAG = "orch.source_run_id"
+SOURCE_URI_TAG = "orch.source_uri"
+PARENT_TAG = "mlflow.parentRunId"
+FORMAT = "orch-mlflow-bundle/1"
+BATCH = 1000  # MLflow's limit of metrics per log_batch
+
+
+def _client(uri: str):
+    from orchestrator.ledger import Ledger  # sets MLFLOW_DISABLE_TELEMETRY, creates a sqlite file's folder
+    return Ledger(uri).client
+
+
+def _all_runs(client, experiment_id: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], max_results=5000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _number(value: float) -> float | str:
+    return repr(value) if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+# -- export --------------------------------------------------------------------------------------------
+def export_experiment(uri: str, name: str, out: Path) -> int:
+    """Write experiment ``name`` of the store at ``uri`` into the bundle directory ``out``; returns the
+    number of runs. An existing bundle there is replaced run by run (export is repeatable)."""
+    client = _client(uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        raise InputError(f"no experiment named '{name}' in {uri}")
+    out.mkdir(parents=True, exist_ok=True)
+    runs = _all_runs(client, experiment.experiment_id)
+    (out / "experiment.json").write_text(json.dumps(
+        {"format": FORMAT, "name": name, "tags": dict(experiment.tags), "source_uri": _redact(uri),
+         "source_experiment_id": experiment.experiment_id, "runs": [r.info.run_id for r in runs]}, indent=1))
+    for run in runs:
+        folder = out / "runs" / run.info.run_id
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        info = run.info
+        (folder / "run.json").write_text(json.dumps(
+            {"run_id": info.run_id, "run_name": info.run_name, "status": info.status,
+             "start_time": info.start_time, "end_time": info.end_time, "tags": dict(run.data.tags),
+             "params": dict(run.data.params)}, indent=1))
+        with open(folder / "metrics.jsonl", "w") as f:
+            for key in sorted(run.data.metrics):
+                for m in client.get_metric_history(info.run_id, key):
+                    f.write(json.dumps([m.key, _number(m.value), m.timestamp, m.step]) + "\n")
+        if client.list_artifacts(info.run_id):
+            client.download_artifacts(info.run_id, "", str(folder / "artifacts"))
+    return len(runs)
+
+
+def _redact(uri: str) -> str:
+    from orchestrator.server import redact
+    return redact(uri)
+
+
+# -- import --------------------------------------------------------------------------------------------
+def _read_bundle(bundle: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    meta_file = bundle / "experiment.json"
+    if not meta_file.exists():
+        raise InputError("not an orch export bundle (no experiment.json)", str(bundle))
+    meta = json.loads(meta_file.read_text())
+    if meta.get("format") != FORMAT:
+        raise InputError(f"unknown bundle format {meta.get('format')!r}, expected {FORMAT!r}", str(meta_file))
+    runs = [json.loads((bundle / "runs" / run_id / "run.json").read_text()) for run_id in meta["runs"]]
+    return meta, runs
+
+
+def _parents_first(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ids = {r["run_id"] for r in runs}
+    depth: dict[str, int] = {}
+    by_id = {r["run_id"]: r for r in runs}
+
+    def level(run_id: str, seen: frozenset = frozenset()) -> int:
+        if run_id not in depth:
+            parent = by_id[run_id]["tags"].get(PARENT_TAG)
+            depth[run_id] = 0 if parent not in ids or parent in seen else 1 + level(parent, seen | {run_id})
+        return depth[run_id]
+
+    return sorted(runs, key=lambda r: level(r["run_id"]))
+
+
+def import_bundle(uri: str, bundle: Path, name: str | None = None) -> dict[str, str]:
+    """Bring a bundle into the store at ``uri`` (experiment ``name``, default the exported one's name);
+    returns {source run id: run id here}. Idempotent."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    meta, runs = _read_bundle(bundle)
+    client = _client(uri)
+    name = name or meta["name"]
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = None
+        if uri.startswith("sqlite:///"):  # like Ledger: artifacts next to the database file
+            location = (Path(uri[len("sqlite:///"):]).parent / "artifacts" / name).resolve().as_uri()
+        experiment_id = client.create_experiment(name, artifact_location=location, tags=meta.get("tags") or None)
+    else:
+        if experiment.lifecycle_stage == "deleted":
+            client.restore_experiment(experiment.experiment_id)
+        experiment_id = experiment.experiment_id
+    existing = {r.data.tags[SOURCE_TAG]: r.info.run_id for r in _all_runs(client, experiment_id)
+                if SOURCE_TAG in r.data.tags}
+    mapping: dict[str, str] = {}
+    for src in _parents_first(runs):
+        tags = dict(src["tags"])
+        tags.setdefault(SOURCE_TAG, src["run_id"])  # a run imported twice keeps its first origin
+        tags.setdefault(SOURCE_URI_TAG, meta.get("source_uri", ""))
+        source_id = tags[SOURCE_TAG]
+        parent = tags.get(PARENT_TAG)
+        if parent:
+            tags[PARENT_TAG] = mapping.get(parent) or existing.get(parent, parent)
+        run_id = existing.get(source_id)
+        if run_id is None:
+            run_id = client.create_run(experiment_id, start_time=src["start_time"], tags=tags,
+                                       run_name=src["run_name"]).info.run_id
+            existing[source_id] = run_id
+        mapping[src["run_id"]] = run_id
+        for chunk in _chunks([RunTag(k, v) for k, v in tags.items()], 100):
+            client.log_batch(run_id, tags=chunk)
+        for chunk in _chunks([Param(k, v) for k, v in src["params"].items()], 100):
+            client.log_batch(run_id, params=chunk)  # identical values: accepted again
+        folder = bundle / "runs" / src["run_id"]
+        for chunk in _chunks(list(_metrics(folder / "metrics.jsonl", Metric)), BATCH):
+            client.log_batch(run_id, metrics=chunk)  # exact duplicates of an earlier import are dropped
+        artifacts = folder / "artifacts"
+        if artifacts.is_dir() and any(artifacts.iterdir()):
+            client.log_artifacts(run_id, str(artifacts))
+        if src["status"] in ("FINISHED", "FAILED", "KILLED"):
+            client.set_terminated(run_id, src["status"], end_time=src["end_time"])
+        else:
+            client.update_run(run_id, status=src["status"])
+    return mapping
+
+
+def _metrics(path: Path, Metric) -> Iterator:
+    if not path.exists():
+        return
+    with open(path) as f:
+        for line in f:
+            key, value, timestamp, step = json.loads(line)
+            yield Metric(key, float(value), int(timestamp), int(step))
+
+
+def copy_experiment(src_uri: str, dst_uri: str, name: str, to_name: str | None = None) -> dict[str, str]:
+    """Export then import through a temporary bundle (both stores reachable from here)."""
+    with tempfile.TemporaryDirectory(prefix="orch-export-") as tmp:
+        export_experiment(src_uri, name, Path(tmp))
+        return import_bundle(dst_uri, Path(tmp), to_name)
