@@ -1,0 +1,152 @@
+"""One layer of Reservoir BERT: an ESN driven token by token by hidden_states[i] (state reset per sequence),
+a streamed ridge readout on [u_t; x_t; 1] predicting hidden_states[i+1][t], scored on held-out tokens
+beside the baselines, and the chained pass (fed with the previous ESN's prediction instead of the teacher's).
+
+Nothing here holds tokens x units: features are built per batch of samples, folded into the readout's
+statistics (workloads/esn/ridge.py) and dropped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from workloads.esn.reservoir import esn_states, random_reservoir
+from workloads.esn.ridge import RidgeAccumulator, RidgeSolution, select_ridge
+from workloads.esn_distill import baselines
+from workloads.esn_distill.data import Corpus
+from workloads.esn_distill.metrics import ScoreAccumulator
+from workloads.esn_distill.teacher import batches
+
+DIRECTIONS = {"forward": ("forward",), "backward": ("backward",), "both": ("forward", "backward")}
+
+
+@dataclass
+class LayerReservoirs:
+    """The fixed part of layer i's ESN: one reservoir per direction, and the input standardisation."""
+
+    mats: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # direction -> (W, W_in, bias)
+    leak: float
+    mu: np.ndarray  # per-dim train mean / std of h_i: hidden states have outlier dims (science.md)
+    sd: np.ndarray
+
+    @property
+    def units(self) -> int:
+        return sum(W.shape[0] for W, _, _ in self.mats.values())
+
+    def n_fixed_params(self) -> int:
+        return int(sum(int((m != 0).sum()) for mats in self.mats.values() for m in mats))
+
+    def features(self, u: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """u: the real tokens (n, D) of consecutive samples with these lengths -> [u; x_fwd; x_bwd] (n, F)."""
+        W0 = next(iter(self.mats.values()))[0]
+        B, T = len(lengths), int(lengths.max())
+        mask = np.arange(T)[None, :] < lengths[:, None]
+        z = np.zeros((B, T, u.shape[1]), dtype=np.float32)
+        z[mask] = (u - self.mu) / self.sd  # boolean assignment is row-major: the tokens' own order
+        inp = torch.from_numpy(z).to(device=W0.device, dtype=W0.dtype)
+        mask_t = torch.from_numpy(mask).to(W0.device)
+        out_dtype = np.float64 if W0.dtype == torch.float64 else np.float32
+        parts = [u.astype(out_dtype, copy=False)]
+        for direction, (W, W_in, bias) in self.mats.items():
+            if direction == "forward":
+                states = esn_states(W, W_in, inp, self.leak, bias)
+            else:
+                # Flip each sequence within its own length (padding stays at the end), run forward, flip
+                # back: the engine's reverse=True would start every padded sequence on its padding.
+                idx = _flip_index(lengths, T, W0.device)
+                rev = torch.gather(inp, 1, idx[..., None].expand(-1, -1, inp.shape[-1]))
+                states = esn_states(W, W_in, rev, self.leak, bias)
+                states = torch.gather(states, 1, idx[..., None].expand(-1, -1, states.shape[-1]))
+            parts.append(states[mask_t].cpu().numpy().astype(out_dtype, copy=False))
+        return np.concatenate(parts, axis=1)
+
+
+def _flip_index(lengths: np.ndarray, T: int, device) -> torch.Tensor:
+    t = np.arange(T)[None, :]
+    L = lengths[:, None]
+    return torch.from_numpy(np.where(t < L, L - 1 - t, t)).to(device)
+
+
+def build_reservoirs(esn, layer: int, seed: int, input_dim: int, mu: np.ndarray, sd: np.ndarray,
+                     device: str) -> LayerReservoirs:
+    """Layer ``layer``'s reservoirs, drawn with reservoirpy's initialisers from (seed, layer, direction)."""
+    dtype = torch.float64 if esn.dtype == "float64" else torch.float32
+    mats = {}
+    for k, direction in enumerate(DIRECTIONS[esn.direction]):
+        sub_seed = int(np.random.SeedSequence([seed, layer, k]).generate_state(1)[0])
+        W, W_in, bias = random_reservoir(esn.units, input_dim, esn.sr, esn.input_scaling, esn.connectivity,
+                                         esn.input_connectivity, sub_seed, bias_scaling=esn.bias_scaling)
+        mats[direction] = tuple(torch.as_tensor(m, dtype=dtype, device=device) for m in (W, W_in, bias))
+    return LayerReservoirs(mats, esn.leak, mu.astype(np.float32), sd.astype(np.float32))
+
+
+def feature_batches(res: LayerReservoirs, H: np.ndarray, base: int, corpus: Corpus, split: str,
+                    batch_tokens: int) -> Iterator[tuple[np.ndarray, int, int]]:
+    """(features, t0, t1) per batch of samples of ``split``; ``H`` row j holds token ``base + j``."""
+    lengths, offsets = corpus.lengths, corpus.offsets
+    first, end = corpus.bounds[split]
+    for a, b in batches(lengths, first, end, batch_tokens):
+        t0, t1 = int(offsets[a]), int(offsets[b])
+        yield res.features(H[t0 - base:t1 - base], lengths[a:b]), t0, t1
+
+
+def accumulate(res: LayerReservoirs, H_in: np.ndarray, H_out: np.ndarray, corpus: Corpus, batch_tokens: int,
+               product_dtype) -> dict[str, RidgeAccumulator]:
+    """Readout statistics of the train and validation tokens."""
+    D, F = H_out.shape[1], H_in.shape[1] + res.units
+    accs = {}
+    for split in ("train", "val"):
+        acc = RidgeAccumulator(F, D, product_dtype)
+        for X, t0, t1 in feature_batches(res, H_in, 0, corpus, split, batch_tokens):
+            acc.update(X, H_out[t0:t1])
+        accs[split] = acc
+    return accs
+
+
+@dataclass
+class LayerFit:
+    esn: RidgeSolution
+    linear: RidgeSolution
+    target_mean: np.ndarray
+    val_scores: dict[float, float]
+
+
+def fit_layer(accs: dict[str, RidgeAccumulator], input_dim: int, ridges) -> LayerFit:
+    """Penalty chosen on validation (one eigendecomposition for the list), then refitted on train + val."""
+    best, scores = select_ridge(accs["train"], accs["val"], ridges)
+    both = accs["train"].merged(accs["val"])
+    linear = baselines.fit_linear(accs["train"], accs["val"], input_dim, ridges)
+    return LayerFit(both.solve(best.ridge), linear, both.means()[1], scores)
+
+
+def score_layer(res: LayerReservoirs, fit: LayerFit, H_in: np.ndarray, H_out: np.ndarray, corpus: Corpus,
+                batch_tokens: int) -> dict[str, float]:
+    """ESN and baselines on the held-out tokens (teacher inputs)."""
+    D = H_in.shape[1]
+    sc = ScoreAccumulator(H_out.shape[1])
+    for X, t0, t1 in feature_batches(res, H_in, 0, corpus, "test", batch_tokens):
+        sc.update(H_out[t0:t1], esn=fit.esn.predict(X),
+                  **baselines.predictions(X[:, :D], fit.target_mean, fit.linear))
+    row = sc.scores("esn")
+    for name in ("identity", "mean", "linear"):
+        row[f"baseline_{name}_nmse"] = sc.scores(name)["nmse"]
+    row["baseline_linear_r2"] = sc.scores("linear")["r2"]
+    return row
+
+
+def chain_layer(res: LayerReservoirs, fit: LayerFit, chained_in: np.ndarray, H_out: np.ndarray,
+                corpus: Corpus, batch_tokens: int) -> tuple[np.ndarray, dict[str, float]]:
+    """Feed this layer's ESN with the previous ESN's test predictions; returns its own predictions (the
+    next layer's chained input) and their scores against the teacher."""
+    base = corpus.token_range("test")[0]
+    sc = ScoreAccumulator(H_out.shape[1])
+    out = np.empty_like(chained_in)
+    for X, t0, t1 in feature_batches(res, chained_in, base, corpus, "test", batch_tokens):
+        pred = fit.esn.predict(X)
+        out[t0 - base:t1 - base] = pred
+        sc.update(H_out[t0:t1], chained=pred)
+    s = sc.scores("chained")
+    return out, {"chained_nmse": s["nmse"], "chained_r2": s["r2"], "chained_cosine": s["cosine"]}

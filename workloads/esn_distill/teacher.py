@@ -1,0 +1,152 @@
+"""The teacher: a transformers ``BertModel``, pretrained (loaded offline) or built from a size preset with
+seeded random weights; and its hidden states, written once to a per-layer token cache on disk.
+
+The cache holds only real tokens (padding dropped), one float32 ``.npy`` file per hidden state
+(embeddings + one per layer), in the corpus's canonical order. A layer pair then needs two files in memory,
+not the whole stack (13 x 250k tokens x 768 x 4 bytes = 10 GB for the lab's run)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from orchestrator.errors import InputError
+from workloads.esn_distill.data import Corpus
+
+# (hidden_size, num_attention_heads, intermediate_size); the layer count is a separate parameter.
+PRESETS = {
+    "bert-base": (768, 12, 3072),
+    "bert-small": (512, 8, 2048),
+    "bert-mini": (256, 4, 1024),
+    "bert-tiny": (128, 2, 512),
+}
+
+
+def load_pretrained(name: str, allow_download: bool = False):
+    """(model, tokenizer) from a local directory or a hub name already in the local cache. Without
+    ``allow_download`` nothing touches the network, so a missing model fails at once, not after timeouts."""
+    from transformers import AutoTokenizer, BertModel
+
+    local_only = not allow_download
+    try:
+        model = BertModel.from_pretrained(name, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+    except (OSError, ValueError) as err:
+        where = "is not a directory here" if not Path(name).is_dir() else "is a directory without a usable BERT"
+        raise InputError(
+            f"cannot load the pretrained teacher '{name}' offline ({where}; {type(err).__name__}). "
+            "Either give a local directory saved with save_pretrained (model + tokenizer files), "
+            "or download it once on a machine with internet (huggingface-cli download NAME) and run with "
+            "HF_HOME pointing at that cache, or set teacher.allow_download=true where the hub is reachable, "
+            "or drop teacher.pretrained to use a seeded random teacher (teacher.config).",
+            field="teacher.pretrained") from None
+    return model, tokenizer
+
+
+def random_teacher(preset: str, num_layers: int, vocab_size: int, max_len: int, seed: int,
+                   hidden_size: int | None = None, num_heads: int | None = None,
+                   intermediate_size: int | None = None, init_range: float = 0.02):
+    from transformers import BertConfig, BertModel
+
+    hidden, heads, inter = PRESETS[preset]
+    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden_size or hidden,
+                        num_hidden_layers=num_layers, num_attention_heads=num_heads or heads,
+                        intermediate_size=intermediate_size or inter,
+                        max_position_embeddings=max(512, max_len), initializer_range=init_range)
+    if config.hidden_size % config.num_attention_heads:
+        raise InputError(f"hidden_size {config.hidden_size} is not a multiple of num_attention_heads "
+                         f"{config.num_attention_heads}", field="teacher.hidden_size")
+    torch.manual_seed(seed)  # the weights are a function of the seed alone
+    return BertModel(config)
+
+
+def teacher_params(model) -> tuple[int, int]:
+    """(parameters of the encoder layers the ESNs replace, parameters of the whole model)."""
+    layers = sum(p.numel() for p in model.encoder.layer.parameters())
+    return int(layers), int(sum(p.numel() for p in model.parameters()))
+
+
+class HiddenStateCache:
+    """``layer_{k}.npy`` (n_tokens, H) float32 for k = 0..L, written once, read one layer at a time."""
+
+    def __init__(self, root: Path, fingerprint: str):
+        self.root, self.fingerprint = Path(root), fingerprint
+        self.marker = self.root / "complete.json"
+
+    def complete(self) -> bool:
+        if not self.marker.exists():
+            return False
+        return json.loads(self.marker.read_text()).get("fingerprint") == self.fingerprint
+
+    def path(self, k: int) -> Path:
+        return self.root / f"layer_{k}.npy"
+
+    def load(self, k: int) -> np.ndarray:
+        return np.load(self.path(k))
+
+    def meta(self) -> dict:
+        return json.loads(self.marker.read_text())
+
+    def write(self, model, corpus: Corpus, batch_tokens: int, device: str) -> None:
+        """Run the teacher over every sample (inference mode, attention mask for padding) and append each
+        batch's real tokens to the per-layer files. Sequential writes: memory stays at one batch."""
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True)
+        model = model.to(device).eval()
+        n_states = model.config.num_hidden_layers + 1
+        hidden = model.config.hidden_size
+        files = []
+        for k in range(n_states):
+            f = open(self.path(k), "wb")
+            np.lib.format.write_array_header_1_0(
+                f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                    "shape": (corpus.n_tokens, hidden)})
+            files.append(f)
+        try:
+            for first, end in batches(corpus.lengths, 0, len(corpus.samples), batch_tokens):
+                ids, mask = pad(corpus.samples[first:end])
+                with torch.inference_mode():
+                    out = model(input_ids=torch.from_numpy(ids).to(device),
+                                attention_mask=torch.from_numpy(mask).to(device), output_hidden_states=True)
+                keep = torch.from_numpy(mask).to(device).bool()
+                for f, h in zip(files, out.hidden_states):
+                    f.write(h[keep].float().cpu().numpy().tobytes())  # row-major b, t = canonical order
+        finally:
+            for f in files:
+                f.close()
+        self.marker.write_text(json.dumps({"fingerprint": self.fingerprint, "n_states": n_states,
+                                           "hidden": hidden, "n_tokens": corpus.n_tokens}))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def batches(lengths: np.ndarray, first: int, end: int, batch_tokens: int):
+    """Consecutive sample ranges [a, b) within [first, end) whose padded size (count x longest) stays within
+    ``batch_tokens`` (at least one sample per batch)."""
+    a = first
+    while a < end:
+        b, longest = a, 0
+        while b < end:
+            longest2 = max(longest, int(lengths[b]))
+            if b > a and longest2 * (b - a + 1) > batch_tokens:
+                break
+            longest, b = longest2, b + 1
+        yield a, b
+        a = b
+
+
+def pad(samples: list[np.ndarray], fill: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded (B, T) ids and the (B, T) int64 attention mask."""
+    T = max(len(s) for s in samples)
+    ids = np.full((len(samples), T), fill, dtype=np.int64)
+    mask = np.zeros((len(samples), T), dtype=np.int64)
+    for b, s in enumerate(samples):
+        ids[b, :len(s)] = s
+        mask[b, :len(s)] = 1
+    return ids, mask
