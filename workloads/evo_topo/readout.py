@@ -16,20 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from workloads.esn.ridge import ridge_solve  # the shared batched solver (esn_distill's module)
 from workloads.evo_topo.task import N_POS, reward
-
-try:  # the shared batched solver of workloads/esn/ridge.py when it has landed
-    from workloads.esn.ridge import ridge_solve as _shared_ridge_solve
-except ImportError:  # pragma: no cover - depends on the other workload's progress
-    _shared_ridge_solve = None
-
-
-def ridge_solve(XtX: torch.Tensor, XtY: torch.Tensor, ridge: float) -> torch.Tensor:
-    """(XtX + ridge I)^-1 XtY, batched over leading dims."""
-    if _shared_ridge_solve is not None:
-        return _shared_ridge_solve(XtX, XtY, ridge)
-    eye = torch.eye(XtX.shape[-1], dtype=XtX.dtype, device=XtX.device)
-    return torch.linalg.solve(XtX + ridge * eye, XtY)
 
 
 def _with_bias(X: torch.Tensor) -> torch.Tensor:
