@@ -24,7 +24,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
@@ -77,7 +77,7 @@ class TuneSection(Strict):
                                                  "trials run (default: same name as metric)")
     num_samples: int | None = Field(None, gt=0, description="trials (random/optuna: default 10; grid: 1 pass)")
     max_concurrent: int | None = Field(None, gt=0, description="trials at once (default: as resources allow)")
-    scheduler: Fifo | Asha = Field(default_factory=Fifo)
+    scheduler: Annotated[Fifo | Asha, Field(discriminator="type")] = Field(default_factory=Fifo)
     search: Literal["random", "grid", "optuna"] = "random"
     space: dict[str, dict[str, Any]] = Field(..., description="dotted param key -> {distribution: arguments}")
     seeds_per_trial: int = Field(1, gt=0, description="a trial's score is the mean over this many seeds")
@@ -110,10 +110,17 @@ class TuneConfig:
 
 
 def _pydantic_error(err: pydantic.ValidationError, source: str, prefix: str) -> InputError:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "tagged-union")))
+    errors = err.errors()
+    # an unknown key usually explains a "missing" one (a typo): report it first, with a suggestion
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    parts = [str(p) for p in first["loc"]]
+    # drop pydantic's union tags (scheduler.asha.max_t -> scheduler.max_t): they are not in the YAML
+    parts = [p for i, p in enumerate(parts) if not (i and parts[i - 1] == "scheduler" and p in SCHEDULERS)]
+    loc = ".".join(parts)
     if first["type"] == "extra_forbidden":
-        return InputError("unknown field", source, f"{prefix}.{loc}")
+        known = [f for f in TuneSection.model_fields] if len(parts) == 1 else []
+        return InputError(f"unknown field{did_you_mean(parts[-1], known)}"
+                          + (f"; expected one of: {', '.join(known)}" if known else ""), source, f"{prefix}.{loc}")
     got = f" (got {first['input']!r})" if not isinstance(first.get("input"), dict) else ""
     return InputError(f"{first['msg']}{got}", source, f"{prefix}.{loc}" if loc else prefix)
 
@@ -556,6 +563,11 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
     from orchestrator.backends.ray import connect
     connect(ray_address)
     from ray import tune
+    import logging
+    # A failed trial is reported in orch's table and in MLflow (traceback.txt); Tune would also log each
+    # traceback at ERROR on the console.
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
     if resume:
         sweep = meta["sweep"]

@@ -103,6 +103,8 @@ def set_defaults(settings: RaySettings) -> dict[str, str]:
             with os.fdopen(fd, "w") as f:
                 f.write(secrets.token_hex(32))
     Path(os.environ["RAY_TMPDIR"]).mkdir(parents=True, exist_ok=True)
+    # Tune's console: orch prints its own summary; Tune's per-trial tables (new output engine) would drown it.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     return {k: os.environ[k] for k in ("RAY_USAGE_STATS_ENABLED", "RAY_TMPDIR", "RAY_AUTH_MODE")}
 
 

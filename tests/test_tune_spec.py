@@ -1,0 +1,97 @@
+"""The `tune:` section is validated like the rest of the spec, before Ray starts: bad distributions, bounds and
+keys are errors naming the file and the field path (exit 2, nothing created). No Ray in this file."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator.errors import InputError
+from orchestrator.spec import load_spec
+from orchestrator.tune import StepMeans, parse_tune
+
+BASE = {"name": "t", "workload": "smoke", "params": {"steps": 5}}
+
+
+def parse(store, tune: dict, **extra):
+    path = store.spec({**BASE, **extra, "tune": tune})
+    return parse_tune(load_spec(path)), path
+
+
+def error(store, tune: dict, **extra) -> InputError:
+    with pytest.raises(InputError) as info:
+        parse(store, tune, **extra)
+    return info.value
+
+
+def test_valid_section_resolves_defaults_and_dimensions(store):
+    config, _ = parse(store, {"scheduler": "asha", "space": {"offset": {"uniform": [0.0, 1.0]},
+                                                             "noise": {"choice": [0.0, 0.1]},
+                                                             "steps": {"randint": [2, 9]}}})
+    assert (config.metric, config.mode, config.report) == ("final_loss", "min", "final_loss")
+    assert config.section.scheduler.type == "asha" and config.section.scheduler.grace_period == 1
+    assert [(d.key, d.kind, d.args) for d in config.dimensions] == [
+        ("offset", "uniform", (0.0, 1.0)), ("noise", "choice", (0.0, 0.1)), ("steps", "randint", (2, 9))]
+
+
+@pytest.mark.parametrize("tune, field, words", [
+    ({"space": {"offset": {"unifrom": [0, 1]}}}, "tune.space.offset.unifrom", "did you mean 'uniform'"),
+    ({"space": {"ofset": {"uniform": [0, 1]}}}, "tune.space.ofset", "did you mean 'offset'"),
+    ({"space": {"offset": {"uniform": [1, 0]}}}, "tune.space.offset.uniform", "low must be below high"),
+    ({"space": {"offset": {"uniform": [0, "x"]}}}, "tune.space.offset.uniform", "two numbers"),
+    ({"space": {"noise": {"loguniform": [0, 1]}}}, "tune.space.noise.loguniform", "low > 0"),
+    ({"space": {"steps": {"randint": [0, 5]}}}, "tune.space.steps.randint[0]", "greater than or equal to 1"),
+    ({"space": {"steps": {"randint": [1.5, 5]}}}, "tune.space.steps.randint", "integers"),
+    ({"space": {"noise": {"choice": [0.1, -1]}}}, "tune.space.noise.choice[1]", "greater than or equal to 0"),
+    ({"space": {"noise": {"choice": []}}}, "tune.space.noise.choice", "non-empty"),
+    ({"space": {"noise": {"uniform": [0, 1], "choice": [1]}}}, "tune.space.noise", "one distribution"),
+    ({"search": "grid", "space": {"noise": {"uniform": [0, 1]}}}, "tune.space.noise.uniform", "not a grid"),
+    ({"search": "grid", "num_samples": 3, "space": {"noise": {"grid": [0, 1]}}}, "tune.num_samples", "exactly once"),
+    ({"search": "bayes", "space": {"noise": {"grid": [0, 1]}}}, "tune.search", "random"),
+    ({"scheduler": "ashaa", "space": {"noise": {"grid": [0, 1]}}}, "tune.scheduler", "did you mean 'asha'"),
+    ({"scheduler": {"type": "asha", "grace_period": 9, "max_t": 3}, "space": {"noise": {"grid": [0]}}},
+     "tune.scheduler", "grace_period (9) must be <= max_t (3)"),
+    ({"seeds_per_trial": 0, "space": {"noise": {"grid": [0]}}}, "tune.seeds_per_trial", "greater than 0"),
+    ({"spaces": {}}, "tune.spaces", "unknown field"),
+    ({"space": {}}, "tune.space", "at least one param"),
+])
+def test_bad_tune_section_names_file_and_field(store, tune, field, words):
+    err = error(store, tune)
+    assert err.source.endswith("spec.yaml")
+    assert err.field == field, str(err)
+    assert words in err.message, str(err)
+
+
+def test_optuna_missing_is_an_input_error_not_a_crash(store):
+    import importlib.util
+    if importlib.util.find_spec("optuna") is not None:
+        config, _ = parse(store, {"search": "optuna", "space": {"noise": {"uniform": [0, 1]}}})
+        assert config.section.search == "optuna"
+    else:
+        err = error(store, {"search": "optuna", "space": {"noise": {"uniform": [0, 1]}}})
+        assert err.field == "tune.search" and "pip install optuna" in err.message
+
+
+def test_sweeps_refuse_variants_and_missing_section(store):
+    err = error(store, {"space": {"noise": {"grid": [0]}}}, variants={"a": {"offset": 1.0}})
+    assert err.field == "variants"
+    with pytest.raises(InputError) as info:
+        parse_tune(load_spec(store.spec(BASE)))
+    assert info.value.field == "tune"
+
+
+def test_cli_bad_tune_exits_2_and_creates_nothing(store):
+    path = store.spec({**BASE, "tune": {"space": {"offset": {"normal": [0, 1]}}}})
+    result = store.orch("tune", str(path), "--tracking-uri", store.uri, "--best", str(store.root / "best.yaml"))
+    assert result.exit_code == 2, result.output
+    assert "tune.space.offset.normal" in result.output and "unknown distribution" in result.output
+    assert not (store.root / "mlflow.db").exists() and not store.workdir.exists()
+    assert not (store.root / "best.yaml").exists()
+
+
+def test_step_means_wait_for_every_seed_and_skip_replays():
+    means = StepMeans(2)
+    assert means.add(0, 0, {"loss": 1.0}) == []
+    assert means.add(0, 1, {"loss": 3.0}) == []
+    assert means.add(1, 0, {"loss": 2.0, "extra": 5.0}) == [(0, {"loss": 1.5})]  # only keys both seeds logged
+    assert means.add(1, 1, {"loss": 5.0}) == [(1, {"loss": 4.0})]
+    assert means.add(0, 1, {"loss": 9.0}) == []  # a resumed seed replays step 1: already reported
