@@ -178,6 +178,41 @@ def run_one(spec_path: SpecArg, seed: Annotated[int, typer.Option("--seed", help
         raise typer.Exit(1)
 
 
+@app.command()
+@handles_input_errors
+def tune(spec_path: SpecArg, sets: SetOpt = None, tracking_uri: UriOpt = None,
+         ray_address: Annotated[Optional[str], typer.Option("--ray-address", help="a running Ray cluster ('auto' or "
+                                "host:port; default RAY_ADDRESS, cluster/ray.yaml, else a local Ray)")] = None,
+         resume: Annotated[bool, typer.Option("--resume", help="continue this spec's last sweep (its driver died)")] = False,
+         best: Annotated[Path, typer.Option("--best", help="where to write the best trial's spec")] = Path("best.yaml"),
+         top: Annotated[int, typer.Option("--top", help="trials shown in the table")] = 10):
+    """A Ray Tune sweep over the spec's `tune:` section; MLflow: one parent run, one child per trial.
+    Writes the best trial as a complete spec: validate it with `orch submit best.yaml --seeds N`."""
+    from orchestrator.tune import run_sweep
+
+    result = run_sweep(spec_path, sets=sets, tracking_uri=tracking_uri, ray_address=ray_address, resume=resume,
+                       best_path=best, echo=console.print)
+    names = list(dict.fromkeys(k for row in result.rows for k in row.config))
+    table = Table(title=f"{result.sweep}: top trials by {result.metric} ({result.mode})")
+    for col in ("rank", "trial", "status", result.metric, "reports", *names):
+        table.add_column(col, justify="left" if col in ("trial", "status") else "right")
+    colour = {"FINISHED": "green", "STOPPED": "yellow", "FAILED": "red"}
+    for rank, row in enumerate(result.rows[:top], 1):
+        score = f"{row.score:.6g}" if row.score is not None else "-"
+        values = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (row.config.get(n, "") for n in names)]
+        table.add_row(str(rank), row.trial_id, f"[{colour[row.status]}]{row.status.lower()}[/]", score,
+                      str(row.reports), *values)
+    console.print(table)
+    counts = {s: sum(1 for r in result.rows if r.status == s) for s in colour}
+    console.print(f"{len(result.rows)} trials: {counts['FINISHED']} finished, {counts['STOPPED']} stopped early, "
+                  f"{counts['FAILED']} failed  (MLflow parent run {result.parent_run_id})")
+    if result.best_yaml is None:
+        err_console.print("[red]no trial finished[/]: nothing to write; see the failed trials in MLflow")
+        raise typer.Exit(1)
+    console.print(f"best: trial {result.best.trial_id}, {result.metric} = {result.best.score:.6g} -> "
+                  f"[bold]{result.best_yaml}[/]; validate it: orch submit {result.best_yaml} --seeds 10")
+
+
 def _experiment_name(name_or_spec: str) -> tuple[str, str | None]:
     path = Path(name_or_spec)
     if path.suffix in (".yaml", ".yml"):
