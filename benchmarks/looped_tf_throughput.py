@@ -1,0 +1,175 @@
+"""Training throughput of the looped_tf models against a straightforward reference built on transformers'
+GPT2Model (the backbone of Garg et al.'s code), same sizes, same data, measured in the same process.
+
+    .venv/bin/python benchmarks/looped_tf_throughput.py [--steps 60] [--rounds 3]
+
+CPU: the CPU preset (configs/looped_tf.yaml) at its final curriculum values (d, points, b, T), one thread.
+Rounds alternate ours / reference so that load from other processes hits both alike; the median round counts.
+GPU (when one is present): the paper preset in bf16 autocast, and the projected time for its 500k steps.
+Writes benchmarks/results/looped_tf_throughput.{json,md}."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+from transformers import GPT2Config, GPT2Model
+
+from workloads.looped_tf import Params
+from workloads.looped_tf.data import sample_tasks, to_prompt
+from workloads.looped_tf.train import build_model, loops_of
+
+ROOT = Path(__file__).resolve().parent
+PAPER_STEPS = 500_000
+
+
+class ReferenceLooped(nn.Module):
+    """What one writes first: read_in, transformers' GPT2Model called b times with input injection,
+    read_out after each of the last T calls, the earlier calls under no_grad."""
+
+    def __init__(self, p: Params):
+        super().__init__()
+        config = GPT2Config(n_positions=2 * p.n_points, n_embd=p.n_embd, n_layer=p.n_layer, n_head=p.n_head,
+                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False)
+        self.read_in = nn.Linear(p.n_dims, p.n_embd)
+        self.backbone = GPT2Model(config)
+        self.read_out = nn.Linear(p.n_embd, 1)
+
+    def forward(self, prompt: torch.Tensor, n_loops: int = 1, grad_loops: int | None = None) -> list[torch.Tensor]:
+        grad_loops = n_loops if grad_loops is None else grad_loops
+        e = self.read_in(prompt)
+        z = torch.zeros_like(e)
+        preds = []
+        for i in range(n_loops):
+            with torch.set_grad_enabled(i >= n_loops - grad_loops):
+                z = self.backbone(inputs_embeds=z + e).last_hidden_state
+            if i >= n_loops - grad_loops:
+                preds.append(self.read_out(z)[:, ::2, 0])
+        return preds
+
+
+def steps_per_second(model: nn.Module, p: Params, device: torch.device, steps: int, bf16: bool) -> float:
+    """Timed training steps at the final curriculum values (after a few untimed warm-up steps)."""
+    b, window = loops_of(p)
+    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr)
+    gen = torch.Generator().manual_seed(0)
+    cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def one_step() -> None:
+        batch = sample_tasks(gen, p.batch_size, p.n_points, p.n_dims)
+        prompt, ys = to_prompt(batch.xs, batch.ys).to(device), batch.ys.to(device)
+        with cast:
+            preds = model(prompt, n_loops=b, grad_loops=window)
+            loss = torch.stack([(y.float() - ys).square().mean() for y in preds]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()  # a sync point, as the training loop has one
+
+    for _ in range(max(3, steps // 10)):
+        one_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        one_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps / (time.perf_counter() - start)
+
+
+def cpu_rows(presets: dict[str, Params], steps: int, rounds: int) -> list[dict]:
+    torch.set_num_threads(1)
+    device = torch.device("cpu")
+    rows = []
+    for name, p in presets.items():
+        torch.manual_seed(0)
+        ours, ref = build_model(p), ReferenceLooped(p)
+        ours_sps, ref_sps = [], []
+        for _ in range(rounds):  # interleaved, so a burst of load from elsewhere hits both
+            ours_sps.append(steps_per_second(ours, p, device, steps, bf16=False))
+            ref_sps.append(steps_per_second(ref, p, device, steps, bf16=False))
+        tokens = p.batch_size * 2 * p.n_points
+        o, r = statistics.median(ours_sps), statistics.median(ref_sps)
+        b, window = loops_of(p)
+        rows.append({"model": name, "device": "cpu, 1 thread", "b": b, "T": window, "n_layer": p.n_layer,
+                     "ours_steps_s": o, "ref_steps_s": r, "ours_tokens_s": o * tokens, "ref_tokens_s": r * tokens,
+                     "speedup": o / r, "rounds_ours": ours_sps, "rounds_ref": ref_sps})
+    return rows
+
+
+def gpu_row(paper: Params, steps: int) -> dict | None:
+    if not torch.cuda.is_available():
+        return None
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    model = build_model(paper).to(device)
+    sps = steps_per_second(model, paper, device, steps, bf16=True)
+    return {"model": "looped (paper preset)", "device": torch.cuda.get_device_name(), "b": paper.n_loops,
+            "T": paper.loop_window, "ours_steps_s": sps,
+            "ours_tokens_s": sps * paper.batch_size * 2 * paper.n_points,
+            "projected_500k_h": PAPER_STEPS / sps / 3600}
+
+
+def load_params(path: Path, variant: str | None) -> Params:
+    """Params of a spec file (its params, then one variant's overrides), without the orchestrator."""
+    import yaml
+    from orchestrator.spec import deep_merge, nest
+    doc = yaml.safe_load(path.read_text())
+    tree = nest(doc.get("params", {}))
+    if variant:
+        tree = deep_merge(tree, nest(doc["variants"][variant]))
+    return Params.model_validate(tree)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved measurements per model")
+    args = parser.parse_args()
+    configs = ROOT.parent / "configs"
+    presets = {v: load_params(configs / "looped_tf.yaml", v) for v in ("looped", "standard")}
+    rows = cpu_rows(presets, args.steps, args.rounds)
+    gpu = gpu_row(load_params(configs / "looped_tf_paper.yaml", "looped"), max(args.steps, 50))
+
+    table = Table(title="looped_tf training throughput: ours vs transformers GPT2Model reference")
+    for col in ("model", "device", "b / T / layers", "ours steps/s", "ref steps/s", "ours tokens/s", "ref tokens/s", "speedup"):
+        table.add_column(col, justify="right" if col not in ("model", "device") else "left")
+    md = ["| model | device | b / T / layers | ours steps/s | ref steps/s | ours tokens/s | ref tokens/s | speedup |",
+          "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = [r["model"], r["device"], f"{r['b']} / {r['T']} / {r['n_layer']}", f"{r['ours_steps_s']:.1f}",
+                 f"{r['ref_steps_s']:.1f}", f"{r['ours_tokens_s']:,.0f}", f"{r['ref_tokens_s']:,.0f}", f"{r['speedup']:.2f}x"]
+        table.add_row(*cells)
+        md.append("| " + " | ".join(cells) + " |")
+    if gpu:
+        gpu_line = (f"GPU ({gpu['device']}), paper preset, bf16: {gpu['ours_steps_s']:.1f} steps/s, "
+                    f"{gpu['ours_tokens_s']:,.0f} tokens/s; projected {PAPER_STEPS:,} steps: {gpu['projected_500k_h']:.1f} h")
+    else:
+        gpu_line = "GPU: none on this machine; the paper preset's bf16 throughput was not measured (GPU path untested)."
+    console = Console()
+    console.print(table)
+    console.print(gpu_line)
+
+    out = ROOT / "results"
+    out.mkdir(exist_ok=True)
+    meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "steps": args.steps, "rounds": args.rounds, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (out / "looped_tf_throughput.json").write_text(json.dumps({"meta": meta, "cpu": rows, "gpu": gpu}, indent=1))
+    (out / "looped_tf_throughput.md").write_text(
+        "# looped_tf training throughput\n\n" + "\n".join(md) + f"\n\n{gpu_line}\n\n"
+        f"Reference: read_in + transformers GPT2Model (sdpa) called b times + read_out, same sizes and data. "
+        f"Median of {args.rounds} interleaved rounds of {args.steps} steps; torch {torch.__version__}, "
+        f"{meta['time']}; the machine was shared with other jobs.\n")
+
+
+if __name__ == "__main__":
+    main()

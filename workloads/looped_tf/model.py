@@ -1,0 +1,129 @@
+"""A GPT-2 style pre-LN causal transformer over regression prompts, run once (standard) or looped.
+
+Read top to bottom: attention, MLP, block, backbone (position embeddings + blocks + final LayerNorm),
+then the in-context model that wraps the backbone with read_in / read_out and the loop.
+
+The looped model of Yang et al. (2024) keeps a state z (zeros at first) and repeats
+    z <- backbone(z + e)        (input injection: e = read_in(prompt) is re-added every iteration)
+reading the prediction out after every iteration. A standard transformer is the same computation with
+one iteration of an n_layer backbone (z = 0, so the backbone sees e): one implementation serves both."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Injection = Literal["add", "mul"]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, n_embd: int, n_head: int):
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"n_embd ({n_embd}) must be a multiple of n_head ({n_head})")
+        self.n_head = n_head
+        self.qkv = nn.Linear(n_embd, 3 * n_embd)  # one matmul for q, k and v
+        self.proj = nn.Linear(n_embd, n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).split(c, dim=2)
+        # (B, T, C) -> (B, heads, T, C/heads): heads become a batch dimension for the fused kernel.
+        q, k, v = (u.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for u in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class MLP(nn.Module):
+    def __init__(self, n_embd: int):
+        super().__init__()
+        self.fc = nn.Linear(n_embd, 4 * n_embd)
+        self.proj = nn.Linear(4 * n_embd, n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x), approximate="tanh"))  # GPT-2's tanh GELU
+
+
+class Block(nn.Module):
+    """Pre-LN: normalise, transform, add back. The residual stream itself is never normalised."""
+
+    def __init__(self, n_embd: int, n_head: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head)
+        self.ln_2 = nn.LayerNorm(n_embd)
+        self.mlp = MLP(n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class Backbone(nn.Module):
+    """GPT-2 without token embeddings: add learned positions, run the blocks, end with ln_f. In the loop
+    the positions are re-added and ln_f re-applied every iteration, as in the reference code."""
+
+    def __init__(self, n_layer: int, n_embd: int, n_head: int, block_size: int):
+        super().__init__()
+        self.wpe = nn.Embedding(block_size, n_embd)
+        self.blocks = nn.ModuleList(Block(n_embd, n_head) for _ in range(n_layer))
+        self.ln_f = nn.LayerNorm(n_embd)
+        # GPT-2 initialisation: N(0, 0.02), zero biases, and the projections that write into the residual
+        # stream scaled by 1/sqrt(2 n_layer) so its variance does not grow with depth.
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layer))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = h + self.wpe.weight[: h.shape[1]]
+        for block in self.blocks:
+            h = block(h)
+        return self.ln_f(h)
+
+
+class InContextRegressor(nn.Module):
+    """read_in (d -> n_embd), backbone looped ``n_loops`` times with input injection, read_out (n_embd -> 1)
+    at the x tokens. ``forward`` returns the predictions of the last ``grad_loops`` iterations; the
+    iterations before them run without gradient (they only produce the starting state), which is what
+    makes training with many loops affordable."""
+
+    def __init__(self, n_dims: int, n_points: int, n_embd: int, n_layer: int, n_head: int,
+                 injection: Injection = "add"):
+        super().__init__()
+        self.injection = injection
+        self.read_in = nn.Linear(n_dims, n_embd)  # default PyTorch init, as the references leave it
+        self.backbone = Backbone(n_layer, n_embd, n_head, block_size=2 * n_points)
+        self.read_out = nn.Linear(n_embd, 1)
+
+    def step(self, z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """One iteration: the backbone applied to the state with the prompt injected."""
+        return self.backbone(z + e if self.injection == "add" else z * e)
+
+    def predict(self, z: torch.Tensor) -> torch.Tensor:
+        return self.read_out(z[:, ::2]).squeeze(-1)  # even positions are the x tokens: (B, n)
+
+    def forward(self, prompt: torch.Tensor, n_loops: int = 1, grad_loops: int | None = None) -> list[torch.Tensor]:
+        """prompt (B, 2n, d) -> [predictions (B, n) after iteration n_loops - grad_loops + 1, ..., n_loops]."""
+        grad_loops = n_loops if grad_loops is None else grad_loops
+        if not 1 <= grad_loops <= n_loops:
+            raise ValueError(f"need 1 <= grad_loops <= n_loops, got {grad_loops} and {n_loops}")
+        e = self.read_in(prompt)
+        # The neutral state for the injection: z + e = e, z * e = e, so iteration 1 sees the prompt alone.
+        z = torch.zeros_like(e) if self.injection == "add" else torch.ones_like(e)
+        with torch.no_grad():
+            for _ in range(n_loops - grad_loops):
+                z = self.step(z, e)
+        predictions = []
+        for _ in range(grad_loops):
+            z = self.step(z, e)
+            predictions.append(self.predict(z))
+        return predictions
