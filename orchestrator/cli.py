@@ -114,7 +114,8 @@ def submit(spec_path: SpecArg,
     console.print(f"[bold]{spec.name}[/]: {len(runs)} runs planned, {len(reconciled.done)} already finished, "
                   f"{len(reconciled.active)} in progress, [bold]{len(reconciled.todo)} to run[/] on {spec.backend}  "
                   f"(tracking: {uri})")
-    prepared = driver.prepare(ledger, experiment_id, spec, reconciled.todo, spec.backend)
+    prepared = driver.prepare(ledger, experiment_id, spec, reconciled.todo, spec.backend,
+                              job_id=getattr(backend_instance, "job_id", ""))
     if not prepared:
         _print_status(ledger, experiment_id, spec.name)
         return

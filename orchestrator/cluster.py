@@ -103,7 +103,7 @@ def load_profile(name: str | None, source: str = "cluster") -> ClusterProfile:
             raise InputError(f"no cluster profile '{name}'{did_you_mean(name, available())}; known: "
                              f"{', '.join(available()) or 'none'} (looked in {', '.join(map(str, search_path()))})",
                              source)
-    doc = load_yaml(path)
+    doc = {k: v for k, v in load_yaml(path).items() if v is not None}  # `limits:` with only comments under it
     try:
         profile = ClusterProfile.model_validate(doc)
     except pydantic.ValidationError as err:

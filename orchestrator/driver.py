@@ -176,7 +176,7 @@ def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run
 
 
 def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run, RunRecord | None]],
-            backend_name: str, fresh: bool = False) -> list[Prepared]:
+            backend_name: str, fresh: bool = False, job_id: str = "") -> list[Prepared]:
     """Create (or reuse) the MLflow run and the run directory of each run to execute.
 
     An earlier attempt is continued in the same MLflow run when it left a checkpoint (it resumes) or never
@@ -196,10 +196,11 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
             shutil.move(run_dir.path, archived)
         tags = {"orch.role": "seed", "orch.key": run.key, "orch.group": run.group, "orch.variant": run.variant,
                 "orch.seed": str(run.seed), "orch.workload": run.workload, "orch.backend": backend_name,
-                "orch.run_dir": str(run_dir.path), "orch.driver_host": socket.gethostname(), **code_tags}
+                "orch.run_dir": str(run_dir.path), "orch.driver_host": socket.gethostname(), "orch.job_id": job_id,
+                **code_tags}
         if reuse:
             run_id = previous.run_id
-            ledger.set_tags(run_id, {"orch.backend": backend_name, "orch.run_dir": str(run_dir.path)})
+            ledger.set_tags(run_id, {"orch.backend": backend_name, "orch.run_dir": str(run_dir.path), "orch.job_id": job_id})
             ledger.set_status(run_id, "SCHEDULED")
         else:
             run_id = ledger.create_run(experiment_id, f"{run.label}/seed{run.seed}", tags, flat_params(run),
@@ -210,14 +211,16 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
             cursor = run_dir.read_cursor()
             cursor["ended"] = None
             run_dir.write_cursor(cursor)
-        prepared.append(Prepared(run, run_id, run_dir))
+        prepared.append(Prepared(run, run_id, run_dir, job_id))
     return prepared
 
 
 def record_job_ids(ledger: Ledger, prepared: list[Prepared], job_ids: list[str]) -> None:
+    """Tag each run with its scheduler job id (skipped when prepare already knew it, as for local)."""
     for item, job_id in zip(prepared, job_ids):
-        item.job_id = job_id
-        ledger.set_tags(item.run_id, {"orch.job_id": job_id})
+        if item.job_id != job_id:
+            item.job_id = job_id
+            ledger.set_tags(item.run_id, {"orch.job_id": job_id})
 
 
 # -- following jobs ----------------------------------------------------------------------------------

@@ -175,13 +175,14 @@ class Ledger:
                 end = record
                 final_step = max(max_step.values(), default=0)
                 metrics += [Metric(k, decode_number(v), ms, final_step) for k, v in record["final"].items()]
-        for chunk in _chunks(metrics, BATCH):
-            self._log_metrics(run_id, chunk)
-        if tags:
-            self.set_tags(run_id, tags)
-        status = None
+        status = end["status"] if end is not None else None
+        if end is not None and end.get("error"):
+            tags["orch.error"] = end["error"]
+        tag_list = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
+        for i, chunk in enumerate(_chunks(metrics, BATCH) if metrics else [[]]):
+            if chunk or (i == 0 and tag_list):  # tags ride with the first batch: one write, not two
+                self.client.log_batch(run_id, metrics=chunk, tags=tag_list if i == 0 else [])
         if end is not None:
-            status = end["status"]
             self._finalise(run_id, run_dir, end)
         elif any(r["event"] == "start" for r in records):
             self.client.update_run(run_id, status="RUNNING")
@@ -198,7 +199,7 @@ class Ledger:
         for log in (run_dir.stdout, run_dir.stderr):
             if log.exists() and log.stat().st_size:
                 self.client.log_artifact(run_id, str(log), "logs")
-        self.set_status(run_id, end["status"], end.get("error"))
+        self.client.set_terminated(run_id, end["status"])
 
     def close_dead(self, run_dir: RunDir, reason: str, status: str = "KILLED") -> str:
         """A job that ended without journaling its end (SIGKILL, OOM, node failure): ingest what it wrote,

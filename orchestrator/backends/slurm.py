@@ -215,11 +215,13 @@ class SlurmBackend:
             write_record(run_dir, {"scheduler": "slurm", "token": token, "index": index, "submitter": submitter,
                                    "submitted_at": time.time(), "folder": str(folder)})
         executor = self._executor(folder, f"{JOB_NAME_PREFIX}{token}")
+        _fault("before-sbatch")
         self.calls["sbatch"] += 1
         try:
             jobs = executor.map_array(SlurmRun(self.profile.max_requeues), [str(r.path) for r in run_dirs])
         except Exception as err:  # noqa: BLE001 - sbatch's own message is what the user needs
             raise SchedulerError(f"sbatch failed: {err}") from None
+        _fault("after-sbatch")
         for index, (run_dir, job) in enumerate(zip(run_dirs, jobs)):
             write_record(run_dir, {**read_record(run_dir), "job_id": job.job_id,
                                    "logs": [str(job.paths.stdout), str(job.paths.stderr)]})
@@ -333,6 +335,13 @@ class SlurmBackend:
             started = [job for job in started if not _ended(job.run_dir)]
             time.sleep(0.2)
         self._cache.clear()
+
+
+def _fault(point: str) -> None:
+    """Crash here when ``ORCH_FAULT`` names this point: the tests kill orch exactly between sbatch and
+    recording the job ids, which no timing can do reliably."""
+    if os.environ.get("ORCH_FAULT") == point:
+        os._exit(70)
 
 
 def _last_events(run_dir: RunDir) -> list[str]:
