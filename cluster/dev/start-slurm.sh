@@ -130,7 +130,8 @@ chown slurm:slurm "$CONF_DIR/slurmdbd.conf"; chmod 600 "$CONF_DIR/slurmdbd.conf"
 chown -R slurm:slurm "$STATE/ctld" "$STATE/log"
 
 if ! alive slurmdbd; then
-  /usr/sbin/slurmdbd
+  rm -f "$STATE/slurmdbd.daemon.pid"  # a stale one would be taken for the new daemon
+  /usr/sbin/slurmdbd || die "slurmdbd did not start (see $STATE/log/slurmdbd.log)"
   wait_for 20 slurmdbd test -s "$STATE/slurmdbd.daemon.pid"
   cp "$STATE/slurmdbd.daemon.pid" "$STATE/slurmdbd.pid"
   wait_for 20 "slurmdbd (port 6819)" bash -c "exec 3<>/dev/tcp/127.0.0.1/6819"
@@ -139,12 +140,14 @@ fi
 
 # -- slurmctld + slurmd ----------------------------------------------------------------------------
 if ! alive slurmctld; then
-  /usr/sbin/slurmctld
+  rm -f "$STATE/slurmctld.daemon.pid"  # a stale one would be taken for the new daemon
+  /usr/sbin/slurmctld || die "slurmctld did not start (see $STATE/log/slurmctld.log)"
   wait_for 20 slurmctld test -s "$STATE/slurmctld.daemon.pid"
   cp "$STATE/slurmctld.daemon.pid" "$STATE/slurmctld.pid"
 fi
 if ! alive slurmd; then
-  /usr/sbin/slurmd -N localhost
+  rm -f "$STATE/slurmd.daemon.pid"  # a stale one would be taken for the new daemon
+  /usr/sbin/slurmd -N localhost || die "slurmd did not start (see $STATE/log/slurmd.log)"
   wait_for 20 slurmd test -s "$STATE/slurmd.daemon.pid"
   cp "$STATE/slurmd.daemon.pid" "$STATE/slurmd.pid"
 fi

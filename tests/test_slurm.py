@@ -1,0 +1,292 @@
+"""The Slurm backend against a real single-node Slurm (munge, slurmctld, slurmd, slurmdbd + MariaDB),
+started by cluster/dev/start-slurm.sh for this session and stopped by stop-slurm.sh after it (unless it
+was already running). Every submission gets a fresh submitit folder (a new token), so job ids that
+restart at 1 on a fresh Slurm state never return old results.
+
+Covered: a 4-seed array equal to the local backend, a failing run among others, requeue on SIGUSR2
+resuming the same MLflow run from its checkpoint, orch cancel, sacct down -> squeue, an impossible
+request, and orch killed between sbatch and recording the job ids (or before sbatch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import worker
+from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job
+from orchestrator.backends.slurm import SlurmBackend, expand_job_ids, read_record, to_job_state
+from orchestrator.cluster import ClusterProfile, Limits, load_profile
+from orchestrator.errors import InputError
+from orchestrator.journal import read_journal
+from orchestrator.plan import Run
+from orchestrator.rundir import RunDir
+from orchestrator.spec import Resources
+
+REPO = Path(__file__).resolve().parent.parent
+DEV = REPO / "cluster" / "dev"
+SLURM = ["--backend", "slurm", "--cluster", "local-slurm"]
+
+
+# -- the dev cluster ---------------------------------------------------------------------------------
+def _slurm_up() -> bool:
+    try:
+        return subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=10).returncode == 0
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A running dev Slurm. Starting it needs root (it installs packages): without, this fails, it does
+    not skip, so a CI that cannot run Slurm says so."""
+    already = _slurm_up()
+    if not already:
+        if os.geteuid() != 0:
+            pytest.fail("the Slurm tests need the dev cluster: run cluster/dev/start-slurm.sh as root first")
+        subprocess.run([str(DEV / "start-slurm.sh")], check=True, timeout=600)
+    # start-slurm.sh also restarts what a test stopped (slurmdbd): idempotent
+    def restart():
+        proc = subprocess.run([str(DEV / "start-slurm.sh")], timeout=120, capture_output=True, text=True)
+        assert proc.returncode == 0, f"start-slurm.sh failed:\n{proc.stdout}\n{proc.stderr}"
+    yield restart
+    if not already:
+        subprocess.run([str(DEV / "stop-slurm.sh")], check=False, timeout=120)
+
+
+def wait_for(predicate, timeout: float = 90.0, what: str = "condition", every: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def journals(workdir: Path, name: str) -> dict[str, list[dict]]:
+    return {j.parent.name: read_journal(j)[0] for j in (workdir / name).glob("*/journal.jsonl")}
+
+
+def events(records: list[dict]) -> list[str]:
+    return [r["event"] for r in records]
+
+
+def queued_names() -> list[str]:
+    out = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%j"], capture_output=True, text=True).stdout
+    return out.split()
+
+
+def statuses(store, name: str) -> dict[int, str]:
+    return {int(r.tags["orch.seed"]): r.status for r in store.seed_runs(name)}
+
+
+def status_until(store, name: str, done: set[str], timeout: float = 120.0):
+    """`orch status` (which ingests journals and asks Slurm) until every run is in ``done``."""
+    def settled():
+        store.orch("status", name, check=True)
+        runs = store.seed_runs(name)
+        return runs if runs and all(r.status in done for r in runs) else None
+    return wait_for(settled, timeout, f"{name}: all runs in {done}", every=1.0)
+
+
+# -- no Slurm needed ---------------------------------------------------------------------------------
+def test_job_ids_and_states_parse():
+    assert expand_job_ids("12_3") == ["12_3"]
+    assert expand_job_ids("12_[0-2,5%4]") == ["12_0", "12_1", "12_2", "12_5"]
+    assert expand_job_ids("7") == ["7"]
+    assert to_job_state("PENDING", "Priority").state == PENDING
+    assert to_job_state("RUNNING", "None").state == RUNNING
+    assert to_job_state("COMPLETED", "0:0") == to_job_state("COMPLETED", "None")
+    assert to_job_state("COMPLETED", "0:0").state == DONE and to_job_state("COMPLETED", "0:0").reason is None
+    oom = to_job_state("OUT_OF_MEMORY", "exit code 0:125")
+    assert oom.state == DONE and "OUT_OF_MEMORY" in oom.reason and "0:125" in oom.reason
+    assert "CANCELLED by 0" in to_job_state("CANCELLED by 0", "None").reason
+    assert to_job_state("REQUEUED", "None").state == PENDING
+
+
+def test_profiles_map_resources_and_refuse_the_impossible(tmp_path):
+    plafrim = load_profile("plafrim")
+    assert plafrim.own_jobs_only and plafrim.max_requeues >= 1 and plafrim.setup
+    profile = ClusterProfile(name="gpu", partition="gpu", account="proj", gpu_type="a100", setup=["module load cuda"],
+                             limits=Limits(gpus=4, time_min=600), sbatch={"exclusive": True})
+    params = profile.slurm_parameters(Resources(cpus=4, gpus=2, mem_gb=8, time_min=120))
+    assert params["gres"] == "gpu:a100:2" and params["cpus_per_task"] == 4 and params["mem"] == "8192M"
+    assert params["partition"] == "gpu" and params["account"] == "proj" and params["time"] == 120
+    assert params["setup"] == ["module load cuda"] and params["additional_parameters"] == {"exclusive": True}
+    with pytest.raises(InputError, match="limits.gpus") as err:
+        profile.check(Resources(gpus=8))
+    assert err.value.field == "resources.gpus"
+    with pytest.raises(InputError, match="has no GPU"):
+        ClusterProfile(name="cpu", limits=Limits(gpus=0)).check(Resources(gpus=1))
+    with pytest.raises(InputError, match="no cluster profile 'plafrm'.*did you mean 'plafrim'"):
+        load_profile("plafrm")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("partition: x\narray_paralelism: 3\n")
+    with pytest.raises(InputError, match="array_paralelism"):
+        load_profile(str(bad))
+
+
+# -- against the dev Slurm ---------------------------------------------------------------------------
+SMOKE = {"workload": "smoke", "params": {"steps": 6, "noise": 0.1}}
+
+
+@pytest.fixture(scope="module")
+def array_run(slurm, tmp_path_factory):
+    """One submission: 4 seeds of a good variant and 2 of a failing one, as one job array, followed with
+    --wait; and the same 4 good seeds on the local backend."""
+    from conftest import Store
+    store = Store(tmp_path_factory.mktemp("array"))
+    spec = store.spec({"name": "sl_array", **SMOKE, "variants": {"ok": {}, "bad": {"fail_at_step": 3}}})
+    submitted = store.orch("submit", str(spec), "--seeds", "4", *SLURM, "--wait")
+    local = store.spec({"name": "sl_local", **SMOKE}, name="local.yaml")
+    store.orch("submit", str(local), "--seeds", "4", check=True)
+    return store, submitted
+
+
+def test_array_of_seeds_matches_the_local_backend(array_run):
+    store, submitted = array_run
+    runs = [r for r in store.seed_runs("sl_array") if r.tags["orch.variant"] == "ok"]
+    assert len(runs) == 4 and {r.status for r in runs} == {"FINISHED"}, submitted.output
+    job_ids = [r.tags["orch.job_id"] for r in store.seed_runs("sl_array")]
+    assert len({j.split("_")[0] for j in job_ids}) == 1 and len(set(job_ids)) == 8  # one array, 8 tasks
+    local = {int(r.tags["orch.seed"]): r for r in store.seed_runs("sl_local")}
+    client = store.ledger().client
+    for run in runs:
+        twin = local[int(run.tags["orch.seed"])]
+        assert run.metrics["final_loss"] == twin.metrics["final_loss"]
+        curve = [(m.step, m.value) for m in client.get_metric_history(run.run_id, "loss")]
+        assert sorted(curve) == sorted((m.step, m.value) for m in client.get_metric_history(twin.run_id, "loss"))
+        assert len(curve) == 6
+
+
+def test_a_failing_run_is_failed_with_its_traceback_and_the_others_finish(array_run):
+    store, submitted = array_run
+    assert submitted.exit_code == 1  # some runs did not finish
+    bad = [r for r in store.seed_runs("sl_array") if r.tags["orch.variant"] == "bad"]
+    assert len(bad) == 4 and {r.status for r in bad} == {"FAILED"}
+    client = store.ledger().client
+    for run in bad:
+        assert "failing at step 3" in run.tags["orch.error"]
+        path = client.download_artifacts(run.run_id, "traceback.txt", str(store.root))
+        assert "RuntimeError" in Path(path).read_text()
+    logs = store.orch("logs", bad[0].run_id, check=True)
+    assert "_log.err" in logs.output and "failing at step 3" in logs.output  # run log and Slurm log
+
+
+def uninterrupted(tmp_path: Path, params: dict, seed: int) -> tuple[float, list[tuple[int, float]]]:
+    run_dir = RunDir(tmp_path / "reference")
+    run_dir.create({"run": Run("smoke", params, seed, "base").to_dict(), "run_id": "x", "experiment_id": "0", "cpus": 1, "gpus": 0})
+    assert worker.execute(run_dir.path) == "FINISHED"
+    records, _ = read_journal(run_dir.journal)
+    curve = [(r["step"], r["metrics"]["loss"]) for r in records if r["event"] == "metrics"]
+    return next(r for r in records if r["event"] == "end")["final"]["final_loss"], curve
+
+
+def test_sigusr2_requeues_and_resumes_the_same_mlflow_run(slurm, store, tmp_path):
+    params = {"steps": 24, "sleep_s": 0.25, "noise": 0.1}
+    spec = store.spec({"name": "sl_requeue", "workload": "smoke", "params": params})
+    store.orch("submit", str(spec), *SLURM, check=True)
+    (run,) = store.seed_runs("sl_requeue")
+    run_dir = RunDir(Path(run.tags["orch.run_dir"]))
+    wait_for(lambda: any(r["event"] == "checkpoint" and r["step"] >= 4 for r in read_journal(run_dir.journal)[0]),
+             what="the run to checkpoint a few steps")
+    job_id = run.tags["orch.job_id"]
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # what Slurm sends before a time limit
+    (final,) = status_until(store, "sl_requeue", {"FINISHED", "FAILED", "KILLED"})
+    assert final.run_id == run.run_id and final.status == "FINISHED"
+    assert len(store.seed_runs("sl_requeue")) == 1  # the same MLflow run continued, no second one
+    records, _ = read_journal(run_dir.journal)
+    assert events(records).count("start") == 2 and "requeue" in events(records)
+    assert [r["status"] for r in records if r["event"] == "end"] == ["FINISHED"]  # no KILLED on the way
+    assert final.tags["orch.restart_count"] == "1" and int(final.tags["orch.resumed_from_step"]) >= 4
+    expected_final, expected_curve = uninterrupted(tmp_path, params, int(final.tags["orch.seed"]))
+    assert final.metrics["final_loss"] == expected_final
+    history = sorted((m.step, m.value) for m in store.ledger().client.get_metric_history(run.run_id, "loss"))
+    assert history == expected_curve  # every step once, the same values as without the interruption
+
+
+def test_orch_cancel_ends_running_and_queued_runs_killed(slurm, store):
+    spec = store.spec({"name": "sl_cancel", "workload": "smoke", "params": {"steps": 400, "sleep_s": 0.1}})
+    store.orch("submit", str(spec), "--seeds", "3", *SLURM, check=True)  # 2 cores: 2 run, 1 waits
+    workdir = store.workdir
+    wait_for(lambda: sum("start" in events(j) for j in journals(workdir, "sl_cancel").values()) >= 1,
+             what="a run to start")
+    result = store.orch("cancel", "sl_cancel", check=True)
+    assert "cancelled 3 run(s)" in result.output
+    assert set(statuses(store, "sl_cancel").values()) == {"KILLED"}
+    ids = {r.tags["orch.job_id"] for r in store.seed_runs("sl_cancel")}
+    wait_for(lambda: not ids & set(subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i"], capture_output=True,
+                                                  text=True).stdout.split()), 30, "the jobs to leave the queue")
+    for records in journals(workdir, "sl_cancel").values():
+        assert records[-1]["event"] == "end" and records[-1]["status"] == "KILLED"
+
+
+def test_status_falls_back_to_squeue_when_accounting_is_down(slurm, store):
+    spec = store.spec({"name": "sl_nodb", "workload": "smoke", "params": {"steps": 400, "sleep_s": 0.1}})
+    subprocess.run([str(DEV / "stop-slurm.sh"), "slurmdbd"], check=True, capture_output=True)
+    try:
+        store.orch("submit", str(spec), "--seeds", "2", *SLURM, check=True)
+        wait_for(lambda: sum("start" in events(j) for j in journals(store.workdir, "sl_nodb").values()) == 2,
+                 what="both runs to start")
+        runs = store.seed_runs("sl_nodb")
+        backend = SlurmBackend()
+        states = backend.poll([Job(r.tags["orch.job_id"], RunDir(Path(r.tags["orch.run_dir"]))) for r in runs])
+        assert [s.state for s in states] == [RUNNING, RUNNING]
+        assert backend.sacct_ok is False and backend.calls == {"sacct": 1, "squeue": 1}  # one batched query
+        # a job that dies without telling (SIGKILL, as the OOM killer does): found dead through squeue
+        victim = runs[0]
+        pid = [r for r in read_journal(RunDir(Path(victim.tags["orch.run_dir"])).journal)[0] if r["event"] == "start"][-1]["pid"]
+        os.kill(pid, 9)
+        wait_for(lambda: "FAILED" in subprocess.run(["squeue", "--me", "-h", "-t", "all", "-r", "-j", victim.tags["orch.job_id"],
+                                                     "-o", "%T"], capture_output=True, text=True).stdout, 60, "Slurm to see it")
+        store.orch("status", "sl_nodb", check=True)
+        now = {r.run_id: r for r in store.seed_runs("sl_nodb")}
+        assert now[victim.run_id].status == "KILLED" and "Slurm: FAILED" in now[victim.run_id].tags["orch.error"]
+        assert now[runs[1].run_id].status == "RUNNING"
+        store.orch("cancel", "sl_nodb", check=True)
+    finally:
+        slurm()  # slurmdbd back for the other tests
+
+
+def test_an_impossible_request_is_refused_and_nothing_is_queued(slurm, store):
+    spec = store.spec({"name": "sl_gpu", "workload": "smoke", "resources": {"gpus": 1}})
+    before = queued_names()
+    result = store.orch("submit", str(spec), *SLURM)
+    assert result.exit_code == 2, result.output
+    message = " ".join(result.output.split())
+    assert "Slurm refuses this request" in message and "gres" in message and "resources" in message
+    assert store.ledger().experiment_id("sl_gpu") is None and not (store.workdir / "sl_gpu").exists()
+    assert set(queued_names()) <= set(before)
+    result = store.orch("submit", str(spec), "--backend", "slurm", "--cluster", "nosuch")
+    assert result.exit_code == 2 and "no cluster profile 'nosuch'" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("fault", ["after-sbatch", "before-sbatch"])
+def test_orch_killed_mid_submission_is_reconciled_without_duplicates(slurm, store, fault):
+    """orch dies right after sbatch accepted the array (job ids not yet recorded anywhere) or right
+    before sbatch: the next call finds the jobs by their token (or sees none) and neither loses nor
+    queues twice."""
+    name = f"sl_crash_{fault.split('-')[0]}"
+    spec = store.spec({"name": name, "workload": "smoke", "params": {"steps": 4}})
+    proc = subprocess.run([sys.executable, "-m", "orchestrator", "submit", str(spec), "--seeds", "3", *SLURM,
+                           "--tracking-uri", store.uri], env={**os.environ, "ORCH_FAULT": fault},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 70, proc.stdout + proc.stderr  # died at the fault point
+    first = store.seed_runs(name)
+    assert len(first) == 3 and not any(r.tags.get("orch.job_id") for r in first)
+    tokens = {read_record(RunDir(Path(r.tags["orch.run_dir"])))["token"] for r in first}
+    assert len(tokens) == 1
+    store.orch("submit", str(spec), "--seeds", "3", *SLURM, check=True)
+    final = status_until(store, name, {"FINISHED", "FAILED", "KILLED"})
+    assert {r.run_id for r in final} == {r.run_id for r in first}  # the same MLflow runs, no new ones
+    assert {r.status for r in final} == {"FINISHED"}
+    starts = [events(j).count("start") for j in journals(store.workdir, name).values()]
+    assert starts == [1, 1, 1]  # every run executed exactly once
+    if fault == "after-sbatch":  # the orphaned array was adopted, not resubmitted
+        assert {read_record(RunDir(Path(r.tags["orch.run_dir"])))["token"] for r in final} == tokens
