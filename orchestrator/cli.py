@@ -420,6 +420,13 @@ def ui(port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 
     ui_mod.check_store(uri)
     if not ui_mod.port_free(port):
         raise InputError(f"port {port} is in use on {ui_mod.HOST}; pick another with --port", "--port")
+    import signal
+
+    def stop_on(signum, frame):  # `kill` and a closed terminal stop the server too, not only Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on)
+    signal.signal(signal.SIGHUP, stop_on)
     server = ui_mod.Server(uri, port).start()
     try:
         server.wait_ready()
