@@ -249,7 +249,7 @@ def status(experiment: Annotated[str, typer.Argument(help="experiment name or sp
 
     name, spec_uri = _experiment_name(experiment)
     uri = _resolve_uri(tracking_uri, spec_uri)
-    ledger = Ledger(uri)
+    ledger = Ledger(uri, create=False)
     experiment_id = ledger.experiment_id(name)
     if experiment_id is None:
         raise InputError(f"no experiment named '{name}' in {uri}")
@@ -287,7 +287,7 @@ def logs(run: Annotated[str, typer.Argument(help="MLflow run id or orch run key"
 
     from orchestrator.ledger import Ledger
     from orchestrator.rundir import RunDir
-    ledger = Ledger(_resolve_uri(tracking_uri))
+    ledger = Ledger(_resolve_uri(tracking_uri), create=False)
     record = _find_run(ledger, run)
     run_dir = RunDir(Path(record.tags.get("orch.run_dir", "")))
     console.print(f"[bold]{record.run_id}[/] {record.status}  {run_dir.path}")
@@ -346,7 +346,7 @@ def cancel(experiment: Annotated[str, typer.Argument(help="experiment name or sp
     from orchestrator.rundir import RunDir
 
     name, spec_uri = _experiment_name(experiment)
-    ledger = Ledger(_resolve_uri(tracking_uri, spec_uri))
+    ledger = Ledger(_resolve_uri(tracking_uri, spec_uri), create=False)
     experiment_id = ledger.experiment_id(name)
     if experiment_id is None:
         raise InputError(f"no experiment named '{name}' in {ledger.uri}")

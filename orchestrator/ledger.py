@@ -56,10 +56,16 @@ def _chunks(items: list, size: int):
 
 
 class Ledger:
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, create: bool = True):
+        """``create=False`` (read-only commands): a missing sqlite store is an error, not a new file."""
         self.uri = uri
         if uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(uri[len("sqlite:///"):])
+            if not create and not path.exists():
+                from orchestrator.errors import InputError
+                raise InputError(f"no MLflow store at {path} (nothing submitted from here yet?); "
+                                 "pass --tracking-uri or run from the project directory")
+            path.parent.mkdir(parents=True, exist_ok=True)
             sqlite_tuning.install()
         self.client = MlflowClient(tracking_uri=uri)
 

@@ -210,5 +210,13 @@ def test_logs_and_workloads_commands(store):
 
 @pytest.mark.parametrize("command", ["status", "cancel"])
 def test_unknown_experiment_is_a_clear_error(store, command):
+    store.ledger()  # an existing, empty store
     result = store.orch(command, "no-such-experiment")
     assert result.exit_code == 2 and "no experiment named 'no-such-experiment'" in result.output
+
+
+def test_read_only_commands_do_not_create_a_store(store):
+    for args in (("status", "anything"), ("logs", "abc"), ("cancel", "anything")):
+        result = store.orch(*args)
+        assert result.exit_code == 2 and "no MLflow store" in result.output, result.output
+    assert not (store.root / "mlflow.db").exists()
