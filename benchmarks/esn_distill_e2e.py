@@ -1,0 +1,110 @@
+"""Benchmark 2 of esn_distill: the lab's run end to end on this machine. 12 layers of a bert-base teacher,
+12 x (1,000 + 1,000 units, forward + backward), ~250,000 tokens (1,000 samples of 212-288 tokens),
+teacher forward included. The lab's own run took about 5 hours; the targets are < 15 min and < 8 GiB.
+
+It runs configs/esn_distill_lab.yaml's params through the real worker (``python -m orchestrator.worker``,
+a child process) and reports its wall time and peak resident memory (the child's ru_maxrss).
+``--quick`` runs the same shape at 1/10 of the tokens and 300 units, as a smoke check.
+
+    .venv/bin/python benchmarks/esn_distill_e2e.py [--quick] [--cpus 2]
+Writes benchmarks/results/esn_distill_e2e[_quick].{json,md}."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent
+REPO = ROOT.parent
+sys.path.insert(0, str(REPO))
+
+from orchestrator.journal import read_journal  # noqa: E402
+from orchestrator.plan import expand  # noqa: E402
+from orchestrator.rundir import RunDir  # noqa: E402
+from orchestrator.spec import load_spec  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="100 samples, 300 units per direction")
+    ap.add_argument("--cpus", type=int, default=2, help="threads given to the run (resources.cpus)")
+    ap.add_argument("--config", default=str(REPO / "configs" / "esn_distill_lab.yaml"))
+    args = ap.parse_args()
+    console = Console()
+    run = expand(load_spec(Path(args.config)))[0]
+    params = run.params
+    if args.quick:
+        params["data"]["n_samples"] = 100
+        params["esn"]["units"] = 300
+    run_dir = RunDir(Path(tempfile.mkdtemp(prefix="esn_distill_e2e_")))
+    run_dir.create({"run": {**run.to_dict(), "params": params}, "run_id": "bench", "experiment_id": "0",
+                    "cpus": args.cpus, "gpus": 0})
+    load_before = os.getloadavg()
+    console.print(f"run dir {run_dir.path}; load average before: {load_before[0]:.1f} "
+                  f"(1 min) on {os.cpu_count()} cores")
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.worker", str(run_dir.path)], cwd=REPO)
+    wall = time.perf_counter() - t
+    peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
+    load_after = os.getloadavg()
+    records, _ = read_journal(run_dir.journal)
+    end = [r for r in records if r["event"] == "end"][-1]
+    if proc.returncode or end["status"] != "FINISHED":
+        console.print(f"[red]run failed: {end.get('error')}[/red]")
+        console.print((run_dir.stderr.read_text() if run_dir.stderr.exists() else "")[-3000:])
+        sys.exit(1)
+    final = end["final"]
+    timings = json.loads((run_dir.artifacts / "timings.json").read_text())
+    layers = json.loads((run_dir.artifacts / "layers.json").read_text())["layers"]
+
+    summary = [
+        ("tokens (train+val+test)", f"{final['tokens']:.0f}"),
+        ("layers x units", f"{len(layers)} x {params['esn']['units']} per direction ({params['esn']['direction']})"),
+        ("wall time, all included", f"{wall / 60:.1f} min (target < 15 min)"),
+        ("  teacher forward", f"{timings['teacher_s']:.0f} s"),
+        ("  per layer (mean, max)", f"{sum(timings['layers_s']) / len(timings['layers_s']):.0f} s, "
+                                    f"{max(timings['layers_s']):.0f} s"),
+        ("peak resident memory", f"{peak_gib:.2f} GiB (target < 8 GiB)"),
+        ("load average 1 min (before, after)", f"{load_before[0]:.1f}, {load_after[0]:.1f} on {os.cpu_count()} cores"),
+        ("mean_nmse (ESN)", f"{final['mean_nmse']:.4f}"),
+        ("mean linear-baseline nmse", f"{final['mean_baseline_linear_nmse']:.4f}"),
+        ("chained_final_nmse", f"{final.get('chained_final_nmse', float('nan')):.4f}"),
+        ("params ESN total / teacher layers", f"{final['params_esn_total']:.3g} / {final['params_teacher']:.3g}"),
+    ]
+    table = Table(title="esn_distill end to end (the lab's run: ~5 h)")
+    table.add_column("measure")
+    table.add_column("value")
+    for k, v in summary:
+        table.add_row(k, v)
+    console.print(table)
+    per_layer = ["| layer | nmse | linear nmse | identity nmse | chained nmse | r2 | seconds |", "|---|---|---|---|---|---|---|"]
+    for r, s in zip(layers, timings["layers_s"]):
+        per_layer.append(f"| {r['layer']} | {r['nmse']:.4f} | {r['baseline_linear_nmse']:.4f} | "
+                         f"{r['baseline_identity_nmse']:.4f} | {r.get('chained_nmse', float('nan')):.4f} | "
+                         f"{r['r2']:.4f} | {s:.0f} |")
+    name = "esn_distill_e2e_quick" if args.quick else "esn_distill_e2e"
+    out = ROOT / "results"
+    out.mkdir(exist_ok=True)
+    meta = {"cpus_given": args.cpus, "cores": os.cpu_count(), "load_before": load_before, "load_after": load_after,
+            "python": platform.python_version(), "params": params}
+    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "wall_s": wall, "peak_rss_gib": peak_gib,
+                                                  "timings": timings, "final": final, "layers": layers}, indent=1))
+    (out / f"{name}.md").write_text(
+        "# esn_distill end to end\n\n| measure | value |\n|---|---|\n"
+        + "\n".join(f"| {k} | {v} |" for k, v in summary) + "\n\n" + "\n".join(per_layer) + "\n")
+    console.print(f"artifacts in {run_dir.artifacts}")
+
+
+if __name__ == "__main__":
+    main()

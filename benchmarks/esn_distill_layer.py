@@ -1,0 +1,162 @@
+"""Benchmark 1 of esn_distill: one layer, the same data and the same matrices, this engine against
+reservoirpy's ``(Reservoir >> Ridge).fit``.
+
+Data: hidden_states[0] -> hidden_states[1] of a random bert-base teacher (2 layers are enough for one pair)
+on seeded random token sequences, split by sample into train / test. Matrices: one reservoir drawn with
+``random_reservoir`` (reservoirpy's initialisers) and handed to both. Readout on the reservoir state only
+(reservoirpy's Ridge sees what the Reservoir outputs), intercept unpenalised in both.
+
+Timed: reservoir states of the training sequences + readout fit (ours: esn_states on padded batches,
+streamed RidgeAccumulator; reservoirpy: Reservoir.run per sequence + Ridge). The test MSE of the two fitted
+readouts is compared (reservoirpy runs the test sequences untimed). Single-threaded BLAS/torch for both.
+
+    .venv/bin/python benchmarks/esn_distill_layer.py [--quick] [--units 500] [--samples 200]
+Writes benchmarks/results/esn_distill_layer.{json,md}."""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"  # both sides on one thread: the comparison is per core
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from workloads.esn.reservoir import esn_states, random_reservoir  # noqa: E402
+from workloads.esn.ridge import RidgeAccumulator  # noqa: E402
+from workloads.esn_distill.teacher import pad, random_teacher  # noqa: E402
+
+
+def layer_pair(samples: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(inputs, targets): per sample, hidden_states[0] and [1] of the real tokens, standardised inputs."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(200, 301, size=samples)
+    seqs = [np.concatenate([[2], rng.integers(5, 30522, size=L - 2), [3]]) for L in lengths]
+    model = random_teacher("bert-base", 2, 30522, 512, seed, init_range=0.1).eval()
+    xs, ys = [], []
+    for i in range(0, samples, 16):
+        ids, mask = pad(seqs[i:i + 16])
+        with torch.inference_mode():
+            hs = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                       output_hidden_states=True).hidden_states
+        for b, L in enumerate(mask.sum(1)):
+            xs.append(hs[0][b, :L].double().numpy())
+            ys.append(hs[1][b, :L].double().numpy())
+    mu = np.concatenate(xs).mean(0)
+    sd = np.concatenate(xs).std(0) + 1e-6
+    return [(x - mu) / sd for x in xs], ys
+
+
+def ours(W, W_in, bias, leak, ridge, xs, ys, dtype, batch_tokens=8192):
+    """Run + fit with this engine; returns (seconds, readout)."""
+    t = time.perf_counter()
+    tdt = torch.float64 if dtype == "float64" else torch.float32
+    Wt, Wit, bt = (torch.as_tensor(m, dtype=tdt) for m in (W, W_in, bias))
+    acc = RidgeAccumulator(W.shape[0], ys[0].shape[1], np.float64 if dtype == "float64" else np.float32)
+    order = np.argsort([-len(x) for x in xs], kind="stable")  # similar lengths together: little padding
+    i = 0
+    while i < len(order):
+        T = len(xs[order[i]])
+        j = min(len(order), i + max(1, batch_tokens // T))
+        idx = order[i:j]
+        D = xs[0].shape[1]
+        u = np.zeros((len(idx), T, D))
+        mask = np.zeros((len(idx), T), bool)
+        for b, k in enumerate(idx):
+            u[b, :len(xs[k])] = xs[k]
+            mask[b, :len(xs[k])] = True
+        states = esn_states(Wt, Wit, torch.from_numpy(u).to(tdt), leak, bt)
+        acc.update(states[torch.from_numpy(mask)].numpy(), np.concatenate([ys[k] for k in idx]))
+        i = j
+    sol = acc.solve(ridge)
+    return time.perf_counter() - t, sol, (Wt, Wit, bt)
+
+
+def ours_predict(sol, mats, leak, xs):
+    Wt, Wit, bt = mats
+    return [sol.predict(esn_states(Wt, Wit, torch.from_numpy(x[None]).to(Wt.dtype), leak, bt)[0].numpy())
+            for x in xs]
+
+
+def reference(W, W_in, bias, leak, ridge, xs, ys):
+    from reservoirpy.nodes import Reservoir, Ridge
+    t = time.perf_counter()
+    model = Reservoir(W=W, Win=W_in, bias=bias, lr=leak, dtype=np.float64) >> Ridge(ridge=ridge)
+    model.fit(xs, ys)  # a list: every sequence starts from the zero state (reservoirpy 0.4)
+    return time.perf_counter() - t, model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="60 samples, 200 units: a smoke check")
+    ap.add_argument("--units", type=int, default=1000)
+    ap.add_argument("--samples", type=int, default=200, help="sequences of 200-300 tokens (80%% train)")
+    ap.add_argument("--ridge", type=float, default=10.0)
+    args = ap.parse_args()
+    if args.quick:
+        args.units, args.samples = 200, 60
+    torch.set_num_threads(1)
+    console = Console()
+    t0 = time.perf_counter()
+    xs, ys = layer_pair(args.samples, seed=0)
+    teacher_s = time.perf_counter() - t0
+    n_train = int(0.8 * len(xs))
+    (xtr, ytr), (xte, yte) = (xs[:n_train], ys[:n_train]), (xs[n_train:], ys[n_train:])
+    W, W_in, bias = random_reservoir(args.units, xs[0].shape[1], sr=0.9, input_scaling=0.1, rc_connectivity=0.1,
+                                     input_connectivity=0.1, seed=1)
+    leak = 0.5
+    tokens = sum(len(x) for x in xtr)
+    console.print(f"{tokens} training tokens, {sum(len(x) for x in xte)} test tokens, {args.units} units, "
+                  f"teacher forward {teacher_s:.1f} s; load average {os.getloadavg()[0]:.1f}")
+
+    ref_s, ref_model = reference(W, W_in, bias, leak, args.ridge, xtr, ytr)
+    ref_model.reset()  # fit left the reservoir in the last training sequence's final state
+    ref_pred = ref_model.run(xte)
+    ref_mse = float(np.mean(np.concatenate([(p - y) ** 2 for p, y in zip(ref_pred, yte)])))
+    rows = [{"engine": "reservoirpy (Reservoir >> Ridge).fit, float64", "seconds": ref_s, "test_mse": ref_mse,
+             "speedup": 1.0, "mse_rel_diff": 0.0}]
+    for dtype in ("float64", "float32"):
+        s, sol, mats = ours(W, W_in, bias, leak, args.ridge, xtr, ytr, dtype)
+        pred = ours_predict(sol, mats, leak, xte)
+        mse = float(np.mean(np.concatenate([(p - y) ** 2 for p, y in zip(pred, yte)])))
+        rows.append({"engine": f"ours esn_states + RidgeAccumulator, {dtype}", "seconds": s, "test_mse": mse,
+                     "speedup": ref_s / s, "mse_rel_diff": abs(mse - ref_mse) / ref_mse})
+
+    table = Table(title=f"esn_distill one layer: {tokens} tokens x {args.units} units, 768 -> 768")
+    for col in ("engine", "run + fit (s)", "speed-up", "test MSE", "rel. diff vs reservoirpy"):
+        table.add_column(col)
+    md = ["| engine | run + fit (s) | speed-up | test MSE | rel. diff vs reservoirpy |", "|---|---|---|---|---|"]
+    for r in rows:
+        cells = [r["engine"], f"{r['seconds']:.2f}", f"{r['speedup']:.1f}x", f"{r['test_mse']:.6g}",
+                 f"{r['mse_rel_diff']:.1e}"]
+        table.add_row(*cells)
+        md.append("| " + " | ".join(cells) + " |")
+    console.print(table)
+    meta = {"tokens_train": tokens, "units": args.units, "samples": args.samples, "ridge": args.ridge,
+            "quick": args.quick, "threads": 1, "load_average_1min": os.getloadavg()[0], "cpus": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__}
+    out = ROOT / "results"
+    out.mkdir(exist_ok=True)
+    name = "esn_distill_layer_quick" if args.quick else "esn_distill_layer"
+    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (out / f"{name}.md").write_text(
+        f"# esn_distill, one layer: ours vs reservoirpy\n\n{tokens} training tokens, {args.units} units, one "
+        f"thread each, load average {meta['load_average_1min']:.1f} on {meta['cpus']} shared cores.\n\n"
+        + "\n".join(md) + "\n")
+
+
+if __name__ == "__main__":
+    main()
