@@ -157,7 +157,10 @@ def power_t(effect: float, n: int, alpha: float, paired: bool = False) -> float:
     df = n - 1 if paired else 2 * n - 2
     ncp = effect * math.sqrt(n if paired else n / 2)
     crit = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp))
+    power = stats.nct.sf(crit, df, ncp) + stats.nct.cdf(-crit, df, ncp)
+    if not math.isfinite(power):  # scipy's noncentral t fails far in the tail; the normal limit is exact there
+        power = stats.norm.sf(crit - ncp) + stats.norm.cdf(-crit - ncp)
+    return float(power)
 
 
 def seeds_needed(effect: float | None, alpha: float, power: float = POWER, paired: bool = False) -> int | None:
@@ -165,9 +168,12 @@ def seeds_needed(effect: float | None, alpha: float, power: float = POWER, paire
     if effect is None or not math.isfinite(effect) or effect == 0:
         return None
     effect = abs(effect)
-    if power_t(effect, MAX_SEEDS, alpha, paired) < power:
-        return None
-    low, high = 2, MAX_SEEDS  # power grows with n: bisect for the first n that reaches it
+    high = 2
+    while power_t(effect, high, alpha, paired) < power:  # doubling, then bisection: power grows with n
+        if high >= MAX_SEEDS:
+            return None
+        high = min(2 * high, MAX_SEEDS)
+    low = max(2, high // 2)
     while low < high:
         mid = (low + high) // 2
         if power_t(effect, mid, alpha, paired) >= power:
