@@ -23,10 +23,10 @@ class Params(BaseModel):
 
     mode: Literal["evolve", "random_baseline"] = Field("evolve", description="GA search, or random reservoirs")
     # --- the GA ---
-    population: int = Field(32, ge=2, description="individuals per generation")
-    generations: int = Field(40, ge=1, description="generations, generation 0 (random genomes) included")
+    population: int = Field(40, ge=2, description="individuals per generation")
+    generations: int = Field(60, ge=1, description="generations, generation 0 (random genomes) included")
     n_init: int = Field(1, ge=1, description="neurons of the initial genomes (start minimal and grow)")
-    max_neurons: int = Field(20, ge=1, description="add-neuron stops at this size")
+    max_neurons: int = Field(30, ge=1, description="add-neuron stops at this size")
     values: Literal["ternary", "continuous"] = Field("ternary", description="cells in {-1,0,1} or [-1,1]")
     density: float = Field(0.3, gt=0, le=1, description="probability that a W cell is non-zero")
     input_density: float = Field(0.5, gt=0, le=1, description="probability that a W_in cell is non-zero")
@@ -47,7 +47,7 @@ class Params(BaseModel):
     sr: float = Field(0.5, gt=0, description="spectral radius when sr_rescale (and of random reservoirs)")
     leak: float = Field(0.05, gt=0, le=1, description="leak rate")
     input_scaling: float = Field(1.0, gt=0, description="factor on W_in")
-    dtype: Literal["float64", "float32"] = Field("float64", description="engine precision")
+    dtype: Literal["float64", "float32"] = Field("float32", description="engine precision (readouts solve in float64)")
     # --- the random baseline ---
     units: int = Field(50, ge=1, description="random_baseline: reservoir size")
     rc_connectivity: float = Field(0.1, gt=0, le=1, description="random_baseline: density of W")
@@ -62,8 +62,8 @@ class Params(BaseModel):
     beta: float = Field(16.0, gt=0, description="online readout: softmax inverse temperature")
     epsilon_decay: float = Field(0.75, ge=0, le=1, description="online readout: epsilon x this per trial")
     output_connectivity: float = Field(0.865, gt=0, le=1, description="online readout: density of W_out")
-    n_train: int = Field(288, ge=8, description="trials the readout learns from (fitness and test)")
-    n_val: int = Field(144, ge=8, description="held-out trials that give the fitness")
+    n_train: int = Field(360, ge=8, description="trials the readout learns from (fitness and test)")
+    n_val: int = Field(216, ge=8, description="held-out trials that give the fitness")
     n_test: int = Field(720, ge=8, description="fresh test trials per evaluation draw of the final score")
     eval_draws: int = Field(5, ge=1, description="fresh train/test draws the final score averages")
     workers: int | None = Field(None, ge=1, description="processes for population evaluation (None: ctx.cpus)")

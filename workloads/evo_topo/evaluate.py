@@ -18,7 +18,7 @@ import torch
 from workloads.esn.reservoir import esn_states
 from workloads.evo_topo.genome import split
 from workloads.evo_topo.readout import OnlineRule, online_choices, ridge_choices
-from workloads.evo_topo.task import INPUT_DIM, Trials, make_trials
+from workloads.evo_topo.task import INPUT_DIM, N_BLANK, Trials, make_trials
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,9 @@ def reservoir_matrices(genomes: list[np.ndarray], cfg: EvalConfig) -> tuple[np.n
 def choices(genomes: list[np.ndarray], data: EvalData, cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
     """(P, B_test) choices of every genome on data.test, after its readout learned on data.train."""
     W, W_in, sizes = reservoir_matrices(genomes, cfg)
-    inputs = np.concatenate([data.train.inputs, data.test.inputs])
+    # The N_BLANK leading steps carry no input and genomes have no bias: the state stays exactly 0 there,
+    # so the engine starts at the first stimulus (same states, 1/6 less work).
+    inputs = np.concatenate([data.train.inputs, data.test.inputs])[:, N_BLANK:]
     dt = np.dtype(cfg.dtype)
     last = esn_states(W.astype(dt), W_in.astype(dt), inputs.astype(dt), cfg.leak, last_only=True).double()
     n_train = len(data.train)

@@ -20,20 +20,16 @@ from workloads.esn.ridge import ridge_solve  # the shared batched solver (esn_di
 from workloads.evo_topo.task import N_POS, reward
 
 
-def _with_bias(X: torch.Tensor) -> torch.Tensor:
-    return torch.cat([X, torch.ones(X.shape[:-1] + (1,), dtype=X.dtype, device=X.device)], dim=-1)
-
-
 def ridge_choices(X_train, correct_train: np.ndarray, X_test, ridge: float) -> np.ndarray:
-    """Fit one ridge readout per individual on (P, B, N) states -> one-hot correct position; return the
-    (P, B_test) argmax choices on the test states."""
-    X_train, X_test = torch.as_tensor(X_train), torch.as_tensor(X_test)
-    Xb = _with_bias(X_train)
-    Y = torch.nn.functional.one_hot(torch.as_tensor(correct_train), N_POS).to(Xb.dtype)
-    XtX = Xb.transpose(-1, -2) @ Xb
-    XtY = Xb.transpose(-1, -2) @ Y
-    W_out = ridge_solve(XtX, XtY.expand(XtX.shape[:-2] + XtY.shape[-2:]), ridge)
-    return (_with_bias(X_test) @ W_out).argmax(-1).cpu().numpy()
+    """Fit one ridge readout per individual on (P, B, N) states -> one-hot correct position (intercept
+    fitted unpenalised, by centring, as reservoirpy's Ridge does); return the (P, B_test) argmax choices."""
+    X, X_test = torch.as_tensor(X_train).double(), torch.as_tensor(X_test).double()
+    Y = torch.nn.functional.one_hot(torch.as_tensor(correct_train), N_POS).to(X.dtype)
+    x_mean, y_mean = X.mean(-2, keepdim=True), Y.mean(-2, keepdim=True)  # (P, 1, N), (1, 4)
+    Xc = X - x_mean
+    W_out = ridge_solve(Xc.transpose(-1, -2) @ Xc, Xc.transpose(-1, -2) @ (Y - y_mean), ridge)  # (P, N, 4)
+    bias = y_mean - x_mean @ W_out  # (P, 1, 4)
+    return (X_test @ W_out + bias).argmax(-1).cpu().numpy()
 
 
 @dataclass(frozen=True)
