@@ -75,12 +75,14 @@ class TuneSection(Strict):
     mode: Literal["min", "max"] | None = Field(None, description="default: the workload's MODE")
     report: str | None = Field(None, description="per-step metric (ctx.log) the scheduler compares while "
                                                  "trials run (default: same name as metric)")
-    num_samples: int | None = Field(None, gt=0, description="trials (random/optuna: default 10; grid: 1 pass)")
+    num_samples: int | None = Field(None, gt=0, description="samples (default 10; 1 when every dimension is a "
+                                                             "grid); grid dimensions are crossed with each sample")
     max_concurrent: int | None = Field(None, gt=0, description="trials at once (default: as resources allow)")
     scheduler: Annotated[Fifo | Asha, Field(discriminator="type")] = Field(default_factory=Fifo)
     search: Literal["random", "grid", "optuna"] = "random"
     space: dict[str, dict[str, Any]] = Field(..., description="dotted param key -> {distribution: arguments}")
     seeds_per_trial: int = Field(1, gt=0, description="a trial's score is the mean over this many seeds")
+    search_seed: int = Field(0, ge=0, description="seed of the sampler: the same spec samples the same trials")
 
     @pydantic.field_validator("scheduler", mode="before")
     @classmethod
@@ -602,9 +604,19 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
     return result
 
 
+def samples(config: TuneConfig) -> int:
+    """Tune's num_samples: passes over the grid dimensions, each with fresh draws of the others. Default:
+    one pass when every dimension is a grid, else 10 draws."""
+    s = config.section
+    if s.search == "grid" or all(d.kind == "grid" for d in config.dimensions):
+        return s.num_samples or 1
+    return s.num_samples or 10
+
+
 def _describe(config: TuneConfig) -> str:
     s = config.section
-    trials = "grid" if s.search == "grid" else f"{s.num_samples or 10} samples"
+    grid = math.prod(len(d.args) for d in config.dimensions if d.kind == "grid")
+    trials = f"{samples(config) * grid} trials" + (f" ({samples(config)} x a {grid}-point grid)" if grid > 1 else "")
     return (f"{s.search} search ({trials}), {s.scheduler.type} scheduler, {config.mode} {config.metric} "
             f"over {s.seeds_per_trial} seed(s) per trial")
 
@@ -618,11 +630,14 @@ def _tune_config(config: TuneConfig):
         scheduler = ASHAScheduler(time_attr=s.scheduler.time_attr, max_t=s.scheduler.max_t,
                                   grace_period=s.scheduler.grace_period, reduction_factor=s.scheduler.reduction_factor,
                                   brackets=s.scheduler.brackets, stop_last_trials=False)
-    search_alg = None
     if s.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
-        search_alg = OptunaSearch()
-    num_samples = 1 if s.search == "grid" else (s.num_samples or 10)
+        from optuna.samplers import TPESampler
+        search_alg = OptunaSearch(sampler=TPESampler(seed=s.search_seed))
+    else:
+        from ray.tune.search import BasicVariantGenerator
+        search_alg = BasicVariantGenerator(random_state=s.search_seed)
+    num_samples = samples(config)
     return tune.TuneConfig(metric=config.metric, mode=config.mode, scheduler=scheduler, search_alg=search_alg,
                            num_samples=num_samples, max_concurrent_trials=s.max_concurrent,
                            reuse_actors=True)  # a trial costs a task, not a new process importing everything

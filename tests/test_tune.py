@@ -1,0 +1,160 @@
+"""`orch tune` against real Ray Tune and a real MLflow store: ASHA early stops, exact grids, failing trials,
+seeds_per_trial means, best.yaml round trip through `orch submit`, and resume after the driver is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.journal import read_journal
+from orchestrator.spec import load_spec
+from orchestrator.tune import run_sweep
+from test_ray_backend import ray_local, stop_group, wait_for  # noqa: F401 - the session's shared Ray
+
+pytestmark = pytest.mark.ray
+RESOURCES = {"cpus": 1, "mem_gb": 0.5}
+
+
+def quiet(*_args, **_kwargs):
+    pass
+
+
+def trial_runs(store, name: str) -> list:
+    ledger = store.ledger()
+    return ledger.runs(ledger.experiment_id(name), role="trial")
+
+
+def journal_end(path: Path) -> dict:
+    return [r for r in read_journal(path / "journal.jsonl")[0] if r["event"] == "end"][-1]
+
+
+def test_asha_sweep_stops_trials_early_records_all_under_one_parent_and_best_yaml_runs(store, ray_local):
+    offsets = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # trials arrive best first: later ones fall below ASHA's cutoffs
+    spec = store.spec({"name": "asha", "workload": "smoke", "params": {"steps": 12, "noise": 0.01},
+                       "resources": RESOURCES,
+                       "tune": {"metric": "final_loss", "report": "loss", "max_concurrent": 2,
+                                "scheduler": {"type": "asha", "grace_period": 2, "max_t": 12, "reduction_factor": 2},
+                                "space": {"offset": {"grid": offsets}}}})
+    best_path = store.root / "best.yaml"
+    result = run_sweep(spec, tracking_uri=store.uri, best_path=best_path, echo=quiet)
+
+    statuses = {row.config["offset"]: row.status for row in result.rows}
+    assert sorted(statuses) == offsets
+    assert "STOPPED" in statuses.values() and statuses[0.0] == "FINISHED"
+    assert result.best.config == {"offset": 0.0}
+
+    runs = trial_runs(store, "asha")
+    assert len(runs) == 6 and {r.tags["mlflow.parentRunId"] for r in runs} == {result.parent_run_id}
+    by_trial = {r.tags["orch.tune.trial_id"]: r for r in runs}
+    for row in result.rows:
+        record = by_trial[row.trial_id]
+        if row.status == "STOPPED":
+            assert record.status == "KILLED" and record.tags["orch.tune.early_stopped"] == "true"
+            assert "score" not in record.metrics
+        else:
+            assert record.status == "FINISHED" and record.metrics["score"] == pytest.approx(row.score)
+    history = store.ledger().client.get_metric_history(by_trial[result.best.trial_id].run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(12))
+    parent = store.ledger().get(result.parent_run_id)
+    assert parent.status == "FINISHED" and parent.tags["orch.role"] == "sweep"
+    assert parent.metrics["best_final_loss"] == pytest.approx(result.best.score)
+
+    # best.yaml is a complete spec; submitted across seeds, seed 0 reproduces the trial's score exactly
+    best = load_spec(best_path)
+    assert best.tune is None and best.params["offset"] == 0.0 and best.name == "asha-best"
+    store.orch("submit", str(best_path), "--seeds", "2", check=True)
+    seeds = {r.tags["orch.seed"]: r for r in store.seed_runs("asha-best")}
+    assert {s: r.status for s, r in seeds.items()} == {"0": "FINISHED", "1": "FINISHED"}
+    assert seeds["0"].metrics["final_loss"] == result.best.score
+
+
+def test_grid_is_covered_exactly_failing_trials_do_not_stop_the_sweep_and_scores_are_seed_means(store, ray_local):
+    spec = store.spec({"name": "grid", "workload": "smoke", "params": {"steps": 5, "noise": 0.3},
+                       "resources": RESOURCES,
+                       "tune": {"metric": "final_loss", "report": "loss", "search": "grid", "seeds_per_trial": 2,
+                                "space": {"offset": {"grid": [0.0, 0.5]}, "fail_at_step": {"grid": [None, 3]}}}})
+    result = run_sweep(spec, tracking_uri=store.uri, best_path=store.root / "best.yaml", echo=quiet)
+
+    points = sorted((r.config["offset"], r.config["fail_at_step"] or -1) for r in result.rows)
+    assert points == [(0.0, -1), (0.0, 3), (0.5, -1), (0.5, 3)]
+    for row in result.rows:
+        if row.config["fail_at_step"] == 3:
+            assert row.status == "FAILED" and "failing at step 3" in row.error
+        else:
+            assert row.status == "FINISHED"
+            finals = [journal_end(result.path / "runs" / row.trial_id / f"seed{s}")["final"]["final_loss"]
+                      for s in (0, 1)]
+            assert finals[0] != finals[1] and row.score == pytest.approx(statistics.fmean(finals))
+    assert result.best.config == {"offset": 0.0, "fail_at_step": None}
+    records = {r.tags["orch.tune.trial_id"]: r for r in trial_runs(store, "grid")}
+    assert len(records) == 4
+    for row in result.rows:
+        expected = "FAILED" if row.status == "FAILED" else "FINISHED"
+        assert records[row.trial_id].status == expected
+        if expected == "FAILED":
+            assert "fail_at_step" in records[row.trial_id].tags["orch.error"]
+
+
+def test_resume_after_the_driver_is_killed(store, ray_local, tmp_path):
+    offsets = [0.0, 0.25, 0.5, 0.75]
+    spec = store.spec({"name": "resume", "workload": "smoke", "params": {"steps": 20, "sleep_s": 0.15, "noise": 0.2},
+                       "resources": RESOURCES,
+                       "tune": {"metric": "final_loss", "report": "loss", "max_concurrent": 2,
+                                "space": {"offset": {"grid": offsets}}}})
+    best = store.root / "best.yaml"
+    # the drivers join the session's Ray (an existing cluster, as on a lab's head node): no Ray start per driver
+    address = ray_local.get_runtime_context().gcs_address
+    args = ("tune", str(spec), "--tracking-uri", store.uri, "--best", str(best), "--ray-address", address)
+    driver = store.orch_process(*args, start_new_session=True)
+    runs_root = store.workdir / "resume" / "tune"
+
+    def journals() -> list[list[dict]]:
+        return [read_journal(p)[0] for p in runs_root.glob("*/runs/*/seed0/journal.jsonl")]
+
+    def one_done_one_midway() -> bool:
+        states = [[e["event"] for e in j] for j in journals()]
+        return any("end" in s for s in states) and any("end" not in s and s.count("metrics") >= 3 for s in states)
+    try:
+        wait_for(one_done_one_midway, 180, "a finished trial and one halfway")
+    finally:
+        driver.send_signal(signal.SIGKILL)  # the driver dies; Ray stops the trials it owned
+        driver.wait(30)
+        stop_group(driver, timeout=5)
+    interrupted = [p.parents[1].name for p in runs_root.glob("*/runs/*/seed0/journal.jsonl")
+                   if "end" not in [e["event"] for e in read_journal(p)[0]]]
+    assert interrupted and not best.exists()
+
+    resumed = store.orch_process(*args, "--resume")
+    out, _ = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, out
+    assert "resuming sweep" in out and best.exists()
+
+    records = trial_runs(store, "resume")
+    assert len(records) == 4 and {r.status for r in records} == {"FINISHED"}  # one run per trial, none repeated
+    assert len(store.ledger().runs(store.ledger().experiment_id("resume"), role="sweep")) == 1
+    # an interrupted trial continued from its checkpoint to the result of an uninterrupted run
+    trial_dir = next(runs_root.glob(f"*/runs/{interrupted[0]}/seed0"))
+    starts = [e for e in read_journal(trial_dir / "journal.jsonl")[0] if e["event"] == "start"]
+    assert len(starts) == 2 and starts[1]["resumed_from_step"] is not None
+    fresh = _uninterrupted(trial_dir, tmp_path)
+    assert journal_end(trial_dir)["final"]["final_loss"] == fresh
+    assert yaml.safe_load(best.read_text())["params"]["offset"] == 0.0
+
+
+def _uninterrupted(trial_dir: Path, tmp_path: Path) -> float:
+    """The same run (params, seed) from scratch, in a subprocess so it cannot share state with this one."""
+    import json
+    job = json.loads((trial_dir / "run.json").read_text())
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "run.json").write_text(json.dumps({**job, "run": {**job["run"], "params": {**job["run"]["params"],
+                                                                                         "sleep_s": 0.0}}}))
+    subprocess.run([os.sys.executable, "-m", "orchestrator.worker", str(fresh)], check=True, timeout=120)
+    return journal_end(fresh)["final"]["final_loss"]
