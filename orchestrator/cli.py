@@ -253,12 +253,23 @@ def status(experiment: Annotated[str, typer.Argument(help="experiment name or sp
     experiment_id = ledger.experiment_id(name)
     if experiment_id is None:
         raise InputError(f"no experiment named '{name}' in {uri}")
-    driver.refresh(ledger, ledger.runs(experiment_id), driver.make_backend)
+    records = driver.refresh(ledger, ledger.runs(experiment_id), driver.make_backend)
     driver.update_groups(ledger, experiment_id)
     if as_json:
         print(json.dumps({"experiment": name, "groups": [g.to_dict() for g in experiment_status(ledger, experiment_id)]}, indent=1))
     else:
         _print_status(ledger, experiment_id, name)
+        _print_active(records)
+
+
+def _print_active(records, limit: int = 10) -> None:
+    """Queued and running runs with their job ids (what `orch logs` / `orch cancel --run` take)."""
+    active = sorted((r for r in records if r.status in ("SCHEDULED", "RUNNING")), key=lambda r: r.status != "RUNNING")
+    for r in active[:limit]:
+        console.print(f"  {'running' if r.status == 'RUNNING' else 'queued '}  {r.run_id}  seed {r.tags.get('orch.seed', '?'):>3}  "
+                      f"{r.tags.get('orch.backend', '')} job {r.tags.get('orch.job_id') or '-'}", highlight=False)
+    if len(active) > limit:
+        console.print(f"  ... and {len(active) - limit} more queued or running")
 
 
 def _find_run(ledger, run: str):

@@ -138,12 +138,14 @@ SMOKE = {"workload": "smoke", "params": {"steps": 6, "noise": 0.1}}
 
 @pytest.fixture(scope="module")
 def array_run(slurm, tmp_path_factory):
-    """One submission: 4 seeds of a good variant and 2 of a failing one, as one job array, followed with
-    --wait; and the same 4 good seeds on the local backend."""
+    """One submission: 4 seeds of a good variant and 4 of a failing one, as job arrays (a profile with
+    MaxArraySize 5 splits the 8 into 5 + 3), followed with --wait; and the 4 good seeds on the local backend."""
     from conftest import Store
     store = Store(tmp_path_factory.mktemp("array"))
+    profile = store.root / "small-arrays.yaml"
+    profile.write_text((REPO / "cluster" / "local-slurm.yaml").read_text() + "max_array_size: 5\n")
     spec = store.spec({"name": "sl_array", **SMOKE, "variants": {"ok": {}, "bad": {"fail_at_step": 3}}})
-    submitted = store.orch("submit", str(spec), "--seeds", "4", *SLURM, "--wait")
+    submitted = store.orch("submit", str(spec), "--seeds", "4", "--backend", "slurm", "--cluster", str(profile), "--wait")
     local = store.spec({"name": "sl_local", **SMOKE}, name="local.yaml")
     store.orch("submit", str(local), "--seeds", "4", check=True)
     return store, submitted
@@ -154,7 +156,9 @@ def test_array_of_seeds_matches_the_local_backend(array_run):
     runs = [r for r in store.seed_runs("sl_array") if r.tags["orch.variant"] == "ok"]
     assert len(runs) == 4 and {r.status for r in runs} == {"FINISHED"}, submitted.output
     job_ids = [r.tags["orch.job_id"] for r in store.seed_runs("sl_array")]
-    assert len({j.split("_")[0] for j in job_ids}) == 1 and len(set(job_ids)) == 8  # one array, 8 tasks
+    arrays = sorted({j.split("_")[0] for j in job_ids}, key=int)
+    assert len(arrays) == 2 and len(set(job_ids)) == 8  # 8 tasks split at MaxArraySize 5
+    assert sorted(j.split("_")[1] for j in job_ids if j.startswith(arrays[0] + "_")) == ["0", "1", "2", "3", "4"]
     local = {int(r.tags["orch.seed"]): r for r in store.seed_runs("sl_local")}
     client = store.ledger().client
     for run in runs:
