@@ -94,4 +94,11 @@ def test_step_means_wait_for_every_seed_and_skip_replays():
     assert means.add(0, 1, {"loss": 3.0}) == []
     assert means.add(1, 0, {"loss": 2.0, "extra": 5.0}) == [(0, {"loss": 1.5})]  # only keys both seeds logged
     assert means.add(1, 1, {"loss": 5.0}) == [(1, {"loss": 4.0})]
-    assert means.add(0, 1, {"loss": 9.0}) == []  # a resumed seed replays step 1: already reported
+    assert means.add(0, 1, {"loss": 3.0}) == []  # a resumed seed replays step 1: already reported
+
+
+def test_step_means_report_a_step_logged_twice_with_new_metrics():
+    means = StepMeans(1)
+    assert means.add(0, 9, {"train_loss": 0.5}) == [(9, {"train_loss": 0.5})]
+    assert means.add(0, 9, {"eval_err": 0.2}) == [(9, {"eval_err": 0.2, "train_loss": 0.5})]
+    assert means.add(0, 19, {"train_loss": 0.4}) == [(19, {"train_loss": 0.4})]
