@@ -8,6 +8,7 @@ import html
 import json
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -59,23 +60,50 @@ def method_text(report: Report) -> str:
 
 
 # -- terminal -----------------------------------------------------------------------------------------
+def _runs_cell(g) -> str:
+    c = g.counts
+    others = [f"{c[k]} {k}" for k in ("failed", "missing") if c[k]]
+    others += [f"{c['running'] + c['pending']} running"] if c["running"] + c["pending"] else []
+    return str(g.summary.n) + (f" [red]({', '.join(others)})[/]" if others else "")
+
+
 def print_report(report: Report, console: Console) -> None:
+    """One row per group when the terminal is wide enough, else one column per group (fits 80 columns
+    for a handful of groups). Every number is also in --json and the logged report."""
     better = "lower" if report.mode == "min" else "higher"
-    table = Table(title=f"{report.experiment}: {report.metric} ({better} is better)", title_justify="left")
-    for col in GROUP_COLUMNS:
-        table.add_column(col, justify="left" if col == "group" else "right")
-    for row in group_rows(report):
-        if row[0] == report.baseline:
-            row[0] = f"{row[0]} (baseline)"
-        table.add_row(*row)
+    level = f"{round(report.confidence * 100)}%"
+    title = f"{report.experiment}: {report.metric} ({better} is better)"
+    labels = ["n", "mean", "std", "SE", "median", "min", "max", f"{level} CI (t)", f"{level} CI (bootstrap)"]
+    rows = group_rows(report)
+    names = [f"{r[0]} (baseline)" if r[0] == report.baseline else r[0] for r in rows]
+    cells = [[_runs_cell(g)] + r[5:] for g, r in zip(report.groups, rows)]
+    wide = console.width >= 24 + 12 * len(labels)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    if wide or len(rows) > (console.width - 22) // 19:
+        table.add_column("group", no_wrap=True)
+        for label in labels:
+            table.add_column(label, justify="right")
+        for name, row in zip(names, cells):
+            table.add_row(name, *row)
+    else:
+        table.add_column("")
+        for name in names:
+            table.add_column(name, justify="right")
+        for i, label in enumerate(labels):
+            table.add_row(label, *(row[i] for row in cells))
     console.print(table)
     if report.comparisons:
-        table = Table(title=f"comparisons (Holm-corrected, alpha = {report.alpha:g})", title_justify="left")
-        for col in COMPARE_COLUMNS[:7] + COMPARE_COLUMNS[11:]:
-            table.add_column(col, justify="left" if col in ("comparison", "test") else "right")
-        for row in comparison_rows(report):
-            row[6] = "[bold green]yes[/]" if row[6] == "yes" else "no"
-            table.add_row(*(row[:7] + row[11:]))
+        table = Table(title=f"comparisons (Holm-corrected, alpha = {report.alpha:g})", title_justify="left",
+                      box=box.SIMPLE_HEAD)
+        narrow = console.width < 120  # then the test and effect sizes are left to the verdicts below
+        cols = ["comparison", f"difference ({level} CI)", "test", "p", "Holm p", "signif.", "Hedges' g", "Cliff's d"]
+        for col in cols[:2] + cols[3:6] if narrow else cols:
+            table.add_column(col, justify="left" if col in ("comparison", "test") else "right",
+                             no_wrap=col.startswith("diff"))
+        for c, row in zip(report.comparisons, comparison_rows(report)):
+            sig = "[bold green]yes[/]" if c.significant else "no"
+            cells = [row[0], f"{row[1]} {row[2]}", row[3], row[4], row[5], sig, row[11], row[12]]
+            table.add_row(*(cells[:2] + cells[3:6] if narrow else cells))
         console.print(table)
         for c in report.comparisons:
             color = {"better": "green", "worse": "red"}.get(c.outcome, "yellow" if c.outcome == "underpowered" else "white")

@@ -1,0 +1,140 @@
+"""`orch compare` over real smoke runs in a real MLflow store: a real difference is detected, identical
+variants are not called significant, the report reaches MLflow, and bad input gets a clear message."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts" / "compare"
+
+# offset moves the loss; a different noise scale makes the paired differences vary (a real paired test);
+# checkpoint_every changes nothing in the values: `low_copy` is `low` under another name
+SPEC = {"name": "cmp", "workload": "smoke", "params": {"steps": 6, "noise": 0.05}, "seeds": 4,
+        "variants": {"low": {"offset": 0.0}, "high": {"offset": 0.3, "noise": 0.08},
+                     "low_copy": {"offset": 0.0, "checkpoint_every": 2}}}
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    from conftest import Store
+    store = Store(tmp_path_factory.mktemp("compare"))
+    store.orch("submit", str(store.spec(SPEC)), check=True)
+    return store
+
+
+def compare_json(store, *args):
+    result = store.orch("compare", "cmp", "--json", *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output[result.output.index("{"):])
+
+
+def test_detects_a_real_difference_and_not_an_identical_copy(smoke):
+    out = compare_json(smoke, "--baseline", "low")
+    groups = {g["name"]: g for g in out["groups"]}
+    assert list(groups) == ["low", "high", "low_copy"]
+    for g in groups.values():
+        assert g["n"] == 4 and g["runs"]["finished"] == 4 and g["runs"]["failed"] == g["runs"]["missing"] == 0
+        assert sorted(g["seeds"]) == ["0", "1", "2", "3"]
+        assert g["ci_low"] < g["mean"] < g["ci_high"] and g["boot_low"] < g["mean"] < g["boot_high"]
+    cmp = {c["a"]: c for c in out["comparisons"]}
+    assert set(cmp) == {"high", "low_copy"} and all(c["b"] == "low" for c in cmp.values())
+    high = cmp["high"]
+    assert high["significant"] is True and high["outcome"] == "worse"
+    assert high["primary"] == "paired_t" and high["n_pairs"] == 4
+    assert high["diff_low"] < 0.3 < high["diff_high"] and high["diff"] == pytest.approx(0.3, abs=0.1)
+    assert set(high["p_values"]) == {"welch_t", "mann_whitney_u", "paired_t", "wilcoxon"}
+    assert high["p_holm"] < 0.05 and high["p_holm"] >= high["p_value"]
+    assert high["verdict"].startswith("`low` is better than `high`")
+    copy = cmp["low_copy"]
+    assert copy["significant"] is False and copy["outcome"] == "identical" and copy["diff"] == 0
+    assert groups["low_copy"]["values"] == groups["low"]["values"] or \
+        sorted(groups["low_copy"]["values"]) == sorted(groups["low"]["values"])
+    # learning curves: the per-step loss aggregated over the 4 seeds
+    curve = groups["high"]["curve"]
+    assert out["curve_metric"] == "loss" and curve["steps"] == list(range(6)) and set(curve["n"]) == {4}
+    assert curve["mean"][0] > curve["mean"][-1]
+
+
+def test_report_reaches_mlflow(smoke):
+    ledger = smoke.ledger()
+    out = compare_json(smoke, "--baseline", "low")
+    experiment_id = ledger.experiment_id("cmp")
+    run = ledger.client.get_run(out["compare_run_id"])
+    assert run.data.tags["orch.role"] == "compare" and run.info.status == "FINISHED"
+    assert "`low` is better than `high`" in run.data.tags["mlflow.note.content"]
+    names = {a.path for a in ledger.client.list_artifacts(run.info.run_id)}
+    assert {"report.md", "report.html", "compare.json", "final_metric.png", "curves.png"} <= names
+    local = Path(ledger.client.download_artifacts(run.info.run_id, "", str(smoke.root / "dl")))
+    markdown = (local / "report.md").read_text()
+    assert "## Verdicts" in markdown and "| high |" in markdown and "![" in markdown
+    assert "data:image/png;base64," in (local / "report.html").read_text()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)  # kept for a look (git-ignored)
+    for name in ("final_metric.png", "curves.png", "report.md", "report.html"):
+        shutil.copy(local / name, ARTIFACTS / name)
+    # the group aggregates on each parent run, sortable in the UI
+    groups = {g["name"]: g for g in out["groups"]}
+    for parent in ledger.runs(experiment_id, role="group"):
+        g = groups[parent.tags["mlflow.runName"]]
+        for key in ("mean", "std", "ci_low", "ci_high", "n"):
+            assert parent.metrics[f"final_loss_{key}"] == pytest.approx(g[key])
+    # the seed runs are untouched: the comparison run is not a seed
+    assert len(ledger.runs(experiment_id)) == 12
+
+
+def test_grouping_by_params_pools_groups(smoke):
+    out = compare_json(smoke, "--by", "params.offset", "--no-log")
+    groups = {g["name"]: g for g in out["groups"]}
+    assert set(groups) == {"offset=0.0", "offset=0.3"} and groups["offset=0.0"]["n"] == 8
+    (c,) = out["comparisons"]
+    assert c["significant"] is True and c["primary"] == "welch_t" and not c["paired"]  # seeds repeat: no pairing
+    by_variant = compare_json(smoke, "--by", "variant", "--no-log", "--metric", "final_loss", "--mode", "min")
+    assert [g["name"] for g in by_variant["groups"]] == ["low", "high", "low_copy"]
+    assert len(by_variant["comparisons"]) == 3  # all pairs without a baseline
+
+
+def test_terminal_table_and_bad_input(smoke):
+    result = smoke.orch("compare", "cmp", "--baseline", "low", "--no-log")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "(baseline)" in text and "low is better than high" in text and "no difference: low_copy and low" in text
+    for args, message in ((["--metric", "final_los"], "unknown metric 'final_los' (did you mean 'final_loss'?)"),
+                          (["--baseline", "lo"], "no group named 'lo'"),
+                          (["--by", "params.nope"], "unknown grouping field 'params.nope'"),
+                          (["--alpha", "2"], "--alpha"),
+                          (["--curve", "nope"], "no history of metric 'nope'")):
+        result = smoke.orch("compare", "cmp", "--no-log", *args)
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    result = smoke.orch("compare", "nothere")
+    assert result.exit_code == 2 and "no experiment named 'nothere'" in result.output
+
+
+def test_nan_failed_single_and_empty_groups(store):
+    """NaN finals, failed runs, a group with one run, an experiment with nothing finished: no crash."""
+    spec = {"name": "edge", "workload": "smoke", "params": {"steps": 3, "noise": 0.05}, "seeds": 2,
+            "variants": {"fine": {}, "nan": {"nan_at_step": 0}, "broken": {"fail_at_step": 1}}}
+    result = store.orch("submit", str(store.spec(spec)))
+    assert result.exit_code == 1  # the broken runs failed, as asked
+    out = json.loads(store.orch("compare", "edge", "--json", "--no-log").output)
+    groups = {g["name"]: g for g in out["groups"]}
+    assert groups["nan"]["n"] == 0 and groups["nan"]["n_nonfinite"] == 2 and groups["nan"]["mean"] is None
+    assert groups["broken"]["runs"]["failed"] == 2 and groups["broken"]["n"] == 0
+    assert groups["fine"]["n"] == 2
+    assert all(c["p_value"] is None and c["significant"] is False and c["outcome"] == "too_few_runs"
+               for c in out["comparisons"])
+    assert any("NaN" in note for note in out["notes"])
+    # one seed per group
+    store.orch("submit", str(store.spec({**spec, "name": "single", "seeds": 1,
+                                          "variants": {"a": {}, "b": {"offset": 1.0}}})), check=True)
+    out = json.loads(store.orch("compare", "single", "--json", "--no-log").output)
+    assert [g["std"] for g in out["groups"]] == [None, None]
+    (c,) = out["comparisons"]
+    assert c["p_value"] is None and not c["significant"] and "cannot tell" in c["verdict"]
+    # an experiment whose runs all failed
+    store.orch("submit", str(store.spec({**spec, "name": "dead", "seeds": 1, "variants": {"broken": {"fail_at_step": 0}}})))
+    result = store.orch("compare", "dead")
+    assert result.exit_code == 2 and "no FINISHED runs yet" in result.output and "1 failed" in result.output
