@@ -118,3 +118,26 @@ def test_random_baseline_and_online_readout_variants(tmp_path):
                                           "n_train": 288}, name="online")
     assert len(steps) == 3 and 0 <= final["test_accuracy"] <= 1
     assert json.dumps(final)  # plain floats
+
+
+def test_population_choices_match_reservoirpy_reservoir_and_ridge():
+    """The batched path (engine + centred batched ridge, blank steps skipped, padding) makes the same choices
+    as reservoirpy's Reservoir.run + Ridge.fit on each genome alone."""
+    from reservoirpy.nodes import Reservoir, Ridge
+
+    from workloads.evo_topo.evaluate import choices, reservoir_matrices
+
+    rng = np.random.default_rng(5)
+    genomes = [random_genome(n, rng, CellLaw("continuous", 0.4, 0.6)) for n in (4, 9)]
+    cfg = EvalConfig(leak=0.3, sr=0.9, dtype="float64")
+    data = EvalData.draw(144, 72, [5, 1])
+    ours, correct = choices(genomes, data, cfg)
+    inputs = np.concatenate([data.train.inputs, data.test.inputs])
+    for p, g in enumerate(genomes):
+        W, W_in, _ = reservoir_matrices([g], cfg)
+        res = Reservoir(W=W[0], Win=W_in[0], lr=cfg.leak)
+        last = np.asarray(res.run(inputs))[:, -1]
+        ridge = Ridge(ridge=cfg.ridge).fit(last[:144], np.eye(4)[data.train.correct])
+        ref = np.asarray(ridge.run(last[144:])).argmax(-1)
+        np.testing.assert_array_equal(ours[p], ref)
+    assert (ours == correct).mean() > 0.3  # better than chance: the readouts learned something

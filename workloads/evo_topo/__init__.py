@@ -23,8 +23,8 @@ class Params(BaseModel):
 
     mode: Literal["evolve", "random_baseline"] = Field("evolve", description="GA search, or random reservoirs")
     # --- the GA ---
-    population: int = Field(40, ge=2, description="individuals per generation")
-    generations: int = Field(60, ge=1, description="generations, generation 0 (random genomes) included")
+    population: int = Field(50, ge=2, description="individuals per generation")
+    generations: int = Field(150, ge=1, description="generations, generation 0 (random genomes) included")
     n_init: int = Field(1, ge=1, description="neurons of the initial genomes (start minimal and grow)")
     max_neurons: int = Field(30, ge=1, description="add-neuron stops at this size")
     values: Literal["ternary", "continuous"] = Field("ternary", description="cells in {-1,0,1} or [-1,1]")
@@ -62,8 +62,8 @@ class Params(BaseModel):
     beta: float = Field(16.0, gt=0, description="online readout: softmax inverse temperature")
     epsilon_decay: float = Field(0.75, ge=0, le=1, description="online readout: epsilon x this per trial")
     output_connectivity: float = Field(0.865, gt=0, le=1, description="online readout: density of W_out")
-    n_train: int = Field(360, ge=8, description="trials the readout learns from (fitness and test)")
-    n_val: int = Field(216, ge=8, description="held-out trials that give the fitness")
+    n_train: int = Field(432, ge=8, description="trials the readout learns from (fitness and test)")
+    n_val: int = Field(288, ge=8, description="held-out trials that give the fitness")
     n_test: int = Field(720, ge=8, description="fresh test trials per evaluation draw of the final score")
     eval_draws: int = Field(5, ge=1, description="fresh train/test draws the final score averages")
     workers: int | None = Field(None, ge=1, description="processes for population evaluation (None: ctx.cpus)")
