@@ -36,6 +36,7 @@ MAX_READ = 1 << 20          # journal bytes read per round: bounds the thread's 
 FLUSH_EVERY_S = 1.0         # a curve is at most this stale on the server while the server is up
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 3.0, 60.0
 MAX_BACKOFF_S = 30.0
+MAX_PACE_S = 10.0
 CLOSE_BUDGET_S = 15.0
 LIVE_FRESH_S = 10.0         # a pusher that wrote live.json this recently is taken to be alive       # at exit, wait at most this long for the last push (the journal has it anyway)
 
@@ -108,6 +109,9 @@ class LivePusher:
         self._cond = threading.Condition()
         self._requested = self._done = 0
         self._session = None
+        # Seconds between pushes: at least flush_every_s, and several times the last request's duration,
+        # so a loaded server gets fewer, fuller batches instead of a growing queue of small ones.
+        self._pace = flush_every_s
         self._thread = threading.Thread(target=self._loop, name="orch-live", daemon=True)
 
     def _initial_state(self) -> dict[str, Any]:
@@ -162,7 +166,7 @@ class LivePusher:
     def _loop(self) -> None:
         backoff = 0.0
         while not self._stop.is_set():
-            self._wake.wait(backoff or self.flush_every_s)
+            self._wake.wait(backoff or self._pace)
             self._wake.clear()
             with self._cond:
                 requested = self._requested
@@ -171,8 +175,10 @@ class LivePusher:
             if backoff and requested == self._done and not self._due(backoff):
                 continue  # in back-off and nobody asked for a flush
             self._pending = 0
+            began = time.monotonic()
             try:
                 self._push_available()
+                self._pace = max(self.flush_every_s, min(MAX_PACE_S, 4 * (time.monotonic() - began)))
                 backoff, self.failures, self.last_error = 0.0, 0, None
             except Exception as err:  # noqa: BLE001 - unreachable server, 5xx, ...: the journal has it all
                 self.failures += 1

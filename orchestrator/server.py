@@ -122,6 +122,15 @@ def start(backend_store_uri: str, artifacts: Path, host: str = "127.0.0.1", port
     if host not in LOOPBACK:
         command += ["--allowed-hosts", "*"]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    # MLflow 3 also starts a job runner with ~7 huey consumer processes (GenAI jobs orch does not use):
+    # each imports mlflow, which slows the start and costs ~1 GB. Off unless the user turns it on.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    if not backend_store_uri.startswith("sqlite"):
+        # SQLAlchemy's default pool (5 + 10 overflow) is smaller than uvicorn's 40 request threads: with
+        # 64 jobs pushing at once, requests timed out waiting for a connection (measured). 50 per worker
+        # process stays within start-postgres.sh's max_connections=200 for up to 3 workers.
+        env.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "20")
+        env.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "30")
     with open(log, "ab") as out:
         # Own session = own process group: stop() signals the group, reaching uvicorn's workers too.
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,

@@ -1,0 +1,188 @@
+"""Tracking through a real ``mlflow server`` on a real PostgreSQL (tests/test_server_stack.py): many
+concurrent jobs pushing live, the server killed mid-run, an unreachable server, idempotent ingestion."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from test_server_stack import REPO, free_port, shared_stack
+from typer.testing import CliRunner
+
+from orchestrator import driver
+from orchestrator.backends.base import DONE, LOST
+from orchestrator.backends.local import LocalBackend
+from orchestrator.journal import read_journal
+from orchestrator.ledger import Ledger
+from orchestrator.live import read_state
+from orchestrator.plan import expand
+from orchestrator.rundir import RunDir
+from orchestrator.spec import load_spec
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="session")
+def stack():
+    return shared_stack()
+
+
+def write_spec(tmp_path: Path, name: str, steps: int, seeds: int, sleep_s: float) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "workload": "smoke", "seeds": seeds, "workdir": str(tmp_path / "jobs"),
+                                    "params": {"steps": steps, "sleep_s": sleep_s}}))
+    return path
+
+
+def journal_losses(run_dir: RunDir) -> dict[int, float]:
+    """What the job computed: step -> loss, from the journal (the source of truth)."""
+    records, _ = read_journal(run_dir.journal)
+    return {r["step"]: r["metrics"]["loss"] for r in records if r["event"] == "metrics"}
+
+
+def assert_complete_and_unique(ledger: Ledger, run_id: str, run_dir: RunDir, steps: int) -> None:
+    history = ledger.client.get_metric_history(run_id, "loss")
+    rows = [(m.step, m.value, m.timestamp) for m in history]
+    assert len(rows) == len(set(rows)) == steps, f"{run_id}: {len(rows)} rows, {len(set(rows))} distinct, want {steps}"
+    assert {m.step: m.value for m in history} == journal_losses(run_dir)
+    run = ledger.client.get_run(run_id)
+    assert run.info.status == "FINISHED" and "final_loss" in run.data.metrics
+
+
+def prepare(ledger: Ledger, spec_path: Path) -> list[driver.Prepared]:
+    spec = load_spec(spec_path)
+    experiment_id = ledger.experiment_id(spec.name, create=True)
+    todo = [(run, None) for run in expand(spec)]
+    return driver.prepare(ledger, experiment_id, spec, todo, "local")
+
+
+def wait_jobs(backend: LocalBackend, prepared: list[driver.Prepared], timeout: float = 120) -> None:
+    from orchestrator.backends.base import Job
+    jobs = [Job(p.job_id, p.run_dir) for p in prepared]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(s.state in (DONE, LOST) for s in backend.poll(jobs)):
+            return
+        time.sleep(0.2)
+    raise AssertionError("jobs did not end in time")
+
+
+def sync(workdir: Path, uri: str):
+    from orchestrator.cli import app
+    result = CliRunner().invoke(app, ["sync", "--workdir", str(workdir), "--tracking-uri", uri])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def metric_rows(stack, run_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """Straight from PostgreSQL: per run, (rows of 'loss', distinct (step, timestamp, value) among them)."""
+    import sqlalchemy
+    engine = sqlalchemy.create_engine(stack.db_uri)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sqlalchemy.text(
+                "SELECT run_uuid, count(*), count(DISTINCT (step, timestamp, value)) FROM metrics "
+                "WHERE key = 'loss' AND run_uuid = ANY(:ids) GROUP BY run_uuid"), {"ids": run_ids}).all()
+    finally:
+        engine.dispose()
+    return {run_id: (total, distinct) for run_id, total, distinct in rows}
+
+
+def test_64_concurrent_runs_x_500_metrics_through_the_server_none_lost_none_duplicated(stack, tmp_path):
+    from orchestrator.cli import app
+    spec = write_spec(tmp_path, "many", steps=500, seeds=64, sleep_s=0.004)
+    result = CliRunner().invoke(app, ["submit", str(spec), "--tracking-uri", stack.uri, "--max-parallel", "64"])
+    assert result.exit_code == 0, result.output
+    ledger = Ledger(stack.uri)
+    records = ledger.runs(ledger.experiment_id("many"))
+    assert len(records) == 64 and all(r.status == "FINISHED" and "final_loss" in r.metrics for r in records)
+    run_dirs = {r.run_id: RunDir(Path(r.tags["orch.run_dir"])) for r in records}
+    for run_id, run_dir in run_dirs.items():
+        # The jobs' own pushers delivered everything they journaled (the live path, not only ingestion).
+        state = read_state(run_dir, run_id)
+        assert state is not None and state["offset"] == run_dir.journal.stat().st_size
+    assert metric_rows(stack, list(run_dirs)) == {run_id: (500, 500) for run_id in run_dirs}
+    for run_id in list(run_dirs)[:4]:  # the values are the journal's, through MLflow's API
+        assert_complete_and_unique(ledger, run_id, run_dirs[run_id], 500)
+    # Ingesting again, then from scratch for 8 runs (both cursors forgotten: all their rows re-sent to
+    # PostgreSQL), adds nothing: MLflow's store drops exact duplicate rows.
+    sync(tmp_path / "jobs", stack.uri)
+    for run_dir in list(run_dirs.values())[:8]:
+        run_dir.cursor.unlink()
+        (run_dir.path / "live.json").unlink()
+    sync(tmp_path / "jobs", stack.uri)
+    assert metric_rows(stack, list(run_dirs)) == {run_id: (500, 500) for run_id in run_dirs}
+
+
+def test_server_killed_mid_run_and_restarted_loses_nothing(stack, tmp_path):
+    ledger = Ledger(stack.uri)
+    prepared = prepare(ledger, write_spec(tmp_path, "crash", steps=300, seeds=4, sleep_s=0.03))
+    backend = LocalBackend(4)
+    job_ids = backend.submit([p.run_dir for p in prepared])
+    for item, job_id in zip(prepared, job_ids):
+        item.job_id = job_id
+    deadline = time.monotonic() + 60
+    while not all(read_state(p.run_dir, p.run_id) for p in prepared):  # every job has pushed something live
+        assert time.monotonic() < deadline, "no live push reached the server"
+        time.sleep(0.1)
+    assert not any(r["event"] == "end" for p in prepared for r in read_journal(p.run_dir.journal)[0])  # mid-run
+    stack.kill_server()  # SIGKILL: no clean shutdown
+    time.sleep(1.0)
+    stack.start_server()  # same port, same PostgreSQL: the jobs' pushers reconnect on their own
+    wait_jobs(backend, prepared)
+    for _ in range(2):  # the orchestrator's ingestion brings in whatever the pushers could not; twice: no duplicates
+        for item in prepared:
+            assert ledger.ingest(item.run_dir) == "FINISHED"
+    for item in prepared:
+        assert_complete_and_unique(ledger, item.run_id, item.run_dir, 300)
+
+
+def test_a_job_that_cannot_reach_the_server_finishes_and_sync_brings_it_in(stack, tmp_path):
+    ledger = Ledger(stack.uri)
+    prepared = prepare(ledger, write_spec(tmp_path, "offline", steps=200, seeds=2, sleep_s=0.0))
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: a compute node without a route
+    for item in prepared:
+        job = item.run_dir.load()
+        item.run_dir.create({**job, "tracking_uri": dead})
+    from orchestrator.worker import execute
+    for item in prepared:
+        assert execute(item.run_dir.path) == "FINISHED"
+        assert read_state(item.run_dir, item.run_id) is None  # nothing was acknowledged
+        assert ledger.client.get_metric_history(item.run_id, "loss") == []
+    sync(tmp_path / "jobs", stack.uri)
+    sync(tmp_path / "jobs", stack.uri)
+    for item in prepared:
+        assert_complete_and_unique(ledger, item.run_id, item.run_dir, 200)
+
+
+def test_exact_duplicate_rows_are_dropped_by_the_sqlite_store_too(tmp_path):
+    from mlflow.entities import Metric
+    ledger = Ledger(f"sqlite:///{tmp_path / 'm.db'}")
+    run_id = ledger.create_run(ledger.experiment_id("dups", create=True), "r", {}, {}, status="RUNNING")
+    rows = [Metric("loss", 1.0 / (i + 1), 1_700_000_000_000 + i, i) for i in range(300)]
+    for _ in range(2):
+        ledger._log_metrics(run_id, rows)
+    assert len(ledger.client.get_metric_history(run_id, "loss")) == 300
+
+
+def test_the_journal_only_worker_imports_neither_mlflow_nor_requests(tmp_path):
+    code = f"""
+import json, sys
+from orchestrator.plan import Run
+from orchestrator.rundir import RunDir
+from orchestrator.worker import execute
+run_dir = RunDir(__import__('pathlib').Path({str(tmp_path / 'r')!r}))
+run = Run('smoke', {{'steps': 5}}, 0, 'default', {{}})
+run_dir.create({{'run': run.to_dict(), 'run_id': 'x', 'experiment_id': '0', 'cpus': 1, 'gpus': 0,
+                'tracking_uri': 'sqlite:////nonexistent/m.db'}})
+status = execute(run_dir.path)
+print(json.dumps([status, 'mlflow' in sys.modules, 'requests' in sys.modules]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["FINISHED", False, False]
