@@ -12,6 +12,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,15 @@ def request_requeue(reason: str) -> None:
     _requeue_reason = reason
 
 
+requeue_probe: Callable[[], str | None] | None = None  # set under a scheduler: is this SIGTERM a requeue?
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
+    global _requeue_reason
     if _requeue_reason is not None:
         return  # the requeue's own SIGTERM: the process is already on its way out
+    if requeue_probe is not None:
+        _requeue_reason = requeue_probe()  # e.g. `scontrol requeue`: journal `requeue`, not KILLED
     raise Terminated(f"terminated by signal {signum}")
 
 

@@ -192,7 +192,10 @@ def uninterrupted(tmp_path: Path, params: dict, seed: int) -> tuple[float, list[
     return next(r for r in records if r["event"] == "end")["final"]["final_loss"], curve
 
 
-def test_sigusr2_requeues_and_resumes_the_same_mlflow_run(slurm, store, tmp_path):
+@pytest.mark.parametrize("how", ["usr2", "scontrol"])
+def test_requeue_resumes_the_same_mlflow_run_from_its_checkpoint(slurm, store, tmp_path, how):
+    """SIGUSR2 (what Slurm sends signal_delay_s before the time limit: submitit checkpoints and requeues)
+    or `scontrol requeue` (SIGTERM, as a requeueing preemption): the run resumes in the same MLflow run."""
     params = {"steps": 24, "sleep_s": 0.25, "noise": 0.1}
     spec = store.spec({"name": "sl_requeue", "workload": "smoke", "params": params})
     store.orch("submit", str(spec), *SLURM, check=True)
@@ -201,7 +204,8 @@ def test_sigusr2_requeues_and_resumes_the_same_mlflow_run(slurm, store, tmp_path
     wait_for(lambda: any(r["event"] == "checkpoint" and r["step"] >= 4 for r in read_journal(run_dir.journal)[0]),
              what="the run to checkpoint a few steps")
     job_id = run.tags["orch.job_id"]
-    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)  # what Slurm sends before a time limit
+    command = ["scancel", "--signal=USR2", job_id] if how == "usr2" else ["scontrol", "requeue", job_id]
+    subprocess.run(command, check=True)
     (final,) = status_until(store, "sl_requeue", {"FINISHED", "FAILED", "KILLED"})
     assert final.run_id == run.run_id and final.status == "FINISHED"
     assert len(store.seed_runs("sl_requeue")) == 1  # the same MLflow run continued, no second one

@@ -62,6 +62,7 @@ class SlurmRun(Checkpointable):
     def __call__(self, run_dir: str) -> str:
         from orchestrator import worker
         redirect_output(RunDir(Path(run_dir)))
+        worker.requeue_probe = requeued_by_slurm
         return worker.execute(run_dir)
 
     def checkpoint(self, run_dir: str) -> DelayedSubmission | None:
@@ -75,6 +76,22 @@ class SlurmRun(Checkpointable):
         worker.request_requeue(f"Slurm signal (preemption or time limit); requeue {restarts + 1} of at most "
                                f"{self.max_requeues}")
         return DelayedSubmission(self, run_dir)
+
+
+def requeued_by_slurm() -> str | None:
+    """On SIGTERM: is Slurm requeueing this job (``scontrol requeue``, preemption with PreemptMode=REQUEUE)
+    rather than cancelling it? A requeue has already raised the job's restart count above this attempt's."""
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return None
+    try:
+        out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"\bRestarts=(\d+)", out)
+    if match and int(match.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT", 0)):
+        return f"Slurm requeued the job (restart {match.group(1)})"
+    return None
 
 
 def redirect_output(run_dir: RunDir) -> None:
