@@ -1,10 +1,10 @@
 """Training throughput of the looped_tf models against a straightforward reference built on transformers'
 GPT2Model (the backbone of Garg et al.'s code), same sizes, same data, measured in the same process.
 
-    .venv/bin/python benchmarks/looped_tf_throughput.py [--steps 60] [--rounds 3]
+    .venv/bin/python benchmarks/looped_tf_throughput.py [--steps 200]
 
 CPU: the CPU preset (configs/looped_tf.yaml) at its final curriculum values (d, points, b, T), one thread.
-Rounds alternate ours / reference so that load from other processes hits both alike; the median round counts.
+Ours and the reference alternate step by step, so that load from other processes hits both alike; median step times.
 GPU (when one is present): the paper preset in bf16 autocast, and the projected time for its 500k steps.
 Writes benchmarks/results/looped_tf_throughput.{json,md}."""
 
@@ -25,7 +25,7 @@ from transformers import GPT2Config, GPT2Model
 
 from workloads.looped_tf import Params
 from workloads.looped_tf.data import sample_tasks, to_prompt
-from workloads.looped_tf.train import build_model, loops_of
+from workloads.looped_tf.train import build_model, loops_of, make_optimizer
 
 ROOT = Path(__file__).resolve().parent
 PAPER_STEPS = 500_000
@@ -56,53 +56,61 @@ class ReferenceLooped(nn.Module):
         return preds
 
 
-def steps_per_second(model: nn.Module, p: Params, device: torch.device, steps: int, bf16: bool) -> float:
-    """Timed training steps at the final curriculum values (after a few untimed warm-up steps)."""
-    b, window = loops_of(p)
-    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr)
-    gen = torch.Generator().manual_seed(0)
-    cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+class Trainer:
+    """One model's training step at the final curriculum values (d, points, b, T), with its own Adam and
+    its own copy of the task stream, so two trainers see the same data."""
 
-    def one_step() -> None:
-        batch = sample_tasks(gen, p.batch_size, p.n_points, p.n_dims)
-        prompt, ys = to_prompt(batch.xs, batch.ys).to(device), batch.ys.to(device)
-        with cast:
-            preds = model(prompt, n_loops=b, grad_loops=window)
+    def __init__(self, model: nn.Module, p: Params, device: torch.device, bf16: bool, optimizer=None):
+        self.model, self.p, self.device = model.to(device), p, device
+        self.b, self.window = loops_of(p)
+        self.optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=p.lr)  # the plain default
+        self.gen = torch.Generator().manual_seed(0)
+        self.cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def step(self) -> tuple[float, float]:
+        """(wall, CPU) seconds for one full step: sampling, forward, backward, Adam, the loss read back."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        start, cpu_start = time.perf_counter(), time.thread_time()
+        batch = sample_tasks(self.gen, self.p.batch_size, self.p.n_points, self.p.n_dims)
+        prompt, ys = to_prompt(batch.xs, batch.ys).to(self.device), batch.ys.to(self.device)
+        with self.cast:
+            preds = self.model(prompt, n_loops=self.b, grad_loops=self.window)
             loss = torch.stack([(y.float() - ys).square().mean() for y in preds]).mean()
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
+        self.optimizer.step()
         loss.item()  # a sync point, as the training loop has one
-
-    for _ in range(max(3, steps // 10)):
-        one_step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        one_step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps / (time.perf_counter() - start)
+        return time.perf_counter() - start, time.thread_time() - cpu_start
 
 
-def cpu_rows(presets: dict[str, Params], steps: int, rounds: int) -> list[dict]:
+def cpu_rows(presets: dict[str, Params], steps: int) -> list[dict]:
+    """Ours and the reference step by step in alternation, one thread each. Throughput is counted in CPU
+    time of the thread (what one dedicated core would give): this machine is shared, and wall time under
+    load varied by 3x between identical runs; CPU time of a single-threaded step does not depend on how
+    many other processes wait for the core. Wall-time medians are kept in the JSON for reference."""
     torch.set_num_threads(1)
     device = torch.device("cpu")
     rows = []
     for name, p in presets.items():
         torch.manual_seed(0)
-        ours, ref = build_model(p), ReferenceLooped(p)
-        ours_sps, ref_sps = [], []
-        for _ in range(rounds):  # interleaved, so a burst of load from elsewhere hits both
-            ours_sps.append(steps_per_second(ours, p, device, steps, bf16=False))
-            ref_sps.append(steps_per_second(ref, p, device, steps, bf16=False))
+        model = build_model(p)
+        ours = Trainer(model, p, device, False, optimizer=make_optimizer(model, p))  # as train.py sets it up
+        ref = Trainer(ReferenceLooped(p), p, device, False)
+        for _ in range(max(3, steps // 10)):  # warm-up: allocator, kernels, Adam state
+            ours.step(), ref.step()
+        times_ours, times_ref = [], []
+        for _ in range(steps):
+            times_ours.append(ours.step())
+            times_ref.append(ref.step())
         tokens = p.batch_size * 2 * p.n_points
-        o, r = statistics.median(ours_sps), statistics.median(ref_sps)
-        b, window = loops_of(p)
-        rows.append({"model": name, "device": "cpu, 1 thread", "b": b, "T": window, "n_layer": p.n_layer,
+        o = 1 / statistics.median(cpu for _, cpu in times_ours)
+        r = 1 / statistics.median(cpu for _, cpu in times_ref)
+        rows.append({"model": name, "device": "cpu, 1 thread", "b": ours.b, "T": ours.window, "n_layer": p.n_layer,
                      "ours_steps_s": o, "ref_steps_s": r, "ours_tokens_s": o * tokens, "ref_tokens_s": r * tokens,
-                     "speedup": o / r, "rounds_ours": ours_sps, "rounds_ref": ref_sps})
+                     "speedup": o / r, "steps_timed": steps,
+                     "ours_wall_steps_s": 1 / statistics.median(w for w, _ in times_ours),
+                     "ref_wall_steps_s": 1 / statistics.median(w for w, _ in times_ref)})
     return rows
 
 
@@ -111,8 +119,10 @@ def gpu_row(paper: Params, steps: int) -> dict | None:
         return None
     device = torch.device("cuda")
     torch.manual_seed(0)
-    model = build_model(paper).to(device)
-    sps = steps_per_second(model, paper, device, steps, bf16=True)
+    trainer = Trainer(build_model(paper), paper, device, bf16=True)
+    for _ in range(10):
+        trainer.step()
+    sps = 1 / statistics.median(trainer.step()[0] for _ in range(steps))  # wall time: the GPU works alone
     return {"model": "looped (paper preset)", "device": torch.cuda.get_device_name(), "b": paper.n_loops,
             "T": paper.loop_window, "ours_steps_s": sps,
             "ours_tokens_s": sps * paper.batch_size * 2 * paper.n_points,
@@ -132,12 +142,11 @@ def load_params(path: Path, variant: str | None) -> Params:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60, help="timed steps per measurement")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved measurements per model")
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per model")
     args = parser.parse_args()
     configs = ROOT.parent / "configs"
     presets = {v: load_params(configs / "looped_tf.yaml", v) for v in ("looped", "standard")}
-    rows = cpu_rows(presets, args.steps, args.rounds)
+    rows = cpu_rows(presets, args.steps)
     gpu = gpu_row(load_params(configs / "looped_tf_paper.yaml", "looped"), max(args.steps, 50))
 
     table = Table(title="looped_tf training throughput: ours vs transformers GPT2Model reference")
@@ -162,12 +171,13 @@ def main() -> None:
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
     meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "steps": args.steps, "rounds": args.rounds, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "steps": args.steps, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
     (out / "looped_tf_throughput.json").write_text(json.dumps({"meta": meta, "cpu": rows, "gpu": gpu}, indent=1))
     (out / "looped_tf_throughput.md").write_text(
         "# looped_tf training throughput\n\n" + "\n".join(md) + f"\n\n{gpu_line}\n\n"
         f"Reference: read_in + transformers GPT2Model (sdpa) called b times + read_out, same sizes and data. "
-        f"Median of {args.rounds} interleaved rounds of {args.steps} steps; torch {torch.__version__}, "
+        f"steps/s = 1 / median CPU time of a step (one thread; wall time is unreliable on this shared machine, "
+        f"wall medians in the JSON), {args.steps} steps each, ours and reference alternating step by step; torch {torch.__version__}, "
         f"{meta['time']}; the machine was shared with other jobs.\n")
 
 

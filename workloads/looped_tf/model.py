@@ -29,13 +29,21 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(n_embd, 3 * n_embd)  # one matmul for q, k and v
         self.proj = nn.Linear(n_embd, n_embd)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, x_tokens_only: bool = False) -> torch.Tensor:
+        """Causal attention; with ``x_tokens_only`` the outputs at the even positions alone (see Backbone)."""
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
+        mask, causal = None, True
+        if x_tokens_only:
+            q = q[:, ::2]
+            # query 2i may look at keys 0 .. 2i: no longer the square causal mask, so spell it out
+            mask = torch.arange(t, device=x.device)[None] <= torch.arange(0, t, 2, device=x.device)[:, None]
+            causal = False
         # (B, T, C) -> (B, heads, T, C/heads): heads become a batch dimension for the fused kernel.
-        q, k, v = (u.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for u in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+        q = q.reshape(b, q.shape[1], self.n_head, c // self.n_head).transpose(1, 2)
+        k, v = (u.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for u in (k, v))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        return self.proj(y.transpose(1, 2).reshape(b, q.shape[2], c))
 
 
 class MLP(nn.Module):
@@ -58,8 +66,9 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(n_embd)
         self.mlp = MLP(n_embd)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, x_tokens_only: bool = False) -> torch.Tensor:
+        a = self.attn(self.ln_1(x), x_tokens_only)
+        x = (x[:, ::2] if x_tokens_only else x) + a
         return x + self.mlp(self.ln_2(x))
 
 
@@ -83,10 +92,14 @@ class Backbone(nn.Module):
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layer))
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, x_tokens_only: bool = False) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C); with ``x_tokens_only``, (B, T/2, C) at the x tokens only. Only the x tokens
+        are read out, and in the last layer nothing else depends on the other positions, so that layer
+        can skip them: the same numbers for about half a layer less work (12% of a 4-layer model)."""
         h = h + self.wpe.weight[: h.shape[1]]
-        for block in self.blocks:
-            h = block(h)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            h = block(h, x_tokens_only and i == last)
         return self.ln_f(h)
 
 
@@ -104,9 +117,9 @@ class InContextRegressor(nn.Module):
         self.backbone = Backbone(n_layer, n_embd, n_head, block_size=2 * n_points)
         self.read_out = nn.Linear(n_embd, 1)
 
-    def step(self, z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    def step(self, z: torch.Tensor, e: torch.Tensor, x_tokens_only: bool = False) -> torch.Tensor:
         """One iteration: the backbone applied to the state with the prompt injected."""
-        return self.backbone(z + e if self.injection == "add" else z * e)
+        return self.backbone(z + e if self.injection == "add" else z * e, x_tokens_only)
 
     def predict(self, z: torch.Tensor) -> torch.Tensor:
         return self.read_out(z[:, ::2]).squeeze(-1)  # even positions are the x tokens: (B, n)
@@ -123,7 +136,10 @@ class InContextRegressor(nn.Module):
             for _ in range(n_loops - grad_loops):
                 z = self.step(z, e)
         predictions = []
-        for _ in range(grad_loops):
+        for _ in range(grad_loops - 1):
             z = self.step(z, e)
             predictions.append(self.predict(z))
+        # The last state is only read out: its last layer need not compute the y tokens.
+        z_x = self.step(z, e, x_tokens_only=True)
+        predictions.append(self.read_out(z_x).squeeze(-1))
         return predictions
