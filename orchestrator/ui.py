@@ -24,8 +24,11 @@ HOST = "127.0.0.1"
 
 def port_free(port: int, host: str = HOST) -> bool:
     with socket.socket() as s:
+        # as the server will: connections of a UI just stopped (TIME_WAIT) do not make the port busy
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
+            s.listen()
         except OSError:
             return False
     return True
