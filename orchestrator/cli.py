@@ -133,6 +133,10 @@ def submit(spec_path: SpecArg,
             results = driver.follow(ledger, backend_instance, prepared, RichSink(progress, task))
         except KeyboardInterrupt:
             driver.update_groups(ledger, experiment_id)
+            if not backend_instance.blocking:
+                err_console.print(f"[yellow]stopped following; the jobs stay queued: orch status {spec.name}, "
+                                  f"or orch cancel {spec.name}[/]")
+                raise typer.Exit(130) from None
             err_console.print("[yellow]cancelled: running runs were stopped and recorded as KILLED; "
                               "submit again to finish what is missing[/]")
             raise typer.Exit(130) from None

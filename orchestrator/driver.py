@@ -259,6 +259,8 @@ def follow(ledger: Ledger, backend, prepared: list[Prepared], sink: ProgressSink
             if len(results) < len(jobs):
                 time.sleep(poll_s)
     except KeyboardInterrupt:
+        if not backend.blocking:  # queued on a cluster (slurm): Ctrl-C stops following, the jobs go on
+            raise
         remaining = [rid for rid in jobs if rid not in results]
         backend.cancel([jobs[rid] for rid in remaining])
         for run_id in remaining:

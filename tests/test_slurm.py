@@ -132,6 +132,21 @@ def test_profiles_map_resources_and_refuse_the_impossible(tmp_path):
         load_profile(str(bad))
 
 
+def test_requeues_are_bounded_by_the_profile(tmp_path, monkeypatch):
+    """submitit calls checkpoint() on SIGUSR2: it resubmits the same call and tells the worker a requeue
+    is under way, until max_requeues restarts; then it declines (the run ends FAILED, saying why)."""
+    from orchestrator.backends.slurm import SlurmRun
+    job = SlurmRun(max_requeues=2)
+    monkeypatch.setattr(worker, "_requeue_reason", None)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    again = job.checkpoint(str(tmp_path))
+    assert again.function is job and again.args == (str(tmp_path),)
+    assert "requeue 2 of at most 2" in worker._requeue_reason
+    monkeypatch.setattr(worker, "_requeue_reason", None)
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    assert job.checkpoint(str(tmp_path)) is None and worker._requeue_reason is None
+
+
 # -- against the dev Slurm ---------------------------------------------------------------------------
 SMOKE = {"workload": "smoke", "params": {"steps": 6, "noise": 0.1}}
 
