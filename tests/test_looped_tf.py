@@ -233,6 +233,12 @@ def test_seeded_run_is_deterministic_and_writes_its_artifacts(tmp_path):
     assert (artifacts / "error_vs_k.png").stat().st_size > 1000
 
 
+def test_bf16_autocast_path_runs(tmp_path):
+    # The GPU setting's flag, exercised on the CPU (bfloat16 autocast exists there too).
+    status, records = _execute(tmp_path, "bf16", {**TINY, "steps": 6, "bf16": True, "eval_every": 0})
+    assert status == "FINISHED" and np.isfinite(_final(records)["final_err"])
+
+
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     params = {**TINY, "steps": 40, "checkpoint_every": 10, "log_every": 3, "eval_every": 0}
     _, straight = _execute(tmp_path, "straight", params)
@@ -286,5 +292,7 @@ def test_bad_params_are_rejected():
         Params(n_loops=4, loop_window=5)
     with pytest.raises(ValueError, match="n_head"):
         Params(n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="eval_loops"):
+        Params(eval_loops=[0, 20])
     with pytest.raises(ValueError, match="curriculum.dims.start"):
         Params(n_dims=3, curriculum={"dims": {"start": 4}})

@@ -74,6 +74,8 @@ class Params(BaseModel):
             start = getattr(self.curriculum, name).start
             if start is not None and start > final:
                 raise ValueError(f"curriculum.{name}.start ({start}) exceeds its final value ({final})")
+        if self.eval_loops is not None and any(b < 1 for b in self.eval_loops):
+            raise ValueError(f"eval_loops must hold loop counts >= 1, got {self.eval_loops}")
         if self.curriculum.points.start is not None and self.curriculum.points.start < 2:
             raise ValueError("curriculum.points.start must be >= 2")
         return self
