@@ -33,7 +33,6 @@ from orchestrator.backends.base import Job  # noqa: E402
 from orchestrator.backends.slurm import SlurmBackend  # noqa: E402
 from orchestrator.ledger import Ledger  # noqa: E402
 from orchestrator.plan import expand  # noqa: E402
-from orchestrator.rundir import RunDir  # noqa: E402
 from orchestrator.spec import load_spec  # noqa: E402
 from orchestrator.status import experiment_status  # noqa: E402
 

@@ -9,7 +9,6 @@ request, and orch killed between sbatch and recording the job ids (or before sba
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import worker
-from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job
+from orchestrator.backends.base import DONE, PENDING, RUNNING, Job
 from orchestrator.backends.slurm import SlurmBackend, expand_job_ids, read_record, to_job_state
 from orchestrator.cluster import ClusterProfile, Limits, load_profile
 from orchestrator.errors import InputError

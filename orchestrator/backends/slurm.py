@@ -367,8 +367,9 @@ def _last_events(run_dir: RunDir) -> list[str]:
 
 
 def _started(run_dir: RunDir) -> bool:
+    """A worker is running now (a requeued job waiting in the queue has no worker to journal an end)."""
     events = _last_events(run_dir)
-    return bool(events) and events[-1] not in ("end",)
+    return bool(events) and events[-1] not in ("end", "requeue")
 
 
 def _ended(run_dir: RunDir) -> bool:
