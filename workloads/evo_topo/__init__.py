@@ -23,8 +23,8 @@ class Params(BaseModel):
 
     mode: Literal["evolve", "random_baseline"] = Field("evolve", description="GA search, or random reservoirs")
     # --- the GA ---
-    population: int = Field(50, ge=2, description="individuals per generation")
-    generations: int = Field(150, ge=1, description="generations, generation 0 (random genomes) included")
+    population: int = Field(60, ge=2, description="individuals per generation")
+    generations: int = Field(200, ge=1, description="generations, generation 0 (random genomes) included")
     n_init: int = Field(1, ge=1, description="neurons of the initial genomes (start minimal and grow)")
     max_neurons: int = Field(30, ge=1, description="add-neuron stops at this size")
     values: Literal["ternary", "continuous"] = Field("ternary", description="cells in {-1,0,1} or [-1,1]")
