@@ -38,8 +38,11 @@ from orchestrator.spec import load_spec  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="100 samples, 300 units per direction")
-    ap.add_argument("--cpus", type=int, default=2, help="threads given to the run (resources.cpus)")
+    ap.add_argument("--cpus", type=int, default=1, help="threads given to the run (resources.cpus); 1 on a "
+                    "shared machine: 2 torch threads ran 3x slower than 1 with other jobs on the cores")
     ap.add_argument("--config", default=str(REPO / "configs" / "esn_distill_lab.yaml"))
+    ap.add_argument("--timeout-min", type=float, default=None,
+                    help="stop the run after this long and report the layers done and a projection")
     args = ap.parse_args()
     console = Console()
     run = expand(load_spec(Path(args.config)))[0]
@@ -54,12 +57,20 @@ def main() -> None:
     console.print(f"run dir {run_dir.path}; load average before: {load_before[0]:.1f} "
                   f"(1 min) on {os.cpu_count()} cores")
     t = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.worker", str(run_dir.path)], cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.worker", str(run_dir.path)], cwd=REPO)
+    try:
+        proc.wait(timeout=args.timeout_min * 60 if args.timeout_min else None)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # the worker journals KILLED; the checkpoint holds the layers done
+        proc.wait()
     wall = time.perf_counter() - t
     peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
     load_after = os.getloadavg()
     records, _ = read_journal(run_dir.journal)
     end = [r for r in records if r["event"] == "end"][-1]
+    if end["status"] == "KILLED":
+        partial(console, run_dir, records, wall, peak_gib, load_before, args)
+        return
     if proc.returncode or end["status"] != "FINISHED":
         console.print(f"[red]run failed: {end.get('error')}[/red]")
         console.print((run_dir.stderr.read_text() if run_dir.stderr.exists() else "")[-3000:])
@@ -104,6 +115,40 @@ def main() -> None:
         "# esn_distill end to end\n\n| measure | value |\n|---|---|\n"
         + "\n".join(f"| {k} | {v} |" for k, v in summary) + "\n\n" + "\n".join(per_layer) + "\n")
     console.print(f"artifacts in {run_dir.artifacts}")
+
+
+def partial(console, run_dir, records, wall, peak_gib, load_before, args) -> None:
+    """Stopped by --timeout-min: the time to the teacher cache and per layer so far, and a projection."""
+    start = [r for r in records if r["event"] == "start"][-1]["t"]
+    steps = [r for r in records if r["event"] == "metrics"]
+    times = [r["t"] for r in steps]
+    per_layer = [b - a for a, b in zip([start] + times[:-1], times)]
+    if len(steps) < 2:
+        console.print(f"[red]stopped after {wall / 60:.1f} min with {len(steps)} layers done: no projection[/red]")
+        return
+    layer_s = sum(per_layer[1:]) / len(per_layer[1:])  # the first interval also holds the teacher forward
+    projected = (times[0] - start) + layer_s * 11
+    summary = [("status", f"stopped by --timeout-min after {wall / 60:.1f} min, {len(steps)} of 12 layers done"),
+               ("start -> first layer done (imports, teacher forward, layer 0)", f"{(times[0] - start) / 60:.1f} min"),
+               ("per later layer (mean)", f"{layer_s:.0f} s"),
+               ("projected wall time, 12 layers", f"{projected / 60:.1f} min (target < 15 min)"),
+               ("peak resident memory so far", f"{peak_gib:.2f} GiB (target < 8 GiB)"),
+               ("load average 1 min (before, now)", f"{load_before[0]:.1f}, {os.getloadavg()[0]:.1f} on "
+                                                    f"{os.cpu_count()} cores")]
+    summary += [(f"layer {r['step']} nmse / linear nmse", f"{r['metrics']['nmse']:.4f} / "
+                 f"{r['metrics']['baseline_linear_nmse']:.4f}") for r in steps]
+    table = Table(title="esn_distill end to end (partial)")
+    table.add_column("measure")
+    table.add_column("value")
+    for k, v in summary:
+        table.add_row(k, v)
+    console.print(table)
+    name = "esn_distill_e2e_quick" if args.quick else "esn_distill_e2e"
+    (ROOT / "results").mkdir(exist_ok=True)
+    (ROOT / "results" / f"{name}.json").write_text(json.dumps({"partial": True, "wall_s": wall,
+                                                               "peak_rss_gib": peak_gib, "summary": summary}, indent=1))
+    (ROOT / "results" / f"{name}.md").write_text("# esn_distill end to end (partial)\n\n| measure | value |\n|---|---|\n"
+                                                 + "\n".join(f"| {k} | {v} |" for k, v in summary) + "\n")
 
 
 if __name__ == "__main__":
