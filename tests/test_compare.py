@@ -95,6 +95,9 @@ def test_grouping_by_params_pools_groups(smoke):
     by_variant = compare_json(smoke, "--by", "variant", "--no-log", "--metric", "final_loss", "--mode", "min")
     assert [g["name"] for g in by_variant["groups"]] == ["low", "high", "low_copy"]
     assert len(by_variant["comparisons"]) == 3  # all pairs without a baseline
+    both = compare_json(smoke, "--by", "variant,params.offset", "--no-log", "--baseline", "low, offset=0.0")
+    assert [g["name"] for g in both["groups"]] == ["low, offset=0.0", "high, offset=0.3", "low_copy, offset=0.0"]
+    assert [c["primary"] for c in both["comparisons"]] == ["paired_t", "welch_t"]  # low_copy: identical, no paired t
 
 
 def test_terminal_table_and_bad_input(smoke):
