@@ -404,7 +404,7 @@ def compare(experiment: Annotated[str, typer.Argument(help="experiment name or s
     from orchestrator.ledger import Ledger
 
     name, spec_uri = _experiment_name(experiment)
-    ledger = Ledger(_resolve_uri(tracking_uri, spec_uri))
+    ledger = Ledger(_resolve_uri(tracking_uri, spec_uri), create=False)
     result = run_compare(ledger, name, metric=metric, mode=mode, baseline=baseline,
                          by=by.split(",") if by else None, alpha=alpha, curve=curve)
     with tempfile.TemporaryDirectory(prefix="orch-compare-") as tmp:
