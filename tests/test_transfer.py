@@ -41,7 +41,7 @@ def snapshot(uri: str, name: str) -> dict[str, dict]:
         tags = {k: v for k, v in run.data.tags.items() if k not in (SOURCE_TAG, SOURCE_URI_TAG)}
         if PARENT_TAG in tags:
             tags[PARENT_TAG] = origin.get(tags[PARENT_TAG], "<outside>")
-        metrics = sorted((m.key, "nan" if math.isnan(m.value) else m.value, m.timestamp, m.step)
+        metrics = sorted((m.key, repr(m.value) if math.isnan(m.value) else str(m.value), m.timestamp, m.step)
                          for key in run.data.metrics for m in client.get_metric_history(run.info.run_id, key))
         with tempfile.TemporaryDirectory() as tmp:
             files = {}
