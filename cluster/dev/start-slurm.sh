@@ -64,13 +64,14 @@ if ! alive mariadbd; then
     mariadb-install-db --user=mysql --datadir="$STATE/mysql" --auth-root-authentication-method=socket >"$STATE/log/mariadb-install.log" 2>&1 \
       || die "mariadb-install-db failed (see $STATE/log/mariadb-install.log)"
   fi
+  rm -f "$STATE/mysql/mariadbd.pid"  # a stale one would be taken for the new daemon
   nohup runuser -u mysql -- /usr/sbin/mariadbd --datadir="$STATE/mysql" --bind-address=127.0.0.1 --port=3306 \
-    --socket=/run/mysqld/mysqld.sock --pid-file="$STATE/mysql/mariadbd.pid" --log-error="$STATE/log/mariadb.log" \
+    --socket=/run/mysqld/mysqld.sock --pid-file="$STATE/mysql/mariadbd.pid" --log-error="$STATE/mysql/mariadb.err" \
     >/dev/null 2>&1 &
-  echo $! > "$STATE/mariadbd.pid"
   wait_for 30 MariaDB mariadb --socket=/run/mysqld/mysqld.sock -e "select 1"
-  # the runuser pid is our handle; record the daemon's own pid too
-  sleep 0.2; pgrep -u mysql -x mariadbd | head -1 > "$STATE/mariadbd.pid"
+  # the daemon's own pid (from its pid file), not runuser's: that is what stop-slurm.sh signals
+  wait_for 10 "MariaDB pid file" test -s "$STATE/mysql/mariadbd.pid"
+  cp "$STATE/mysql/mariadbd.pid" "$STATE/mariadbd.pid"
   mariadb --socket=/run/mysqld/mysqld.sock -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
     CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'orchdev';
     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
