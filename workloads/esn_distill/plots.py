@@ -42,7 +42,8 @@ def bar_chart(rows: list[dict], path: Path) -> None:
     if rows and "chained_nmse" in rows[0]:
         ax.plot(layers, [r["chained_nmse"] for r in rows], "k.--", label="ESN chained")
     ax.set_xlabel("layer i (predicting hidden_states[i+1] from hidden_states[i])")
-    ax.set_ylabel("held-out normalised MSE")
+    ax.set_ylabel("held-out normalised MSE (log)")
+    ax.set_yscale("log")  # identity ranges over orders of magnitude, the fitted maps sit far below 1
     ax.set_xticks(layers)
     ax.legend(fontsize=8)
     ax.set_title("Reservoir BERT: per-layer distillation")
