@@ -102,13 +102,22 @@ def fitness(genomes: list[np.ndarray], data: EvalData, cfg: EvalConfig) -> np.nd
     return (chosen == correct[None]).mean(axis=1)
 
 
-def _init_worker() -> None:
+_WORKER: dict = {}  # in a pool process: the EvalData and EvalConfig, sent once at start
+
+
+def _init_worker(data: EvalData, cfg: EvalConfig) -> None:
     torch.set_num_threads(1)  # one core per process: the per-step loop collapses with more (stack.md)
+    _WORKER.update(data=data, cfg=cfg)
+
+
+def _worker_fitness(genomes: list[np.ndarray]) -> np.ndarray:
+    return fitness(genomes, _WORKER["data"], _WORKER["cfg"])
 
 
 class PopulationEvaluator:
     """Fitness of a population: one vectorised call, or, with ``workers`` > 1, the population split into
-    contiguous chunks evaluated in worker processes (same numbers: evaluation has no randomness of its own)."""
+    contiguous chunks evaluated in worker processes (same numbers: evaluation has no randomness of its own).
+    The trials go to each worker once, at start; a generation then ships only its genomes."""
 
     def __init__(self, data: EvalData, cfg: EvalConfig, workers: int = 1):
         self.data, self.cfg, self.workers = data, cfg, max(1, int(workers))
@@ -121,9 +130,9 @@ class PopulationEvaluator:
             return fitness(genomes, self.data, self.cfg)
         if self._pool is None:  # spawn: a clean interpreter, no forked torch/BLAS thread state
             self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                                initializer=_init_worker)
+                                                initializer=_init_worker, initargs=(self.data, self.cfg))
         chunks = np.array_split(np.arange(len(genomes)), self.workers)
-        futures = [self._pool.submit(fitness, [genomes[i] for i in c], self.data, self.cfg) for c in chunks]
+        futures = [self._pool.submit(_worker_fitness, [genomes[i] for i in c]) for c in chunks]
         return np.concatenate([f.result() for f in futures])
 
     def close(self) -> None:
