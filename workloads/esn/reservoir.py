@@ -46,8 +46,9 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
     storing the (..., B, T, N) history: what a readout at the last step needs, at 1/T of the memory.
     The input drive W_in u of all steps is one matmul (in chunks of steps when the drive of a broadcast
     population would be large), then a Python loop over T does the recurrence for every reservoir and
-    sequence at once. dtype and device follow ``W``; inputs may be numpy or torch. A neuron whose W row/column, W_in row and
-    bias are 0 (padding) stays exactly 0, so populations of different sizes can share one padded tensor.
+    sequence at once. dtype and device follow ``W``; inputs may be numpy or torch. A neuron whose W
+    row/column, W_in row and bias are 0 (padding) stays exactly 0, so populations of different sizes can
+    share one padded tensor.
     """
     W = as_tensor(W)
     if not W.is_floating_point():
