@@ -115,7 +115,8 @@ def main() -> None:
     lines += ["", "Ours: the population engine (workloads/esn esn_states, all genomes padded into one batch, in the "
               "row's dtype) + batched ridge (solved in float64 either way). Reference: reservoirpy Reservoir.run + "
               "Ridge.fit per genome (float64), same matrices and trials; the speedup is in CPU time (process_time), "
-              f"the wall-clock ratio beside it. Max abs fitness diff: the two sides' accuracies per genome. Median of {args.rounds} interleaved rounds, one thread; torch {torch.__version__}, "
+              "the wall-clock ratio beside it. Max abs fitness diff: the two sides' accuracies per genome. "
+              f"Median of {args.rounds} interleaved rounds, one thread; torch {torch.__version__}, "
               f"reservoirpy {reservoirpy.__version__}, {stamp}; the machine was shared with other jobs.", ""]
     (results / "evo_topo_fitness.md").write_text("\n".join(lines))
 
