@@ -5,6 +5,7 @@
   server on PostgreSQL          the same, server on PostgreSQL
   journal + ingest (sqlite)     runs write journals; the orchestrator ingests them into sqlite (orch's local default)
   journal + ingest (server/PG)  the same, ingested through the server on PostgreSQL (ORCH_LIVE=0)
+  journal + ingest (PG direct)  the same, the orchestrator writing PostgreSQL itself (tracking URI postgresql://)
   journal + live push (server/PG)  real workers (smoke workload) whose live pushers post to the server;
                                 the orchestrator ingests what is left (orch's cluster default)
 
@@ -29,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 RESULTS = REPO / "benchmarks" / "results"
 WORK = REPO / "benchmarks" / "_work" / "tracking"
 BATCH = 1000
@@ -217,6 +219,8 @@ def main() -> None:
         record("server on PostgreSQL", *mode_direct(srv_pg.uri, "srv_pg", runs, n, rest=True))
         record("journal + ingest (sqlite)", *mode_journal_ingest(f"sqlite:///{WORK / 'ingest.db'}", "ingest", runs, n),
                "orch default without a server")
+        record("journal + ingest (PostgreSQL direct)", *mode_journal_ingest(server.normalise_backend(pg_uri), "ingest_pgd", runs, n),
+               "orchestrator writes PostgreSQL itself")
         os.environ["ORCH_LIVE"] = "0"
         record("journal + ingest (server/PostgreSQL)", *mode_journal_ingest(srv_pg.uri, "ingest_pg", runs, n))
         os.environ.pop("ORCH_LIVE")

@@ -186,3 +186,29 @@ print(json.dumps([status, 'mlflow' in sys.modules, 'requests' in sys.modules]))
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == ["FINISHED", False, False]
+
+
+@pytest.mark.parametrize("signum", [15, 12], ids=["SIGTERM", "SIGUSR2"])
+def test_a_signalled_job_flushes_its_metrics_to_the_server_before_it_ends(stack, tmp_path, signum):
+    """SIGTERM (scancel, preemption) journals KILLED then flushes; SIGUSR2 (Slurm's warning before the time
+    limit) flushes before the previous handler (here the default: the process ends)."""
+    import os
+    import signal as signals
+    ledger = Ledger(stack.uri)
+    (item,) = prepare(ledger, write_spec(tmp_path, f"sig{signum}", steps=100_000, seeds=1, sleep_s=0.002))
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.worker", str(item.run_dir.path)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.monotonic() + 60
+    while len(journal_losses(item.run_dir)) < 200:
+        assert time.monotonic() < deadline and proc.poll() is None, "the job did not get going"
+        time.sleep(0.1)
+    proc.send_signal(signum)
+    proc.wait(timeout=60)
+    records, _ = read_journal(item.run_dir.journal)
+    if signum == signals.SIGTERM:
+        assert proc.returncode == 1 and records[-1]["event"] == "end" and records[-1]["status"] == "KILLED"
+    else:
+        assert proc.returncode == -signals.SIGUSR2
+    journaled = journal_losses(item.run_dir)
+    history = ledger.client.get_metric_history(item.run_id, "loss")  # no ingestion: only the job's own pushes
+    assert len(history) == len(journaled) and {m.step: m.value for m in history} == journaled
