@@ -409,7 +409,8 @@ def compare(experiment: Annotated[str, typer.Argument(help="experiment name or s
                          by=by.split(",") if by else None, alpha=alpha, curve=curve)
     with tempfile.TemporaryDirectory(prefix="orch-compare-") as tmp:
         files = out or Path(tmp)
-        report_mod.write(result, files)
+        if log or out:  # the plots cost a matplotlib import: only when they go somewhere
+            report_mod.write(result, files)
         if log:
             log_to_mlflow(ledger, result, files)
             (files / "compare.json").write_text(json.dumps(result.to_dict(), indent=1))
