@@ -229,12 +229,12 @@ def _experiment_name(name_or_spec: str) -> tuple[str, str | None]:
     return name_or_spec, None
 
 
-def _print_status(ledger, experiment_id: str, name: str) -> None:
+def _print_status(ledger, experiment_id: str, name: str, groups=None) -> None:
     from orchestrator.status import experiment_status
     table = Table(title=f"{name}")
     for col in ("group", "variant", "finished", "running", "queued", "failed", "missing", "metric", "mean"):
         table.add_column(col, justify="right" if col not in ("group", "variant", "metric") else "left", no_wrap=True)
-    for g in experiment_status(ledger, experiment_id):
+    for g in groups if groups is not None else experiment_status(ledger, experiment_id):
         mean = f"{g.metric_mean:.4g}" if g.metric_mean is not None else "-"
         table.add_row(g.label, g.variant, f"[green]{g.finished}[/]", str(g.running), str(g.pending),
                       f"[red]{g.failed}[/]" if g.failed else "0", str(g.missing), g.metric, mean)
@@ -258,11 +258,12 @@ def status(experiment: Annotated[str, typer.Argument(help="experiment name or sp
     if experiment_id is None:
         raise InputError(f"no experiment named '{name}' in {uri}")
     records = driver.refresh(ledger, ledger.runs(experiment_id), driver.make_backend)
-    driver.update_groups(ledger, experiment_id)
+    parents = driver.update_groups(ledger, experiment_id, records)
+    groups = experiment_status(ledger, experiment_id, records, parents)
     if as_json:
-        print(json.dumps({"experiment": name, "groups": [g.to_dict() for g in experiment_status(ledger, experiment_id)]}, indent=1))
+        print(json.dumps({"experiment": name, "groups": [g.to_dict() for g in groups]}, indent=1))
     else:
-        _print_status(ledger, experiment_id, name)
+        _print_status(ledger, experiment_id, name, groups)
         _print_active(records)
 
 

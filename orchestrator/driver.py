@@ -5,6 +5,7 @@ validation, so bad input leaves nothing behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import socket
@@ -269,14 +270,19 @@ def follow(ledger: Ledger, backend, prepared: list[Prepared], sink: ProgressSink
     return results
 
 
-def update_groups(ledger: Ledger, experiment_id: str) -> None:
+def latest_per_key(records: list[RunRecord]) -> list[RunRecord]:
+    """The record that stands for each run key: its FINISHED attempt if any, else its latest one."""
+    return [next((r for r in recs if r.status == "FINISHED"), recs[0]) for recs in by_key(records).values()]
+
+
+def update_groups(ledger: Ledger, experiment_id: str, records: list[RunRecord] | None = None) -> list[RunRecord]:
     """A parent's status summarises its children: FINISHED when all asked seeds finished, FAILED when
-    any failed, RUNNING otherwise."""
-    children = by_key(ledger.runs(experiment_id))
+    any failed, RUNNING otherwise. Returns the parents, up to date."""
+    records = ledger.runs(experiment_id) if records is None else records
     latest_by_group: dict[str, list[str]] = defaultdict(list)
-    for recs in children.values():
-        best = next((r for r in recs if r.status == "FINISHED"), recs[0])
+    for best in latest_per_key(records):
         latest_by_group[best.tags.get("orch.group", "")].append(best.status)
+    parents = []
     for parent in ledger.runs(experiment_id, role="group"):
         statuses = latest_by_group.get(parent.tags.get("orch.group"), [])
         requested = int(parent.tags.get("orch.seeds_requested", 0))
@@ -288,6 +294,9 @@ def update_groups(ledger: Ledger, experiment_id: str) -> None:
             status = "RUNNING"
         if parent.status != status:
             ledger.set_status(parent.run_id, status)
+            parent = dataclasses.replace(parent, status=status)
+        parents.append(parent)
+    return parents
 
 
 def is_terminal(status: str) -> bool:

@@ -6,8 +6,8 @@ import math
 import statistics
 from dataclasses import asdict, dataclass
 
-from orchestrator.driver import by_key
-from orchestrator.ledger import Ledger
+from orchestrator.driver import latest_per_key
+from orchestrator.ledger import Ledger, RunRecord
 
 
 @dataclass
@@ -30,14 +30,17 @@ class GroupStatus:
         return asdict(self)
 
 
-def experiment_status(ledger: Ledger, experiment_id: str) -> list[GroupStatus]:
-    children = by_key(ledger.runs(experiment_id))
+def experiment_status(ledger: Ledger, experiment_id: str, records: list[RunRecord] | None = None,
+                      parents: list[RunRecord] | None = None) -> list[GroupStatus]:
+    """Pass the seed and group records when the caller already searched MLflow (a search of 500 runs
+    costs about a second on sqlite: do it once per command)."""
+    records = ledger.runs(experiment_id) if records is None else records
+    parents = ledger.runs(experiment_id, role="group") if parents is None else parents
     per_group: dict[str, list] = {}
-    for recs in children.values():
-        best = next((r for r in recs if r.status == "FINISHED"), recs[0])
+    for best in latest_per_key(records):
         per_group.setdefault(best.tags.get("orch.group", ""), []).append(best)
     out = []
-    for parent in sorted(ledger.runs(experiment_id, role="group"), key=lambda r: r.start_time or 0):
+    for parent in sorted(parents, key=lambda r: r.start_time or 0):
         group = parent.tags.get("orch.group", "")
         recs = per_group.get(group, [])
         metric = parent.tags.get("orch.metric", "")
