@@ -212,3 +212,29 @@ def test_a_signalled_job_flushes_its_metrics_to_the_server_before_it_ends(stack,
     journaled = journal_losses(item.run_dir)
     history = ledger.client.get_metric_history(item.run_id, "loss")  # no ingestion: only the job's own pushes
     assert len(history) == len(journaled) and {m.step: m.value for m in history} == journaled
+
+
+def test_a_sigkilled_live_job_resumed_from_its_checkpoint_records_every_step_once(stack, tmp_path):
+    """Attempt 1 pushes live, is SIGKILLed between checkpoints; attempt 2 resumes and replays the steps after
+    the checkpoint (new timestamps). The pusher skips replays by the same rule as ingestion: one row per step."""
+    import os
+    ledger = Ledger(stack.uri)
+    spec = tmp_path / "resume.yaml"
+    spec.write_text(yaml.safe_dump({"name": "resume", "workload": "smoke", "seeds": 1, "workdir": str(tmp_path / "jobs"),
+                                    "params": {"steps": 1500, "sleep_s": 0.004, "checkpoint_every": 400}}))
+    (item,) = prepare(ledger, spec)
+    command = [sys.executable, "-m", "orchestrator.worker", str(item.run_dir.path)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(command, cwd=REPO, env=env)
+    deadline = time.monotonic() + 60
+    while not (item.run_dir.checkpoint.exists() and len(journal_losses(item.run_dir)) > 500):
+        assert time.monotonic() < deadline and proc.poll() is None, "the job did not get going"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert subprocess.run(command, cwd=REPO, env=env, timeout=120).returncode == 0
+    records, _ = read_journal(item.run_dir.journal)
+    steps = [r["step"] for r in records if r["event"] == "metrics"]
+    assert len(steps) > len(set(steps)) == 1500  # some steps really were journaled twice
+    assert ledger.ingest(item.run_dir) == "FINISHED"
+    assert_complete_and_unique(ledger, item.run_id, item.run_dir, 1500)
