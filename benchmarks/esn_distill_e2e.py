@@ -118,23 +118,23 @@ def main() -> None:
 
 
 def partial(console, run_dir, records, wall, peak_gib, load_before, args) -> None:
-    """Stopped by --timeout-min: the time to the teacher cache and per layer so far, and a projection."""
+    """Stopped by --timeout-min: the teacher's time (its cache marker), the layers done, and a projection."""
     start = [r for r in records if r["event"] == "start"][-1]["t"]
     steps = [r for r in records if r["event"] == "metrics"]
-    times = [r["t"] for r in steps]
-    per_layer = [b - a for a, b in zip([start] + times[:-1], times)]
-    if len(steps) < 2:
-        console.print(f"[red]stopped after {wall / 60:.1f} min with {len(steps)} layers done: no projection[/red]")
-        return
-    layer_s = sum(per_layer[1:]) / len(per_layer[1:])  # the first interval also holds the teacher forward
-    projected = (times[0] - start) + layer_s * 11
+    markers = list((run_dir.path / "teacher_cache").glob("*/complete.json"))
+    teacher_done = markers[0].stat().st_mtime - start if markers else None
     summary = [("status", f"stopped by --timeout-min after {wall / 60:.1f} min, {len(steps)} of 12 layers done"),
-               ("start -> first layer done (imports, teacher forward, layer 0)", f"{(times[0] - start) / 60:.1f} min"),
-               ("per later layer (mean)", f"{layer_s:.0f} s"),
-               ("projected wall time, 12 layers", f"{projected / 60:.1f} min (target < 15 min)"),
-               ("peak resident memory so far", f"{peak_gib:.2f} GiB (target < 8 GiB)"),
-               ("load average 1 min (before, now)", f"{load_before[0]:.1f}, {os.getloadavg()[0]:.1f} on "
-                                                    f"{os.cpu_count()} cores")]
+               ("start -> teacher cache written (imports, teacher forward)",
+                f"{teacher_done / 60:.1f} min" if teacher_done else "not finished")]
+    if steps and teacher_done:
+        times = [start + teacher_done] + [r["t"] for r in steps]
+        per_layer = [b - a for a, b in zip(times[:-1], times[1:])]
+        layer_s = sum(per_layer) / len(per_layer)
+        summary += [("per layer (mean of those done)", f"{layer_s:.0f} s"),
+                    ("projected wall time, 12 layers", f"{(teacher_done + 12 * layer_s) / 60:.1f} min (target < 15 min)")]
+    summary += [("peak resident memory so far", f"{peak_gib:.2f} GiB (target < 8 GiB)"),
+                ("load average 1 min (before, now)", f"{load_before[0]:.1f}, {os.getloadavg()[0]:.1f} on "
+                                                     f"{os.cpu_count()} cores")]
     summary += [(f"layer {r['step']} nmse / linear nmse", f"{r['metrics']['nmse']:.4f} / "
                  f"{r['metrics']['baseline_linear_nmse']:.4f}") for r in steps]
     table = Table(title="esn_distill end to end (partial)")
