@@ -47,6 +47,12 @@ class GAConfig:
     stagnation: int = 15
 
 
+def _compact(a: np.ndarray) -> np.ndarray:
+    """A copy for the checkpoint: int8 when that is exact (ternary genomes, 8x smaller), else as is."""
+    small = a.astype(np.int8)
+    return small if np.array_equal(small, a) else np.array(a, copy=True)
+
+
 def individual(a: np.ndarray, fit: tuple[float, ...] | None = None) -> Individual:
     ind = Individual(np.array(a, dtype=np.float64, copy=True))
     if fit:
@@ -151,7 +157,7 @@ class GA:
 
     # --- checkpoints: plain arrays and RNG states, nothing that depends on DEAP's pickling ---
     def state(self) -> dict:
-        pack = lambda inds: [(np.asarray(i).copy(), tuple(i.fitness.values)) for i in inds]  # noqa: E731
+        pack = lambda inds: [(_compact(np.asarray(i)), tuple(i.fitness.values)) for i in inds]  # noqa: E731
         return {"generation": self.generation, "population": pack(self.population), "hof": pack(self.hof),
                 "speciation": self.speciation, "n_species": self.n_species,
                 "rng": self.rng.bit_generator.state, "random": random.getstate()}
