@@ -141,3 +141,16 @@ def test_population_choices_match_reservoirpy_reservoir_and_ridge():
         ref = np.asarray(ridge.run(last[144:])).argmax(-1)
         np.testing.assert_array_equal(ours[p], ref)
     assert (ours == correct).mean() > 0.3  # better than chance: the readouts learned something
+
+
+def test_online_reward_readout_learns_the_task():
+    from workloads.esn.reservoir import random_reservoir
+    from workloads.evo_topo.genome import join
+    from workloads.evo_topo.readout import OnlineRule
+
+    genomes = [join(*random_reservoir(60, 16, 0.5, 1.0, 0.1, 0.5, seed=s)[:2]) for s in range(2)]
+    data = EvalData.draw(720, 216, [0, 1])
+    for stochastic in (False, True):
+        cfg = EvalConfig(leak=0.05, sr=0.5, readout="online", online=OnlineRule(eta=0.02, stochastic=stochastic))
+        acc = fitness(genomes, data, cfg)
+        assert np.all(acc > 0.4), (stochastic, acc)  # chance is 0.25; learned from rewards alone
