@@ -112,6 +112,7 @@ class LivePusher:
         # Seconds between pushes: at least flush_every_s, and several times the last request's duration,
         # so a loaded server gets fewer, fuller batches instead of a growing queue of small ones.
         self._pace = flush_every_s
+        self._failed_at = 0.0
         self._thread = threading.Thread(target=self._loop, name="orch-live", daemon=True)
 
     def _initial_state(self) -> dict[str, Any]:
@@ -190,7 +191,7 @@ class LivePusher:
                 self._cond.notify_all()
 
     def _due(self, backoff: float) -> bool:
-        return time.monotonic() - getattr(self, "_failed_at", 0.0) >= backoff
+        return time.monotonic() - self._failed_at >= backoff
 
     def _push_available(self) -> None:
         while True:
