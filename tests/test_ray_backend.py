@@ -25,25 +25,36 @@ RAY_ENV = ("RAY_TMPDIR", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_USAGE_STAT
            "RAY_AIR_NEW_OUTPUT")
 
 
+_SHARED: dict = {}
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for every Ray test of the session, in a short temp dir (Ray's unix socket paths must stay
-    under 107 characters) with its own auth token, never ~/.ray; shut down and removed at the end."""
-    root = Path(tempfile.mkdtemp(prefix="orch-ray-", dir="/tmp"))
-    saved = {k: os.environ.get(k) for k in RAY_ENV}
-    os.environ.pop("RAY_ADDRESS", None)
-    os.environ["RAY_TMPDIR"] = str(root / "t")
-    os.environ["RAY_AUTH_TOKEN_PATH"] = str(root / "auth_token")
-    from orchestrator.backends.ray import RaySettings, connect
-    ray = connect(None, RaySettings(num_cpus=2))
-    yield ray
-    ray.shutdown()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    shutil.rmtree(root, ignore_errors=True)
+    under 107 characters) with its own auth token, never ~/.ray; shut down and removed at the end.
+
+    test_tune.py imports this fixture, which makes pytest hold one session instance per module: both share
+    the Ray started first (a second one would point RAY_AUTH_TOKEN_PATH at a token that Ray never saw)."""
+    if not _SHARED:
+        root = Path(tempfile.mkdtemp(prefix="orch-ray-", dir="/tmp"))
+        saved = {k: os.environ.get(k) for k in RAY_ENV}
+        os.environ.pop("RAY_ADDRESS", None)
+        os.environ["RAY_TMPDIR"] = str(root / "t")
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(root / "auth_token")
+        from orchestrator.backends.ray import RaySettings, connect
+        _SHARED.update(ray=connect(None, RaySettings(num_cpus=2)), root=root, saved=saved, users=0)
+    _SHARED["users"] += 1
+    yield _SHARED["ray"]
+    _SHARED["users"] -= 1
+    if _SHARED["users"] == 0:
+        _SHARED["ray"].shutdown()
+        for key, value in _SHARED["saved"].items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(_SHARED["root"], ignore_errors=True)
+        _SHARED.clear()
 
 
 def smoke_dir(root: Path, name: str, **params) -> RunDir:
