@@ -8,6 +8,7 @@
   journal + ingest (PG direct)  the same, the orchestrator writing PostgreSQL itself (tracking URI postgresql://)
   journal + live push (server/PG)  real workers (smoke workload) whose live pushers post to the server;
                                 the orchestrator ingests what is left (orch's cluster default)
+  ... (server/PG, 2 workers)    the same with `orch server start --workers 2`
 
 Wall time runs from the moment every process is ready (imports done, barrier) to every row stored; the
 count of rows is checked in the store. Run: .venv/bin/python benchmarks/tracking_throughput.py [--runs 16 --metrics 2000]
@@ -166,11 +167,12 @@ def mode_live(uri: str, name: str, runs: int, n: int) -> tuple[float, int, int]:
     params = {"steps": n, "noise": 0.05, "checkpoint_every": n}
     run_ids, dirs = make_run_dirs(uri, name, runs, n, params)
     start = run_processes(worker_job, [(str(d.path),) for d in dirs])
+    jobs_s = time.perf_counter() - start  # every job ended: its pusher flushed (or gave up) before exit
     from orchestrator.live import read_state
     pushed = sum(1 for d, rid in zip(dirs, run_ids) if (read_state(d, rid) or {}).get("offset") == d.journal.stat().st_size)
     ingest_all(uri, dirs)  # tags, status, final metrics, and anything a pusher could not send
     wall = time.perf_counter() - start
-    return wall, count_rows(uri, run_ids), pushed
+    return wall, count_rows(uri, run_ids), pushed, jobs_s
 
 
 # -- the stack -----------------------------------------------------------------------------------------
@@ -207,6 +209,8 @@ def main() -> None:
         servers.append(WORK / "srv1")
         srv_pg = server.start(pg_uri, WORK / "art2", port=free_port(), run_dir=WORK / "srv2")
         servers.append(WORK / "srv2")
+        srv_pg2 = server.start(pg_uri, WORK / "art3", port=free_port(), run_dir=WORK / "srv3", workers=2)
+        servers.append(WORK / "srv3")
         console.print(f"stack up: server/sqlite {srv_sqlite.uri}, server/PostgreSQL {srv_pg.uri}")
 
         def record(path: str, wall: float, stored: int, note: str = "") -> None:
@@ -224,9 +228,14 @@ def main() -> None:
         os.environ["ORCH_LIVE"] = "0"
         record("journal + ingest (server/PostgreSQL)", *mode_journal_ingest(srv_pg.uri, "ingest_pg", runs, n))
         os.environ.pop("ORCH_LIVE")
-        wall, stored, pushed = mode_live(srv_pg.uri, "live_pg", runs, n)
+        wall, stored, pushed, jobs_s = mode_live(srv_pg.uri, "live_pg", runs, n)
         record("journal + live push (server/PostgreSQL)", wall, stored,
-               f"orch cluster default; {pushed}/{runs} runs fully pushed by their jobs")
+               f"orch cluster default; {pushed}/{runs} runs fully pushed by their jobs, all jobs ended after "
+               f"{jobs_s:.1f} s ({stored / jobs_s:,.0f}/s), then tags/status ingestion")
+        wall, stored, pushed, jobs_s = mode_live(srv_pg2.uri, "live_pg2", runs, n)
+        record("journal + live push (server/PostgreSQL, 2 workers)", wall, stored,
+               f"{pushed}/{runs} runs fully pushed by their jobs, all jobs ended after {jobs_s:.1f} s "
+               f"({stored / jobs_s:,.0f}/s)")
     finally:
         for run_dir in servers:
             server.stop(run_dir)
