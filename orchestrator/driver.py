@@ -89,7 +89,10 @@ def make_backend(name: str, spec: Spec | None = None, max_parallel: int | None =
         return LocalBackend(parallel, preload=preload, env=threads)
     if name == "ray":  # options: ray_address (--ray-address; else RAY_ADDRESS, cluster/ray.yaml, local)
         from orchestrator.backends.ray import RayBackend
-        return RayBackend(options.get("ray_address"), mem_gb=spec.resources.mem_gb if spec else None)
+        backend = RayBackend(options.get("ray_address"), mem_gb=spec.resources.mem_gb if spec else None)
+        if spec is not None:  # a run no node can hold would wait forever: refuse it before anything is created
+            backend.require(backend.request(spec.resources.cpus, spec.resources.gpus), f"{spec.source}: resources")
+        return backend
     if name == "slurm":  # options: cluster (--cluster; else the spec's `cluster`); no spec: poll/cancel only
         from orchestrator.backends.slurm import SlurmBackend
         if spec is None:

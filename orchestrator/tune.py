@@ -566,8 +566,10 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
     ledger = Ledger(uri)
     experiment_id = ledger.experiment_id(spec.name, create=True)
 
-    from orchestrator.backends.ray import connect
-    connect(ray_address)
+    from orchestrator.backends.ray import connect, require
+    ray = connect(ray_address)
+    require(ray, {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, "memory": spec.resources.mem_gb * 2**30},
+            f"{spec_path}: resources")
     from ray import tune
     import logging
     import os
@@ -680,7 +682,8 @@ def _summarise(grid, sweep: str, path: Path, parent_id: str, experiment_id: str,
     result = SweepResult(sweep, path, parent_id, experiment_id, config.metric, config.mode)
     for trial_result in grid:
         last = trial_result.metrics or {}
-        trial_id = last.get("trial_id") or Path(trial_result.path).name
+        # a trial that failed before its first report has no metrics: its id is in its directory's name
+        trial_id = last.get("trial_id") or "_".join(Path(trial_result.path).name.split("_")[1:3])
         if trial_result.error is not None:
             status, score = "FAILED", None
         elif last.get(FINAL_KEY):

@@ -178,3 +178,12 @@ def stop_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
             return
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_a_run_no_node_can_hold_is_refused_before_submission(store, ray_local):
+    spec = store.spec({"name": "too_big", "workload": "smoke", "backend": "ray",
+                       "resources": {"cpus": 64, "mem_gb": 0.5}})
+    result = store.orch("submit", str(spec))
+    assert result.exit_code == 2, result.output
+    assert "resources" in result.output and "CPU=64" in result.output and "largest node has CPU=2" in result.output
+    assert store.seed_runs("too_big") == []

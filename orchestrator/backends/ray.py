@@ -169,6 +169,21 @@ def resources_of(run_dir: RunDir, mem_gb: float | None) -> dict:
     return options
 
 
+def require(ray, needs: dict[str, float], source: str) -> None:
+    """Ray queues a task that no node can hold forever, silently: say so before anything is submitted."""
+    needs = {k: v for k, v in needs.items() if v}
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if any(all(node.get(k, 0.0) >= v for k, v in needs.items()) for node in nodes):
+        return
+    def show(res):
+        return ", ".join(f"{k}={v / 2**30:.1f}GB" if k == "memory" else f"{k}={v:g}" for k, v in res.items()
+                         if k in ("CPU", "GPU", "memory"))
+    largest = max(nodes, key=lambda n: (n.get("CPU", 0), n.get("memory", 0)), default={})
+    raise InputError(f"no node of the Ray cluster can hold one run ({show(needs)}); the largest node has "
+                     f"{show(largest) or 'nothing'}: lower resources.cpus/gpus/mem_gb or join a bigger cluster",
+                     source)
+
+
 @dataclass
 class _Task:
     ref: object
@@ -193,6 +208,15 @@ class RayBackend:
         if self._remote is None:
             self._remote = ray.remote(run_in_task)
         return ray
+
+    def request(self, cpus: float, gpus: float) -> dict[str, float]:
+        needs = {"CPU": float(cpus), "GPU": float(gpus)}
+        if self.mem_gb:
+            needs["memory"] = self.mem_gb * 2**30
+        return needs
+
+    def require(self, needs: dict[str, float], source: str) -> None:
+        require(self.ray, needs, source)
 
     def submit(self, run_dirs: list[RunDir]) -> list[str]:
         ids = []
