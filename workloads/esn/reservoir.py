@@ -66,7 +66,8 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
     x = torch.zeros(batch_shape + (n,), dtype=W.dtype, device=W.device)
     if x0 is not None:
         x = x + as_tensor(x0, W)
-    Wt = W.transpose(-1, -2)
+    Wt = W.transpose(-1, -2).contiguous()
+    pre = torch.empty_like(x)  # the pre-activation, reused every step
     out = None if last_only else torch.empty(batch_shape + (steps, n), dtype=W.dtype, device=W.device)
     # The input drive W_in u of many steps is one matmul; steps go in chunks so that the drive of a whole
     # population on shared inputs ((P, B, T, N), broadcast) never has to sit in memory at once.
@@ -81,7 +82,7 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
         if b is not None:
             drive = drive + b
         for k in range(drive.shape[-2]):
-            pre = torch.matmul(x, Wt)
+            _matmul_into(x, Wt, pre)
             _tanh_(pre.add_(drive[..., k, :]))
             x.lerp_(pre, leak_t)  # x + leak (tanh(...) - x): the leaky update, in place (x is ours)
             if out is not None:
@@ -91,6 +92,15 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
     if reverse:
         out = torch.flip(out, dims=(-2,))
     return out
+
+
+def _matmul_into(x: torch.Tensor, Wt: torch.Tensor, out: torch.Tensor) -> None:
+    """out = x @ Wt. On CPU numpy's batched matmul (one BLAS gemm per reservoir) is ~2x faster than torch's
+    for a population's (P, B, N) @ (P, N, N) in float64 (measured, 1 thread)."""
+    if out.device.type == "cpu":
+        np.matmul(x.numpy(), Wt.numpy(), out=out.numpy())
+    else:
+        torch.matmul(x, Wt, out=out)
 
 
 def _tanh_(t: torch.Tensor) -> torch.Tensor:
