@@ -295,6 +295,9 @@ class _Reporter:
 
     def final(self, finals: list[dict[str, float]]) -> None:
         keys = set.intersection(*(set(f) for f in finals))
+        if self.plan.metric not in keys:
+            raise RuntimeError(f"tune.metric '{self.plan.metric}' is not among the workload's final metrics "
+                               f"({', '.join(sorted(keys))})")
         means = {k: statistics.fmean(decode_number(f[k]) for f in finals) for k in sorted(keys)}
         self.tune.report({"step": self.means.last + 1, FINAL_KEY: 1, METRICS_KEY: means,
                           self.plan.metric: means[self.plan.metric]})
