@@ -107,3 +107,13 @@ def test_chunked_input_drive_gives_the_same_states(monkeypatch):
     np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-12)
     ref = _reference(W[1], W_in[1], bias[1], 0.6, u)
     assert np.abs(chunked[1] - ref).max() < 1e-9
+
+
+def test_many_sequences_time_major_path_matches_reservoirpy():
+    """>= 64 sequences take the time-major input-drive path; same states as reservoirpy."""
+    rng = np.random.default_rng(8)
+    Ws = np.stack([random_reservoir(5, 3, 0.9, 1.0, 0.5, 1.0, seed=s)[0] for s in range(2)])
+    W_ins, bias, u = rng.normal(size=(2, 5, 3)), rng.normal(size=(2, 5)), rng.normal(size=(70, 6, 3))
+    states = esn_states(Ws, W_ins, u, 0.4, bias=bias).numpy()
+    for p in range(2):
+        assert np.abs(states[p] - _reference(Ws[p], W_ins[p], bias[p], 0.4, u)).max() < 1e-9

@@ -57,7 +57,7 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
     if reverse:
         u = torch.flip(u, dims=(-2,))
     W_in_t = W_in.transpose(-1, -2)  # (..., D, N)
-    b = None if bias is None else as_tensor(bias, W)[..., None, None, :]
+    b = None if bias is None else as_tensor(bias, W)[..., None, None, :]  # (..., 1, 1, N)
     leak_t = as_tensor(leak, W)
     if leak_t.ndim > 0:  # per-neuron leak (..., N) -> (..., 1, N) against the state (..., B, N)
         leak_t = leak_t.unsqueeze(-2)
@@ -75,15 +75,20 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
     chunk = max(1, min(steps, _DRIVE_ELEMENTS // per_step))
     for start in range(0, steps, chunk):
         block = u[..., start:start + chunk, :]  # (..., B, c, D)
-        # One (B*c, D) @ (D, N) product per leading index; a (B, c, D) @ (1, D, N) broadcast instead would
-        # run B tiny matmuls per reservoir (30x slower for a population on shared trials).
-        flat = block.reshape(block.shape[:-3] + (-1, block.shape[-1])) @ W_in_t  # (..., B*c, N)
-        drive = flat.reshape(flat.shape[:-2] + block.shape[-3:-1] + (n,))  # (..., B, c, N)
+        if block.shape[-3] >= 64:
+            # Many sequences: a time-major drive (..., c, B, N), so that step k's drive is one contiguous
+            # (..., B, N) block; one (B, D) @ (D, N) product per step and leading index (numpy broadcasts
+            # without copying the inputs for each reservoir of a population).
+            drive = _matmul(block.transpose(-2, -3), W_in_t.unsqueeze(-3))
+        else:
+            # Few (long) sequences: one (B*c, D) @ (D, N) product per leading index, seen time-major.
+            flat = _matmul(block.reshape(block.shape[:-3] + (-1, block.shape[-1])), W_in_t)  # (..., B*c, N)
+            drive = flat.reshape(flat.shape[:-2] + block.shape[-3:-1] + (n,)).transpose(-2, -3)
         if b is not None:
             drive = drive + b
-        for k in range(drive.shape[-2]):
+        for k in range(drive.shape[-3]):
             _matmul_into(x, Wt, pre)
-            _tanh_(pre.add_(drive[..., k, :]))
+            _tanh_(pre.add_(drive[..., k, :, :]))
             x.lerp_(pre, leak_t)  # x + leak (tanh(...) - x): the leaky update, in place (x is ours)
             if out is not None:
                 out[..., start + k, :] = x
@@ -92,6 +97,13 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
     if reverse:
         out = torch.flip(out, dims=(-2,))
     return out
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b with broadcasting; on CPU through numpy, which broadcasts without materialising copies."""
+    if a.device.type == "cpu":
+        return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
+    return a @ b
 
 
 def _matmul_into(x: torch.Tensor, Wt: torch.Tensor, out: torch.Tensor) -> None:
