@@ -130,12 +130,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_submit_to_a_ray_start_cluster(store, ray_local):
-    """`ray start --head` on 127.0.0.1 (its own temp dir), `orch submit --backend ray --ray-address`."""
+def test_submit_to_a_ray_start_cluster(store, ray_local, monkeypatch):
+    """`ray start --head` on 127.0.0.1 with its own RAY_TMPDIR; `orch submit --backend ray --ray-address auto`
+    finds it through the same RAY_TMPDIR (docs/ray.md), not the session's Ray."""
     port = _free_port()
     cluster_tmp = Path(tempfile.mkdtemp(prefix="orch-rc-", dir="/tmp"))
+    monkeypatch.setenv("RAY_TMPDIR", str(cluster_tmp))  # for the head and the orch process started below
     # SIGTERM drains a `ray start --block` node for 30 s by default; a test cluster stops at once
-    env = {**os.environ, "RAY_TMPDIR": str(cluster_tmp), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    env = {**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     ray_cli = str(Path(sys.executable).parent / "ray")
     head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
@@ -147,7 +149,8 @@ def test_submit_to_a_ray_start_cluster(store, ray_local):
         wait_for(listening, 90, "the Ray head to listen")
         spec = store.spec({"name": "on_cluster", "workload": "smoke", "params": {"steps": 6, "noise": 0.3},
                            "seeds": 2, "backend": "ray", "resources": {"cpus": 1, "mem_gb": 0.5}})
-        proc = store.orch_process("submit", str(spec), "--ray-address", f"127.0.0.1:{port}")
+        wait_for(lambda: (cluster_tmp / "ray" / "ray_current_cluster").exists(), 30, "the cluster's address file")
+        proc = store.orch_process("submit", str(spec), "--ray-address", "auto")
         out, _ = proc.communicate(timeout=240)
         assert proc.returncode == 0, out
         results = seed_results(store, "on_cluster")

@@ -108,6 +108,17 @@ def set_defaults(settings: RaySettings) -> dict[str, str]:
     return {k: os.environ[k] for k in ("RAY_USAGE_STATS_ENABLED", "RAY_TMPDIR", "RAY_AUTH_MODE")}
 
 
+def find_cluster() -> str | None:
+    """What 'auto' means: the cluster recorded under orch's RAY_TMPDIR, else under Ray's default /tmp/ray
+    (a cluster started with a plain `ray start --head`, which Ray's own 'auto' would no longer see once orch
+    has set RAY_TMPDIR)."""
+    for root in (Path(os.environ["RAY_TMPDIR"]) / "ray", Path("/tmp/ray")):
+        record = root / "ray_current_cluster"
+        if record.is_file() and record.read_text().strip():
+            return record.read_text().strip()
+    return None
+
+
 def connect(address: str | None = None, settings: RaySettings | None = None):
     """``ray.init`` once per process: a private local Ray with this machine's cores, or the cluster at
     ``address``. Reuses an existing connection (tests share one across a session)."""
@@ -117,6 +128,8 @@ def connect(address: str | None = None, settings: RaySettings | None = None):
     if ray.is_initialized():
         return ray
     address = resolve_address(address, settings)
+    if address == "auto":
+        address = find_cluster() or address
     kwargs = dict(log_to_driver=settings.log_to_driver, configure_logging=True, logging_level="WARNING")
     try:
         if address is None:
