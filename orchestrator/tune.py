@@ -43,7 +43,6 @@ SCHEDULERS = ("fifo", "asha")
 FINAL_KEY = "orch_final"       # in a trial's last report: the run ended and its score is the final metric
 METRICS_KEY = "orch_metrics"   # the workload's own metrics (seed means) inside each report
 SWEEP_FILE = "orch_sweep.json"
-CHECKPOINT_EVERY_S = 10.0
 
 
 # -- the tune: section ------------------------------------------------------------------------------
@@ -83,6 +82,8 @@ class TuneSection(Strict):
     space: dict[str, dict[str, Any]] = Field(..., description="dotted param key -> {distribution: arguments}")
     seeds_per_trial: int = Field(1, gt=0, description="a trial's score is the mean over this many seeds")
     search_seed: int = Field(0, ge=0, description="seed of the sampler: the same spec samples the same trials")
+    checkpoint_every_s: float = Field(10.0, ge=0, description="how often a trial's latest checkpoints are copied "
+                                                            "into Tune's storage (run directories keep them all)")
 
     @pydantic.field_validator("scheduler", mode="before")
     @classmethod
@@ -229,6 +230,7 @@ class TrialPlan:
     runs_root: str                # run directories: <runs_root>/<trial_id>/seed<seed>
     metric: str
     report: str
+    checkpoint_every_s: float = 10.0
 
 
 class StepMeans:
@@ -274,12 +276,15 @@ class _Reporter:
             result = {"step": s, FINAL_KEY: 0, METRICS_KEY: means}
             if self.plan.report in means:
                 result[self.plan.metric] = means[self.plan.report]
-            self.tune.report(result, checkpoint=self._checkpoint())
+            checkpoint = self._checkpoint()
+            self.tune.report(result, checkpoint=checkpoint)
+            if checkpoint is not None:  # report() copied it into the sweep's storage
+                shutil.rmtree(checkpoint.path, ignore_errors=True)
 
     def _checkpoint(self, force: bool = False):
         # Throttled: the run directories hold every checkpoint already; Tune's copy (for a restore on
-        # another node) is refreshed at most every CHECKPOINT_EVERY_S, or Tune's state syncing becomes the bottleneck.
-        if not force and time.monotonic() - self.last_checkpoint < CHECKPOINT_EVERY_S:
+        # another node) is refreshed at most every checkpoint_every_s, or Tune's state syncing becomes the bottleneck.
+        if not force and time.monotonic() - self.last_checkpoint < self.plan.checkpoint_every_s:
             return None
         stamps = {str(r.checkpoint): r.checkpoint.stat().st_mtime for r in self.run_dirs if r.checkpoint.exists()}
         if not stamps or stamps == self.saved:
@@ -599,7 +604,7 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
         path = root / sweep
         seeds = tuple(spec.seeds.base + i for i in range(config.section.seeds_per_trial))
         plan = TrialPlan(spec.workload, nest(spec.params), seeds, spec.resources.cpus, spec.resources.gpus,
-                         str(path / "runs"), config.metric, config.report)
+                         str(path / "runs"), config.metric, config.report, config.section.checkpoint_every_s)
         parent_id = _create_parent(ledger, experiment_id, spec, config, sweep, path, doc)
         path.mkdir(parents=True, exist_ok=True)
         meta = {"sweep": sweep, "parent_run_id": parent_id, "experiment_id": experiment_id, "uri": uri,
