@@ -54,12 +54,13 @@ def neuron_pca(g: np.ndarray, path: Path, title: str) -> None:
     W, W_in = split(g)
     vectors = np.concatenate([W, W.T, W_in], axis=1)
     centred = vectors - vectors.mean(axis=0)
-    fig, ax = plt.subplots(figsize=(5, 5), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
     if len(vectors) >= 2:
         u, s, vt = np.linalg.svd(centred, full_matrices=False)
         proj = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred @ vt[:1].T, np.zeros(len(vectors))]
         explained = s**2 / max(float((s**2).sum()), 1e-12)
-        ax.scatter(proj[:, 0], proj[:, 1], c=np.abs(W_in).sum(1), cmap="viridis")
+        points = ax.scatter(proj[:, 0], proj[:, 1], c=np.abs(W_in).sum(1), cmap="viridis")
+        fig.colorbar(points, ax=ax, shrink=0.8, label="input drive: sum |W_in| of the neuron")
         for i, (x, y) in enumerate(proj):
             ax.annotate(str(i), (x, y), fontsize=7)
         ax.set(xlabel=f"PC1 ({explained[0]:.0%})",
