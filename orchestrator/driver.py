@@ -194,7 +194,9 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
     for run, previous in todo:
         run_dir = RunDir(workdir / run.key)
         started = run_dir.journal.exists() and run_dir.journal.stat().st_size > 0
-        reuse = previous is not None and not fresh and (run_dir.checkpoint.exists() or not started)
+        # never started = no journal here AND nothing recorded (a deleted run directory is not a fresh start)
+        never_started = previous is not None and not started and not previous.metrics
+        reuse = previous is not None and not fresh and (run_dir.checkpoint.exists() or never_started)
         if run_dir.path.exists() and not reuse:
             archived = run_dir.path.with_name(f"{run.key}.{previous.run_id[:8] if previous else content_hash(time.time(), 8)}")
             shutil.move(run_dir.path, archived)

@@ -220,3 +220,16 @@ def test_read_only_commands_do_not_create_a_store(store):
         result = store.orch(*args)
         assert result.exit_code == 2 and "no MLflow store" in result.output, result.output
     assert not (store.root / "mlflow.db").exists()
+
+
+def test_a_deleted_run_directory_does_not_duplicate_steps(store):
+    import shutil
+    path = store.spec({**SMOKE, "params": {"steps": 5, "noise": 0.1, "checkpoint_every": 1000}})
+    store.orch("submit", str(path), check=True)
+    (run,) = store.seed_runs("core")
+    store.ledger().set_status(run.run_id, "KILLED", "pretend")
+    shutil.rmtree(run.tags["orch.run_dir"])
+    store.orch("submit", str(path), check=True)
+    for record in store.seed_runs("core"):
+        steps = [s for s, _ in history(store, record.run_id)]
+        assert steps == sorted(set(steps)) == list(range(5))
