@@ -19,7 +19,6 @@ import json
 import math
 import shutil
 import statistics
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -291,7 +290,9 @@ class _Reporter:
             return None
         self.saved = stamps
         self.last_checkpoint = time.monotonic()
-        folder = Path(tempfile.mkdtemp(prefix="orch-ckpt-"))
+        folder = self.run_dirs[0].path.parent / "tune_checkpoint"  # in the trial's directory: never left in /tmp
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
         for seed, run_dir in zip(self.plan.seeds, self.run_dirs):
             if run_dir.checkpoint.exists():
                 shutil.copy2(run_dir.checkpoint, folder / f"seed{seed}.pkl")
@@ -666,7 +667,8 @@ def _run_config(root: Path, sweep: str, uri: str, experiment_id: str, parent_id:
     from ray import tune
     callback = _callback_class()(uri, experiment_id, parent_id, sweep, config.metric, list(plan.seeds), plan.runs_root)
     return tune.RunConfig(name=sweep, storage_path=str(root), callbacks=[callback], verbose=0,
-                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                          # 2: the experiment state a killed driver saved last may name the one before the latest
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                           failure_config=tune.FailureConfig(max_failures=0))
 
 
