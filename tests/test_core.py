@@ -233,3 +233,17 @@ def test_a_deleted_run_directory_does_not_duplicate_steps(store):
     for record in store.seed_runs("core"):
         steps = [s for s, _ in history(store, record.run_id)]
         assert steps == sorted(set(steps)) == list(range(5))
+
+
+def test_fast_run_listing_equals_mlflow_search(store):
+    path = store.spec({**SMOKE, "variants": {"ok": {}, "nan": {"nan_at_step": 2}}, "seeds": 2})
+    store.orch("submit", str(path))
+    ledger = store.ledger()
+    experiment_id = ledger.experiment_id("core")
+    for role in ("seed", "group"):
+        fast = sorted(ledger.runs(experiment_id, role), key=lambda r: r.run_id)
+        slow = sorted(ledger.client.search_runs([experiment_id], f"tags.`orch.role` = '{role}'"), key=lambda r: r.info.run_id)
+        assert [r.run_id for r in fast] == [r.info.run_id for r in slow] and len(fast) == (4 if role == "seed" else 2)
+        for mine, theirs in zip(fast, slow):
+            assert (mine.status, mine.tags, mine.start_time) == (theirs.info.status, theirs.data.tags, theirs.info.start_time)
+            assert json.dumps(mine.metrics, sort_keys=True) == json.dumps(theirs.data.metrics, sort_keys=True)  # NaN too
