@@ -141,6 +141,17 @@ def test_esn_readout_objective_never_above_linear_baseline(tiny_setup):
             esn_obj = train.objective(train.solve(lam))
             lin_obj = lin.objective(lin.solve(lam))
             assert esn_obj <= lin_obj * (1 + 1e-9), (i, lam, esn_obj, lin_obj)
+        # Scaling the state block down (state_scales) moves the fit toward the linear map, never above it.
+        fit = distill.fit_layer(accs, 32, [0.01, 1.0, 100.0], state_scales=[1.0, 0.1, 0.01])
+        single = distill.fit_layer(accs, 32, [0.01, 1.0, 100.0])
+        assert min(fit.val_scores.values()) <= min(single.val_scores.values()) + 1e-12
+        # The scaled solve is mapped back to the unscaled features: same predictions.
+        only = distill.fit_layer(accs, 32, [1.0], state_scales=[0.1])
+        c = np.ones(accs["train"].F)
+        c[32:] = 0.1
+        ref = accs["train"].merged(accs["val"]).scaled(c).solve(1.0)
+        X, _, _ = next(distill.feature_batches(res, H_in, 0, corpus, "test", 200))
+        np.testing.assert_allclose(only.esn.predict(X.astype(np.float64)), ref.predict(X * c), rtol=1e-6, atol=1e-8)
         # With a small penalty, the reservoir features help on training data strictly.
         assert train.objective(train.solve(1e-3)) < 0.999 * lin.objective(lin.solve(1e-3))
 

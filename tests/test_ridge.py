@@ -133,3 +133,15 @@ def test_empty_accumulator_says_so():
     acc.update(np.ones((4, 3)), np.ones((4, 2)), mask=np.zeros(4, bool))
     with pytest.raises(ValueError, match="empty"):
         acc.solve(1.0)
+
+
+def test_scaled_statistics_equal_accumulating_scaled_features():
+    rng = np.random.default_rng(7)
+    X, Y = data(rng, f=6)
+    c = np.array([1.0, 1.0, 0.3, 0.3, 0.1, 2.0])
+    direct_acc = feed(X * c, Y, 64)
+    scaled = feed(X, Y, 50).scaled(c)
+    for lam in (0.0, 1.0):
+        np.testing.assert_allclose(scaled.solve(lam).W, direct_acc.solve(lam).W, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(scaled.solve(lam).b, direct_acc.solve(lam).b, rtol=1e-8, atol=1e-10)
+    assert scaled.sse(scaled.solve(1.0)) == pytest.approx(direct_acc.sse(direct_acc.solve(1.0)), rel=1e-9)

@@ -149,6 +149,16 @@ class RidgeAccumulator:
         out.sx, out.Sxx, out.Sxy = self.sx[idx], self.Sxx[np.ix_(idx, idx)], self.Sxy[idx]
         return out
 
+    def scaled(self, scale: np.ndarray) -> RidgeAccumulator:
+        """The statistics of the features multiplied by ``scale`` (F,): a per-block penalty through the
+        one-penalty solver (weights of features scaled by c are penalised as lambda / c^2)."""
+        c = np.asarray(scale, dtype=np.float64)
+        out = RidgeAccumulator(self.F, self.D, self.product_dtype)
+        out.n, out.sy, out.syy, out.y_shift = self.n, self.sy.copy(), self.syy.copy(), self.y_shift
+        out.x_shift = None if self.x_shift is None else self.x_shift * c
+        out.sx, out.Sxx, out.Sxy = self.sx * c, self.Sxx * np.outer(c, c), self.Sxy * c[:, None]
+        return out
+
     # ---------------------------------------------------------------- statistics
     def means(self) -> tuple[np.ndarray, np.ndarray]:
         self._check_nonempty()

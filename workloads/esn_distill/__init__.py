@@ -77,6 +77,9 @@ class ESNParams(BaseModel):
         "both", description="causal reservoir, anti-causal one, or both states concatenated (BERT is bidirectional)")
     ridges: list[float] = Field([1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0], min_length=1,
                                 description="ridge penalties tried; the best on validation is kept")
+    state_scales: list[float] = Field([1.0], min_length=1, description="scales of the reservoir-state "
+                                      "features tried with every ridge (state weights penalised as ridge/c^2); "
+                                      "[1.0] = one penalty for [u; x]")
     dtype: Literal["float32", "float64"] = Field("float32", description="reservoir and feature dtype")
     product_dtype: Literal["float32", "float64"] = Field(
         "float32", description="dtype of each batch's X^T X product (sums are always float64)")
@@ -86,6 +89,8 @@ class ESNParams(BaseModel):
     def _ridges(self):
         if any(r < 0 for r in self.ridges):
             raise ValueError("ridges must be >= 0")
+        if any(c <= 0 for c in self.state_scales):
+            raise ValueError("state_scales must be > 0")
         return self
 
 
@@ -160,13 +165,13 @@ def run(params: Params, ctx) -> dict[str, float]:
         mu, sd = train_u.mean(axis=0), train_u.std(axis=0) + 1e-6
         res = distill.build_reservoirs(ep, i, ctx.seed, hidden, mu, sd, device)
         accs = distill.accumulate(res, H_in, H_out, corpus, ep.batch_tokens, product_dtype)
-        fit = distill.fit_layer(accs, hidden, ep.ridges)
+        fit = distill.fit_layer(accs, hidden, ep.ridges, ep.state_scales)
         row = {"layer": i, **distill.score_layer(res, fit, H_in, H_out, corpus, ep.batch_tokens)}
         if params.chained:
             chained, chain_scores = distill.chain_layer(res, fit, chained, H_out, corpus, ep.batch_tokens)
             row.update(chain_scores)
         timings["layers_s"].append(time.perf_counter() - t0)
-        row.update(ridge=fit.esn.ridge, ridge_linear=fit.linear.ridge,
+        row.update(ridge=fit.esn.ridge, ridge_linear=fit.linear.ridge, state_scale=fit.state_scale,
                    params_readout=int(fit.esn.W.size + fit.esn.b.size), params_fixed=res.n_fixed_params(),
                    train_tokens=accs["train"].n, val_tokens=accs["val"].n, test_tokens=test1 - test0)
         rows.append(row)

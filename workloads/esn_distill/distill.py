@@ -112,14 +112,28 @@ class LayerFit:
     linear: RidgeSolution
     target_mean: np.ndarray
     val_scores: dict[float, float]
+    state_scale: float = 1.0
 
 
-def fit_layer(accs: dict[str, RidgeAccumulator], input_dim: int, ridges) -> LayerFit:
-    """Penalty chosen on validation (one eigendecomposition for the list), then refitted on train + val."""
-    best, scores = select_ridge(accs["train"], accs["val"], ridges)
+def fit_layer(accs: dict[str, RidgeAccumulator], input_dim: int, ridges, state_scales=(1.0,)) -> LayerFit:
+    """Penalty chosen on validation (one eigendecomposition for the list), then refitted on train + val.
+
+    With several ``state_scales`` c, the reservoir-state columns are scaled by c before the solve (their
+    weights penalised as ridge / c^2, the input's as ridge): one eigendecomposition per scale, the best
+    (scale, ridge) on validation wins. A small c lets the readout fall back toward the linear map."""
+    best, best_score, best_scale = None, np.inf, 1.0
+    for c in state_scales:
+        scale = np.ones(accs["train"].F)
+        scale[input_dim:] = c
+        sol, scores = select_ridge(accs["train"].scaled(scale), accs["val"].scaled(scale), ridges)
+        if scores[sol.ridge] < best_score:
+            best, best_score, best_scale, best_scores = sol, scores[sol.ridge], scale, scores
     both = accs["train"].merged(accs["val"])
+    fit = both.scaled(best_scale).solve(best.ridge)
+    # Back to unscaled features: x c W = x (c W); the intercept is unchanged.
+    esn = RidgeSolution(fit.W * best_scale[:, None], fit.b, fit.ridge)
     linear = baselines.fit_linear(accs["train"], accs["val"], input_dim, ridges)
-    return LayerFit(both.solve(best.ridge), linear, both.means()[1], scores)
+    return LayerFit(esn, linear, both.means()[1], best_scores, float(best_scale[-1]))
 
 
 def score_layer(res: LayerReservoirs, fit: LayerFit, H_in: np.ndarray, H_out: np.ndarray, corpus: Corpus,
