@@ -18,9 +18,9 @@ from pathlib import Path
 import yaml
 
 from orchestrator import backends, registry
-from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job
+from orchestrator.backends.base import DONE, LOST, RUNNING, Job
 from orchestrator.codeversion import current as code_version
-from orchestrator.ledger import TERMINAL, Ledger, RunRecord
+from orchestrator.ledger import Ledger, RunRecord
 from orchestrator.plan import Run, content_hash, flat_params
 from orchestrator.rundir import RunDir
 from orchestrator.spec import Spec
@@ -303,9 +303,3 @@ def update_groups(ledger: Ledger, experiment_id: str, records: list[RunRecord] |
         parents.append(parent)
     return parents
 
-
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL
-
-
-__all__ = ["reconcile", "refresh", "prepare", "follow", "update_groups", "make_backend", "metric_of", "PENDING"]

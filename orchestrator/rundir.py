@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,3 +70,25 @@ class RunDir:
 
     def write_cursor(self, cursor: dict[str, Any]) -> None:
         atomic_write(self.cursor, json.dumps(cursor).encode())
+
+
+@contextmanager
+def output_to(run_dir: RunDir) -> Iterator[None]:
+    """Send fd 1/2 (the run's prints, and its libraries' C-level output) to the run directory's logs for
+    the duration of one run, then give them back (a Ray worker process goes on to run other tasks).
+    Every backend does this, so `orch logs` reads the same two files whatever ran the job."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        for stream, target in ((1, run_dir.stdout), (2, run_dir.stderr)):
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(fd, stream)
+            os.close(fd)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for stream, fd in zip((1, 2), saved):
+            os.dup2(fd, stream)
+            os.close(fd)

@@ -26,6 +26,13 @@ POWER = 0.8
 MAX_SEEDS = 100_000  # beyond this "seeds needed" is reported as None: the effect is practically nil
 
 
+
+def exact_mean(x) -> float:
+    """The mean from an exactly rounded sum: independent of the order of the values, so two groups
+    holding the same seeds' values in another order have exactly the same mean (a difference of 0,
+    not 1e-17)."""
+    return math.fsum(float(v) for v in x) / len(x)
+
 def _clean(values: Sequence[float]) -> np.ndarray:
     x = np.asarray(values, dtype=float)
     return x[np.isfinite(x)]
@@ -106,7 +113,7 @@ def summarize(values: Sequence[float], confidence: float = CONFIDENCE, seed: int
     sem = std / math.sqrt(n) if std is not None else None
     ci_low, ci_high = t_interval(x, confidence)
     boot_low, boot_high, method = bootstrap_interval(x, confidence, seed)
-    return Summary(n, len(raw) - n, float(np.mean(x)), std, sem, float(np.median(x)), float(np.min(x)),
+    return Summary(n, len(raw) - n, exact_mean(x), std, sem, float(np.median(x)), float(np.min(x)),
                    float(np.max(x)), ci_low, ci_high, boot_low, boot_high, method, confidence)
 
 
@@ -305,8 +312,8 @@ def _compare(a_name, a, b_name, b, seeds_a, seeds_b, confidence) -> Comparison:
     xa, xb = _clean(xa), _clean(xb)
     pa, pb = (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])) if pairs else (np.empty(0), np.empty(0))
     paired = len(pairs) >= 2
-    mean_a = float(np.mean(xa)) if len(xa) else None
-    mean_b = float(np.mean(xb)) if len(xb) else None
+    mean_a = exact_mean(xa) if len(xa) else None
+    mean_b = exact_mean(xb) if len(xb) else None
     identical = bool(len(xa) and len(xb) and (
         (paired and len(pairs) == len(xa) == len(xb) and np.all(pa == pb))
         or (_is_constant(xa) and _is_constant(xb) and xa[0] == xb[0])))

@@ -21,7 +21,7 @@ import numpy as np
 from orchestrator import live, registry
 from orchestrator.context import RunContext
 from orchestrator.journal import JournalWriter, read_journal
-from orchestrator.rundir import RunDir
+from orchestrator.rundir import RunDir, output_to
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 
@@ -152,17 +152,9 @@ def _main_thread() -> bool:
 
 def child_main(path: str) -> None:
     """Entry point of a local-backend process: logs to the run directory, then ``execute``."""
-    run_dir = RunDir(Path(path))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    for stream, target in ((1, run_dir.stdout), (2, run_dir.stderr)):
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(fd, stream)
-        os.close(fd)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    status = execute(path)
-    sys.stdout.flush()
-    sys.stderr.flush()
+    with output_to(RunDir(Path(path))):
+        status = execute(path)
     sys.exit(0 if status == FINISHED else 1)
 
 

@@ -121,5 +121,3 @@ class LocalBackend:
                 if pid is not None and pid_alive(pid):
                     os.kill(pid, signal.SIGTERM)
 
-
-__all__ = ["LocalBackend", "pid_alive", "LOST"]

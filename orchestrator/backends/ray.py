@@ -16,7 +16,6 @@ import secrets
 import signal
 import socket
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
 from orchestrator.errors import InputError
 from orchestrator.journal import read_journal
-from orchestrator.rundir import RunDir
+from orchestrator.rundir import RunDir, output_to
 
 CANCEL_GRACE_S = 10.0
 PROFILE = Path("cluster") / "ray.yaml"
@@ -144,33 +143,11 @@ def connect(address: str | None = None, settings: RaySettings | None = None):
     return ray
 
 
-@contextmanager
-def _output_to(run_dir: RunDir):
-    """Send fd 1/2 to the run directory's logs for the duration of one run, then give them back to the
-    Ray worker process (it runs other tasks afterwards)."""
-    import sys
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    try:
-        for stream, target in ((1, run_dir.stdout), (2, run_dir.stderr)):
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            os.dup2(fd, stream)
-            os.close(fd)
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for stream, fd in zip((1, 2), saved):
-            os.dup2(fd, stream)
-            os.close(fd)
-
-
 def run_in_task(path: str) -> str:
     """Body of a Ray task: the same worker as every other backend. Returns the run's status."""
     from orchestrator import worker
     run_dir = RunDir(Path(path))
-    with _output_to(run_dir):
+    with output_to(run_dir):
         return worker.execute(path)
 
 

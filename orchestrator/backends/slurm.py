@@ -36,7 +36,7 @@ from submitit.helpers import Checkpointable
 from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
 from orchestrator.errors import InputError
 from orchestrator.journal import read_journal
-from orchestrator.rundir import RunDir
+from orchestrator.rundir import RunDir, output_to
 
 SCHEDULER_FILE = "scheduler.json"
 JOB_NAME_PREFIX = "orch-"
@@ -61,9 +61,9 @@ class SlurmRun(Checkpointable):
 
     def __call__(self, run_dir: str) -> str:
         from orchestrator import worker
-        redirect_output(RunDir(Path(run_dir)))
         worker.requeue_probe = requeued_by_slurm
-        return worker.execute(run_dir)
+        with output_to(RunDir(Path(run_dir))):
+            return worker.execute(run_dir)
 
     def checkpoint(self, run_dir: str) -> DelayedSubmission | None:
         """Called by submitit's SIGUSR2 handler (preemption, or the time limit approaching)."""
@@ -94,14 +94,6 @@ def requeued_by_slurm() -> str | None:
     return None
 
 
-def redirect_output(run_dir: RunDir) -> None:
-    """The run's stdout/stderr go to its run directory (``orch logs`` reads them for every backend)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    for fd, target in ((1, run_dir.stdout), (2, run_dir.stderr)):
-        handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(handle, fd)
-        os.close(handle)
 
 
 # -- scheduler.json: the run directory's record of its submission ------------------------------------
