@@ -230,14 +230,20 @@ def _experiment_name(name_or_spec: str) -> tuple[str, str | None]:
 
 
 def _print_status(ledger, experiment_id: str, name: str, groups=None) -> None:
+    """One row per group (its label names the variant and grid point); fits 80 columns."""
     from orchestrator.status import experiment_status
-    table = Table(title=f"{name}")
-    for col in ("group", "variant", "finished", "running", "queued", "failed", "missing", "metric", "mean"):
-        table.add_column(col, justify="right" if col not in ("group", "variant", "metric") else "left", no_wrap=True)
-    for g in groups if groups is not None else experiment_status(ledger, experiment_id):
+    groups = groups if groups is not None else experiment_status(ledger, experiment_id)
+    metrics = {g.metric for g in groups}
+    metric = metrics.pop() if len(metrics) == 1 else "main metric"
+    table = Table(title=f"{name}", caption="runs per group; mean over finished seeds", caption_justify="left")
+    table.add_column("group", overflow="fold")
+    for col in ("done", "running", "queued", "failed", "missing"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column(f"{metric}\n(mean)", justify="right", no_wrap=True)
+    for g in groups:
         mean = f"{g.metric_mean:.4g}" if g.metric_mean is not None else "-"
-        table.add_row(g.label, g.variant, f"[green]{g.finished}[/]", str(g.running), str(g.pending),
-                      f"[red]{g.failed}[/]" if g.failed else "0", str(g.missing), g.metric, mean)
+        table.add_row(g.label, f"[green]{g.finished}[/]", str(g.running), str(g.pending),
+                      f"[red]{g.failed}[/]" if g.failed else "0", str(g.missing), mean)
     console.print(table)
 
 
