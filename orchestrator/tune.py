@@ -348,8 +348,8 @@ def trainable(config: dict[str, Any], plan: TrialPlan) -> None:
     reporter = _Reporter(plan, run_dirs)
     if len(run_dirs) == 1:
         from orchestrator import worker
-        from orchestrator.backends.ray import _output_to
-        with _output_to(run_dirs[0]):
+        from orchestrator.rundir import output_to
+        with output_to(run_dirs[0]):
             worker.execute(run_dirs[0].path, extra_callbacks=[lambda step, m: reporter.add(0, step, m)])
     else:
         _run_seeds_as_tasks(run_dirs, reporter)

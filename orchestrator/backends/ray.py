@@ -165,9 +165,10 @@ def require(ray, needs: dict[str, float], source: str) -> None:
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     if any(all(node.get(k, 0.0) >= v for k, v in needs.items()) for node in nodes):
         return
-    def show(res):
-        return ", ".join(f"{k}={v / 2**30:.1f}GB" if k == "memory" else f"{k}={v:g}" for k, v in res.items()
-                         if k in ("CPU", "GPU", "memory"))
+
+    def show(res: dict[str, float]) -> str:  # a fixed order: Ray's resource dicts have none
+        return ", ".join(f"{k}={res[k] / 2**30:.1f}GB" if k == "memory" else f"{k}={res[k]:g}"
+                         for k in ("CPU", "GPU", "memory") if k in res)
     largest = max(nodes, key=lambda n: (n.get("CPU", 0), n.get("memory", 0)), default={})
     raise InputError(f"no node of the Ray cluster can hold one run ({show(needs)}); the largest node has "
                      f"{show(largest) or 'nothing'}: lower resources.cpus/gpus/mem_gb or join a bigger cluster",
