@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from orchestrator import sqlite_tuning  # noqa: E402
-from orchestrator.journal import decode_number, read_journal  # noqa: E402
+from orchestrator.journal import JournalWriter, decode_number, read_journal  # noqa: E402
 from orchestrator.live import live_split  # noqa: E402
 from orchestrator.rundir import RunDir  # noqa: E402
 
@@ -245,7 +245,6 @@ class Ledger:
         ended = self.ingest(run_dir)
         if ended:
             return ended
-        from orchestrator.journal import JournalWriter
         journal = JournalWriter(run_dir.journal)
         journal.write("end", status=status, final={}, error=reason)
         journal.close()

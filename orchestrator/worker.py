@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import random
 import signal
 import socket
@@ -106,7 +107,6 @@ def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
         restore_usr2 = live.flush_on_signal(pusher) if _main_thread() else None
     resumed_from = None
     if run_dir.checkpoint.exists():
-        import pickle
         with open(run_dir.checkpoint, "rb") as f:
             resumed_from = pickle.load(f)["step"]
     journal.write("start", attempt=attempt, pid=os.getpid(), host=socket.gethostname(),
