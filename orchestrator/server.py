@@ -163,14 +163,14 @@ def stop(run_dir: Path = RUN_DIR, grace_s: float = STOP_GRACE_S, kill: bool = Fa
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and _group_alive(info.pid):
+    while time.monotonic() < deadline and group_alive(info.pid):
         time.sleep(0.1)
-    if _group_alive(info.pid):
+    if group_alive(info.pid):
         try:
             os.killpg(info.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        while _group_alive(info.pid):
+        while group_alive(info.pid):
             time.sleep(0.05)
     _forget(run_dir)
     return True
@@ -186,7 +186,7 @@ def status(run_dir: Path = RUN_DIR) -> dict:
             "uptime_s": round(time.time() - info.started_at, 1) if alive else None}
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
     _reap(pgid)
     try:
         os.killpg(pgid, 0)

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from orchestrator.errors import InputError
+from orchestrator.server import group_alive
 
 HOST = "127.0.0.1"
 
@@ -98,9 +99,9 @@ class Server:
                 self.proc.wait(timeout_s)
                 # the leader is gone; its workers may linger a moment in the same group
                 deadline = time.monotonic() + timeout_s
-                while time.monotonic() < deadline and _group_alive(self.proc.pid):
+                while time.monotonic() < deadline and group_alive(self.proc.pid):
                     time.sleep(0.2)
-                if not _group_alive(self.proc.pid):
+                if not group_alive(self.proc.pid):
                     break
             except subprocess.TimeoutExpired:
                 continue
@@ -114,13 +115,3 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
