@@ -35,6 +35,16 @@ from orchestrator.rundir import RunDir  # noqa: E402
 from orchestrator.spec import load_spec  # noqa: E402
 
 
+
+def print_measures(console, title: str, rows: list[tuple[str, str]]) -> None:
+    """A two-column (measure, value) table: the end-to-end summary, complete or partial."""
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value")
+    for measure, value in rows:
+        table.add_row(measure, value)
+    console.print(table)
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="100 samples, 300 units per direction")
@@ -93,12 +103,7 @@ def main() -> None:
         ("chained_final_nmse", f"{final.get('chained_final_nmse', float('nan')):.4f}"),
         ("params ESN total / teacher layers", f"{final['params_esn_total']:.3g} / {final['params_teacher']:.3g}"),
     ]
-    table = Table(title="esn_distill end to end (the lab's run: ~5 h)")
-    table.add_column("measure")
-    table.add_column("value")
-    for k, v in summary:
-        table.add_row(k, v)
-    console.print(table)
+    print_measures(console, "esn_distill end to end (the lab's run: ~5 h)", summary)
     per_layer = ["| layer | nmse | linear nmse | identity nmse | chained nmse | r2 | seconds |", "|---|---|---|---|---|---|---|"]
     for r, s in zip(layers, timings["layers_s"]):
         per_layer.append(f"| {r['layer']} | {r['nmse']:.4f} | {r['baseline_linear_nmse']:.4f} | "
@@ -137,12 +142,7 @@ def partial(console, run_dir, records, wall, peak_gib, load_before, args) -> Non
                                                      f"{os.cpu_count()} cores")]
     summary += [(f"layer {r['step']} nmse / linear nmse", f"{r['metrics']['nmse']:.4f} / "
                  f"{r['metrics']['baseline_linear_nmse']:.4f}") for r in steps]
-    table = Table(title="esn_distill end to end (partial)")
-    table.add_column("measure")
-    table.add_column("value")
-    for k, v in summary:
-        table.add_row(k, v)
-    console.print(table)
+    print_measures(console, "esn_distill end to end (partial)", summary)
     name = "esn_distill_e2e_quick" if args.quick else "esn_distill_e2e"
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / f"{name}.json").write_text(json.dumps({"partial": True, "wall_s": wall,
