@@ -35,6 +35,13 @@ from orchestrator.rundir import RunDir  # noqa: E402
 from orchestrator.spec import load_spec  # noqa: E402
 
 
+def blas_kernels() -> str:
+    """numpy's BLAS and the kernels it runs (OPENBLAS_CORETYPE pins them: Haswell = AVX2 even on AVX-512)."""
+    import numpy  # noqa: F401  (loads the BLAS threadpoolctl reports)
+    from threadpoolctl import threadpool_info
+    return ", ".join(f"{p['internal_api']} {p.get('version')} {p.get('architecture')}"
+                     for p in threadpool_info() if p["user_api"] == "blas")
+
 
 def print_measures(console, title: str, rows: list[tuple[str, str]]) -> None:
     """A two-column (measure, value) table: the end-to-end summary, complete or partial."""
@@ -48,8 +55,8 @@ def print_measures(console, title: str, rows: list[tuple[str, str]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="100 samples, 300 units per direction")
-    ap.add_argument("--cpus", type=int, default=1, help="threads given to the run (resources.cpus); 1 on a "
-                    "shared machine: 2 torch threads ran 3x slower than 1 with other jobs on the cores")
+    ap.add_argument("--cpus", type=int, default=os.cpu_count(), help="threads given to the run "
+                    "(resources.cpus; default: every core)")
     ap.add_argument("--config", default=str(REPO / "configs" / "esn_distill_lab.yaml"))
     ap.add_argument("--timeout-min", type=float, default=None,
                     help="stop the run after this long and report the layers done and a projection")
@@ -98,6 +105,7 @@ def main() -> None:
                                     f"{max(timings['layers_s']):.0f} s"),
         ("peak resident memory", f"{peak_gib:.2f} GiB (target < 8 GiB)"),
         ("load average 1 min (before, after)", f"{load_before[0]:.1f}, {load_after[0]:.1f} on {os.cpu_count()} cores"),
+        ("threads; numpy BLAS kernels", f"{args.cpus}; {blas_kernels()}"),
         ("mean_nmse (ESN)", f"{final['mean_nmse']:.4f}"),
         ("mean linear-baseline nmse", f"{final['mean_baseline_linear_nmse']:.4f}"),
         ("chained_final_nmse", f"{final.get('chained_final_nmse', float('nan')):.4f}"),
@@ -113,7 +121,7 @@ def main() -> None:
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
     meta = {"cpus_given": args.cpus, "cores": os.cpu_count(), "load_before": load_before, "load_after": load_after,
-            "python": platform.python_version(), "params": params}
+            "python": platform.python_version(), "blas": blas_kernels(), "params": params}
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "wall_s": wall, "peak_rss_gib": peak_gib,
                                                   "timings": timings, "final": final, "layers": layers}, indent=1))
     (out / f"{name}.md").write_text(

@@ -64,9 +64,16 @@ def seed_everything(seed: int) -> None:
 
 
 def set_threads(cpus: int) -> None:
-    """One thread per allotted core; per-step loops collapse when threads exceed cores (stack.md)."""
+    """One thread per allotted core; per-step loops collapse when threads exceed cores (stack.md).
+
+    The environment variables reach libraries loaded from now on; threadpoolctl resizes the BLAS and
+    OpenMP pools already loaded (a forkserver child inherits numpy's OpenBLAS sized for the whole machine,
+    and two runs side by side would then spin four BLAS threads on two cores)."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(cpus)
+    if "numpy" in sys.modules or "torch" in sys.modules:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(cpus)
     if "torch" in sys.modules:
         import torch
         torch.set_num_threads(cpus)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -247,3 +249,21 @@ def test_fast_run_listing_equals_mlflow_search(store):
         for mine, theirs in zip(fast, slow):
             assert (mine.status, mine.tags, mine.start_time) == (theirs.info.status, theirs.data.tags, theirs.info.start_time)
             assert json.dumps(mine.metrics, sort_keys=True) == json.dumps(theirs.data.metrics, sort_keys=True)  # NaN too
+
+
+def test_set_threads_resizes_blas_pools_already_loaded():
+    """A forkserver child has numpy's OpenBLAS loaded, sized for the whole machine: set_threads must shrink
+    the live pool, not only the environment (two runs side by side would spin 2x the cores' threads)."""
+    code = ("import numpy, torch\n"
+            "from threadpoolctl import threadpool_info\n"
+            "from orchestrator.worker import set_threads\n"
+            "set_threads(1)\n"
+            "import json\n"
+            "blas = [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']\n"
+            "print(json.dumps([blas, torch.get_num_threads()]))\n")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env["OPENBLAS_NUM_THREADS"] = "2"  # as if the machine default were 2 cores' worth
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    blas, torch_threads = json.loads(out)
+    assert blas and set(blas) == {1} and torch_threads == 1

@@ -117,3 +117,28 @@ def test_many_sequences_time_major_path_matches_reservoirpy():
     states = esn_states(Ws, W_ins, u, 0.4, bias=bias).numpy()
     for p in range(2):
         assert np.abs(states[p] - _reference(Ws[p], W_ins[p], bias[p], 0.4, u)).max() < 1e-9
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_sparse_recurrence_matches_dense_and_reservoirpy(monkeypatch, threads):
+    """A reservoir as sparse as reservoirpy's steps on a CSR copy of W (with 2 threads its input drive goes
+    through torch's BLAS): same states as the dense path and as reservoirpy, to float64 rounding."""
+    import workloads.esn.reservoir as engine
+
+    W, W_in, bias = random_reservoir(150, 6, sr=0.9, input_scaling=0.5, rc_connectivity=0.1,
+                                     input_connectivity=0.5, seed=7, bias_scaling=0.2)
+    u = np.random.default_rng(4).normal(size=(3, 40, 6))
+    assert engine.steps_sparse(torch.from_numpy(W))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        sparse = esn_states(W, W_in, u, 0.3, bias=bias).numpy()
+        back = esn_states(W, W_in, u, 0.3, bias=bias, reverse=True).numpy()
+    finally:
+        torch.set_num_threads(previous)
+    monkeypatch.setattr(engine, "SPARSE_DENSITY", 0.0)
+    assert not engine.steps_sparse(torch.from_numpy(W))
+    dense = esn_states(W, W_in, u, 0.3, bias=bias).numpy()
+    assert np.abs(sparse - dense).max() < 1e-12
+    assert np.abs(sparse - _reference(W, W_in, bias, 0.3, u)).max() < 1e-9
+    assert np.abs(back - _reference(W, W_in, bias, 0.3, u[:, ::-1])[:, ::-1]).max() < 1e-9

@@ -40,34 +40,45 @@ class LayerReservoirs:
         return int(sum(int((m != 0).sum()) for mats in self.mats.values() for m in mats))
 
     def features(self, u: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """u: the real tokens (n, D) of consecutive samples with these lengths -> [u; x_fwd; x_bwd] (n, F)."""
+        """u: the real tokens (n, D) of consecutive samples with these lengths -> [u; x_fwd; x_bwd] (n, F).
+
+        Padded (B, T) batches go through the engine; real tokens are moved with row indices into the
+        (B*T) positions (``np.take`` into column blocks of the output: no intermediate copies, and no torch
+        elementwise kernel whose threads would contend with BLAS's on CPU)."""
         W0 = next(iter(self.mats.values()))[0]
-        B, T = len(lengths), int(lengths.max())
-        mask = np.arange(T)[None, :] < lengths[:, None]
-        z = np.zeros((B, T, u.shape[1]), dtype=np.float32)
-        z[mask] = (u - self.mu) / self.sd  # boolean assignment is row-major: the tokens' own order
-        inp = torch.from_numpy(z).to(device=W0.device, dtype=W0.dtype)
-        mask_t = torch.from_numpy(mask).to(W0.device)
+        B, T, D = len(lengths), int(lengths.max()), u.shape[1]
+        real = np.flatnonzero((np.arange(T)[None, :] < lengths[:, None]).ravel())  # row-major = token order
+        z = np.zeros((B * T, D), dtype=np.float32)
+        z[real] = (u - self.mu) / self.sd
         out_dtype = np.float64 if W0.dtype == torch.float64 else np.float32
-        parts = [u.astype(out_dtype, copy=False)]
+        X = np.empty((len(real), D + self.units), dtype=out_dtype)
+        X[:, :D] = u
+        col = D
         for direction, (W, W_in, bias) in self.mats.items():
             if direction == "forward":
-                states = esn_states(W, W_in, inp, self.leak, bias)
+                inp, where = z, real
             else:
-                # Flip each sequence within its own length (padding stays at the end), run forward, flip
-                # back: the engine's reverse=True would start every padded sequence on its padding.
-                idx = _flip_index(lengths, T, W0.device)
-                rev = torch.gather(inp, 1, idx[..., None].expand(-1, -1, inp.shape[-1]))
-                states = esn_states(W, W_in, rev, self.leak, bias)
-                states = torch.gather(states, 1, idx[..., None].expand(-1, -1, states.shape[-1]))
-            parts.append(states[mask_t].cpu().numpy().astype(out_dtype, copy=False))
-        return np.concatenate(parts, axis=1)
+                # Each sequence reversed within its own length (padding stays at the end, so a backward
+                # reservoir starts on the sequence's last real token); the flip is its own inverse, so
+                # token t of sample b sits at flipped[b*T + t] of the reversed run.
+                flipped = _flip_index(lengths, T)
+                inp, where = z[flipped], flipped[real]
+            states = esn_states(W, W_in, torch.from_numpy(inp.reshape(B, T, D)).to(W0.device, W0.dtype),
+                                self.leak, bias)
+            block = X[:, col:col + W.shape[0]]
+            if states.device.type == "cpu":
+                np.take(states.numpy().reshape(B * T, -1), where, axis=0, out=block)
+            else:
+                block[:] = states.reshape(B * T, -1)[torch.from_numpy(where).to(states.device)].cpu().numpy()
+            col += W.shape[0]
+        return X
 
 
-def _flip_index(lengths: np.ndarray, T: int, device) -> torch.Tensor:
+def _flip_index(lengths: np.ndarray, T: int) -> np.ndarray:
+    """Flat (B*T) positions of every sequence reversed within its length (padding positions unmoved)."""
     t = np.arange(T)[None, :]
     L = lengths[:, None]
-    return torch.from_numpy(np.where(t < L, L - 1 - t, t)).to(device)
+    return (np.arange(len(lengths))[:, None] * T + np.where(t < L, L - 1 - t, t)).ravel()
 
 
 def build_reservoirs(esn, layer: int, seed: int, input_dim: int, mu: np.ndarray, sd: np.ndarray,
