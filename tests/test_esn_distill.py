@@ -20,7 +20,8 @@ from workloads.esn.reservoir import esn_states
 from workloads.esn_distill import ESNParams, Params, distill
 from workloads.esn_distill.data import build_tokenizer, make_corpus
 from workloads.esn_distill.metrics import ScoreAccumulator
-from workloads.esn_distill.teacher import HiddenStateCache, load_pretrained, pad, random_teacher
+from workloads.esn_distill.teacher import (HiddenStateCache, OneDNNLinear, linears_on_onednn, load_pretrained, pad,
+                                          random_teacher)
 
 TINY = {
     "teacher": {"config": "bert-tiny", "num_layers": 3, "hidden_size": 32, "num_attention_heads": 2,
@@ -96,6 +97,23 @@ def test_layer_pairing_and_padding_masked_out_of_the_cache(tiny_setup):
         out1 = out1[0] if isinstance(out1, tuple) else out1
     np.testing.assert_allclose(layers[0][:off[1]], emb[0].numpy(), atol=2e-5)
     np.testing.assert_allclose(layers[1][:off[1]], out1[0].numpy(), atol=2e-5)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_teacher_linears_on_onednn_give_the_same_hidden_states():
+    plain = random_teacher("bert-tiny", 2, 300, 32, seed=1, hidden_size=32, num_heads=2, intermediate_size=64,
+                           init_range=0.1).eval()
+    ids, mask = pad([np.arange(5, 25), np.arange(7, 19)])
+    inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+              "output_hidden_states": True}
+    with torch.inference_mode():
+        want = [h.clone() for h in plain(**inputs).hidden_states]
+        fast = linears_on_onednn(plain)
+        got = fast(**inputs).hidden_states
+    assert not any(isinstance(m, torch.nn.Linear) for m in fast.modules())
+    assert sum(isinstance(m, OneDNNLinear) for m in fast.modules()) == 2 * 6 + 1  # 6 per layer, pooler
+    for w, g in zip(want, got):
+        assert float((w - g).norm() / w.norm()) < 1e-5
 
 
 def test_reservoir_features_ignore_padding_both_directions(tiny_setup):

@@ -145,3 +145,18 @@ def test_scaled_statistics_equal_accumulating_scaled_features():
         np.testing.assert_allclose(scaled.solve(lam).W, direct_acc.solve(lam).W, rtol=1e-8, atol=1e-10)
         np.testing.assert_allclose(scaled.solve(lam).b, direct_acc.solve(lam).b, rtol=1e-8, atol=1e-10)
     assert scaled.sse(scaled.solve(1.0)) == pytest.approx(direct_acc.sse(direct_acc.solve(1.0)), rel=1e-9)
+
+
+def test_overwrite_x_gives_the_same_statistics_and_only_then_touches_x():
+    rng = np.random.default_rng(5)
+    X, Y = data(rng)
+    X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
+    kept, shifted = RidgeAccumulator(7, 3, np.float32), RidgeAccumulator(7, 3, np.float32)
+    for i in range(0, len(X), 100):
+        batch = X32[i:i + 100].copy()
+        kept.update(batch, Y32[i:i + 100])
+        np.testing.assert_array_equal(batch, X32[i:i + 100])  # the default leaves the caller's X alone
+        shifted.update(batch, Y32[i:i + 100], overwrite_x=True)
+    np.testing.assert_array_equal(kept.Sxx, shifted.Sxx)
+    np.testing.assert_array_equal(kept.Sxy, shifted.Sxy)
+    np.testing.assert_array_equal(kept.sx, shifted.sx)

@@ -84,9 +84,10 @@ class RidgeAccumulator:
         self.syy = np.zeros(self.D)
 
     # ---------------------------------------------------------------- accumulation
-    def update(self, X, Y, mask=None) -> None:
+    def update(self, X, Y, mask=None, overwrite_x: bool = False) -> None:
         """Add the tokens of X (..., F) and Y (..., D) (numpy or torch); with ``mask`` (...) bool, only the
-        tokens where it is True (padding out). Leading dims are flattened."""
+        tokens where it is True (padding out). Leading dims are flattened. ``overwrite_x``: X may be
+        shifted in place (no copy of the largest array) when it already has the product dtype."""
         X, Y = _numpy(X).reshape(-1, self.F), _numpy(Y).reshape(-1, self.D)
         if mask is not None:
             keep = _numpy(mask).reshape(-1).astype(bool)
@@ -99,7 +100,7 @@ class RidgeAccumulator:
             self.x_shift = X.mean(axis=0, dtype=np.float64)
             self.y_shift = Y.mean(axis=0, dtype=np.float64)
         dt = self.product_dtype
-        Xc = X.astype(dt, copy=True)
+        Xc = X if overwrite_x and X.dtype == dt and X.flags.writeable else X.astype(dt, copy=True)
         Xc -= self.x_shift.astype(dt)
         Yc = Y.astype(dt, copy=True)
         Yc -= self.y_shift.astype(dt)

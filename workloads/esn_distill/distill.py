@@ -42,43 +42,30 @@ class LayerReservoirs:
     def features(self, u: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """u: the real tokens (n, D) of consecutive samples with these lengths -> [u; x_fwd; x_bwd] (n, F).
 
-        Padded (B, T) batches go through the engine; real tokens are moved with row indices into the
-        (B*T) positions (``np.take`` into column blocks of the output: no intermediate copies, and no torch
-        elementwise kernel whose threads would contend with BLAS's on CPU)."""
+        Padded (B, T) batches go through the engine. Tokens move between the flat (n, .) layout and the
+        padded one by one slice copy per sample (a backward reservoir reads its sample reversed within its
+        own length, padding left at the end): no index arrays, no torch elementwise kernel (whose threads
+        would contend with BLAS's on CPU)."""
         W0 = next(iter(self.mats.values()))[0]
         B, T, D = len(lengths), int(lengths.max()), u.shape[1]
-        real = np.flatnonzero((np.arange(T)[None, :] < lengths[:, None]).ravel())  # row-major = token order
-        z = np.zeros((B * T, D), dtype=np.float32)
-        z[real] = (u - self.mu) / self.sd
+        spans = [(int(a), int(a + L), int(L)) for a, L in zip(np.cumsum(lengths) - lengths, lengths)]
+        z = (u - self.mu) / self.sd
         out_dtype = np.float64 if W0.dtype == torch.float64 else np.float32
-        X = np.empty((len(real), D + self.units), dtype=out_dtype)
+        X = np.empty((len(u), D + self.units), dtype=out_dtype)
         X[:, :D] = u
         col = D
         for direction, (W, W_in, bias) in self.mats.items():
-            if direction == "forward":
-                inp, where = z, real
-            else:
-                # Each sequence reversed within its own length (padding stays at the end, so a backward
-                # reservoir starts on the sequence's last real token); the flip is its own inverse, so
-                # token t of sample b sits at flipped[b*T + t] of the reversed run.
-                flipped = _flip_index(lengths, T)
-                inp, where = z[flipped], flipped[real]
-            states = esn_states(W, W_in, torch.from_numpy(inp.reshape(B, T, D)).to(W0.device, W0.dtype),
-                                self.leak, bias)
+            reverse = direction == "backward"
+            padded = np.zeros((B, T, D), dtype=np.float32)
+            for b, (a, e, L) in enumerate(spans):
+                padded[b, :L] = z[e - 1:None if a == 0 else a - 1:-1] if reverse else z[a:e]
+            states = esn_states(W, W_in, torch.from_numpy(padded).to(W0.device, W0.dtype), self.leak, bias)
+            states = states.cpu().numpy()
             block = X[:, col:col + W.shape[0]]
-            if states.device.type == "cpu":
-                np.take(states.numpy().reshape(B * T, -1), where, axis=0, out=block)
-            else:
-                block[:] = states.reshape(B * T, -1)[torch.from_numpy(where).to(states.device)].cpu().numpy()
+            for b, (a, e, L) in enumerate(spans):
+                block[a:e] = states[b, L - 1::-1] if reverse else states[b, :L]
             col += W.shape[0]
         return X
-
-
-def _flip_index(lengths: np.ndarray, T: int) -> np.ndarray:
-    """Flat (B*T) positions of every sequence reversed within its length (padding positions unmoved)."""
-    t = np.arange(T)[None, :]
-    L = lengths[:, None]
-    return (np.arange(len(lengths))[:, None] * T + np.where(t < L, L - 1 - t, t)).ravel()
 
 
 def build_reservoirs(esn, layer: int, seed: int, input_dim: int, mu: np.ndarray, sd: np.ndarray,
@@ -112,7 +99,7 @@ def accumulate(res: LayerReservoirs, H_in: np.ndarray, H_out: np.ndarray, corpus
     for split in ("train", "val"):
         acc = RidgeAccumulator(F, D, product_dtype)
         for X, t0, t1 in feature_batches(res, H_in, 0, corpus, split, batch_tokens):
-            acc.update(X, H_out[t0:t1])
+            acc.update(X, H_out[t0:t1], overwrite_x=True)  # the batch's features are not used again
         accs[split] = acc
     return accs
 
