@@ -31,7 +31,7 @@ def as_tensor(a, like: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False, *,
-               last_only: bool = False) -> torch.Tensor:
+               last_only: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
     """States of leaky-tanh reservoirs driven by ``inputs``.
 
     Shapes (leading dims ``...`` broadcast between the arguments, e.g. W (P, N, N) with inputs (B, T, D)
@@ -47,6 +47,8 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
     the states aligned with the inputs: states[..., t, :] has read inputs t..T-1.
     ``last_only=True`` returns only the final state (..., B, N) (the one after the last input read), without
     storing the (..., B, T, N) history: what a readout at the last step needs, at 1/T of the memory.
+    ``out``: a (..., B, T, N) tensor of W's dtype and device to write the states into (a caller stepping many
+    batches reuses one buffer: fresh large arrays cost page faults, ~1 s per GB on a VM that reclaims).
     The input drive W_in u of all steps is one matmul (in chunks of steps when the drive of a broadcast
     population would be large), then a Python loop over T does the recurrence for every reservoir and
     sequence at once. dtype and device follow ``W``; inputs may be numpy or torch. A neuron whose W
@@ -71,7 +73,13 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
         x = x + as_tensor(x0, W)
     recurrent_product, torch_blas = _recurrent_product(W)
     pre = torch.empty_like(x)  # the pre-activation, reused every step
-    out = None if last_only else torch.empty(batch_shape + (steps, n), dtype=W.dtype, device=W.device)
+    if last_only:
+        out = None
+    elif out is None:
+        out = torch.empty(batch_shape + (steps, n), dtype=W.dtype, device=W.device)
+    elif out.shape != batch_shape + (steps, n) or out.dtype != W.dtype or out.device != W.device:
+        raise ValueError(f"out is {tuple(out.shape)} {out.dtype} on {out.device}; the states are "
+                         f"{tuple(batch_shape + (steps, n))} {W.dtype} on {W.device}")
     # On CPU the per-step elementwise work runs on numpy views of the same memory: torch's own elementwise
     # kernels start OpenMP threads, and with 2+ threads they and BLAS's threads spin against each other on
     # the same cores every step (measured 11x slower, 1,000 units x 112 sequences on 2 cores). numpy's
@@ -106,13 +114,9 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
             pres -= xs
             pres *= leak_s
             xs += pres
-            if outs is not None:
-                outs[..., start + k, :] = xs
-    if out is None:
-        return x
-    if reverse:
-        out = torch.flip(out, dims=(-2,))
-    return out
+            if outs is not None:  # reversed: the state after step j has read inputs T-1-j..T-1
+                outs[..., steps - 1 - (start + k) if reverse else start + k, :] = xs
+    return x if out is None else out
 
 
 def _matmul(a: torch.Tensor, b: torch.Tensor, torch_blas: bool = False) -> torch.Tensor:

@@ -158,12 +158,13 @@ def run(params: Params, ctx) -> dict[str, float]:
     H_in = cache.load(len(rows))
     if chained is None:
         chained = H_in[test0:test1].copy()  # depth 0 of the chain: the teacher's embeddings
+    scratch = distill.Scratch()  # batch-sized arrays shared by every layer
     for i in range(len(rows), n_layers):
         t0 = time.perf_counter()
         H_out = cache.load(i + 1)
         train_u = H_in[train0:train1]
         mu, sd = train_u.mean(axis=0), train_u.std(axis=0) + 1e-6
-        res = distill.build_reservoirs(ep, i, ctx.seed, hidden, mu, sd, device)
+        res = distill.build_reservoirs(ep, i, ctx.seed, hidden, mu, sd, device, scratch)
         accs = distill.accumulate(res, H_in, H_out, corpus, ep.batch_tokens, product_dtype)
         fit = distill.fit_layer(accs, hidden, ep.ridges, ep.state_scales)
         row = {"layer": i, **distill.score_layer(res, fit, H_in, H_out, corpus, ep.batch_tokens)}

@@ -8,7 +8,8 @@ statistics (workloads/esn/ridge.py) and dropped."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,6 +24,24 @@ from workloads.esn_distill.teacher import batches
 DIRECTIONS = {"forward": ("forward",), "backward": ("backward",), "both": ("forward", "backward")}
 
 
+class Scratch:
+    """Large arrays reused from batch to batch (and layer to layer) instead of allocated afresh: every fresh
+    array of hundreds of MB is page-faulted in again, measured here at ~1 s per GB on a VM whose memory is
+    reclaimed in the background (kdamond), several seconds per layer."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A C-contiguous array of this shape and dtype (contents undefined), valid until the next call
+        with this name."""
+        size, dtype = math.prod(shape), np.dtype(dtype)
+        a = self._arrays.get(name)
+        if a is None or a.size < size or a.dtype != dtype:
+            a = self._arrays[name] = np.empty(size, dtype=dtype)
+        return a[:size].reshape(shape)
+
+
 @dataclass
 class LayerReservoirs:
     """The fixed part of layer i's ESN: one reservoir per direction, and the input standardisation."""
@@ -31,6 +50,7 @@ class LayerReservoirs:
     leak: float
     mu: np.ndarray  # per-dim train mean / std of h_i: hidden states have outlier dims (science.md)
     sd: np.ndarray
+    scratch: Scratch = field(default_factory=Scratch)
 
     @property
     def units(self) -> int:
@@ -40,7 +60,8 @@ class LayerReservoirs:
         return int(sum(int((m != 0).sum()) for mats in self.mats.values() for m in mats))
 
     def features(self, u: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """u: the real tokens (n, D) of consecutive samples with these lengths -> [u; x_fwd; x_bwd] (n, F).
+        """u: the real tokens (n, D) of consecutive samples with these lengths -> [u; x_fwd; x_bwd] (n, F),
+        a scratch array: valid until the next call.
 
         Padded (B, T) batches go through the engine. Tokens move between the flat (n, .) layout and the
         padded one by one slice copy per sample (a backward reservoir reads its sample reversed within its
@@ -51,16 +72,21 @@ class LayerReservoirs:
         spans = [(int(a), int(a + L), int(L)) for a, L in zip(np.cumsum(lengths) - lengths, lengths)]
         z = (u - self.mu) / self.sd
         out_dtype = np.float64 if W0.dtype == torch.float64 else np.float32
-        X = np.empty((len(u), D + self.units), dtype=out_dtype)
+        X = self.scratch.array("features", (len(u), D + self.units), out_dtype)
         X[:, :D] = u
         col = D
         for direction, (W, W_in, bias) in self.mats.items():
             reverse = direction == "backward"
-            padded = np.zeros((B, T, D), dtype=np.float32)
+            padded = self.scratch.array("inputs", (B, T, D), np.float32)
+            padded.fill(0.0)
             for b, (a, e, L) in enumerate(spans):
                 padded[b, :L] = z[e - 1:None if a == 0 else a - 1:-1] if reverse else z[a:e]
-            states = esn_states(W, W_in, torch.from_numpy(padded).to(W0.device, W0.dtype), self.leak, bias)
-            states = states.cpu().numpy()
+            inputs = torch.from_numpy(padded).to(W0.device, W0.dtype)
+            if W0.device.type == "cpu":
+                states_t = torch.from_numpy(self.scratch.array("states", (B, T, W.shape[0]), out_dtype))
+                states = esn_states(W, W_in, inputs, self.leak, bias, out=states_t).numpy()
+            else:
+                states = esn_states(W, W_in, inputs, self.leak, bias).cpu().numpy()
             block = X[:, col:col + W.shape[0]]
             for b, (a, e, L) in enumerate(spans):
                 block[a:e] = states[b, L - 1::-1] if reverse else states[b, :L]
@@ -69,7 +95,7 @@ class LayerReservoirs:
 
 
 def build_reservoirs(esn, layer: int, seed: int, input_dim: int, mu: np.ndarray, sd: np.ndarray,
-                     device: str) -> LayerReservoirs:
+                     device: str, scratch: Scratch | None = None) -> LayerReservoirs:
     """Layer ``layer``'s reservoirs, drawn with reservoirpy's initialisers from (seed, layer, direction)."""
     dtype = torch.float64 if esn.dtype == "float64" else torch.float32
     mats = {}
@@ -78,7 +104,7 @@ def build_reservoirs(esn, layer: int, seed: int, input_dim: int, mu: np.ndarray,
         W, W_in, bias = random_reservoir(esn.units, input_dim, esn.sr, esn.input_scaling, esn.connectivity,
                                          esn.input_connectivity, sub_seed, bias_scaling=esn.bias_scaling)
         mats[direction] = tuple(torch.as_tensor(m, dtype=dtype, device=device) for m in (W, W_in, bias))
-    return LayerReservoirs(mats, esn.leak, mu.astype(np.float32), sd.astype(np.float32))
+    return LayerReservoirs(mats, esn.leak, mu.astype(np.float32), sd.astype(np.float32), scratch or Scratch())
 
 
 def feature_batches(res: LayerReservoirs, H: np.ndarray, base: int, corpus: Corpus, split: str,
