@@ -188,6 +188,12 @@ def test_scores_match_direct_formulas():
     cos = np.sum(pred * y, 1) / np.linalg.norm(pred, axis=1) / np.linalg.norm(y, axis=1)
     assert s["cosine"] == pytest.approx(cos.mean())
     assert sc.scores("mean")["nmse"] == pytest.approx(1.0)
+    # float32 batches (the workload's features) are scored in float32 with float64 sums: same scores.
+    sc32 = ScoreAccumulator(5)
+    for i in range(0, 300, 70):
+        sc32.update(y[i:i + 70].astype(np.float32), p=pred[i:i + 70].astype(np.float32))
+    for key, value in sc32.scores("p").items():
+        assert value == pytest.approx(s[key], rel=1e-5), key
 
 
 def test_run_is_deterministic_and_resume_gives_the_same_numbers(tmp_path):

@@ -20,20 +20,24 @@ class ScoreAccumulator:
         self.cos: dict[str, float] = {}
 
     def update(self, target: np.ndarray, **predictions: np.ndarray) -> None:
-        y = np.asarray(target, dtype=np.float64)
+        """Add a batch: targets (n, dim) and each predictor's (n, dim). Arithmetic stays in the arrays' own
+        dtype (float32 features: no float64 copies of every prediction); every sum over tokens is
+        accumulated in float64."""
+        y = np.asarray(target)
+        if not np.issubdtype(y.dtype, np.floating):
+            y = y.astype(np.float64)
         if self.shift is None:
-            self.shift = y.mean(axis=0)
-        yc = y - self.shift
+            self.shift = y.mean(axis=0, dtype=np.float64)
+        yc = y - self.shift.astype(y.dtype)
         self.n += len(y)
-        self.sum += yc.sum(axis=0)
-        self.sumsq += np.einsum("td,td->d", yc, yc)
-        y_norm = np.linalg.norm(y, axis=1)
+        self.sum += yc.sum(axis=0, dtype=np.float64)
+        self.sumsq += _column_squares(yc)
+        y_norm = _row_norms(y)
         for name, pred in predictions.items():
-            p = np.asarray(pred, dtype=np.float64)
-            err = p - y
-            self.sse[name] = self.sse.get(name, 0.0) + np.einsum("td,td->d", err, err)
-            cos = np.einsum("td,td->t", p, y) / np.maximum(np.linalg.norm(p, axis=1) * y_norm, 1e-30)
-            self.cos[name] = self.cos.get(name, 0.0) + float(cos.sum())
+            p = np.asarray(pred, dtype=y.dtype)
+            self.sse[name] = self.sse.get(name, 0.0) + _column_squares(p - y)
+            cos = np.einsum("td,td->t", p, y) / np.maximum(_row_norms(p) * y_norm, 1e-30)
+            self.cos[name] = self.cos.get(name, 0.0) + float(cos.sum(dtype=np.float64))
 
     def sst(self) -> np.ndarray:
         """Per-dim total sum of squares around the test mean."""
@@ -47,3 +51,12 @@ class ScoreAccumulator:
                 "nmse": float(sse.sum() / sst.sum()),
                 "r2": float(r2_dims.mean()),
                 "cosine": self.cos[name] / self.n}
+
+
+def _column_squares(a: np.ndarray) -> np.ndarray:
+    """Per-column sum of squares, summed over rows in float64."""
+    return np.square(a).sum(axis=0, dtype=np.float64)
+
+
+def _row_norms(a: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.einsum("td,td->t", a, a))
