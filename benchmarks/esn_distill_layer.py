@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--ridge", type=float, default=10.0)
     ap.add_argument("--batch-tokens", type=int, default=32768, help="padded tokens stepped together (ours)")
     ap.add_argument("--threads", default=f"1,{os.cpu_count()}", help="comma-separated thread limits to run")
+    ap.add_argument("--out-name", default=None, help="results file name (default esn_distill_layer[_quick])")
     args = ap.parse_args()
     if args.quick:
         args.units, args.samples = 200, 60
@@ -176,7 +177,7 @@ def main() -> None:
             "python": platform.python_version(), "torch": torch.__version__}
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
-    name = "esn_distill_layer_quick" if args.quick else "esn_distill_layer"
+    name = args.out_name or ("esn_distill_layer_quick" if args.quick else "esn_distill_layer")
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (out / f"{name}.md").write_text(
         f"# esn_distill, one layer: ours vs reservoirpy\n\n{tokens} training tokens, {args.units} units, "
