@@ -4,6 +4,7 @@ write specs and call the `orch` CLI in-process or as a real subprocess."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,11 @@ from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parent.parent
 ORCH = [sys.executable, "-m", "orchestrator"]
+
+# A shell starting the suite in the background (`pytest &`, nohup) hands it SIGINT ignored, and every process
+# it starts inherits that: the tests' Ctrl-C to `orch submit`, and Ray's cancel (a KeyboardInterrupt in the
+# task), would then do nothing. A Python handler here is reset to the default in every exec'd child.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Store:

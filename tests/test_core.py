@@ -133,7 +133,9 @@ def test_same_seed_same_metrics_and_orch_run_equals_the_local_backend(store, tmp
 
 
 def test_sigkilled_worker_is_recorded_killed_not_left_running(store):
-    path = store.spec({**SMOKE, "params": {"steps": 400, "sleep_s": 0.05}, "seeds": 2})
+    # Long runs (200 s): the survivor must still be running at the Ctrl-C even when a loaded machine starts
+    # the two workers many seconds apart; Ctrl-C ends the test long before.
+    path = store.spec({**SMOKE, "params": {"steps": 4000, "sleep_s": 0.05}, "seeds": 2})
     proc = store.orch_process("submit", str(path), "--max-parallel", "2")
     pids = wait_for(lambda: len(worker_pids(store.workdir)) == 2 and worker_pids(store.workdir), what="workers")
     victim_key, victim_pid = sorted(pids.items())[0]
