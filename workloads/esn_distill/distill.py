@@ -7,8 +7,8 @@ statistics (workloads/esn/ridge.py) and dropped."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
