@@ -32,11 +32,12 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
+from esn_distill_e2e import blas_kernels  # noqa: E402  (this directory: the script's own)
 from workloads.esn.reservoir import esn_states, random_reservoir  # noqa: E402
 from workloads.esn.ridge import RidgeAccumulator  # noqa: E402
 from workloads.esn_distill.teacher import pad, random_teacher  # noqa: E402
@@ -169,8 +170,7 @@ def main() -> None:
         table.add_row(*cells)
         md.append("| " + " | ".join(cells) + " |")
     console.print(table)
-    blas = ", ".join(f"{p['internal_api']} {p.get('version')} {p.get('architecture')}"
-                     for p in threadpool_info() if p["user_api"] == "blas")
+    blas = blas_kernels()
     meta = {"tokens_train": tokens, "units": args.units, "batch_tokens": args.batch_tokens, "samples": args.samples,
             "ridge": args.ridge, "quick": args.quick, "threads": args.threads, "blas": blas,
             "load_average_1min": os.getloadavg()[0], "cpus": os.cpu_count(),
