@@ -252,10 +252,11 @@ def _print_status(ledger, experiment_id: str, name: str, groups=None) -> None:
 def status(experiment: Annotated[str, typer.Argument(help="experiment name or spec path")],
            tracking_uri: UriOpt = None,
            as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False):
-    """Per group: finished / running / queued / failed / missing runs, and the main metric's mean."""
+    """Per group: finished / running / queued / failed / missing runs, and the main metric's mean; per
+    `orch tune` sweep: trials finished / running / stopped early / failed, and the best score."""
     from orchestrator import driver
     from orchestrator.ledger import Ledger
-    from orchestrator.status import experiment_status
+    from orchestrator.status import experiment_status, sweep_status
 
     name, spec_uri = _experiment_name(experiment)
     uri = _resolve_uri(tracking_uri, spec_uri)
@@ -266,11 +267,34 @@ def status(experiment: Annotated[str, typer.Argument(help="experiment name or sp
     records = driver.refresh(ledger, ledger.runs(experiment_id), driver.make_backend)
     parents = driver.update_groups(ledger, experiment_id, records)
     groups = experiment_status(ledger, experiment_id, records, parents)
+    sweeps = sweep_status(ledger, experiment_id)
     if as_json:
-        print(json.dumps({"experiment": name, "groups": [g.to_dict() for g in groups]}, indent=1))
-    else:
+        print(json.dumps({"experiment": name, "groups": [g.to_dict() for g in groups],
+                          "sweeps": [s.to_dict() for s in sweeps]}, indent=1))
+        return
+    if groups or not sweeps:
         _print_status(ledger, experiment_id, name, groups)
         _print_active(records)
+    if sweeps:
+        _print_sweeps(name, sweeps)
+
+
+def _print_sweeps(name: str, sweeps) -> None:
+    """One row per `orch tune` sweep of the experiment (fits 80 columns); the best trials below."""
+    table = Table(title=f"{name}: sweeps", caption="trials per sweep; stopped = stopped early by the scheduler",
+                  caption_justify="left")
+    table.add_column("sweep", overflow="fold")
+    for col in ("state", "done", "running", "stopped", "failed", "best"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for s in sweeps:
+        table.add_row(s.sweep, s.status.lower(), f"[green]{s.finished}[/]", str(s.running), str(s.stopped_early),
+                      f"[red]{s.failed}[/]" if s.failed else "0",
+                      f"{s.best_score:.4g}" if s.best_score is not None else "-")
+    console.print(table)
+    for s in sweeps:
+        if s.best_trial:
+            console.print(f"  {s.sweep}: best trial {s.best_trial}, {s.metric} {s.best_score:.6g} ({s.mode}, mean "
+                          "over its seeds)", highlight=False)
 
 
 def _print_active(records, limit: int = 10) -> None:

@@ -1,4 +1,5 @@
-"""Per-group summary of an experiment: finished / running / failed / missing, and the main metric."""
+"""Per-group summary of an experiment: finished / running / failed / missing, and the main metric; and per
+sweep (`orch tune`) its trials: finished / running / stopped early / failed, and the best score."""
 
 from __future__ import annotations
 
@@ -54,4 +55,46 @@ def experiment_status(ledger: Ledger, experiment_id: str, records: list[RunRecor
             failed=count("FAILED", "KILLED"), missing=max(0, requested - len(recs)),
             metric=metric, mode=parent.tags.get("orch.mode", "min"),
             metric_mean=statistics.fmean(values) if values else None, metric_values=values, run_id=parent.run_id))
+    return out
+
+
+@dataclass
+class SweepStatus:
+    sweep: str
+    status: str
+    finished: int
+    running: int
+    stopped_early: int
+    failed: int
+    metric: str
+    mode: str
+    best_score: float | None
+    best_trial: str
+    run_id: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sweep_status(ledger: Ledger, experiment_id: str) -> list[SweepStatus]:
+    """The experiment's Tune sweeps (role ``sweep``) and their trials (role ``trial``), oldest sweep first.
+    A trial's score is its ``score`` metric (the mean final metric over its seeds, tune.py)."""
+    trials: dict[str, list[RunRecord]] = {}
+    for trial in ledger.runs(experiment_id, role="trial"):
+        trials.setdefault(trial.tags.get("orch.tune.sweep", ""), []).append(trial)
+    out = []
+    for sweep in sorted(ledger.runs(experiment_id, role="sweep"), key=lambda r: r.start_time or 0):
+        name = sweep.tags.get("orch.tune.sweep", "")
+        mine = trials.get(name, [])
+        early = [t for t in mine if t.status == "KILLED" and t.tags.get("orch.tune.early_stopped") == "true"]
+        scored = [(t.metrics["score"], t.tags.get("orch.tune.trial_id", "")) for t in mine
+                  if t.status == "FINISHED" and not math.isnan(t.metrics.get("score", math.nan))]
+        mode = sweep.tags.get("orch.mode", "min")
+        best = (min if mode == "min" else max)(scored) if scored else (None, "")
+        out.append(SweepStatus(
+            sweep=name, status=sweep.status, finished=sum(t.status == "FINISHED" for t in mine),
+            running=sum(t.status in ("RUNNING", "SCHEDULED") for t in mine), stopped_early=len(early),
+            failed=sum(t.status in ("FAILED", "KILLED") for t in mine) - len(early),
+            metric=sweep.tags.get("orch.metric", ""), mode=mode, best_score=best[0], best_trial=best[1],
+            run_id=sweep.run_id))
     return out

@@ -3,6 +3,7 @@ seeds_per_trial means, best.yaml round trip through `orch submit`, and resume af
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -64,6 +65,15 @@ def test_asha_sweep_stops_trials_early_records_all_under_one_parent_and_best_yam
     parent = store.ledger().get(result.parent_run_id)
     assert parent.status == "FINISHED" and parent.tags["orch.role"] == "sweep"
     assert parent.metrics["best_final_loss"] == pytest.approx(result.best.score)
+
+    # orch status shows the sweep: its trials by outcome and the best one
+    (sweep,) = json.loads(store.orch("status", "asha", "--json", check=True).output)["sweeps"]
+    counts = {s: sum(row.status == s for row in result.rows) for s in ("FINISHED", "STOPPED", "FAILED")}
+    assert (sweep["status"], sweep["finished"], sweep["stopped_early"], sweep["failed"], sweep["running"]) == \
+        ("FINISHED", counts["FINISHED"], counts["STOPPED"], counts["FAILED"], 0)
+    assert sweep["best_trial"] == result.best.trial_id and sweep["best_score"] == pytest.approx(result.best.score)
+    table = store.orch("status", "asha", check=True).output
+    assert "sweeps" in table and f"best trial {result.best.trial_id}" in table
 
     # best.yaml is a complete spec; submitted across seeds, seed 0 reproduces the trial's score exactly
     best = load_spec(best_path)
