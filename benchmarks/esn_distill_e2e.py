@@ -52,6 +52,7 @@ def print_measures(console, title: str, rows: list[tuple[str, str]]) -> None:
         table.add_row(measure, value)
     console.print(table)
 
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="100 samples, 300 units per direction")

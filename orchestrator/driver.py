@@ -302,4 +302,3 @@ def update_groups(ledger: Ledger, experiment_id: str, records: list[RunRecord] |
             parent = dataclasses.replace(parent, status=status)
         parents.append(parent)
     return parents
-

@@ -26,12 +26,12 @@ POWER = 0.8
 MAX_SEEDS = 100_000  # beyond this "seeds needed" is reported as None: the effect is practically nil
 
 
-
 def exact_mean(x) -> float:
     """The mean from an exactly rounded sum: independent of the order of the values, so two groups
     holding the same seeds' values in another order have exactly the same mean (a difference of 0,
     not 1e-17)."""
     return math.fsum(float(v) for v in x) / len(x)
+
 
 def _clean(values: Sequence[float]) -> np.ndarray:
     x = np.asarray(values, dtype=float)

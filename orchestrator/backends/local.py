@@ -120,4 +120,3 @@ class LocalBackend:
                 pid = last_start_pid(job.run_dir)
                 if pid is not None and pid_alive(pid):
                     os.kill(pid, signal.SIGTERM)
-

@@ -94,8 +94,6 @@ def requeued_by_slurm() -> str | None:
     return None
 
 
-
-
 # -- scheduler.json: the run directory's record of its submission ------------------------------------
 def read_record(run_dir: RunDir) -> dict[str, Any]:
     try:

@@ -144,8 +144,7 @@ class RidgeAccumulator:
         """The statistics of a regression on a subset of the features (e.g. the linear baseline on u out
         of the ESN's [u; x]): the same tokens, a sub-block of X^T X, no second pass over the data."""
         idx = np.arange(self.F)[np.asarray(features)]
-        out = RidgeAccumulator(len(idx), self.D, self.product_dtype)
-        out.n, out.sy, out.syy, out.y_shift = self.n, self.sy.copy(), self.syy.copy(), self.y_shift
+        out = self._same_targets(len(idx))
         out.x_shift = None if self.x_shift is None else self.x_shift[idx]
         out.sx, out.Sxx, out.Sxy = self.sx[idx], self.Sxx[np.ix_(idx, idx)], self.Sxy[idx]
         return out
@@ -154,10 +153,15 @@ class RidgeAccumulator:
         """The statistics of the features multiplied by ``scale`` (F,): a per-block penalty through the
         one-penalty solver (weights of features scaled by c are penalised as lambda / c^2)."""
         c = np.asarray(scale, dtype=np.float64)
-        out = RidgeAccumulator(self.F, self.D, self.product_dtype)
-        out.n, out.sy, out.syy, out.y_shift = self.n, self.sy.copy(), self.syy.copy(), self.y_shift
+        out = self._same_targets(self.F)
         out.x_shift = None if self.x_shift is None else self.x_shift * c
         out.sx, out.Sxx, out.Sxy = self.sx * c, self.Sxx * np.outer(c, c), self.Sxy * c[:, None]
+        return out
+
+    def _same_targets(self, n_features: int) -> RidgeAccumulator:
+        """An accumulator of these tokens' target statistics, for ``n_features`` features set by the caller."""
+        out = RidgeAccumulator(n_features, self.D, self.product_dtype)
+        out.n, out.sy, out.syy, out.y_shift = self.n, self.sy.copy(), self.syy.copy(), self.y_shift
         return out
 
     # ---------------------------------------------------------------- statistics

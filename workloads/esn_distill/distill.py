@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -50,7 +50,7 @@ class LayerReservoirs:
     leak: float
     mu: np.ndarray  # per-dim train mean / std of h_i: hidden states have outlier dims (science.md)
     sd: np.ndarray
-    scratch: Scratch = field(default_factory=Scratch)
+    scratch: Scratch
 
     @property
     def units(self) -> int:
