@@ -4,8 +4,16 @@ population evaluator (padding, parallel split) and the readouts."""
 import numpy as np
 import pytest
 
-from workloads.evo_topo.genome import (CellLaw, add_neuron, crossover, mutate_cells, n_connections, random_genome,
-                                       remove_neuron, split)
+from workloads.evo_topo.genome import (
+    CellLaw,
+    add_neuron,
+    crossover,
+    mutate_cells,
+    n_connections,
+    random_genome,
+    remove_neuron,
+    split,
+)
 from workloads.evo_topo.speciation import Speciation, distance
 
 TERNARY, CONTINUOUS = CellLaw("ternary", 0.3, 0.5), CellLaw("continuous", 0.3, 0.5)

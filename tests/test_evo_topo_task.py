@@ -2,8 +2,20 @@
 
 import numpy as np
 
-from workloads.evo_topo.task import (CUE_VALUES, N_BLANK, N_STEPS, PENALTY, all_trials, correct_position, encode,
-                                     make_trials, oracle_choice, reward, timing_options)
+from workloads.evo_topo.task import (
+    CUE_VALUES,
+    N_BLANK,
+    N_END,
+    N_STEPS,
+    PENALTY,
+    all_trials,
+    correct_position,
+    encode,
+    make_trials,
+    oracle_choice,
+    reward,
+    timing_options,
+)
 
 
 def test_72_distinct_trials_of_two_cues_at_two_positions():
@@ -16,25 +28,25 @@ def test_72_distinct_trials_of_two_cues_at_two_positions():
     assert len(cue_pairs) == 6 and len(pos_pairs) == 12  # C(4,2) x P(4,2)
 
 
-def test_timing_rule_overlap_and_end_at_30():
+def test_timing_rule_overlap_and_a_blank_decision_step():
     opts = timing_options()
     t1, delay, t2 = opts.T
     assert np.all((5 <= t1) & (t1 <= 19) & (5 <= t2) & (t2 <= 19) & (0 <= delay) & (delay <= 20))
     assert np.all(delay < t1)  # the second stimulus starts while the first is on
-    assert np.all(N_BLANK + delay + t2 == N_STEPS)
-    assert delay.min() == 6 and delay.max() == 18  # forced by t2 in 5..19 and the end at step 30
-    assert len({tuple(o) for o in opts}) == len(opts)
+    assert np.all(N_BLANK + delay + t2 + N_END == N_STEPS)
+    assert delay.min() == 5 and delay.max() == 18  # t2 <= 19 and the end at step 29; d < t1 <= 19
+    assert len({tuple(o) for o in opts}) == len(opts) == 105
 
 
 def test_encoding_rectangular_time_courses():
     stimuli = np.array([[[2, 3], [0, 1]]])  # cue 2 at position 3 first, then cue 0 at position 1
-    timing = np.array([[12, 8, 17]])
+    timing = np.array([[12, 8, 16]])
     u = encode(stimuli, timing)[0]
     assert u.shape == (30, 16)
     on1 = np.zeros(30, bool)
     on1[5:17] = True
     on2 = np.zeros(30, bool)
-    on2[13:30] = True
+    on2[13:29] = True  # off at the decision step
     expected = np.zeros((30, 16))
     expected[on1, 3] = expected[on1, 4 + 2] = 1  # block 1: position one-hot then cue one-hot
     expected[on2, 8 + 1] = expected[on2, 8 + 4 + 0] = 1

@@ -1,9 +1,9 @@
-"""Population fitness: every genome of a population on the same trials in one batched engine call.
+"""Scores of a population of nets: every net on the same trials, in one batched protocol run per draw.
 
-Genomes of different sizes are zero-padded to the largest (a padding neuron stays at 0 in the engine and is
-masked out of the readouts), W is rescaled to the spectral radius (unless a genome's radius is ~0:
-nilpotent ternary matrices are common, stack.md), W_in is scaled by input_scaling, and the last state of
-every trial feeds the readout. Fitness = choice accuracy on held-out trials.
+A draw (`EvalData`) is a readout training set, held-out trials and the seed of the draws shared by the
+population (readout, noise). Scores per net: choice accuracy, accuracy when the best cue came first / last
+(the paper's split) and the rate of legal choices (an occupied position). Fitness averages the accuracy over
+several draws, so that selection does not fit the luck of one draw.
 """
 
 from __future__ import annotations
@@ -15,34 +15,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from workloads.esn.reservoir import esn_states
-from workloads.evo_topo.genome import split
-from workloads.evo_topo.readout import OnlineRule, online_choices, ridge_choices
-from workloads.evo_topo.task import INPUT_DIM, N_BLANK, Trials, make_trials
+from workloads.evo_topo.nets import Net, SeedDraws, pad
+from workloads.evo_topo.protocol import Dynamics, heldout_choices
+from workloads.evo_topo.task import Trials, make_trials
 
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """How a genome is turned into a reservoir and read out."""
-
-    leak: float = 0.3
-    input_scaling: float = 1.0
-    sr: float = 0.9
-    sr_rescale: bool = True
-    readout: str = "ridge"
-    ridge: float = 1e-3
-    online: OnlineRule = OnlineRule()
-    dtype: str = "float64"  # engine precision; readouts always solve in float64
+SCORES = ("accuracy", "best_first_accuracy", "best_last_accuracy", "legal_rate")
 
 
 @dataclass
 class EvalData:
-    """Fixed trials for one fitness: readout training trials, held-out scoring trials, and the seed of the
-    online readout's shared random draws."""
+    """One draw: trials the readout learns from, held-out trials it is scored on, the seed of its draws."""
 
     train: Trials
     test: Trials
-    online_seed: int
+    seed: int
 
     @classmethod
     def draw(cls, n_train: int, n_test: int, seed_seq: list[int]) -> EvalData:
@@ -50,89 +36,58 @@ class EvalData:
         return cls(make_trials(n_train, rng), make_trials(n_test, rng), int(rng.integers(2**31)))
 
 
-def batched_spectral_radius(W: np.ndarray) -> np.ndarray:
-    """(P,) spectral radii of (P, N, N) matrices (padding adds zero eigenvalues only)."""
-    return np.abs(np.linalg.eigvals(W)).max(axis=-1)
+def score_choices(chosen: np.ndarray, test: Trials) -> dict[str, np.ndarray]:
+    """(P,) scores of (P, B) choices on the test trials."""
+    correct = chosen == test.correct[None]
+    first = test.best_first
+    return {"accuracy": correct.mean(1), "best_first_accuracy": correct[:, first].mean(1),
+            "best_last_accuracy": correct[:, ~first].mean(1), "legal_rate": test.legal(chosen).mean(1)}
 
 
-def pad(genomes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(W (P, N, N), W_in (P, N, 16), n_neurons (P,)) with N the largest genome, zero-padded."""
-    sizes = np.array([g.shape[0] for g in genomes])
-    n = int(sizes.max())
-    W = np.zeros((len(genomes), n, n))
-    W_in = np.zeros((len(genomes), n, INPUT_DIM))
-    for p, g in enumerate(genomes):
-        w, w_in = split(g)
-        W[p, : len(w), : len(w)] = w
-        W_in[p, : len(w)] = w_in
-    return W, W_in, sizes
+def scores(nets: list[Net], data: EvalData, dyn: Dynamics, draws: SeedDraws) -> dict[str, np.ndarray]:
+    """Every score of every net on one draw."""
+    return score_choices(heldout_choices(pad(nets, draws), data.train, data.test, dyn, data.seed), data.test)
 
 
-def reservoir_matrices(genomes: list[np.ndarray], cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Padded (W, W_in, n_neurons) as the engine runs them: radius rescaled, inputs scaled."""
-    W, W_in, sizes = pad(genomes)
-    if cfg.sr_rescale:
-        radius = batched_spectral_radius(W)
-        scale = np.where(radius > 1e-9, cfg.sr / np.maximum(radius, 1e-300), 1.0)
-        W = W * scale[:, None, None]
-    return W, W_in * cfg.input_scaling, sizes
+def mean_scores(nets: list[Net], datas: list[EvalData], dyn: Dynamics, draws: SeedDraws) -> dict[str, np.ndarray]:
+    """Scores averaged over draws, (P,) each; also ``accuracy_std`` over the draws."""
+    per = [scores(nets, d, dyn, draws) for d in datas]
+    out = {k: np.mean([s[k] for s in per], axis=0) for k in SCORES}
+    out["accuracy_std"] = np.std([s["accuracy"] for s in per], axis=0)
+    return out
 
 
-def choices(genomes: list[np.ndarray], data: EvalData, cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(P, B_test) choices of every genome on data.test, after its readout learned on data.train."""
-    W, W_in, sizes = reservoir_matrices(genomes, cfg)
-    # The N_BLANK leading steps carry no input and genomes have no bias: the state stays exactly 0 there,
-    # so the engine starts at the first stimulus (same states, 1/6 less work).
-    inputs = np.concatenate([data.train.inputs, data.test.inputs])[:, N_BLANK:]
-    dt = np.dtype(cfg.dtype)
-    last = esn_states(W.astype(dt), W_in.astype(dt), inputs.astype(dt), cfg.leak, last_only=True).double()
-    n_train = len(data.train)
-    X_train, X_test = last[:, :n_train], last[:, n_train:]
-    if cfg.readout == "ridge":
-        chosen = ridge_choices(X_train, data.train.correct, X_test, cfg.ridge)
-    else:
-        chosen = online_choices(X_train, data.train.stimuli, X_test, sizes, cfg.online,
-                                np.random.default_rng(data.online_seed))
-    return chosen, data.test.correct
+_WORKER: dict = {}  # in a pool process: the Dynamics and SeedDraws, sent once at start
 
 
-def fitness(genomes: list[np.ndarray], data: EvalData, cfg: EvalConfig) -> np.ndarray:
-    """(P,) choice accuracy on the held-out trials."""
-    chosen, correct = choices(genomes, data, cfg)
-    return (chosen == correct[None]).mean(axis=1)
+def _init_worker(dyn: Dynamics, draws: SeedDraws) -> None:
+    torch.set_num_threads(1)  # one core per process: the per-step loop collapses with more
+    _WORKER.update(dyn=dyn, draws=draws)
 
 
-_WORKER: dict = {}  # in a pool process: the EvalData and EvalConfig, sent once at start
-
-
-def _init_worker(data: EvalData, cfg: EvalConfig) -> None:
-    torch.set_num_threads(1)  # one core per process: the per-step loop collapses with more (stack.md)
-    _WORKER.update(data=data, cfg=cfg)
-
-
-def _worker_fitness(genomes: list[np.ndarray]) -> np.ndarray:
-    return fitness(genomes, _WORKER["data"], _WORKER["cfg"])
+def _worker_accuracy(nets: list[Net], datas: list[EvalData]) -> np.ndarray:
+    return mean_scores(nets, datas, _WORKER["dyn"], _WORKER["draws"])["accuracy"]
 
 
 class PopulationEvaluator:
-    """Fitness of a population: one vectorised call, or, with ``workers`` > 1, the population split into
-    contiguous chunks evaluated in worker processes (same numbers: evaluation has no randomness of its own).
-    The trials go to each worker once, at start; a generation then ships only its genomes."""
+    """Mean accuracy of a population over given draws: one vectorised call, or, with ``workers`` > 1, the
+    population split into contiguous chunks evaluated in worker processes (the same numbers: nets are
+    evaluated on shared draws, so a chunk's scores do not depend on the other chunks)."""
 
-    def __init__(self, data: EvalData, cfg: EvalConfig, workers: int = 1):
-        self.data, self.cfg, self.workers = data, cfg, max(1, int(workers))
+    def __init__(self, dyn: Dynamics, draws: SeedDraws, workers: int = 1):
+        self.dyn, self.draws, self.workers = dyn, draws, max(1, int(workers))
         self._pool: cf.ProcessPoolExecutor | None = None
 
-    def __call__(self, genomes: list[np.ndarray]) -> np.ndarray:
-        if not genomes:
+    def __call__(self, nets: list[Net], datas: list[EvalData]) -> np.ndarray:
+        if not nets:
             return np.zeros(0)
-        if self.workers == 1 or len(genomes) < 2 * self.workers:
-            return fitness(genomes, self.data, self.cfg)
+        if self.workers == 1 or len(nets) < 2 * self.workers:
+            return mean_scores(nets, datas, self.dyn, self.draws)["accuracy"]
         if self._pool is None:  # spawn: a clean interpreter, no forked torch/BLAS thread state
             self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                                initializer=_init_worker, initargs=(self.data, self.cfg))
-        chunks = np.array_split(np.arange(len(genomes)), self.workers)
-        futures = [self._pool.submit(_worker_fitness, [genomes[i] for i in c]) for c in chunks]
+                                                initializer=_init_worker, initargs=(self.dyn, self.draws))
+        chunks = np.array_split(np.arange(len(nets)), self.workers)
+        futures = [self._pool.submit(_worker_accuracy, [nets[i] for i in c], datas) for c in chunks]
         return np.concatenate([f.result() for f in futures])
 
     def close(self) -> None:

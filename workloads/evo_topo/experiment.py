@@ -1,42 +1,71 @@
-"""One evo_topo run: build the search (or the random baseline) from Params, log every generation, checkpoint
-every generation, re-score the winner on fresh trials, write the artifacts."""
+"""One evo_topo run: build the search (or the random reservoirs) from Params, log and checkpoint every
+generation, choose the winner on fresh draws, score it on fresh test draws, write the artifacts.
+
+Three kinds of draws, never shared: fitness draws (per generation with ``val_redraw``), selection draws (the
+hall of fame re-scored once, to pick the winner) and test draws (the reported score, seen by nothing else).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from workloads.esn.reservoir import random_reservoir
 from workloads.evo_topo import plots
-from workloads.evo_topo.evaluate import EvalConfig, EvalData, PopulationEvaluator, fitness, reservoir_matrices
+from workloads.evo_topo.evaluate import EvalData, PopulationEvaluator, mean_scores
 from workloads.evo_topo.ga import GA, GAConfig
-from workloads.evo_topo.genome import CellLaw, join, n_connections
+from workloads.evo_topo.genome import CellLaw
+from workloads.evo_topo.nets import Layout, Net, SeedDraws, decode, random_net
+from workloads.evo_topo.protocol import Dynamics
 from workloads.evo_topo.readout import OnlineRule
-from workloads.evo_topo.task import INPUT_DIM
 
 # Sub-streams of the run seed (np.random.SeedSequence entropy lists): independent, and stable however
 # many numbers any other stream consumed.
-FITNESS_TRIALS, TEST_TRIALS, BASELINE = 1, 2, 3
+FITNESS_TRIALS, TEST_TRIALS, BASELINE, SEED_DRAWS, SELECTION_TRIALS = 1, 2, 3, 4, 5
 
 
-def eval_config(p) -> EvalConfig:
-    rule = OnlineRule(p.eta, p.beta, 0.0, p.epsilon_decay, p.output_connectivity, p.reward == "stochastic")
-    return EvalConfig(p.leak, p.input_scaling, p.sr, p.sr_rescale, p.readout, p.ridge, rule, p.dtype)
+def layout(p) -> Layout:
+    return Layout(p.evolve_input, p.bias, p.bias_scaling, p.sr_rescale, p.sr, p.input_scaling)
+
+
+def width(p) -> int:
+    """The largest net a run can hold: per-neuron draws are made this wide."""
+    return max(p.max_neurons, p.units)
+
+
+def dynamics(p) -> Dynamics:
+    rule = OnlineRule(p.eta, p.beta, p.r_th, p.epsilon_decay, p.output_connectivity, p.reward == "stochastic")
+    return Dynamics(p.leak, p.carry_state, p.noise_rc, p.fb_scaling > 0, p.readout, p.ridge, rule, width(p),
+                    p.dtype)
+
+
+def seed_draws(p, seed: int) -> SeedDraws:
+    return SeedDraws.draw(width(p), p.input_density, p.bias_scaling, p.fb_scaling, p.fb_connectivity,
+                          [seed, SEED_DRAWS])
 
 
 def ga_config(p) -> GAConfig:
-    return GAConfig(p.population, p.n_init, p.max_neurons, CellLaw(p.values, p.density, p.input_density),
-                    p.cxpb, p.mutpb, p.mutation_fraction, p.p_add_neuron, p.p_remove_neuron, p.tournament,
-                    p.n_elite, p.hof_size, p.speciation, p.species_target, p.species_threshold, p.stagnation)
+    return GAConfig(p.population, p.n_init, p.max_neurons, layout(p).k,
+                    CellLaw(p.values, p.density, p.input_density), p.cxpb, p.mutpb, p.mutation_fraction,
+                    p.p_add_neuron, p.p_remove_neuron, p.tournament, p.n_elite, p.hof_size, p.speciation,
+                    p.species_target, p.species_threshold, p.stagnation, p.val_redraw)
 
 
-def test_score(genome: np.ndarray, p, cfg: EvalConfig, seed: int) -> np.ndarray:
-    """Accuracy of ``genome`` on ``eval_draws`` fresh draws (a fresh readout training set and fresh test
-    trials each): no single lucky draw decides."""
-    return np.array([fitness([genome], EvalData.draw(p.n_train, p.n_test, [seed, TEST_TRIALS, d]), cfg)[0]
-                     for d in range(p.eval_draws)])
+def draws_of(p, stream: int, seed: int, n_test: int, key: int = 0) -> list[EvalData]:
+    count = p.eval_draws if stream == TEST_TRIALS else p.val_draws
+    return [EvalData.draw(p.n_train, n_test, [seed, stream, key, d]) for d in range(count)]
 
 
-def evolve(p, ctx, evaluate) -> tuple[np.ndarray, list[dict]]:
+def penalised(acc: np.ndarray, nets: list[Net], p) -> np.ndarray:
+    return acc - p.size_penalty * np.array([net.n for net in nets])
+
+
+def evolve(p, ctx, evaluator, draws: SeedDraws) -> tuple[Net, np.ndarray | None, list[dict]]:
+    lay = layout(p)
+
+    def evaluate(genomes: list[np.ndarray], generation: int) -> np.ndarray:
+        nets = [decode(g, lay, draws) for g in genomes]
+        key = generation if p.val_redraw else 0
+        return penalised(evaluator(nets, draws_of(p, FITNESS_TRIALS, ctx.seed, p.n_val, key)), nets, p)
+
     ga = GA(ga_config(p), evaluate, ctx.seed)
     saved = ctx.load_checkpoint()
     history: list[dict] = []
@@ -48,45 +77,57 @@ def evolve(p, ctx, evaluate) -> tuple[np.ndarray, list[dict]]:
         history.append(metrics)
         ctx.log(ga.generation, **metrics)
         ctx.save_checkpoint({"ga": ga.state(), "history": history})
-    return ga.best[0], history
-
-
-def random_baseline(p, ctx, evaluate) -> tuple[np.ndarray, list[dict]]:
-    """``candidates`` random reservoirs (reservoirpy initialisers, W at spectral radius sr, W_in +-1 before
-    input_scaling), the best on validation kept; logged as generation 0 so the curves line up."""
-    genomes = []
-    for k in range(p.candidates):
-        W, W_in, _ = random_reservoir(p.units, INPUT_DIM, p.sr, 1.0, p.rc_connectivity, p.input_connectivity,
-                                      seed=np.random.default_rng([ctx.seed, BASELINE, k]))
-        genomes.append(join(W, W_in))
-    fit = evaluate(genomes)
+    # The winner: the hall of fame re-scored on selection draws that no generation was scored on.
+    genomes = [np.array(g, copy=True) for g in ga.hof]
+    nets = [decode(g, lay, draws) for g in genomes]
+    fit = penalised(evaluator(nets, draws_of(p, SELECTION_TRIALS, ctx.seed, p.n_val)), nets, p)
     best = int(np.argmax(fit))
-    metrics = {"best_fitness": float(fit[best]), "mean_fitness": float(fit.mean()),
-               "std_fitness": float(fit.std()), "n_neurons_best": float(p.units),
-               "n_connections_best": float(n_connections(genomes[best])), "n_species": 1.0}
-    ctx.log(0, **metrics)
-    return genomes[best], [metrics]
+    return nets[best], genomes[best], history
+
+
+def random_candidates(p, ctx, evaluator, units: int) -> tuple[Net, list[dict]]:
+    """``candidates`` random reservoirs of ``units`` neurons, the best on the fitness draws kept, and the
+    metrics of that choice (random_baseline logs them as generation 0, so that the curves line up)."""
+    nets = [random_net(units, p.sr, p.input_scaling, p.rc_connectivity, p.input_connectivity, p.bias_scaling,
+                       seed=np.random.default_rng([ctx.seed, BASELINE, units, k])) for k in range(p.candidates)]
+    fit = evaluator(nets, draws_of(p, FITNESS_TRIALS, ctx.seed, p.n_val))
+    best = int(np.argmax(fit))
+    return nets[best], [{"best_fitness": float(fit[best]), "mean_fitness": float(fit.mean()),
+                         "std_fitness": float(fit.std()), "n_neurons_best": float(units),
+                         "n_connections_best": float(n_connections(nets[best])), "n_species": 1.0}]
+
+
+def n_connections(net: Net) -> int:
+    """Non-zero recurrent and input weights (the bias not counted)."""
+    return int(np.count_nonzero(net.W) + np.count_nonzero(net.W_in))
 
 
 def run_experiment(p, ctx) -> dict[str, float]:
-    cfg = eval_config(p)
-    data = EvalData.draw(p.n_train, p.n_val, [ctx.seed, FITNESS_TRIALS])
-    evaluate = PopulationEvaluator(data, cfg, workers=p.workers or ctx.cpus)
+    draws = seed_draws(p, ctx.seed)
+    evaluator = PopulationEvaluator(dynamics(p), draws, workers=p.workers or ctx.cpus)
+    genome = None
     try:
-        best, history = (evolve if p.mode == "evolve" else random_baseline)(p, ctx, evaluate)
+        if p.mode == "random_baseline":
+            net, history = random_candidates(p, ctx, evaluator, p.units)
+            ctx.log(0, **history[0])
+        else:
+            net, genome, history = evolve(p, ctx, evaluator, draws)
+            if p.mode == "random_matched":  # the search only set the size: score a random net of that size
+                net, _ = random_candidates(p, ctx, evaluator, net.n)
     finally:
-        evaluate.close()
-    scores = test_score(best, p, cfg, ctx.seed)
-    final = {"test_accuracy": float(scores.mean()), "test_accuracy_std": float(scores.std()),
-             "n_neurons": float(best.shape[0]), "n_connections": float(n_connections(best)),
-             "best_fitness": float(history[-1]["best_fitness"] if p.mode != "evolve"
-                                   else max(h["best_fitness"] for h in history))}
+        evaluator.close()
+    test = mean_scores([net], draws_of(p, TEST_TRIALS, ctx.seed, p.n_test), dynamics(p), draws)
+    final = {"test_accuracy": float(test["accuracy"][0]), "test_accuracy_std": float(test["accuracy_std"][0]),
+             "test_best_first_accuracy": float(test["best_first_accuracy"][0]),
+             "test_best_last_accuracy": float(test["best_last_accuracy"][0]),
+             "test_legal_rate": float(test["legal_rate"][0]),
+             "n_neurons": float(net.n), "n_connections": float(n_connections(net)),
+             "best_fitness": float(max(h["best_fitness"] for h in history))}
     out = ctx.artifact_dir
     title = f"{p.mode}, seed {ctx.seed}: test {final['test_accuracy']:.3f}"
     plots.fitness_curve(history, out / "fitness_curve.png", title)
-    plots.adjacency(best, out / "adjacency.png", f"best genome ({best.shape[0]} neurons), seed {ctx.seed}")
-    plots.neuron_pca(best, out / "neuron_pca.png", f"neurons by connection vector, seed {ctx.seed}")
-    W_run, W_in_run, _ = reservoir_matrices([best], cfg)
-    plots.save_genome(best, out / "best_genome.npz", W_run=W_run[0], W_in_run=W_in_run[0],
-                      test_scores=scores, leak=p.leak)
+    plots.adjacency(net, out / "adjacency.png", f"{p.mode} winner ({net.n} neurons), seed {ctx.seed}")
+    plots.neuron_pca(net, out / "neuron_pca.png", f"neurons by connection vector, seed {ctx.seed}")
+    extra = {"genome": genome} if genome is not None and p.mode == "evolve" else {}
+    plots.save_net(net, out / "best_net.npz", test_accuracy=test["accuracy"], leak=p.leak, **extra)
     return final

@@ -2,7 +2,9 @@
 structural mutations that let a reservoir grow from one neuron and optional NEAT-style speciation.
 
 One generation = select -> vary (crossover, cell mutation, add/remove neuron) -> evaluate the changed
-genomes as one population batch -> keep elites. ``GA.state()``/``GA.restore()`` hold everything the rest of
+genomes as one population batch -> keep elites. With ``redraw`` every generation is scored on fresh trials
+(``evaluate(genomes, generation)`` decides which): then every individual, elites included, is evaluated again,
+so that a generation is compared on one draw and no genome keeps a lucky score from an earlier one. ``GA.state()``/``GA.restore()`` hold everything the rest of
 the search depends on (population with fitness, hall of fame, species, both RNG states), so a search
 resumed from a checkpoint continues exactly as an uninterrupted one.
 """
@@ -29,22 +31,27 @@ Individual = creator.EvoTopoIndividual
 
 @dataclass(frozen=True)
 class GAConfig:
-    population: int = 32
-    n_init: int = 1
-    max_neurons: int = 20
-    law: gn.CellLaw = gn.CellLaw()
-    cxpb: float = 0.5
-    mutpb: float = 0.8
-    mutation_fraction: float = 0.05
-    p_add_neuron: float = 0.3
-    p_remove_neuron: float = 0.05
-    tournament: int = 3
-    n_elite: int = 2
-    hof_size: int = 5
-    speciation: bool = False
-    species_target: int = 4
-    species_threshold: float = 0.5
-    stagnation: int = 15
+    """The search's settings. No defaults here: Params (workloads/evo_topo/__init__.py) is their one source,
+    `experiment.ga_config` builds this from it."""
+
+    population: int
+    n_init: int
+    max_neurons: int
+    n_inputs: int  # evolved input columns of a genome (nets.Layout.k)
+    law: gn.CellLaw
+    cxpb: float
+    mutpb: float
+    mutation_fraction: float
+    p_add_neuron: float
+    p_remove_neuron: float
+    tournament: int
+    n_elite: int
+    hof_size: int
+    speciation: bool
+    species_target: int
+    species_threshold: float
+    stagnation: int
+    redraw: bool
 
 
 def _compact(a: np.ndarray) -> np.ndarray:
@@ -61,9 +68,10 @@ def individual(a: np.ndarray, fit: tuple[float, ...] | None = None) -> Individua
 
 
 class GA:
-    """A running search; ``evaluate`` maps a list of genomes (plain arrays) to their fitness (P,)."""
+    """A running search; ``evaluate(genomes, generation)`` maps a list of genomes (plain arrays) to their
+    fitness (P,) for that generation."""
 
-    def __init__(self, cfg: GAConfig, evaluate: Callable[[list[np.ndarray]], np.ndarray], seed: int):
+    def __init__(self, cfg: GAConfig, evaluate: Callable[[list[np.ndarray], int], np.ndarray], seed: int):
         self.cfg, self.evaluate = cfg, evaluate
         self.rng = np.random.default_rng([seed, 7])  # the GA's own numpy stream (operators)
         random.seed(seed)  # DEAP's selection draws from Python's random
@@ -104,24 +112,28 @@ class GA:
         return self._structural(offspring)
 
     # --- the loop ---
-    def _evaluate_invalid(self, population: list[Individual]) -> None:
+    def _evaluate_invalid(self, population: list[Individual], generation: int) -> None:
+        if self.cfg.redraw:  # a fresh draw: every score of the previous one is stale
+            for ind in population:
+                del ind.fitness.values
         invalid = [ind for ind in population if not ind.fitness.valid]
         if invalid:
-            for ind, f in zip(invalid, self.evaluate([np.asarray(ind) for ind in invalid])):
+            for ind, f in zip(invalid, self.evaluate([np.asarray(ind) for ind in invalid], generation)):
                 ind.fitness.values = (float(f),)
 
     def step(self) -> dict[str, float]:
         """Make (generation 0: draw) and evaluate the next generation; return its metrics."""
         cfg = self.cfg
         if self.generation < 0:
-            new = [individual(gn.random_genome(cfg.n_init, self.rng, cfg.law)) for _ in range(cfg.population)]
+            new = [individual(gn.random_genome(cfg.n_init, self.rng, cfg.law, cfg.n_inputs))
+                   for _ in range(cfg.population)]
         elif self.speciation is None:
             elites = [self.toolbox.clone(e) for e in tools.selBest(self.population, cfg.n_elite)]
             parents = self.toolbox.select(self.population, cfg.population - len(elites))
             new = elites + self._vary(parents)
         else:
             new = self._speciated_offspring()
-        self._evaluate_invalid(new)
+        self._evaluate_invalid(new, self.generation + 1)
         self.population, self.generation = new, self.generation + 1
         self.hof.update(self.population)
         if self.speciation is not None:

@@ -1,7 +1,9 @@
 """Genomes and their variation operators.
 
-A genome is one array G of shape (N, N + 16): G[:, :N] is the recurrent matrix W (row i = the weights into
-neuron i) and G[:, N:] the input matrix W_in. One array keeps DEAP simple (an individual is an ndarray, the
+A genome is one array G of shape (N, N + K): G[:, :N] is the recurrent matrix W (row i = the weights into
+neuron i) and G[:, N:] the K evolved input columns: the 16 of W_in when the input is evolved, plus one bias
+column when the bias is a gene (a bias is the weight of an input that is always 1; nets.py decodes the
+layout). K can be 0 (W_in frozen, bias not a gene). One array keeps DEAP simple (an individual is an ndarray, the
 HallOfFame compares with ``np.array_equal``) and lets structural mutations add or drop a neuron as one row
 plus one column. Values are ternary {-1, 0, 1} or continuous in [-1, 1]; each cell is non-zero with the
 ``density`` probability (``input_density`` for W_in). Every operator returns new arrays (copies, never
@@ -59,8 +61,14 @@ def n_connections(g: np.ndarray) -> int:
     return int(np.count_nonzero(g))
 
 
-def random_genome(n: int, rng: np.random.Generator, law: CellLaw) -> np.ndarray:
-    return join(law.draw(rng, (n, n), law.density), law.draw(rng, (n, INPUT_DIM), law.input_density))
+def n_inputs(g: np.ndarray) -> int:
+    """K, the genome's evolved input columns."""
+    return int(g.shape[1] - g.shape[0])
+
+
+def random_genome(n: int, rng: np.random.Generator, law: CellLaw, k: int = INPUT_DIM) -> np.ndarray:
+    """``n`` neurons, ``k`` evolved input columns."""
+    return join(law.draw(rng, (n, n), law.density), law.draw(rng, (n, k), law.input_density))
 
 
 def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +80,7 @@ def crossover(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[n
     na, nb = a.shape[0], b.shape[0]
     # The common part: W[:n, :n] and W_in[:n, :]. Column indices into each genome differ for W_in.
     mask_w = rng.random((n, n)) < 0.5
-    mask_in = rng.random((n, INPUT_DIM)) < 0.5
+    mask_in = rng.random((n, n_inputs(a))) < 0.5
     wa, wb = np.array(a[:n, :n]), np.array(b[:n, :n])
     ia, ib = np.array(a[:n, na:]), np.array(b[:n, nb:])
     c1[:n, :n], c2[:n, :n] = np.where(mask_w, wb, wa), np.where(mask_w, wa, wb)
@@ -101,7 +109,7 @@ def add_neuron(g: np.ndarray, rng: np.random.Generator, law: CellLaw) -> np.ndar
     W2[:n, :n] = W
     W2[n, :] = law.draw(rng, n + 1, law.density)  # into the new neuron (and its self-connection)
     W2[:n, n] = law.draw(rng, n, law.density)  # out of the new neuron
-    W_in2 = np.concatenate([W_in, law.draw(rng, (1, INPUT_DIM), law.input_density)], axis=0)
+    W_in2 = np.concatenate([W_in, law.draw(rng, (1, W_in.shape[1]), law.input_density)], axis=0)
     return join(W2, W_in2)
 
 

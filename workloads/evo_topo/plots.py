@@ -1,5 +1,6 @@
-"""Artifacts of a run: fitness curve, adjacency heatmaps of the best W and W_in, the PCA view of neurons by
-their connection vectors (as the lab did), the best genome as .npz. matplotlib's Agg backend: no display."""
+"""Artifacts of a run: fitness curve, adjacency heatmaps of the winner's W and [W_in | bias] as run, the PCA
+view of neurons by their connection vectors (as the lab did), the winner as .npz. matplotlib's Agg backend:
+no display."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from workloads.evo_topo.genome import split  # noqa: E402
+from workloads.evo_topo.nets import Net  # noqa: E402
 
 POS_CUE = [f"pos{i}" for i in range(4)] + [f"cue{i}" for i in range(4)]
-INPUT_LABELS = [f"s1 {x}" for x in POS_CUE] + [f"s2 {x}" for x in POS_CUE]
+INPUT_LABELS = [f"s1 {x}" for x in POS_CUE] + [f"s2 {x}" for x in POS_CUE] + ["bias"]
 
 
 def fitness_curve(history: list[dict], path: Path, title: str) -> None:
@@ -33,25 +34,26 @@ def fitness_curve(history: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def adjacency(g: np.ndarray, path: Path, title: str) -> None:
-    W, W_in = split(g)
-    lim = max(float(np.abs(g).max()), 1e-12)
+def adjacency(net: Net, path: Path, title: str) -> None:
+    """Each panel on its own colour scale: W is rescaled to a small spectral radius, W_in is not."""
+    W, W_in = net.W, np.c_[net.W_in, net.bias]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), constrained_layout=True,
                              gridspec_kw={"width_ratios": [max(W.shape[1], 1), W_in.shape[1]]})
-    for ax, m, name in ((axes[0], W, "W (row = into neuron)"), (axes[1], W_in, "W_in")):
+    for ax, m, name in ((axes[0], W, "W (row = into neuron)"), (axes[1], W_in, "W_in | bias")):
+        lim = max(float(np.abs(m).max(initial=0)), 1e-12)
         im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest", aspect="auto")
         ax.set(title=name, ylabel="neuron")
+        fig.colorbar(im, ax=ax, shrink=0.8)
     axes[1].set_xticks(range(len(INPUT_LABELS)), INPUT_LABELS, rotation=90, fontsize=7)
-    fig.colorbar(im, ax=axes, shrink=0.8)
     fig.suptitle(title)
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def neuron_pca(g: np.ndarray, path: Path, title: str) -> None:
+def neuron_pca(net: Net, path: Path, title: str) -> None:
     """Each neuron as its connection vector [incoming W row, outgoing W column, W_in row], projected on
     the first two principal components."""
-    W, W_in = split(g)
+    W, W_in = net.W, net.W_in
     vectors = np.concatenate([W, W.T, W_in], axis=1)
     centred = vectors - vectors.mean(axis=0)
     fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
@@ -72,6 +74,6 @@ def neuron_pca(g: np.ndarray, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def save_genome(g: np.ndarray, path: Path, **meta) -> None:
-    W, W_in = split(g)
-    np.savez_compressed(path, W=W, W_in=W_in, **{k: np.asarray(v) for k, v in meta.items()})
+def save_net(net: Net, path: Path, **extra) -> None:
+    """The winner as run (W, W_in, bias), plus ``extra`` arrays (the genome, the test scores, ...)."""
+    np.savez_compressed(path, W=net.W, W_in=net.W_in, bias=net.bias, **{k: np.asarray(v) for k, v in extra.items()})

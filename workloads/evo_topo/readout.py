@@ -1,12 +1,16 @@
 """Readouts of the choice from the reservoir's last state, batched over a population.
 
-- ``ridge``: supervised ridge regression onto the one-hot correct position (fast; the default fitness).
-- ``online``: the reference paper's reward-learning readout (science.md): epsilon-greedy choice from a
-  softmax_beta of W_out x, update W_out[:, c] += eta (r - softmax(out)[c]) (x - r_th), masked to the
-  readout's initial sparsity, columns renormalised. Randomness (initial W_out, exploration, reward draws)
-  is drawn once from the given generator and shared by every individual (common random numbers: a
-  population is compared on the same luck, and a split across processes gives the same result).
-States are (P, B, N) torch or numpy; padded neurons (state 0) are masked out of W_out by ``n_neurons``.
+- ``online`` (the paper's protocol): the reference's reward-learning readout. Output ``out = W_out^T x``
+  (W_out (N, 4) starts uniform in [0, 1] with density output_connectivity); epsilon-greedy choice (epsilon
+  starts at 1, x epsilon_decay per trial); after the reward r, W_out[:, c] += eta (r - softmax_beta(out)[c])
+  (x - r_th), masked to the initial sparsity, every column renormalised to unit norm. Learned over the
+  training trials, then frozen and greedy. Its random draws (initial W_out, exploration, reward payments)
+  come from one generator and are shared by every individual (common random numbers: a population is
+  compared on the same luck, and a split across processes gives the same result); W_out is drawn for
+  ``width`` neurons and sliced, so a net's draw does not depend on the population it is evaluated in.
+- ``ridge`` (the "supervised readout", not the paper's protocol): ridge regression onto the one-hot correct
+  position. It is told the answer on every training trial, and makes the task nearly trivial.
+States are (P, B, N); padded neurons (state 0) are masked out of W_out by ``n_neurons``.
 """
 
 from __future__ import annotations
@@ -34,44 +38,64 @@ def ridge_choices(X_train, correct_train: np.ndarray, X_test, ridge: float) -> n
 
 @dataclass(frozen=True)
 class OnlineRule:
-    """The reward-learning rule's constants (reference values: science.md / M_0.json)."""
+    """The reward-learning rule's constants (Params holds their values)."""
 
-    eta: float = 0.0045
-    beta: float = 16.0
-    r_th: float = 0.0
-    epsilon_decay: float = 0.75
-    output_connectivity: float = 0.865
-    stochastic: bool = False
+    eta: float
+    beta: float
+    r_th: float
+    epsilon_decay: float
+    output_connectivity: float
+    stochastic: bool
 
 
-def online_choices(X_train, stimuli_train: np.ndarray, X_test, n_neurons: np.ndarray, rule: OnlineRule,
-                   rng: np.random.Generator) -> np.ndarray:
-    """Learn W_out trial by trial from rewards (all individuals in step), then return the greedy (P, B_test)
-    choices on the test states with W_out frozen."""
-    X = np.asarray(torch.as_tensor(X_train).cpu().numpy(), dtype=np.float64)
-    P, B, N = X.shape
-    valid = np.arange(N)[None, :] < np.asarray(n_neurons)[:, None]  # (P, N): real (non-padding) neurons
-    init = rng.uniform(0.0, 1.0, size=(N, N_POS)) * (rng.random((N, N_POS)) < rule.output_connectivity)
-    mask = (init != 0)[None] & valid[:, :, None]  # (P, N, 4)
-    W_out = np.where(mask, init[None], 0.0)
-    explore_u, random_choice = rng.random(B), rng.integers(N_POS, size=B)
-    reward_u = rng.random(B)
-    epsilon = 1.0
-    rows = np.arange(P)
-    for t in range(B):
-        x = X[:, t]  # (P, N)
-        out = np.einsum("pn,pnk->pk", x, W_out)
-        z = rule.beta * (out - out.max(-1, keepdims=True))  # stable softmax
+class OnlineReadout:
+    """W_out of P individuals learning in step, one trial at a time: `choose` then `learn`."""
+
+    def __init__(self, n_neurons: np.ndarray, n: int, width: int, n_train: int, rule: OnlineRule,
+                 rng: np.random.Generator):
+        self.rule, self.P = rule, len(n_neurons)
+        valid = np.arange(n)[None, :] < np.asarray(n_neurons)[:, None]  # (P, n): real (non-padding) neurons
+        init = rng.uniform(0.0, 1.0, size=(width, N_POS)) * (rng.random((width, N_POS)) < rule.output_connectivity)
+        self.mask = (init[:n] != 0)[None] & valid[:, :, None]  # (P, n, 4)
+        self.W_out = np.where(self.mask, init[None, :n], 0.0)
+        self.explore_u, self.random_choice = rng.random(n_train), rng.integers(N_POS, size=n_train)
+        self.reward_u = rng.random(n_train)
+        self.epsilon = 1.0
+        self._rows = np.arange(self.P)
+
+    def choose(self, t: int, out: np.ndarray) -> np.ndarray:
+        """(P,) choices of training trial ``t`` from the outputs (P, 4): a shared random position while
+        exploring (probability epsilon), else each individual's argmax; epsilon then decays."""
+        explore = self.explore_u[t] < self.epsilon
+        self.epsilon *= self.rule.epsilon_decay
+        return np.full(self.P, self.random_choice[t]) if explore else out.argmax(-1)
+
+    def learn(self, t: int, x: np.ndarray, out: np.ndarray, choice: np.ndarray, stimuli: np.ndarray) -> None:
+        """The reward update after training trial ``t``: state x (P, N), outputs (P, 4), stimuli (2, 2)."""
+        rule = self.rule
+        r = reward(stimuli[None], choice, np.full(self.P, self.reward_u[t]), rule.stochastic)
+        z = rule.beta * (out - out.max(-1, keepdims=True))  # the same softmax, without overflow
         prob = np.exp(z)
         prob /= prob.sum(-1, keepdims=True)
-        greedy = out.argmax(-1)
-        choice = np.full(P, random_choice[t]) if explore_u[t] < epsilon else greedy
-        epsilon *= rule.epsilon_decay
-        r = reward(stimuli_train[t][None], choice, np.full(P, reward_u[t]), rule.stochastic)
-        delta = rule.eta * (r - prob[rows, choice])  # (P,)
-        W_out[rows, :, choice] += delta[:, None] * (x - rule.r_th)
-        W_out *= mask
-        norm = np.linalg.norm(W_out, axis=1, keepdims=True)  # (P, 1, 4): column norms
-        W_out = np.where(norm > 0, W_out / np.where(norm > 0, norm, 1.0), W_out)
-    X_test = np.asarray(torch.as_tensor(X_test).cpu().numpy(), dtype=np.float64)
-    return np.einsum("pbn,pnk->pbk", X_test, W_out).argmax(-1)
+        delta = rule.eta * (r - prob[self._rows, choice])  # (P,)
+        W = self.W_out
+        W[self._rows, :, choice] += delta[:, None] * (x - rule.r_th)
+        W *= self.mask
+        norm = np.linalg.norm(W, axis=1, keepdims=True)  # (P, 1, 4): column norms; a zero column stays 0
+        np.divide(W, norm, out=W, where=norm > 0)
+
+    def output(self, x: np.ndarray) -> np.ndarray:
+        """(P, 4) outputs W_out^T x for states x (P, N)."""
+        return np.einsum("pn,pnk->pk", x, self.W_out)
+
+
+def online_choices(X_train, stimuli_train: np.ndarray, X_test, n_neurons: np.ndarray, width: int,
+                   rule: OnlineRule, rng: np.random.Generator) -> np.ndarray:
+    """The online readout on precomputed last states (valid when the states do not depend on the readout:
+    no feedback): learn over the (P, B, N) training states, then the greedy (P, B_test) test choices."""
+    X = np.asarray(X_train, dtype=np.float64)
+    readout = OnlineReadout(n_neurons, X.shape[-1], width, X.shape[1], rule, rng)
+    for t in range(X.shape[1]):
+        out = readout.output(X[:, t])
+        readout.learn(t, X[:, t], out, readout.choose(t, out), stimuli_train[t])
+    return np.einsum("pbn,pnk->pbk", np.asarray(X_test, dtype=np.float64), readout.W_out).argmax(-1)

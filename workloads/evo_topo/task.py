@@ -2,11 +2,13 @@
 
 4 cues x 4 positions; a trial shows 2 different cues at 2 different positions: C(4,2) x P(4,2) = 72 distinct
 trials, presented in epochs (each epoch a fresh shuffle of all 72). Input, 16-d: one 8-d block per stimulus
-in order of appearance, each [position one-hot(4), cue one-hot(4)] times a rectangular time course: 5 blank
-steps, the first stimulus on for t1 in 5..19 steps; the second starts `delay` in 0..20 steps after the first,
-always overlaps it (delay < t1) and stays on until the end of the 30-step trial (5 + delay + t2 = 30, t2 in
-5..19). Which stimulus comes first is a fair coin. The choice (one of 4 positions) is read at the last step;
-correct = the position of the highest-valued cue (values 1.0, 0.75, 0.5, 0.25 for cues 0..3).
+in order of appearance, each [position one-hot(4), cue one-hot(4)] times a rectangular time course, as the
+reference's task.json and chronogram lay it out: 5 blank steps, the first stimulus on for t1 in 5..19 steps;
+the second starts `delay` steps after the first, while the first is still on (delay < t1), and stays on until
+one step before the end: every trial ends with N_END = 1 blank decision step (5 + delay + t2 + 1 = 30, t2 in
+5..19): 105 timing triplets. Which stimulus comes first is a fair coin. The choice (one of 4 positions) is read
+at the last step, when the input is all zero; correct = the position of the highest-valued cue (values 1.0,
+0.75, 0.5, 0.25 for cues 0..3).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from itertools import combinations, permutations
 
 import numpy as np
 
-N_CUE, N_POS, INPUT_DIM, N_STEPS, N_BLANK = 4, 4, 16, 30, 5
+N_CUE, N_POS, INPUT_DIM, N_STEPS, N_BLANK, N_END = 4, 4, 16, 30, 5, 1
 CUE_VALUES = np.array([1.0, 0.75, 0.5, 0.25])
 PENALTY = -0.01  # reward for choosing an empty position
 
@@ -28,10 +30,11 @@ def all_trials() -> np.ndarray:
 
 
 def timing_options() -> np.ndarray:
-    """Every allowed (t1, delay, t2): first on for t1 steps, second starts delay steps later, overlaps the
-    first (delay < t1) and ends with the trial (N_BLANK + delay + t2 == N_STEPS)."""
-    return np.array([(t1, d, N_STEPS - N_BLANK - d) for t1 in range(5, 20) for d in range(0, 21)
-                     if 5 <= N_STEPS - N_BLANK - d <= 19 and d < t1])
+    """Every allowed (t1, delay, t2), the reference's "overlap" options: t1 and t2 in 5..19, delay in 0..20,
+    the second starts while the first is on (delay < t1) and ends one blank decision step before the end
+    (N_BLANK + delay + t2 + N_END == N_STEPS): 105 triplets."""
+    return np.array([(t1, d, t2) for t1 in range(5, 20) for d in range(0, 21) for t2 in range(5, 20)
+                     if N_BLANK + d + t2 + N_END == N_STEPS and d < t1])
 
 
 @dataclass
@@ -47,6 +50,15 @@ class Trials:
     def __len__(self) -> int:
         return len(self.correct)
 
+    @property
+    def best_first(self) -> np.ndarray:
+        """(B,) whether the best cue was the first stimulus shown (the paper's best-first / best-last split)."""
+        return self.stimuli[:, 0, 0] < self.stimuli[:, 1, 0]
+
+    def legal(self, choice: np.ndarray) -> np.ndarray:
+        """(..., B) whether each choice is an occupied position (a legal choice, in the paper's words)."""
+        return (self.stimuli[..., 1] == np.asarray(choice)[..., None]).any(-1)
+
 
 def correct_position(stimuli: np.ndarray) -> np.ndarray:
     """Position of the highest-valued (lowest-index) cue of each trial; stimuli (B, 2, 2)."""
@@ -60,8 +72,9 @@ def encode(stimuli: np.ndarray, timing: np.ndarray) -> np.ndarray:
     b = len(stimuli)
     t = np.arange(N_STEPS)
     t1, delay = timing[:, 0:1], timing[:, 1:2]
+    t2 = timing[:, 2:3]
     on = np.stack([(t >= N_BLANK) & (t < N_BLANK + t1),  # first stimulus
-                   t >= N_BLANK + delay], axis=1)  # second stimulus: until the end of the trial
+                   (t >= N_BLANK + delay) & (t < N_BLANK + delay + t2)], axis=1)  # second: off at the decision
     code = np.zeros((b, 2, 8))
     rows = np.arange(b)[:, None]
     code[rows, [0, 1], stimuli[..., 1]] = 1.0  # position one-hot
