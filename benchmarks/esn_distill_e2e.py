@@ -2,7 +2,7 @@
 12 x (1,000 + 1,000 units, forward + backward), ~250,000 tokens (1,000 samples of 212-288 tokens),
 teacher forward included. The lab's own run took about 5 hours; the targets are < 15 min and < 8 GiB.
 
-It runs configs/esn_distill_lab.yaml's params through the real worker (``python -m orchestrator.worker``,
+It runs configs/esn_distill_lab.yaml's params through the real worker (``python -m orchestrator.job.worker``,
 a child process) and reports its wall time and peak resident memory (the child's ru_maxrss).
 ``--quick`` runs the same shape at 1/10 of the tokens and 300 units, as a smoke check.
 
@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 sys.path.insert(0, str(REPO))
 
-from orchestrator.journal import read_journal  # noqa: E402
-from orchestrator.plan import expand  # noqa: E402
-from orchestrator.rundir import RunDir  # noqa: E402
-from orchestrator.spec import load_spec  # noqa: E402
+from orchestrator.job.journal import read_journal  # noqa: E402
+from orchestrator.job.rundir import RunDir  # noqa: E402
+from orchestrator.spec.plan import expand  # noqa: E402
+from orchestrator.spec.spec import load_spec  # noqa: E402
 
 
 def blas_kernels() -> str:
@@ -75,7 +75,7 @@ def main() -> None:
     console.print(f"run dir {run_dir.path}; load average before: {load_before[0]:.1f} "
                   f"(1 min) on {os.cpu_count()} cores")
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.worker", str(run_dir.path)], cwd=REPO)
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.job.worker", str(run_dir.path)], cwd=REPO)
     try:
         proc.wait(timeout=args.timeout_min * 60 if args.timeout_min else None)
     except subprocess.TimeoutExpired:

@@ -132,7 +132,8 @@ def gpu_row(paper: Params, steps: int) -> dict | None:
 def load_params(path: Path, variant: str | None) -> Params:
     """Params of a spec file (its params, then one variant's overrides), without the orchestrator."""
     import yaml
-    from orchestrator.spec import deep_merge, nest
+
+    from orchestrator.spec.spec import deep_merge, nest
     doc = yaml.safe_load(path.read_text())
     tree = nest(doc.get("params", {}))
     if variant:

@@ -38,9 +38,9 @@ def children_cpu() -> float:
 
 def plain_loop(n: int, tmp: Path) -> float:
     """The same workload calls with nothing around them but a RunContext writing a journal."""
-    from orchestrator.context import RunContext
-    from orchestrator.journal import JournalWriter
-    from orchestrator.rundir import RunDir
+    from orchestrator.job.context import RunContext
+    from orchestrator.job.journal import JournalWriter
+    from orchestrator.job.rundir import RunDir
     from workloads import smoke
 
     params = smoke.Params(steps=1, noise=0.0)
@@ -55,7 +55,7 @@ def plain_loop(n: int, tmp: Path) -> float:
 
 
 def submit_overhead(n: int, tmp: Path) -> dict:
-    from orchestrator.ledger import Ledger
+    from orchestrator.tracking.ledger import Ledger
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     Ledger(uri)  # the store's one-time creation (schema migrations) is not per-run overhead
     spec = tmp / "overhead.yaml"
@@ -73,9 +73,10 @@ def submit_overhead(n: int, tmp: Path) -> dict:
 
 def reconcile_time(n: int, tmp: Path) -> dict:
     from orchestrator import driver
-    from orchestrator.ledger import Ledger
-    from orchestrator.plan import expand, flat_params
-    from orchestrator.spec import load_spec
+    from orchestrator.backends.base import make as make_backend
+    from orchestrator.spec.plan import expand, flat_params
+    from orchestrator.spec.spec import load_spec
+    from orchestrator.tracking.ledger import Ledger
 
     uri = f"sqlite:///{tmp / 'reconcile.db'}"
     spec_path = tmp / "big.yaml"
@@ -93,7 +94,7 @@ def reconcile_time(n: int, tmp: Path) -> dict:
     start = time.perf_counter()
     spec = load_spec(spec_path)
     runs = expand(spec)
-    records = driver.refresh(ledger, ledger.runs(experiment_id), driver.make_backend)
+    records = driver.refresh(ledger, ledger.runs(experiment_id), make_backend)
     reconciled = driver.reconcile(runs, records)
     in_process_s = time.perf_counter() - start
     assert len(reconciled.done) == n and not reconciled.todo, "every run must be found FINISHED"

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT.parent))
 
 def submit(root: Path, name: str, backend: str, runs: int) -> float:
     from typer.testing import CliRunner
+
     from orchestrator.cli import app
     spec = root / f"{name}.yaml"
     spec.write_text(yaml.safe_dump({"name": name, "workload": "smoke", "params": {"steps": 20}, "seeds": runs,
@@ -42,7 +43,7 @@ def submit(root: Path, name: str, backend: str, runs: int) -> float:
 
 
 def sweep(root: Path, name: str, trials: int, reuse: bool) -> float:
-    import orchestrator.tune as tune_mod
+    import orchestrator.tune.sweep as tune_mod
     spec = root / f"{name}.yaml"
     spec.write_text(yaml.safe_dump({"name": name, "workload": "smoke", "params": {"steps": 20},
                                     "workdir": str(root / "jobs"), "resources": {"cpus": 1, "mem_gb": 0.5},
@@ -73,11 +74,12 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(root / "auth_token"))
     try:
         rows = []
-        from orchestrator.ledger import Ledger  # the MLflow store exists before anything is timed
+        from orchestrator.tracking.ledger import Ledger  # the MLflow store exists before anything is timed
         Ledger(f"sqlite:///{root / 'm.db'}").client.search_experiments()
         local_s = submit(root, "bench_local", "local", args.runs)
         rows.append(("submit, local backend (peer)", args.runs, local_s, 1.0))
-        from orchestrator.backends.ray import RaySettings, connect
+        from orchestrator.backends.ray import connect
+        from orchestrator.spec.profiles import RaySettings
         start = time.perf_counter()
         ray = connect(None, RaySettings(num_cpus=os.cpu_count()))
         init_s = time.perf_counter() - start

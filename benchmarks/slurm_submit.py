@@ -29,12 +29,13 @@ REPO = ROOT.parent
 sys.path.insert(0, str(REPO))
 
 from orchestrator import driver  # noqa: E402
+from orchestrator.analysis.status import experiment_status  # noqa: E402
 from orchestrator.backends.base import Job  # noqa: E402
+from orchestrator.backends.base import make as make_backend  # noqa: E402
 from orchestrator.backends.slurm import SlurmBackend  # noqa: E402
-from orchestrator.ledger import Ledger  # noqa: E402
-from orchestrator.plan import expand  # noqa: E402
-from orchestrator.spec import load_spec  # noqa: E402
-from orchestrator.status import experiment_status  # noqa: E402
+from orchestrator.spec.plan import expand  # noqa: E402
+from orchestrator.spec.spec import load_spec  # noqa: E402
+from orchestrator.tracking.ledger import Ledger  # noqa: E402
 
 
 def timed(fn):
@@ -61,7 +62,7 @@ def main() -> None:
     runs = expand(spec)
     ledger = Ledger(uri)
     experiment_id = ledger.experiment_id(spec.name, create=True)
-    backend, t_check = timed(lambda: driver.make_backend("slurm", spec))
+    backend, t_check = timed(lambda: make_backend("slurm", spec))
     # held: the 500 stay PENDING, so status measures orch's own cost (one query, 500 journals checked) and
     # not MLflow ingesting finished runs (measured apart below, per run)
     backend.profile = backend.profile.model_copy(update={"sbatch": {"hold": True}})

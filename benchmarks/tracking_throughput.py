@@ -72,8 +72,8 @@ def rest_writer(uri: str, run_id: str, index: int, n: int, barrier) -> None:
 
 
 def journal_writer(run_dir: str, index: int, n: int, barrier) -> None:
-    from orchestrator.journal import JournalWriter
-    from orchestrator.rundir import RunDir
+    from orchestrator.job.journal import JournalWriter
+    from orchestrator.job.rundir import RunDir
     journal = JournalWriter(RunDir(Path(run_dir)).journal)
     journal.write("start", attempt=1, pid=os.getpid(), host="bench", resumed_from_step=None)
     barrier.wait()
@@ -84,8 +84,9 @@ def journal_writer(run_dir: str, index: int, n: int, barrier) -> None:
 
 
 def worker_job(run_dir: str, barrier) -> None:
-    from orchestrator import worker
     import requests  # noqa: F401 - imported before the clock, like a job's warm-up
+
+    from orchestrator.job import worker
     barrier.wait()
     worker.execute(run_dir)
 
@@ -107,7 +108,7 @@ def run_processes(target, arg_lists: list[tuple]) -> float:
 
 # -- modes ---------------------------------------------------------------------------------------------
 def make_runs(uri: str, name: str, count: int) -> list[str]:
-    from orchestrator.ledger import Ledger
+    from orchestrator.tracking.ledger import Ledger
     ledger = Ledger(uri)
     experiment_id = ledger.experiment_id(name, create=True)
     return [ledger.create_run(experiment_id, f"r{i}", {"orch.role": "seed"}, {}, status="RUNNING") for i in range(count)]
@@ -132,8 +133,8 @@ def mode_direct(uri: str, name: str, runs: int, n: int, rest: bool) -> tuple[flo
 
 
 def make_run_dirs(uri: str, name: str, runs: int, steps: int, workload_params: dict | None = None):
-    from orchestrator.plan import Run
-    from orchestrator.rundir import RunDir
+    from orchestrator.job.rundir import RunDir
+    from orchestrator.spec.plan import Run
     run_ids = make_runs(uri, name, runs)
     dirs = []
     for i, run_id in enumerate(run_ids):
@@ -147,7 +148,7 @@ def make_run_dirs(uri: str, name: str, runs: int, steps: int, workload_params: d
 
 
 def ingest_all(uri: str, dirs) -> None:
-    from orchestrator.ledger import Ledger
+    from orchestrator.tracking.ledger import Ledger
     ledger = Ledger(uri)
     for run_dir in dirs:
         assert ledger.ingest(run_dir) == "FINISHED"
@@ -155,7 +156,7 @@ def ingest_all(uri: str, dirs) -> None:
 
 def mode_journal_ingest(uri: str, name: str, runs: int, n: int) -> tuple[float, int]:
     run_ids, dirs = make_run_dirs(uri, name, runs, n)
-    from orchestrator.ledger import Ledger
+    from orchestrator.tracking.ledger import Ledger
     Ledger(uri)  # client and store ready before the clock, like a running orchestrator
     start = run_processes(journal_writer, [(str(d.path), i, n) for i, d in enumerate(dirs)])
     ingest_all(uri, dirs)
@@ -168,7 +169,7 @@ def mode_live(uri: str, name: str, runs: int, n: int) -> tuple[float, int, int]:
     run_ids, dirs = make_run_dirs(uri, name, runs, n, params)
     start = run_processes(worker_job, [(str(d.path),) for d in dirs])
     jobs_s = time.perf_counter() - start  # every job ended: its pusher flushed (or gave up) before exit
-    from orchestrator.live import read_state
+    from orchestrator.job.push import read_state
     pushed = sum(1 for d, rid in zip(dirs, run_ids) if (read_state(d, rid) or {}).get("offset") == d.journal.stat().st_size)
     ingest_all(uri, dirs)  # tags, status, final metrics, and anything a pusher could not send
     wall = time.perf_counter() - start
@@ -193,7 +194,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from orchestrator import server
+    from orchestrator.tracking import server
     console = Console()
     shutil.rmtree(WORK, ignore_errors=True)
     runs, n = args.runs, args.metrics
@@ -203,7 +204,7 @@ def main() -> None:
     servers = []
     try:
         sqlite_uri = f"sqlite:///{WORK / 'direct.db'}"
-        from orchestrator.ledger import Ledger
+        from orchestrator.tracking.ledger import Ledger
         Ledger(sqlite_uri).experiment_id("warm", create=True)  # schema created once, before any writer
         srv_sqlite = server.start(f"sqlite:///{WORK / 'server.db'}", WORK / "art1", port=free_port(), run_dir=WORK / "srv1")
         servers.append(WORK / "srv1")

@@ -15,7 +15,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from orchestrator.backends.base import make as make_backend
 from orchestrator.errors import InputError
+from orchestrator.tracking.records import FAILED, FINISHED, RUNNING, SCHEDULED, Tag
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="orch: declare experiments in YAML, run every seed locally, on Slurm or on Ray, "
@@ -51,7 +53,7 @@ class RichSink:
 
 
 def _resolve_uri(cli_uri: str | None, spec_uri: str | None = None) -> str:
-    from orchestrator.ledger import resolve_uri
+    from orchestrator.tracking.ledger import resolve_uri
     return resolve_uri(cli_uri, spec_uri)
 
 
@@ -85,18 +87,17 @@ def submit(spec_path: SpecArg,
            cluster: Annotated[Optional[str], typer.Option("--cluster", help="slurm: cluster profile "
                                                           "(cluster/<name>.yaml)")] = None):
     """Run every seed of every variant and grid point that MLflow does not already hold as FINISHED."""
-    from orchestrator import backends, driver
-    from orchestrator.plan import expand
-    from orchestrator.spec import load_spec
+    from orchestrator import driver
+    from orchestrator.spec.plan import expand
+    from orchestrator.spec.spec import load_spec
 
     if cluster:
         sets = [*(sets or []), f"cluster={cluster}"]
     spec = load_spec(spec_path, sets=sets, seeds=seeds, backend=backend)
     if spec.backend == "slurm":  # the profile may put the run directories on the shared filesystem
-        from orchestrator.cluster import apply_profile
+        from orchestrator.spec.profiles import apply_profile
         spec = apply_profile(spec)
     runs = expand(spec)
-    backends.check(spec.backend, f"{spec_path}: backend")
     if max_parallel is not None and max_parallel < 1:
         raise InputError(f"expected at least 1, got {max_parallel}", "--max-parallel")
     uri = _resolve_uri(tracking_uri, spec.tracking.uri)
@@ -104,12 +105,12 @@ def submit(spec_path: SpecArg,
         console.print(_plan_table(runs))
         return
 
-    from orchestrator.ledger import Ledger
-    backend_instance = driver.make_backend(spec.backend, spec, max_parallel, ray_address=ray_address)
+    from orchestrator.tracking.ledger import Ledger
+    backend_instance = make_backend(spec.backend, spec, max_parallel=max_parallel, ray_address=ray_address)
     ledger = Ledger(uri)  # after the backend: slurm refuses an impossible request before anything exists
     experiment_id = ledger.experiment_id(spec.name, create=True)
     records = driver.refresh(ledger, ledger.runs(experiment_id), lambda name: backend_instance
-                             if name == spec.backend else driver.make_backend(name))
+                             if name == spec.backend else make_backend(name))
     reconciled = driver.reconcile(runs, records)
     console.print(f"[bold]{spec.name}[/]: {len(runs)} runs planned, {len(reconciled.done)} already finished, "
                   f"{len(reconciled.active)} in progress, [bold]{len(reconciled.todo)} to run[/] on {spec.backend}  "
@@ -142,7 +143,7 @@ def submit(spec_path: SpecArg,
             raise typer.Exit(130) from None
     driver.update_groups(ledger, experiment_id)
     _print_status(ledger, experiment_id, spec.name)
-    failed = [rid for rid, status in results.items() if status != "FINISHED"]
+    failed = [rid for rid, status in results.items() if status != FINISHED]
     if failed:
         err_console.print(f"[red]{len(failed)} run(s) did not finish[/]; see `orch logs RUN_ID`, e.g. {failed[0]}")
         raise typer.Exit(1)
@@ -154,11 +155,12 @@ def run_one(spec_path: SpecArg, seed: Annotated[int, typer.Option("--seed", help
             variant: Annotated[Optional[str], typer.Option("--variant", help="which variant (default: first)")] = None,
             sets: SetOpt = None, tracking_uri: UriOpt = None):
     """One run, in this process (a debugger and print() work), recorded in MLflow like any other."""
-    from orchestrator import driver, worker
+    from orchestrator import driver
     from orchestrator.errors import did_you_mean
-    from orchestrator.ledger import Ledger
-    from orchestrator.plan import expand
-    from orchestrator.spec import load_spec
+    from orchestrator.job import worker
+    from orchestrator.spec.plan import expand
+    from orchestrator.spec.spec import load_spec
+    from orchestrator.tracking.ledger import Ledger
 
     spec = load_spec(spec_path, sets=sets)
     runs = expand(spec.model_copy(update={"seeds": spec.seeds.model_copy(update={"count": 1, "base": seed})}))
@@ -171,15 +173,15 @@ def run_one(spec_path: SpecArg, seed: Annotated[int, typer.Option("--seed", help
     experiment_id = ledger.experiment_id(spec.name, create=True)
     previous = next(iter(driver.by_key(ledger.runs(experiment_id)).get(run.key, [])), None)
     (prepared,) = driver.prepare(ledger, experiment_id, spec, [(run, previous)], "local", fresh=True)
-    ledger.set_tags(prepared.run_id, {"orch.job_id": "in-process", "orch.via": "orch run"})
+    ledger.set_tags(prepared.run_id, {Tag.JOB_ID: "in-process", Tag.VIA: "orch run"})
     console.print(f"running {run.label} seed {run.seed} in this process (run {prepared.run_id})")
     status = worker.execute(prepared.run_dir.path)
     ledger.ingest(prepared.run_dir)
     driver.update_groups(ledger, experiment_id)
     final = ledger.get(prepared.run_id)
     console.print(f"{status}: " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(final.metrics.items())))
-    if status != "FINISHED":
-        console.print(f"error: {final.tags.get('orch.error', '')}")
+    if status != FINISHED:
+        console.print(f"error: {final.tags.get(Tag.ERROR, '')}")
         raise typer.Exit(1)
 
 
@@ -193,7 +195,7 @@ def tune(spec_path: SpecArg, sets: SetOpt = None, tracking_uri: UriOpt = None,
          top: Annotated[int, typer.Option("--top", help="trials shown in the table")] = 10):
     """A Ray Tune sweep over the spec's `tune:` section; MLflow: one parent run, one child per trial.
     Writes the best trial as a complete spec: validate it with `orch submit best.yaml --seeds N`."""
-    from orchestrator.tune import run_sweep
+    from orchestrator.tune.sweep import run_sweep
 
     result = run_sweep(spec_path, sets=sets, tracking_uri=tracking_uri, ray_address=ray_address, resume=resume,
                        best_path=best, echo=console.print)
@@ -201,7 +203,7 @@ def tune(spec_path: SpecArg, sets: SetOpt = None, tracking_uri: UriOpt = None,
     table = Table(title=f"{result.sweep}: top trials by {result.metric} ({result.mode})")
     for col in ("rank", "trial", "status", result.metric, "reports", *names):
         table.add_column(col, justify="left" if col in ("trial", "status") else "right")
-    colour = {"FINISHED": "green", "STOPPED": "yellow", "FAILED": "red"}
+    colour = {FINISHED: "green", "STOPPED": "yellow", FAILED: "red"}
     for rank, row in enumerate(result.rows[:top], 1):
         score = f"{row.score:.6g}" if row.score is not None else "-"
         values = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (row.config.get(n, "") for n in names)]
@@ -221,7 +223,7 @@ def tune(spec_path: SpecArg, sets: SetOpt = None, tracking_uri: UriOpt = None,
 def _experiment_name(name_or_spec: str) -> tuple[str, str | None]:
     path = Path(name_or_spec)
     if path.suffix in (".yaml", ".yml"):
-        from orchestrator.spec import load_yaml
+        from orchestrator.spec.spec import load_yaml
         doc = load_yaml(path)
         if "name" not in doc:
             raise InputError("the spec has no 'name'", str(path), "name")
@@ -231,7 +233,7 @@ def _experiment_name(name_or_spec: str) -> tuple[str, str | None]:
 
 def _print_status(ledger, experiment_id: str, name: str, groups=None) -> None:
     """One row per group (its label names the variant and grid point); fits 80 columns."""
-    from orchestrator.status import experiment_status
+    from orchestrator.analysis.status import experiment_status
     groups = groups if groups is not None else experiment_status(ledger, experiment_id)
     metrics = {g.metric for g in groups}
     metric = metrics.pop() if len(metrics) == 1 else "main metric"
@@ -255,8 +257,8 @@ def status(experiment: Annotated[str, typer.Argument(help="experiment name or sp
     """Per group: finished / running / queued / failed / missing runs, and the main metric's mean; per
     `orch tune` sweep: trials finished / running / stopped early / failed, and the best score."""
     from orchestrator import driver
-    from orchestrator.ledger import Ledger
-    from orchestrator.status import experiment_status, sweep_status
+    from orchestrator.analysis.status import experiment_status, sweep_status
+    from orchestrator.tracking.ledger import Ledger
 
     name, spec_uri = _experiment_name(experiment)
     uri = _resolve_uri(tracking_uri, spec_uri)
@@ -264,7 +266,7 @@ def status(experiment: Annotated[str, typer.Argument(help="experiment name or sp
     experiment_id = ledger.experiment_id(name)
     if experiment_id is None:
         raise InputError(f"no experiment named '{name}' in {uri}")
-    records = driver.refresh(ledger, ledger.runs(experiment_id), driver.make_backend)
+    records = driver.refresh(ledger, ledger.runs(experiment_id), make_backend)
     parents = driver.update_groups(ledger, experiment_id, records)
     groups = experiment_status(ledger, experiment_id, records, parents)
     sweeps = sweep_status(ledger, experiment_id)
@@ -299,10 +301,10 @@ def _print_sweeps(name: str, sweeps) -> None:
 
 def _print_active(records, limit: int = 10) -> None:
     """Queued and running runs with their job ids (what `orch logs` / `orch cancel --run` take)."""
-    active = sorted((r for r in records if r.status in ("SCHEDULED", "RUNNING")), key=lambda r: r.status != "RUNNING")
+    active = sorted((r for r in records if r.status in (SCHEDULED, RUNNING)), key=lambda r: r.status != RUNNING)
     for r in active[:limit]:
-        console.print(f"  {'running' if r.status == 'RUNNING' else 'queued '}  {r.run_id}  seed {r.tags.get('orch.seed', '?'):>3}  "
-                      f"{r.tags.get('orch.backend', '')} job {r.tags.get('orch.job_id') or '-'}", highlight=False)
+        console.print(f"  {'running' if r.status == 'RUNNING' else 'queued '}  {r.run_id}  seed {r.tags.get(Tag.SEED, '?'):>3}  "
+                      f"{r.tags.get(Tag.BACKEND, '')} job {r.tags.get(Tag.JOB_ID) or '-'}", highlight=False)
     if len(active) > limit:
         console.print(f"  ... and {len(active) - limit} more queued or running")
 
@@ -316,7 +318,7 @@ def _find_run(ledger, run: str):
         except MlflowException:
             pass
     experiments = [e.experiment_id for e in ledger.client.search_experiments()]
-    for tag in ("orch.key", "orch.job_id"):
+    for tag in (Tag.KEY, Tag.JOB_ID):
         found = ledger.client.search_runs(experiments, filter_string=f"tags.`{tag}` = '{run}'", max_results=1)
         if found:
             return ledger.get(found[0].info.run_id)
@@ -331,14 +333,14 @@ def logs(run: Annotated[str, typer.Argument(help="MLflow run id or orch run key"
     """The tail of a run's stdout and stderr (from its run directory)."""
     from collections import deque
 
-    from orchestrator.ledger import Ledger
-    from orchestrator.rundir import RunDir
+    from orchestrator.job.rundir import RunDir
+    from orchestrator.tracking.ledger import Ledger
     ledger = Ledger(_resolve_uri(tracking_uri), create=False)
     record = _find_run(ledger, run)
-    run_dir = RunDir(Path(record.tags.get("orch.run_dir", "")))
+    run_dir = RunDir(Path(record.tags.get(Tag.RUN_DIR, "")))
     console.print(f"[bold]{record.run_id}[/] {record.status}  {run_dir.path}")
-    if record.tags.get("orch.error"):
-        console.print(f"[red]error:[/] {record.tags['orch.error']}")
+    if record.tags.get(Tag.ERROR):
+        console.print(f"[red]error:[/] {record.tags[Tag.ERROR]}")
     for log in (run_dir.stdout, run_dir.stderr, *_scheduler_logs(run_dir)):
         console.rule(log.name)
         if log.exists():
@@ -361,8 +363,8 @@ def _scheduler_logs(run_dir) -> list[Path]:
 def sync(workdir: Annotated[Path, typer.Option("--workdir", help="root of the run directories")] = Path("mlruns/jobs"),
          tracking_uri: UriOpt = None):
     """Ingest run journals that did not reach MLflow (runs on nodes without network, a crashed orchestrator)."""
-    from orchestrator.ledger import Ledger
-    from orchestrator.rundir import RunDir
+    from orchestrator.job.rundir import RunDir
+    from orchestrator.tracking.ledger import Ledger
     if not workdir.is_dir():
         raise InputError("not a directory", str(workdir))
     ledger_by_uri: dict[str, Ledger] = {}
@@ -388,8 +390,8 @@ def cancel(experiment: Annotated[str, typer.Argument(help="experiment name or sp
     """Stop the queued and running runs of an experiment (or one run); they end KILLED."""
     from orchestrator import driver
     from orchestrator.backends.base import Job
-    from orchestrator.ledger import Ledger
-    from orchestrator.rundir import RunDir
+    from orchestrator.job.rundir import RunDir
+    from orchestrator.tracking.ledger import Ledger
 
     name, spec_uri = _experiment_name(experiment)
     ledger = Ledger(_resolve_uri(tracking_uri, spec_uri), create=False)
@@ -398,13 +400,13 @@ def cancel(experiment: Annotated[str, typer.Argument(help="experiment name or sp
         raise InputError(f"no experiment named '{name}' in {ledger.uri}")
     records = [r for r in ledger.runs(experiment_id) if r.status in driver.ACTIVE]
     if run:
-        records = [r for r in records if run in (r.run_id, r.key, r.tags.get("orch.group"), r.tags.get("orch.job_id"))]
+        records = [r for r in records if run in (r.run_id, r.key, r.tags.get(Tag.GROUP), r.tags.get(Tag.JOB_ID))]
     by_backend: dict[str, list] = {}
     for record in records:
-        job = Job(record.tags.get("orch.job_id", ""), RunDir(Path(record.tags["orch.run_dir"])))
-        by_backend.setdefault(record.tags.get("orch.backend", "local"), []).append(job)
+        job = Job(record.tags.get(Tag.JOB_ID, ""), RunDir(Path(record.tags[Tag.RUN_DIR])))
+        by_backend.setdefault(record.tags.get(Tag.BACKEND, "local"), []).append(job)
     for backend_name, jobs in by_backend.items():  # one cancel per backend (slurm: one scancel)
-        driver.make_backend(backend_name).cancel(jobs)
+        make_backend(backend_name).cancel(jobs)
         for job in jobs:
             ledger.close_dead(job.run_dir, "cancelled by orch cancel")
     driver.update_groups(ledger, experiment_id)
@@ -430,9 +432,9 @@ def compare(experiment: Annotated[str, typer.Argument(help="experiment name or s
     """Do the groups differ across seeds? Per group statistics, tests against the baseline, plain verdicts."""
     import tempfile
 
-    from orchestrator import report as report_mod
-    from orchestrator.compare import log_to_mlflow, run_compare
-    from orchestrator.ledger import Ledger
+    from orchestrator.analysis import report as report_mod
+    from orchestrator.analysis.compare import log_to_mlflow, run_compare
+    from orchestrator.tracking.ledger import Ledger
 
     name, spec_uri = _experiment_name(experiment)
     ledger = Ledger(_resolve_uri(tracking_uri, spec_uri), create=False)
@@ -461,7 +463,7 @@ def compare(experiment: Annotated[str, typer.Argument(help="experiment name or s
 def ui(port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 5000,
        tracking_uri: UriOpt = None):
     """The MLflow UI for the project's store, on 127.0.0.1 (Ctrl-C stops it)."""
-    from orchestrator import ui as ui_mod
+    from orchestrator.tracking import ui as ui_mod
 
     uri = _resolve_uri(tracking_uri)
     ui_mod.check_store(uri)
@@ -494,8 +496,8 @@ def ui(port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 
 @app.command()
 def workloads():
     """The registered workloads, their main metric and their params with defaults."""
-    from orchestrator import registry
-    from orchestrator.spec import flatten
+    from orchestrator.spec import registry
+    from orchestrator.spec.spec import flatten
     for name in registry.available():
         workload = registry.get(name)
         table = Table(title=f"{name}  (main metric: {workload.metric}, {workload.mode})", title_justify="left")
@@ -519,7 +521,7 @@ def _descriptions(model, prefix: str = "") -> dict[str, str]:
     return out
 
 
-# -- tracking server and moving experiments between stores (orchestrator/server.py, transfer.py) ----------
+# -- tracking server and moving experiments between stores (orchestrator/tracking/server.py, transfer.py) ----------
 server_app = typer.Typer(no_args_is_help=True, help="An MLflow tracking server (PostgreSQL or sqlite) for many "
                                                     "concurrent jobs: start | stop | status.")
 app.add_typer(server_app, name="server")
@@ -541,8 +543,8 @@ def server_start(
                                                        "PostgreSQL, 1 on sqlite)")] = None,
         run_dir: RunDirOpt = Path("mlruns/run/server")):
     """Start `mlflow server` in the background; jobs then track through it with `tracking.uri: http://host:port`."""
-    from orchestrator import server
-    from orchestrator.ledger import default_uri
+    from orchestrator.tracking import server
+    from orchestrator.tracking.ledger import default_uri
     backend_store_uri = backend_store_uri or default_uri()
     if workers is None:  # two request processes pushed 1.5x the metrics/s of one (benchmarks/tracking_throughput)
         workers = 1 if backend_store_uri.startswith("sqlite") else 2
@@ -557,7 +559,7 @@ def server_start(
 @handles_input_errors
 def server_stop(run_dir: RunDirOpt = Path("mlruns/run/server")):
     """Stop the server that `orch server start` started from this run folder (and nothing else)."""
-    from orchestrator import server
+    from orchestrator.tracking import server
     console.print("stopped" if server.stop(run_dir) else f"no server running from {run_dir}")
 
 
@@ -566,7 +568,7 @@ def server_stop(run_dir: RunDirOpt = Path("mlruns/run/server")):
 def server_status(run_dir: RunDirOpt = Path("mlruns/run/server"),
                   as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False):
     """Whether the server is running and answering, its address, store and log."""
-    from orchestrator import server
+    from orchestrator.tracking import server
     state = server.status(run_dir)
     if as_json:
         print(json.dumps(state, indent=1))
@@ -584,7 +586,7 @@ def export(experiment: Annotated[str, typer.Argument(help="experiment name")],
            out: Annotated[Path, typer.Option("--out", "-o", help="bundle directory to write")],
            tracking_uri: UriOpt = None):
     """Write an experiment (runs, parents, tags, params, metric histories, artifacts) to a bundle directory."""
-    from orchestrator.transfer import export_experiment
+    from orchestrator.tracking.transfer import export_experiment
     uri = _resolve_uri(tracking_uri)
     count = export_experiment(uri, experiment, out)
     console.print(f"exported {count} runs of {experiment} to {out}")
@@ -597,7 +599,7 @@ def import_(bundle: Annotated[Path, typer.Argument(help="bundle directory writte
                                                         "the exported one)")] = None,
             tracking_uri: UriOpt = None):
     """Bring an exported experiment into this store; importing again adds nothing twice."""
-    from orchestrator.transfer import import_bundle
+    from orchestrator.tracking.transfer import import_bundle
     uri = _resolve_uri(tracking_uri)
     mapping = import_bundle(uri, bundle, name)
     console.print(f"imported {len(mapping)} runs from {bundle} into {uri}")

@@ -6,7 +6,6 @@ validation, so bad input leaves nothing behind."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import socket
 import time
@@ -17,15 +16,28 @@ from pathlib import Path
 
 import yaml
 
-from orchestrator import backends, registry
-from orchestrator.backends.base import DONE, LOST, RUNNING, Job
-from orchestrator.codeversion import current as code_version
-from orchestrator.ledger import Ledger, RunRecord
-from orchestrator.plan import Run, content_hash, flat_params
-from orchestrator.rundir import RunDir
-from orchestrator.spec import Spec
+from orchestrator.backends.base import DONE, LOST, Backend, Job
+from orchestrator.backends.base import RUNNING as JOB_RUNNING
+from orchestrator.job.rundir import RunDir
+from orchestrator.spec import registry
+from orchestrator.spec.plan import Run, content_hash, flat_params
+from orchestrator.spec.spec import Spec
+from orchestrator.tracking.codeversion import current as code_version
+from orchestrator.tracking.ledger import Ledger
+from orchestrator.tracking.records import (
+    ACTIVE,
+    FAILED,
+    FINISHED,
+    KILLED,
+    RUNNING,
+    SCHEDULED,
+    Role,
+    RunRecord,
+    Tag,
+    by_key,
+    latest_per_key,
+)
 
-ACTIVE = ("RUNNING", "SCHEDULED")
 LIVE_INGEST_EVERY_S = 2.0
 
 
@@ -44,15 +56,6 @@ class Reconciled:
     active: list[Run]                         # queued or running under a live job
 
 
-def by_key(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
-    grouped: dict[str, list[RunRecord]] = defaultdict(list)
-    for record in records:
-        grouped[record.key].append(record)
-    for recs in grouped.values():
-        recs.sort(key=lambda r: r.start_time or 0, reverse=True)
-    return grouped
-
-
 def reconcile(runs: list[Run], records: list[RunRecord]) -> Reconciled:
     """FINISHED runs are skipped; RUNNING/SCHEDULED ones are left to their job; FAILED, KILLED and
     missing ones are (re)run. Records must be refreshed first, so dead jobs are not counted active."""
@@ -61,7 +64,7 @@ def reconcile(runs: list[Run], records: list[RunRecord]) -> Reconciled:
     for run in runs:
         recs = keyed.get(run.key, [])
         statuses = {r.status for r in recs}
-        if "FINISHED" in statuses:
+        if FINISHED in statuses:
             out.done.append(run)
         elif statuses & set(ACTIVE):
             out.active.append(run)
@@ -77,36 +80,8 @@ def metric_of(spec: Spec) -> tuple[str, str]:
     return workload.metric, workload.mode
 
 
-def make_backend(name: str, spec: Spec | None = None, max_parallel: int | None = None, **options):
-    """A backend instance. For ``local``, concurrency = cores // resources.cpus unless overridden."""
-    backends.check(name)
-    if name == "local":
-        from orchestrator.backends.local import LocalBackend
-        cpus = spec.resources.cpus if spec else 1
-        parallel = max_parallel or max(1, (os.cpu_count() or 1) // cpus)
-        preload = [f"workloads.{spec.workload}"] if spec else []
-        threads = {v: str(cpus) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        return LocalBackend(parallel, preload=preload, env=threads)
-    if name == "ray":  # options: ray_address (--ray-address; else RAY_ADDRESS, cluster/ray.yaml, local)
-        from orchestrator.backends.ray import RayBackend
-        backend = RayBackend(options.get("ray_address"), mem_gb=spec.resources.mem_gb if spec else None)
-        if spec is not None:  # a run no node can hold would wait forever: refuse it before anything is created
-            backend.require(backend.request(spec.resources.cpus, spec.resources.gpus), f"{spec.source}: resources")
-        return backend
-    if name == "slurm":  # options: cluster (--cluster; else the spec's `cluster`); no spec: poll/cancel only
-        from orchestrator.backends.slurm import SlurmBackend
-        if spec is None:
-            return SlurmBackend()
-        from orchestrator.cluster import load_profile
-        profile = load_profile(options.get("cluster") or spec.cluster, f"{spec.source}: cluster")
-        backend = SlurmBackend(profile, spec.resources)
-        backend.check_request(spec.source)  # sbatch --test-only: an impossible request queues nothing
-        return backend
-    raise AssertionError(name)  # backends.check refused it
-
-
 # -- refreshing what MLflow believes -----------------------------------------------------------------
-def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str], object]) -> list[RunRecord]:
+def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str], Backend]) -> list[RunRecord]:
     """Bring RUNNING/SCHEDULED records up to date: ingest their journals, and close the ones whose job
     is gone (SIGKILL, crash of an earlier orchestrator, node failure) so none stays RUNNING forever.
     Jobs are polled in one batch per backend (one scheduler query for all of them, not one per job)."""
@@ -115,15 +90,15 @@ def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str
     for record in records:
         if record.status not in ACTIVE:
             continue
-        run_dir = RunDir(Path(record.tags.get("orch.run_dir", "")))
+        run_dir = RunDir(Path(record.tags.get(Tag.RUN_DIR, "")))
         if not run_dir.spec_file.exists():
-            ledger.set_status(record.run_id, "FAILED", "run directory is missing")
+            ledger.set_status(record.run_id, FAILED, "run directory is missing")
             changed = True
             continue
         if ledger.ingest(run_dir):
             changed = True
             continue
-        to_poll[record.tags.get("orch.backend", "local")].append((record, Job(record.tags.get("orch.job_id", ""), run_dir)))
+        to_poll[record.tags.get(Tag.BACKEND, "local")].append((record, Job(record.tags.get(Tag.JOB_ID, ""), run_dir)))
     for name, items in to_poll.items():
         try:
             backend = backend_for(name)
@@ -135,7 +110,7 @@ def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str
                 continue
             reason = state.reason or "the job ended without recording an end"
             if not job.run_dir.journal.exists():  # never started: the next submit continues this same run
-                ledger.set_status(record.run_id, "KILLED", reason)
+                ledger.set_status(record.run_id, KILLED, reason)
             else:
                 ledger.close_dead(job.run_dir, reason)
             changed = True
@@ -147,15 +122,15 @@ def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str
 # -- preparing runs ----------------------------------------------------------------------------------
 def _group_tags(spec: Spec, run: Run, seeds_requested: int) -> dict[str, str]:
     metric, mode = metric_of(spec)
-    return {"orch.role": "group", "orch.group": run.group, "orch.variant": run.variant,
-            "orch.grid_point": yaml.safe_dump(run.grid_point, default_flow_style=True).strip() if run.grid_point else "",
-            "orch.workload": run.workload, "orch.spec": spec.source, "orch.metric": metric, "orch.mode": mode,
-            "orch.seeds_requested": str(seeds_requested), **code_version().tags()}
+    return {Tag.ROLE: Role.GROUP, Tag.GROUP: run.group, Tag.VARIANT: run.variant,
+            Tag.GRID_POINT: yaml.safe_dump(run.grid_point, default_flow_style=True).strip() if run.grid_point else "",
+            Tag.WORKLOAD: run.workload, Tag.SPEC: spec.source, Tag.METRIC: metric, Tag.MODE: mode,
+            Tag.SEEDS_REQUESTED: str(seeds_requested), **code_version().tags()}
 
 
 def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run]) -> dict[str, str]:
     """One parent run per group; records how many seeds were asked for, so status can count missing ones."""
-    parents = {r.tags.get("orch.group"): r for r in ledger.runs(experiment_id, role="group")}
+    parents = {r.tags.get(Tag.GROUP): r for r in ledger.runs(experiment_id, role=Role.GROUP)}
     seeds_by_group: dict[str, int] = defaultdict(int)
     for run in runs:
         seeds_by_group[run.group] = max(seeds_by_group[run.group], run.index + 1)
@@ -167,15 +142,15 @@ def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run
         requested = seeds_by_group[run.group]
         if parent is None:
             run_id = ledger.create_run(experiment_id, run.label, _group_tags(spec, run, requested),
-                                       flat_params(run), status="RUNNING")
+                                       flat_params(run), status=RUNNING)
             ledger.log_text(run_id, spec_text, "spec.yaml")
             if code.dirty:
                 ledger.log_text(run_id, code.diff, "code.diff")
             ids[run.group] = run_id
         else:
             ids[run.group] = parent.run_id
-            if requested > int(parent.tags.get("orch.seeds_requested", 0)):
-                ledger.set_tags(parent.run_id, {"orch.seeds_requested": requested})
+            if requested > int(parent.tags.get(Tag.SEEDS_REQUESTED, 0)):
+                ledger.set_tags(parent.run_id, {Tag.SEEDS_REQUESTED: requested})
     return ids
 
 
@@ -200,14 +175,14 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
         if run_dir.path.exists() and not reuse:
             archived = run_dir.path.with_name(f"{run.key}.{previous.run_id[:8] if previous else content_hash(time.time(), 8)}")
             shutil.move(run_dir.path, archived)
-        tags = {"orch.role": "seed", "orch.key": run.key, "orch.group": run.group, "orch.variant": run.variant,
-                "orch.seed": str(run.seed), "orch.workload": run.workload, "orch.backend": backend_name,
-                "orch.run_dir": str(run_dir.path), "orch.driver_host": socket.gethostname(), "orch.job_id": job_id,
+        tags = {Tag.ROLE: Role.SEED, Tag.KEY: run.key, Tag.GROUP: run.group, Tag.VARIANT: run.variant,
+                Tag.SEED: str(run.seed), Tag.WORKLOAD: run.workload, Tag.BACKEND: backend_name,
+                Tag.RUN_DIR: str(run_dir.path), Tag.DRIVER_HOST: socket.gethostname(), Tag.JOB_ID: job_id,
                 **code_tags}
         if reuse:
             run_id = previous.run_id
-            ledger.set_tags(run_id, {"orch.backend": backend_name, "orch.run_dir": str(run_dir.path), "orch.job_id": job_id})
-            ledger.set_status(run_id, "SCHEDULED")
+            ledger.set_tags(run_id, {Tag.BACKEND: backend_name, Tag.RUN_DIR: str(run_dir.path), Tag.JOB_ID: job_id})
+            ledger.set_status(run_id, SCHEDULED)
         else:
             run_id = ledger.create_run(experiment_id, f"{run.label}/seed{run.seed}", tags, flat_params(run),
                                        parent_id=parents[run.group])
@@ -226,7 +201,7 @@ def record_job_ids(ledger: Ledger, prepared: list[Prepared], job_ids: list[str])
     for item, job_id in zip(prepared, job_ids):
         if item.job_id != job_id:
             item.job_id = job_id
-            ledger.set_tags(item.run_id, {"orch.job_id": job_id})
+            ledger.set_tags(item.run_id, {Tag.JOB_ID: job_id})
 
 
 # -- following jobs ----------------------------------------------------------------------------------
@@ -237,7 +212,7 @@ class ProgressSink:
         pass
 
 
-def follow(ledger: Ledger, backend, prepared: list[Prepared], sink: ProgressSink | None = None,
+def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: ProgressSink | None = None,
            poll_s: float = 0.05) -> dict[str, str]:
     """Poll until every job ended, ingesting journals (live every few seconds, fully at the end).
     Ctrl-C cancels: running jobs end KILLED, their journals ingested, nothing half-written."""
@@ -254,13 +229,13 @@ def follow(ledger: Ledger, backend, prepared: list[Prepared], sink: ProgressSink
                 if state.state in (DONE, LOST):
                     results[run_id] = (ledger.ingest(jobs[run_id].run_dir)
                                        or ledger.close_dead(jobs[run_id].run_dir, state.reason or "the job ended without recording an end"))
-                elif state.state == RUNNING:
+                elif state.state == JOB_RUNNING:
                     running.append(run_id)
             if time.monotonic() - last_live > LIVE_INGEST_EVERY_S:
                 for run_id in running:
                     ledger.ingest(jobs[run_id].run_dir)
                 last_live = time.monotonic()
-            failed = sum(1 for s in results.values() if s != "FINISHED")
+            failed = sum(1 for s in results.values() if s != FINISHED)
             sink.update(len(results), len(running), failed, len(jobs))
             if len(results) < len(jobs):
                 time.sleep(poll_s)
@@ -275,28 +250,23 @@ def follow(ledger: Ledger, backend, prepared: list[Prepared], sink: ProgressSink
     return results
 
 
-def latest_per_key(records: list[RunRecord]) -> list[RunRecord]:
-    """The record that stands for each run key: its FINISHED attempt if any, else its latest one."""
-    return [next((r for r in recs if r.status == "FINISHED"), recs[0]) for recs in by_key(records).values()]
-
-
 def update_groups(ledger: Ledger, experiment_id: str, records: list[RunRecord] | None = None) -> list[RunRecord]:
     """A parent's status summarises its children: FINISHED when all asked seeds finished, FAILED when
     any failed, RUNNING otherwise. Returns the parents, up to date."""
     records = ledger.runs(experiment_id) if records is None else records
     latest_by_group: dict[str, list[str]] = defaultdict(list)
     for best in latest_per_key(records):
-        latest_by_group[best.tags.get("orch.group", "")].append(best.status)
+        latest_by_group[best.tags.get(Tag.GROUP, "")].append(best.status)
     parents = []
-    for parent in ledger.runs(experiment_id, role="group"):
-        statuses = latest_by_group.get(parent.tags.get("orch.group"), [])
-        requested = int(parent.tags.get("orch.seeds_requested", 0))
-        if statuses.count("FINISHED") >= requested and requested:
-            status = "FINISHED"
-        elif any(s in ("FAILED", "KILLED") for s in statuses):
-            status = "FAILED"
+    for parent in ledger.runs(experiment_id, role=Role.GROUP):
+        statuses = latest_by_group.get(parent.tags.get(Tag.GROUP), [])
+        requested = int(parent.tags.get(Tag.SEEDS_REQUESTED, 0))
+        if statuses.count(FINISHED) >= requested and requested:
+            status = FINISHED
+        elif any(s in (FAILED, KILLED) for s in statuses):
+            status = FAILED
         else:
-            status = "RUNNING"
+            status = RUNNING
         if parent.status != status:
             ledger.set_status(parent.run_id, status)
             parent = dataclasses.replace(parent, status=status)

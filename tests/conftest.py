@@ -53,7 +53,7 @@ class Store:
                                 env={**os.environ, "PYTHONPATH": str(REPO)}, **kwargs)
 
     def ledger(self):
-        from orchestrator.ledger import Ledger
+        from orchestrator.tracking.ledger import Ledger
         return Ledger(self.uri)
 
     def seed_runs(self, experiment: str):

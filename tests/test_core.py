@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import worker
-from orchestrator.journal import read_journal
-from orchestrator.plan import Run
-from orchestrator.rundir import RunDir
+from orchestrator.job import worker
+from orchestrator.job.journal import read_journal
+from orchestrator.job.rundir import RunDir
+from orchestrator.spec.plan import Run
 
 SMOKE = {"name": "core", "workload": "smoke", "params": {"steps": 5, "noise": 0.1}}
 
@@ -258,7 +258,7 @@ def test_set_threads_resizes_blas_pools_already_loaded():
     the live pool, not only the environment (two runs side by side would spin 2x the cores' threads)."""
     code = ("import numpy, torch\n"
             "from threadpoolctl import threadpool_info\n"
-            "from orchestrator.worker import set_threads\n"
+            "from orchestrator.job.worker import set_threads\n"
             "set_threads(1)\n"
             "import json\n"
             "blas = [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']\n"

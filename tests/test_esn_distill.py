@@ -11,17 +11,23 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator import worker
 from orchestrator.errors import InputError
-from orchestrator.journal import read_journal
-from orchestrator.plan import Run
-from orchestrator.rundir import RunDir
+from orchestrator.job import worker
+from orchestrator.job.journal import read_journal
+from orchestrator.job.rundir import RunDir
+from orchestrator.spec.plan import Run
 from workloads.esn.reservoir import esn_states
 from workloads.esn_distill import ESNParams, Params, distill
 from workloads.esn_distill.data import build_tokenizer, make_corpus
 from workloads.esn_distill.metrics import ScoreAccumulator
-from workloads.esn_distill.teacher import (HiddenStateCache, OneDNNLinear, linears_on_onednn, load_pretrained, pad,
-                                          random_teacher)
+from workloads.esn_distill.teacher import (
+    HiddenStateCache,
+    OneDNNLinear,
+    linears_on_onednn,
+    load_pretrained,
+    pad,
+    random_teacher,
+)
 
 TINY = {
     "teacher": {"config": "bert-tiny", "num_layers": 3, "hidden_size": 32, "num_attention_heads": 2,

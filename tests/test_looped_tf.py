@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator import worker
-from orchestrator.journal import read_journal
-from orchestrator.plan import Run, expand
-from orchestrator.rundir import RunDir
-from orchestrator.spec import load_spec
+from orchestrator.job import worker
+from orchestrator.job.journal import read_journal
+from orchestrator.job.rundir import RunDir
+from orchestrator.spec.plan import Run, expand
+from orchestrator.spec.spec import load_spec
 from workloads.looped_tf import Params
 from workloads.looped_tf.baselines import averaging, least_squares, nearest_neighbours
 from workloads.looped_tf.data import sample_tasks, schedule, to_prompt

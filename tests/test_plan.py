@@ -8,9 +8,9 @@ import sys
 import yaml
 
 from orchestrator.driver import reconcile
-from orchestrator.ledger import RunRecord
-from orchestrator.plan import Run, content_hash, expand
-from orchestrator.spec import load_spec
+from orchestrator.spec.plan import Run, content_hash, expand
+from orchestrator.spec.spec import load_spec
+from orchestrator.tracking.ledger import RunRecord
 
 
 def write(tmp_path, doc):
@@ -47,7 +47,7 @@ def test_key_is_stable_across_dict_order_and_processes():
     b = Run("smoke", {"nested": {"y": 2, "x": 1}, "noise": 0.1, "steps": 3}, 4, "other-name")
     assert a.key == b.key and a.group == b.group  # identity is content, not names or order
     assert Run("smoke", a.params, 5, "v").group == a.group and Run("smoke", a.params, 5, "v").key != a.key
-    code = ("from orchestrator.plan import Run; "
+    code = ("from orchestrator.spec.plan import Run; "
             "print(Run('smoke', {'steps': 3, 'noise': 0.1, 'nested': {'x': 1, 'y': 2}}, 4, 'v').key)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=str(tmp_repo()))

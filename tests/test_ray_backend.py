@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from orchestrator.backends.base import DONE, LOST, Job
-from orchestrator.journal import read_journal
-from orchestrator.plan import Run
-from orchestrator.rundir import RunDir
+from orchestrator.job.journal import read_journal
+from orchestrator.job.rundir import RunDir
+from orchestrator.spec.plan import Run
 
 pytestmark = pytest.mark.ray
 RAY_ENV = ("RAY_TMPDIR", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "RAY_ADDRESS",
@@ -41,7 +41,8 @@ def ray_local():
         os.environ.pop("RAY_ADDRESS", None)
         os.environ["RAY_TMPDIR"] = str(root / "t")
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(root / "auth_token")
-        from orchestrator.backends.ray import RaySettings, connect
+        from orchestrator.backends.ray import connect
+        from orchestrator.spec.profiles import RaySettings
         _SHARED.update(ray=connect(None, RaySettings(num_cpus=2)), root=root, saved=saved, users=0)
     _SHARED["users"] += 1
     yield _SHARED["ray"]

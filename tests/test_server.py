@@ -17,12 +17,12 @@ from typer.testing import CliRunner
 from orchestrator import driver
 from orchestrator.backends.base import DONE, LOST
 from orchestrator.backends.local import LocalBackend
-from orchestrator.journal import read_journal
-from orchestrator.ledger import Ledger
-from orchestrator.live import read_state
-from orchestrator.plan import expand
-from orchestrator.rundir import RunDir
-from orchestrator.spec import load_spec
+from orchestrator.job.journal import read_journal
+from orchestrator.job.push import read_state
+from orchestrator.job.rundir import RunDir
+from orchestrator.spec.plan import expand
+from orchestrator.spec.spec import load_spec
+from orchestrator.tracking.ledger import Ledger
 
 pytestmark = pytest.mark.server
 
@@ -149,7 +149,7 @@ def test_a_job_that_cannot_reach_the_server_finishes_and_sync_brings_it_in(stack
     for item in prepared:
         job = item.run_dir.load()
         item.run_dir.create({**job, "tracking_uri": dead})
-    from orchestrator.worker import execute
+    from orchestrator.job.worker import execute
     for item in prepared:
         assert execute(item.run_dir.path) == "FINISHED"
         assert read_state(item.run_dir, item.run_id) is None  # nothing was acknowledged
@@ -166,16 +166,16 @@ def test_exact_duplicate_rows_are_dropped_by_the_sqlite_store_too(tmp_path):
     run_id = ledger.create_run(ledger.experiment_id("dups", create=True), "r", {}, {}, status="RUNNING")
     rows = [Metric("loss", 1.0 / (i + 1), 1_700_000_000_000 + i, i) for i in range(300)]
     for _ in range(2):
-        ledger._log_metrics(run_id, rows)
+        ledger._log_batch(run_id, rows)
     assert len(ledger.client.get_metric_history(run_id, "loss")) == 300
 
 
 def test_the_journal_only_worker_imports_neither_mlflow_nor_requests(tmp_path):
     code = f"""
 import json, sys
-from orchestrator.plan import Run
-from orchestrator.rundir import RunDir
-from orchestrator.worker import execute
+from orchestrator.spec.plan import Run
+from orchestrator.job.rundir import RunDir
+from orchestrator.job.worker import execute
 run_dir = RunDir(__import__('pathlib').Path({str(tmp_path / 'r')!r}))
 run = Run('smoke', {{'steps': 5}}, 0, 'default', {{}})
 run_dir.create({{'run': run.to_dict(), 'run_id': 'x', 'experiment_id': '0', 'cpus': 1, 'gpus': 0,
@@ -196,7 +196,7 @@ def test_a_signalled_job_flushes_its_metrics_to_the_server_before_it_ends(stack,
     import signal as signals
     ledger = Ledger(stack.uri)
     (item,) = prepare(ledger, write_spec(tmp_path, f"sig{signum}", steps=100_000, seeds=1, sleep_s=0.002))
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.worker", str(item.run_dir.path)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.job.worker", str(item.run_dir.path)], cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     deadline = time.monotonic() + 60
     while len(journal_losses(item.run_dir)) < 200:
@@ -223,7 +223,7 @@ def test_a_sigkilled_live_job_resumed_from_its_checkpoint_records_every_step_onc
     spec.write_text(yaml.safe_dump({"name": "resume", "workload": "smoke", "seeds": 1, "workdir": str(tmp_path / "jobs"),
                                     "params": {"steps": 1500, "sleep_s": 0.004, "checkpoint_every": 400}}))
     (item,) = prepare(ledger, spec)
-    command = [sys.executable, "-m", "orchestrator.worker", str(item.run_dir.path)]
+    command = [sys.executable, "-m", "orchestrator.job.worker", str(item.run_dir.path)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(command, cwd=REPO, env=env)
     deadline = time.monotonic() + 60

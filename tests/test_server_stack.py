@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import server
+from orchestrator.tracking import server
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.server

@@ -1,4 +1,4 @@
-"""orchestrator.stats against scipy and textbook values on fixed data; the verdict text of compare."""
+"""orchestrator.analysis.stats against scipy and textbook values on fixed data; the verdict text of compare."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from orchestrator import stats
-from orchestrator.compare import verdict
+from orchestrator.analysis import stats
+from orchestrator.analysis.compare import verdict
 
 A = np.array([0.71, 0.69, 0.74, 0.66, 0.72, 0.70, 0.73, 0.68])
 B = np.array([0.65, 0.66, 0.61, 0.67, 0.63, 0.69, 0.62, 0.64])

@@ -13,7 +13,7 @@ from test_server_stack import shared_stack
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
-from orchestrator.transfer import PARENT_TAG, SOURCE_TAG, SOURCE_URI_TAG
+from orchestrator.tracking.transfer import PARENT_TAG, SOURCE_TAG, SOURCE_URI_TAG
 
 pytestmark = pytest.mark.server
 
@@ -61,7 +61,7 @@ def test_export_import_round_trip_from_the_server_to_sqlite_is_equal_and_idempot
         "name": "xfer", "workload": "smoke", "seeds": 2, "workdir": str(tmp_path / "jobs"),
         "params": {"steps": 25}, "variants": {"ok": {}, "diverges": {"nan_at_step": 10}}}))
     CliRunner().invoke(app, ["submit", str(spec), "--tracking-uri", stack.uri])  # exits 1: 'diverges' fails (NaN)
-    from orchestrator.ledger import Ledger
+    from orchestrator.tracking.ledger import Ledger
     ledger = Ledger(stack.uri)
     experiment_id = ledger.experiment_id("xfer")
     seeds = ledger.runs(experiment_id)

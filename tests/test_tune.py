@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from orchestrator.journal import read_journal
-from orchestrator.spec import load_spec
-from orchestrator.tune import run_sweep
 from test_ray_backend import ray_local, stop_group, wait_for  # noqa: F401 - the session's shared Ray
+
+from orchestrator.job.journal import read_journal
+from orchestrator.spec.spec import load_spec
+from orchestrator.tune.sweep import run_sweep
 
 pytestmark = pytest.mark.ray
 RESOURCES = {"cpus": 1, "mem_gb": 0.5}
@@ -170,5 +170,5 @@ def _uninterrupted(trial_dir: Path, tmp_path: Path) -> float:
     fresh.mkdir()
     (fresh / "run.json").write_text(json.dumps({**job, "run": {**job["run"], "params": {**job["run"]["params"],
                                                                                          "sleep_s": 0.0}}}))
-    subprocess.run([os.sys.executable, "-m", "orchestrator.worker", str(fresh)], check=True, timeout=120)
+    subprocess.run([os.sys.executable, "-m", "orchestrator.job.worker", str(fresh)], check=True, timeout=120)
     return journal_end(fresh)["final"]["final_loss"]

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import InputError
-from orchestrator.spec import load_spec
-from orchestrator.tune import StepMeans, parse_tune
+from orchestrator.spec.spec import load_spec
+from orchestrator.tune.section import parse_tune
+from orchestrator.tune.trial import StepMeans
 
 BASE = {"name": "t", "workload": "smoke", "params": {"steps": 5}}
 

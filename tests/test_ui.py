@@ -52,7 +52,7 @@ def make_experiment(uri: str) -> tuple[str, list[str]]:
     """A small orch-shaped experiment written straight through the Ledger: two groups of two seeds."""
     from mlflow.entities import Metric
 
-    from orchestrator.ledger import Ledger
+    from orchestrator.tracking.ledger import Ledger
     ledger = Ledger(uri)
     experiment_id = ledger.experiment_id("ui_demo", create=True)
     names = []

@@ -12,22 +12,17 @@ import signal
 import socket
 import time
 from collections import deque
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
-from orchestrator.journal import read_journal
-from orchestrator.rundir import RunDir
+from orchestrator.job.journal import last_event
+from orchestrator.job.liveness import pid_alive
+from orchestrator.job.rundir import RunDir
+
+if TYPE_CHECKING:
+    from orchestrator.spec.spec import Spec
 
 TERMINATE_GRACE_S = 10.0
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def exit_reason(exitcode: int | None) -> str | None:
@@ -41,9 +36,8 @@ def exit_reason(exitcode: int | None) -> str | None:
 
 
 def last_start_pid(run_dir: RunDir) -> int | None:
-    records, _ = read_journal(run_dir.journal)
-    starts = [r for r in records if r["event"] == "start"]
-    return starts[-1]["pid"] if starts else None
+    start = last_event(run_dir.journal, "start")
+    return start["pid"] if start else None
 
 
 class LocalBackend:
@@ -57,9 +51,19 @@ class LocalBackend:
         for name, value in (env or {}).items():
             os.environ[name] = value  # inherited by the forkserver when it starts, before numpy loads
         self._mp = multiprocessing.get_context("forkserver")
-        self._mp.set_forkserver_preload(["orchestrator.worker", *(preload or [])])
+        self._mp.set_forkserver_preload(["orchestrator.job.worker", *(preload or [])])
         self._queue: deque[RunDir] = deque()
         self._procs: dict[str, multiprocessing.process.BaseProcess] = {}
+
+    @classmethod
+    def from_spec(cls, spec: Spec | None, max_parallel: int | None = None, **_: Any) -> LocalBackend:
+        """Concurrency = cores // resources.cpus unless ``max_parallel``; each run's torch/BLAS pools sized
+        to its cpus; the workload imported once in the forkserver."""
+        cpus = spec.resources.cpus if spec else 1
+        parallel = max_parallel or max(1, (os.cpu_count() or 1) // cpus)
+        preload = [f"workloads.{spec.workload}"] if spec else []
+        threads = {v: str(cpus) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        return cls(parallel, preload=preload, env=threads)
 
     def submit(self, run_dirs: list[RunDir]) -> list[str]:
         self._queue.extend(run_dirs)
@@ -69,7 +73,7 @@ class LocalBackend:
     def _fill(self) -> None:
         running = sum(1 for p in self._procs.values() if p.is_alive())
         while self._queue and running < self.max_parallel:
-            from orchestrator.worker import child_main
+            from orchestrator.job.worker import child_main
             run_dir = self._queue.popleft()
             proc = self._mp.Process(target=child_main, args=(str(run_dir.path),), daemon=False)
             proc.start()

@@ -1,4 +1,4 @@
-"""Ray backend: each run is a Ray task that calls ``orchestrator.worker.execute(run_dir)``.
+"""Ray backend: each run is a Ray task that calls ``orchestrator.job.worker.execute(run_dir)``.
 
 The task only writes its run directory (journal, checkpoint, logs), exactly like a local or Slurm job, so
 the orchestrator ingests it into MLflow the same way. poll = ``ray.wait`` on the tasks' object refs,
@@ -18,58 +18,19 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
 from orchestrator.errors import InputError
-from orchestrator.journal import read_journal
-from orchestrator.rundir import RunDir, output_to
+from orchestrator.job.journal import last_event
+from orchestrator.job.liveness import pid_alive
+from orchestrator.job.rundir import RunDir, output_to
+from orchestrator.spec.profiles import RaySettings, load_ray_settings
+
+if TYPE_CHECKING:
+    from orchestrator.spec.spec import Spec
 
 CANCEL_GRACE_S = 10.0
-PROFILE = Path("cluster") / "ray.yaml"
-
-
-class RaySettings(BaseModel):
-    """``cluster/ray.yaml``: where Ray runs and the defaults orch sets for it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    address: str | None = Field(None, description="null: a private local Ray on this machine; 'auto' or "
-                                                  "host:port: join a running cluster (ray start --head)")
-    num_cpus: int | None = Field(None, gt=0, description="local Ray only: cores Ray may use (null: all)")
-    num_gpus: int | None = Field(None, ge=0, description="local Ray only: GPUs Ray may use (null: detect)")
-    temp_dir: str | None = Field(None, description="RAY_TMPDIR (null: $RAY_TMPDIR, else /tmp/orch-ray-<user>); "
-                                                   "'auto' finds a cluster through it")
-    auth_mode: Literal["token", "disabled"] = Field("token", description="RAY_AUTH_MODE, set explicitly")
-    auth_token_path: str | None = Field(None, description="RAY_AUTH_TOKEN_PATH (null: ~/.ray/auth_token, "
-                                                          "created if missing)")
-    usage_stats: bool = Field(False, description="Ray's usage statistics reporting")
-    include_dashboard: bool = Field(False, description="start Ray's dashboard with a local Ray")
-    log_to_driver: bool = Field(False, description="echo every task's output in the orch terminal")
-
-
-def profile_path() -> Path | None:
-    """``cluster/ray.yaml`` in the working directory, else the one shipped next to the package."""
-    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        if (root / PROFILE).is_file():
-            return root / PROFILE
-    return None
-
-
-def load_settings(path: Path | None = None) -> RaySettings:
-    from orchestrator.spec import load_yaml
-    path = path or profile_path()
-    if path is None:
-        return RaySettings()
-    try:
-        return RaySettings.model_validate(load_yaml(path))
-    except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        raise InputError(f"{first['msg']} (got {first.get('input')!r})", str(path),
-                         ".".join(str(p) for p in first["loc"])) from None
 
 
 def resolve_address(cli_address: str | None, settings: RaySettings) -> str | None:
@@ -121,7 +82,7 @@ def find_cluster() -> str | None:
 def connect(address: str | None = None, settings: RaySettings | None = None):
     """``ray.init`` once per process: a private local Ray with this machine's cores, or the cluster at
     ``address``. Reuses an existing connection (tests share one across a session)."""
-    settings = settings or load_settings()
+    settings = settings or load_ray_settings()
     set_defaults(settings)
     import ray
     if ray.is_initialized():
@@ -145,7 +106,7 @@ def connect(address: str | None = None, settings: RaySettings | None = None):
 
 def run_in_task(path: str) -> str:
     """Body of a Ray task: the same worker as every other backend. Returns the run's status."""
-    from orchestrator import worker
+    from orchestrator.job import worker
     run_dir = RunDir(Path(path))
     with output_to(run_dir):
         return worker.execute(path)
@@ -192,6 +153,14 @@ class RayBackend:
         self._tasks: dict[str, _Task] = {}
         self._remote = None
 
+    @classmethod
+    def from_spec(cls, spec: Spec | None, ray_address: str | None = None, **_: Any) -> RayBackend:
+        """``ray_address``: --ray-address; else RAY_ADDRESS, cluster/ray.yaml, else a local Ray."""
+        backend = cls(ray_address, mem_gb=spec.resources.mem_gb if spec else None)
+        if spec is not None:  # a run no node can hold would wait forever: refuse it before anything is created
+            backend.require(backend.request(spec.resources.cpus, spec.resources.gpus), f"{spec.source}: resources")
+        return backend
+
     @property
     def ray(self):
         """Connected on first use: ``orch status`` judges jobs of earlier processes without starting Ray."""
@@ -233,7 +202,7 @@ class RayBackend:
             elif task.ref.hex() in ready:
                 states.append(JobState(DONE, self._failure(task.ref)))
             else:
-                started = any(r["event"] == "start" for r in read_journal(job.run_dir.journal)[0])
+                started = last_event(job.run_dir.journal, "start") is not None
                 states.append(JobState(RUNNING if started else PENDING))
         return states
 
@@ -248,14 +217,11 @@ class RayBackend:
     def _foreign(self, job: Job) -> JobState:
         """A task of an earlier orch process: its owner is gone, so the task is gone too (Ray kills the
         tasks of a dead driver) unless the journal shows it ended or its process is still alive here."""
-        records, _ = read_journal(job.run_dir.journal)
-        if any(r["event"] == "end" for r in records):
+        if last_event(job.run_dir.journal, "end") is not None:
             return JobState(DONE)
-        starts = [r for r in records if r["event"] == "start"]
-        if starts and starts[-1].get("host") == self.host:
-            from orchestrator.backends.local import pid_alive
-            if pid_alive(int(starts[-1]["pid"])):
-                return JobState(RUNNING)
+        start = last_event(job.run_dir.journal, "start")
+        if start and start.get("host") == self.host and pid_alive(int(start["pid"])):
+            return JobState(RUNNING)
         return JobState(LOST, "the orch process that owned this Ray task ended before the run did")
 
     def cancel(self, jobs: list[Job]) -> None:
@@ -270,9 +236,9 @@ class RayBackend:
             self.ray.cancel(ref, force=True)
         for job in jobs:  # tasks of another orch process: stop the worker if it runs on this host
             if str(job.run_dir.path) not in self._tasks:
-                starts = [r for r in read_journal(job.run_dir.journal)[0] if r["event"] == "start"]
-                if starts and starts[-1].get("host") == self.host and self._foreign(job).state == RUNNING:
-                    os.kill(int(starts[-1]["pid"]), signal.SIGTERM)
+                start = last_event(job.run_dir.journal, "start")
+                if start and start.get("host") == self.host and self._foreign(job).state == RUNNING:
+                    os.kill(int(start["pid"]), signal.SIGTERM)
 
 
-__all__ = ["RayBackend", "RaySettings", "connect", "load_settings", "resolve_address", "set_defaults"]
+__all__ = ["RayBackend", "connect", "resolve_address", "set_defaults"]

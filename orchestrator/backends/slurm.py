@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import submitit
 from submitit.core.utils import DelayedSubmission
@@ -35,8 +35,12 @@ from submitit.helpers import Checkpointable
 
 from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
 from orchestrator.errors import InputError
-from orchestrator.journal import read_journal
-from orchestrator.rundir import RunDir, output_to
+from orchestrator.job.journal import events
+from orchestrator.job.liveness import pid_alive
+from orchestrator.job.rundir import RunDir, output_to
+
+if TYPE_CHECKING:
+    from orchestrator.spec.spec import Spec
 
 SCHEDULER_FILE = "scheduler.json"
 JOB_NAME_PREFIX = "orch-"
@@ -60,14 +64,14 @@ class SlurmRun(Checkpointable):
         self.max_requeues = max_requeues
 
     def __call__(self, run_dir: str) -> str:
-        from orchestrator import worker
+        from orchestrator.job import worker
         worker.requeue_probe = requeued_by_slurm
         with output_to(RunDir(Path(run_dir))):
             return worker.execute(run_dir)
 
     def checkpoint(self, run_dir: str) -> DelayedSubmission | None:
         """Called by submitit's SIGUSR2 handler (preemption, or the time limit approaching)."""
-        from orchestrator import worker
+        from orchestrator.job import worker
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))
         if restarts >= self.max_requeues:
             print(f"orch: requeued {restarts} times already (max_requeues={self.max_requeues}): the run ends here",
@@ -154,6 +158,17 @@ class SlurmBackend:
         self.last_error: str | None = None
         self._cache: dict[str, tuple[str, str]] = {}
         self._cache_time = 0.0
+
+    @classmethod
+    def from_spec(cls, spec: Spec | None, cluster: str | None = None, **_: Any) -> SlurmBackend:
+        """``cluster``: --cluster, else the spec's profile. The request is checked by ``sbatch --test-only``:
+        an impossible one queues nothing."""
+        if spec is None:
+            return cls()
+        from orchestrator.spec.profiles import load_profile
+        backend = cls(load_profile(cluster or spec.cluster, f"{spec.source}: cluster"), spec.resources)
+        backend.check_request(spec.source)
+        return backend
 
     # -- running scheduler commands ------------------------------------------------------------------
     def _run(self, cmd: list[str], check: bool = True) -> subprocess.CompletedProcess:
@@ -352,32 +367,25 @@ def _fault(point: str) -> None:
 
 
 def _last_events(run_dir: RunDir) -> list[str]:
-    records, _ = read_journal(run_dir.journal)
-    return [r["event"] for r in records]
+    return [r["event"] for r in events(run_dir.journal)]
 
 
 def _started(run_dir: RunDir) -> bool:
     """A worker is running now (a requeued job waiting in the queue has no worker to journal an end)."""
-    events = _last_events(run_dir)
-    return bool(events) and events[-1] not in ("end", "requeue")
+    seen = _last_events(run_dir)
+    return bool(seen) and seen[-1] not in ("end", "requeue")
 
 
 def _ended(run_dir: RunDir) -> bool:
-    events = _last_events(run_dir)
-    return bool(events) and events[-1] == "end"
+    seen = _last_events(run_dir)
+    return bool(seen) and seen[-1] == "end"
 
 
 def _submitter_alive(submitter: str) -> bool:
     host, _, pid = submitter.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return int(pid) != os.getpid()  # this very process: its submission failed, nothing is coming
+    return pid_alive(int(pid)) and int(pid) != os.getpid()  # this very process: its submission failed, nothing is coming
 
 
 __all__ = ["SlurmBackend", "SlurmRun", "expand_job_ids", "to_job_state", "SchedulerError"]

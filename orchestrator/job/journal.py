@@ -13,7 +13,10 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
+
+# How a run ends (the ``end`` event's status): MLflow's terminal run statuses, by the same names.
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 
 
 def _jsonable(value: Any) -> Any:
@@ -58,3 +61,15 @@ def read_journal(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int
     end = data.rfind(b"\n") + 1
     records = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
     return records, offset + end
+
+
+def events(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """The journal's complete records, or only those of one event kind ("start", "end", ...)."""
+    records = read_journal(path)[0]
+    return records if kind is None else [r for r in records if r["event"] == kind]
+
+
+def last_event(path: Path, kind: str) -> dict[str, Any] | None:
+    """The latest record of one event kind (a requeued or resumed run journals several starts)."""
+    found = events(path, kind)
+    return found[-1] if found else None

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.journal import decode_number
-from orchestrator.rundir import RunDir, atomic_write
+from orchestrator.job.journal import decode_number
+from orchestrator.job.rundir import RunDir, atomic_write
 
 LIVE_FILE = "live.json"
 MAX_BATCH = 1000            # MLflow's limit of metrics per log_batch request
@@ -37,8 +37,7 @@ FLUSH_EVERY_S = 1.0         # a curve is at most this stale on the server while 
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 3.0, 60.0
 MAX_BACKOFF_S = 30.0
 MAX_PACE_S = 10.0
-CLOSE_BUDGET_S = 15.0
-LIVE_FRESH_S = 10.0         # a pusher that wrote live.json this recently is taken to be alive       # at exit, wait at most this long for the last push (the journal has it anyway)
+CLOSE_BUDGET_S = 15.0       # at exit, wait at most this long for the last push (the journal has it anyway)
 
 
 def is_http(uri: str | None) -> bool:
@@ -58,28 +57,6 @@ def read_state(run_dir: RunDir, run_id: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return state if state.get("run_id") == run_id else None
-
-
-def live_split(run_dir: RunDir, run_id: str, start: int, records: list[dict[str, Any]],
-               offset: int) -> tuple[int, list[dict[str, Any]], int]:
-    """For ``Ledger.ingest`` of the journal ``records`` read from byte ``start`` up to ``offset``: how many
-    of them had their metrics pushed live already, and which records to ingest now (with the offset after
-    them). While a job's pusher keeps up (``live.json`` written in the last ``LIVE_FRESH_S``) and the
-    journal has not ended, ingestion stops at the live cursor and leaves the tail to the pusher: two
-    writers sending the same rows at once is wasted work on the server."""
-    state = read_state(run_dir, run_id)
-    if not state or state["offset"] <= start:
-        return 0, records, offset
-    with open(run_dir.journal, "rb") as f:
-        f.seek(start)
-        pushed = f.read(state["offset"] - start).count(b"\n")
-    try:
-        fresh = time.time() - live_file(run_dir).stat().st_mtime < LIVE_FRESH_S
-    except OSError:
-        fresh = False
-    if pushed < len(records) and fresh and not any(r["event"] == "end" for r in records):
-        return pushed, records[:pushed], state["offset"]
-    return pushed, records, offset
 
 
 def _rest_value(value: Any) -> float | str:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from orchestrator.errors import InputError
+from orchestrator.job.liveness import group_alive
 
 RUN_DIR = Path("mlruns/run/server")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -131,23 +132,57 @@ def start(backend_store_uri: str, artifacts: Path, host: str = "127.0.0.1", port
         # process stays within start-postgres.sh's max_connections=200 for up to 3 workers.
         env.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "20")
         env.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "30")
-    with open(log, "ab") as out:
-        # Own session = own process group: stop() signals the group, reaching uvicorn's workers too.
-        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+    proc = spawn(command, log, env)
     info = ServerInfo(proc.pid, host, port, backend_store_uri, str(artifacts), str(log), time.time())
     _info_file(run_dir).write_text(json.dumps(asdict(info), indent=1))
     (run_dir / "server.pid").write_text(f"{proc.pid}\n")
+    try:
+        wait_healthy(proc, info.uri, timeout_s, log)
+    except RuntimeError:
+        stop(run_dir)
+        raise
+    return info
+
+
+# -- the process: shared with `orch ui` ------------------------------------------------------------
+def spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start ``command`` in its own session (its own process group), output appended to ``log``: stopping
+    the group then reaches uvicorn's worker processes too."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True)
+
+
+def wait_healthy(proc: subprocess.Popen, uri: str, timeout_s: float, log: Path) -> None:
+    """Wait until ``uri`` answers /health; RuntimeError with the log's tail if the server dies or does not
+    answer within ``timeout_s`` (the caller stops it)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            _forget(run_dir)
             raise RuntimeError(f"mlflow server exited with code {proc.returncode}:\n{_tail(log)}")
-        if healthy(info.uri, timeout=1.0):
-            return info
+        if healthy(uri, timeout=1.0):
+            return
         time.sleep(0.25)
-    stop(run_dir)
-    raise RuntimeError(f"mlflow server did not answer {info.uri}/health within {timeout_s:.0f} s:\n{_tail(log)}")
+    raise RuntimeError(f"mlflow server did not answer {uri}/health within {timeout_s:.0f} s:\n{_tail(log)}")
+
+
+def stop_group(pgid: int, grace_s: float = STOP_GRACE_S, kill: bool = False) -> None:
+    """SIGTERM to the process group (SIGKILL with ``kill=True``), SIGKILL to what is left after ``grace_s``;
+    returns once no live member remains."""
+    try:
+        os.killpg(pgid, signal.SIGKILL if kill else signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and group_alive(pgid):
+        time.sleep(0.1)
+    if group_alive(pgid):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        while group_alive(pgid):
+            time.sleep(0.05)
 
 
 def stop(run_dir: Path = RUN_DIR, grace_s: float = STOP_GRACE_S, kill: bool = False) -> bool:
@@ -158,20 +193,7 @@ def stop(run_dir: Path = RUN_DIR, grace_s: float = STOP_GRACE_S, kill: bool = Fa
     if info is None or not _is_ours(info.pid):
         _forget(run_dir)
         return False
-    try:
-        os.killpg(info.pid, signal.SIGKILL if kill else signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and group_alive(info.pid):
-        time.sleep(0.1)
-    if group_alive(info.pid):
-        try:
-            os.killpg(info.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        while group_alive(info.pid):
-            time.sleep(0.05)
+    stop_group(info.pid, grace_s, kill)
     _forget(run_dir)
     return True
 
@@ -184,32 +206,6 @@ def status(run_dir: Path = RUN_DIR) -> dict:
     return {"running": alive, "healthy": alive and healthy(info.uri), "uri": info.uri, "pid": info.pid,
             "backend_store_uri": redact(info.backend_store_uri), "artifacts": info.artifacts, "log": info.log,
             "uptime_s": round(time.time() - info.started_at, 1) if alive else None}
-
-
-def group_alive(pgid: int) -> bool:
-    _reap(pgid)
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie leader with no other member still answers killpg: look for a live member.
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def _reap(pid: int) -> None:
-    try:  # the leader is our child when this process started it: collect it so it is not a zombie
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _forget(run_dir: Path) -> None:

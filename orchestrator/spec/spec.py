@@ -11,10 +11,9 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator import registry
+from orchestrator.backends import NAMES as BACKENDS
 from orchestrator.errors import InputError, did_you_mean
-
-BACKENDS = ("local", "slurm", "ray")
+from orchestrator.spec import registry
 
 
 class Strict(BaseModel):
@@ -50,7 +49,7 @@ class Spec(Strict):
     variants: dict[str, dict[str, Any]] = {}
     grid: dict[str, list[Any]] = {}
     resources: Resources = Resources()
-    backend: Literal["local", "slurm", "ray"] = "local"
+    backend: str = Field("local", description="where the runs execute: a name of orchestrator/backends' registry")
     cluster: str | None = Field(None, description="cluster profile name (cluster/<name>.yaml)")
     tracking: Tracking = Tracking()
     workdir: str = Field("mlruns/jobs", description="root of the run directories (shared filesystem on a cluster)")
@@ -58,6 +57,14 @@ class Spec(Strict):
     tune: dict[str, Any] | None = None
 
     source: str = Field("<spec>", exclude=True)
+
+    @pydantic.field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend '{value}'{did_you_mean(value, BACKENDS)}; expected one of: "
+                             f"{', '.join(BACKENDS)}")
+        return value
 
     @pydantic.field_validator("seeds", mode="before")
     @classmethod

@@ -19,12 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator import live, registry
-from orchestrator.context import RunContext
-from orchestrator.journal import JournalWriter, read_journal
-from orchestrator.rundir import RunDir, output_to
-
-FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+from orchestrator.job import push
+from orchestrator.job.context import RunContext
+from orchestrator.job.journal import FAILED, FINISHED, KILLED, JournalWriter, events
+from orchestrator.job.rundir import RunDir, output_to
+from orchestrator.spec import registry
 
 
 class Terminated(BaseException):
@@ -88,8 +87,7 @@ def pick_device(gpus: int) -> str:
 
 
 def previous_attempts(run_dir: RunDir) -> int:
-    records, _ = read_journal(run_dir.journal)
-    return sum(1 for r in records if r["event"] == "start")
+    return len(events(run_dir.journal, "start"))
 
 
 def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
@@ -107,11 +105,11 @@ def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
     journal = JournalWriter(run_dir.journal)
     ctx = RunContext(run["seed"], run_dir, journal, device=pick_device(int(job.get("gpus", 0))), cpus=cpus)
     ctx.on_log.extend(extra_callbacks or [])
-    pusher = live.start(run_dir, job)  # http(s) tracking only: metrics reach the server while the run runs
+    pusher = push.start(run_dir, job)  # http(s) tracking only: metrics reach the server while the run runs
     restore_usr2 = None
     if pusher is not None:
         ctx.on_log.append(pusher.notify)
-        restore_usr2 = live.flush_on_signal(pusher) if _main_thread() else None
+        restore_usr2 = push.flush_on_signal(pusher) if _main_thread() else None
     resumed_from = None
     if run_dir.checkpoint.exists():
         with open(run_dir.checkpoint, "rb") as f:
@@ -165,5 +163,5 @@ def child_main(path: str) -> None:
     sys.exit(0 if status == FINISHED else 1)
 
 
-if __name__ == "__main__":  # python -m orchestrator.worker RUN_DIR (used by the Slurm/Ray backends)
-    child_main(sys.argv[1]) if len(sys.argv) > 1 else sys.exit("usage: python -m orchestrator.worker RUN_DIR")
+if __name__ == "__main__":  # python -m orchestrator.job.worker RUN_DIR (used by the Slurm/Ray backends)
+    child_main(sys.argv[1]) if len(sys.argv) > 1 else sys.exit("usage: python -m orchestrator.job.worker RUN_DIR")

@@ -13,42 +13,26 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InputError
+from orchestrator.tracking.records import TERMINAL, Tag, chunks, search_all
 
-SOURCE_TAG = "orch.source_run_id"
-SOURCE_URI_TAG = "orch.source_uri"
+SOURCE_TAG = Tag.SOURCE_RUN_ID
+SOURCE_URI_TAG = Tag.SOURCE_URI
 PARENT_TAG = "mlflow.parentRunId"
 FORMAT = "orch-mlflow-bundle/1"
-BATCH = 1000  # MLflow's limit of metrics per log_batch
 
 
 def _client(uri: str):
-    from orchestrator.ledger import Ledger  # sets MLFLOW_DISABLE_TELEMETRY, creates a sqlite file's folder
+    from orchestrator.tracking.ledger import Ledger  # sets MLFLOW_DISABLE_TELEMETRY, creates a sqlite file's folder
     return Ledger(uri).client
-
-
-def _all_runs(client, experiment_id: str) -> list:
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], max_results=5000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def _number(value: float) -> float | str:
     return repr(value) if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def _chunks(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 # -- export --------------------------------------------------------------------------------------------
@@ -60,7 +44,7 @@ def export_experiment(uri: str, name: str, out: Path) -> int:
     if experiment is None:
         raise InputError(f"no experiment named '{name}' in {uri}")
     out.mkdir(parents=True, exist_ok=True)
-    runs = _all_runs(client, experiment.experiment_id)
+    runs = search_all(client, experiment.experiment_id)
     (out / "experiment.json").write_text(json.dumps(
         {"format": FORMAT, "name": name, "tags": dict(experiment.tags), "source_uri": _redact(uri),
          "source_experiment_id": experiment.experiment_id, "runs": [r.info.run_id for r in runs]}, indent=1))
@@ -84,7 +68,7 @@ def export_experiment(uri: str, name: str, out: Path) -> int:
 
 
 def _redact(uri: str) -> str:
-    from orchestrator.server import redact
+    from orchestrator.tracking.server import redact
     return redact(uri)
 
 
@@ -132,7 +116,7 @@ def import_bundle(uri: str, bundle: Path, name: str | None = None) -> dict[str, 
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         experiment_id = experiment.experiment_id
-    existing = {r.data.tags[SOURCE_TAG]: r.info.run_id for r in _all_runs(client, experiment_id)
+    existing = {r.data.tags[SOURCE_TAG]: r.info.run_id for r in search_all(client, experiment_id)
                 if SOURCE_TAG in r.data.tags}
     mapping: dict[str, str] = {}
     for src in _parents_first(runs):
@@ -149,17 +133,17 @@ def import_bundle(uri: str, bundle: Path, name: str | None = None) -> dict[str, 
                                        run_name=src["run_name"]).info.run_id
             existing[source_id] = run_id
         mapping[src["run_id"]] = run_id
-        for chunk in _chunks([RunTag(k, v) for k, v in tags.items()], 100):
+        for chunk in chunks([RunTag(k, v) for k, v in tags.items()], 100):
             client.log_batch(run_id, tags=chunk)
-        for chunk in _chunks([Param(k, v) for k, v in src["params"].items()], 100):
+        for chunk in chunks([Param(k, v) for k, v in src["params"].items()], 100):
             client.log_batch(run_id, params=chunk)  # identical values: accepted again
         folder = bundle / "runs" / src["run_id"]
-        for chunk in _chunks(list(_metrics(folder / "metrics.jsonl", Metric)), BATCH):
+        for chunk in chunks(list(_metrics(folder / "metrics.jsonl", Metric))):
             client.log_batch(run_id, metrics=chunk)  # exact duplicates of an earlier import are dropped
         artifacts = folder / "artifacts"
         if artifacts.is_dir() and any(artifacts.iterdir()):
             client.log_artifacts(run_id, str(artifacts))
-        if src["status"] in ("FINISHED", "FAILED", "KILLED"):
+        if src["status"] in TERMINAL:
             client.set_terminated(run_id, src["status"], end_time=src["end_time"])
         else:
             client.update_run(run_id, status=src["status"])
@@ -173,10 +157,3 @@ def _metrics(path: Path, Metric) -> Iterator:
         for line in f:
             key, value, timestamp, step = json.loads(line)
             yield Metric(key, float(value), int(timestamp), int(step))
-
-
-def copy_experiment(src_uri: str, dst_uri: str, name: str, to_name: str | None = None) -> dict[str, str]:
-    """Export then import through a temporary bundle (both stores reachable from here)."""
-    with tempfile.TemporaryDirectory(prefix="orch-export-") as tmp:
-        export_experiment(src_uri, name, Path(tmp))
-        return import_bundle(dst_uri, Path(tmp), to_name)

@@ -17,11 +17,11 @@ from typing import Any
 
 from mlflow.entities import Metric
 
-from orchestrator import stats
-from orchestrator.driver import by_key
+from orchestrator.analysis import stats
+from orchestrator.analysis.status import experiment_status
 from orchestrator.errors import InputError, did_you_mean
-from orchestrator.ledger import Ledger
-from orchestrator.status import experiment_status
+from orchestrator.tracking.ledger import Ledger
+from orchestrator.tracking.records import FINISHED, RUNNING, Role, Tag, latest_per_key, role_filter, search_all
 
 AGGREGATES = ("mean", "std", "ci_low", "ci_high", "n")  # written on parent runs as <metric>_<name>
 
@@ -90,25 +90,13 @@ class Report:
 
 
 # -- gathering ----------------------------------------------------------------------------------------
-def _search(ledger: Ledger, experiment_id: str, role: str):
-    """Full MLflow runs (with params, which RunRecord leaves out) of one orch role."""
-    runs, token = [], None
-    while True:
-        page = ledger.client.search_runs([experiment_id], filter_string=f"tags.`orch.role` = '{role}'",
-                                         max_results=10000, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            return runs
-
-
 def _field_value(run, name: str) -> str | None:
     """``variant``, ``grid``, ``params.X``, ``tags.X``, or a bare param/tag name (param first)."""
     params, tags = run.data.params, run.data.tags
     if name == "variant":
-        return tags.get("orch.variant")
+        return tags.get(Tag.VARIANT)
     if name in ("grid", "grid_point"):
-        return tags.get("orch.grid_point") or "-"
+        return tags.get(Tag.GRID_POINT) or "-"
     if name.startswith("params."):
         return params.get(name[len("params."):])
     if name.startswith("tags."):
@@ -126,7 +114,7 @@ def _short(name: str) -> str:
 def group_names(parents: list, by: list[str]) -> dict[str, str]:
     """parent run id -> group name. Without ``by``: the parent's own label (variant[grid point])."""
     if not by:
-        return {p.info.run_id: p.data.tags.get("mlflow.runName") or p.data.tags.get("orch.group", "?") for p in parents}
+        return {p.info.run_id: p.data.tags.get("mlflow.runName") or p.data.tags.get(Tag.GROUP, "?") for p in parents}
     for name in by:
         if all(_field_value(p, name) is None for p in parents):
             known = sorted({f"params.{k}" for p in parents for k in p.data.params} | {"variant", "grid"})
@@ -141,7 +129,7 @@ def group_names(parents: list, by: list[str]) -> dict[str, str]:
 
 def gather(ledger: Ledger, experiment_id: str, metric: str, by: list[str]) -> list[Group]:
     """Groups with the final values of ``metric`` of their FINISHED seeds (and the other runs counted)."""
-    parents = _search(ledger, experiment_id, "group")
+    parents = search_all(ledger.client, experiment_id, role_filter(Role.GROUP))
     if not parents:
         raise InputError("the experiment has no orch runs (no parent run with tag orch.role=group)")
     names = group_names(parents, by)
@@ -159,11 +147,10 @@ def gather(ledger: Ledger, experiment_id: str, metric: str, by: list[str]) -> li
             group.counts[count] += value
 
     known_metrics: set[str] = set()
-    for recs in by_key(ledger.runs(experiment_id)).values():
-        best = next((r for r in recs if r.status == "FINISHED"), None)  # the same choice as status.py
-        if best is None:
+    for best in latest_per_key(ledger.runs(experiment_id)):  # the same record status counts
+        if best.status != FINISHED:
             continue
-        group = by_group_tag.get(best.tags.get("orch.group", ""))
+        group = by_group_tag.get(best.tags.get(Tag.GROUP, ""))
         if group is None:
             continue
         known_metrics.update(best.metrics)
@@ -171,7 +158,7 @@ def gather(ledger: Ledger, experiment_id: str, metric: str, by: list[str]) -> li
             group.counts["no_metric"] += 1
             continue
         group.values.append(float(best.metrics[metric]))
-        group.seeds.append(best.tags.get("orch.seed", ""))
+        group.seeds.append(best.tags.get(Tag.SEED, ""))
         group.run_ids.append(best.run_id)
     total_finished = sum(g.counts["finished"] for g in groups.values())
     if total_finished == 0:
@@ -189,9 +176,9 @@ def gather(ledger: Ledger, experiment_id: str, metric: str, by: list[str]) -> li
 
 def default_metric(ledger: Ledger, experiment_id: str) -> tuple[str, str]:
     """The spec's main metric and mode, as recorded on the parent runs."""
-    for parent in ledger.runs(experiment_id, role="group"):
-        if parent.tags.get("orch.metric"):
-            return parent.tags["orch.metric"], parent.tags.get("orch.mode", "min")
+    for parent in ledger.runs(experiment_id, role=Role.GROUP):
+        if parent.tags.get(Tag.METRIC):
+            return parent.tags[Tag.METRIC], parent.tags.get(Tag.MODE, "min")
     raise InputError("no main metric recorded on the experiment's groups: pass --metric", "--metric")
 
 
@@ -361,16 +348,16 @@ def log_to_mlflow(ledger: Ledger, report: Report, files: Path) -> str:
             if metrics:
                 ledger.client.log_batch(group.parents[0], metrics=metrics)
     verdicts = "\n".join(f"- {c.verdict}" for c in report.comparisons) or "(no comparison)"
-    tags = {"orch.role": "compare", "orch.metric": report.metric, "orch.mode": report.mode,
-            "orch.baseline": report.baseline or "", "orch.by": ",".join(report.by) or "group",
+    tags = {Tag.ROLE: Role.COMPARE, Tag.METRIC: report.metric, Tag.MODE: report.mode,
+            Tag.BASELINE: report.baseline or "", Tag.BY: ",".join(report.by) or "group",
             "mlflow.note.content": f"orch compare {report.metric} ({report.mode})\n\n{verdicts}"[:5000]}
     params = {"metric": report.metric, "mode": report.mode, "alpha": report.alpha,
               "baseline": report.baseline or "(all pairs)", "by": ",".join(report.by) or "group"}
-    run_id = ledger.create_run(report.experiment_id, f"compare {report.metric}", tags, params, status="RUNNING")
+    run_id = ledger.create_run(report.experiment_id, f"compare {report.metric}", tags, params, status=RUNNING)
     summary = [Metric(f"groups_significant_{'better' if o == 'better' else 'worse'}",
                       float(sum(c.outcome == o for c in report.comparisons)), now, 0) for o in ("better", "worse")]
     ledger.client.log_batch(run_id, metrics=summary)
     ledger.client.log_artifacts(run_id, str(files))
-    ledger.set_status(run_id, "FINISHED")
+    ledger.set_status(run_id, FINISHED)
     report.compare_run_id = run_id
     return run_id

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,24 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from orchestrator import sqlite_tuning  # noqa: E402
-from orchestrator.journal import JournalWriter, decode_number, read_journal  # noqa: E402
-from orchestrator.live import live_split  # noqa: E402
-from orchestrator.rundir import RunDir  # noqa: E402
+from orchestrator.job.journal import JournalWriter, decode_number, read_journal  # noqa: E402
+from orchestrator.job.push import live_file, read_state  # noqa: E402
+from orchestrator.job.rundir import RunDir  # noqa: E402
+from orchestrator.tracking import sqlite  # noqa: E402
+from orchestrator.tracking.records import (  # noqa: E402
+    BATCH,
+    KILLED,
+    RUNNING,
+    SCHEDULED,
+    TERMINAL,
+    RunRecord,
+    Tag,
+    chunks,
+    role_filter,
+    search_all,
+)
 
 STORE_DIR = Path("mlruns")
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
-BATCH = 1000  # MLflow's limit of metrics per log_batch
 
 
 def default_uri(root: Path | None = None) -> str:
@@ -38,22 +47,29 @@ def resolve_uri(cli_uri: str | None = None, spec_uri: str | None = None) -> str:
     return cli_uri or os.environ.get("MLFLOW_TRACKING_URI") or spec_uri or default_uri()
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    run_id: str
-    status: str
-    tags: dict[str, str]
-    metrics: dict[str, float]
-    start_time: int | None = None
-
-    @property
-    def key(self) -> str:
-        return self.tags.get("orch.key", "")
+LIVE_FRESH_S = 10.0  # a job's pusher that wrote live.json this recently is taken to be alive
 
 
-def _chunks(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
+def live_split(run_dir: RunDir, run_id: str, start: int, records: list[dict[str, Any]],
+               offset: int) -> tuple[int, list[dict[str, Any]], int]:
+    """For ``Ledger.ingest`` of the journal ``records`` read from byte ``start`` up to ``offset``: how many
+    of them had their metrics pushed live already, and which records to ingest now (with the offset after
+    them). While a job's pusher keeps up (``live.json`` written in the last ``LIVE_FRESH_S``) and the
+    journal has not ended, ingestion stops at the live cursor and leaves the tail to the pusher: two
+    writers sending the same rows at once is wasted work on the server."""
+    state = read_state(run_dir, run_id)
+    if not state or state["offset"] <= start:
+        return 0, records, offset
+    with open(run_dir.journal, "rb") as f:
+        f.seek(start)
+        pushed = f.read(state["offset"] - start).count(b"\n")
+    try:
+        fresh = time.time() - live_file(run_dir).stat().st_mtime < LIVE_FRESH_S
+    except OSError:
+        fresh = False
+    if pushed < len(records) and fresh and not any(r["event"] == "end" for r in records):
+        return pushed, records[:pushed], state["offset"]
+    return pushed, records, offset
 
 
 class Ledger:
@@ -67,7 +83,7 @@ class Ledger:
                 raise InputError(f"no MLflow store at {path} (nothing submitted from here yet?); "
                                  "pass --tracking-uri or run from the project directory")
             path.parent.mkdir(parents=True, exist_ok=True)
-            sqlite_tuning.install()
+            sqlite.install()
         self.client = MlflowClient(tracking_uri=uri)
 
     # -- experiments ---------------------------------------------------------------------------
@@ -94,15 +110,8 @@ class Ledger:
         engine = getattr(self.client._tracking_client.store, "engine", None)
         if engine is not None:
             return self._runs_sql(engine, experiment_id, role)
-        records, token = [], None
-        while True:
-            page = self.client.search_runs([experiment_id], filter_string=f"tags.`orch.role` = '{role}'",
-                                           max_results=10000, page_token=token)
-            records += [RunRecord(r.info.run_id, r.info.status, r.data.tags, r.data.metrics, r.info.start_time)
-                        for r in page]
-            token = page.token
-            if not token:
-                return records
+        return [RunRecord(r.info.run_id, r.info.status, r.data.tags, r.data.metrics, r.info.start_time)
+                for r in search_all(self.client, experiment_id, role_filter(role))]
 
     @staticmethod
     def _runs_sql(engine, experiment_id: str, role: str) -> list[RunRecord]:
@@ -111,7 +120,7 @@ class Ledger:
 
         runs_t, tags_t, metrics_t = SqlRun.__table__, SqlTag.__table__, SqlLatestMetric.__table__
         ids = (select(tags_t.c.run_uuid).join(runs_t, runs_t.c.run_uuid == tags_t.c.run_uuid)
-               .where(and_(tags_t.c.key == "orch.role", tags_t.c.value == role,
+               .where(and_(tags_t.c.key == Tag.ROLE, tags_t.c.value == role,
                            runs_t.c.experiment_id == int(experiment_id), runs_t.c.lifecycle_stage == "active")))
         with engine.connect() as conn:
             rows = conn.execute(select(runs_t.c.run_uuid, runs_t.c.status, runs_t.c.start_time)
@@ -133,16 +142,16 @@ class Ledger:
 
     # -- writing -------------------------------------------------------------------------------
     def create_run(self, experiment_id: str, name: str, tags: dict[str, str], params: dict[str, Any],
-                   parent_id: str | None = None, status: str = "SCHEDULED") -> str:
+                   parent_id: str | None = None, status: str = SCHEDULED) -> str:
         tags = dict(tags)
         if parent_id:
             tags["mlflow.parentRunId"] = parent_id
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
         param_list = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for chunk in _chunks(param_list, 100):
+        for chunk in chunks(param_list, 100):
             self.client.log_batch(run_id, params=chunk)
-        if status != "RUNNING":
+        if status != RUNNING:
             self.client.update_run(run_id, status=status)
         return run_id
 
@@ -151,7 +160,7 @@ class Ledger:
 
     def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
         if error:
-            self.set_tags(run_id, {"orch.error": error})
+            self.set_tags(run_id, {Tag.ERROR: error})
         if status in TERMINAL:
             self.client.set_terminated(run_id, status)
         else:
@@ -160,12 +169,13 @@ class Ledger:
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
-    def _log_metrics(self, run_id: str, metrics: list[Metric], attempts: int = 4) -> None:
+    def _log_batch(self, run_id: str, metrics: list[Metric], tags: list[RunTag] | None = None,
+                   attempts: int = 4) -> None:
         """``log_batch``, retried when two writers (ingestion and a job's live push) inserted the same rows
         at once: MLflow's SQL store drops exact duplicates, but its check races the other's commit."""
         for attempt in range(attempts):
             try:
-                self.client.log_batch(run_id, metrics=metrics)
+                self.client.log_batch(run_id, metrics=metrics, tags=tags or [])
                 return
             except MlflowException as err:
                 if attempt == attempts - 1 or "unique constraint" not in str(err).lower():
@@ -183,7 +193,7 @@ class Ledger:
         if cursor.get("run_id") != run_id:
             cursor = {"offset": 0, "max_step": {}, "run_id": run_id, "ended": None}
         records, offset = read_journal(run_dir.journal, cursor["offset"])
-        # A job tracking through a server pushes its own metrics (orchestrator/live.py): skip the lines it
+        # A job tracking through a server pushes its own metrics (orchestrator/job/push.py): skip the lines it
         # sent, and leave it the tail while it keeps up.
         pushed_live, records, offset = live_split(run_dir, run_id, cursor["offset"], records, offset)
         if not records:
@@ -203,27 +213,27 @@ class Ledger:
                     if index >= pushed_live:
                         metrics.append(Metric(name, decode_number(value), ms, step))
             elif record["event"] == "start":
-                tags.update({"orch.attempt": record["attempt"], "orch.host": record["host"],
-                             "orch.pid": record["pid"], "orch.restart_count": record.get("restart_count", 0)})
+                tags.update({Tag.ATTEMPT: record["attempt"], Tag.HOST: record["host"],
+                             Tag.PID: record["pid"], Tag.RESTART_COUNT: record.get("restart_count", 0)})
                 if record.get("resumed_from_step") is not None:
-                    tags["orch.resumed_from_step"] = record["resumed_from_step"]
+                    tags[Tag.RESUMED_FROM_STEP] = record["resumed_from_step"]
             elif record["event"] == "checkpoint":
-                tags["orch.checkpoint_step"] = record["step"]
+                tags[Tag.CHECKPOINT_STEP] = record["step"]
             elif record["event"] == "end":
                 end = record
                 final_step = max(max_step.values(), default=0)
                 metrics += [Metric(k, decode_number(v), ms, final_step) for k, v in record["final"].items()]
         status = end["status"] if end is not None else None
         if end is not None and end.get("error"):
-            tags["orch.error"] = end["error"]
+            tags[Tag.ERROR] = end["error"]
         tag_list = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
-        for i, chunk in enumerate(_chunks(metrics, BATCH) if metrics else [[]]):
+        for i, chunk in enumerate(chunks(metrics, BATCH) if metrics else [[]]):
             if chunk or (i == 0 and tag_list):  # tags ride with the first batch: one write, not two
-                self.client.log_batch(run_id, metrics=chunk, tags=tag_list if i == 0 else [])
+                self._log_batch(run_id, chunk, tag_list if i == 0 else [])
         if end is not None:
             self._finalise(run_id, run_dir, end)
         elif any(r["event"] == "start" for r in records):
-            self.client.update_run(run_id, status="RUNNING")
+            self.client.update_run(run_id, status=RUNNING)
         cursor.update(offset=offset, max_step=max_step, ended=status)
         run_dir.write_cursor(cursor)
         return status
@@ -239,7 +249,7 @@ class Ledger:
                 self.client.log_artifact(run_id, str(log), "logs")
         self.client.set_terminated(run_id, end["status"])
 
-    def close_dead(self, run_dir: RunDir, reason: str, status: str = "KILLED") -> str:
+    def close_dead(self, run_dir: RunDir, reason: str, status: str = KILLED) -> str:
         """A job that ended without journaling its end (SIGKILL, OOM, node failure): ingest what it wrote,
         then record the end for it so it is not left RUNNING forever."""
         ended = self.ingest(run_dir)

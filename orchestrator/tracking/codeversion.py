@@ -10,6 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import workloads
+from orchestrator.tracking.records import Tag
 
 PACKAGES = ("orch", "torch", "numpy", "mlflow", "reservoirpy", "deap", "transformers", "submitit", "ray", "scipy")
 
@@ -22,7 +23,7 @@ class CodeVersion:
     versions: dict[str, str]
 
     def tags(self) -> dict[str, str]:
-        tags = {"orch.git_commit": self.commit, "orch.git_dirty": str(self.dirty).lower(),
+        tags = {Tag.GIT_COMMIT: self.commit, Tag.GIT_DIRTY: str(self.dirty).lower(),
                 "mlflow.source.git.commit": self.commit}
         tags.update({f"orch.pkg.{name}": version for name, version in self.versions.items()})
         return tags

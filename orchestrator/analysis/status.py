@@ -7,8 +7,18 @@ import math
 import statistics
 from dataclasses import asdict, dataclass
 
-from orchestrator.driver import latest_per_key
-from orchestrator.ledger import Ledger, RunRecord
+from orchestrator.tracking.ledger import Ledger
+from orchestrator.tracking.records import (
+    FAILED,
+    FINISHED,
+    KILLED,
+    RUNNING,
+    SCHEDULED,
+    Role,
+    RunRecord,
+    Tag,
+    latest_per_key,
+)
 
 
 @dataclass
@@ -36,24 +46,24 @@ def experiment_status(ledger: Ledger, experiment_id: str, records: list[RunRecor
     """Pass the seed and group records when the caller already searched MLflow (a search of 500 runs
     costs about a second on sqlite: do it once per command)."""
     records = ledger.runs(experiment_id) if records is None else records
-    parents = ledger.runs(experiment_id, role="group") if parents is None else parents
+    parents = ledger.runs(experiment_id, role=Role.GROUP) if parents is None else parents
     per_group: dict[str, list] = {}
     for best in latest_per_key(records):
-        per_group.setdefault(best.tags.get("orch.group", ""), []).append(best)
+        per_group.setdefault(best.tags.get(Tag.GROUP, ""), []).append(best)
     out = []
     for parent in sorted(parents, key=lambda r: r.start_time or 0):
-        group = parent.tags.get("orch.group", "")
+        group = parent.tags.get(Tag.GROUP, "")
         recs = per_group.get(group, [])
-        metric = parent.tags.get("orch.metric", "")
+        metric = parent.tags.get(Tag.METRIC, "")
         count = lambda *states: sum(1 for r in recs if r.status in states)  # noqa: E731
-        values = [r.metrics[metric] for r in recs if r.status == "FINISHED" and metric in r.metrics
+        values = [r.metrics[metric] for r in recs if r.status == FINISHED and metric in r.metrics
                   and not math.isnan(r.metrics[metric])]
-        requested = int(parent.tags.get("orch.seeds_requested", 0))
+        requested = int(parent.tags.get(Tag.SEEDS_REQUESTED, 0))
         out.append(GroupStatus(
-            group=group, label=parent.tags.get("mlflow.runName", group), variant=parent.tags.get("orch.variant", ""),
-            finished=count("FINISHED"), running=count("RUNNING"), pending=count("SCHEDULED"),
-            failed=count("FAILED", "KILLED"), missing=max(0, requested - len(recs)),
-            metric=metric, mode=parent.tags.get("orch.mode", "min"),
+            group=group, label=parent.tags.get("mlflow.runName", group), variant=parent.tags.get(Tag.VARIANT, ""),
+            finished=count(FINISHED), running=count(RUNNING), pending=count(SCHEDULED),
+            failed=count(FAILED, KILLED), missing=max(0, requested - len(recs)),
+            metric=metric, mode=parent.tags.get(Tag.MODE, "min"),
             metric_mean=statistics.fmean(values) if values else None, metric_values=values, run_id=parent.run_id))
     return out
 
@@ -78,23 +88,23 @@ class SweepStatus:
 
 def sweep_status(ledger: Ledger, experiment_id: str) -> list[SweepStatus]:
     """The experiment's Tune sweeps (role ``sweep``) and their trials (role ``trial``), oldest sweep first.
-    A trial's score is its ``score`` metric (the mean final metric over its seeds, tune.py)."""
+    A trial's score is its ``score`` metric (the mean final metric over its seeds, orchestrator/tune/trial.py)."""
     trials: dict[str, list[RunRecord]] = {}
-    for trial in ledger.runs(experiment_id, role="trial"):
-        trials.setdefault(trial.tags.get("orch.tune.sweep", ""), []).append(trial)
+    for trial in ledger.runs(experiment_id, role=Role.TRIAL):
+        trials.setdefault(trial.tags.get(Tag.SWEEP, ""), []).append(trial)
     out = []
-    for sweep in sorted(ledger.runs(experiment_id, role="sweep"), key=lambda r: r.start_time or 0):
-        name = sweep.tags.get("orch.tune.sweep", "")
+    for sweep in sorted(ledger.runs(experiment_id, role=Role.SWEEP), key=lambda r: r.start_time or 0):
+        name = sweep.tags.get(Tag.SWEEP, "")
         mine = trials.get(name, [])
-        early = [t for t in mine if t.status == "KILLED" and t.tags.get("orch.tune.early_stopped") == "true"]
-        scored = [(t.metrics["score"], t.tags.get("orch.tune.trial_id", "")) for t in mine
-                  if t.status == "FINISHED" and not math.isnan(t.metrics.get("score", math.nan))]
-        mode = sweep.tags.get("orch.mode", "min")
+        early = [t for t in mine if t.status == KILLED and t.tags.get(Tag.EARLY_STOPPED) == "true"]
+        scored = [(t.metrics["score"], t.tags.get(Tag.TRIAL_ID, "")) for t in mine
+                  if t.status == FINISHED and not math.isnan(t.metrics.get("score", math.nan))]
+        mode = sweep.tags.get(Tag.MODE, "min")
         best = (min if mode == "min" else max)(scored) if scored else (None, "")
         out.append(SweepStatus(
-            sweep=name, status=sweep.status, finished=sum(t.status == "FINISHED" for t in mine),
-            running=sum(t.status in ("RUNNING", "SCHEDULED") for t in mine), stopped_early=len(early),
-            failed=sum(t.status in ("FAILED", "KILLED") for t in mine) - len(early),
-            metric=sweep.tags.get("orch.metric", ""), mode=mode, best_score=best[0], best_trial=best[1],
+            sweep=name, status=sweep.status, finished=sum(t.status == FINISHED for t in mine),
+            running=sum(t.status in (RUNNING, SCHEDULED) for t in mine), stopped_early=len(early),
+            failed=sum(t.status in (FAILED, KILLED) for t in mine) - len(early),
+            metric=sweep.tags.get(Tag.METRIC, ""), mode=mode, best_score=best[0], best_trial=best[1],
             run_id=sweep.run_id))
     return out

@@ -12,8 +12,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator import plots
-from orchestrator.compare import TEST_NAMES, Report, fmt, fmt_p
+from orchestrator.analysis import plots
+from orchestrator.analysis.compare import TEST_NAMES, Report, fmt, fmt_p
 
 GROUP_COLUMNS = ("group", "n", "missing", "failed", "running", "mean", "std", "SE", "median", "min", "max",
                  "CI (t)", "CI (bootstrap)")

@@ -7,18 +7,14 @@ One worker: the UI is for one person, and one worker starts in ~6 s and 1.6 GB w
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from orchestrator.errors import InputError
-from orchestrator.server import group_alive
+from orchestrator.tracking import server
 
 HOST = "127.0.0.1"
 
@@ -51,7 +47,8 @@ def check_store(uri: str) -> None:
 
 
 class Server:
-    """``mlflow server`` as a child in its own process group, so that stopping it stops its workers too."""
+    """``mlflow server`` as a child in its own process group (tracking/server.py's spawn, health wait and
+    group stop), so that stopping it stops its workers too."""
 
     def __init__(self, uri: str, port: int, host: str = HOST):
         self.uri, self.port, self.host = uri, port, host
@@ -63,50 +60,24 @@ class Server:
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
         cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.uri,
                "--host", self.host, "--port", str(self.port), "--workers", "1"]
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
+        self.proc = server.spawn(cmd, self.log, env)
         return self
 
-    def log_tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
     def wait_ready(self, timeout_s: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with code {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"mlflow server not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+        assert self.proc is not None, "start() first"
+        try:
+            server.wait_healthy(self.proc, self.url, timeout_s, self.log)
+        except RuntimeError:
+            self.stop()
+            raise
 
-    def stop(self, timeout_s: float = 20.0) -> int | None:
+    def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM to the whole group (server and workers), SIGKILL to what is left after ``timeout_s``."""
         if self.proc is None:
-            return None
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.proc.wait(timeout_s)
-                # the leader is gone; its workers may linger a moment in the same group
-                deadline = time.monotonic() + timeout_s
-                while time.monotonic() < deadline and group_alive(self.proc.pid):
-                    time.sleep(0.2)
-                if not group_alive(self.proc.pid):
-                    break
-            except subprocess.TimeoutExpired:
-                continue
+            return
+        server.stop_group(self.proc.pid, timeout_s)
+        self.proc.poll()
         self.log.unlink(missing_ok=True)
-        return self.proc.returncode
 
     def __enter__(self) -> Server:
         self.start()

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.journal import JournalWriter
-from orchestrator.rundir import RunDir, atomic_write
+from orchestrator.job.journal import JournalWriter
+from orchestrator.job.rundir import RunDir, atomic_write
 
 
 class RunContext:

@@ -9,9 +9,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from orchestrator import registry
 from orchestrator.errors import InputError
-from orchestrator.spec import Spec, deep_merge, flatten, nest, param_path_exists, validate_params
+from orchestrator.spec import registry
+from orchestrator.spec.spec import Spec, deep_merge, flatten, nest, param_path_exists, validate_params
 
 BASE_VARIANT = "base"
 

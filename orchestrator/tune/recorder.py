@@ -1,0 +1,128 @@
+"""The sweep's MLflow record, written from the driver process only (MLflow stays single-writer): one parent
+run per sweep, one child per trial with its reported history, final status and early stops."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from orchestrator.spec.spec import flatten
+from orchestrator.tracking.records import FAILED, FINISHED, KILLED, RUNNING, Role, Tag, chunks
+from orchestrator.tune.section import FINAL_KEY, METRICS_KEY
+
+
+class SweepRecorder:
+    """A Tune callback (driver side): the sweep's parent run and one child run per trial. Picklable (Tune
+    saves it with the experiment, for ``Tuner.restore``): the MLflow client is made on first use, and
+    trial runs are found again by tag after a restore."""
+
+    def __init__(self, uri: str, experiment_id: str, parent_id: str, sweep: str, metric: str, seeds: list[int],
+                 runs_root: str, flush_s: float = 2.0):
+        self.uri, self.experiment_id, self.parent_id, self.sweep = uri, experiment_id, parent_id, sweep
+        self.metric, self.seeds, self.runs_root, self.flush_s = metric, seeds, runs_root, flush_s
+        self._ledger = None
+        self._run_ids: dict[str, str] = {}
+        self._buffer: dict[str, list] = defaultdict(list)
+        self._flushed = time.monotonic()
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_ledger", "_run_ids", "_buffer")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._ledger, self._run_ids, self._buffer = None, {}, defaultdict(list)
+
+    @property
+    def ledger(self):
+        if self._ledger is None:
+            from orchestrator.tracking.ledger import Ledger
+            self._ledger = Ledger(self.uri)
+        return self._ledger
+
+    def run_id(self, trial) -> str:
+        if trial.trial_id in self._run_ids:
+            return self._run_ids[trial.trial_id]
+        found = self.ledger.client.search_runs(
+            [self.experiment_id], max_results=1,
+            filter_string=f"tags.`orch.tune.sweep` = '{self.sweep}' and tags.`orch.tune.trial_id` = '{trial.trial_id}'")
+        if found:
+            run_id = found[0].info.run_id
+        else:
+            config = {k: v for k, v in flatten(trial.config).items()}
+            tags = {Tag.ROLE: Role.TRIAL, Tag.SWEEP: self.sweep, Tag.TRIAL_ID: trial.trial_id,
+                    Tag.SEEDS: ",".join(map(str, self.seeds)), Tag.METRIC: self.metric,
+                    Tag.RUN_DIR: str(Path(self.runs_root) / trial.trial_id)}
+            run_id = self.ledger.create_run(self.experiment_id, f"{self.sweep}/{trial.trial_id}", tags,
+                                            {**config, "seeds_per_trial": len(self.seeds)},
+                                            parent_id=self.parent_id, status=RUNNING)
+        self._run_ids[trial.trial_id] = run_id
+        return run_id
+
+    # Tune's Callback interface (duck-typed methods, subclassed below once Ray is imported)
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self.ledger.set_status(self.run_id(trial), RUNNING)
+
+    on_trial_restore = on_trial_start
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        from mlflow.entities import Metric
+        stamp = int(time.time() * 1000)
+        step = int(result.get("step", result.get("training_iteration", 0)))
+        for name, value in (result.get(METRICS_KEY) or {}).items():
+            self._buffer[trial.trial_id].append(Metric(name, float(value), stamp, step))
+        if result.get(FINAL_KEY):
+            self._buffer[trial.trial_id].append(Metric("score", float(result[self.metric]), stamp, step))
+        if time.monotonic() - self._flushed > self.flush_s:
+            self.flush()
+
+    def flush(self, trial_id: str | None = None) -> None:
+        for tid in [trial_id] if trial_id else list(self._buffer):
+            metrics = self._buffer.pop(tid, [])
+            for chunk in chunks(metrics):
+                self.ledger.client.log_batch(self._run_ids[tid], metrics=chunk)
+        self._flushed = time.monotonic()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        self.flush(trial.trial_id)
+        last = trial.last_result or {}
+        iterations = last.get("training_iteration", 0)
+        if last.get(FINAL_KEY):
+            self.ledger.set_status(run_id, FINISHED)
+        else:  # completed without its final report: a scheduler (ASHA) stopped it
+            self.ledger.set_tags(run_id, {Tag.EARLY_STOPPED: "true",
+                                          Tag.STOPPED_AT_ITERATION: iterations})
+            self.ledger.set_status(run_id, KILLED, f"stopped early by the scheduler after {iterations} reports")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        run_id = self.run_id(trial)
+        self.flush(trial.trial_id)
+        message = str(getattr(trial, "error_msg", None) or "trial failed")
+        error_file = getattr(trial, "error_file", None)
+        if error_file and Path(error_file).exists():
+            message = Path(error_file).read_text()
+        self.ledger.log_text(run_id, message, "traceback.txt")
+        lines = [line for line in message.strip().splitlines() if line.strip()]
+        self.ledger.set_status(run_id, FAILED, lines[-1] if lines else "trial failed")
+
+
+_CALLBACK_CLASS: type | None = None
+
+
+def callback_class() -> type:
+    """SweepRecorder as a ``ray.tune.Callback`` subclass, made on first use so that importing this module
+    (to validate a spec) does not import Ray. Reachable as ``orchestrator.tune.recorder.SweepRecorderCallback``, so
+    the pickled experiment state finds it again on ``Tuner.restore`` in a fresh process."""
+    global _CALLBACK_CLASS
+    if _CALLBACK_CLASS is None:
+        from ray import tune
+        _CALLBACK_CLASS = type("SweepRecorderCallback", (SweepRecorder, tune.Callback), {"__module__": __name__})
+    return _CALLBACK_CLASS
+
+
+def __getattr__(name: str):
+    if name == "SweepRecorderCallback":
+        return callback_class()
+    raise AttributeError(name)
+

@@ -1,0 +1,197 @@
+"""The ``tune:`` section of a spec: what to search (``space``, dotted param keys), how (``search``,
+``scheduler``) and what to optimise (``metric``, ``mode``). Validated against the workload's Params before
+Ray is imported, so a bad sweep is refused like any bad spec (file, field, what was expected)."""
+
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.errors import InputError, did_you_mean
+from orchestrator.spec import registry
+from orchestrator.spec.spec import Spec, flatten, nest, param_path_exists
+
+DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid")
+SEARCHERS = ("random", "grid", "optuna")
+SCHEDULERS = ("fifo", "asha")
+FINAL_KEY = "orch_final"       # in a trial's last report: the run ended and its score is the final metric
+METRICS_KEY = "orch_metrics"   # the workload's own metrics (seed means) inside each report
+SWEEP_FILE = "orch_sweep.json"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Fifo(Strict):
+    type: Literal["fifo"] = "fifo"
+
+
+class Asha(Strict):
+    type: Literal["asha"] = "asha"
+    time_attr: str = Field("training_iteration", description="what counts as time: one report per logged step")
+    max_t: int = Field(100, gt=0, description="the last rung; trials are never stopped just for reaching it")
+    grace_period: int = Field(1, gt=0, description="reports before a trial can be stopped")
+    reduction_factor: float = Field(4.0, gt=1, description="1/reduction_factor of trials go on at each rung")
+    brackets: int = Field(1, gt=0)
+
+    @pydantic.model_validator(mode="after")
+    def _grace_below_max(self) -> Asha:
+        if self.grace_period > self.max_t:
+            raise ValueError(f"grace_period ({self.grace_period}) must be <= max_t ({self.max_t})")
+        return self
+
+
+class TuneSection(Strict):
+    metric: str | None = Field(None, description="final metric to optimise (default: the workload's METRIC)")
+    mode: Literal["min", "max"] | None = Field(None, description="default: the workload's MODE")
+    report: str | None = Field(None, description="per-step metric (ctx.log) the scheduler compares while "
+                                                 "trials run (default: same name as metric)")
+    num_samples: int | None = Field(None, gt=0, description="samples (default 10; 1 when every dimension is a "
+                                                             "grid); grid dimensions are crossed with each sample")
+    max_concurrent: int | None = Field(None, gt=0, description="trials at once (default: as resources allow)")
+    scheduler: Annotated[Fifo | Asha, Field(discriminator="type")] = Field(default_factory=Fifo)
+    search: Literal["random", "grid", "optuna"] = "random"
+    space: dict[str, dict[str, Any]] = Field(..., description="dotted param key -> {distribution: arguments}")
+    seeds_per_trial: int = Field(1, gt=0, description="a trial's score is the mean over this many seeds")
+    search_seed: int = Field(0, ge=0, description="seed of the sampler: the same spec samples the same trials")
+    checkpoint_every_s: float = Field(10.0, ge=0, description="how often a trial's latest checkpoints are copied "
+                                                            "into Tune's storage (run directories keep them all)")
+
+    @pydantic.field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if value not in SCHEDULERS:
+                raise ValueError(f"unknown scheduler '{value}'{did_you_mean(value, SCHEDULERS)}; "
+                                 f"expected one of: {', '.join(SCHEDULERS)}")
+            return {"type": value}
+        return value
+
+
+@dataclass(frozen=True)
+class Dimension:
+    key: str            # dotted param path
+    kind: str           # one of DISTRIBUTIONS
+    args: tuple         # values (choice, grid) or (low, high)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    section: TuneSection
+    metric: str
+    mode: str
+    report: str
+    dimensions: tuple[Dimension, ...]
+
+
+def _pydantic_error(err: pydantic.ValidationError, source: str, prefix: str) -> InputError:
+    errors = err.errors()
+    # an unknown key usually explains a "missing" one (a typo): report it first, with a suggestion
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    parts = [str(p) for p in first["loc"]]
+    # drop pydantic's union tags (scheduler.asha.max_t -> scheduler.max_t): they are not in the YAML
+    parts = [p for i, p in enumerate(parts) if not (i and parts[i - 1] == "scheduler" and p in SCHEDULERS)]
+    loc = ".".join(parts)
+    if first["type"] == "extra_forbidden":
+        known = [f for f in TuneSection.model_fields] if len(parts) == 1 else []
+        return InputError(f"unknown field{did_you_mean(parts[-1], known)}"
+                          + (f"; expected one of: {', '.join(known)}" if known else ""), source, f"{prefix}.{loc}")
+    got = f" (got {first['input']!r})" if not isinstance(first.get("input"), dict) else ""
+    return InputError(f"{first['msg']}{got}", source, f"{prefix}.{loc}" if loc else prefix)
+
+
+def _bound_error(model: type[BaseModel], key: str, value: Any, source: str, field: str) -> None:
+    """Each bound or choice must itself be a valid value of the param: checked before any trial runs."""
+    try:
+        model.model_validate(nest({key: value}))
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        raise InputError(f"{first['msg']} (got {value!r}): not a valid value of param '{key}'", source, field) from None
+
+
+def _dimension(model: type[BaseModel], key: str, dist: dict[str, Any], search: str, source: str) -> Dimension:
+    where = f"tune.space.{key}"
+    if not param_path_exists(model, key):
+        leaf = key.rsplit(".", 1)[-1]
+        known = list(flatten(model().model_dump(mode="json")))
+        raise InputError(f"no such param{did_you_mean(key, known) or did_you_mean(leaf, known)}; "
+                         f"known: {', '.join(known)}", source, where)
+    if not isinstance(dist, dict) or len(dist) != 1:
+        raise InputError(f"expected one distribution, e.g. {{uniform: [0.1, 1.0]}}; one of: "
+                         f"{', '.join(DISTRIBUTIONS)}", source, where)
+    (kind, args), = dist.items()
+    if kind not in DISTRIBUTIONS:
+        raise InputError(f"unknown distribution '{kind}'{did_you_mean(str(kind), DISTRIBUTIONS)}; expected one of: "
+                         f"{', '.join(DISTRIBUTIONS)}", source, f"{where}.{kind}")
+    if not isinstance(args, list) or not args:
+        raise InputError(f"expected a non-empty list of {'values' if kind in ('choice', 'grid') else '[low, high]'}",
+                         source, f"{where}.{kind}")
+    if kind in ("choice", "grid"):
+        for i, value in enumerate(args):
+            _bound_error(model, key, value, source, f"{where}.{kind}[{i}]")
+    else:
+        if len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+            raise InputError(f"expected [low, high] (two numbers), got {args!r}", source, f"{where}.{kind}")
+        low, high = args
+        if kind == "randint" and not all(isinstance(a, int) for a in args):
+            raise InputError(f"randint bounds must be integers, got {args!r}", source, f"{where}.{kind}")
+        if not low < high:
+            raise InputError(f"low must be below high, got [{low}, {high}]", source, f"{where}.{kind}")
+        if kind == "loguniform" and low <= 0:
+            raise InputError(f"loguniform needs low > 0, got {low}", source, f"{where}.{kind}")
+        _bound_error(model, key, low, source, f"{where}.{kind}[0]")
+        _bound_error(model, key, high - 1 if kind == "randint" else high, source, f"{where}.{kind}[1]")
+    if search == "grid" and kind != "grid":
+        raise InputError(f"search: grid covers a grid exactly; '{kind}' is not a grid (use {{grid: [...]}} "
+                         "or search: random)", source, f"{where}.{kind}")
+    if search == "optuna" and kind == "grid":
+        raise InputError("optuna samples; it cannot cover a grid (use choice, or search: grid)", source, f"{where}.{kind}")
+    return Dimension(key, kind, tuple(args))
+
+
+def parse_tune(spec: Spec) -> TuneConfig:
+    """Validate the spec's ``tune:`` section against the workload: bad distributions, bounds or keys are
+    InputErrors naming the file and the field path (exit 2, nothing started)."""
+    source = spec.source
+    if spec.tune is None:
+        raise InputError("no 'tune:' section: say what to search, e.g. tune: {space: {lr: {loguniform: "
+                         "[1e-4, 1e-1]}}}", source, "tune")
+    if spec.variants or spec.grid:
+        field = "variants" if spec.variants else "grid"
+        raise InputError(f"a sweep searches params + tune.space; '{field}' is for orch submit (put grid axes in "
+                         "tune.space as {grid: [...]})", source, field)
+    try:
+        section = TuneSection.model_validate(spec.tune)
+    except pydantic.ValidationError as err:
+        raise _pydantic_error(err, source, "tune") from None
+    if not section.space:
+        raise InputError("empty: name at least one param to search", source, "tune.space")
+    if section.search == "optuna" and importlib.util.find_spec("optuna") is None:
+        raise InputError("search 'optuna' needs the optuna package: pip install optuna (or use random)",
+                         source, "tune.search")
+    if section.search == "grid" and (section.num_samples or 1) != 1:
+        raise InputError("grid search covers the grid exactly once; use seeds_per_trial for repeats",
+                         source, "tune.num_samples")
+    workload = registry.get(spec.workload)
+    from orchestrator.spec.spec import validate_params
+    validate_params(workload.params_model, nest(spec.params), source, "params")
+    dims = tuple(_dimension(workload.params_model, key, dist, section.search, source)
+                 for key, dist in section.space.items())
+    metric = section.metric or (spec.metric.name if spec.metric else workload.metric)
+    mode = section.mode or (spec.metric.mode if spec.metric else workload.mode)
+    return TuneConfig(section, metric, mode, section.report or metric, dims)
+
+
+def param_space(config: TuneConfig) -> dict[str, Any]:
+    from ray import tune
+    makers = {"choice": lambda a: tune.choice(list(a)), "grid": lambda a: tune.grid_search(list(a)),
+              "uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
+              "randint": lambda a: tune.randint(*a)}
+    return {d.key: makers[d.kind](d.args) for d in config.dimensions}
+

@@ -1,0 +1,256 @@
+"""The ``orch tune`` driver: builds the Tuner from the spec, runs or resumes the sweep, summarises the
+trials and writes ``best.yaml``, a complete spec with the best params for ``orch submit best.yaml --seeds N``."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.errors import InputError
+from orchestrator.spec.plan import content_hash
+from orchestrator.spec.spec import Spec, apply_sets, deep_merge, flatten, load_spec, load_yaml, nest
+from orchestrator.tracking.records import Role, Tag
+from orchestrator.tune.recorder import callback_class
+from orchestrator.tune.section import FINAL_KEY, SWEEP_FILE, Asha, TuneConfig, param_space, parse_tune
+from orchestrator.tune.trial import TrialPlan, trainable
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    status: str               # FINISHED | STOPPED (early) | FAILED
+    score: float | None
+    config: dict[str, Any]
+    reports: int
+    error: str | None = None
+
+
+@dataclass
+class SweepResult:
+    sweep: str
+    path: Path
+    parent_run_id: str
+    experiment_id: str
+    metric: str
+    mode: str
+    rows: list[TrialRow] = field(default_factory=list)
+    best: TrialRow | None = None
+    best_yaml: Path | None = None
+
+
+def _spec_doc(path: Path, sets: list[str]) -> dict[str, Any]:
+    doc = apply_sets(load_yaml(path), sets)
+    doc.pop("_sets", None)
+    return doc
+
+
+def _sweep_dirs(root: Path) -> list[Path]:
+    return sorted((p.parent for p in root.glob(f"*/{SWEEP_FILE}")), key=lambda p: p.stat().st_mtime)
+
+
+def _trainable_for(plan: TrialPlan, config: TuneConfig, spec: Spec):
+    from ray import tune
+    res = {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, "memory": int(spec.resources.mem_gb * 2**30)}
+    if len(plan.seeds) == 1:
+        resources = tune.PlacementGroupFactory([res])
+    else:  # the trial itself only waits; each seed is a task in its own bundle of the trial's placement group
+        resources = tune.PlacementGroupFactory([{}] + [res] * len(plan.seeds))
+    return tune.with_resources(tune.with_parameters(trainable, plan=plan), resources)
+
+
+def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri: str | None = None,
+              ray_address: str | None = None, resume: bool = False, best_path: str | Path | None = "best.yaml",
+              echo=print) -> SweepResult:
+    spec_path = Path(spec_path)
+    spec = load_spec(spec_path, sets=sets)
+    config = parse_tune(spec)
+    doc = _spec_doc(spec_path, sets or [])
+    fingerprint = content_hash(doc)
+    root = Path(spec.workdir).resolve() / spec.name / "tune"
+
+    from orchestrator.tracking.ledger import Ledger, resolve_uri
+    if resume:
+        candidates = _sweep_dirs(root)
+        if not candidates:
+            raise InputError(f"no sweep of '{spec.name}' to resume under {root}", str(spec_path))
+        path = candidates[-1]
+        meta = json.loads((path / SWEEP_FILE).read_text())
+        if meta["fingerprint"] != fingerprint:
+            raise InputError(f"the spec changed since sweep {meta['sweep']} started; resume it with the same spec "
+                             "and --set values, or start a new sweep", str(spec_path))
+        uri = meta["uri"]
+    else:
+        uri = resolve_uri(tracking_uri, spec.tracking.uri)
+    ledger = Ledger(uri)
+    experiment_id = ledger.experiment_id(spec.name, create=True)
+
+    from orchestrator.backends.ray import connect, require
+    ray = connect(ray_address)
+    require(ray, {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, "memory": spec.resources.mem_gb * 2**30},
+            f"{spec_path}: resources")
+    import logging
+    import os
+
+    from ray import tune
+    # A workload may log the scheduler's metric only at some steps (eval every k steps, train loss in
+    # between): a report without it is not an error; ASHA decides on the reports that have it.
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    # A failed trial is reported in orch's table and in MLflow (traceback.txt); Tune would also log each
+    # traceback at ERROR on the console.
+    for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+    if resume:
+        sweep = meta["sweep"]
+        parent_id = meta["parent_run_id"]
+        ledger.set_status(parent_id, "RUNNING")
+        plan = TrialPlan(**{**meta["plan"], "seeds": tuple(meta["plan"]["seeds"])})
+        if not tune.Tuner.can_restore(str(path)):
+            raise InputError(f"{path} holds no Tune experiment state to restore", str(spec_path))
+        echo(f"resuming sweep {sweep} ({path})")
+        tuner = tune.Tuner.restore(str(path), _trainable_for(plan, config, spec), resume_unfinished=True,
+                                   resume_errored=False, param_space=param_space(config))
+    else:
+        sweep = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{content_hash(time.time(), 4)}"
+        path = root / sweep
+        seeds = tuple(spec.seeds.base + i for i in range(config.section.seeds_per_trial))
+        plan = TrialPlan(spec.workload, nest(spec.params), seeds, spec.resources.cpus, spec.resources.gpus,
+                         str(path / "runs"), config.metric, config.report, config.section.checkpoint_every_s)
+        parent_id = _create_parent(ledger, experiment_id, spec, config, sweep, path, doc)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {"sweep": sweep, "parent_run_id": parent_id, "experiment_id": experiment_id, "uri": uri,
+                "fingerprint": fingerprint, "plan": {**plan.__dict__, "seeds": list(plan.seeds)}}
+        (path / SWEEP_FILE).write_text(json.dumps(meta, indent=1))
+        tuner = tune.Tuner(_trainable_for(plan, config, spec), param_space=param_space(config),
+                           tune_config=_tune_config(config),
+                           run_config=_run_config(root, sweep, uri, experiment_id, parent_id, config, plan))
+        echo(f"sweep {sweep}: {_describe(config)}; MLflow parent run {parent_id} (tracking: {uri})")
+    grid = tuner.fit()
+    result = _summarise(grid, sweep, path, parent_id, experiment_id, config)
+    _close_parent(ledger, result)
+    if result.best is not None and best_path is not None:
+        result.best_yaml = write_best(doc, result, Path(best_path))
+    return result
+
+
+def samples(config: TuneConfig) -> int:
+    """Tune's num_samples: passes over the grid dimensions, each with fresh draws of the others. Default:
+    one pass when every dimension is a grid, else 10 draws."""
+    s = config.section
+    if s.search == "grid" or all(d.kind == "grid" for d in config.dimensions):
+        return s.num_samples or 1
+    return s.num_samples or 10
+
+
+def _describe(config: TuneConfig) -> str:
+    s = config.section
+    grid = math.prod(len(d.args) for d in config.dimensions if d.kind == "grid")
+    trials = f"{samples(config) * grid} trials" + (f" ({samples(config)} x a {grid}-point grid)" if grid > 1 else "")
+    return (f"{s.search} search ({trials}), {s.scheduler.type} scheduler, {config.mode} {config.metric} "
+            f"over {s.seeds_per_trial} seed(s) per trial")
+
+
+def _tune_config(config: TuneConfig):
+    from ray import tune
+    s = config.section
+    scheduler = None
+    if isinstance(s.scheduler, Asha):
+        from ray.tune.schedulers import ASHAScheduler
+        scheduler = ASHAScheduler(time_attr=s.scheduler.time_attr, max_t=s.scheduler.max_t,
+                                  grace_period=s.scheduler.grace_period, reduction_factor=s.scheduler.reduction_factor,
+                                  brackets=s.scheduler.brackets, stop_last_trials=False)
+    if s.search == "optuna":
+        from optuna.samplers import TPESampler
+        from ray.tune.search.optuna import OptunaSearch
+        search_alg = OptunaSearch(sampler=TPESampler(seed=s.search_seed))
+    else:
+        from ray.tune.search import BasicVariantGenerator
+        search_alg = BasicVariantGenerator(random_state=s.search_seed)
+    num_samples = samples(config)
+    return tune.TuneConfig(metric=config.metric, mode=config.mode, scheduler=scheduler, search_alg=search_alg,
+                           num_samples=num_samples, max_concurrent_trials=s.max_concurrent,
+                           reuse_actors=True)  # a trial costs a task, not a new process importing everything
+
+
+def _run_config(root: Path, sweep: str, uri: str, experiment_id: str, parent_id: str, config: TuneConfig,
+                plan: TrialPlan):
+    from ray import tune
+    callback = callback_class()(uri, experiment_id, parent_id, sweep, config.metric, list(plan.seeds), plan.runs_root)
+    return tune.RunConfig(name=sweep, storage_path=str(root), callbacks=[callback], verbose=0,
+                          # 2: the experiment state a killed driver saved last may name the one before the latest
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                          failure_config=tune.FailureConfig(max_failures=0))
+
+
+def _create_parent(ledger, experiment_id: str, spec: Spec, config: TuneConfig, sweep: str, path: Path,
+                   doc: dict[str, Any]) -> str:
+    from orchestrator.tracking.codeversion import current as code_version
+    s = config.section
+    code = code_version()
+    tags = {Tag.ROLE: Role.SWEEP, Tag.SWEEP: sweep, Tag.WORKLOAD: spec.workload, Tag.SPEC: spec.source,
+            Tag.METRIC: config.metric, Tag.MODE: config.mode, Tag.TUNE_PATH: str(path), **code.tags()}
+    params = {"tune.search": s.search, "tune.scheduler": s.scheduler.type, "tune.num_samples": s.num_samples or "",
+              "tune.seeds_per_trial": s.seeds_per_trial, "tune.metric": config.metric, "tune.mode": config.mode,
+              **{f"tune.space.{d.key}": f"{d.kind}{list(d.args)}" for d in config.dimensions},
+              **flatten(nest(spec.params))}
+    run_id = ledger.create_run(experiment_id, sweep, tags, params, status="RUNNING")
+    ledger.log_text(run_id, yaml.safe_dump(doc, sort_keys=False), "spec.yaml")
+    return run_id
+
+
+def _summarise(grid, sweep: str, path: Path, parent_id: str, experiment_id: str, config: TuneConfig) -> SweepResult:
+    result = SweepResult(sweep, path, parent_id, experiment_id, config.metric, config.mode)
+    for trial_result in grid:
+        last = trial_result.metrics or {}
+        # a trial that failed before its first report has no metrics: its id is in its directory's name
+        trial_id = last.get("trial_id") or "_".join(Path(trial_result.path).name.split("_")[1:3])
+        if trial_result.error is not None:
+            status, score = "FAILED", None
+        elif last.get(FINAL_KEY):
+            status, score = "FINISHED", float(last[config.metric])
+        else:
+            status, score = "STOPPED", None
+        error = str(trial_result.error).strip().splitlines()[-1] if trial_result.error is not None else None
+        result.rows.append(TrialRow(trial_id, status, score, dict(trial_result.config or {}),
+                                    int(last.get("training_iteration", 0)), error))
+    finished = [r for r in result.rows if r.score is not None and not math.isnan(r.score)]
+    sign = 1 if config.mode == "min" else -1
+    result.rows.sort(key=lambda r: (r.score is None, sign * r.score if r.score is not None else 0, r.trial_id))
+    result.best = min(finished, key=lambda r: (sign * r.score, r.trial_id)) if finished else None
+    return result
+
+
+def _close_parent(ledger, result: SweepResult) -> None:
+    counts = {s: sum(1 for r in result.rows if r.status == s) for s in ("FINISHED", "STOPPED", "FAILED")}
+    tags = {f"orch.tune.trials_{k.lower()}": v for k, v in counts.items()}
+    if result.best is not None:
+        tags[Tag.BEST_TRIAL] = result.best.trial_id
+        ledger.client.log_metric(result.parent_run_id, f"best_{result.metric}", result.best.score)
+        ledger.set_tags(result.parent_run_id, {**tags, **{f"orch.tune.best.{k}": v for k, v in result.best.config.items()}})
+        ledger.set_status(result.parent_run_id, "FINISHED")
+    else:
+        ledger.set_tags(result.parent_run_id, tags)
+        ledger.set_status(result.parent_run_id, "FAILED", "no trial finished")
+
+
+def write_best(doc: dict[str, Any], result: SweepResult, path: Path) -> Path:
+    """The spec with the best trial's params merged in, ready for ``orch submit best.yaml --seeds N``."""
+    best = copy.deepcopy(doc)
+    best.pop("tune", None)
+    best["name"] = f"{doc['name']}-best"
+    best["params"] = deep_merge(nest(doc.get("params") or {}), nest(result.best.config))
+    header = (f"# written by orch tune: sweep {result.sweep}, best trial {result.best.trial_id}\n"
+              f"# {result.metric} = {result.best.score:.6g} ({result.mode}, mean over the trial's seeds)\n"
+              f"# validate across seeds: orch submit {path} --seeds 10\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(header + yaml.safe_dump(best, sort_keys=False))
+    return path
+
+
