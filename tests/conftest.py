@@ -4,9 +4,11 @@ write specs and call the `orch` CLI in-process or as a real subprocess."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,50 @@ _URI_COMMANDS = {"submit", "run", "status", "logs", "sync", "cancel", "compare"}
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return Store(tmp_path)
+
+
+# -- the real services some tests share -----------------------------------------------------------------
+RAY_ENV = ("RAY_TMPDIR", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "RAY_ADDRESS",
+           "RAY_AIR_NEW_OUTPUT")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for every Ray test of the session, in a short temp dir (Ray's unix socket paths must stay
+    under 107 characters) with its own auth token, never ~/.ray; shut down and removed at the end."""
+    root = Path(tempfile.mkdtemp(prefix="orch-ray-", dir="/tmp"))
+    saved = {k: os.environ.get(k) for k in RAY_ENV}
+    os.environ.pop("RAY_ADDRESS", None)
+    os.environ["RAY_TMPDIR"] = str(root / "t")
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(root / "auth_token")
+    from orchestrator.backends.ray import connect
+    from orchestrator.spec.profiles import RaySettings
+    ray = connect(None, RaySettings(num_cpus=2))
+    yield ray
+    ray.shutdown()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def stack():
+    """A real PostgreSQL (cluster/dev/start-postgres.sh, its own data directory and port) and one real
+    ``mlflow server`` on it, on loopback: started once per session, brought back up when a test killed the
+    server and failed before restarting it, stopped at exit (tests/support.py)."""
+    from support import shared_stack
+    return shared_stack()
+
+
+# -- markers from the services a test uses: `pytest -m "not slurm and not ray and not server"` is the fast run
+SERVICE_MARKERS = {"slurm": "slurm", "ray_local": "ray", "stack": "server", "chromium": "server"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture, marker in SERVICE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)

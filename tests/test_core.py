@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from support import wait_for
 
 from orchestrator.job import worker
 from orchestrator.job.journal import read_journal
@@ -27,16 +28,6 @@ def history(store, run_id: str, metric: str = "loss") -> list[tuple[int, float]]
 
 def by_seed(records):
     return {int(r.tags["orch.seed"]): r for r in records}
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def worker_pids(workdir: Path) -> dict[str, int]:
@@ -132,6 +123,7 @@ def test_same_seed_same_metrics_and_orch_run_equals_the_local_backend(store, tmp
     assert debug[0].metrics["final_loss"] == local[1].metrics["final_loss"]
 
 
+@pytest.mark.slow
 def test_sigkilled_worker_is_recorded_killed_not_left_running(store):
     # Long runs (200 s): the survivor must still be running at the Ctrl-C even when a loaded machine starts
     # the two workers many seconds apart; Ctrl-C ends the test long before.

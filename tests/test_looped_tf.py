@@ -257,6 +257,7 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert _final(resumed) == _final(straight)
 
 
+@pytest.mark.slow
 def test_short_training_beats_the_averaging_baseline_at_k_2d(tmp_path):
     # Small but real: d = 2, 5 points, a 2-layer standard transformer, 700 steps on one core (~10 s).
     # Averaging sits near 0.7 at k = 4; the trained model gets well below it (about 0.25 with this seed).

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
+from support import free_port, stop_group, wait_for
 
 from orchestrator.backends.base import DONE, LOST, Job
 from orchestrator.job.journal import read_journal
@@ -21,41 +20,6 @@ from orchestrator.job.rundir import RunDir
 from orchestrator.spec.plan import Run
 
 pytestmark = pytest.mark.ray
-RAY_ENV = ("RAY_TMPDIR", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "RAY_ADDRESS",
-           "RAY_AIR_NEW_OUTPUT")
-
-
-_SHARED: dict = {}
-
-
-@pytest.fixture(scope="session")
-def ray_local():
-    """One local Ray for every Ray test of the session, in a short temp dir (Ray's unix socket paths must stay
-    under 107 characters) with its own auth token, never ~/.ray; shut down and removed at the end.
-
-    test_tune.py imports this fixture, which makes pytest hold one session instance per module: both share
-    the Ray started first (a second one would point RAY_AUTH_TOKEN_PATH at a token that Ray never saw)."""
-    if not _SHARED:
-        root = Path(tempfile.mkdtemp(prefix="orch-ray-", dir="/tmp"))
-        saved = {k: os.environ.get(k) for k in RAY_ENV}
-        os.environ.pop("RAY_ADDRESS", None)
-        os.environ["RAY_TMPDIR"] = str(root / "t")
-        os.environ["RAY_AUTH_TOKEN_PATH"] = str(root / "auth_token")
-        from orchestrator.backends.ray import connect
-        from orchestrator.spec.profiles import RaySettings
-        _SHARED.update(ray=connect(None, RaySettings(num_cpus=2)), root=root, saved=saved, users=0)
-    _SHARED["users"] += 1
-    yield _SHARED["ray"]
-    _SHARED["users"] -= 1
-    if _SHARED["users"] == 0:
-        _SHARED["ray"].shutdown()
-        for key, value in _SHARED["saved"].items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(_SHARED["root"], ignore_errors=True)
-        _SHARED.clear()
 
 
 def smoke_dir(root: Path, name: str, **params) -> RunDir:
@@ -68,15 +32,6 @@ def smoke_dir(root: Path, name: str, **params) -> RunDir:
 
 def events(run_dir: RunDir) -> list[dict]:
     return read_journal(run_dir.journal)[0]
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def seed_results(store, name: str) -> dict[str, tuple[str, float, list[float]]]:
@@ -125,16 +80,10 @@ def test_failure_cancel_and_foreign_jobs(tmp_path, ray_local):
     assert [s.state for s in other.poll([jobs[1], Job("ray:x", never)])] == [DONE, LOST]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_submit_to_a_ray_start_cluster(store, ray_local, monkeypatch):
     """`ray start --head` on 127.0.0.1 with its own RAY_TMPDIR; `orch submit --backend ray --ray-address auto`
     finds it through the same RAY_TMPDIR (docs/ray.md), not the session's Ray."""
-    port = _free_port()
+    port = free_port()
     cluster_tmp = Path(tempfile.mkdtemp(prefix="orch-rc-", dir="/tmp"))
     monkeypatch.setenv("RAY_TMPDIR", str(cluster_tmp))  # for the head and the orch process started below
     # SIGTERM drains a `ray start --block` node for 30 s by default; a test cluster stops at once
@@ -162,26 +111,6 @@ def test_submit_to_a_ray_start_cluster(store, ray_local, monkeypatch):
     finally:
         stop_group(head)
         shutil.rmtree(cluster_tmp, ignore_errors=True)
-
-
-def stop_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    """SIGTERM the process group this test started (``start_new_session``), SIGKILL what is left."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        pass
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_a_run_no_node_can_hold_is_refused_before_submission(store, ray_local):

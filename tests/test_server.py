@@ -1,4 +1,4 @@
-"""Tracking through a real ``mlflow server`` on a real PostgreSQL (tests/test_server_stack.py): many
+"""Tracking through a real ``mlflow server`` on a real PostgreSQL (tests/support.py): many
 concurrent jobs pushing live, the server killed mid-run, an unreachable server, idempotent ingestion."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_server_stack import REPO, free_port, shared_stack
+from support import REPO, free_port
 from typer.testing import CliRunner
 
 from orchestrator import driver
@@ -25,11 +25,6 @@ from orchestrator.spec.spec import load_spec
 from orchestrator.tracking.ledger import Ledger
 
 pytestmark = pytest.mark.server
-
-
-@pytest.fixture(scope="session")
-def stack():
-    return shared_stack()
 
 
 def write_spec(tmp_path: Path, name: str, steps: int, seeds: int, sleep_s: float) -> Path:

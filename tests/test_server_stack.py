@@ -1,73 +1,16 @@
-"""The tracking stack the server tests share: a real PostgreSQL (cluster/dev/start-postgres.sh, its own data
-directory and port) and one real ``mlflow server --workers 1`` on it, on loopback. Started once per test
-session (PostgreSQL ~5 s, MLflow's first migration of an empty database ~20 s) and stopped at exit.
-Also the CLI's own start/stop/status, on a sqlite store."""
+"""`orch server start / status / stop` through the CLI, on a sqlite store."""
 
 from __future__ import annotations
 
-import atexit
 import json
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 from orchestrator.tracking import server
 
-REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Stack:
-    def __init__(self):
-        # Not pytest's tmp_path: its parents are 0700 and the 'postgres' user must reach its data directory.
-        self.root = Path(tempfile.mkdtemp(prefix="orch-stack-"))
-        self.root.chmod(0o755)
-        self.pg_env = {**os.environ, "ORCH_PG_DIR": str(self.root / "pg"), "ORCH_PG_PORT": str(free_port())}
-        out = subprocess.run([str(REPO / "cluster/dev/start-postgres.sh")], env=self.pg_env, capture_output=True,
-                             text=True, timeout=900)
-        if out.returncode != 0:
-            raise RuntimeError(f"start-postgres.sh failed:\n{out.stdout}\n{out.stderr}")
-        self.db_uri = out.stdout.strip().splitlines()[-1]
-        self.server_dir = self.root / "server"
-        self.port = free_port()
-        self.start_server()
-
-    def start_server(self) -> None:
-        self.info = server.start(self.db_uri, self.root / "artifacts", port=self.port, run_dir=self.server_dir)
-        self.uri = self.info.uri
-
-    def kill_server(self) -> None:
-        assert server.stop(self.server_dir, kill=True)
-
-    def close(self) -> None:
-        server.stop(self.server_dir)
-        subprocess.run([str(REPO / "cluster/dev/stop-postgres.sh")], env=self.pg_env, capture_output=True, timeout=120)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
-_stack: Stack | None = None
-
-
-def shared_stack() -> Stack:
-    global _stack
-    if _stack is None:
-        _stack = Stack()
-        atexit.register(_stack.close)
-    elif not server.healthy(_stack.uri):  # a test killed it and failed before restarting it
-        server.stop(_stack.server_dir)
-        _stack.start_server()
-    return _stack
 
 
 def test_orch_server_start_status_stop_on_sqlite(tmp_path):

@@ -9,13 +9,14 @@ request, and orch killed between sbatch and recording the job ids (or before sba
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+import support
 
 from orchestrator.backends.base import DONE, PENDING, RUNNING, Job
 from orchestrator.backends.slurm import SlurmBackend, expand_job_ids, read_record, to_job_state
@@ -58,14 +59,8 @@ def slurm():
         subprocess.run([str(DEV / "stop-slurm.sh")], check=False, timeout=120)
 
 
-def wait_for(predicate, timeout: float = 90.0, what: str = "condition", every: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+# Slurm moves slower than a local process: a longer default wait, polled less often.
+wait_for = functools.partial(support.wait_for, timeout=90.0, every=0.3)
 
 
 def journals(workdir: Path, name: str) -> dict[str, list[dict]]:
@@ -206,6 +201,7 @@ def uninterrupted(tmp_path: Path, params: dict, seed: int) -> tuple[float, list[
     return next(r for r in records if r["event"] == "end")["final"]["final_loss"], curve
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["usr2", "scontrol"])
 def test_requeue_resumes_the_same_mlflow_run_from_its_checkpoint(slurm, store, tmp_path, how):
     """SIGUSR2 (what Slurm sends signal_delay_s before the time limit: submitit checkpoints and requeues)

@@ -9,18 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_server_stack import shared_stack
 from typer.testing import CliRunner
 
 from orchestrator.cli import app
 from orchestrator.tracking.transfer import PARENT_TAG, SOURCE_TAG, SOURCE_URI_TAG
 
 pytestmark = pytest.mark.server
-
-
-@pytest.fixture(scope="session")
-def stack():
-    return shared_stack()
 
 
 def orch(*args: str) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_ray_backend import ray_local, stop_group, wait_for  # noqa: F401 - the session's shared Ray
+from support import stop_group, wait_for
 
 from orchestrator.job.journal import read_journal
 from orchestrator.spec.spec import load_spec

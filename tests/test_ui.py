@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts" / "ui"
@@ -40,12 +41,6 @@ def headless(chromium: Path, url: str, tmp: Path, *action: str) -> subprocess.Co
                            "--disable-sync", f"--user-data-dir={tmp}", "--window-size=1400,900",
                            "--virtual-time-budget=8000", *action, url],
                           capture_output=True, text=True, timeout=120)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_experiment(uri: str) -> tuple[str, list[str]]:
@@ -92,6 +87,7 @@ def server_processes(port: int) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 def test_orch_ui_serves_the_store_to_rest_and_a_browser(store, chromium, tmp_path):
     experiment_id, names = make_experiment(store.uri)
     port = free_port()
