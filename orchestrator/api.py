@@ -1,0 +1,278 @@
+"""orch's use cases as Python functions: what the CLI calls, and what a notebook or a script may call.
+
+Nothing here prints: each function returns values (records, statuses, reports) and raises ``InputError``
+for bad input before anything is created. The long one, a submission, is a sequence of steps the caller
+drives (``plan_submission`` -> ``Submission.reconcile`` -> ``launch`` -> ``follow``), so that a front end
+can show what happens between them; ``submit`` runs them all::
+
+    from orchestrator import api
+    result = api.submit("configs/smoke.yaml", seeds=5)
+    groups = api.status("smoke").groups
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator import driver
+from orchestrator.backends.base import Backend, Job
+from orchestrator.backends.base import make as make_backend
+from orchestrator.errors import InputError, did_you_mean
+from orchestrator.job.rundir import RunDir
+from orchestrator.spec.plan import Run, expand
+from orchestrator.spec.spec import Spec, load_spec, load_yaml
+from orchestrator.tracking.ledger import Ledger, resolve_uri
+from orchestrator.tracking.records import ACTIVE, RunRecord, Tag, by_key
+
+if TYPE_CHECKING:  # the analysis modules are imported where they are used
+    from orchestrator.analysis.compare import Report
+    from orchestrator.analysis.status import GroupStatus, SweepStatus
+
+
+# -- submitting --------------------------------------------------------------------------------------
+@dataclass
+class Submission:
+    """One ``orch submit``: the validated spec and its runs, then what reconciling and launching found."""
+    spec: Spec
+    runs: list[Run]
+    uri: str
+    max_parallel: int | None = None
+    ray_address: str | None = None
+    backend: Backend | None = None
+    ledger: Ledger | None = None
+    experiment_id: str = ""
+    reconciled: driver.Reconciled | None = None
+    prepared: list[driver.Prepared] = field(default_factory=list)
+    job_ids: list[str] = field(default_factory=list)
+
+    def reconcile(self) -> driver.Reconciled:
+        """Build the backend (it refuses an impossible request before anything exists), open the experiment,
+        bring its runs up to date and sort the planned runs into done / active / to run."""
+        self.backend = make_backend(self.spec.backend, self.spec, max_parallel=self.max_parallel,
+                                    ray_address=self.ray_address)
+        self.ledger = Ledger(self.uri)
+        self.experiment_id = self.ledger.experiment_id(self.spec.name, create=True) or ""
+        backend = self.backend
+        records = driver.refresh(self.ledger, self.ledger.runs(self.experiment_id),
+                                 lambda name: backend if name == self.spec.backend else make_backend(name))
+        self.reconciled = driver.reconcile(self.runs, records)
+        return self.reconciled
+
+    def launch(self) -> list[driver.Prepared]:
+        """Create the MLflow runs and run directories of what is to run, and hand them to the backend."""
+        assert self.ledger is not None and self.backend is not None and self.reconciled is not None, "reconcile() first"
+        self.prepared = driver.prepare(self.ledger, self.experiment_id, self.spec, self.reconciled.todo,
+                                       self.spec.backend, job_id=getattr(self.backend, "job_id", ""))
+        if self.prepared:
+            self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
+            driver.record_job_ids(self.ledger, self.prepared, self.job_ids)
+        return self.prepared
+
+    def follow(self, sink: driver.ProgressSink | None = None) -> dict[str, str]:
+        """Until every launched job ended: run id -> final status. Ctrl-C: see ``driver.follow``."""
+        assert self.ledger is not None and self.backend is not None, "launch() first"
+        try:
+            return driver.follow(self.ledger, self.backend, self.prepared, sink)
+        finally:
+            driver.update_groups(self.ledger, self.experiment_id)
+
+
+def plan_submission(spec_path: str | Path, seeds: int | None = None, backend: str | None = None,
+                    sets: list[str] | None = None, tracking_uri: str | None = None, cluster: str | None = None,
+                    max_parallel: int | None = None, ray_address: str | None = None) -> Submission:
+    """Validate everything a submission needs; nothing is created yet (``--dry-run`` stops here)."""
+    if cluster:
+        sets = [*(sets or []), f"cluster={cluster}"]
+    spec = load_spec(spec_path, sets=sets, seeds=seeds, backend=backend)
+    if spec.backend == "slurm":  # the profile may put the run directories on the shared filesystem
+        from orchestrator.spec.profiles import apply_profile
+        spec = apply_profile(spec)
+    runs = expand(spec)
+    if max_parallel is not None and max_parallel < 1:
+        raise InputError(f"expected at least 1, got {max_parallel}", "--max-parallel")
+    return Submission(spec, runs, resolve_uri(tracking_uri, spec.tracking.uri), max_parallel, ray_address)
+
+
+def submit(spec_path: str | Path, seeds: int | None = None, wait: bool = True, sink: driver.ProgressSink | None = None,
+           **options: Any) -> Submission:
+    """Every step of ``orch submit``; follows the jobs to their end unless ``wait=False`` on a queueing
+    backend (Slurm). The run statuses are in ``follow``'s result, the records in MLflow."""
+    submission = plan_submission(spec_path, seeds=seeds, **options)
+    submission.reconcile()
+    submission.launch()
+    if submission.prepared and (submission.backend is not None and submission.backend.blocking or wait):
+        submission.follow(sink)
+    return submission
+
+
+def run_in_process(spec_path: str | Path, seed: int = 0, variant: str | None = None, sets: list[str] | None = None,
+                   tracking_uri: str | None = None,
+                   started: Callable[[Run, str], None] | None = None) -> tuple[Run, str, RunRecord]:
+    """``orch run``: one run in this process (a debugger and print() work), recorded like any other.
+    Returns the run, its final status and its MLflow record."""
+    from orchestrator.job import worker
+
+    spec = load_spec(spec_path, sets=sets)
+    runs = expand(spec.model_copy(update={"seeds": spec.seeds.model_copy(update={"count": 1, "base": seed})}))
+    names = list(dict.fromkeys(r.variant for r in runs))
+    chosen = variant or names[0]
+    if chosen not in names:
+        raise InputError(f"unknown variant '{chosen}'{did_you_mean(chosen, names)}; known: {', '.join(names)}", "--variant")
+    run = next(r for r in runs if r.variant == chosen)
+    ledger = Ledger(resolve_uri(tracking_uri, spec.tracking.uri))
+    experiment_id = ledger.experiment_id(spec.name, create=True) or ""
+    previous = next(iter(by_key(ledger.runs(experiment_id)).get(run.key, [])), None)
+    (prepared,) = driver.prepare(ledger, experiment_id, spec, [(run, previous)], "local", fresh=True)
+    ledger.set_tags(prepared.run_id, {Tag.JOB_ID: "in-process", Tag.VIA: "orch run"})
+    if started is not None:
+        started(run, prepared.run_id)
+    status = worker.execute(prepared.run_dir.path)
+    ledger.ingest(prepared.run_dir)
+    driver.update_groups(ledger, experiment_id)
+    return run, status, ledger.get(prepared.run_id)
+
+
+# -- reading an experiment ---------------------------------------------------------------------------
+def experiment_name(name_or_spec: str) -> tuple[str, str | None]:
+    """An experiment name, or a spec path (its ``name`` and ``tracking.uri``)."""
+    path = Path(name_or_spec)
+    if path.suffix in (".yaml", ".yml"):
+        doc = load_yaml(path)
+        if "name" not in doc:
+            raise InputError("the spec has no 'name'", str(path), "name")
+        return str(doc["name"]), (doc.get("tracking") or {}).get("uri")
+    return name_or_spec, None
+
+
+def open_experiment(name_or_spec: str, tracking_uri: str | None = None) -> tuple[Ledger, str, str]:
+    """The store (never created by a read), the experiment's id and its name; an unknown one is an error."""
+    name, spec_uri = experiment_name(name_or_spec)
+    ledger = Ledger(resolve_uri(tracking_uri, spec_uri), create=False)
+    experiment_id = ledger.experiment_id(name)
+    if experiment_id is None:
+        raise InputError(f"no experiment named '{name}' in {ledger.uri}")
+    return ledger, experiment_id, name
+
+
+@dataclass
+class ExperimentStatus:
+    name: str
+    groups: list[GroupStatus]
+    sweeps: list[SweepStatus]
+    records: list[RunRecord]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"experiment": self.name, "groups": [g.to_dict() for g in self.groups],
+                "sweeps": [s.to_dict() for s in self.sweeps]}
+
+
+def status(experiment: str, tracking_uri: str | None = None) -> ExperimentStatus:
+    """Runs brought up to date (journals ingested, dead jobs closed), then counted per group and per sweep."""
+    from orchestrator.analysis.status import experiment_status, sweep_status
+    ledger, experiment_id, name = open_experiment(experiment, tracking_uri)
+    records = driver.refresh(ledger, ledger.runs(experiment_id), make_backend)
+    parents = driver.update_groups(ledger, experiment_id, records)
+    return ExperimentStatus(name, experiment_status(ledger, experiment_id, records, parents),
+                            sweep_status(ledger, experiment_id), records)
+
+
+def group_status(ledger: Ledger, experiment_id: str) -> list[GroupStatus]:
+    from orchestrator.analysis.status import experiment_status
+    return experiment_status(ledger, experiment_id)
+
+
+def find_run(ledger: Ledger, run: str) -> RunRecord:
+    """A run by MLflow run id, by orch key (as printed by --dry-run and status) or by scheduler job id."""
+    from mlflow.exceptions import MlflowException
+    if len(run) == 32:
+        try:
+            return ledger.get(run)
+        except MlflowException:
+            pass
+    experiments = [e.experiment_id for e in ledger.client.search_experiments()]
+    for tag in (Tag.KEY, Tag.JOB_ID):
+        found = ledger.client.search_runs(experiments, filter_string=f"tags.`{tag}` = '{run}'", max_results=1)
+        if found:
+            return ledger.get(found[0].info.run_id)
+    raise InputError(f"no run with id or key '{run}' in {ledger.uri}")
+
+
+def run_logs(run: str, tracking_uri: str | None = None) -> tuple[RunRecord, RunDir, list[Path]]:
+    """A run's record, its run directory and its log files: stdout, stderr, then the scheduler's own."""
+    ledger = Ledger(resolve_uri(tracking_uri), create=False)
+    record = find_run(ledger, run)
+    run_dir = RunDir(Path(record.tags.get(Tag.RUN_DIR, "")))
+    try:  # Slurm: what happened before and after Python ran
+        scheduler = [Path(p) for p in json.loads((run_dir.path / "scheduler.json").read_text()).get("logs", [])]
+    except (OSError, ValueError):
+        scheduler = []
+    return record, run_dir, [run_dir.stdout, run_dir.stderr, *scheduler]
+
+
+# -- acting on runs ----------------------------------------------------------------------------------
+def cancel(experiment: str, run: str | None = None, tracking_uri: str | None = None) -> tuple[str, int]:
+    """Stop the queued and running runs of an experiment (or one run or group): they end KILLED.
+    Returns the experiment's name and how many runs were cancelled."""
+    ledger, experiment_id, name = open_experiment(experiment, tracking_uri)
+    records = [r for r in ledger.runs(experiment_id) if r.status in ACTIVE]
+    if run:
+        records = [r for r in records if run in (r.run_id, r.key, r.tags.get(Tag.GROUP), r.tags.get(Tag.JOB_ID))]
+    by_backend: dict[str, list[Job]] = {}
+    for record in records:
+        job = Job(record.tags.get(Tag.JOB_ID, ""), RunDir(Path(record.tags[Tag.RUN_DIR])))
+        by_backend.setdefault(record.tags.get(Tag.BACKEND, "local"), []).append(job)
+    for backend_name, jobs in by_backend.items():  # one cancel per backend (slurm: one scancel)
+        make_backend(backend_name).cancel(jobs)
+        for job in jobs:
+            ledger.close_dead(job.run_dir, "cancelled by orch cancel")
+    driver.update_groups(ledger, experiment_id)
+    return name, len(records)
+
+
+def sync(workdir: Path = Path("mlruns/jobs"), tracking_uri: str | None = None) -> dict[str, int]:
+    """Ingest run journals that did not reach MLflow (runs on nodes without network, a crashed orchestrator).
+    Returns how many run directories had new lines and how many of them ended."""
+    if not workdir.is_dir():
+        raise InputError("not a directory", str(workdir))
+    ledgers: dict[str, Ledger] = {}
+    counts = {"ingested": 0, "ended": 0}
+    for spec_file in sorted(workdir.glob("*/*/run.json")):
+        run_dir = RunDir(spec_file.parent)
+        uri = tracking_uri or run_dir.load().get("tracking_uri") or resolve_uri(None)
+        ledger = ledgers.setdefault(uri, Ledger(uri))
+        before = run_dir.read_cursor().get("offset", 0)
+        if ledger.ingest(run_dir):
+            counts["ended"] += 1
+        counts["ingested"] += run_dir.read_cursor().get("offset", 0) != before
+    return counts
+
+
+def compare(experiment: str, metric: str | None = None, mode: str | None = None, baseline: str | None = None,
+            by: list[str] | None = None, alpha: float = 0.05, curve: str | None = None, log: bool = True,
+            out: Path | None = None, tracking_uri: str | None = None) -> Report:
+    """Do the groups differ across seeds? The report (statistics, tests, verdicts); with ``log`` it is also
+    logged to MLflow with its plots, with ``out`` kept in that folder too."""
+    import tempfile
+
+    from orchestrator.analysis import report as report_files
+    from orchestrator.analysis.compare import log_to_mlflow, run_compare
+
+    name, spec_uri = experiment_name(experiment)
+    ledger = Ledger(resolve_uri(tracking_uri, spec_uri), create=False)
+    result = run_compare(ledger, name, metric=metric, mode=mode, baseline=baseline, by=by, alpha=alpha, curve=curve)
+    with tempfile.TemporaryDirectory(prefix="orch-compare-") as tmp:
+        files = out or Path(tmp)
+        if log or out:  # the plots cost a matplotlib import: only when they go somewhere
+            report_files.write(result, files)
+        if log:
+            log_to_mlflow(ledger, result, files)
+            (files / "compare.json").write_text(json.dumps(result.to_dict(), indent=1))
+    return result
+
+
+__all__ = ["Submission", "plan_submission", "submit", "run_in_process", "status", "find_run",
+           "run_logs", "cancel", "sync", "compare", "open_experiment", "experiment_name"]

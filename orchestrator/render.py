@@ -1,0 +1,146 @@
+"""What the terminal shows: rich tables for plans, statuses, sweeps, tune results and workloads, and the
+live progress of a submission. Everything here takes values (records, statuses) and draws them; nothing
+reads MLflow or decides anything."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from orchestrator.tracking.records import ACTIVE, RUNNING, Tag
+
+if TYPE_CHECKING:
+    from orchestrator.analysis.status import GroupStatus, SweepStatus
+    from orchestrator.driver import Reconciled
+    from orchestrator.spec.plan import Run
+    from orchestrator.tracking.records import RunRecord
+    from orchestrator.tune.sweep import SweepResult
+
+console = Console()
+err_console = Console(stderr=True)
+TRIAL_COLOURS = {"FINISHED": "green", "STOPPED": "yellow", "FAILED": "red"}
+
+
+class ProgressBar:
+    """A ``driver.ProgressSink`` drawn as a rich progress bar: runs done / running / failed, and an eta."""
+
+    def __init__(self, total: int):
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
+                                 transient=False)
+        self.task = self.progress.add_task("runs", total=total)
+
+    def __enter__(self) -> ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def update(self, done: int, running: int, failed: int, total: int) -> None:
+        self.progress.update(self.task, completed=done, total=total,
+                             description=f"runs  [green]{done - failed} done[/]  [cyan]{running} running[/]  "
+                                         f"[red]{failed} failed[/]")
+
+
+def plan_table(runs: list[Run], reconciled: Reconciled | None = None) -> Table:
+    state = {}
+    if reconciled is not None:
+        state.update({r.key: "done" for r in reconciled.done})
+        state.update({r.key: "active" for r in reconciled.active})
+        state.update({r.key: ("retry" if prev else "new") for r, prev in reconciled.todo})
+    table = Table(title=f"plan: {len(runs)} runs")
+    for col in ("key", "group", "variant", "grid point", "seed", "state"):
+        table.add_column(col, no_wrap=True)
+    for run in runs:
+        point = ", ".join(f"{k}={v}" for k, v in run.grid_point.items())
+        table.add_row(run.key, run.group, run.variant, point, str(run.seed), state.get(run.key, "new"))
+    return table
+
+
+def status_table(name: str, groups: list[GroupStatus]) -> Table:
+    """One row per group (its label names the variant and grid point); fits 80 columns."""
+    metrics = {g.metric for g in groups}
+    metric = metrics.pop() if len(metrics) == 1 else "main metric"
+    table = Table(title=f"{name}", caption="runs per group; mean over finished seeds", caption_justify="left")
+    table.add_column("group", overflow="fold")
+    for col in ("done", "running", "queued", "failed", "missing"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column(f"{metric}\n(mean)", justify="right", no_wrap=True)
+    for g in groups:
+        mean = f"{g.metric_mean:.4g}" if g.metric_mean is not None else "-"
+        table.add_row(g.label, f"[green]{g.finished}[/]", str(g.running), str(g.pending),
+                      f"[red]{g.failed}[/]" if g.failed else "0", str(g.missing), mean)
+    return table
+
+
+def print_active(records: list[RunRecord], limit: int = 10) -> None:
+    """Queued and running runs with their job ids (what `orch logs` / `orch cancel --run` take)."""
+    active = sorted((r for r in records if r.status in ACTIVE), key=lambda r: r.status != RUNNING)
+    for r in active[:limit]:
+        console.print(f"  {'running' if r.status == RUNNING else 'queued '}  {r.run_id}  seed "
+                      f"{r.tags.get(Tag.SEED, '?'):>3}  {r.tags.get(Tag.BACKEND, '')} job "
+                      f"{r.tags.get(Tag.JOB_ID) or '-'}", highlight=False)
+    if len(active) > limit:
+        console.print(f"  ... and {len(active) - limit} more queued or running")
+
+
+def print_sweeps(name: str, sweeps: list[SweepStatus]) -> None:
+    """One row per `orch tune` sweep of the experiment (fits 80 columns); the best trials below."""
+    table = Table(title=f"{name}: sweeps", caption="trials per sweep; stopped = stopped early by the scheduler",
+                  caption_justify="left")
+    table.add_column("sweep", overflow="fold")
+    for col in ("state", "done", "running", "stopped", "failed", "best"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for s in sweeps:
+        table.add_row(s.sweep, s.status.lower(), f"[green]{s.finished}[/]", str(s.running), str(s.stopped_early),
+                      f"[red]{s.failed}[/]" if s.failed else "0",
+                      f"{s.best_score:.4g}" if s.best_score is not None else "-")
+    console.print(table)
+    for s in sweeps:
+        if s.best_trial:
+            console.print(f"  {s.sweep}: best trial {s.best_trial}, {s.metric} {s.best_score:.6g} ({s.mode}, mean "
+                          "over its seeds)", highlight=False)
+
+
+def trials_table(result: SweepResult, top: int) -> Table:
+    names = list(dict.fromkeys(k for row in result.rows for k in row.config))
+    table = Table(title=f"{result.sweep}: top trials by {result.metric} ({result.mode})")
+    for col in ("rank", "trial", "status", result.metric, "reports", *names):
+        table.add_column(col, justify="left" if col in ("trial", "status") else "right")
+    for rank, row in enumerate(result.rows[:top], 1):
+        score = f"{row.score:.6g}" if row.score is not None else "-"
+        values = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (row.config.get(n, "") for n in names)]
+        table.add_row(str(rank), row.trial_id, f"[{TRIAL_COLOURS[row.status]}]{row.status.lower()}[/]", score,
+                      str(row.reports), *values)
+    return table
+
+
+def workload_table(name: str) -> Table:
+    """A workload's main metric and its params with defaults and descriptions."""
+    from orchestrator.spec import registry
+    from orchestrator.spec.spec import flatten
+    workload = registry.get(name)
+    table = Table(title=f"{name}  (main metric: {workload.metric}, {workload.mode})", title_justify="left")
+    for col in ("param", "default", "description"):
+        table.add_column(col)
+    defaults = flatten(workload.params_model().model_dump(mode="json"))
+    descriptions = _descriptions(workload.params_model)
+    for key, value in defaults.items():
+        table.add_row(key, json.dumps(value), descriptions.get(key, ""))
+    return table
+
+
+def _descriptions(model: Any, prefix: str = "") -> dict[str, str]:
+    from pydantic import BaseModel
+    out = {}
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out.update(_descriptions(field.annotation, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = field.description or ""
+    return out
