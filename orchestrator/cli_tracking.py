@@ -42,6 +42,7 @@ def ui(port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 
         server.wait_ready()
         console.print(f"MLflow UI for {uri}\n  [bold]{server.url}[/]   (Ctrl-C to stop; from a laptop: "
                       f"ssh -L {port}:127.0.0.1:{port} <this host>)", highlight=False)
+        assert server.proc is not None
         server.proc.wait()
         err_console.print(f"[red]the MLflow server stopped by itself (code {server.proc.returncode})[/]")
         raise typer.Exit(1)

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
@@ -179,7 +180,7 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
                 Tag.SEED: str(run.seed), Tag.WORKLOAD: run.workload, Tag.BACKEND: backend_name,
                 Tag.RUN_DIR: str(run_dir.path), Tag.DRIVER_HOST: socket.gethostname(), Tag.JOB_ID: job_id,
                 **code_tags}
-        if reuse:
+        if reuse and previous is not None:
             run_id = previous.run_id
             ledger.set_tags(run_id, {Tag.BACKEND: backend_name, Tag.RUN_DIR: str(run_dir.path), Tag.JOB_ID: job_id})
             ledger.set_status(run_id, SCHEDULED)
@@ -205,9 +206,13 @@ def record_job_ids(ledger: Ledger, prepared: list[Prepared], job_ids: list[str])
 
 
 # -- following jobs ----------------------------------------------------------------------------------
-class ProgressSink:
-    """What ``follow`` reports to: the CLI draws a rich progress bar; tests pass nothing."""
+class ProgressSink(Protocol):
+    """What ``follow`` reports to (the CLI draws a progress bar; tests and notebooks may pass nothing)."""
 
+    def update(self, done: int, running: int, failed: int, total: int) -> None: ...
+
+
+class _Silent:
     def update(self, done: int, running: int, failed: int, total: int) -> None:
         pass
 
@@ -216,7 +221,7 @@ def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: Pro
            poll_s: float = 0.05) -> dict[str, str]:
     """Poll until every job ended, ingesting journals (live every few seconds, fully at the end).
     Ctrl-C cancels: running jobs end KILLED, their journals ingested, nothing half-written."""
-    sink = sink or ProgressSink()
+    sink = sink or _Silent()
     jobs = {p.run_id: Job(p.job_id, p.run_dir) for p in prepared}
     results: dict[str, str] = {}
     last_live = time.monotonic()
@@ -259,7 +264,7 @@ def update_groups(ledger: Ledger, experiment_id: str, records: list[RunRecord] |
         latest_by_group[best.tags.get(Tag.GROUP, "")].append(best.status)
     parents = []
     for parent in ledger.runs(experiment_id, role=Role.GROUP):
-        statuses = latest_by_group.get(parent.tags.get(Tag.GROUP), [])
+        statuses = latest_by_group.get(parent.tags.get(Tag.GROUP, ""), [])
         requested = int(parent.tags.get(Tag.SEEDS_REQUESTED, 0))
         if statuses.count(FINISHED) >= requested and requested:
             status = FINISHED

@@ -2,4 +2,4 @@
 
 Shared engines that are not workloads themselves are listed in NOT_WORKLOADS."""
 
-NOT_WORKLOADS = {"esn", "common"}
+NOT_WORKLOADS = {"esn"}

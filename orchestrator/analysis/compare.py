@@ -23,8 +23,6 @@ from orchestrator.errors import InputError, did_you_mean
 from orchestrator.tracking.ledger import Ledger
 from orchestrator.tracking.records import FINISHED, RUNNING, Role, Tag, latest_per_key, role_filter, search_all
 
-AGGREGATES = ("mean", "std", "ci_low", "ci_high", "n")  # written on parent runs as <metric>_<name>
-
 
 @dataclass
 class Curve:
@@ -150,19 +148,19 @@ def gather(ledger: Ledger, experiment_id: str, metric: str, by: list[str]) -> li
     for best in latest_per_key(ledger.runs(experiment_id)):  # the same record status counts
         if best.status != FINISHED:
             continue
-        group = by_group_tag.get(best.tags.get(Tag.GROUP, ""))
-        if group is None:
+        owner = by_group_tag.get(best.tags.get(Tag.GROUP, ""))
+        if owner is None:
             continue
         known_metrics.update(best.metrics)
         if metric not in best.metrics:
-            group.counts["no_metric"] += 1
+            owner.counts["no_metric"] += 1
             continue
-        group.values.append(float(best.metrics[metric]))
-        group.seeds.append(best.tags.get(Tag.SEED, ""))
-        group.run_ids.append(best.run_id)
+        owner.values.append(float(best.metrics[metric]))
+        owner.seeds.append(best.tags.get(Tag.SEED, ""))
+        owner.run_ids.append(best.run_id)
     total_finished = sum(g.counts["finished"] for g in groups.values())
     if total_finished == 0:
-        counts = defaultdict(int)
+        counts: defaultdict[str, int] = defaultdict(int)
         for g in groups.values():
             for k, v in g.counts.items():
                 counts[k] += v
@@ -240,6 +238,7 @@ def verdict(c: stats.Comparison, metric: str, mode: str, alpha: float, confidenc
     tw = "on every shared seed" if c.paired else "in every run"
     if c.identical:
         return "identical", f"no difference: {a} and {b} give identical {metric} {tw}."
+    assert c.diff is not None, "two groups with values have a difference"
     a_better = (c.diff < 0) == (mode == "min")
     (lead, lead_mean), (trail, trail_mean) = ((a, c.mean_a), (b, c.mean_b))[::1 if a_better else -1]
     word = ("lower" if mode == "min" else "higher")
@@ -334,6 +333,7 @@ def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode
 # -- writing back to MLflow ---------------------------------------------------------------------------
 def aggregates(report: Report, group: Group) -> dict[str, float]:
     s = group.summary
+    assert s is not None, "run_compare summarises every group"
     values = {"mean": s.mean, "std": s.std, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n}
     return {f"{report.metric}_{k}": float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
 

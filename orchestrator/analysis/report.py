@@ -29,6 +29,7 @@ def group_rows(report: Report) -> list[list[str]]:
     rows = []
     for g in report.groups:
         s, c = g.summary, g.counts
+        assert s is not None, "run_compare summarises every group"
         boot = _interval(s.boot_low, s.boot_high) + (f" {s.boot_method}" if s.boot_method not in ("", "BCa") else "")
         rows.append([g.name, str(s.n), str(c["missing"]), str(c["failed"]), str(c["running"] + c["pending"]),
                      fmt(s.mean), fmt(s.std), fmt(s.sem), fmt(s.median), fmt(s.min), fmt(s.max),
@@ -100,10 +101,10 @@ def print_report(report: Report, console: Console) -> None:
         for col in cols[:2] + cols[3:6] if narrow else cols:
             table.add_column(col, justify="left" if col in ("comparison", "test") else "right",
                              no_wrap=col.startswith("diff"))
-        for c, row in zip(report.comparisons, comparison_rows(report)):
+        for c, cr in zip(report.comparisons, comparison_rows(report)):
             sig = "[bold green]yes[/]" if c.significant else "no"
-            cells = [row[0], f"{row[1]} {row[2]}", row[3], row[4], row[5], sig, row[11], row[12]]
-            table.add_row(*(cells[:2] + cells[3:6] if narrow else cells))
+            shown = [cr[0], f"{cr[1]} {cr[2]}", cr[3], cr[4], cr[5], sig, cr[11], cr[12]]
+            table.add_row(*(shown[:2] + shown[3:6] if narrow else shown))
         console.print(table)
         for c in report.comparisons:
             color = {"better": "green", "worse": "red"}.get(c.outcome, "yellow" if c.outcome == "underpowered" else "white")

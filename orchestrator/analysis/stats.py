@@ -33,7 +33,7 @@ def exact_mean(x) -> float:
     return math.fsum(float(v) for v in x) / len(x)
 
 
-def _clean(values: Sequence[float]) -> np.ndarray:
+def _clean(values: Sequence[float] | np.ndarray) -> np.ndarray:
     x = np.asarray(values, dtype=float)
     return x[np.isfinite(x)]
 
@@ -108,7 +108,7 @@ def summarize(values: Sequence[float], confidence: float = CONFIDENCE, seed: int
     x = _clean(raw)
     n = len(x)
     if n == 0:
-        return Summary(0, len(raw), *([None] * 10), confidence=confidence)
+        return Summary(0, len(raw), None, None, None, None, None, None, None, None, None, None, confidence=confidence)
     std = float(np.std(x, ddof=1)) if n > 1 else None
     sem = std / math.sqrt(n) if std is not None else None
     ci_low, ci_high = t_interval(x, confidence)
@@ -249,8 +249,9 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     m = len(idx)
     out: list[float | None] = [None] * len(pvalues)
     running = 0.0
-    for rank, i in enumerate(sorted(idx, key=lambda i: pvalues[i])):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+    defined = {i: p for i, p in enumerate(pvalues) if p is not None}
+    for rank, i in enumerate(sorted(idx, key=defined.__getitem__)):
+        running = max(running, min(1.0, (m - rank) * defined[i]))
         out[i] = running
     return out
 

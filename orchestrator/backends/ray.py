@@ -90,7 +90,7 @@ def connect(address: str | None = None, settings: RaySettings | None = None):
     address = resolve_address(address, settings)
     if address == "auto":
         address = find_cluster() or address
-    kwargs = dict(log_to_driver=settings.log_to_driver, configure_logging=True, logging_level="WARNING")
+    kwargs: dict[str, Any] = dict(log_to_driver=settings.log_to_driver, configure_logging=True, logging_level="WARNING")
     try:
         if address is None:
             ray.init(num_cpus=settings.num_cpus or os.cpu_count(), num_gpus=settings.num_gpus,
@@ -130,7 +130,7 @@ def require(ray, needs: dict[str, float], source: str) -> None:
     def show(res: dict[str, float]) -> str:  # a fixed order: Ray's resource dicts have none
         return ", ".join(f"{k}={res[k] / 2**30:.1f}GB" if k == "memory" else f"{k}={res[k]:g}"
                          for k in ("CPU", "GPU", "memory") if k in res)
-    largest = max(nodes, key=lambda n: (n.get("CPU", 0), n.get("memory", 0)), default={})
+    largest: dict[str, float] = max(nodes, key=lambda n: (n.get("CPU", 0), n.get("memory", 0)), default={})
     raise InputError(f"no node of the Ray cluster can hold one run ({show(needs)}); the largest node has "
                      f"{show(largest) or 'nothing'}: lower resources.cpus/gpus/mem_gb or join a bigger cluster",
                      source)
@@ -138,7 +138,7 @@ def require(ray, needs: dict[str, float], source: str) -> None:
 
 @dataclass
 class _Task:
-    ref: object
+    ref: Any  # a ray.ObjectRef
     run_dir: RunDir
 
 
@@ -151,7 +151,7 @@ class RayBackend:
         self.mem_gb = mem_gb
         self.host = socket.gethostname()
         self._tasks: dict[str, _Task] = {}
-        self._remote = None
+        self._remote: Any = None  # ray.remote(run_in_task), made once connected
 
     @classmethod
     def from_spec(cls, spec: Spec | None, ray_address: str | None = None, **_: Any) -> RayBackend:
@@ -190,7 +190,7 @@ class RayBackend:
     def poll(self, jobs: list[Job]) -> list[JobState]:
         mine = [self._tasks[str(j.run_dir.path)] for j in jobs if str(j.run_dir.path) in self._tasks]
         refs = [t.ref for t in mine]
-        ready = set()
+        ready: set[str] = set()
         if refs:
             done, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
             ready = {r.hex() for r in done}

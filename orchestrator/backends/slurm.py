@@ -69,7 +69,7 @@ class SlurmRun(Checkpointable):
         with output_to(RunDir(Path(run_dir))):
             return worker.execute(run_dir)
 
-    def checkpoint(self, run_dir: str) -> DelayedSubmission | None:
+    def checkpoint(self, run_dir: str) -> DelayedSubmission | None:  # type: ignore[override]  # None: no requeue
         """Called by submitit's SIGUSR2 handler (preemption, or the time limit approaching)."""
         from orchestrator.job import worker
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))

@@ -41,7 +41,7 @@ CLOSE_BUDGET_S = 15.0       # at exit, wait at most this long for the last push 
 
 
 def is_http(uri: str | None) -> bool:
-    return bool(uri) and uri.startswith(("http://", "https://"))
+    return uri is not None and uri.startswith(("http://", "https://"))
 
 
 def live_file(run_dir: RunDir) -> Path:
@@ -85,7 +85,7 @@ class LivePusher:
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._requested = self._done = 0
-        self._session = None
+        self._session: Any = None  # a requests.Session, made on the first push
         # Seconds between pushes: at least flush_every_s, and several times the last request's duration,
         # so a loaded server gets fewer, fuller batches instead of a growing queue of small ones.
         self._pace = flush_every_s

@@ -47,10 +47,6 @@ class Run:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Run:
-        return cls(**data)
-
 
 def grid_points(spec: Spec, params_model) -> list[dict[str, Any]]:
     for key, values in spec.grid.items():

@@ -99,11 +99,12 @@ def load_profile(name: str | None, source: str = "cluster") -> ClusterProfile:
     if name.endswith((".yaml", ".yml")):
         path = Path(name)
     else:
-        path = next((d / f"{name}.yaml" for d in search_path() if (d / f"{name}.yaml").is_file()), None)
-        if path is None:
+        found = next((d / f"{name}.yaml" for d in search_path() if (d / f"{name}.yaml").is_file()), None)
+        if found is None:
             raise InputError(f"no cluster profile '{name}'{did_you_mean(name, available())}; known: "
                              f"{', '.join(available()) or 'none'} (looked in {', '.join(map(str, search_path()))})",
                              source)
+        path = found
     doc = {k: v for k, v in load_yaml(path).items() if v is not None}  # `limits:` with only comments under it
     try:
         profile = ClusterProfile.model_validate(doc)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # a lab's cluster should not phone home
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" links in orch's output
@@ -87,6 +87,12 @@ class Ledger:
         self.client = MlflowClient(tracking_uri=uri)
 
     # -- experiments ---------------------------------------------------------------------------
+    @overload
+    def experiment_id(self, name: str, create: Literal[True]) -> str: ...
+
+    @overload
+    def experiment_id(self, name: str, create: bool = False) -> str | None: ...
+
     def experiment_id(self, name: str, create: bool = False) -> str | None:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:

@@ -16,7 +16,7 @@ import yaml
 from orchestrator.errors import InputError
 from orchestrator.spec.plan import content_hash
 from orchestrator.spec.spec import Spec, apply_sets, deep_merge, flatten, load_spec, load_yaml, nest
-from orchestrator.tracking.records import Role, Tag
+from orchestrator.tracking.records import FAILED, FINISHED, RUNNING, Role, Tag
 from orchestrator.tune.recorder import callback_class
 from orchestrator.tune.section import FINAL_KEY, SWEEP_FILE, Asha, TuneConfig, param_space, parse_tune
 from orchestrator.tune.trial import TrialPlan, trainable
@@ -57,11 +57,11 @@ def _sweep_dirs(root: Path) -> list[Path]:
 
 def _trainable_for(plan: TrialPlan, config: TuneConfig, spec: Spec):
     from ray import tune
-    res = {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, "memory": int(spec.resources.mem_gb * 2**30)}
+    res: dict[str, float] = {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, "memory": int(spec.resources.mem_gb * 2**30)}
     if len(plan.seeds) == 1:
         resources = tune.PlacementGroupFactory([res])
     else:  # the trial itself only waits; each seed is a task in its own bundle of the trial's placement group
-        resources = tune.PlacementGroupFactory([{}] + [res] * len(plan.seeds))
+        resources = tune.PlacementGroupFactory([{}, *([res] * len(plan.seeds))])
     return tune.with_resources(tune.with_parameters(trainable, plan=plan), resources)
 
 
@@ -110,7 +110,7 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
     if resume:
         sweep = meta["sweep"]
         parent_id = meta["parent_run_id"]
-        ledger.set_status(parent_id, "RUNNING")
+        ledger.set_status(parent_id, RUNNING)
         plan = TrialPlan(**{**meta["plan"], "seeds": tuple(meta["plan"]["seeds"])})
         if not tune.Tuner.can_restore(str(path)):
             raise InputError(f"{path} holds no Tune experiment state to restore", str(spec_path))
@@ -166,6 +166,7 @@ def _tune_config(config: TuneConfig):
         scheduler = ASHAScheduler(time_attr=s.scheduler.time_attr, max_t=s.scheduler.max_t,
                                   grace_period=s.scheduler.grace_period, reduction_factor=s.scheduler.reduction_factor,
                                   brackets=s.scheduler.brackets, stop_last_trials=False)
+    search_alg: Any
     if s.search == "optuna":
         from optuna.samplers import TPESampler
         from ray.tune.search.optuna import OptunaSearch
@@ -200,7 +201,7 @@ def _create_parent(ledger, experiment_id: str, spec: Spec, config: TuneConfig, s
               "tune.seeds_per_trial": s.seeds_per_trial, "tune.metric": config.metric, "tune.mode": config.mode,
               **{f"tune.space.{d.key}": f"{d.kind}{list(d.args)}" for d in config.dimensions},
               **flatten(nest(spec.params))}
-    run_id = ledger.create_run(experiment_id, sweep, tags, params, status="RUNNING")
+    run_id = ledger.create_run(experiment_id, sweep, tags, params, status=RUNNING)
     ledger.log_text(run_id, yaml.safe_dump(doc, sort_keys=False), "spec.yaml")
     return run_id
 
@@ -223,25 +224,26 @@ def _summarise(grid, sweep: str, path: Path, parent_id: str, experiment_id: str,
     finished = [r for r in result.rows if r.score is not None and not math.isnan(r.score)]
     sign = 1 if config.mode == "min" else -1
     result.rows.sort(key=lambda r: (r.score is None, sign * r.score if r.score is not None else 0, r.trial_id))
-    result.best = min(finished, key=lambda r: (sign * r.score, r.trial_id)) if finished else None
+    result.best = min(finished, key=lambda r: (sign * (r.score or 0.0), r.trial_id)) if finished else None
     return result
 
 
 def _close_parent(ledger, result: SweepResult) -> None:
     counts = {s: sum(1 for r in result.rows if r.status == s) for s in ("FINISHED", "STOPPED", "FAILED")}
-    tags = {f"orch.tune.trials_{k.lower()}": v for k, v in counts.items()}
+    tags: dict[str, Any] = {f"orch.tune.trials_{k.lower()}": v for k, v in counts.items()}
     if result.best is not None:
         tags[Tag.BEST_TRIAL] = result.best.trial_id
         ledger.client.log_metric(result.parent_run_id, f"best_{result.metric}", result.best.score)
         ledger.set_tags(result.parent_run_id, {**tags, **{f"orch.tune.best.{k}": v for k, v in result.best.config.items()}})
-        ledger.set_status(result.parent_run_id, "FINISHED")
+        ledger.set_status(result.parent_run_id, FINISHED)
     else:
         ledger.set_tags(result.parent_run_id, tags)
-        ledger.set_status(result.parent_run_id, "FAILED", "no trial finished")
+        ledger.set_status(result.parent_run_id, FAILED, "no trial finished")
 
 
 def write_best(doc: dict[str, Any], result: SweepResult, path: Path) -> Path:
     """The spec with the best trial's params merged in, ready for ``orch submit best.yaml --seeds N``."""
+    assert result.best is not None, "no trial finished: nothing to write"
     best = copy.deepcopy(doc)
     best.pop("tune", None)
     best["name"] = f"{doc['name']}-best"

@@ -155,7 +155,7 @@ def trainable(config: dict[str, Any], plan: TrialPlan) -> None:
         seed, end = failed[0]
         raise RuntimeError(f"seed {seed} {end['status'] if end else 'ended without status'}: "
                            f"{(end or {}).get('error')}")
-    reporter.final([e["final"] for e in ends])
+    reporter.final([e["final"] for e in ends if e is not None])
 
 
 def _run_seeds_as_tasks(run_dirs: list[RunDir], reporter: _Reporter, poll_s: float = 0.2) -> None:
