@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from orchestrator.cli import UriOpt, app, handles_input_errors
 from orchestrator.errors import InputError
+from orchestrator.options import UriOpt, app, handles_input_errors
 from orchestrator.render import console, err_console
 
 

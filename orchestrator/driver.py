@@ -1,4 +1,4 @@
-"""The orchestrator's side of a submission, one direction (DESIGN.md):
+"""The orchestrator's side of a submission, one direction (docs/architecture.md):
 spec -> plan -> reconcile with MLflow -> prepare (MLflow runs + run directories) -> backend.submit
 -> follow (poll + ingest journals) -> summary. Side effects are planned first and made after
 validation, so bad input leaves nothing behind."""

@@ -2,7 +2,7 @@
 # Start a real single-node Slurm (munge, MariaDB, slurmdbd, slurmctld, slurmd) on Debian 12, as root,
 # without systemd. Idempotent: installs what is missing, starts what is not running, waits for the node
 # to be idle. Everything it starts is recorded by pid file under $ORCH_SLURM_STATE so stop-slurm.sh
-# stops exactly that. See /work/shared/notes/slurm.md for why each setting is there.
+# stops exactly that. docs/slurm.md says why each setting is there.
 #
 #   cluster/dev/start-slurm.sh            # with accounting (sacct through slurmdbd + MariaDB)
 #   ORCH_SLURM_STATE=/var/tmp/x cluster/dev/start-slurm.sh

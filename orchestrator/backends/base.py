@@ -10,9 +10,9 @@ import importlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
-from orchestrator.backends import NAMES, REGISTRY
 from orchestrator.errors import InputError, did_you_mean
 from orchestrator.job.rundir import RunDir
+from orchestrator.spec.backends import BACKENDS, NAMES
 
 if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
@@ -58,14 +58,14 @@ class Backend(Protocol):
 
 def check(name: str, source: str = "backend") -> None:
     """Refuse, before anything is submitted, a backend that does not exist."""
-    if name not in REGISTRY:
+    if name not in BACKENDS:
         raise InputError(f"unknown backend '{name}'{did_you_mean(name, NAMES)}; expected one of: "
                          f"{', '.join(NAMES)}", source)
 
 
 def backend_class(name: str) -> type[Backend]:
     check(name)
-    module, _, attr = REGISTRY[name].partition(":")
+    module, _, attr = BACKENDS[name].partition(":")
     return cast("type[Backend]", getattr(importlib.import_module(module), attr))
 
 

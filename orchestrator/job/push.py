@@ -12,7 +12,7 @@ and HTTP happen in the thread. Memory is bounded by reading at most ``MAX_READ``
 sending at most ``MAX_BATCH`` rows at a time. When the server is unreachable it backs off and retries,
 and the job goes on journal-only: whatever is not acknowledged is ingested later (``orch sync``).
 
-Plain HTTP rather than ``MlflowClient``: importing mlflow costs a job about a second (stack.md), and its
+Plain HTTP rather than ``MlflowClient``: importing mlflow costs a job about a second (docs/architecture.md), and its
 REST client retries up to 7 times with exponential back-off, which would hold a job's exit for minutes
 when the server is down. Here a request has a short timeout and the back-off is ours."""
 

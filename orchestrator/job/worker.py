@@ -63,7 +63,7 @@ def seed_everything(seed: int) -> None:
 
 
 def set_threads(cpus: int) -> None:
-    """One thread per allotted core; per-step loops collapse when threads exceed cores (stack.md).
+    """One thread per allotted core; per-step loops collapse when threads exceed cores (measured: docs/architecture.md).
 
     The environment variables reach libraries loaded from now on; threadpoolctl resizes the BLAS and
     OpenMP pools already loaded (a forkserver child inherits numpy's OpenBLAS sized for the whole machine,

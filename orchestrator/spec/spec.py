@@ -11,9 +11,9 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.backends import NAMES as BACKENDS
 from orchestrator.errors import InputError, did_you_mean
 from orchestrator.spec import registry
+from orchestrator.spec.backends import NAMES as BACKENDS
 
 
 class Strict(BaseModel):
@@ -49,7 +49,7 @@ class Spec(Strict):
     variants: dict[str, dict[str, Any]] = {}
     grid: dict[str, list[Any]] = {}
     resources: Resources = Resources()
-    backend: str = Field("local", description="where the runs execute: a name of orchestrator/backends' registry")
+    backend: str = Field("local", description="where the runs execute (orchestrator/spec/backends.py)")
     cluster: str | None = Field(None, description="cluster profile name (cluster/<name>.yaml)")
     tracking: Tracking = Tracking()
     workdir: str = Field("mlruns/jobs", description="root of the run directories (shared filesystem on a cluster)")

@@ -2,7 +2,8 @@
 (``orch.role=group``), one child run per seed (``orch.role=seed``), linked by ``mlflow.parentRunId``.
 
 Only the orchestrator process writes here (jobs write journals, ingested below), so one sqlite file
-serves many concurrent jobs without the migration race seen in stack.md."""
+serves many concurrent jobs without MLflow's schema-migration race between processes that open a
+fresh store at once (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 ``ssh -L PORT:127.0.0.1:PORT login-node``), stopped cleanly with its worker processes on Ctrl-C.
 
 One worker: the UI is for one person, and one worker starts in ~6 s and 1.6 GB where four take ~16 s and
-2.5 GB (stack.md)."""
+2.5 GB (measured on a 2-core machine)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-layer baselines that give an ESN's score a meaning (shared/notes/science.md):
+"""Per-layer baselines that give an ESN's score a meaning:
 
 - identity: predict h_{i+1} = h_i (a residual stream changes little per layer);
 - mean: predict the training mean of h_{i+1} (nmse ~ 1 by construction);

@@ -48,7 +48,7 @@ class LayerReservoirs:
 
     mats: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # direction -> (W, W_in, bias)
     leak: float
-    mu: np.ndarray  # per-dim train mean / std of h_i: hidden states have outlier dims (science.md)
+    mu: np.ndarray  # per-dim train mean / std of h_i: BERT's hidden states have a few outlier dims
     sd: np.ndarray
     scratch: Scratch
 

@@ -82,7 +82,7 @@ def eval_tasks(p: Params, seeds: dict[str, int]):
 def train(p: Params, ctx) -> dict[str, float]:
     device = torch.device(ctx.device)
     if device.type == "cpu":
-        torch.set_num_threads(max(1, int(ctx.cpus)))  # one per allotted core: more threads thrash (stack.md)
+        torch.set_num_threads(max(1, int(ctx.cpus)))  # one per allotted core: more threads thrash (docs/architecture.md)
     seeds = seeds_for(ctx.seed)
     torch.manual_seed(seeds["init"])
     model = build_model(p).to(device)

@@ -1,0 +1,40 @@
+"""What every `orch` command shares: the typer app, the option types, and the handler that turns bad input
+into `error: <file>: <field>: <what was expected>` and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from orchestrator.errors import InputError
+from orchestrator.render import err_console
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="orch: declare experiments in YAML, run every seed locally, on Slurm or on Ray, "
+                       "record everything in MLflow, and compare across seeds.")
+
+SpecArg = Annotated[Path, typer.Argument(help="the experiment spec (YAML)")]
+ExperimentArg = Annotated[str, typer.Argument(help="experiment name or spec path")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override KEY=VALUE (YAML-typed), repeatable")]
+UriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: spec, then "
+                                                "MLFLOW_TRACKING_URI, then sqlite:///mlruns/mlflow.db)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="ray: a running cluster ('auto' or "
+                          "host:port; default RAY_ADDRESS, cluster/ray.yaml, else a local Ray)")]
+
+
+def handles_input_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as err:
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
