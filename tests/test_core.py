@@ -261,3 +261,16 @@ def test_set_threads_resizes_blas_pools_already_loaded():
                          cwd=Path(__file__).resolve().parents[1]).stdout
     blas, torch_threads = json.loads(out)
     assert blas and set(blas) == {1} and torch_threads == 1
+
+
+def test_the_python_api_submits_reads_and_compares_like_the_cli(store):
+    import orchestrator
+    path = store.spec({**SMOKE, "variants": {"low": {"noise": 0.0}, "high": {"noise": 0.5}}})
+    submission = orchestrator.submit(path, seeds=3, tracking_uri=store.uri)
+    assert len(submission.prepared) == 6 and submission.reconciled is not None
+    state = orchestrator.status("core", tracking_uri=store.uri)
+    assert {g.variant: g.finished for g in state.groups} == {"low": 3, "high": 3}
+    again = orchestrator.plan_submission(path, seeds=3, tracking_uri=store.uri)
+    assert len(again.reconcile().done) == 6 and again.launch() == []  # nothing is repeated
+    report = orchestrator.compare("core", baseline="low", log=False, tracking_uri=store.uri)
+    assert [g.name for g in report.groups] == ["low", "high"] and all(g.summary.n == 3 for g in report.groups)
