@@ -60,11 +60,11 @@ class Params(BaseModel):
     species_target: int = Field(4, ge=1, description="species count the threshold adapts toward")
     species_threshold: float = Field(0.5, gt=0, description="initial compatibility threshold")
     stagnation: int = Field(15, ge=1, description="generations without improvement before a species dies")
-    # --- the reservoir (defaults: the paper's M_0 dynamics) ---
+    # --- the reservoir (defaults: pre-selected for the 50-unit random reservoir, configs/evo_topo.yaml) ---
     sr_rescale: bool = Field(True, description="rescale evolved W to spectral radius sr (no win by a better "
                                                "radius); false: the genome's W as is")
-    sr: float = Field(0.0155, gt=0, description="spectral radius (M_0: 0.0155)")
-    leak: float = Field(0.055, gt=0, le=1, description="leak rate (M_0: 0.055)")
+    sr: float = Field(0.5, gt=0, description="spectral radius (M_0: 0.0155)")
+    leak: float = Field(0.2, gt=0, le=1, description="leak rate (M_0: 0.055)")
     input_scaling: float = Field(1.0, gt=0, description="factor on W_in")
     carry_state: bool = Field(True, description="the state carries over from trial to trial (reference); "
                                                 "false: every trial starts from 0")
@@ -73,10 +73,11 @@ class Params(BaseModel):
     fb_connectivity: float = Field(0.01, gt=0, le=1, description="density of the feedback weights")
     noise_rc: float = Field(6e-5, ge=0, description="state noise, standard deviation per step (reference)")
     dtype: Literal["float64", "float32"] = Field("float32", description="engine precision (readouts in float64)")
-    # --- random reservoirs (reservoirpy 0.3's Reservoir; defaults: M_0's laws at the lab's 50 units) ---
+    # --- random reservoirs (reservoirpy 0.3's Reservoir laws; the lab's 50 units) ---
     units: int = Field(50, ge=1, description="random_baseline: reservoir size")
     rc_connectivity: float = Field(0.128, gt=0, le=1, description="random reservoirs: density of W")
-    input_connectivity: float = Field(0.96, gt=0, le=1, description="random reservoirs: density of W_in and bias")
+    input_connectivity: float = Field(0.5, gt=0, le=1,
+                                      description="random reservoirs: density of W_in and bias (M_0: 0.96)")
     candidates: int = Field(1, ge=1, description="random reservoirs drawn, the best on validation is kept")
     # --- readout and scoring ---
     readout: Literal["online", "ridge"] = Field(
