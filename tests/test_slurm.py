@@ -9,7 +9,6 @@ request, and orch killed between sbatch and recording the job ids (or before sba
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
@@ -59,8 +58,9 @@ def slurm():
         subprocess.run([str(DEV / "stop-slurm.sh")], check=False, timeout=120)
 
 
-# Slurm moves slower than a local process: a longer default wait, polled less often.
-wait_for = functools.partial(support.wait_for, timeout=90.0, every=0.3)
+def wait_for(predicate, timeout: float = 90.0, what: str = "condition", every: float = 0.3):
+    """Slurm moves slower than a local process: a longer default wait, polled less often."""
+    return support.wait_for(predicate, timeout, what, every)
 
 
 def journals(workdir: Path, name: str) -> dict[str, list[dict]]:
