@@ -144,3 +144,27 @@ def test_nan_failed_single_and_empty_groups(store):
     store.orch("submit", str(store.spec({**spec, "name": "dead", "seeds": 1, "variants": {"broken": {"fail_at_step": 0}}})))
     result = store.orch("compare", "dead")
     assert result.exit_code == 2 and "no FINISHED runs yet" in result.output and "1 failed" in result.output
+
+
+def test_configurations_sharing_a_variant_name_are_not_pooled_unless_asked(store):
+    """The same spec submitted again with other --set values, under the same experiment: `low` of the first
+    config and `low` of the second are different groups; `--by variant` pools them and says so."""
+    spec = {"name": "two", "workload": "smoke", "params": {"steps": 4, "noise": 0.0}, "seeds": 3,
+            "variants": {"low": {"offset": 0.0}, "high": {"offset": 0.2}}}
+    path = store.spec(spec)
+    store.orch("submit", str(path), check=True)
+    store.orch("submit", str(path), "--set", "params.steps=5", "--set", "params.noise=0.5", check=True)
+    out = json.loads(store.orch("compare", "two", "--json", "--no-log").output)
+    names = [g["name"] for g in out["groups"]]
+    assert len(names) == 4 and all(g["n"] == 3 for g in out["groups"])
+    assert "low (noise=0.0, steps=4)" in names and "low (noise=0.5, steps=5)" in names
+    first = {g["name"]: g["mean"] for g in out["groups"]}
+    assert first["high (noise=0.0, steps=4)"] - first["low (noise=0.0, steps=4)"] > 0.19  # no noise: exactly 0.2
+    ambiguous = store.orch("compare", "two", "--no-log", "--baseline", "low")
+    assert ambiguous.exit_code == 2 and "names 2 groups" in ambiguous.output
+    chosen = json.loads(store.orch("compare", "two", "--json", "--no-log", "--baseline", "low (noise=0.0, steps=4)").output)
+    verdicts = {(c["a"], c["b"]): c["outcome"] for c in chosen["comparisons"]}
+    assert verdicts[("high (noise=0.0, steps=4)", "low (noise=0.0, steps=4)")] != "no_difference"
+    pooled = json.loads(store.orch("compare", "two", "--json", "--no-log", "--by", "variant").output)
+    assert [g["n"] for g in pooled["groups"]] == [6, 6]
+    assert any("pools 2 configurations that differ in noise, steps" in n for n in pooled["notes"])

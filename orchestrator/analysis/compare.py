@@ -109,10 +109,27 @@ def _short(name: str) -> str:
     return name.split(".", 1)[1] if name.startswith(("params.", "tags.")) else name
 
 
+def _differing_params(parents: list) -> list[str]:
+    """The params whose values differ among these parent runs (each a configuration)."""
+    keys = sorted({k for p in parents for k in p.data.params})
+    return [k for k in keys if len({p.data.params.get(k) for p in parents}) > 1]
+
+
 def group_names(parents: list, by: list[str]) -> dict[str, str]:
-    """parent run id -> group name. Without ``by``: the parent's own label (variant[grid point])."""
+    """parent run id -> group name. Without ``by`` a group is one configuration (``orch.group``), named by
+    its label (variant[grid point]); configurations that share a label (the same variant submitted with
+    other ``--set`` values) are told apart by the params that differ between them. With ``by``, parents
+    that agree on those fields are pooled (``pooling_notes`` says so)."""
     if not by:
-        return {p.info.run_id: p.data.tags.get("mlflow.runName") or p.data.tags.get(Tag.GROUP, "?") for p in parents}
+        labels = {p.info.run_id: p.data.tags.get("mlflow.runName") or p.data.tags.get(Tag.GROUP, "?") for p in parents}
+        names = dict(labels)
+        for label in {v for v in labels.values() if list(labels.values()).count(v) > 1}:
+            same = [p for p in parents if labels[p.info.run_id] == label]
+            keys = _differing_params(same)
+            for p in same:
+                detail = ", ".join(f"{k}={p.data.params.get(k)}" for k in keys) or p.data.tags.get(Tag.GROUP, "?")
+                names[p.info.run_id] = f"{label} ({detail})"
+        return names
     for name in by:
         if all(_field_value(p, name) is None for p in parents):
             known = sorted({f"params.{k}" for p in parents for k in p.data.params} | {"variant", "grid"})
@@ -125,11 +142,32 @@ def group_names(parents: list, by: list[str]) -> dict[str, str]:
     return names
 
 
-def gather(ledger: Ledger, experiment_id: str, metric: str, by: list[str]) -> list[Group]:
-    """Groups with the final values of ``metric`` of their FINISHED seeds (and the other runs counted)."""
+def pooling_notes(parents: list, names: dict[str, str]) -> list[str]:
+    """One note per group that pools configurations differing in more than seeds."""
+    notes = []
+    for name in dict.fromkeys(names.values()):
+        pooled = [p for p in parents if names[p.info.run_id] == name]
+        keys = _differing_params(pooled)
+        if len(pooled) > 1 and keys:
+            notes.append(f"`{name}` pools {len(pooled)} configurations that differ in {', '.join(keys)} "
+                         "(asked for by --by): its spread mixes those settings with seed noise")
+    return notes
+
+
+def group_parents(ledger: Ledger, experiment_id: str) -> list:
+    """The experiment's group runs (with params); none is an error that says what there is instead."""
     parents = search_all(ledger.client, experiment_id, role_filter(Role.GROUP))
     if not parents:
+        if search_all(ledger.client, experiment_id, role_filter(Role.SWEEP)):
+            raise InputError("the experiment holds only `orch tune` sweeps (compared in its trial table): compare "
+                             "seeds of `orch submit`, e.g. orch submit best.yaml --seeds 10")
         raise InputError("the experiment has no orch runs (no parent run with tag orch.role=group)")
+    return parents
+
+
+def gather(ledger: Ledger, experiment_id: str, metric: str, by: list[str], parents: list | None = None) -> list[Group]:
+    """Groups with the final values of ``metric`` of their FINISHED seeds (and the other runs counted)."""
+    parents = group_parents(ledger, experiment_id) if parents is None else parents
     names = group_names(parents, by)
     groups: dict[str, Group] = {}
     by_group_tag: dict[str, Group] = {}
@@ -276,6 +314,20 @@ def verdict(c: stats.Comparison, metric: str, mode: str, alpha: float, confidenc
 
 
 # -- the whole comparison -----------------------------------------------------------------------------
+def _baseline_name(baseline: str | None, names: list[str]) -> str | None:
+    """``--baseline`` names a group exactly, or by the label its name starts with when only one group has it."""
+    if baseline is None or baseline in names:
+        return baseline
+    matches = [n for n in names if n.startswith(f"{baseline} (")]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise InputError(f"'{baseline}' names {len(matches)} groups (the same variant in other configurations): "
+                         f"{'; '.join(matches)}; pass one of them", "--baseline")
+    raise InputError(f"no group named '{baseline}'{did_you_mean(baseline, names)}; groups: {', '.join(names)}",
+                     "--baseline")
+
+
 def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode: str | None = None,
                 baseline: str | None = None, by: list[str] | None = None, alpha: float = 0.05,
                 curve: str | None = None, confidence: float = stats.CONFIDENCE) -> Report:
@@ -287,18 +339,17 @@ def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode
     if mode is not None and mode not in ("min", "max"):
         raise InputError(f"expected 'min' or 'max', got '{mode}'", "--mode")
     notes = []
-    main_metric, main_mode = default_metric(ledger, experiment_id)
+    parents = group_parents(ledger, experiment_id)
+    main_metric, main_mode = default_metric(ledger, experiment_id) if metric is None or mode is None else (metric, mode)
     metric = metric or main_metric
     if mode is None:
         mode = main_mode if metric == main_metric else "min"
         if metric != main_metric:
             notes.append(f"assumed lower {metric} is better; pass --mode max if higher is better")
     by = [b.strip() for b in (by or []) if b.strip()]
-    groups = gather(ledger, experiment_id, metric, by)
-    names = [g.name for g in groups]
-    if baseline is not None and baseline not in names:
-        raise InputError(f"no group named '{baseline}'{did_you_mean(baseline, names)}; groups: {', '.join(names)}",
-                         "--baseline")
+    groups = gather(ledger, experiment_id, metric, by, parents)
+    notes += pooling_notes(parents, group_names(parents, by))
+    baseline = _baseline_name(baseline, [g.name for g in groups])
 
     for g in groups:
         g.summary = stats.summarize(g.values, confidence)
