@@ -26,7 +26,7 @@ from orchestrator.job.rundir import RunDir
 from orchestrator.spec.plan import Run, expand
 from orchestrator.spec.spec import Spec, load_spec, load_yaml
 from orchestrator.tracking.ledger import Ledger, resolve_uri
-from orchestrator.tracking.records import ACTIVE, RunRecord, Tag, by_key
+from orchestrator.tracking.records import ACTIVE, FINISHED, RunRecord, Tag, by_key
 
 if TYPE_CHECKING:  # the analysis modules are imported where they are used
     from orchestrator.analysis.compare import Report
@@ -61,6 +61,17 @@ class Submission:
                                  lambda name: backend if name == self.spec.backend else make_backend(name))
         self.reconciled = driver.reconcile(self.runs, records)
         return self.reconciled
+
+    def preview(self) -> driver.Reconciled:
+        """What ``reconcile`` would find, read-only (``--dry-run``): no backend, no store or experiment
+        created, no record changed. Runs of jobs that died unseen still count as active here."""
+        uri_path = self.uri[len("sqlite:///"):] if self.uri.startswith("sqlite:///") else None
+        records: list[RunRecord] = []
+        if uri_path is None or Path(uri_path).exists():
+            ledger = Ledger(self.uri, create=False)
+            experiment_id = ledger.experiment_id(self.spec.name)
+            records = ledger.runs(experiment_id) if experiment_id else []
+        return driver.reconcile(self.runs, records)
 
     def launch(self) -> list[driver.Prepared]:
         """Create the MLflow runs and run directories of what is to run, and hand them to the backend."""
@@ -110,10 +121,13 @@ def submit(spec_path: str | Path, seeds: int | None = None, wait: bool = True, s
 
 
 def run_in_process(spec_path: str | Path, seed: int = 0, variant: str | None = None, sets: list[str] | None = None,
-                   tracking_uri: str | None = None,
-                   started: Callable[[Run, str], None] | None = None) -> tuple[Run, str, RunRecord]:
+                   tracking_uri: str | None = None, started: Callable[[Run, str], None] | None = None,
+                   force: bool = False) -> tuple[Run, str, RunRecord]:
     """``orch run``: one run in this process (a debugger and print() work), recorded like any other.
-    Returns the run, its final status and its MLflow record."""
+    A seed that already FINISHED is refused: every reader counts one run per key. ``force`` runs it again
+    and, once the new run finished, marks the old record superseded and deletes it from the experiment
+    (MLflow keeps it in its trash), so the UI counts one run too. Returns the run, its final status and
+    its MLflow record."""
     from orchestrator.job import worker
 
     spec = load_spec(spec_path, sets=sets)
@@ -125,13 +139,22 @@ def run_in_process(spec_path: str | Path, seed: int = 0, variant: str | None = N
     run = next(r for r in runs if r.variant == chosen)
     ledger = Ledger(resolve_uri(tracking_uri, spec.tracking.uri))
     experiment_id = ledger.experiment_id(spec.name, create=True) or ""
-    previous = next(iter(by_key(ledger.runs(experiment_id)).get(run.key, [])), None)
+    attempts = by_key(ledger.runs(experiment_id)).get(run.key, [])
+    finished = [r for r in attempts if r.status == FINISHED]
+    if finished and not force:
+        raise InputError(f"seed {run.seed} of {run.label} already FINISHED (run {finished[0].run_id}); "
+                         "--force runs it again and supersedes that record", "--seed")
+    previous = next(iter(attempts), None)
     (prepared,) = driver.prepare(ledger, experiment_id, spec, [(run, previous)], "local", fresh=True)
     ledger.set_tags(prepared.run_id, {Tag.JOB_ID: "in-process", Tag.VIA: "orch run"})
     if started is not None:
         started(run, prepared.run_id)
     status = worker.execute(prepared.run_dir.path)
     ledger.ingest(prepared.run_dir)
+    if status == FINISHED:
+        for old in finished:
+            ledger.set_tags(old.run_id, {Tag.SUPERSEDED_BY: prepared.run_id})
+            ledger.client.delete_run(old.run_id)
     driver.update_groups(ledger, experiment_id)
     return run, status, ledger.get(prepared.run_id)
 

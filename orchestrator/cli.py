@@ -43,7 +43,7 @@ def submit(spec_path: SpecArg,
     sub = api.plan_submission(spec_path, seeds=seeds, backend=backend, sets=sets, tracking_uri=tracking_uri,
                               cluster=cluster, max_parallel=max_parallel, ray_address=ray_address)
     if dry_run:
-        console.print(render.plan_table(sub.runs))
+        console.print(render.plan_table(sub.runs, sub.preview()))
         return
     reconciled = sub.reconcile()
     console.print(f"[bold]{sub.spec.name}[/]: {len(sub.runs)} runs planned, {len(reconciled.done)} already finished, "
@@ -86,10 +86,12 @@ def _print_groups(ledger, experiment_id: str, name: str) -> None:
 @handles_input_errors
 def run_one(spec_path: SpecArg, seed: Annotated[int, typer.Option("--seed", help="the seed to run")] = 0,
             variant: Annotated[Optional[str], typer.Option("--variant", help="which variant (default: first)")] = None,
-            sets: SetOpt = None, tracking_uri: UriOpt = None):
+            sets: SetOpt = None, tracking_uri: UriOpt = None,
+            force: Annotated[bool, typer.Option("--force", help="run a seed that already FINISHED again "
+                                                "(the old record is superseded)")] = False):
     """One run, in this process (a debugger and print() work), recorded in MLflow like any other."""
     from orchestrator import api
-    run, status, final = api.run_in_process(spec_path, seed, variant, sets, tracking_uri,
+    run, status, final = api.run_in_process(spec_path, seed, variant, sets, tracking_uri, force=force,
                                             started=lambda run, run_id: console.print(
                                                 f"running {run.label} seed {run.seed} in this process (run {run_id})"))
     console.print(f"{status}: " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(final.metrics.items())))

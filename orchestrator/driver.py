@@ -96,9 +96,12 @@ def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str
             ledger.set_status(record.run_id, FAILED, "run directory is missing")
             changed = True
             continue
+        before = run_dir.read_cursor().get("offset", 0)
         if ledger.ingest(run_dir):
             changed = True
             continue
+        # new lines without an end (a `start`: SCHEDULED -> RUNNING) change the record too: re-read it
+        changed |= run_dir.read_cursor().get("offset", 0) != before
         to_poll[record.tags.get(Tag.BACKEND, "local")].append((record, Job(record.tags.get(Tag.JOB_ID, ""), run_dir)))
     for name, items in to_poll.items():
         try:

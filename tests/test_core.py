@@ -115,12 +115,18 @@ def test_same_seed_same_metrics_and_orch_run_equals_the_local_backend(store, tmp
     for seed in (0, 1):
         assert history(store, local[seed].run_id) == history(other, again[seed].run_id)
     assert history(store, local[0].run_id) != history(store, local[1].run_id)
-    result = store.orch("run", str(path), "--seed", "1", check=True)
+    refused = store.orch("run", str(path), "--seed", "1")  # finished already: one run per key
+    assert refused.exit_code == 2 and "already FINISHED" in refused.output and "--force" in refused.output
+    expected = history(store, local[1].run_id)
+    result = store.orch("run", str(path), "--seed", "1", "--force", check=True)
     assert "FINISHED" in result.output
-    debug = [r for r in store.seed_runs("core") if r.tags.get("orch.via") == "orch run"]
+    runs = store.seed_runs("core")
+    debug = [r for r in runs if r.tags.get("orch.via") == "orch run"]
     assert len(debug) == 1 and debug[0].key == local[1].key
-    assert history(store, debug[0].run_id) == history(store, local[1].run_id)
+    assert history(store, debug[0].run_id) == expected
     assert debug[0].metrics["final_loss"] == local[1].metrics["final_loss"]
+    assert len(runs) == 2 and local[1].run_id not in {r.run_id for r in runs}  # superseded: counted once
+    assert store.ledger().get(local[1].run_id).tags["orch.superseded_by"] == debug[0].run_id
 
 
 @pytest.mark.slow
@@ -274,3 +280,21 @@ def test_the_python_api_submits_reads_and_compares_like_the_cli(store):
     assert len(again.reconcile().done) == 6 and again.launch() == []  # nothing is repeated
     report = orchestrator.compare("core", baseline="low", log=False, tracking_uri=store.uri)
     assert [g.name for g in report.groups] == ["low", "high"] and all(g.summary.n == 3 for g in report.groups)
+
+
+def test_status_shows_a_run_running_as_soon_as_its_journal_says_it_started(store, tmp_path):
+    from orchestrator import driver
+    from orchestrator.backends.base import make as make_backend
+    from orchestrator.job.journal import JournalWriter
+    ledger = store.ledger()
+    run = Run("smoke", {"steps": 3}, 0, "base")
+    run_dir = RunDir(tmp_path / "r")
+    run_id = ledger.create_run(ledger.experiment_id("starting", create=True), "r",
+                               {"orch.role": "seed", "orch.key": run.key, "orch.run_dir": str(run_dir.path),
+                                "orch.backend": "local", "orch.job_id": "elsewhere:1"}, {})
+    run_dir.create({"run": run.to_dict(), "run_id": run_id, "tracking_uri": store.uri, "cpus": 1, "gpus": 0})
+    journal = JournalWriter(run_dir.journal)
+    journal.write("start", attempt=1, pid=os.getpid(), host="h", resumed_from_step=None)  # a live pid: running
+    journal.close()
+    (record,) = driver.refresh(ledger, ledger.runs(ledger.experiment_id("starting")), make_backend)
+    assert record.status == "RUNNING"

@@ -3,6 +3,8 @@ and creates no MLflow store, experiment, run or run directory."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -89,3 +91,14 @@ def test_dry_run_prints_the_plan_and_writes_nothing(store):
     assert result.exit_code == 0, result.output
     assert "plan: 8 runs" in result.output
     assert not (store.root / "mlflow.db").exists() and not store.workdir.exists()
+
+
+def test_dry_run_says_what_is_new_and_what_already_finished(store):
+    path = store.spec({**GOOD, "seeds": 2})
+    store.orch("submit", str(path), check=True)
+    before = store.ledger().client.search_runs([store.ledger().experiment_id(GOOD["name"])])
+    result = store.orch("submit", str(path), "--seeds", "3", "--dry-run", check=True)
+    states = re.findall(r"│\s*(done|new|retry|active)\s*│", result.output)
+    assert sorted(states) == ["done", "done", "new"], result.output
+    after = store.ledger().client.search_runs([store.ledger().experiment_id(GOOD["name"])])
+    assert len(after) == len(before)  # nothing written

@@ -40,6 +40,7 @@ class Tag:
     HOST, PID, ATTEMPT, RESTART_COUNT = "orch.host", "orch.pid", "orch.attempt", "orch.restart_count"
     RESUMED_FROM_STEP, CHECKPOINT_STEP = "orch.resumed_from_step", "orch.checkpoint_step"
     ERROR = "orch.error"                                        # why a run FAILED or was KILLED
+    SUPERSEDED_BY = "orch.superseded_by"                        # a run redone by `orch run --force`
     # code version (tracking/codeversion.py)
     GIT_COMMIT, GIT_DIRTY = "orch.git_commit", "orch.git_dirty"
     # orch tune
