@@ -58,27 +58,34 @@ class Population:
 
     def drive(self, inputs: np.ndarray) -> np.ndarray:
         """W_in u + b for every step of ``inputs`` (S, D) shared by the population, or (P, S, D) one per
-        reservoir: (P, S, N). One matmul for many steps: the loop then only adds a row per step."""
+        reservoir, time-major: (S, P, N), so that each step reads one contiguous (P, N) block (measured
+        1.2-2x faster per step than a strided (P, S, N) view at P 16-60, N 30). Shared inputs take one gemm
+        for the whole population: (S, D) @ (D, P*N)."""
         u = np.asarray(inputs, self.W_t.dtype)
-        out = np.matmul(u, self.W_in_t)  # (S, D) @ (P, D, N) broadcasts to (P, S, N) without copying u
-        out += self.bias[:, None, :]
+        P, N = self.shape
+        if u.ndim == 2:
+            W_flat = self.W_in_t.transpose(1, 0, 2).reshape(u.shape[1], P * N)  # (D, P*N)
+            out = (u @ W_flat).reshape(len(u), P, N)
+        else:
+            out = np.ascontiguousarray(np.matmul(u, self.W_in_t).transpose(1, 0, 2))
+        out += self.bias[None]
         return out
 
     def noise(self, draws: np.ndarray) -> np.ndarray | None:
-        """The state noise of S steps, (P, S, N), from standard-normal ``draws`` (S, N') with N' >= N: the
-        first N columns, so that reservoirs of every size see the same draws (common random numbers), scaled
-        by noise_gain and zero on padding neurons. None when the gain is 0."""
+        """The state noise of S steps, (S, P, N) like `drive`, from standard-normal ``draws`` (S, N') with
+        N' >= N: the first N columns, so that reservoirs of every size see the same draws (common random
+        numbers), scaled by noise_gain and zero on padding neurons. None when the gain is 0."""
         if self.noise_gain == 0.0:
             return None
         n = self.shape[1]
-        return (self.noise_gain * np.asarray(draws, self.W_t.dtype)[None, :, :n]) * self.valid[:, None, :]
+        return (self.noise_gain * np.asarray(draws, self.W_t.dtype)[:, None, :n]) * self.valid[None]
 
 
 def step(pop: Population, drive: np.ndarray, x: np.ndarray, y: np.ndarray | None = None,
          W_out: np.ndarray | None = None, noise: np.ndarray | None = None) -> None:
-    """Advance the population over the S steps of ``drive`` (P, S, N) (from `Population.drive`), in place:
+    """Advance the population over the S steps of ``drive`` (S, P, N) (from `Population.drive`), in place:
     ``x`` (P, N) the states; with feedback, ``y`` (P, K) the readout's last output (updated to the output
-    after the last step) and ``W_out`` (P, N, K) the readout, fixed over these steps; ``noise`` (P, S, N)
+    after the last step) and ``W_out`` (P, N, K) the readout, fixed over these steps; ``noise`` (S, P, N)
     the state noise of each step, already scaled (`Population.noise`), or None.
 
     Within the S steps the readout is fixed, so y_{t-1} = W_out^T x_{t-1} and the feedback folds into the
@@ -91,19 +98,19 @@ def step(pop: Population, drive: np.ndarray, x: np.ndarray, y: np.ndarray | None
     W_t = pop.W_t + np.matmul(W_out, pop.W_fb_t) if feedback else pop.W_t  # (P, N, N)
     pre = np.empty((P, 1, N), x.dtype)
     pre2, x3 = pre[:, 0], x[:, None, :]  # views, made once: writing x updates x3
-    for s in range(drive.shape[1]):
+    for s in range(drive.shape[0]):
         if s == 0 and feedback:
             np.matmul(x3, pop.W_t, out=pre)
             pre += np.matmul(y[:, None, :], pop.W_fb_t)
         else:
             np.matmul(x3, W_t, out=pre)
-        pre2 += drive[:, s]
+        pre2 += drive[s]
         np.tanh(pre2, out=pre2)
         # x + leak (tanh(...) - x): the leaky update, in place
         pre2 -= x
         pre2 *= pop.leak
         x += pre2
         if noise is not None:
-            x += noise[:, s]
+            x += noise[s]
     if feedback:
         np.matmul(x3, W_out, out=y[:, None, :])

@@ -69,7 +69,7 @@ def last_states(batch: dict, inputs: np.ndarray, dyn: Dynamics, noise_rng: np.ra
             if not dyn.carry_state:
                 x[:] = 0.0
             steps = slice(k * N_STEPS, (k + 1) * N_STEPS)
-            step(pop, drive[:, steps], x, noise=None if noise is None else noise[:, steps])
+            step(pop, drive[steps], x, noise=None if noise is None else noise[steps])
             out[:, start + k] = x
     return out
 
@@ -95,7 +95,7 @@ def _online_with_feedback(batch: dict, train: Trials, test: Trials, dyn: Dynamic
                 x[:], y[:] = 0.0, 0.0
             steps = slice(k * N_STEPS, (k + 1) * N_STEPS)
             W_out = readout.W_out.astype(dt, copy=False)
-            step(pop, drive[:, steps], x, y, W_out, None if noise is None else noise[:, steps])
+            step(pop, drive[steps], x, y, W_out, None if noise is None else noise[steps])
             out = y.astype(np.float64)  # the readout's output at the last step (it is what feeds back)
             if t < n_train:
                 choice = readout.choose(t, out)
