@@ -150,6 +150,9 @@ def test_random_baseline_matched_baseline_and_options(tmp_path):
         final, steps, _ = _execute(tmp_path, {**SMALL, "generations": 2, **option}, name=str(sorted(option)))
         assert len(steps) == 2 and 0 <= final["test_accuracy"] <= 1, option
     assert json.dumps(final)  # plain floats
+    for units in (1, 2, 3):  # sizes a search can end at: reservoirpy's sparse eigen-solver fails below 3
+        net = random_net(units, 0.5, 1.0, 1.0, 0.5, 1.0, seed=units)
+        assert net.n == units and np.abs(np.linalg.eigvals(net.W)).max() == pytest.approx(0.5)
 
 
 def test_population_choices_match_reservoirpy_reservoir_and_ridge():

@@ -177,14 +177,15 @@ def rescale_spectral_radius(W, sr: float, eps: float = 1e-9):
     return W * (sr / radius)
 
 
-def random_reservoir(units: int, input_dim: int, sr: float, input_scaling: float, rc_connectivity: float,
+def random_reservoir(units: int, input_dim: int, sr: float | None, input_scaling: float, rc_connectivity: float,
                      input_connectivity: float, seed, bias_scaling: float = 0.0, bias_connectivity: float = 1.0,
                      dtype=np.float64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dense (W, W_in, bias) drawn with reservoirpy.mat_gen exactly as ``Reservoir(units, sr=...,
     input_scaling=..., rc_connectivity=..., input_connectivity=..., seed=seed)`` draws them: W ~ normal
     rescaled to spectral radius ``sr``, W_in ~ bernoulli(+-1) * input_scaling, bias ~ bernoulli * bias_scaling
     with density ``bias_connectivity`` (zeros when bias_scaling is 0, reservoirpy 0.4's default; reservoirpy
-    0.3 drew it with bias_scaling 1 and the input connectivity as density, what evo_topo's baselines use)."""
+    0.3 drew it with bias_scaling 1 and the input connectivity as density, what evo_topo's baselines use).
+    ``sr=None``: W as drawn, not rescaled (the same draw)."""
     from reservoirpy.mat_gen import bernoulli, normal
     from reservoirpy.utils.random import rand_generator
 

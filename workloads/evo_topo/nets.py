@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workloads.esn.reservoir import random_reservoir
+from workloads.esn.reservoir import random_reservoir, rescale_spectral_radius
 from workloads.evo_topo.genome import split
 from workloads.evo_topo.task import INPUT_DIM, N_POS
 
@@ -96,10 +96,15 @@ def decode(g: np.ndarray, layout: Layout, draws: SeedDraws) -> Net:
 
 def random_net(units: int, sr: float, input_scaling: float, rc_connectivity: float, input_connectivity: float,
                bias_scaling: float, seed) -> Net:
-    """A random reservoir drawn as reservoirpy 0.3's ``Reservoir`` draws one (see the module docstring)."""
-    W, W_in, bias = random_reservoir(units, INPUT_DIM, sr, input_scaling, rc_connectivity, input_connectivity,
-                                     seed=seed, bias_scaling=bias_scaling, bias_connectivity=input_connectivity)
-    return Net(W, W_in, bias)
+    """A random reservoir drawn as reservoirpy 0.3's ``Reservoir`` draws one (see the module docstring).
+    reservoirpy's sparse eigen-solver cannot take a 1- or 2-unit W (a size the search can reach, for
+    random_matched): those are drawn unscaled and rescaled with a dense eigendecomposition (the same draw; a
+    nilpotent W, radius ~0, is left as is)."""
+    tiny = units <= 2
+    W, W_in, bias = random_reservoir(units, INPUT_DIM, None if tiny else sr, input_scaling, rc_connectivity,
+                                     input_connectivity, seed=seed, bias_scaling=bias_scaling,
+                                     bias_connectivity=input_connectivity)
+    return Net(rescale_spectral_radius(W, sr) if tiny else W, W_in, bias)
 
 
 def pad(nets: list[Net], draws: SeedDraws) -> dict[str, np.ndarray]:

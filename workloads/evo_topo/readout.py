@@ -56,8 +56,8 @@ class OnlineReadout:
         self.rule, self.P = rule, len(n_neurons)
         valid = np.arange(n)[None, :] < np.asarray(n_neurons)[:, None]  # (P, n): real (non-padding) neurons
         init = rng.uniform(0.0, 1.0, size=(width, N_POS)) * (rng.random((width, N_POS)) < rule.output_connectivity)
-        self.mask = (init[:n] != 0)[None] & valid[:, :, None]  # (P, n, 4)
-        self.W_out = np.where(self.mask, init[None, :n], 0.0)
+        self.mask = ((init[:n] != 0)[None] & valid[:, :, None]).astype(np.float64)  # (P, n, 4), 1.0 or 0.0
+        self.W_out = init[None, :n] * self.mask
         self.explore_u, self.random_choice = rng.random(n_train), rng.integers(N_POS, size=n_train)
         self.reward_u = rng.random(n_train)
         self.epsilon = 1.0
@@ -81,7 +81,8 @@ class OnlineReadout:
         W = self.W_out
         W[self._rows, :, choice] += delta[:, None] * (x - rule.r_th)
         W *= self.mask
-        norm = np.linalg.norm(W, axis=1, keepdims=True)  # (P, 1, 4): column norms; a zero column stays 0
+        # (P, 1, 4) column norms, as np.linalg.norm computes them, without its per-call overhead
+        norm = np.sqrt(np.add.reduce(W * W, axis=1, keepdims=True))  # a zero column stays 0 below
         np.divide(W, norm, out=W, where=norm > 0)
 
     def output(self, x: np.ndarray) -> np.ndarray:
