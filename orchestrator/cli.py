@@ -73,7 +73,13 @@ def submit(spec_path: SpecArg,
     _print_groups(sub.ledger, sub.experiment_id, sub.spec.name)
     failed = [rid for rid, status in results.items() if status != "FINISHED"]
     if failed:
-        err_console.print(f"[red]{len(failed)} run(s) did not finish[/]; see `orch logs RUN_ID`, e.g. {failed[0]}")
+        err_console.print(f"[red]{len(failed)} run(s) did not finish[/]:")
+        assert sub.ledger is not None
+        for run_id in failed[:5]:
+            record = sub.ledger.get(run_id)
+            err_console.print(f"  {record.tags.get('mlflow.runName', run_id)}  {run_id}  {record.status}: "
+                              f"{record.tags.get('orch.error', '')}", highlight=False, markup=False)
+        err_console.print(f"{'  ...' if len(failed) > 5 else ''}the output and traceback of each: orch logs RUN_ID")
         raise typer.Exit(1)
 
 
@@ -145,9 +151,14 @@ def status(experiment: ExperimentArg, tracking_uri: UriOpt = None, as_json: Json
 @handles_input_errors
 def logs(run: Annotated[str, typer.Argument(help="MLflow run id or orch run key")],
          lines: Annotated[int, typer.Option("--lines", "-n", help="lines of each log to show")] = 40,
+         follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing the run's output until "
+                                              "it ends")] = False,
          tracking_uri: UriOpt = None):
-    """The tail of a run's stdout and stderr (from its run directory)."""
+    """The tail of a run's stdout and stderr (from its run directory), and the traceback of a failed run."""
+    import time
+
     from orchestrator import api
+    from orchestrator.job.journal import last_event
     record, run_dir, files = api.run_logs(run, tracking_uri)
     console.print(f"[bold]{record.run_id}[/] {record.status}  {run_dir.path}")
     if record.tags.get("orch.error"):
@@ -159,6 +170,24 @@ def logs(run: Annotated[str, typer.Argument(help="MLflow run id or orch run key"
                 sys.stdout.write("".join(deque(f, maxlen=lines)))
         else:
             console.print("(empty)")
+    if follow:  # both streams, from where the tails stopped, until the journal records the end
+        offsets = {log: log.stat().st_size if log.exists() else 0 for log in files[:2]}
+        while True:
+            ended = last_event(run_dir.journal, "end") is not None
+            for log, offset in offsets.items():
+                if log.exists() and log.stat().st_size > offset:
+                    with open(log, errors="replace") as f:
+                        f.seek(offset)
+                        sys.stdout.write(f.read())
+                        offsets[log] = f.tell()
+            sys.stdout.flush()
+            if ended:
+                break
+            time.sleep(0.5)
+    end = last_event(run_dir.journal, "end")
+    if end and end.get("traceback"):
+        console.rule("traceback")
+        sys.stdout.write(end["traceback"])
 
 
 @app.command()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ORCH, REPO
 from support import wait_for
 
 from orchestrator.job import worker
@@ -199,10 +200,14 @@ def test_sync_ingests_journals_written_without_the_orchestrator_idempotently(sto
 
 def test_logs_and_workloads_commands(store):
     path = store.spec({**SMOKE, "params": {"steps": 2, "fail_at_step": 1}})
-    store.orch("submit", str(path))
+    submitted = store.orch("submit", str(path))
     (run,) = store.seed_runs("core")
+    summary = " ".join(submitted.output.split())
+    assert submitted.exit_code == 1 and run.run_id in summary and "failing at step 1" in summary  # why, at the end
     result = store.orch("logs", run.run_id, check=True)
     assert "failing at step 1" in result.output and "FAILED" in result.output
+    assert "traceback" in result.output and "Traceback (most recent call last)" in result.output
+    assert "Traceback (most recent call last)" in store.orch("logs", run.run_id, "-f", check=True).output  # ended
     result = store.orch("logs", run.key, check=True)
     assert run.run_id in result.output
     assert store.orch("logs", "nonexistent").exit_code == 2
@@ -298,3 +303,18 @@ def test_status_shows_a_run_running_as_soon_as_its_journal_says_it_started(store
     journal.close()
     (record,) = driver.refresh(ledger, ledger.runs(ledger.experiment_id("starting")), make_backend)
     assert record.status == "RUNNING"
+
+
+def test_logs_follow_prints_a_running_runs_output_until_it_ends(store):
+    path = store.spec({**SMOKE, "params": {"steps": 6, "sleep_s": 0.5, "noise": 0.1}})
+    submit = store.orch_process("submit", str(path))
+    try:
+        run = wait_for(lambda: next(iter(r for r in store.seed_runs("core") if r.status == "RUNNING"), None),
+                       timeout=60, what="a running run")
+        follow = subprocess.run([*ORCH, "logs", run.key, "-f", "--tracking-uri", store.uri], cwd=store.root,
+                                capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert follow.returncode == 0, follow.stderr
+        # -f returned only once the run had ended
+        assert RunDir(Path(run.tags["orch.run_dir"])).journal.read_text().count('"event": "end"') == 1
+    finally:
+        submit.wait(timeout=60)
