@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
 from esn_distill_e2e import blas_kernels  # noqa: E402  (this directory: the script's own)
+
 from workloads.esn.reservoir import esn_states, random_reservoir  # noqa: E402
 from workloads.esn.ridge import RidgeAccumulator  # noqa: E402
 from workloads.esn_distill.teacher import pad, random_teacher  # noqa: E402
