@@ -132,13 +132,21 @@ def tune(spec_path: SpecArg, sets: SetOpt = None, tracking_uri: UriOpt = None, r
 
 @app.command()
 @handles_input_errors
-def status(experiment: ExperimentArg, tracking_uri: UriOpt = None, as_json: JsonOpt = False):
+def status(experiment: ExperimentArg, tracking_uri: UriOpt = None, as_json: JsonOpt = False,
+           watch: Annotated[bool, typer.Option("--watch", "-w", help="redraw every 2 s, with each running "
+                                               "run's step and rate, until nothing runs (Ctrl-C stops)")] = False):
     """Per group: finished / running / queued / failed / missing runs, and the main metric's mean; per
     `orch tune` sweep: trials finished / running / stopped early / failed, and the best score."""
     from orchestrator import api, render
     state = api.status(experiment, tracking_uri)
     if as_json:
         print(json.dumps(state.to_dict(), indent=1))
+        return
+    if watch:
+        try:
+            render.watch_status(lambda: api.status(experiment, tracking_uri))
+        except KeyboardInterrupt:
+            pass
         return
     if state.groups or not state.sweeps:
         console.print(render.status_table(state.name, state.groups))

@@ -19,6 +19,7 @@ import yaml
 
 from orchestrator.backends.base import DONE, LOST, Backend, Job
 from orchestrator.backends.base import RUNNING as JOB_RUNNING
+from orchestrator.job.journal import decode_number, last_event, last_metrics
 from orchestrator.job.rundir import RunDir
 from orchestrator.spec import registry
 from orchestrator.spec.plan import Run, content_hash, flat_params
@@ -40,6 +41,7 @@ from orchestrator.tracking.records import (
 )
 
 LIVE_INGEST_EVERY_S = 2.0
+PROGRESS_EVERY_S = 1.0  # running runs' steps read from their journals' tails
 
 
 @dataclass
@@ -209,15 +211,41 @@ def record_job_ids(ledger: Ledger, prepared: list[Prepared], job_ids: list[str])
 
 
 # -- following jobs ----------------------------------------------------------------------------------
-class ProgressSink(Protocol):
-    """What ``follow`` reports to (the CLI draws a progress bar; tests and notebooks may pass nothing)."""
+@dataclass
+class RunProgress:
+    """Where a running run stands, from the tail of its journal."""
+    label: str
+    step: int | None                 # the last logged step (None: nothing logged yet)
+    metrics: dict[str, float]        # the values logged at that step
+    rate: float | None               # steps per second since the run started
 
-    def update(self, done: int, running: int, failed: int, total: int) -> None: ...
+
+class ProgressSink(Protocol):
+    """What ``follow`` reports to (the CLI draws a progress bar and a table of running runs; tests and
+    notebooks may pass nothing). ``active`` is refreshed about once a second."""
+
+    def update(self, done: int, running: int, failed: int, total: int, active: list[RunProgress]) -> None: ...
 
 
 class _Silent:
-    def update(self, done: int, running: int, failed: int, total: int) -> None:
+    def update(self, done: int, running: int, failed: int, total: int, active: list[RunProgress]) -> None:
         pass
+
+
+def run_progress(label: str, run_dir: RunDir, started_at: dict[str, float]) -> RunProgress:
+    """``started_at`` caches each run directory's start time (read once from its journal's start event)."""
+    where = str(run_dir.path)
+    if where not in started_at:
+        start = last_event(run_dir.journal, "start")
+        if start is None:
+            return RunProgress(label, None, {}, None)
+        started_at[where] = start["t"]
+    record = last_metrics(run_dir.journal)
+    if record is None:
+        return RunProgress(label, None, {}, None)
+    elapsed = record["t"] - started_at[where]
+    rate = (record["step"] + 1) / elapsed if elapsed > 0 else None
+    return RunProgress(label, record["step"], {k: decode_number(v) for k, v in record["metrics"].items()}, rate)
 
 
 def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: ProgressSink | None = None,
@@ -226,8 +254,11 @@ def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: Pro
     Ctrl-C cancels: running jobs end KILLED, their journals ingested, nothing half-written."""
     sink = sink or _Silent()
     jobs = {p.run_id: Job(p.job_id, p.run_dir) for p in prepared}
+    by_id = {p.run_id: p for p in prepared}
     results: dict[str, str] = {}
-    last_live = time.monotonic()
+    last_live = last_shown = time.monotonic()
+    started_at: dict[str, float] = {}
+    active: list[RunProgress] = []
     try:
         while len(results) < len(jobs):
             pending_ids = [rid for rid in jobs if rid not in results]
@@ -243,8 +274,12 @@ def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: Pro
                 for run_id in running:
                     ledger.ingest(jobs[run_id].run_dir)
                 last_live = time.monotonic()
+            if time.monotonic() - last_shown > PROGRESS_EVERY_S:
+                active = [run_progress(f"{by_id[r].run.label}/seed{by_id[r].run.seed}", by_id[r].run_dir, started_at)
+                          for r in running]
+                last_shown = time.monotonic()
             failed = sum(1 for s in results.values() if s != FINISHED)
-            sink.update(len(results), len(running), failed, len(jobs))
+            sink.update(len(results), len(running), failed, len(jobs), active)
             if len(results) < len(jobs):
                 time.sleep(poll_s)
     except KeyboardInterrupt:

@@ -5,17 +5,21 @@ reads MLflow or decides anything."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from orchestrator.tracking.records import ACTIVE, RUNNING, Tag
 
 if TYPE_CHECKING:
     from orchestrator.analysis.status import GroupStatus, SweepStatus
-    from orchestrator.driver import Reconciled
+    from orchestrator.api import ExperimentStatus
+    from orchestrator.driver import Reconciled, RunProgress
     from orchestrator.spec.plan import Run
     from orchestrator.tracking.records import RunRecord
     from orchestrator.tune.sweep import SweepResult
@@ -26,25 +30,53 @@ TRIAL_COLOURS = {"FINISHED": "green", "STOPPED": "yellow", "FAILED": "red"}
 
 
 class ProgressBar:
-    """A ``driver.ProgressSink`` drawn as a rich progress bar: runs done / running / failed, and an eta."""
+    """A ``driver.ProgressSink`` drawn live: a bar of runs done / running / failed with an eta, and below it
+    each running run's step, latest metrics and rate (a summary line past ``MAX_ROWS`` runs)."""
+    MAX_ROWS = 10
 
     def __init__(self, total: int):
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
-                                 transient=False)
+                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
         self.task = self.progress.add_task("runs", total=total)
+        self.active: list[RunProgress] = []
+        self.live = Live(self._view(), console=console, refresh_per_second=4, transient=False)
 
     def __enter__(self) -> ProgressBar:
-        self.progress.start()
+        self.live.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
+        self.active = []  # the finished picture: the bar alone
+        self.live.update(self._view())
+        self.live.stop()
 
-    def update(self, done: int, running: int, failed: int, total: int) -> None:
+    def update(self, done: int, running: int, failed: int, total: int, active: list[RunProgress]) -> None:
         self.progress.update(self.task, completed=done, total=total,
                              description=f"runs  [green]{done - failed} done[/]  [cyan]{running} running[/]  "
                                          f"[red]{failed} failed[/]")
+        self.active = active
+        self.live.update(self._view())
+
+    def _view(self) -> Group:
+        return Group(self.progress.get_renderable(), *([running_table(self.active, self.MAX_ROWS)] if self.active else []))
+
+
+def running_table(active: list[RunProgress], max_rows: int) -> Table | Text:
+    """One row per running run; past ``max_rows`` runs, one summary line."""
+    if len(active) > max_rows:
+        steps = sorted(a.step for a in active if a.step is not None)
+        rates = [a.rate for a in active if a.rate]
+        middle = f"median step {steps[len(steps) // 2]}" if steps else "no step logged yet"
+        rate = f", {sum(rates) / len(rates):.3g} steps/s per run" if rates else ""
+        return Text(f"{len(active)} runs running: {middle}{rate}")
+    table = Table(box=None, pad_edge=False, show_edge=False)
+    for col in ("running", "step", "latest", "steps/s"):
+        table.add_column(col, justify="left" if col in ("running", "latest") else "right", no_wrap=col != "latest")
+    for a in active:
+        latest = ", ".join(f"{k}={v:.4g}" for k, v in list(a.metrics.items())[:3])
+        table.add_row(a.label, "-" if a.step is None else str(a.step), latest or "-",
+                      f"{a.rate:.3g}" if a.rate else "-")
+    return table
 
 
 def plan_table(runs: list[Run], reconciled: Reconciled | None = None) -> Table:
@@ -87,6 +119,32 @@ def print_active(records: list[RunRecord], limit: int = 10) -> None:
                       f"{r.tags.get(Tag.JOB_ID) or '-'}", highlight=False)
     if len(active) > limit:
         console.print(f"  ... and {len(active) - limit} more queued or running")
+
+
+def watch_status(read: Callable[[], ExperimentStatus], every_s: float = 2.0) -> None:
+    """Redraw the status table and the running runs until no run is queued or running."""
+    import time
+    from pathlib import Path
+
+    from orchestrator.driver import run_progress
+    from orchestrator.job.rundir import RunDir
+    started_at: dict[str, float] = {}
+    with Live(console=console, refresh_per_second=2) as live:
+        while True:
+            state = read()
+            running = [r for r in state.records if r.status == RUNNING]
+            active = [run_progress(r.tags.get("mlflow.runName", r.run_id), RunDir(Path(r.tags.get(Tag.RUN_DIR, ""))),
+                                   started_at) for r in running]
+            queued = sum(r.status in ACTIVE for r in state.records) - len(running)
+            parts: list[Any] = [status_table(state.name, state.groups)]
+            if active:
+                parts.append(running_table(active, ProgressBar.MAX_ROWS))
+            parts.append(Text(f"{len(running)} running, {queued} queued" + ("" if running or queued else
+                                                                           ": nothing left to watch")))
+            live.update(Group(*parts))
+            if not running and not queued:
+                return
+            time.sleep(every_s)
 
 
 def print_sweeps(name: str, sweeps: list[SweepStatus]) -> None:

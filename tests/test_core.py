@@ -318,3 +318,24 @@ def test_logs_follow_prints_a_running_runs_output_until_it_ends(store):
         assert RunDir(Path(run.tags["orch.run_dir"])).journal.read_text().count('"event": "end"') == 1
     finally:
         submit.wait(timeout=60)
+
+
+def test_live_progress_shows_each_running_runs_step_and_rate(store):
+    import orchestrator
+
+    class Recorder:
+        def __init__(self):
+            self.seen = []
+
+        def update(self, done, running, failed, total, active):
+            self.seen += [a for a in active if a.step is not None]
+
+    path = store.spec({**SMOKE, "params": {"steps": 8, "sleep_s": 0.4, "noise": 0.1}})
+    sink = Recorder()
+    orchestrator.submit(path, seeds=2, tracking_uri=store.uri, sink=sink)
+    assert sink.seen, "no running run was ever shown with a step"
+    assert {a.label for a in sink.seen} <= {"base/seed0", "base/seed1"}
+    assert max(a.step for a in sink.seen) >= 2 and all(0 < a.rate < 10 for a in sink.seen)  # ~2.5 steps/s
+    assert all("loss" in a.metrics for a in sink.seen)
+    watched = store.orch("status", "core", "--watch", check=True)  # nothing runs: one picture, then it returns
+    assert "nothing left to watch" in watched.output

@@ -73,3 +73,23 @@ def last_event(path: Path, kind: str) -> dict[str, Any] | None:
     """The latest record of one event kind (a requeued or resumed run journals several starts)."""
     found = events(path, kind)
     return found[-1] if found else None
+
+
+def last_metrics(path: Path, max_bytes: int = 1 << 16) -> dict[str, Any] | None:
+    """The latest ``metrics`` record, reading only the journal's tail (live progress reads it every second,
+    whatever the journal's size); None when the tail holds none."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - max_bytes))
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines[1:] if len(lines) > 1 and size > max_bytes else lines):  # the first may be cut
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line being written
+        if record.get("event") == "metrics":
+            return record
+    return None
