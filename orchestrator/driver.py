@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 import yaml
+from mlflow.entities import Metric
 
 from orchestrator.backends.base import DONE, LOST, Backend, Job
 from orchestrator.backends.base import RUNNING as JOB_RUNNING
@@ -298,8 +299,10 @@ def update_groups(ledger: Ledger, experiment_id: str, records: list[RunRecord] |
     any failed, RUNNING otherwise. Returns the parents, up to date."""
     records = ledger.runs(experiment_id) if records is None else records
     latest_by_group: dict[str, list[str]] = defaultdict(list)
+    seeds_by_group: dict[str, list[RunRecord]] = defaultdict(list)
     for best in latest_per_key(records):
         latest_by_group[best.tags.get(Tag.GROUP, "")].append(best.status)
+        seeds_by_group[best.tags.get(Tag.GROUP, "")].append(best)
     parents = []
     for parent in ledger.runs(experiment_id, role=Role.GROUP):
         statuses = latest_by_group.get(parent.tags.get(Tag.GROUP, ""), [])
@@ -311,7 +314,20 @@ def update_groups(ledger: Ledger, experiment_id: str, records: list[RunRecord] |
         else:
             status = RUNNING
         if parent.status != status:
+            if status == FINISHED:  # every asked seed is in: the group's aggregates, sortable in the MLflow UI
+                log_aggregates(ledger, parent, seeds_by_group[parent.tags.get(Tag.GROUP, "")])
             ledger.set_status(parent.run_id, status)
             parent = dataclasses.replace(parent, status=status)
         parents.append(parent)
     return parents
+
+
+def log_aggregates(ledger: Ledger, parent: RunRecord, seeds: list[RunRecord]) -> None:
+    """``<metric>_mean``, ``_std``, ``_ci_low``, ``_ci_high``, ``_n`` of the group's FINISHED seeds."""
+    from orchestrator.analysis.stats import aggregates, summarize  # scipy: only when a group completes
+    metric = parent.tags.get(Tag.METRIC, "")
+    values = [r.metrics[metric] for r in seeds if r.status == FINISHED and metric in r.metrics]
+    if metric and values:
+        stamp = int(time.time() * 1000)
+        ledger.client.log_batch(parent.run_id, metrics=[Metric(k, v, stamp, 0)
+                                                        for k, v in aggregates(metric, summarize(values)).items()])

@@ -168,3 +168,20 @@ def test_configurations_sharing_a_variant_name_are_not_pooled_unless_asked(store
     pooled = json.loads(store.orch("compare", "two", "--json", "--no-log", "--by", "variant").output)
     assert [g["n"] for g in pooled["groups"]] == [6, 6]
     assert any("pools 2 configurations that differ in noise, steps" in n for n in pooled["notes"])
+
+
+def test_parents_carry_their_aggregates_when_their_seeds_finish_and_reports_update_one_run(store):
+    spec = {"name": "agg", "workload": "smoke", "params": {"steps": 3, "noise": 0.1}, "seeds": 3}
+    store.orch("submit", str(store.spec(spec)), check=True)
+    ledger = store.ledger()
+    experiment_id = ledger.experiment_id("agg")
+    assert ledger.client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    (parent,) = ledger.runs(experiment_id, role="group")
+    finals = [r.metrics["final_loss"] for r in ledger.runs(experiment_id)]
+    assert parent.metrics["final_loss_n"] == 3  # no `orch compare` was run
+    assert parent.metrics["final_loss_mean"] == pytest.approx(sum(finals) / 3)
+    for _ in range(2):
+        store.orch("compare", "agg", check=True)
+    store.orch("compare", "agg", "--alpha", "0.01", check=True)
+    reports = ledger.client.search_runs([experiment_id], "tags.`orch.role` = 'compare'")
+    assert len(reports) == 1 and reports[0].data.tags["orch.compare.alpha"] == "0.01"

@@ -8,7 +8,6 @@ missing ones come from ``status.experiment_status`` so that both commands agree.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -383,10 +382,8 @@ def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode
 
 # -- writing back to MLflow ---------------------------------------------------------------------------
 def aggregates(report: Report, group: Group) -> dict[str, float]:
-    s = group.summary
-    assert s is not None, "run_compare summarises every group"
-    values = {"mean": s.mean, "std": s.std, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n}
-    return {f"{report.metric}_{k}": float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
+    assert group.summary is not None, "run_compare summarises every group"
+    return stats.aggregates(report.metric, group.summary)
 
 
 def log_to_mlflow(ledger: Ledger, report: Report, files: Path) -> str:
@@ -404,7 +401,16 @@ def log_to_mlflow(ledger: Ledger, report: Report, files: Path) -> str:
             "mlflow.note.content": f"orch compare {report.metric} ({report.mode})\n\n{verdicts}"[:5000]}
     params = {"metric": report.metric, "mode": report.mode, "alpha": report.alpha,
               "baseline": report.baseline or "(all pairs)", "by": ",".join(report.by) or "group"}
-    run_id = ledger.create_run(report.experiment_id, f"compare {report.metric}", tags, params, status=RUNNING)
+    # one report run per metric, updated by each `orch compare` (the settings of the latest are its tags)
+    tags.update({f"orch.compare.{k}": str(v) for k, v in params.items()})
+    found = search_all(ledger.client, report.experiment_id,
+                       f"{role_filter(Role.COMPARE)} and tags.`{Tag.METRIC}` = '{report.metric}'")
+    if found:
+        run_id = found[0].info.run_id
+        ledger.set_tags(run_id, tags)
+        ledger.set_status(run_id, RUNNING)
+    else:
+        run_id = ledger.create_run(report.experiment_id, f"compare {report.metric}", tags, {}, status=RUNNING)
     summary = [Metric(f"groups_significant_{'better' if o == 'better' else 'worse'}",
                       float(sum(c.outcome == o for c in report.comparisons)), now, 0) for o in ("better", "worse")]
     ledger.client.log_batch(run_id, metrics=summary)

@@ -74,6 +74,12 @@ class Summary:
         return asdict(self)
 
 
+def aggregates(metric: str, s: Summary) -> dict[str, float]:
+    """A group's summary as MLflow metrics on its parent run (sortable in the UI): ``<metric>_mean`` etc."""
+    values = {"mean": s.mean, "std": s.std, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n}
+    return {f"{metric}_{k}": float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
+
+
 def t_interval(x: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float | None, float | None]:
     """mean +- t_{n-1} * SE. A constant sample has a zero-width interval, a single value none."""
     if len(x) < 2:

@@ -25,6 +25,7 @@ from orchestrator.job.rundir import RunDir  # noqa: E402
 from orchestrator.tracking import sqlite  # noqa: E402
 from orchestrator.tracking.records import (  # noqa: E402
     BATCH,
+    EXPERIMENT_KIND,
     KILLED,
     RUNNING,
     SCHEDULED,
@@ -105,7 +106,9 @@ class Ledger:
         location = None
         if self.uri.startswith("sqlite:///"):
             location = (Path(self.uri[len("sqlite:///"):]).parent / "artifacts" / name).resolve().as_uri()
-        return self.client.create_experiment(name, artifact_location=location)
+        # MLflow 3's UI opens an experiment of unknown kind on its GenAI "Traces" page: orch's are training runs
+        return self.client.create_experiment(name, artifact_location=location,
+                                             tags={EXPERIMENT_KIND: "custom_model_development"})
 
     # -- reading -------------------------------------------------------------------------------
     def runs(self, experiment_id: str, role: str = "seed") -> list[RunRecord]:

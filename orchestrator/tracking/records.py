@@ -15,6 +15,7 @@ from typing import Any
 from orchestrator.job.journal import FAILED, FINISHED, KILLED
 
 RUNNING, SCHEDULED = "RUNNING", "SCHEDULED"
+EXPERIMENT_KIND = "mlflow.experimentKind"  # an experiment tag: which page the MLflow UI opens it on
 ACTIVE = (RUNNING, SCHEDULED)        # a job may still write to the run
 TERMINAL = (FINISHED, FAILED, KILLED)
 BATCH = 1000                         # MLflow's limit of metrics (and tags) per log_batch
