@@ -297,5 +297,58 @@ def compare(experiment: str, metric: str | None = None, mode: str | None = None,
     return result
 
 
-__all__ = ["Submission", "plan_submission", "submit", "run_in_process", "status", "find_run",
+# -- the store's experiments -------------------------------------------------------------------------
+@dataclass
+class ExperimentSummary:
+    name: str
+    runs: int                  # seed runs (attempts), all statuses
+    groups: int
+    finished: int              # run keys with a FINISHED attempt
+    last_activity: float | None  # seconds since the epoch: the latest run start
+
+
+def list_experiments(tracking_uri: str | None = None) -> list[ExperimentSummary]:
+    """``orch ls``: the store's experiments with orch runs, most recently active first."""
+    from orchestrator.tracking.records import FINISHED, Role, latest_per_key
+    ledger = Ledger(resolve_uri(tracking_uri), create=False)
+    out = []
+    for experiment in ledger.client.search_experiments():
+        seeds = ledger.runs(experiment.experiment_id)
+        groups = ledger.runs(experiment.experiment_id, role=Role.GROUP)
+        if not seeds and not groups:
+            continue
+        starts = [r.start_time for r in seeds + groups if r.start_time]
+        out.append(ExperimentSummary(experiment.name, len(seeds), len(groups),
+                                     sum(r.status == FINISHED for r in latest_per_key(seeds)),
+                                     max(starts) / 1000 if starts else None))
+    return sorted(out, key=lambda e: e.last_activity or 0, reverse=True)
+
+
+def delete_experiment(name: str, tracking_uri: str | None = None) -> tuple[int, int]:
+    """``orch delete``: every run of the experiment and its run directories. The experiment is renamed
+    before MLflow's (soft) delete, so the name is free: a later submit starts afresh instead of restoring
+    it. Returns the MLflow runs and run directories deleted."""
+    import shutil
+    import time
+
+    from orchestrator.tracking.records import search_all
+    ledger, experiment_id, name = open_experiment(name, tracking_uri)
+    active = [r for r in ledger.runs(experiment_id) if r.status in ACTIVE]
+    if active:
+        raise InputError(f"{len(active)} run(s) of '{name}' are queued or running: orch cancel {name} first")
+    runs = search_all(ledger.client, experiment_id)
+    folders = {Path(r.data.tags[Tag.RUN_DIR]) for r in runs if r.data.tags.get(Tag.RUN_DIR)}
+    removed = 0
+    for folder in folders:
+        if (folder / "run.json").exists() or (folder / "orch_sweep.json").exists() or folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    for run in runs:
+        ledger.client.delete_run(run.info.run_id)
+    ledger.client.rename_experiment(experiment_id, f"{name}.deleted-{time.strftime('%Y%m%d-%H%M%S')}")
+    ledger.client.delete_experiment(experiment_id)
+    return len(runs), removed
+
+
+__all__ = ["Submission", "list_experiments", "delete_experiment", "plan_submission", "submit", "run_in_process", "status", "find_run",
            "run_logs", "cancel", "sync", "compare", "open_experiment", "experiment_name"]

@@ -139,3 +139,35 @@ def import_(bundle: Annotated[Path, typer.Argument(help="bundle directory writte
     console.print(f"imported {len(mapping)} runs from {bundle} into {uri}")
 
 
+
+
+@app.command("ls")
+@handles_input_errors
+def ls(tracking_uri: UriOpt = None):
+    """The store's experiments: runs, groups, finished run keys and last activity."""
+    import time
+
+    from rich.table import Table
+
+    from orchestrator import api
+    table = Table(title=f"experiments in {resolve_uri(tracking_uri)}", title_justify="left")
+    for col in ("experiment", "runs", "groups", "finished", "last activity"):
+        table.add_column(col, justify="left" if col in ("experiment", "last activity") else "right")
+    for e in api.list_experiments(tracking_uri):
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_activity)) if e.last_activity else "-"
+        table.add_row(e.name, str(e.runs), str(e.groups), str(e.finished), when)
+    console.print(table)
+
+
+@app.command("delete")
+@handles_input_errors
+def delete(experiment: Annotated[str, typer.Argument(help="experiment name")],
+           yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+           tracking_uri: UriOpt = None):
+    """Delete an experiment: its MLflow runs and its run directories (journals, checkpoints, logs)."""
+    from orchestrator import api
+    ledger, _, name = api.open_experiment(experiment, tracking_uri)
+    if not yes and not typer.confirm(f"delete every run of '{name}' in {ledger.uri} and their run directories?"):
+        raise typer.Exit(1)
+    runs, folders = api.delete_experiment(name, tracking_uri)
+    console.print(f"deleted {name}: {runs} MLflow runs, {folders} run directories")

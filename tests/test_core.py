@@ -339,3 +339,20 @@ def test_live_progress_shows_each_running_runs_step_and_rate(store):
     assert all("loss" in a.metrics for a in sink.seen)
     watched = store.orch("status", "core", "--watch", check=True)  # nothing runs: one picture, then it returns
     assert "nothing left to watch" in watched.output
+
+
+def test_ls_and_delete(store):
+    path = store.spec(SMOKE)
+    store.orch("submit", str(path), "--seeds", "2", check=True)
+    listed = " ".join(store.orch("ls", check=True).output.split())
+    assert "core" in listed and "│ 2 │ 1 │ 2 │" in listed  # 2 runs, 1 group, 2 finished
+    run_dirs = [Path(r.tags["orch.run_dir"]) for r in store.seed_runs("core")]
+    assert all(d.exists() for d in run_dirs)
+    assert store.orch("delete", "core").exit_code == 1  # not confirmed (no input): nothing deleted
+    assert len(store.seed_runs("core")) == 2
+    result = store.orch("delete", "core", "--yes", check=True)
+    assert "3 MLflow runs, 2 run directories" in " ".join(result.output.split())  # 2 seeds and their group
+    assert not any(d.exists() for d in run_dirs) and "core" not in store.orch("ls", check=True).output
+    again = store.orch("submit", str(path), "--seeds", "2", check=True)  # the name is free: all runs again
+    assert "2 to run" in " ".join(again.output.split())
+    assert store.orch("delete", "nothere", "--yes").exit_code == 2
