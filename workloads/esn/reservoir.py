@@ -1,6 +1,6 @@
 """Batched leaky-tanh reservoir: many trials and many reservoirs stepped together in torch.
 
-reservoirpy steps one reservoir through one sequence with a Python loop per step (~50 us/step, stack.md);
+reservoirpy steps one reservoir through one sequence with a Python loop per step (~50 us/step, measured);
 here the input drive ``W_in u`` of every step is one matmul, and the loop over time does one batched
 ``x @ W^T`` for every reservoir and every sequence at once. reservoirpy stays the reference (tests compare
 states to < 1e-9 in float64) and the source of random initialisers (`random_reservoir`).
@@ -169,7 +169,7 @@ def spectral_radius(W) -> float:
 
 def rescale_spectral_radius(W, sr: float, eps: float = 1e-9):
     """``W`` scaled to spectral radius ``sr`` (same type as ``W``, a new array). A W whose radius is below
-    ``eps`` (nilpotent: a sparse ternary matrix often is, stack.md) is returned unchanged (a copy) rather
+    ``eps`` (nilpotent: a sparse ternary matrix often is) is returned unchanged (a copy) rather
     than blown up by a division by ~0."""
     radius = spectral_radius(W)
     if radius < eps:

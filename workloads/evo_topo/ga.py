@@ -21,7 +21,7 @@ from deap import algorithms, base, creator, tools
 from workloads.evo_topo import genome as gn
 from workloads.evo_topo.speciation import Speciation
 
-# creator classes at module level, so that individuals pickle (stack.md); guarded against re-import.
+# creator classes at module level, so that individuals pickle (for worker processes); guarded against re-import.
 if not hasattr(creator, "EvoTopoFitness"):
     creator.create("EvoTopoFitness", base.Fitness, weights=(1.0,))
 if not hasattr(creator, "EvoTopoIndividual"):

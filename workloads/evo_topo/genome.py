@@ -7,7 +7,7 @@ layout). K can be 0 (W_in frozen, bias not a gene). One array keeps DEAP simple 
 HallOfFame compares with ``np.array_equal``) and lets structural mutations add or drop a neuron as one row
 plus one column. Values are ternary {-1, 0, 1} or continuous in [-1, 1]; each cell is non-zero with the
 ``density`` probability (``input_density`` for W_in). Every operator returns new arrays (copies, never
-views: DEAP's slice-swapping crossovers silently corrupt numpy individuals, stack.md).
+views: DEAP's slice-swapping crossovers silently corrupt numpy individuals).
 """
 
 from __future__ import annotations

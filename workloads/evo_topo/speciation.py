@@ -1,4 +1,4 @@
-"""NEAT-style speciation for matrix genomes (Stanley & Miikkulainen; science.md): to keep several lines of
+"""NEAT-style speciation for matrix genomes (Stanley & Miikkulainen 2002): to keep several lines of
 search alive instead of the early convergence the lab saw.
 
 Neurons align by index (as in the crossover). A connection is a non-zero cell: cells non-zero in both

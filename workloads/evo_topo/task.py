@@ -1,4 +1,4 @@
-"""The cue/position choice task of Chaix-Eichel et al. (arXiv 2401.10849; science.md).
+"""The cue/position choice task of Chaix-Eichel et al. (arXiv 2401.10849; docs/evo_topo.md).
 
 4 cues x 4 positions; a trial shows 2 different cues at 2 different positions: C(4,2) x P(4,2) = 72 distinct
 trials, presented in epochs (each epoch a fresh shuffle of all 72). Input, 16-d: one 8-d block per stimulus
