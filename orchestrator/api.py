@@ -193,14 +193,20 @@ class ExperimentStatus:
                 "sweeps": [s.to_dict() for s in self.sweeps]}
 
 
-def status(experiment: str, tracking_uri: str | None = None) -> ExperimentStatus:
-    """Runs brought up to date (journals ingested, dead jobs closed), then counted per group and per sweep."""
+def status(experiment: str, tracking_uri: str | None = None, where: str | None = None) -> ExperimentStatus:
+    """Runs brought up to date (journals ingested, dead jobs closed), then counted per group and per sweep;
+    with ``where`` (``params.noise > 0.1 and variant = low``), only the matching groups and their runs."""
     from orchestrator.analysis.status import experiment_status, sweep_status
     ledger, experiment_id, name = open_experiment(experiment, tracking_uri)
     records = driver.refresh(ledger, ledger.runs(experiment_id), make_backend)
     parents = driver.update_groups(ledger, experiment_id, records)
+    if where:
+        from orchestrator.analysis.compare import group_parents
+        kept = {p.data.tags.get(Tag.GROUP) for p in group_parents(ledger, experiment_id, where)}
+        parents = [p for p in parents if p.tags.get(Tag.GROUP) in kept]
+        records = [r for r in records if r.tags.get(Tag.GROUP) in kept]
     return ExperimentStatus(name, experiment_status(ledger, experiment_id, records, parents),
-                            sweep_status(ledger, experiment_id), records)
+                            [] if where else sweep_status(ledger, experiment_id), records)
 
 
 def group_status(ledger: Ledger, experiment_id: str) -> list[GroupStatus]:
@@ -276,7 +282,7 @@ def sync(workdir: Path = Path("mlruns/jobs"), tracking_uri: str | None = None) -
 
 def compare(experiment: str, metric: str | None = None, mode: str | None = None, baseline: str | None = None,
             by: list[str] | None = None, alpha: float = 0.05, curve: str | None = None, log: bool = True,
-            out: Path | None = None, tracking_uri: str | None = None) -> Report:
+            out: Path | None = None, tracking_uri: str | None = None, where: str | None = None) -> Report:
     """Do the groups differ across seeds? The report (statistics, tests, verdicts); with ``log`` it is also
     logged to MLflow with its plots, with ``out`` kept in that folder too."""
     import tempfile
@@ -286,7 +292,8 @@ def compare(experiment: str, metric: str | None = None, mode: str | None = None,
 
     name, spec_uri = experiment_name(experiment)
     ledger = Ledger(resolve_uri(tracking_uri, spec_uri), create=False)
-    result = run_compare(ledger, name, metric=metric, mode=mode, baseline=baseline, by=by, alpha=alpha, curve=curve)
+    result = run_compare(ledger, name, metric=metric, mode=mode, baseline=baseline, by=by, alpha=alpha, curve=curve,
+                         where=where)
     with tempfile.TemporaryDirectory(prefix="orch-compare-") as tmp:
         files = out or Path(tmp)
         if log or out:  # the plots cost a matplotlib import: only when they go somewhere

@@ -134,17 +134,19 @@ def tune(spec_path: SpecArg, sets: SetOpt = None, tracking_uri: UriOpt = None, r
 @handles_input_errors
 def status(experiment: ExperimentArg, tracking_uri: UriOpt = None, as_json: JsonOpt = False,
            watch: Annotated[bool, typer.Option("--watch", "-w", help="redraw every 2 s, with each running "
-                                               "run's step and rate, until nothing runs (Ctrl-C stops)")] = False):
+                                               "run's step and rate, until nothing runs (Ctrl-C stops)")] = False,
+           where: Annotated[Optional[str], typer.Option("--where", help="only the groups matching this filter, "
+                                                        "e.g. \"params.noise > 0.1\"")] = None):
     """Per group: finished / running / queued / failed / missing runs, and the main metric's mean; per
     `orch tune` sweep: trials finished / running / stopped early / failed, and the best score."""
     from orchestrator import api, render
-    state = api.status(experiment, tracking_uri)
+    state = api.status(experiment, tracking_uri, where)
     if as_json:
         print(json.dumps(state.to_dict(), indent=1))
         return
     if watch:
         try:
-            render.watch_status(lambda: api.status(experiment, tracking_uri))
+            render.watch_status(lambda: api.status(experiment, tracking_uri, where))
         except KeyboardInterrupt:
             pass
         return
@@ -235,12 +237,14 @@ def compare(experiment: ExperimentArg,
             out: Annotated[Optional[Path], typer.Option("--out", help="also keep the report and plots in this folder")] = None,
             log: Annotated[bool, typer.Option("--log/--no-log", help="log the report to MLflow (a comparison run, "
                                               "and the aggregates on each group's parent run)")] = True,
+            where: Annotated[Optional[str], typer.Option("--where", help="only the groups matching this MLflow "
+                                                         "filter, e.g. \"params.noise > 0.1\"")] = None,
             as_json: JsonOpt = False, tracking_uri: UriOpt = None):
     """Do the groups differ across seeds? Per group statistics, tests against the baseline, plain verdicts."""
     from orchestrator import api
     from orchestrator.analysis.report import print_report
     result = api.compare(experiment, metric=metric, mode=mode, baseline=baseline, by=by.split(",") if by else None,
-                         alpha=alpha, curve=curve, log=log, out=out, tracking_uri=tracking_uri)
+                         alpha=alpha, curve=curve, log=log, out=out, tracking_uri=tracking_uri, where=where)
     if as_json:
         print(json.dumps(result.to_dict(), indent=1))
         return

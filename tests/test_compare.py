@@ -185,3 +185,15 @@ def test_parents_carry_their_aggregates_when_their_seeds_finish_and_reports_upda
     store.orch("compare", "agg", "--alpha", "0.01", check=True)
     reports = ledger.client.search_runs([experiment_id], "tags.`orch.role` = 'compare'")
     assert len(reports) == 1 and reports[0].data.tags["orch.compare.alpha"] == "0.01"
+
+
+def test_where_keeps_the_matching_groups_in_compare_and_status(smoke):
+    out = compare_json(smoke, "--no-log", "--where", "params.offset > 0.1")
+    assert [g["name"] for g in out["groups"]] == ["high"]
+    out = compare_json(smoke, "--no-log", "--where", "params.offset < 0.1 and variant != low_copy")
+    assert [g["name"] for g in out["groups"]] == ["low"]
+    status = json.loads(smoke.orch("status", "cmp", "--json", "--where", "variant = high", check=True).output)
+    assert [g["variant"] for g in status["groups"]] == ["high"]
+    for where, message in (("offset > 1", "cannot read 'offset > 1'"), ("params.offset > 5", "no group matches")):
+        result = smoke.orch("compare", "cmp", "--no-log", "--where", where)
+        assert result.exit_code == 2 and message in result.output, result.output

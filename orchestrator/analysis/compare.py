@@ -153,9 +153,16 @@ def pooling_notes(parents: list, names: dict[str, str]) -> list[str]:
     return notes
 
 
-def group_parents(ledger: Ledger, experiment_id: str) -> list:
-    """The experiment's group runs (with params); none is an error that says what there is instead."""
+def group_parents(ledger: Ledger, experiment_id: str, where: str | None = None) -> list:
+    """The experiment's group runs (with params), those matching ``where`` (``analysis/where.py``) when
+    given; none is an error that says what there is instead."""
     parents = search_all(ledger.client, experiment_id, role_filter(Role.GROUP))
+    if parents and where:
+        from orchestrator.analysis.where import matches, parse
+        clauses = parse(where)
+        parents = [p for p in parents if matches(p, clauses)]
+        if not parents:
+            raise InputError(f"no group matches '{where}'", "--where")
     if not parents:
         if search_all(ledger.client, experiment_id, role_filter(Role.SWEEP)):
             raise InputError("the experiment holds only `orch tune` sweeps (compared in its trial table): compare "
@@ -329,7 +336,7 @@ def _baseline_name(baseline: str | None, names: list[str]) -> str | None:
 
 def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode: str | None = None,
                 baseline: str | None = None, by: list[str] | None = None, alpha: float = 0.05,
-                curve: str | None = None, confidence: float = stats.CONFIDENCE) -> Report:
+                curve: str | None = None, confidence: float = stats.CONFIDENCE, where: str | None = None) -> Report:
     experiment_id = ledger.experiment_id(experiment)
     if experiment_id is None:
         raise InputError(f"no experiment named '{experiment}' in {ledger.uri}")
@@ -338,7 +345,7 @@ def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode
     if mode is not None and mode not in ("min", "max"):
         raise InputError(f"expected 'min' or 'max', got '{mode}'", "--mode")
     notes = []
-    parents = group_parents(ledger, experiment_id)
+    parents = group_parents(ledger, experiment_id, where)
     main_metric, main_mode = default_metric(ledger, experiment_id) if metric is None or mode is None else (metric, mode)
     metric = metric or main_metric
     if mode is None:
