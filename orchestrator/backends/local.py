@@ -54,6 +54,7 @@ class LocalBackend:
         self._mp.set_forkserver_preload(["orchestrator.job.worker", *(preload or [])])
         self._queue: deque[RunDir] = deque()
         self._procs: dict[str, multiprocessing.process.BaseProcess] = {}
+        self._skipped: dict[str, str] = {}  # queued runs cancelled before they started: path -> reason
 
     @classmethod
     def from_spec(cls, spec: Spec | None, max_parallel: int | None = None, **_: Any) -> LocalBackend:
@@ -75,6 +76,13 @@ class LocalBackend:
         while self._queue and running < self.max_parallel:
             from orchestrator.job.worker import child_main
             run_dir = self._queue.popleft()
+            # `orch cancel` runs in another process than this queue's: all it can do to a queued run is
+            # leave a marker in its run directory (and journal its end), so look before forking. A marker
+            # rather than "the journal has an end": a resumed run's journal holds its earlier attempt's end.
+            reason = run_dir.cancelled()
+            if reason is not None:
+                self._skipped[str(run_dir.path)] = reason
+                continue
             proc = self._mp.Process(target=child_main, args=(str(run_dir.path),), daemon=False)
             proc.start()
             self._procs[str(run_dir.path)] = proc
@@ -89,6 +97,8 @@ class LocalBackend:
             proc = self._procs.get(path)
             if path in queued:
                 states.append(JobState(PENDING))
+            elif path in self._skipped:
+                states.append(JobState(DONE, self._skipped[path]))
             elif proc is not None:
                 states.append(JobState(RUNNING) if proc.is_alive() else JobState(DONE, exit_reason(proc.exitcode)))
             else:
@@ -108,6 +118,11 @@ class LocalBackend:
         return JobState(LOST, "the orchestrator or the worker process died before the run ended")
 
     def cancel(self, jobs: list[Job]) -> None:
+        """Queued runs are marked first, so the process that queued them never starts them (``_fill``);
+        then running workers are sent SIGTERM (ours as children, an earlier submission's by their pid).
+        A worker that forked between the mark and the pid lookup sees the mark itself (worker.execute)."""
+        for job in jobs:
+            job.run_dir.mark_cancelled("cancelled before it started")
         paths = {str(job.run_dir.path) for job in jobs}
         self._queue = deque(r for r in self._queue if str(r.path) not in paths)
         victims = [p for path, p in self._procs.items() if path in paths and p.is_alive()]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,13 +15,21 @@ from typing import Any
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write-then-rename, so a reader (or a resume) never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Write-then-rename, so a reader (or a resume) never sees half a file. The tmp file's name is unique
+    to this writer (tempfile, in the same directory so the rename stays on one filesystem): two processes
+    writing the same file at once (``orch cancel`` and ``orch submit`` ingesting one journal) must not
+    rename each other's tmp file away; the last rename wins, each a complete file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the file keeps the mode a plain open() would give it
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True)
@@ -55,10 +64,30 @@ class RunDir:
     def cursor(self) -> Path:
         return self.path / "ingested.json"
 
+    @property
+    def cancel_marker(self) -> Path:
+        return self.path / "cancelled"
+
     def create(self, payload: dict[str, Any]) -> None:
+        """(Re)arm the directory for a submission: a cancel marker left by an earlier ``orch cancel`` is
+        removed, since this submission asks for the run again (a resume of a cancelled run)."""
         self.path.mkdir(parents=True, exist_ok=True)
         self.artifacts.mkdir(exist_ok=True)
+        self.cancel_marker.unlink(missing_ok=True)
         atomic_write(self.spec_file, json.dumps(payload, indent=1, sort_keys=True).encode())
+
+    def mark_cancelled(self, reason: str) -> None:
+        """Tell whoever would start this run (the local backend of the ``orch submit`` that queued it, its
+        worker) not to: the run was closed while queued, by another process than the one that owns it."""
+        if self.path.is_dir():
+            atomic_write(self.cancel_marker, reason.encode())
+
+    def cancelled(self) -> str | None:
+        """The reason of a cancel that reached this run directory since it was last armed, else None."""
+        try:
+            return self.cancel_marker.read_text() or "cancelled"
+        except FileNotFoundError:
+            return None
 
     def load(self) -> dict[str, Any]:
         return json.loads(self.spec_file.read_text())

@@ -94,6 +94,9 @@ def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
     """Run the job described by ``<path>/run.json``; return its final status. Never raises for a
     workload error: the error is the run's outcome, written to the journal."""
     run_dir = RunDir(Path(path))
+    if run_dir.cancelled() is not None:
+        # Cancelled while queued (backends/local.py): the canceller journals its end; start nothing.
+        return KILLED
     job = run_dir.load()
     run = job["run"]
     cpus = int(job.get("cpus", 1))
@@ -118,6 +121,11 @@ def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
                   resumed_from_step=resumed_from, restart_count=int(os.environ.get("SLURM_RESTART_COUNT", 0)))
     previous_handler = signal.signal(signal.SIGTERM, _raise_terminated) if _main_thread() else None
     try:
+        cancelled = run_dir.cancelled()
+        if cancelled is not None:
+            # A cancel that marked the run between the check above and our `start` may have looked for our
+            # pid before we journaled it, so nobody will SIGTERM us: checking after `start` closes that window.
+            raise Terminated(cancelled)
         final = workload.run(params, ctx) or {}
         value = final.get(workload.metric)
         if value is None:
