@@ -15,14 +15,17 @@ from typing import Any, Literal, overload
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # a lab's cluster should not phone home
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" links in orch's output
 
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
-from mlflow.exceptions import MlflowException  # noqa: E402
-from mlflow.tracking import MlflowClient  # noqa: E402
+import sqlite3  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 from orchestrator.job.journal import JournalWriter, decode_number, read_journal  # noqa: E402
 from orchestrator.job.push import live_file, read_state  # noqa: E402
 from orchestrator.job.rundir import RunDir  # noqa: E402
 from orchestrator.tracking import sqlite  # noqa: E402
+
+if TYPE_CHECKING:
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
 from orchestrator.tracking.records import (  # noqa: E402
     BATCH,
     EXPERIMENT_KIND,
@@ -85,8 +88,35 @@ class Ledger:
                 raise InputError(f"no MLflow store at {path} (nothing submitted from here yet?); "
                                  "pass --tracking-uri or run from the project directory")
             path.parent.mkdir(parents=True, exist_ok=True)
-            sqlite.install()
-        self.client = MlflowClient(tracking_uri=uri)
+        self._client: MlflowClient | None = None
+        if create and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+            self.client  # noqa: B018 - a new store: MLflow creates its tables now, as a writer expects
+
+    @property
+    def client(self) -> MlflowClient:
+        """MLflow's client, made on first use: importing MLflow and opening its store cost a read-only
+        command (`orch status` with nothing running) seconds it does not need, since reads of an sqlite
+        store go straight to the file (``runs``, ``experiment_id``)."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+            if self.uri.startswith("sqlite:///"):
+                sqlite.install()
+            self._client = MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def _sqlite(self) -> sqlite3.Connection | None:
+        """A read-only connection to an sqlite store that MLflow has set up, else None (the client reads)."""
+        if not self.uri.startswith("sqlite:///"):
+            return None
+        path = Path(self.uri[len("sqlite:///"):])
+        if not path.exists():
+            return None
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='latest_metrics'").fetchone():
+            conn.close()  # a store MLflow has not created its tables in yet
+            return None
+        return conn
+
 
     # -- experiments ---------------------------------------------------------------------------
     @overload
@@ -96,6 +126,16 @@ class Ledger:
     def experiment_id(self, name: str, create: bool = False) -> str | None: ...
 
     def experiment_id(self, name: str, create: bool = False) -> str | None:
+        conn = self._sqlite()
+        if conn is not None:  # the common case, an active experiment, without MLflow
+            with conn:
+                row = conn.execute("SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?",
+                                   (name,)).fetchone()
+            conn.close()
+            if row is not None and row[1] == "active":
+                return str(row[0])
+            if row is None and not create:
+                return None
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
@@ -117,11 +157,35 @@ class Ledger:
         On a SQL store this reads just those columns (0.2 s for 2,000 runs); MLflow's search_runs would
         also build an object for every param of every run (1.4 s), which reconcile and status never read.
         Through a tracking server it goes through search_runs."""
+        conn = self._sqlite()
+        if conn is not None:
+            try:
+                return self._runs_sqlite(conn, experiment_id, role)
+            finally:
+                conn.close()
         engine = getattr(self.client._tracking_client.store, "engine", None)
         if engine is not None:
             return self._runs_sql(engine, experiment_id, role)
         return [RunRecord(r.info.run_id, r.info.status, r.data.tags, r.data.metrics, r.info.start_time)
                 for r in search_all(self.client, experiment_id, role_filter(role))]
+
+    @staticmethod
+    def _runs_sqlite(conn: sqlite3.Connection, experiment_id: str, role: str) -> list[RunRecord]:
+        """The same rows as ``_runs_sql``, with the standard library: no MLflow or SQLAlchemy import."""
+        ids = ("SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid WHERE t.key = ? AND t.value = ? "
+               "AND r.experiment_id = ? AND r.lifecycle_stage = 'active'")
+        args = (Tag.ROLE, role, int(experiment_id))
+        with conn:
+            rows = conn.execute(f"SELECT run_uuid, status, start_time FROM runs WHERE run_uuid IN ({ids})", args).fetchall()
+            tags: dict[str, dict[str, str]] = {run_id: {} for run_id, _, _ in rows}
+            for run_id, key, value in conn.execute(f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({ids})",
+                                                   args):
+                tags[run_id][key] = value
+            metrics: dict[str, dict[str, float]] = {run_id: {} for run_id, _, _ in rows}
+            for run_id, key, value, is_nan in conn.execute(
+                    f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({ids})", args):
+                metrics[run_id][key] = float("nan") if is_nan else value
+        return [RunRecord(run_id, status, tags[run_id], metrics[run_id], start) for run_id, status, start in rows]
 
     @staticmethod
     def _runs_sql(engine, experiment_id: str, role: str) -> list[RunRecord]:
@@ -158,6 +222,7 @@ class Ledger:
             tags["mlflow.parentRunId"] = parent_id
         run = self.client.create_run(experiment_id, run_name=name, tags=tags)
         run_id = run.info.run_id
+        from mlflow.entities import Param
         param_list = [Param(k, str(v)[:6000]) for k, v in params.items()]
         for chunk in chunks(param_list, 100):
             self.client.log_batch(run_id, params=chunk)
@@ -166,6 +231,7 @@ class Ledger:
         return run_id
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
 
     def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
@@ -183,6 +249,7 @@ class Ledger:
                    attempts: int = 4) -> None:
         """``log_batch``, retried when two writers (ingestion and a job's live push) inserted the same rows
         at once: MLflow's SQL store drops exact duplicates, but its check races the other's commit."""
+        from mlflow.exceptions import MlflowException
         for attempt in range(attempts):
             try:
                 self.client.log_batch(run_id, metrics=metrics, tags=tags or [])
@@ -208,6 +275,7 @@ class Ledger:
         pushed_live, records, offset = live_split(run_dir, run_id, cursor["offset"], records, offset)
         if not records:
             return cursor.get("ended")
+        from mlflow.entities import Metric, RunTag
         metrics: list[Metric] = []
         tags: dict[str, str] = {}
         end: dict[str, Any] | None = None

@@ -11,9 +11,6 @@ from __future__ import annotations
 import os
 import sqlite3
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-
 _installed = False
 
 
@@ -22,6 +19,8 @@ def install() -> None:
     if _installed or os.environ.get("ORCH_SQLITE_WAL", "1") == "0":
         return
     _installed = True
+    from sqlalchemy import event  # with MLflow's client only: read-only commands import neither
+    from sqlalchemy.engine import Engine
 
     @event.listens_for(Engine, "connect")
     def _pragmas(dbapi_connection, connection_record) -> None:  # noqa: ARG001 - sqlalchemy's signature
