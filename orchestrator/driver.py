@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Protocol
 
 import yaml
-from mlflow.entities import Metric
 
 from orchestrator.backends.base import DONE, LOST, Backend, Job
 from orchestrator.backends.base import RUNNING as JOB_RUNNING
@@ -324,6 +323,8 @@ def update_groups(ledger: Ledger, experiment_id: str, records: list[RunRecord] |
 
 def log_aggregates(ledger: Ledger, parent: RunRecord, seeds: list[RunRecord]) -> None:
     """``<metric>_mean``, ``_std``, ``_ci_low``, ``_ci_high``, ``_n`` of the group's FINISHED seeds."""
+    from mlflow.entities import Metric
+
     from orchestrator.analysis.stats import aggregates, summarize  # scipy: only when a group completes
     metric = parent.tags.get(Tag.METRIC, "")
     values = [r.metrics[metric] for r in seeds if r.status == FINISHED and metric in r.metrics]
