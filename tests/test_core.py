@@ -356,3 +356,18 @@ def test_ls_and_delete(store):
     again = store.orch("submit", str(path), "--seeds", "2", check=True)  # the name is free: all runs again
     assert "2 to run" in " ".join(again.output.split())
     assert store.orch("delete", "nothere", "--yes").exit_code == 2
+
+
+def test_status_and_an_idle_submit_import_no_mlflow(store):
+    """The lever behind commands that answer in under a second: reads of an sqlite store go to the file."""
+    path = store.spec(SMOKE)
+    store.orch("submit", str(path), "--seeds", "2", check=True)
+    code = ("import sys\nfrom orchestrator.cli import app\n"
+            "for args in (['status', 'core'], ['submit', sys.argv[2]]):\n"
+            "    try:\n        app([*args, '--tracking-uri', sys.argv[1]])\n    except SystemExit as e:\n"
+            "        assert not e.code, e.code\n"
+            "print('MLFLOW' if 'mlflow' in sys.modules else 'NO-MLFLOW')")
+    out = subprocess.run([sys.executable, "-c", code, store.uri, str(path)], cwd=store.root, capture_output=True,
+                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("NO-MLFLOW") and "0 to run" in " ".join(out.stdout.split())
