@@ -22,6 +22,7 @@ from orchestrator.options import (
     handles_input_errors,
 )
 from orchestrator.render import console, err_console
+from orchestrator.tracking.records import FINISHED, Tag
 
 
 @app.command()
@@ -71,14 +72,14 @@ def submit(spec_path: SpecArg,
                               "submit again to finish what is missing[/]")
         raise typer.Exit(130) from None
     _print_groups(sub.ledger, sub.experiment_id, sub.spec.name)
-    failed = [rid for rid, status in results.items() if status != "FINISHED"]
+    failed = [rid for rid, status in results.items() if status != FINISHED]
     if failed:
         err_console.print(f"[red]{len(failed)} run(s) did not finish[/]:")
         assert sub.ledger is not None
         for run_id in failed[:5]:
             record = sub.ledger.get(run_id)
             err_console.print(f"  {record.tags.get('mlflow.runName', run_id)}  {run_id}  {record.status}: "
-                              f"{record.tags.get('orch.error', '')}", highlight=False, markup=False)
+                              f"{record.tags.get(Tag.ERROR, '')}", highlight=False, markup=False)
         err_console.print(f"{'  ...' if len(failed) > 5 else ''}the output and traceback of each: orch logs RUN_ID")
         raise typer.Exit(1)
 
@@ -101,8 +102,8 @@ def run_one(spec_path: SpecArg, seed: Annotated[int, typer.Option("--seed", help
                                             started=lambda run, run_id: console.print(
                                                 f"running {run.label} seed {run.seed} in this process (run {run_id})"))
     console.print(f"{status}: " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(final.metrics.items())))
-    if status != "FINISHED":
-        console.print(f"error: {final.tags.get('orch.error', '')}")
+    if status != FINISHED:
+        console.print(f"error: {final.tags.get(Tag.ERROR, '')}")
         raise typer.Exit(1)
 
 
@@ -171,8 +172,8 @@ def logs(run: Annotated[str, typer.Argument(help="MLflow run id or orch run key"
     from orchestrator.job.journal import last_event
     record, run_dir, files = api.run_logs(run, tracking_uri)
     console.print(f"[bold]{record.run_id}[/] {record.status}  {run_dir.path}")
-    if record.tags.get("orch.error"):
-        console.print(f"[red]error:[/] {record.tags['orch.error']}")
+    if record.tags.get(Tag.ERROR):
+        console.print(f"[red]error:[/] {record.tags[Tag.ERROR]}")
     for log in files:
         console.rule(log.name)
         if log.exists():
