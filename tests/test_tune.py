@@ -84,7 +84,8 @@ def test_asha_sweep_stops_trials_early_records_all_under_one_parent_and_best_yam
     assert seeds["0"].metrics["final_loss"] == result.best.score
 
 
-def test_grid_is_covered_exactly_failing_trials_do_not_stop_the_sweep_and_scores_are_seed_means(store, ray_local):
+def test_grid_is_covered_exactly_failing_trials_do_not_stop_the_sweep_and_scores_are_seed_means(store, ray_local,
+                                                                                               capfd):
     spec = store.spec({"name": "grid", "workload": "smoke", "params": {"steps": 5, "noise": 0.3},
                        "resources": RESOURCES,
                        "tune": {"metric": "final_loss", "report": "loss", "search": "grid", "seeds_per_trial": 2,
@@ -109,6 +110,9 @@ def test_grid_is_covered_exactly_failing_trials_do_not_stop_the_sweep_and_scores
         assert records[row.trial_id].status == expected
         if expected == "FAILED":
             assert "fail_at_step" in records[row.trial_id].tags["orch.error"]
+    progress = [line for line in capfd.readouterr().out.splitlines() if line.strip().startswith("trial ")]
+    assert len(progress) == 4  # one line per trial as it ended, while the sweep ran
+    assert sum("finished: final_loss" in line for line in progress) == 2 and sum("failed:" in line for line in progress) == 2
 
 
 def test_resume_after_the_driver_is_killed(store, ray_local, tmp_path):

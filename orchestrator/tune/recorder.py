@@ -90,10 +90,12 @@ class SweepRecorder:
         iterations = last.get("training_iteration", 0)
         if last.get(FINAL_KEY):
             self.ledger.set_status(run_id, FINISHED)
+            self._say(trials, trial, f"finished: {self.metric} = {float(last[self.metric]):.6g}")
         else:  # completed without its final report: a scheduler (ASHA) stopped it
             self.ledger.set_tags(run_id, {Tag.EARLY_STOPPED: "true",
                                           Tag.STOPPED_AT_ITERATION: iterations})
             self.ledger.set_status(run_id, KILLED, f"stopped early by the scheduler after {iterations} reports")
+            self._say(trials, trial, f"stopped early after {iterations} reports")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         run_id = self.run_id(trial)
@@ -105,6 +107,16 @@ class SweepRecorder:
         self.ledger.log_text(run_id, message, "traceback.txt")
         lines = [line for line in message.strip().splitlines() if line.strip()]
         self.ledger.set_status(run_id, FAILED, lines[-1] if lines else "trial failed")
+        self._say(trials, trial, f"failed: {lines[-1] if lines else 'trial failed'}")
+
+    @staticmethod
+    def _say(trials, trial, what: str) -> None:
+        """One line per ended trial (the sweep's live progress on the terminal; Tune's own tables are off)."""
+        ended = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR")) + 1
+        config = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in flatten(trial.config).items())
+        print(f"  trial {trial.trial_id} ({min(ended, len(trials))}/{len(trials)} ended) {what}  [{config}]",
+              flush=True)
 
 
 _CALLBACK_CLASS: type | None = None
