@@ -3,9 +3,13 @@ requeue reaches orch.error, and Ctrl-C / MLflow leave orch's terminal clean (iss
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import threading
 from pathlib import Path
 
+import pytest
 from support import wait_for
 
 from orchestrator.job.journal import read_journal
@@ -102,3 +106,176 @@ def test_a_worker_started_on_a_cancelled_run_directory_runs_nothing(store, tmp_p
     records = read_journal(run_dir.journal)[0]
     assert [r["event"] for r in records] == ["start", "end"]
     assert records[-1]["status"] == "KILLED" and records[-1]["error"] == "cancelled before it started"
+
+
+# -- item 6: a refused Slurm requeue ----------------------------------------------------------------------
+@pytest.mark.parametrize("refused", [True, False])
+def test_a_refused_slurm_requeue_ends_the_run_saying_why(store, tmp_path, monkeypatch, refused):
+    """SIGUSR2 through submitit's own signal handler, as in a Slurm job; only the `scontrol requeue` call is
+    simulated: refused as with JobRequeue=0, the run ends KILLED with Slurm's answer in orch.error (it was
+    journaled `requeue` and closed later with only "Slurm: FAILED (NonZeroExitCode)"); accepted, the
+    journal says `requeue` and the worker leaves as before."""
+    from submitit.core.job_environment import SignalHandler
+    from submitit.core.utils import DelayedSubmission, JobPaths
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    from orchestrator.backends import slurm
+    from orchestrator.job import worker
+    from orchestrator.spec.plan import Run
+
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    monkeypatch.setattr(worker, "_requeue_reason", None)
+    monkeypatch.setattr(worker, "requeue_probe", None)
+    monkeypatch.setattr(SlurmJobEnvironment, "_requeue", SlurmJobEnvironment._requeue)  # SlurmRun replaces it
+    answer = "scontrol: error: Requested operation is presently disabled for job 4242"
+    asked: list[str] = []
+
+    def scontrol_requeue(job_id: str) -> subprocess.CompletedProcess:
+        asked.append(job_id)
+        return subprocess.CompletedProcess(["scontrol", "requeue", job_id], 1 if refused else 0, "",
+                                           answer + "\n" if refused else "")
+
+    monkeypatch.setattr(slurm, "scontrol_requeue", scontrol_requeue)
+    ledger = store.ledger()
+    experiment_id = ledger.experiment_id("cq", create=True)
+    run_id = ledger.create_run(experiment_id, "base/seed0", {"orch.role": "seed"}, {})
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.create({"run": Run("smoke", {"steps": 400, "sleep_s": 0.02}, 0, "base").to_dict(), "run_id": run_id,
+                    "experiment_id": experiment_id, "tracking_uri": store.uri, "cpus": 1, "gpus": 0})
+    job = slurm.SlurmRun(max_requeues=3)
+    delayed = DelayedSubmission(job, str(run_dir.path))
+    delayed.set_timeout(60, 3)
+    (tmp_path / "submitit").mkdir()  # where submitit re-dumps the call for the requeued attempt
+    handler = SignalHandler(SlurmJobEnvironment(), JobPaths(tmp_path / "submitit", job_id="4242"), delayed)
+
+    def preempt() -> None:
+        wait_for(lambda: run_dir.checkpoint.exists(), timeout=60, what="a checkpoint")
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, handler.checkpoint_and_try_requeue)
+    thread = threading.Thread(target=preempt)
+    thread.start()
+    try:
+        if refused:
+            assert job(str(run_dir.path)) == "KILLED"
+        else:
+            with pytest.raises(SystemExit):  # submitit's exit after a requeue
+                job(str(run_dir.path))
+    finally:
+        thread.join()
+        signal.signal(signal.SIGUSR2, previous)
+    assert asked == ["4242"]
+    records = read_journal(run_dir.journal)[0]
+    kinds = [r["event"] for r in records]
+    if not refused:
+        assert kinds[-1] == "requeue" and "end" not in kinds
+        return
+    assert "requeue" not in kinds and kinds[-1] == "end", kinds
+    assert records[-1]["status"] == "KILLED" and answer in records[-1]["error"]
+    assert ledger.ingest(run_dir) == "KILLED"
+    error = ledger.get(run_id).tags["orch.error"]
+    assert "Slurm refused to requeue job 4242" in error and "presently disabled" in error, error
+
+
+# -- item 9: a clean terminal ------------------------------------------------------------------------------
+def _smoke_run_dir(root: Path, store, params: dict) -> RunDir:
+    from orchestrator.spec.plan import Run
+    run_dir = RunDir(root / "run")
+    run_dir.create({"run": Run("smoke", params, 0, "base").to_dict(), "run_id": "x", "tracking_uri": store.uri,
+                    "cpus": 1, "gpus": 0})
+    return run_dir
+
+
+def _interrupted_while_setting_up(path: str) -> None:
+    from orchestrator.job import worker
+    worker.set_threads = lambda cpus: signal.raise_signal(signal.SIGINT)  # Ctrl-C before the workload runs
+    worker.child_main(path)
+
+
+def _interrupted_twice(path: str) -> None:
+    from orchestrator.job import journal, worker
+    write = journal.JournalWriter.write
+
+    def write_under_ctrl_c(self, event, **fields):
+        if event == "metrics" and fields["step"] == 2:
+            signal.raise_signal(signal.SIGINT)  # the Ctrl-C, inside the workload
+        if event == "end":  # a second Ctrl-C, and the orchestrator's SIGTERM, while the end is journaled
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGTERM)
+        write(self, event, **fields)
+
+    journal.JournalWriter.write = write_under_ctrl_c  # type: ignore[method-assign]
+    worker.child_main(path)
+
+
+@pytest.mark.parametrize("how", ["setting_up", "twice"])
+def test_a_local_worker_interrupted_by_ctrl_c_exits_without_a_traceback(store, tmp_path, capfd, how):
+    # A Ctrl-C reaches every worker with orch; one landing outside the workload (or a second one) made
+    # multiprocessing print "Process ForkServerProcess-N: Traceback ..." for each worker on orch's terminal.
+    import multiprocessing
+    run_dir = _smoke_run_dir(tmp_path, store, {"steps": 50, "sleep_s": 0.01})
+    target = _interrupted_while_setting_up if how == "setting_up" else _interrupted_twice
+    proc = multiprocessing.get_context("fork").Process(target=target, args=(str(run_dir.path),))
+    proc.start()
+    proc.join(60)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    if how == "setting_up":
+        assert proc.exitcode == 130 and not run_dir.journal.exists()  # orch closes the run: it got the Ctrl-C too
+    else:
+        records = read_journal(run_dir.journal)[0]
+        assert proc.exitcode == 1 and records[-1]["event"] == "end" and records[-1]["status"] == "KILLED"
+
+
+def test_ctrl_c_on_submit_leaves_a_clean_terminal_and_every_run_killed(store):
+    # What a terminal does on Ctrl-C: SIGINT to the whole foreground process group (orch, its forkserver, the
+    # workers). Also: a new store's MLflow INFO lines ("Creating initial MLflow database tables") are not shown.
+    path = store.spec({**SMOKE, "params": {"steps": 2000, "sleep_s": 0.05}, "seeds": 3})
+    submit = store.orch_process("submit", str(path), "--max-parallel", "2", start_new_session=True)
+    try:
+        wait_for(lambda: sum(any(r["event"] == "start" for r in records)
+                             for records in journals(store.workdir).values()) == 2, timeout=90, what="two workers")
+        os.killpg(submit.pid, signal.SIGINT)
+        out, _ = submit.communicate(timeout=90)
+    finally:
+        if submit.poll() is None:
+            os.killpg(submit.pid, signal.SIGKILL)
+            submit.wait()
+    assert submit.returncode == 130, out
+    assert "Traceback" not in out and "ForkServerProcess" not in out, out
+    assert "MLflow database tables" not in out and "INFO" not in out, out
+    assert "cancelled" in out
+    assert {r.status for r in store.seed_runs("cq")} == {"KILLED"}
+    for records in journals(store.workdir).values():
+        assert records[-1]["event"] == "end" and records[-1]["status"] == "KILLED"
+
+
+QUIET_SCRIPT = """
+import sys
+if sys.argv[1] == "mlflow-first":
+    import mlflow  # noqa: F401
+from orchestrator.tracking.ledger import Ledger
+ledger = Ledger(sys.argv[2])
+experiment_id = ledger.experiment_id("q", create=True)
+run_id = ledger.create_run(experiment_id, "r", {"orch.role": "seed"}, {})
+for i in range(3):
+    ledger.log_text(run_id, "x" * 100, f"a{i}.txt")
+ledger.client.download_artifacts(run_id, "", sys.argv[3])
+print("downloaded")
+"""
+
+
+@pytest.mark.parametrize("order", ["ledger-first", "mlflow-first"])
+def test_mlflow_prints_no_info_lines_or_progress_bars(tmp_path, order):
+    import sys
+
+    from conftest import REPO
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_LOGGING_LEVEL", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")}
+    proc = subprocess.run([sys.executable, "-c", QUIET_SCRIPT, order, f"sqlite:///{tmp_path / 'mlflow.db'}",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
+                          env={**env, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0 and proc.stdout.strip() == "downloaded", proc.stderr
+    assert "MLflow database tables" not in proc.stderr and "Downloading artifacts" not in proc.stderr, proc.stderr
+    assert (tmp_path / "out" / "a2.txt").exists()

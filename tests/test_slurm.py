@@ -308,3 +308,24 @@ def test_orch_killed_mid_submission_is_reconciled_without_duplicates(slurm, stor
     assert starts == [1, 1, 1]  # every run executed exactly once
     if fault == "after-sbatch":  # the orphaned array was adopted, not resubmitted
         assert {read_record(RunDir(Path(r.tags["orch.run_dir"])))["token"] for r in final} == tokens
+
+
+@pytest.mark.slow
+def test_a_requeue_slurm_refuses_ends_the_run_with_slurms_answer(slurm, store):
+    """A job Slurm will not requeue (`Requeue=0` on the job, what `JobRequeue=0` in slurm.conf makes the
+    default): SIGUSR2 -> submitit asks `scontrol requeue`, Slurm answers "Requested operation is presently
+    disabled", and that answer is the run's orch.error (it was journaled `requeue`, then closed KILLED with
+    only "Slurm: FAILED (NonZeroExitCode)")."""
+    spec = store.spec({"name": "sl_norequeue", "workload": "smoke", "params": {"steps": 400, "sleep_s": 0.1}})
+    store.orch("submit", str(spec), *SLURM, check=True)
+    (run,) = store.seed_runs("sl_norequeue")
+    run_dir = RunDir(Path(run.tags["orch.run_dir"]))
+    wait_for(lambda: any(r["event"] == "checkpoint" for r in read_journal(run_dir.journal)[0]), what="a checkpoint")
+    job_id = run.tags["orch.job_id"]
+    subprocess.run(["scontrol", "update", f"JobId={job_id}", "Requeue=0"], check=True, capture_output=True)
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    (final,) = status_until(store, "sl_norequeue", {"FINISHED", "FAILED", "KILLED"})
+    assert final.status == "KILLED"
+    assert "Slurm refused to requeue" in final.tags["orch.error"] and "disabled" in final.tags["orch.error"]
+    records, _ = read_journal(run_dir.journal)
+    assert "requeue" not in events(records) and events(records).count("start") == 1

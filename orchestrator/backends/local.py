@@ -40,6 +40,26 @@ def last_start_pid(run_dir: RunDir) -> int | None:
     return start["pid"] if start else None
 
 
+def start_forkserver_quietly() -> None:
+    """Start the forkserver (if it is not running) with SIGINT ignored. It keeps that disposition across
+    its exec, so a Ctrl-C while it imports the workload (seconds, for torch) prints no KeyboardInterrupt
+    traceback from it (multiprocessing ignores SIGINT there only once its imports are done), and its
+    children start with SIGINT ignored until ``worker.child_main`` turns it into a KeyboardInterrupt.
+    A Ctrl-C to orch in the few milliseconds of the spawn itself is lost: the user presses it again."""
+    import threading
+    from multiprocessing import forkserver
+
+    previous = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+    if previous is None:  # not the main thread, or a handler not set from Python (it could not be put back)
+        forkserver.ensure_running()
+        return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 class LocalBackend:
     name = "local"
     blocking = True
@@ -73,6 +93,8 @@ class LocalBackend:
 
     def _fill(self) -> None:
         running = sum(1 for p in self._procs.values() if p.is_alive())
+        if self._queue and running < self.max_parallel:
+            start_forkserver_quietly()
         while self._queue and running < self.max_parallel:
             from orchestrator.job.worker import child_main
             run_dir = self._queue.popleft()

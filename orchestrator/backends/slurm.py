@@ -66,6 +66,12 @@ class SlurmRun(Checkpointable):
     def __call__(self, run_dir: str) -> str:
         from orchestrator.job import worker
         worker.requeue_probe = requeued_by_slurm
+        # submitit requeues with `subprocess.check_call(["scontrol", "requeue", ...])`: a refusal raises a
+        # CalledProcessError that carries neither scontrol's answer nor the fact that no requeue happened.
+        # Its SlurmJobEnvironment is made inside submitit's process_job, so the method is replaced here, in
+        # the job's own process only.
+        from submitit.slurm.slurm import SlurmJobEnvironment
+        SlurmJobEnvironment._requeue = _requeue_or_say_why  # type: ignore[method-assign, assignment]
         with output_to(RunDir(Path(run_dir))):
             return worker.execute(run_dir)
 
@@ -80,6 +86,25 @@ class SlurmRun(Checkpointable):
         worker.request_requeue(f"Slurm signal (preemption or time limit); requeue {restarts + 1} of at most "
                                f"{self.max_requeues}")
         return DelayedSubmission(self, run_dir)
+
+
+def scontrol_requeue(job_id: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+
+
+def _requeue_or_say_why(env: Any, countdown: int) -> None:
+    """submitit's ``SlurmJobEnvironment._requeue``, keeping Slurm's answer when it refuses (``JobRequeue=0``
+    in slurm.conf, or a job submitted ``--no-requeue``: "Requested operation is presently disabled")."""
+    try:
+        proc = scontrol_requeue(env.job_id)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        from orchestrator.job import worker
+        worker.requeue_refused(f"Slurm could not requeue job {env.job_id}: scontrol requeue: {err}")
+    if proc.returncode != 0:
+        from orchestrator.job import worker
+        answer = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
+        worker.requeue_refused(f"Slurm refused to requeue job {env.job_id}: {answer}")
+    print(f"orch: requeued job {env.job_id} ({countdown} time-outs left)", file=sys.stderr, flush=True)
 
 
 def requeued_by_slurm() -> str | None:

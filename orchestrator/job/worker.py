@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -30,6 +30,10 @@ class Terminated(BaseException):
     """Raised in the workload by SIGTERM so the journal records KILLED before the process ends."""
 
 
+class RequeueRefused(Terminated):
+    """The scheduler refused the requeue it was asked for: the run ends KILLED, saying why."""
+
+
 _requeue_reason: str | None = None  # set by a scheduler's checkpoint handler (backends/slurm.py) before it requeues
 
 
@@ -40,6 +44,16 @@ def request_requeue(reason: str) -> None:
     requeue is ignored."""
     global _requeue_reason
     _requeue_reason = reason
+
+
+def requeue_refused(answer: str) -> NoReturn:
+    """The requeue announced by ``request_requeue`` did not happen (e.g. Slurm's ``JobRequeue=0``): without
+    this the interruption would be journaled ``requeue`` and the run wait for an attempt that never comes,
+    closed later with only the job's exit state. Raised from the scheduler's signal handler, inside the
+    workload: the run ends KILLED with the scheduler's answer as its error (``orch.error``)."""
+    global _requeue_reason
+    reason, _requeue_reason = _requeue_reason, None
+    raise RequeueRefused(f"{answer} (after {reason})" if reason else answer)
 
 
 requeue_probe: Callable[[], str | None] | None = None  # set under a scheduler: is this SIGTERM a requeue?
@@ -119,7 +133,9 @@ def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
             resumed_from = pickle.load(f)["step"]
     journal.write("start", attempt=attempt, pid=os.getpid(), host=socket.gethostname(),
                   resumed_from_step=resumed_from, restart_count=int(os.environ.get("SLURM_RESTART_COUNT", 0)))
-    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated) if _main_thread() else None
+    main = _main_thread()
+    previous_term = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
+    previous_int = signal.getsignal(signal.SIGINT) if main else None
     try:
         cancelled = run_dir.cancelled()
         if cancelled is not None:
@@ -136,6 +152,9 @@ def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
             status, error = FINISHED, None
         journal.write("end", status=status, final=final, error=error)
     except BaseException as err:  # noqa: BLE001 - the run's failure is data, not a crash of the worker
+        if main:  # a second Ctrl-C, or the orchestrator's SIGTERM after its own Ctrl-C, must not cut the end short
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if _requeue_reason is not None:  # submitit requeued the job and exits: no end, the run goes on later
             journal.write("requeue", step=ctx.last_step, reason=_requeue_reason)
             raise
@@ -147,14 +166,16 @@ def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
             journal.write("end", status=status, final={}, error=f"{type(err).__name__}: {err}",
                           traceback=traceback.format_exc())
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
         journal.sync()
         journal.close()
         if pusher is not None:
             pusher.close()  # last push; what it cannot send is ingested from the journal
         if restore_usr2 is not None:
             restore_usr2()
+        if previous_term is not None:  # `orch run` executes in orch's own process: give its handlers back
+            signal.signal(signal.SIGTERM, previous_term)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
     return status
 
 
@@ -163,11 +184,25 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+INTERRUPTED_EXIT = 130  # what a shell reports for a process ended by Ctrl-C
+
+
 def child_main(path: str) -> None:
-    """Entry point of a local-backend process: logs to the run directory, then ``execute``."""
+    """Entry point of a local-backend process: logs to the run directory, then ``execute``.
+
+    Ctrl-C in a terminal reaches every process of its group, so each worker gets it with the orchestrator.
+    Inside the workload it is journaled KILLED (``execute``); landing anywhere else (while the run sets up,
+    before it journaled ``start``) it ends the process quietly: the orchestrator got the same Ctrl-C and
+    closes a run whose journal has no end KILLED. Left to multiprocessing, each such worker printed its
+    traceback on orch's terminal."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    with output_to(RunDir(Path(path))):
-        status = execute(path)
+    try:
+        with output_to(RunDir(Path(path))):
+            status = execute(path)
+    except (KeyboardInterrupt, Terminated):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(INTERRUPTED_EXIT)
     sys.exit(0 if status == FINISHED else 1)
 
 

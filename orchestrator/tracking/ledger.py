@@ -7,6 +7,7 @@ fresh store at once (docs/architecture.md)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -14,6 +15,12 @@ from typing import Any, Literal, overload
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # a lab's cluster should not phone home
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run" links in orch's output
+# orch's terminal shows orch's output: no "Creating initial MLflow database tables" INFO lines from a new store,
+# no tqdm "Downloading artifacts" bars; MLflow's warnings still show. The level is read when mlflow is imported,
+# so it is also set on the logger, for a process that imported mlflow before this module.
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
 
 import sqlite3  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
