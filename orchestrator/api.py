@@ -122,7 +122,8 @@ def submit(spec_path: str | Path, seeds: int | None = None, wait: bool = True, s
 
 def run_in_process(spec_path: str | Path, seed: int = 0, variant: str | None = None, sets: list[str] | None = None,
                    tracking_uri: str | None = None, started: Callable[[Run, str], None] | None = None,
-                   force: bool = False) -> tuple[Run, str, RunRecord]:
+                   force: bool = False,
+                   on_failure: Callable[[BaseException], None] | None = None) -> tuple[Run, str, RunRecord]:
     """``orch run``: one run in this process (a debugger and print() work), recorded like any other.
     A seed that already FINISHED is refused: every reader counts one run per key. ``force`` runs it again
     and, once the new run finished, marks the old record superseded and deletes it from the experiment
@@ -149,7 +150,7 @@ def run_in_process(spec_path: str | Path, seed: int = 0, variant: str | None = N
     ledger.set_tags(prepared.run_id, {Tag.JOB_ID: "in-process", Tag.VIA: "orch run"})
     if started is not None:
         started(run, prepared.run_id)
-    status = worker.execute(prepared.run_dir.path)
+    status = worker.execute(prepared.run_dir.path, on_failure=on_failure)
     ledger.ingest(prepared.run_dir)
     if status == FINISHED:
         for old in finished:

@@ -95,10 +95,17 @@ def run_one(spec_path: SpecArg, seed: Annotated[int, typer.Option("--seed", help
             variant: Annotated[Optional[str], typer.Option("--variant", help="which variant (default: first)")] = None,
             sets: SetOpt = None, tracking_uri: UriOpt = None,
             force: Annotated[bool, typer.Option("--force", help="run a seed that already FINISHED again "
-                                                "(the old record is superseded)")] = False):
+                                                "(the old record is superseded)")] = False,
+            pdb: Annotated[bool, typer.Option("--pdb", help="on a workload error, a pdb post-mortem at the "
+                                              "failing line (the run is recorded FAILED first)")] = False):
     """One run, in this process (a debugger and print() work), recorded in MLflow like any other."""
     from orchestrator import api
+    def post_mortem(err: BaseException) -> None:
+        import pdb as debugger
+        debugger.post_mortem(err.__traceback__)
+
     run, status, final = api.run_in_process(spec_path, seed, variant, sets, tracking_uri, force=force,
+                                            on_failure=post_mortem if pdb else None,
                                             started=lambda run, run_id: console.print(
                                                 f"running {run.label} seed {run.seed} in this process (run {run_id})"))
     console.print(f"{status}: " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(final.metrics.items())))

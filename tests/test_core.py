@@ -371,3 +371,15 @@ def test_status_and_an_idle_submit_import_no_mlflow(store):
                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("NO-MLFLOW") and "0 to run" in " ".join(out.stdout.split())
+
+
+def test_orch_run_pdb_opens_a_post_mortem_at_the_failing_line(store):
+    path = store.spec({**SMOKE, "params": {"steps": 3, "fail_at_step": 1}})
+    out = subprocess.run([*ORCH, "run", str(path), "--pdb", "--tracking-uri", store.uri], cwd=store.root,
+                         input="p step\nq\n", capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 1, out.stderr
+    assert "(Pdb)" in out.stdout and "workloads/smoke" in out.stdout  # stopped in the workload's frame
+    assert "(Pdb) 1\n" in out.stdout  # `p step` printed the failing step
+    (run,) = store.seed_runs("core")
+    assert run.status == "FAILED"  # recorded before the debugger opened

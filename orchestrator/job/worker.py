@@ -104,9 +104,11 @@ def previous_attempts(run_dir: RunDir) -> int:
     return len(events(run_dir.journal, "start"))
 
 
-def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
+def execute(path: str | Path, extra_callbacks: list | None = None,
+            on_failure: Callable[[BaseException], None] | None = None) -> str:
     """Run the job described by ``<path>/run.json``; return its final status. Never raises for a
-    workload error: the error is the run's outcome, written to the journal."""
+    workload error: the error is the run's outcome, written to the journal. ``on_failure`` (``orch run
+    --pdb``: a post-mortem) sees the workload's exception once its end is journaled."""
     run_dir = RunDir(Path(path))
     if run_dir.cancelled() is not None:
         # Cancelled while queued (backends/local.py): the canceller journals its end; start nothing.
@@ -165,6 +167,9 @@ def execute(path: str | Path, extra_callbacks: list | None = None) -> str:
             status = FAILED
             journal.write("end", status=status, final={}, error=f"{type(err).__name__}: {err}",
                           traceback=traceback.format_exc())
+            if on_failure is not None:
+                journal.sync()
+                on_failure(err)
     finally:
         journal.sync()
         journal.close()
