@@ -275,9 +275,10 @@ def sync(workdir: Path = Path("mlruns/jobs"), tracking_uri: str | None = None) -
         uri = tracking_uri or run_dir.load().get("tracking_uri") or resolve_uri(None)
         ledger = ledgers.setdefault(uri, Ledger(uri))
         before = run_dir.read_cursor().get("offset", 0)
-        if ledger.ingest(run_dir):
-            counts["ended"] += 1
-        counts["ingested"] += run_dir.read_cursor().get("offset", 0) != before
+        ended = ledger.ingest(run_dir)
+        moved = run_dir.read_cursor().get("offset", 0) != before
+        counts["ingested"] += moved
+        counts["ended"] += bool(ended and moved)  # ended by these lines, not already recorded
     return counts
 
 
