@@ -55,7 +55,7 @@ class Submission:
         self.backend = make_backend(self.spec.backend, self.spec, max_parallel=self.max_parallel,
                                     ray_address=self.ray_address)
         self.ledger = Ledger(self.uri)
-        self.experiment_id = self.ledger.experiment_id(self.spec.name, create=True) or ""
+        self.experiment_id = self.ledger.experiment_id(self.spec.name, create=True)
         backend = self.backend
         records = driver.refresh(self.ledger, self.ledger.runs(self.experiment_id),
                                  lambda name: backend if name == self.spec.backend else make_backend(name))
@@ -65,13 +65,12 @@ class Submission:
     def preview(self) -> driver.Reconciled:
         """What ``reconcile`` would find, read-only (``--dry-run``): no backend, no store or experiment
         created, no record changed. Runs of jobs that died unseen still count as active here."""
-        uri_path = self.uri[len("sqlite:///"):] if self.uri.startswith("sqlite:///") else None
-        records: list[RunRecord] = []
-        if uri_path is None or Path(uri_path).exists():
+        try:
             ledger = Ledger(self.uri, create=False)
-            experiment_id = ledger.experiment_id(self.spec.name)
-            records = ledger.runs(experiment_id) if experiment_id else []
-        return driver.reconcile(self.runs, records)
+        except InputError:  # no store yet: everything is new
+            return driver.reconcile(self.runs, [])
+        experiment_id = ledger.experiment_id(self.spec.name)
+        return driver.reconcile(self.runs, ledger.runs(experiment_id) if experiment_id else [])
 
     def launch(self) -> list[driver.Prepared]:
         """Create the MLflow runs and run directories of what is to run, and hand them to the backend."""
@@ -139,7 +138,7 @@ def run_in_process(spec_path: str | Path, seed: int = 0, variant: str | None = N
         raise InputError(f"unknown variant '{chosen}'{did_you_mean(chosen, names)}; known: {', '.join(names)}", "--variant")
     run = next(r for r in runs if r.variant == chosen)
     ledger = Ledger(resolve_uri(tracking_uri, spec.tracking.uri))
-    experiment_id = ledger.experiment_id(spec.name, create=True) or ""
+    experiment_id = ledger.experiment_id(spec.name, create=True)
     attempts = by_key(ledger.runs(experiment_id)).get(run.key, [])
     finished = [r for r in attempts if r.status == FINISHED]
     if finished and not force:
@@ -208,11 +207,6 @@ def status(experiment: str, tracking_uri: str | None = None, where: str | None =
         records = [r for r in records if r.tags.get(Tag.GROUP) in kept]
     return ExperimentStatus(name, experiment_status(ledger, experiment_id, records, parents),
                             [] if where else sweep_status(ledger, experiment_id), records)
-
-
-def group_status(ledger: Ledger, experiment_id: str) -> list[GroupStatus]:
-    from orchestrator.analysis.status import experiment_status
-    return experiment_status(ledger, experiment_id)
 
 
 def find_run(ledger: Ledger, run: str) -> RunRecord:
@@ -349,7 +343,7 @@ def delete_experiment(name: str, tracking_uri: str | None = None) -> tuple[int, 
     folders = {Path(r.data.tags[Tag.RUN_DIR]) for r in runs if r.data.tags.get(Tag.RUN_DIR)}
     removed = 0
     for folder in folders:
-        if (folder / "run.json").exists() or (folder / "orch_sweep.json").exists() or folder.is_dir():
+        if folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     for run in runs:

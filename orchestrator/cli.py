@@ -85,8 +85,9 @@ def submit(spec_path: SpecArg,
 
 
 def _print_groups(ledger, experiment_id: str, name: str) -> None:
-    from orchestrator import api, render
-    console.print(render.status_table(name, api.group_status(ledger, experiment_id)))
+    from orchestrator import render
+    from orchestrator.analysis.status import experiment_status
+    console.print(render.status_table(name, experiment_status(ledger, experiment_id)))
 
 
 @app.command("run")

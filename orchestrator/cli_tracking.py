@@ -12,11 +12,7 @@ import typer
 from orchestrator.errors import InputError
 from orchestrator.options import UriOpt, app, handles_input_errors
 from orchestrator.render import console, err_console
-
-
-def resolve_uri(cli_uri: str | None) -> str:
-    from orchestrator.tracking.ledger import resolve_uri as resolve
-    return resolve(cli_uri)
+from orchestrator.tracking.ledger import resolve_uri
 
 
 @app.command()

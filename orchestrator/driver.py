@@ -323,12 +323,8 @@ def update_groups(ledger: Ledger, experiment_id: str, records: list[RunRecord] |
 
 def log_aggregates(ledger: Ledger, parent: RunRecord, seeds: list[RunRecord]) -> None:
     """``<metric>_mean``, ``_std``, ``_ci_low``, ``_ci_high``, ``_n`` of the group's FINISHED seeds."""
-    from mlflow.entities import Metric
-
     from orchestrator.analysis.stats import aggregates, summarize  # scipy: only when a group completes
     metric = parent.tags.get(Tag.METRIC, "")
     values = [r.metrics[metric] for r in seeds if r.status == FINISHED and metric in r.metrics]
     if metric and values:
-        stamp = int(time.time() * 1000)
-        ledger.client.log_batch(parent.run_id, metrics=[Metric(k, v, stamp, 0)
-                                                        for k, v in aggregates(metric, summarize(values)).items()])
+        ledger.log_values(parent.run_id, aggregates(metric, summarize(values)))

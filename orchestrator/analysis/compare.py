@@ -8,13 +8,10 @@ missing ones come from ``status.experiment_status`` so that both commands agree.
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from mlflow.entities import Metric
 
 from orchestrator.analysis import stats
 from orchestrator.analysis.status import experiment_status
@@ -122,7 +119,7 @@ def group_names(parents: list, by: list[str]) -> dict[str, str]:
     if not by:
         labels = {p.info.run_id: p.data.tags.get("mlflow.runName") or p.data.tags.get(Tag.GROUP, "?") for p in parents}
         names = dict(labels)
-        for label in {v for v in labels.values() if list(labels.values()).count(v) > 1}:
+        for label in [v for v, n in Counter(labels.values()).items() if n > 1]:
             same = [p for p in parents if labels[p.info.run_id] == label]
             keys = _differing_params(same)
             for p in same:
@@ -171,10 +168,9 @@ def group_parents(ledger: Ledger, experiment_id: str, where: str | None = None) 
     return parents
 
 
-def gather(ledger: Ledger, experiment_id: str, metric: str, by: list[str], parents: list | None = None) -> list[Group]:
-    """Groups with the final values of ``metric`` of their FINISHED seeds (and the other runs counted)."""
-    parents = group_parents(ledger, experiment_id) if parents is None else parents
-    names = group_names(parents, by)
+def gather(ledger: Ledger, experiment_id: str, metric: str, names: dict[str, str]) -> list[Group]:
+    """Groups with the final values of ``metric`` of their FINISHED seeds (and the other runs counted);
+    ``names``: parent run id -> group name (``group_names``)."""
     groups: dict[str, Group] = {}
     by_group_tag: dict[str, Group] = {}
     for status in experiment_status(ledger, experiment_id):  # ordered by start: the spec's order
@@ -353,8 +349,9 @@ def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode
         if metric != main_metric:
             notes.append(f"assumed lower {metric} is better; pass --mode max if higher is better")
     by = [b.strip() for b in (by or []) if b.strip()]
-    groups = gather(ledger, experiment_id, metric, by, parents)
-    notes += pooling_notes(parents, group_names(parents, by))
+    names = group_names(parents, by)
+    groups = gather(ledger, experiment_id, metric, names)
+    notes += pooling_notes(parents, names)
     baseline = _baseline_name(baseline, [g.name for g in groups])
 
     for g in groups:
@@ -388,28 +385,20 @@ def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode
 
 
 # -- writing back to MLflow ---------------------------------------------------------------------------
-def aggregates(report: Report, group: Group) -> dict[str, float]:
-    assert group.summary is not None, "run_compare summarises every group"
-    return stats.aggregates(report.metric, group.summary)
-
-
 def log_to_mlflow(ledger: Ledger, report: Report, files: Path) -> str:
     """Aggregates on each group's parent run (when the group is exactly one parent: a merged group has
     no parent of its own), and a comparison run holding the report and plots as artifacts."""
-    now = int(time.time() * 1000)
     for group in report.groups:
         if len(group.parents) == 1 and group.summary is not None:
-            metrics = [Metric(k, v, now, 0) for k, v in aggregates(report, group).items()]
-            if metrics:
-                ledger.client.log_batch(group.parents[0], metrics=metrics)
+            ledger.log_values(group.parents[0], stats.aggregates(report.metric, group.summary))
     verdicts = "\n".join(f"- {c.verdict}" for c in report.comparisons) or "(no comparison)"
     tags = {Tag.ROLE: Role.COMPARE, Tag.METRIC: report.metric, Tag.MODE: report.mode,
             Tag.BASELINE: report.baseline or "", Tag.BY: ",".join(report.by) or "group",
             "mlflow.note.content": f"orch compare {report.metric} ({report.mode})\n\n{verdicts}"[:5000]}
-    params = {"metric": report.metric, "mode": report.mode, "alpha": report.alpha,
-              "baseline": report.baseline or "(all pairs)", "by": ",".join(report.by) or "group"}
+    settings = {"metric": report.metric, "mode": report.mode, "alpha": report.alpha,
+                "baseline": report.baseline or "(all pairs)", "by": ",".join(report.by) or "group"}
     # one report run per metric, updated by each `orch compare` (the settings of the latest are its tags)
-    tags.update({f"orch.compare.{k}": str(v) for k, v in params.items()})
+    tags.update({f"orch.compare.{k}": str(v) for k, v in settings.items()})
     found = search_all(ledger.client, report.experiment_id,
                        f"{role_filter(Role.COMPARE)} and tags.`{Tag.METRIC}` = '{report.metric}'")
     if found:
@@ -418,9 +407,8 @@ def log_to_mlflow(ledger: Ledger, report: Report, files: Path) -> str:
         ledger.set_status(run_id, RUNNING)
     else:
         run_id = ledger.create_run(report.experiment_id, f"compare {report.metric}", tags, {}, status=RUNNING)
-    summary = [Metric(f"groups_significant_{'better' if o == 'better' else 'worse'}",
-                      float(sum(c.outcome == o for c in report.comparisons)), now, 0) for o in ("better", "worse")]
-    ledger.client.log_batch(run_id, metrics=summary)
+    ledger.log_values(run_id, {f"groups_significant_{o}": sum(c.outcome == o for c in report.comparisons)
+                               for o in ("better", "worse")})
     ledger.client.log_artifacts(run_id, str(files))
     ledger.set_status(run_id, FINISHED)
     report.compare_run_id = run_id

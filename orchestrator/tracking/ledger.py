@@ -23,6 +23,8 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
 
 import sqlite3  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from contextlib import closing, contextmanager  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 from orchestrator.job.journal import JournalWriter, decode_number, read_journal  # noqa: E402
@@ -88,16 +90,16 @@ class Ledger:
     def __init__(self, uri: str, create: bool = True):
         """``create=False`` (read-only commands): a missing sqlite store is an error, not a new file."""
         self.uri = uri
-        if uri.startswith("sqlite:///"):
-            path = Path(uri[len("sqlite:///"):])
-            if not create and not path.exists():
-                from orchestrator.errors import InputError
-                raise InputError(f"no MLflow store at {path} (nothing submitted from here yet?); "
-                                 "pass --tracking-uri or run from the project directory")
-            path.parent.mkdir(parents=True, exist_ok=True)
+        self.sqlite_path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
         self._client: MlflowClient | None = None
-        if create and uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-            self.client  # noqa: B018 - a new store: MLflow creates its tables now, as a writer expects
+        if self.sqlite_path is not None:
+            if not create and not self.sqlite_path.exists():
+                from orchestrator.errors import InputError
+                raise InputError(f"no MLflow store at {self.sqlite_path} (nothing submitted from here yet?); "
+                                 "pass --tracking-uri or run from the project directory")
+            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.sqlite_path.exists():
+                self.client  # noqa: B018 - a new store: MLflow creates its tables now, as a writer expects
 
     @property
     def client(self) -> MlflowClient:
@@ -106,24 +108,20 @@ class Ledger:
         store go straight to the file (``runs``, ``experiment_id``)."""
         if self._client is None:
             from mlflow.tracking import MlflowClient
-            if self.uri.startswith("sqlite:///"):
+            if self.sqlite_path is not None:
                 sqlite.install()
             self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
 
-    def _sqlite(self) -> sqlite3.Connection | None:
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection | None]:
         """A read-only connection to an sqlite store that MLflow has set up, else None (the client reads)."""
-        if not self.uri.startswith("sqlite:///"):
-            return None
-        path = Path(self.uri[len("sqlite:///"):])
-        if not path.exists():
-            return None
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='latest_metrics'").fetchone():
-            conn.close()  # a store MLflow has not created its tables in yet
-            return None
-        return conn
-
+        if self.sqlite_path is None or not self.sqlite_path.exists():
+            yield None
+            return
+        with closing(sqlite3.connect(f"{self.sqlite_path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as conn:
+            tables = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='latest_metrics'")
+            yield conn if tables.fetchone() else None  # None: MLflow has not created its tables yet
 
     # -- experiments ---------------------------------------------------------------------------
     @overload
@@ -133,16 +131,14 @@ class Ledger:
     def experiment_id(self, name: str, create: bool = False) -> str | None: ...
 
     def experiment_id(self, name: str, create: bool = False) -> str | None:
-        conn = self._sqlite()
-        if conn is not None:  # the common case, an active experiment, without MLflow
-            with conn:
+        with self._reader() as conn:  # the common case, an active experiment, without MLflow
+            if conn is not None:
                 row = conn.execute("SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?",
                                    (name,)).fetchone()
-            conn.close()
-            if row is not None and row[1] == "active":
-                return str(row[0])
-            if row is None and not create:
-                return None
+                if row is not None and row[1] == "active":
+                    return str(row[0])
+                if row is None and not create:
+                    return None
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
@@ -151,8 +147,8 @@ class Ledger:
         if not create:
             return None
         location = None
-        if self.uri.startswith("sqlite:///"):
-            location = (Path(self.uri[len("sqlite:///"):]).parent / "artifacts" / name).resolve().as_uri()
+        if self.sqlite_path is not None:
+            location = (self.sqlite_path.parent / "artifacts" / name).resolve().as_uri()
         # MLflow 3's UI opens an experiment of unknown kind on its GenAI "Traces" page: orch's are training runs
         return self.client.create_experiment(name, artifact_location=location,
                                              tags={EXPERIMENT_KIND: "custom_model_development"})
@@ -164,12 +160,9 @@ class Ledger:
         On a SQL store this reads just those columns (0.2 s for 2,000 runs); MLflow's search_runs would
         also build an object for every param of every run (1.4 s), which reconcile and status never read.
         Through a tracking server it goes through search_runs."""
-        conn = self._sqlite()
-        if conn is not None:
-            try:
+        with self._reader() as conn:
+            if conn is not None:
                 return self._runs_sqlite(conn, experiment_id, role)
-            finally:
-                conn.close()
         engine = getattr(self.client._tracking_client.store, "engine", None)
         if engine is not None:
             return self._runs_sql(engine, experiment_id, role)
@@ -182,16 +175,15 @@ class Ledger:
         ids = ("SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid WHERE t.key = ? AND t.value = ? "
                "AND r.experiment_id = ? AND r.lifecycle_stage = 'active'")
         args = (Tag.ROLE, role, int(experiment_id))
-        with conn:
-            rows = conn.execute(f"SELECT run_uuid, status, start_time FROM runs WHERE run_uuid IN ({ids})", args).fetchall()
-            tags: dict[str, dict[str, str]] = {run_id: {} for run_id, _, _ in rows}
-            for run_id, key, value in conn.execute(f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({ids})",
-                                                   args):
-                tags[run_id][key] = value
-            metrics: dict[str, dict[str, float]] = {run_id: {} for run_id, _, _ in rows}
-            for run_id, key, value, is_nan in conn.execute(
-                    f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({ids})", args):
-                metrics[run_id][key] = float("nan") if is_nan else value
+        rows = conn.execute(f"SELECT run_uuid, status, start_time FROM runs WHERE run_uuid IN ({ids})", args).fetchall()
+        tags: dict[str, dict[str, str]] = {run_id: {} for run_id, _, _ in rows}
+        for run_id, key, value in conn.execute(f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({ids})",
+                                               args):
+            tags[run_id][key] = value
+        metrics: dict[str, dict[str, float]] = {run_id: {} for run_id, _, _ in rows}
+        for run_id, key, value, is_nan in conn.execute(
+                f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({ids})", args):
+            metrics[run_id][key] = float("nan") if is_nan else value
         return [RunRecord(run_id, status, tags[run_id], metrics[run_id], start) for run_id, status, start in rows]
 
     @staticmethod
@@ -248,6 +240,13 @@ class Ledger:
             self.client.set_terminated(run_id, status)
         else:
             self.client.update_run(run_id, status=status)
+
+    def log_values(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
+        """Plain values as metrics at ``step``, stamped now (aggregates, report summaries)."""
+        from mlflow.entities import Metric
+        stamp = int(time.time() * 1000)
+        if values:
+            self.client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in values.items()])
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
