@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from orchestrator.job import push
+from orchestrator.job import device, push
 from orchestrator.job.context import RunContext
 from orchestrator.job.journal import FAILED, FINISHED, KILLED, JournalWriter, events
 from orchestrator.job.rundir import RunDir, output_to
@@ -144,6 +144,7 @@ def execute(path: str | Path, extra_callbacks: list | None = None,
             # A cancel that marked the run between the check above and our `start` may have looked for our
             # pid before we journaled it, so nobody will SIGTERM us: checking after `start` closes that window.
             raise Terminated(cancelled)
+        ctx.device = device.claim(job, journal)  # journals the device facts (tags); gpus > 0 without CUDA: FAILED
         final = workload.run(params, ctx) or {}
         value = final.get(workload.metric)
         if value is None:

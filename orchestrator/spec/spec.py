@@ -27,9 +27,12 @@ class Seeds(Strict):
 
 class Resources(Strict):
     cpus: int = Field(1, gt=0, description="CPU cores per run (also its torch/BLAS thread count)")
-    gpus: int = Field(0, ge=0)
+    gpus: float = Field(0, ge=0, description="GPUs per run; a fraction (0.25) shares one GPU between runs")
     mem_gb: float = Field(4.0, gt=0)
     time_min: int = Field(60, gt=0)
+    runs_per_job: int = Field(1, gt=0, description="runs packed into one scheduler job (Slurm array task, Ray "
+                                                   "task), running at once on its cores and GPUs")
+    runs_per_gpu: int = Field(1, gt=0, description="packed runs sharing one GPU: each gets gpus/runs_per_gpu of it")
 
 
 class Tracking(Strict):
@@ -51,6 +54,8 @@ class Spec(Strict):
     resources: Resources = Resources()
     backend: str = Field("local", description="where the runs execute (orchestrator/spec/backends.py)")
     cluster: str | None = Field(None, description="cluster profile name (cluster/<name>.yaml)")
+    slurm: dict[str, Any] = Field({}, description="cluster profile fields for this spec only, merged over the "
+                                                 "profile (validated by the profile schema)")
     tracking: Tracking = Tracking()
     workdir: str = Field("mlruns/jobs", description="root of the run directories (shared filesystem on a cluster)")
     metric: MetricSpec | None = None

@@ -303,6 +303,8 @@ class Ledger:
                     tags[Tag.RESUMED_FROM_STEP] = record["resumed_from_step"]
             elif record["event"] == "checkpoint":
                 tags[Tag.CHECKPOINT_STEP] = record["step"]
+            elif record["event"] == "device":  # job/device.py: names that records.Tag lists (tested)
+                tags.update(record["tags"])
             elif record["event"] == "end":
                 end = record
                 final_step = max(max_step.values(), default=0)

@@ -40,6 +40,9 @@ class Tag:
     DRIVER_HOST, VIA = "orch.driver_host", "orch.via"
     HOST, PID, ATTEMPT, RESTART_COUNT = "orch.host", "orch.pid", "orch.attempt", "orch.restart_count"
     RESUMED_FROM_STEP, CHECKPOINT_STEP = "orch.resumed_from_step", "orch.checkpoint_step"
+    DEVICE, GPU_MODEL, GPU_COUNT = "orch.device", "orch.gpu.model", "orch.gpu.count"   # job/device.py: the run's device
+    GPU_DRIVER, CUDA_VERSION, CUDA_VISIBLE = "orch.gpu.driver", "orch.cuda.version", "orch.cuda_visible_devices"
+    CPU_MODEL = "orch.cpu.model"
     ERROR = "orch.error"                                        # why a run FAILED or was KILLED
     SUPERSEDED_BY = "orch.superseded_by"                        # a run redone by `orch run --force`
     # code version (tracking/codeversion.py)
