@@ -44,7 +44,11 @@ def submit(spec_path: SpecArg,
     sub = api.plan_submission(spec_path, seeds=seeds, backend=backend, sets=sets, tracking_uri=tracking_uri,
                               cluster=cluster, max_parallel=max_parallel, ray_address=ray_address)
     if dry_run:
-        console.print(render.plan_table(sub.runs, sub.preview()))
+        planned = sub.preview()
+        console.print(render.plan_table(sub.runs, planned))
+        if sub.spec.backend == "slurm":  # the job scripts and sbatch --test-only's answer; nothing queued
+            from orchestrator.backends.slurm import preview_text
+            console.print(preview_text(sub.spec, len(planned.todo)), markup=False, highlight=False)
         return
     reconciled = sub.reconcile()
     console.print(f"[bold]{sub.spec.name}[/]: {len(sub.runs)} runs planned, {len(reconciled.done)} already finished, "
@@ -207,6 +211,29 @@ def logs(run: Annotated[str, typer.Argument(help="MLflow run id or orch run key"
     if end and end.get("traceback"):
         console.rule("traceback")
         sys.stdout.write(end["traceback"])
+
+
+@app.command()
+@handles_input_errors
+def reproduce(run: Annotated[str, typer.Argument(help="MLflow run id or orch run key")],
+              tracking_uri: UriOpt = None, as_json: JsonOpt = False):
+    """Run a recorded run again from its code snapshot and params (nothing is recorded) and say whether
+    every metric is identical. Exit code 1 when one differs."""
+    from orchestrator import api
+    from orchestrator.reproduce import to_dict
+    result = api.reproduce(run, tracking_uri)
+    if as_json:
+        print(json.dumps(to_dict(result), indent=1))
+    elif result.identical:
+        console.print(f"[green]identical[/]: {result.compared} metric values of run {result.record.run_id} "
+                      f"(code {result.code or 'live'})")
+    else:
+        console.print(f"[red]differs[/]: {len(result.differences)} of {result.compared} values "
+                      f"(code {result.code or 'live'})")
+        for line in result.differences[:10]:
+            console.print(f"  {line}", highlight=False, markup=False)
+    if not result.identical:
+        raise typer.Exit(1)
 
 
 @app.command()

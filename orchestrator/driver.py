@@ -21,10 +21,10 @@ from orchestrator.backends.base import DONE, LOST, Backend, Job
 from orchestrator.backends.base import RUNNING as JOB_RUNNING
 from orchestrator.job.journal import decode_number, last_event, last_metrics
 from orchestrator.job.rundir import RunDir
+from orchestrator.provenance import Provenance
 from orchestrator.spec import registry
 from orchestrator.spec.plan import Run, content_hash, flat_params
 from orchestrator.spec.spec import Spec
-from orchestrator.tracking.codeversion import current as code_version
 from orchestrator.tracking.ledger import Ledger
 from orchestrator.tracking.records import (
     ACTIVE,
@@ -79,7 +79,7 @@ def reconcile(runs: list[Run], records: list[RunRecord]) -> Reconciled:
 def metric_of(spec: Spec) -> tuple[str, str]:
     if spec.metric:
         return spec.metric.name, spec.metric.mode
-    workload = registry.get(spec.workload)
+    workload = registry.for_spec(spec)
     return workload.metric, workload.mode
 
 
@@ -126,37 +126,48 @@ def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str
 
 
 # -- preparing runs ----------------------------------------------------------------------------------
-def _group_tags(spec: Spec, run: Run, seeds_requested: int) -> dict[str, str]:
+def _group_tags(spec: Spec, run: Run, seeds_requested: int, code: Provenance) -> dict[str, str]:
     metric, mode = metric_of(spec)
     return {Tag.ROLE: Role.GROUP, Tag.GROUP: run.group, Tag.VARIANT: run.variant,
             Tag.GRID_POINT: yaml.safe_dump(run.grid_point, default_flow_style=True).strip() if run.grid_point else "",
             Tag.WORKLOAD: run.workload, Tag.SPEC: spec.source, Tag.METRIC: metric, Tag.MODE: mode,
-            Tag.SEEDS_REQUESTED: str(seeds_requested), **code_version().tags()}
+            Tag.SEEDS_REQUESTED: str(seeds_requested), **code.tags()}
 
 
-def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run]) -> dict[str, str]:
-    """One parent run per group; records how many seeds were asked for, so status can count missing ones."""
+def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run],
+                  code: Provenance | None = None) -> dict[str, str]:
+    """One parent run per group; records how many seeds were asked for, so status can count missing ones,
+    and the code each submission ran (``code/<snapshot>/`` artifacts, once per snapshot)."""
+    code = code or Provenance(spec)
     parents = {r.tags.get(Tag.GROUP): r for r in ledger.runs(experiment_id, role=Role.GROUP)}
     seeds_by_group: dict[str, int] = defaultdict(int)
     for run in runs:
         seeds_by_group[run.group] = max(seeds_by_group[run.group], run.index + 1)
     ids: dict[str, str] = {}
-    code = code_version()
     spec_text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+    code_tags = code.tags()
     for run in {r.group: r for r in runs}.values():
         parent = parents.get(run.group)
         requested = seeds_by_group[run.group]
         if parent is None:
-            run_id = ledger.create_run(experiment_id, run.label, _group_tags(spec, run, requested),
+            run_id = ledger.create_run(experiment_id, run.label, _group_tags(spec, run, requested, code),
                                        flat_params(run), status=RUNNING)
             ledger.log_text(run_id, spec_text, "spec.yaml")
-            if code.dirty:
-                ledger.log_text(run_id, code.diff, "code.diff")
-            ids[run.group] = run_id
         else:
-            ids[run.group] = parent.run_id
+            run_id = parent.run_id
+            updates: dict[str, object] = {}
             if requested > int(parent.tags.get(Tag.SEEDS_REQUESTED, 0)):
-                ledger.set_tags(parent.run_id, {Tag.SEEDS_REQUESTED: requested})
+                updates[Tag.SEEDS_REQUESTED] = requested
+            if parent.tags.get(Tag.CODE) == code_tags.get(Tag.CODE) and Tag.CODE in code_tags:
+                run_id = ""  # this code is on record already
+            else:
+                updates.update(code_tags)  # the parent says which code its latest seeds ran
+            if updates:
+                ledger.set_tags(parent.run_id, updates)
+        if run_id:
+            for path, text in code.artifacts().items():
+                ledger.log_text(run_id, text, path)
+        ids[run.group] = parent.run_id if parent is not None else run_id
     return ids
 
 
@@ -168,9 +179,12 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
     started; otherwise it keeps its record (FAILED/KILLED, with its traceback) and a new run is made."""
     if not todo:
         return []
-    parents = ensure_groups(ledger, experiment_id, spec, [run for run, _ in todo])
+    code = Provenance(spec)
+    code_fields = code.job_fields()  # takes the snapshot before anything of this submission runs
+    parents = ensure_groups(ledger, experiment_id, spec, [run for run, _ in todo], code)
     workdir = Path(spec.workdir).resolve() / spec.name
-    code_tags = code_version().tags()
+    code_tags = code.tags()
+    metric, mode = metric_of(spec)
     prepared = []
     for run, previous in todo:
         run_dir = RunDir(workdir / run.key)
@@ -187,13 +201,15 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
                 **code_tags}
         if reuse and previous is not None:
             run_id = previous.run_id
-            ledger.set_tags(run_id, {Tag.BACKEND: backend_name, Tag.RUN_DIR: str(run_dir.path), Tag.JOB_ID: job_id})
+            ledger.set_tags(run_id, {Tag.BACKEND: backend_name, Tag.RUN_DIR: str(run_dir.path), Tag.JOB_ID: job_id,
+                                     **code_tags})  # a resumed attempt runs this submission's code
             ledger.set_status(run_id, SCHEDULED)
         else:
             run_id = ledger.create_run(experiment_id, f"{run.label}/seed{run.seed}", tags, flat_params(run),
                                        parent_id=parents[run.group])
         run_dir.create({"run": run.to_dict(), "run_id": run_id, "experiment_id": experiment_id,
-                        "tracking_uri": ledger.uri, "cpus": spec.resources.cpus, "gpus": spec.resources.gpus})
+                        "tracking_uri": ledger.uri, "cpus": spec.resources.cpus, "gpus": spec.resources.gpus,
+                        "metric": metric, "mode": mode, **code_fields})
         if reuse and run_dir.cursor.exists():
             cursor = run_dir.read_cursor()
             cursor["ended"] = None

@@ -18,6 +18,7 @@ from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobSta
 from orchestrator.job.journal import last_event
 from orchestrator.job.liveness import pid_alive
 from orchestrator.job.rundir import RunDir
+from orchestrator.spec import registry
 
 if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
@@ -82,7 +83,7 @@ class LocalBackend:
         to its cpus; the workload imported once in the forkserver."""
         cpus = spec.resources.cpus if spec else 1
         parallel = max_parallel or max(1, (os.cpu_count() or 1) // cpus)
-        preload = [f"workloads.{spec.workload}"] if spec else []
+        preload = [registry.import_path_of(spec.workload)] if spec and spec.workload else []
         threads = {v: str(cpus) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
         return cls(parallel, preload=preload, env=threads)
 

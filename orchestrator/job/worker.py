@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from orchestrator.job import device, push
+from orchestrator.job import device, push, snapshot
 from orchestrator.job.context import RunContext
 from orchestrator.job.journal import FAILED, FINISHED, KILLED, JournalWriter, events
 from orchestrator.job.rundir import RunDir, output_to
@@ -114,10 +114,21 @@ def execute(path: str | Path, extra_callbacks: list | None = None,
         # Cancelled while queued (backends/local.py): the canceller journals its end; start nothing.
         return KILLED
     job = run_dir.load()
-    run = job["run"]
-    cpus = int(job.get("cpus", 1))
-    set_threads(cpus)
-    workload = registry.get(run["workload"])
+    set_threads(int(job.get("cpus", 1)))
+    gone = snapshot.missing(job.get("code"))
+    if gone:  # the workdir was cleaned under a queued job: say so in the run, do not run other code
+        journal = JournalWriter(run_dir.journal)
+        journal.write("end", status=FAILED, final={}, error=gone)
+        journal.close()
+        return FAILED
+    with snapshot.activated(job.get("code")):
+        return _execute(run_dir, job, extra_callbacks, on_failure)
+
+
+def _execute(run_dir: RunDir, job: dict[str, Any], extra_callbacks: list | None,
+             on_failure: Callable[[BaseException], None] | None) -> str:
+    run, cpus = job["run"], int(job.get("cpus", 1))
+    workload = registry.for_job(run, job)
     params = workload.params_model.model_validate(run["params"])
     seed_everything(run["seed"])
     attempt = previous_attempts(run_dir) + 1
@@ -145,7 +156,12 @@ def execute(path: str | Path, extra_callbacks: list | None = None,
             # pid before we journaled it, so nobody will SIGTERM us: checking after `start` closes that window.
             raise Terminated(cancelled)
         ctx.device = device.claim(job, journal)  # journals the device facts (tags); gpus > 0 without CUDA: FAILED
-        final = workload.run(params, ctx) or {}
+        if workload.command:
+            from orchestrator.job.command import run_command
+            final = run_command(workload.command, params, ctx, job.get("code"), job.get("submit_dir", ""))
+        else:
+            assert workload.runner is not None
+            final = workload.runner(params, ctx) or {}
         value = final.get(workload.metric)
         if value is None:
             status, error = FAILED, f"workload returned no main metric '{workload.metric}'"

@@ -30,14 +30,19 @@ class Run:
     variant: str
     grid_point: dict[str, Any] = field(default_factory=dict)
     index: int = 0                  # seed index i: seed = base + i
+    command: tuple[str, ...] = ()   # a command workload's argv template: part of what the run is
+
+    def _identity(self) -> dict[str, Any]:
+        # the command only when there is one, so a Python workload's keys stay what they always were
+        return {"workload": self.workload, "params": self.params, **({"command": list(self.command)} if self.command else {})}
 
     @property
     def group(self) -> str:
-        return content_hash({"workload": self.workload, "params": self.params})
+        return content_hash(self._identity())
 
     @property
     def key(self) -> str:
-        return content_hash({"workload": self.workload, "params": self.params, "seed": self.seed})
+        return content_hash({**self._identity(), "seed": self.seed})
 
     @property
     def label(self) -> str:
@@ -50,7 +55,7 @@ class Run:
 
 def grid_points(spec: Spec, params_model) -> list[dict[str, Any]]:
     for key, values in spec.grid.items():
-        if not param_path_exists(params_model, key):
+        if not spec.command and not param_path_exists(params_model, key):  # a command's params are free-form
             raise InputError(f"grid key '{key}' is not a param of workload '{spec.workload}'", spec.source, f"grid.{key}")
         if not values:
             raise InputError("empty list: a grid axis needs at least one value", spec.source, f"grid.{key}")
@@ -60,7 +65,7 @@ def grid_points(spec: Spec, params_model) -> list[dict[str, Any]]:
 
 def expand(spec: Spec) -> list[Run]:
     """variants x grid points x seeds, every combination validated against the workload's Params."""
-    workload = registry.get(spec.workload)
+    workload = registry.for_spec(spec)
     model = workload.params_model
     base = nest(spec.params)
     validate_params(model, base, spec.source, "params")
@@ -86,7 +91,7 @@ def expand(spec: Spec) -> list[Run]:
             field_path = "grid." + ",".join(point) if point else f"variants.{name}"
             params = validate_params(model, tree, spec.source, field_path).model_dump(mode="json")
             for i in range(spec.seeds.count):
-                runs.append(Run(spec.workload, params, spec.seeds.base + i, name, point, i))
+                runs.append(Run(workload.name, params, spec.seeds.base + i, name, point, i, workload.command))
     return runs
 
 

@@ -1,57 +1,149 @@
-"""Workloads by name. A workload is a package ``workloads.<name>`` exposing ``Params`` (pydantic model
-whose defaults are the small CPU setting), ``run(params, ctx) -> dict[str, float]`` and ``METRIC``
-(name of the main final metric) with ``MODE`` ("min" or "max"). Discovered, not listed, so adding a
-workload touches no shared file; imported only when used (some pull in torch or transformers)."""
+"""Workloads: what a spec's ``workload:`` (or ``command:``) names, resolved to one ``Workload``.
+
+A Python workload is any importable module exposing ``Params`` (a pydantic model whose defaults are the
+small CPU setting), ``run(params, ctx) -> dict[str, float]`` and ``METRIC`` (the main final metric), with
+an optional ``MODE`` ("min" or "max"). The spec names it, in this order of lookup:
+
+1. a built-in: a package under ``workloads/`` (``workload: smoke``);
+2. a name a lab package registers in the ``orch.workloads`` entry-point group
+   (``[project.entry-points."orch.workloads"] mytask = "mylab.train"``);
+3. an import path (``workload: mylab.train``), found from the directory orch runs in or installed.
+
+A ``command:`` spec runs an executable instead (``job/command.py``); its params are free-form.
+Modules are imported only when used (some pull in torch or transformers)."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import importlib.util
+import os
 import pkgutil
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pydantic
 
 import workloads
 from orchestrator.errors import InputError, did_you_mean
 
+ENTRY_POINTS = "orch.workloads"
+COMMAND = "command"  # the workload name of every `command:` spec (the command itself is part of the run key)
+
+
+class CommandParams(pydantic.BaseModel):
+    """A command's params: free-form, typed by YAML (nothing to validate them against)."""
+    model_config = pydantic.ConfigDict(extra="allow")
+
 
 @dataclass(frozen=True)
 class Workload:
-    name: str
-    module: ModuleType
-
-    @property
-    def params_model(self) -> type[pydantic.BaseModel]:
-        return self.module.Params
-
-    @property
-    def metric(self) -> str:
-        return self.module.METRIC
-
-    @property
-    def mode(self) -> str:
-        return getattr(self.module, "MODE", "min")
-
-    def run(self, params: pydantic.BaseModel, ctx) -> dict[str, float]:
-        return self.module.run(params, ctx)
+    name: str                                   # as the spec names it
+    import_path: str                            # the module a job imports ("" for a command)
+    params_model: type[pydantic.BaseModel]
+    metric: str
+    mode: str
+    runner: Callable[[pydantic.BaseModel, Any], dict[str, float]] | None  # a Python workload's run()
+    source_root: Path | None                    # the tree a submission snapshots (None: an installed package)
+    command: tuple[str, ...] = ()               # a command workload's argv template (job/command.py runs it)
 
 
 def available() -> list[str]:
-    """Names of the packages under ``workloads/`` that define a workload (checked without importing)."""
-    names = []
-    for info in pkgutil.iter_modules(workloads.__path__):
-        if info.ispkg and not info.name.startswith("_") and info.name not in workloads.NOT_WORKLOADS:
-            names.append(info.name)
-    return sorted(names)
+    """Built-in names (the packages under ``workloads/``, checked without importing) and registered ones."""
+    names = [info.name for info in pkgutil.iter_modules(workloads.__path__)
+             if info.ispkg and not info.name.startswith("_") and info.name not in workloads.NOT_WORKLOADS]
+    return sorted({*names, *registered()})
+
+
+def registered() -> dict[str, str]:
+    """Entry-point name -> module path, from every installed package that declares ``orch.workloads``."""
+    return {ep.name: ep.value.split(":")[0] for ep in importlib.metadata.entry_points(group=ENTRY_POINTS)}
+
+
+def _builtin(name: str) -> bool:
+    return (Path(workloads.__file__).parent / name / "__init__.py").is_file() and name not in workloads.NOT_WORKLOADS
+
+
+def import_path_of(name: str) -> str:
+    """The module a workload name stands for (no import yet)."""
+    if _builtin(name):
+        return f"workloads.{name}"
+    return registered().get(name, name)
+
+
+def _importable_from_cwd() -> None:
+    """`orch` is a console script: its sys.path starts with the script's directory, not the directory the
+    user runs it from, where their package lives. Python's own `python -m` puts the cwd first; so do we,
+    last in the lookup order so a local file never shadows an installed library."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
 
 
 def get(name: str) -> Workload:
-    known = available()
-    if name not in known:
-        raise InputError(f"unknown workload '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}")
-    module = importlib.import_module(f"workloads.{name}")
-    for attr in ("Params", "run", "METRIC"):
-        if not hasattr(module, attr):
-            raise TypeError(f"workloads.{name} does not define {attr}: not a workload")
-    return Workload(name, module)
+    """The Python workload a spec names; an InputError (the name, what was expected) when there is none."""
+    path = import_path_of(name)
+    _importable_from_cwd()
+    try:
+        found = importlib.util.find_spec(path)
+    except (ImportError, ValueError):  # a parent package that does not exist, or an empty/relative name
+        found = None
+    if found is None:
+        known = available()
+        raise InputError(f"unknown workload '{name}'{did_you_mean(name, known)}: not a built-in ({', '.join(known)}), "
+                         f"not an '{ENTRY_POINTS}' entry point, and no module '{path}' importable from "
+                         f"{os.getcwd()}")
+    try:
+        module = importlib.import_module(path)
+    except Exception as err:  # noqa: BLE001 - the user's module failed to import: say so, not a traceback of ours
+        raise InputError(f"workload '{name}': importing {path} failed: {type(err).__name__}: {err}") from None
+    return from_module(name, module)
+
+
+def from_module(name: str, module: ModuleType) -> Workload:
+    missing = [attr for attr in ("Params", "run", "METRIC") if not hasattr(module, attr)]
+    if missing:
+        raise InputError(f"workload '{name}' ({module.__name__}) does not define {', '.join(missing)}: a workload "
+                         "module needs Params (a pydantic model), run(params, ctx) and METRIC (its main metric)")
+    params = module.Params
+    if not (isinstance(params, type) and issubclass(params, pydantic.BaseModel)):
+        raise InputError(f"workload '{name}': Params must be a pydantic BaseModel subclass, got {params!r}")
+    mode = getattr(module, "MODE", "min")
+    if mode not in ("min", "max"):
+        raise InputError(f"workload '{name}': MODE must be 'min' or 'max', got {mode!r}")
+    return Workload(name, module.__name__, params, str(module.METRIC), mode, module.run, source_root(module))
+
+
+def source_root(module: ModuleType) -> Path | None:
+    """The tree that holds a module's code as its author edits it: its top-level package's directory, or,
+    for a plain module, the directory it sits in. None for installed code (its version is recorded)."""
+    top = sys.modules.get(module.__name__.split(".")[0], module)
+    paths = list(getattr(top, "__path__", []))
+    where = Path(paths[0]) if paths else Path(top.__file__ or "").parent
+    if any(part in ("site-packages", "dist-packages") for part in where.resolve().parts):
+        return None
+    return where.resolve()
+
+
+def command(argv: list[str], metric: str, mode: str) -> Workload:
+    """A ``command:`` spec's workload: ``argv`` run by the worker (``job/command.py``) in a snapshot of the
+    directory orch was started from."""
+    return Workload(COMMAND, "", CommandParams, metric, mode, None, Path(os.getcwd()).resolve(), tuple(argv))
+
+
+def for_spec(spec: Any) -> Workload:
+    """The workload of a validated Spec (a Python workload, or its command)."""
+    if spec.command:
+        return command(spec.command, spec.metric.name, spec.metric.mode)
+    return get(spec.workload)
+
+
+def for_job(run: dict[str, Any], job: dict[str, Any]) -> Workload:
+    """The workload of a run directory's ``run.json`` (inside the job)."""
+    if run.get("command"):
+        return command(run["command"], job["metric"], job.get("mode", "min"))
+    return get(run["workload"])

@@ -1,10 +1,13 @@
-"""Which code produced a run: git commit, dirty flag and diff of the project, and package versions."""
+"""Which code produced a run: git commit, dirty flag and the full diff (untracked files included) of the
+tree a workload comes from, the installed packages, and the command line that submitted it."""
 
 from __future__ import annotations
 
 import importlib.metadata
 import platform
+import shlex
 import subprocess
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -13,6 +16,7 @@ import workloads
 from orchestrator.tracking.records import Tag
 
 PACKAGES = ("orch", "torch", "numpy", "mlflow", "reservoirpy", "deap", "transformers", "submitit", "ray", "scipy")
+MAX_TAG = 5000  # MLflow caps a tag value at 8000 characters
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,25 @@ def _git(root: Path, *args: str) -> str:
         return ""
 
 
-@lru_cache(maxsize=1)
-def current() -> CodeVersion:
-    root = Path(workloads.__file__).resolve().parent.parent
+def _untracked_diff(root: Path) -> str:
+    """New files as a patch (``git diff`` leaves them out): a new workload module is code that ran."""
+    names = [n for n in _git(root, "ls-files", "-z", "--others", "--exclude-standard").split("\0") if n]
+    patches = []
+    for name in names:
+        try:  # `git diff --no-index` exits 1 when the files differ, which they always do here
+            patches.append(subprocess.run(["git", "-C", str(root), "diff", "--no-index", "--", "/dev/null", name],
+                                          capture_output=True, text=True, timeout=20).stdout)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "".join(patches)
+
+
+@lru_cache(maxsize=8)
+def of(root: Path) -> CodeVersion:
+    """The version of the git work tree holding ``root`` ("unknown" outside git)."""
     commit = _git(root, "rev-parse", "HEAD").strip() or "unknown"
-    status = _git(root, "status", "--porcelain", "--untracked-files=no")
-    diff = _git(root, "diff", "HEAD") if status.strip() else ""
+    status = _git(root, "status", "--porcelain", "--untracked-files=normal", "--", ".")
+    diff = (_git(root, "diff", "HEAD", "--", ".") + _untracked_diff(root)) if status.strip() else ""
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -50,3 +67,18 @@ def current() -> CodeVersion:
         except importlib.metadata.PackageNotFoundError:
             pass
     return CodeVersion(commit, bool(status.strip()), diff, versions)
+
+
+def current() -> CodeVersion:
+    """orch's own checkout (the built-in workloads)."""
+    return of(Path(workloads.__file__).resolve().parent.parent)
+
+
+def pip_freeze() -> str:
+    """Every installed distribution as ``name==version`` (what ``pip freeze`` prints, without running pip)."""
+    seen = {(d.metadata["Name"] or "?", d.version) for d in importlib.metadata.distributions()}
+    return "".join(f"{name}=={version}\n" for name, version in sorted(seen, key=lambda nv: nv[0].lower()))
+
+
+def command_line() -> str:
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])[:MAX_TAG] if sys.argv and sys.argv[0] else ""

@@ -47,6 +47,7 @@ class Tag:
     SUPERSEDED_BY = "orch.superseded_by"                        # a run redone by `orch run --force`
     # code version (tracking/codeversion.py)
     GIT_COMMIT, GIT_DIRTY = "orch.git_commit", "orch.git_dirty"
+    CODE, CODE_SOURCE, COMMAND_LINE = "orch.code", "orch.code_source", "orch.command_line"  # job/snapshot.py
     # orch tune
     SWEEP, TRIAL_ID, SEEDS, TUNE_PATH = "orch.tune.sweep", "orch.tune.trial_id", "orch.seeds", "orch.tune.path"
     EARLY_STOPPED, STOPPED_AT_ITERATION = "orch.tune.early_stopped", "orch.tune.stopped_at_iteration"

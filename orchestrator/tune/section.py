@@ -178,6 +178,10 @@ def parse_tune(spec: Spec) -> TuneConfig:
     if section.search == "grid" and (section.num_samples or 1) != 1:
         raise InputError("grid search covers the grid exactly once; use seeds_per_trial for repeats",
                          source, "tune.num_samples")
+    if spec.command:
+        raise InputError("orch tune runs Python workloads (its trials report to Ray in-process); a command spec "
+                         "can be swept with a 'grid:' and orch submit", source, "tune")
+    assert spec.workload is not None  # a spec names a workload or a command
     workload = registry.get(spec.workload)
     from orchestrator.spec.spec import validate_params
     validate_params(workload.params_model, nest(spec.params), source, "params")

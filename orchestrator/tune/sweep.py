@@ -121,7 +121,7 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
         sweep = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{content_hash(time.time(), 4)}"
         path = root / sweep
         seeds = tuple(spec.seeds.base + i for i in range(config.section.seeds_per_trial))
-        plan = TrialPlan(spec.workload, nest(spec.params), seeds, spec.resources.cpus, spec.resources.gpus,
+        plan = TrialPlan(spec.workload or "", nest(spec.params), seeds, spec.resources.cpus, spec.resources.gpus,
                          str(path / "runs"), config.metric, config.report, config.section.checkpoint_every_s)
         parent_id = _create_parent(ledger, experiment_id, spec, config, sweep, path, doc)
         path.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ class TrialPlan:
     params: dict[str, Any]        # the spec's params, nested (the sampled ones are merged on top)
     seeds: tuple[int, ...]
     cpus: int
-    gpus: int
+    gpus: float  # fractions share a GPU (Ray)
     runs_root: str                # run directories: <runs_root>/<trial_id>/seed<seed>
     metric: str
     report: str

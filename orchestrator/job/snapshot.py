@@ -1,0 +1,148 @@
+"""Code snapshots: a job runs the code that was submitted, not whatever the checkout holds when it starts.
+
+At submit, the workload's source tree (its top-level package, a plain module's directory, or a command's
+working directory) is copied once into ``<workdir>/.code/<digest>/``: git-tracked and untracked-but-not-
+ignored files when the tree is in a git work tree, otherwise every file but caches and orch's own output.
+The digest is the content's (paths, bytes, exec bits), so identical code is stored once however often it is
+submitted. In the job, ``activated`` puts the snapshot first on ``sys.path`` and drops the live tree's
+modules, so the workload is imported from the copy; a command runs inside it."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+MAX_FILES = 20_000
+MAX_BYTES = 200 * 2**20
+SKIPPED_DIRS = {"__pycache__", ".git", ".venv", "venv", "mlruns", ".ipynb_checkpoints", ".mypy_cache", ".pytest_cache"}
+
+
+class SnapshotTooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    digest: str
+    path: str            # <store>/<digest>
+    sys_path: str        # the entry put first on the job's sys.path
+    workdir: str         # where a command runs (the copy of its working directory)
+    package: str         # the top-level module to re-import from the copy ("" for a command)
+    source: str          # the live tree it was taken from
+    files: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _git_files(root: Path) -> list[str] | None:
+    """Files git would keep (tracked, plus untracked that no .gitignore excludes); None outside git."""
+    try:
+        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             capture_output=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sorted({name for name in out.decode(errors="surrogateescape").split("\0") if name})
+
+
+def _walk_files(root: Path) -> list[str]:
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not d.startswith("."))
+        found += [os.path.relpath(os.path.join(folder, f), root) for f in files if not f.endswith((".pyc", ".pyo"))]
+    return sorted(found)
+
+
+def source_files(root: Path, exclude: list[Path]) -> list[str]:
+    """Relative paths of the files a snapshot of ``root`` holds (orch's own output under ``exclude`` never)."""
+    names = _git_files(root)
+    names = _walk_files(root) if names is None else names
+    excluded = [p.resolve() for p in exclude]
+    kept = []
+    for name in names:
+        path = root / name
+        if not path.is_file() or any(part in SKIPPED_DIRS for part in Path(name).parts[:-1]):
+            continue  # deleted but still tracked, or a cache dir someone committed
+        resolved = path.resolve()
+        if any(resolved == e or e in resolved.parents for e in excluded):
+            continue
+        kept.append(name)
+    return kept
+
+
+def take(root: Path, store: Path, top_module: str = "", exclude: list[Path] | None = None) -> Snapshot:
+    """Copy ``root`` into ``store`` under its content digest (reused when already there). ``top_module``
+    is the workload's top-level module: ``root`` is that package's directory, or the directory a plain
+    module (or, with "", a command) lives in."""
+    root = root.resolve()
+    package = root.name == top_module
+    names = source_files(root, [store, *(exclude or [])])
+    if len(names) > MAX_FILES:
+        raise SnapshotTooLarge(f"{root} holds {len(names)} files to snapshot (limit {MAX_FILES})")
+    digest = hashlib.sha256(f"{'package' if package else 'dir'}:{root.name}\n".encode())
+    total = 0
+    for name in names:
+        data = (root / name).read_bytes()
+        total += len(data)
+        if total > MAX_BYTES:
+            raise SnapshotTooLarge(f"{root} holds over {MAX_BYTES >> 20} MB to snapshot")
+        executable = os.access(root / name, os.X_OK)
+        digest.update(f"{name}\0{hashlib.sha256(data).hexdigest()}\0{int(executable)}\n".encode())
+    key = digest.hexdigest()[:16]
+    target = store / key
+    if not target.is_dir():
+        store.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=store, prefix=f".{key}."))
+        try:
+            for name in names:
+                dest = tmp / root.name / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(root / name, dest)
+                dest.chmod(dest.stat().st_mode & ~0o222)  # a snapshot is evidence: not for editing in place
+            os.rename(tmp, target)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not target.is_dir():  # another submission of the same code won the rename: use theirs
+                raise
+    tree = target / root.name
+    return Snapshot(key, str(target), str(target if package else tree), str(tree), top_module, str(root), len(names))
+
+
+def missing(code: dict[str, Any] | None) -> str | None:
+    """Why a run's snapshot cannot be used (someone deleted it), or None."""
+    if code and not Path(code["sys_path"]).is_dir():
+        return f"the run's code snapshot {code['sys_path']} is gone (taken from {code['source']}): submit again"
+    return None
+
+
+@contextmanager
+def activated(code: dict[str, Any] | None) -> Iterator[None]:
+    """Inside a job: import the workload from its snapshot for the duration of the run. Modules of the
+    snapshotted package already imported from the live tree (a forkserver's preload, an earlier task in
+    the same Ray worker) are dropped first, so the copy is what runs."""
+    if not code:
+        yield
+        return
+    package = code.get("package") or ""
+    if package:
+        for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+            del sys.modules[name]
+    sys.path.insert(0, code["sys_path"])
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        try:
+            sys.path.remove(code["sys_path"])
+        except ValueError:
+            pass
