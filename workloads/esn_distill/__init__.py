@@ -43,8 +43,12 @@ class DataParams(BaseModel):
 
     source: Literal["text", "random"] = Field("text", description="text file through the tokenizer, or "
                                               "seeded random token ids")
-    text_path: str | None = Field(None, description="UTF-8 text, paragraphs separated by blank lines; None = "
-                                  "the shipped public-domain text")
+    text_path: str | None = Field(None, description="UTF-8 text (.gz: gzipped), paragraphs separated by blank "
+                                  "lines; None = the shipped fables (~6k tokens); 'kjv' = the shipped King James "
+                                  "Bible (~1M tokens, one paragraph per chapter)")
+    packing: Literal["paragraph", "pack"] = Field(
+        "paragraph", description="paragraph: samples cut from single paragraphs; pack: the paragraphs as one "
+        "token stream cut into consecutive samples of lengths uniform in [min_len, max_len]")
     vocab_size: int = Field(2000, ge=16, description="vocabulary of the locally built WordPiece tokenizer "
                             "(random ids: the id range)")
     n_samples: int = Field(120, ge=3, description="samples (sequences) in all, split by sample")
@@ -112,7 +116,7 @@ def run(params: Params, ctx) -> dict[str, float]:
     import torch
 
     from orchestrator.errors import InputError
-    from workloads.esn_distill import distill, plots
+    from workloads.esn_distill import distill, packaged, plots
     from workloads.esn_distill.data import build_tokenizer, make_corpus
     from workloads.esn_distill.teacher import HiddenStateCache, load_pretrained, random_teacher, teacher_params
 
@@ -124,7 +128,7 @@ def run(params: Params, ctx) -> dict[str, float]:
     # Teacher and tokenizer: everything below is a function of (params, seed) alone, so a resumed run
     # rebuilds the same corpus, teacher and reservoirs.
     if tp.pretrained:
-        model, tokenizer = load_pretrained(tp.pretrained, tp.allow_download)
+        model, tokenizer = load_pretrained(packaged.resolve(tp.pretrained), tp.allow_download)
         vocab = len(tokenizer)
     else:
         tokenizer = build_tokenizer(dp.text_path, dp.vocab_size) if dp.source == "text" else None

@@ -15,7 +15,11 @@ import numpy as np
 
 from orchestrator.errors import InputError
 
-DEFAULT_TEXT = Path(__file__).parent / "data" / "public_domain.txt"
+DATA_DIR = Path(__file__).parent / "data"
+DEFAULT_TEXT = DATA_DIR / "public_domain.txt"
+# Texts shipped with the workload, by the name ``data.text_path`` may give instead of a path.
+SHIPPED_TEXTS = {"fables": DEFAULT_TEXT, "kjv": DATA_DIR / "kjv.txt.gz"}
+KJV_NEW_TESTAMENT = 929  # paragraph (chapter) index of Matthew 1 in kjv.txt.gz: 929 OT chapters before it
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 SPLITS = ("train", "val", "test")
 
@@ -46,11 +50,23 @@ class Corpus:
         return int(off[first]), int(off[end])
 
 
+def resolve_text(path: str | Path | None) -> Path:
+    """The file behind ``data.text_path``: None = the shipped fables, a name of SHIPPED_TEXTS, or a path."""
+    if path is None:
+        return DEFAULT_TEXT
+    return SHIPPED_TEXTS.get(str(path), Path(path))
+
+
 def read_paragraphs(path: str | Path | None) -> list[str]:
-    path = Path(path) if path else DEFAULT_TEXT
+    """Blank-line-separated paragraphs of a UTF-8 text (``.gz``: gzip-compressed), whitespace normalised."""
+    import gzip
+
+    path = resolve_text(path)
     if not path.is_file():
-        raise InputError(f"text file {path} does not exist", field="data.text_path")
-    text = path.read_text(encoding="utf-8")
+        raise InputError(f"text file {path} does not exist (or give one of {sorted(SHIPPED_TEXTS)})",
+                         field="data.text_path")
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
     paragraphs = [" ".join(p.split()) for p in text.split("\n\n")]
     return [p for p in paragraphs if p]
 
@@ -92,12 +108,34 @@ def text_samples(tokenizer, text_path: str | None, max_len: int, min_len: int) -
     pieces shorter than ``min_len`` are dropped."""
     body = max_len - 2
     out = []
-    for ids in tokenizer(read_paragraphs(text_path), add_special_tokens=False)["input_ids"]:
+    # verbose=False: no "longer than the maximum length" warning, pieces are cut to max_len below
+    for ids in tokenizer(read_paragraphs(text_path), add_special_tokens=False, verbose=False)["input_ids"]:
         for start in range(0, len(ids), body):
             piece = [tokenizer.cls_token_id, *ids[start:start + body], tokenizer.sep_token_id]
             if len(piece) >= min_len:
                 out.append(np.asarray(piece, dtype=np.int64))
     return out
+
+
+def packed_samples(tokenizer, text_path: str | None, max_len: int, min_len: int,
+                   rng: np.random.Generator) -> list[np.ndarray]:
+    """The paragraphs' tokens as one stream (in text order), cut into consecutive samples whose lengths,
+    [CLS] and [SEP] included, are drawn uniformly in [min_len, max_len]; the last, shorter rest is dropped.
+
+    What the lab's 212-288-token samples need: most paragraphs are shorter than that, so cutting single
+    paragraphs (``text_samples``) gives none of them. A sample may start mid-sentence, as BERT's own
+    pre-training segments do."""
+    stream = np.concatenate([np.asarray(ids, dtype=np.int64) for ids in
+                             tokenizer(read_paragraphs(text_path), add_special_tokens=False,
+                                       verbose=False)["input_ids"]])
+    out, start = [], 0
+    while True:
+        body = int(rng.integers(min_len, max_len + 1)) - 2
+        if start + body > len(stream):
+            return out
+        out.append(np.concatenate([[tokenizer.cls_token_id], stream[start:start + body],
+                                   [tokenizer.sep_token_id]]).astype(np.int64))
+        start += body
 
 
 def random_samples(rng: np.random.Generator, n: int, vocab_size: int, max_len: int, min_len: int,
@@ -132,11 +170,16 @@ def make_corpus(data, tokenizer, vocab_size: int, seed: int) -> Corpus:
         samples = random_samples(rng, data.n_samples, vocab_size, data.max_len, data.min_len,
                                  *(_special_ids(tokenizer)))
     else:
-        pool = text_samples(tokenizer, data.text_path, data.max_len, data.min_len)
+        if data.packing == "pack":  # its own generator: the paragraph mode's draws stay as they were
+            pool = packed_samples(tokenizer, data.text_path, data.max_len, data.min_len,
+                                  np.random.default_rng([seed, 8]))
+        else:
+            pool = text_samples(tokenizer, data.text_path, data.max_len, data.min_len)
         if len(pool) < data.n_samples:
             raise InputError(f"the text gives {len(pool)} samples of {data.min_len}..{data.max_len} tokens, "
                              f"fewer than n_samples={data.n_samples}: lower n_samples or max_len, give a "
-                             "longer data.text_path, or use data.source=random", field="data.n_samples")
+                             "longer data.text_path (or data.text_path=kjv), data.packing=pack, "
+                             "or data.source=random", field="data.n_samples")
         chosen = np.sort(rng.choice(len(pool), size=data.n_samples, replace=False))
         samples = [pool[k] for k in chosen]
     return split_samples(samples, rng, data.val_fraction, data.test_fraction)

@@ -30,7 +30,9 @@ def load_pretrained(name: str, allow_download: bool = False):
     """(model, tokenizer) from a local directory or a hub name already in the local cache. Without
     ``allow_download`` nothing touches the network, so a missing model fails at once, not after timeouts."""
     from transformers import AutoTokenizer, BertModel
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a progress bar per load in every job's stderr says nothing
     local_only = not allow_download
     try:
         model = BertModel.from_pretrained(name, local_files_only=local_only)
