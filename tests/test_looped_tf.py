@@ -1,5 +1,6 @@
-"""looped_tf: sampler and prompt, baselines against their analytic values, loop semantics, determinism,
-resume, a short real training run, and the spec files."""
+"""looped_tf: sampler and prompt, baselines against their analytic values, loop semantics, state masking,
+the evaluation protocol (both horizons, loop_err), determinism, resume, a short real training run, and the
+spec files."""
 
 from __future__ import annotations
 
@@ -17,13 +18,24 @@ from orchestrator.spec.plan import Run, expand
 from orchestrator.spec.spec import load_spec
 from workloads.looped_tf import Params
 from workloads.looped_tf.baselines import averaging, least_squares, nearest_neighbours
+from workloads.looped_tf.convergence import convergence_step, plateau
 from workloads.looped_tf.data import sample_tasks, schedule, to_prompt
 from workloads.looped_tf.model import InContextRegressor
+from workloads.looped_tf.protocol import (
+    eval_keep,
+    evaluated_loops,
+    headline_loops,
+    long_horizon,
+    loop_err_positions,
+    loops_of,
+    train_keep,
+)
+from workloads.looped_tf.state_mask import Keep
 from workloads.looped_tf.train import curriculum_at
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"n_dims": 3, "n_points": 7, "n_embd": 16, "n_head": 2, "n_loops": 4, "loop_window": 2, "batch_size": 16,
-        "eval_prompts": 64, "bootstrap_trials": 50, "eval_every": 10, "log_every": 5,
+        "eval_prompts": 64, "bootstrap_trials": 50, "eval_every": 10, "log_every": 5, "eval_horizon": 8,
         "curriculum": {"dims": {"start": 2, "interval": 10}, "points": {"start": 5, "inc": 2, "interval": 10},
                        "loops": {"inc": 2, "interval": 10}}}
 
@@ -184,6 +196,60 @@ def test_causality_prediction_ignores_later_tokens():
     assert torch.allclose(a[:, :3], b[:, :3]) and not torch.allclose(a[:, 3:], b[:, 3:])
 
 
+# ---------------------------------------------------------------- state mask
+def test_keep_positions_count_pairs_from_either_end():
+    first, last = Keep("first", 2).positions(10)[:, 0].tolist(), Keep("last", 2).positions(10)[:, 0].tolist()
+    assert first == [True] * 4 + [False] * 6 and last == [False] * 6 + [True] * 4
+    assert Keep("last", 9).positions(10).all() and not Keep("first", 0).positions(10).any()
+
+
+@pytest.mark.parametrize("injection,side,pairs", [("add", "last", 2), ("add", "first", 3), ("mul", "last", 1),
+                                                   ("mul", "first", 0)])
+def test_masked_loop_matches_a_direct_computation(injection, side, pairs):
+    model, prompt = _model(injection), _prompt()  # 5 pairs, 10 positions
+    neutral = 0.0 if injection == "add" else 1.0
+    with torch.no_grad():
+        got = model(prompt, n_loops=4, keep=Keep(side, pairs))
+        e = model.read_in(prompt)
+        z = torch.full_like(e, neutral)
+        want = []
+        for _ in range(4):
+            z = z.clone()
+            if side == "last":
+                z[:, : 2 * (5 - pairs)] = neutral  # everything before the last `pairs` pairs
+            else:
+                z[:, 2 * pairs :] = neutral        # everything after the first `pairs` pairs
+            z = model.backbone(z + e if injection == "add" else z * e)
+            want.append(model.read_out(z[:, ::2]).squeeze(-1))
+        unmasked = model(prompt, n_loops=4)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(got[0], unmasked[0])  # iteration 1 starts from the neutral state either way
+    assert not torch.allclose(got[-1], unmasked[-1])  # and the mask does change later iterations
+
+
+# ---------------------------------------------------------------- protocol and convergence
+def test_protocol_loop_counts_and_headline():
+    p = Params(n_loops=10, eval_horizon=50, eval_loops=[20, 10])
+    assert (evaluated_loops(p), headline_loops(p), loops_of(p)) == ([10, 20, 50], 50, (10, 5))
+    assert headline_loops(Params(n_loops=10, headline="b")) == 10
+    standard = Params(model="standard", eval_horizon=50)
+    assert (evaluated_loops(standard), headline_loops(standard), long_horizon(standard)) == ([1], 1, 1)
+    assert loop_err_positions(Params(n_dims=5, n_points=11)) == [2, 5, 10]
+    assert eval_keep(Params()) is None and train_keep(Params(state_mask={"keep": "last", "pairs": 3})) is None
+    assert train_keep(Params(state_mask={"keep": "last", "pairs": 3, "during": "always"})) == Keep("last", 3)
+
+
+def test_convergence_step_is_the_first_step_within_10_percent_of_the_plateau():
+    losses = [1.0, 0.5, 0.3, 0.2, 0.12, 0.115, 0.09] + [0.1] * 13  # plateau: mean of the last 2 = 0.1
+    history = [(10 * i + 9, v) for i, v in enumerate(losses)]
+    assert plateau(losses) == pytest.approx(0.1)
+    assert convergence_step(history) == 69  # 0.12 and 0.115 are still above 1.1 x 0.1; 0.09 is the first below
+    assert convergence_step([(5, 2.0)]) == 5
+    with pytest.raises(ValueError):
+        convergence_step([])
+
+
 # ---------------------------------------------------------------- runs through the worker
 def _execute(tmp_path: Path, name: str, params: dict, seed: int = 0, callbacks=None) -> tuple[str, list[dict]]:
     run_dir = RunDir(tmp_path / name)
@@ -220,17 +286,31 @@ def test_seeded_run_is_deterministic_and_writes_its_artifacts(tmp_path):
     k_keys = [f"err_k{k}" for k in range(7)]
     for prefix in ("", "ls_", "knn_", "avg_"):
         assert all(f"{prefix}{k}" in final for k in k_keys)
-    assert all(f"err_k{k}_loops8" in final for k in range(7)) and final["n_params"] > 0
+    assert all(f"err_k{k}_loops{b}" in final for k in range(7) for b in (4, 8)) and final["n_params"] > 0
     assert final["final_err"] == final["err_k6"] and final["final_err_lo"] <= final["final_err"] <= final["final_err_hi"]
-    assert set(curve[4]) == {"train_loss", "lr", "n_loops", "n_dims", "n_points"}
+    # The headline is the long horizon (8 loops here), reported beside the error at b = 4.
+    assert final["final_err"] == final["final_err_long"] == final["err_k6_loops8"] and final["headline_loops"] == 8
+    assert final["final_err_b"] == final["err_k6_loops4"] != final["final_err"]
+    # (loop_err is logged at steps 1..N too: step = loop count for it, a training step for the others)
+    assert set(curve[4]) - {"loop_err"} == {"train_loss", "train_loss_scaled", "lr", "n_loops", "n_dims", "n_points"}
     assert (curve[4]["n_dims"], curve[4]["n_points"], curve[4]["n_loops"]) == (2, 5, 2)
     assert (curve[29]["n_dims"], curve[29]["n_points"], curve[29]["n_loops"]) == (3, 7, 4)
     assert "eval_final_err" in curve[9]
     artifacts = tmp_path / "a" / "artifacts"
     curves = json.loads((artifacts / "error_curves.json").read_text())["curves"]
-    assert set(curves) == {"model", "model_loops8", "ls", "knn", "avg"}
+    assert set(curves) == {"model", "model_loops4", "model_loops8", "ls", "knn", "avg"}
     assert curves["ls"]["mean"][5] == pytest.approx(final["ls_err_k5"])
-    assert (artifacts / "error_vs_k.png").stat().st_size > 1000
+    for png in ("error_vs_k.png", "loop_err.png"):
+        assert (artifacts / png).stat().st_size > 1000
+    # loop_err: one point per loop count 1..N (step = loop count); it agrees with the curves at b and N.
+    loop_err = {r["step"]: r["metrics"]["loop_err"] for r in rec_a if r["event"] == "metrics" and "loop_err" in r["metrics"]}
+    assert sorted(loop_err) == list(range(1, 9))
+    assert loop_err[4] == pytest.approx(final["final_err_b"]) and loop_err[8] == pytest.approx(final["final_err_long"])
+    by_loop = json.loads((artifacts / "loop_err.json").read_text())["by_loop"]
+    assert by_loop["6"] == pytest.approx([loop_err[i] for i in range(1, 9)])
+    # train_loss_scaled = train_loss / active d (the window at step 4 is all at d = 2)
+    assert curve[4]["train_loss_scaled"] == pytest.approx(curve[4]["train_loss"] / 2)
+    assert 0 <= final["converge_step"] <= 29
 
 
 def test_bf16_autocast_path_runs(tmp_path):
@@ -257,6 +337,52 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert _final(resumed) == _final(straight)
 
 
+def test_T_above_b_trains_every_iteration_with_gradient(tmp_path, monkeypatch):
+    # The reference: horizon_start = max(0, n_loops - T), so T > b puts every iteration in the loss.
+    from workloads.looped_tf import train as train_module
+    backward_calls: list[int] = []
+    build = train_module.build_model
+
+    def counting_model(p):
+        model = build(p)
+        model.backbone.register_full_backward_hook(lambda m, gin, gout: backward_calls.append(1))
+        return model
+
+    monkeypatch.setattr(train_module, "build_model", counting_model)
+    params = {**TINY, "n_loops": 3, "loop_window": 6, "steps": 4, "eval_every": 0, "log_every": 2, "eval_horizon": 3}
+    status, records = _execute(tmp_path, "t_above_b", params)
+    assert status == "FINISHED"
+    assert len(backward_calls) == 4 * 3  # 4 steps x b = 3 iterations, all with gradient
+    assert {r["metrics"]["n_loops"] for r in records if r["event"] == "metrics" and "n_loops" in r["metrics"]} == {3}
+
+
+def test_state_mask_at_eval_leaves_training_alone_and_always_changes_it(tmp_path):
+    base = {**TINY, "steps": 10, "eval_every": 0, "log_every": 5}
+    mask = {"keep": "last", "pairs": 2}
+    _, plain = _execute(tmp_path, "plain", base)
+    _, at_eval = _execute(tmp_path, "eval", {**base, "state_mask": {**mask, "during": "eval"}})
+    _, always = _execute(tmp_path, "always", {**base, "state_mask": {**mask, "during": "always"}})
+    losses = [[c["train_loss"] for c in _curve(r).values() if "train_loss" in c] for r in (plain, at_eval, always)]
+    assert losses[0] == losses[1] and losses[0] != losses[2]
+    assert _final(plain)["final_err"] != _final(at_eval)["final_err"]
+
+
+def test_headline_b_and_the_mask_sweep(tmp_path):
+    params = {**TINY, "steps": 10, "eval_every": 0, "headline": "b", "mask_sweep": [0, 2, 7]}
+    status, records = _execute(tmp_path, "sweep", params)
+    final = _final(records)
+    assert status == "FINISHED" and final["headline_loops"] == 4
+    assert final["final_err"] == final["final_err_b"] != final["final_err_long"]
+    # keeping all 7 pairs is no mask; keeping 0 makes every iteration see the neutral state (= one iteration)
+    assert final["mask_last7_err"] == pytest.approx(final["final_err"]) == pytest.approx(final["mask_first7_err"])
+    assert final["mask_last0_err"] == pytest.approx(final["mask_first0_err"])
+    one_loop = [r["metrics"]["loop_err"] for r in records if r["event"] == "metrics" and r["step"] == 1 and "loop_err" in r["metrics"]]
+    assert final["mask_last0_err"] == pytest.approx(one_loop[0])
+    logged = {r["step"]: r["metrics"] for r in records if r["event"] == "metrics" and "mask_last_err" in r["metrics"]}
+    assert sorted(logged) == [0, 2, 7] and logged[2]["mask_first_err"] == final["mask_first2_err"]
+    assert (tmp_path / "sweep" / "artifacts" / "mask_sweep.png").stat().st_size > 1000
+
+
 @pytest.mark.slow
 def test_short_training_beats_the_averaging_baseline_at_k_2d(tmp_path):
     # Small but real: d = 2, 5 points, a 2-layer standard transformer, 700 steps on one core (~10 s).
@@ -274,26 +400,81 @@ def test_short_training_beats_the_averaging_baseline_at_k_2d(tmp_path):
 
 
 # ---------------------------------------------------------------- spec files
-@pytest.mark.parametrize("name", ["looped_tf.yaml", "looped_tf_paper.yaml"])
-def test_spec_files_are_valid_and_variants_differ(name):
-    spec = load_spec(ROOT / "configs" / name)
-    runs = expand(spec)
+def _load(name: str):
+    """A spec file as planned on any machine: the GPU presets ask for more than this one has, and the
+    local backend refuses that at load time (resources do not enter the params or the plan)."""
+    return load_spec(ROOT / "configs" / name, sets=["resources.cpus=1", "resources.gpus=0"])
+
+
+def _variants(name: str) -> dict[str, Params]:
+    return {r.variant: Params(**r.params) for r in expand(_load(name))}
+
+
+@pytest.mark.parametrize("name", ["looped_tf.yaml", "looped_tf_cpu.yaml"])
+def test_cpu_spec_files_are_valid_and_variants_differ(name):
+    runs = expand(_load(name))
     variants = {r.variant: r for r in runs}
     assert set(variants) == {"looped", "standard"}
     assert variants["looped"].group != variants["standard"].group
     p = Params(**variants["looped"].params)
-    assert p.model == "looped" and p.n_layer == 1 and p.loop_window < p.n_loops
-    if name == "looped_tf_paper.yaml":
-        assert (p.n_dims, p.n_points, p.n_embd, p.n_head, p.n_loops, p.loop_window, p.steps) == (20, 41, 256, 8, 20, 15, 500_000)
-        assert Params(**variants["standard"].params).n_layer == 12
+    assert (p.model, p.n_layer, p.n_loops, p.loop_window, p.headline, p.eval_horizon) == ("looped", 1, 10, 5, "horizon", 100)
+
+
+def test_the_cpu_preset_is_the_smoke_preset_trained_longer():
+    # docs/looped_tf.md and benchmarks/looped_tf_cpu_preset.py rely on it: the first 3,000 steps are the same.
+    smoke, long = _variants("looped_tf.yaml"), _variants("looped_tf_cpu.yaml")
+    for v in ("looped", "standard"):
+        a, b = smoke[v].model_dump(), long[v].model_dump()
+        assert (a.pop("steps"), b.pop("steps")) == (3000, 12000)
+        assert a == b
+
+
+def test_paper_spec_follows_the_reference():
+    v = _variants("looped_tf_paper.yaml")
+    assert set(v) == {"looped_b30", "looped_b20", "standard"}
+    for name, b in (("looped_b30", 30), ("looped_b20", 20)):
+        p = v[name]
+        assert (p.n_dims, p.n_points, p.n_embd, p.n_head, p.n_layer, p.n_loops, p.loop_window, p.steps) == \
+            (20, 41, 256, 8, 1, b, 15, 500_000)
+        assert (p.bf16, p.tf32, p.eval_horizon, p.headline, p.eval_prompts, p.lr) == (False, True, 500, "horizon", 1280, 1e-4)
+        assert curriculum_at(p, 0) == (5, 11, 15) and curriculum_at(p, 10**6) == (20, 41, b)
+    assert v["standard"].n_layer == 12 and v["standard"].model == "standard"
+
+
+def test_lab_spec_plans_as_a_whole():
+    runs = expand(_load("looped_tf_lab.yaml"))
+    v = {r.variant: Params(**r.params) for r in runs}
+    assert len(runs) == 3 * len(v) and len({r.group for r in runs}) == len(v) == 14
+    for p in v.values():
+        assert (p.n_dims, p.n_points, p.n_head, p.eval_horizon) == (10, 31, 4, 500)
+    assert v["standard"].n_layer == 12
+    pairs = {(p.n_loops, p.loop_window) for n, p in v.items() if n.startswith("looped_b") and n.count("_") == 2}
+    assert pairs == {(b, t) for b in (5, 10, 20, 25) for t in (10, 20)}
+    assert curriculum_at(v["looped_b5_T10"], 0)[2] == 5  # T > b: b loops from the start, all with gradient
+    assert v["looped_b20_T10_fixed_b"].curriculum.loops.start == 20
+    assert v["looped_b20_T10_mask_last15"].state_mask.during == "always"
+    assert {v["looped_L2_b10_T10"].n_layer, v["looped_L4_b10_T10"].n_layer} == {2, 4}
+
+
+def test_a_grid_over_b_and_T_with_T_above_b_plans(tmp_path):
+    spec = tmp_path / "grid.yaml"
+    spec.write_text("name: g\nworkload: looped_tf\nparams: {model: looped}\n"
+                    "grid: {n_loops: [5, 10, 20, 25], loop_window: [10, 20]}\n")
+    runs = expand(load_spec(spec))
+    assert sorted((r.params["n_loops"], r.params["loop_window"]) for r in runs) == \
+        sorted((b, t) for b in (5, 10, 20, 25) for t in (10, 20))
 
 
 def test_bad_params_are_rejected():
-    with pytest.raises(ValueError, match="loop_window"):
-        Params(n_loops=4, loop_window=5)
     with pytest.raises(ValueError, match="n_head"):
         Params(n_embd=30, n_head=4)
     with pytest.raises(ValueError, match="eval_loops"):
         Params(eval_loops=[0, 20])
     with pytest.raises(ValueError, match="curriculum.dims.start"):
         Params(n_dims=3, curriculum={"dims": {"start": 4}})
+    with pytest.raises(ValueError, match="loop_err_k"):
+        Params(n_points=11, loop_err_k=[11])
+    with pytest.raises(ValueError, match="mask_sweep"):
+        Params(mask_sweep=[-1])
+    with pytest.raises(ValueError):
+        Params(state_mask={"keep": "middle"})

@@ -1,4 +1,5 @@
-"""Error curves: normalised squared error at every in-context position k, with a bootstrap interval.
+"""Error curves: normalised squared error at every in-context position k, with a bootstrap interval
+(plots.py draws them).
 
 Normalised = squared error divided by d, so that predicting 0 scores about 1 (E[(w.x)^2] = d) and every
 curve reads on the same scale whatever d is. The interval is Garg et al.'s: the 5th and 95th percentiles
@@ -38,25 +39,3 @@ def curve(errors: np.ndarray, rng: np.random.Generator, trials: int = 1000) -> C
 
 def write_curves(curves: dict[str, Curve], meta: dict, path: Path) -> None:
     path.write_text(json.dumps({"meta": meta, "curves": {k: asdict(c) for k, c in curves.items()}}, indent=1))
-
-
-def plot_curves(curves: dict[str, Curve], n_dims: int, title: str, path: Path) -> None:
-    """Error vs k with bands: the model (and its extra-loop curves) against the three baselines."""
-    import matplotlib
-    matplotlib.use("Agg")  # no display on a compute node
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    styles = {"ls": ("least squares", "k", "--"), "knn": ("3-NN", "tab:green", ":"), "avg": ("averaging", "tab:red", "-.")}
-    for name, c in curves.items():
-        label, color, line = styles.get(name, (name, None, "-"))
-        k = np.arange(len(c.mean))
-        ax.plot(k, c.mean, line, color=color, label=label, lw=1.8 if name == "model" else 1.2)
-        ax.fill_between(k, c.lo, c.hi, color=ax.lines[-1].get_color(), alpha=0.2, lw=0)
-    ax.axvline(n_dims, color="grey", lw=0.8, alpha=0.6)
-    top = min(2.2, 1.05 * max(max(c.hi) for c in curves.values()))  # 3-NN starts near 2: do not let it squash the rest
-    ax.set(xlabel="in-context examples k", ylabel="squared error / d", title=title, ylim=(0, top))
-    ax.legend(frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

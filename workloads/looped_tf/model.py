@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from workloads.looped_tf.state_mask import Keep, apply
+
 Injection = Literal["add", "mul"]
 
 
@@ -117,29 +119,38 @@ class InContextRegressor(nn.Module):
         self.backbone = Backbone(n_layer, n_embd, n_head, block_size=2 * n_points)
         self.read_out = nn.Linear(n_embd, 1)
 
-    def step(self, z: torch.Tensor, e: torch.Tensor, x_tokens_only: bool = False) -> torch.Tensor:
-        """One iteration: the backbone applied to the state with the prompt injected."""
+    @property
+    def neutral(self) -> float:
+        """The state that leaves the injection unchanged: z + e = e, z * e = e."""
+        return 0.0 if self.injection == "add" else 1.0
+
+    def step(self, z: torch.Tensor, e: torch.Tensor, x_tokens_only: bool = False, keep: Keep | None = None) -> torch.Tensor:
+        """One iteration: the backbone applied to the state (masked first, if asked) with the prompt injected."""
+        if keep is not None:
+            z = apply(z, keep, self.neutral)
         return self.backbone(z + e if self.injection == "add" else z * e, x_tokens_only)
 
     def predict(self, z: torch.Tensor) -> torch.Tensor:
         return self.read_out(z[:, ::2]).squeeze(-1)  # even positions are the x tokens: (B, n)
 
-    def forward(self, prompt: torch.Tensor, n_loops: int = 1, grad_loops: int | None = None) -> list[torch.Tensor]:
-        """prompt (B, 2n, d) -> [predictions (B, n) after iteration n_loops - grad_loops + 1, ..., n_loops]."""
+    def forward(self, prompt: torch.Tensor, n_loops: int = 1, grad_loops: int | None = None,
+                keep: Keep | None = None) -> list[torch.Tensor]:
+        """prompt (B, 2n, d) -> [predictions (B, n) after iteration n_loops - grad_loops + 1, ..., n_loops];
+        ``keep`` masks the state before every injection (state_mask.py)."""
         grad_loops = n_loops if grad_loops is None else grad_loops
         if not 1 <= grad_loops <= n_loops:
             raise ValueError(f"need 1 <= grad_loops <= n_loops, got {grad_loops} and {n_loops}")
         e = self.read_in(prompt)
-        # The neutral state for the injection: z + e = e, z * e = e, so iteration 1 sees the prompt alone.
-        z = torch.zeros_like(e) if self.injection == "add" else torch.ones_like(e)
+        # Start from the neutral state, so iteration 1 sees the prompt alone.
+        z = torch.full_like(e, self.neutral)
         with torch.no_grad():
             for _ in range(n_loops - grad_loops):
-                z = self.step(z, e)
+                z = self.step(z, e, keep=keep)
         predictions = []
         for _ in range(grad_loops - 1):
-            z = self.step(z, e)
+            z = self.step(z, e, keep=keep)
             predictions.append(self.predict(z))
         # The last state is only read out: its last layer need not compute the y tokens.
-        z_x = self.step(z, e, x_tokens_only=True)
+        z_x = self.step(z, e, x_tokens_only=True, keep=keep)
         predictions.append(self.read_out(z_x).squeeze(-1))
         return predictions

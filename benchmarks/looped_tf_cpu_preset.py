@@ -1,0 +1,102 @@
+"""Train one variant of configs/looped_tf_cpu.yaml (12,000 steps) through orch's worker, in slices of at
+most ``--minutes`` wall time each, so that a shared machine is never held long: each call resumes from the
+last checkpoint (a resumed run equals an uninterrupted one, tests/test_looped_tf.py) and stops right after
+a checkpoint once its time is up. Call it again until it reports FINISHED.
+
+    .venv/bin/python benchmarks/looped_tf_cpu_preset.py looped [--minutes 5]
+
+The first 3,000 steps are exactly configs/looped_tf.yaml's (same seed, constant lr, step-driven curricula):
+the checkpoint at step 2,999 is kept and evaluated as that smoke preset. Each slice's CPU time, wall time
+and load average go to benchmarks/results/looped_tf_cpu_preset_<variant>.json with the final metrics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from orchestrator.job import worker
+from orchestrator.job.rundir import RunDir
+from orchestrator.spec.plan import Run
+from workloads.looped_tf import Params
+
+ROOT = Path(__file__).resolve().parent
+SMOKE_STEPS = 3000
+WORK = Path(os.environ.get("LOOPED_TF_WORK", "/tmp/looped_tf_cpu_preset"))
+
+
+class StopAfterCheckpoint(KeyboardInterrupt):
+    """Raised from a log callback: the worker journals the run as KILLED, the checkpoint stays."""
+
+
+def load_params(variant: str, **overrides) -> Params:
+    import yaml
+
+    from orchestrator.spec.spec import deep_merge, nest
+    doc = yaml.safe_load((ROOT.parent / "configs" / "looped_tf_cpu.yaml").read_text())
+    tree = deep_merge(nest(doc["params"]), nest(doc["variants"][variant]))
+    return Params.model_validate(deep_merge(tree, overrides))
+
+
+def prepare(path: Path, params: Params, seed: int) -> RunDir:
+    run_dir = RunDir(path)
+    if not run_dir.spec_file.exists():
+        run = Run("looped_tf", params.model_dump(mode="json"), seed, "cpu_preset")
+        run_dir.create({"run": run.to_dict(), "run_id": "local", "experiment_id": "0", "cpus": 1, "gpus": 0})
+    return run_dir
+
+
+def final_of(run_dir: RunDir) -> dict | None:
+    from orchestrator.job.journal import read_journal
+    records, _ = read_journal(run_dir.journal)
+    ends = [r for r in records if r["event"] == "end" and r["status"] == "FINISHED"]
+    return ends[-1]["final"] if ends else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variant", choices=["looped", "standard"])
+    parser.add_argument("--minutes", type=float, default=5.0, help="wall-time budget of this slice")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    params = load_params(args.variant)
+    work = WORK / args.variant
+    run_dir = prepare(work / "run", params, args.seed)
+    interval = params.checkpoint_every
+    start_wall, start_cpu, load_start = time.monotonic(), time.process_time(), os.getloadavg()
+
+    def slice_guard(step: int, metrics: dict) -> None:
+        if "train_loss" not in metrics:
+            return  # evaluation logs (loop_err, ...) never stop the run
+        if step == SMOKE_STEPS - 1 + params.log_every and run_dir.checkpoint.exists():
+            shutil.copy2(run_dir.checkpoint, work / "checkpoint_smoke.pkl")  # the state after step 2,999
+        # the first log after a checkpoint: at most log_every steps are redone on resume
+        if (step + 1) % interval == params.log_every and time.monotonic() - start_wall > 60 * args.minutes:
+            raise StopAfterCheckpoint(f"slice over at step {step}")
+
+    status = worker.execute(run_dir.path, extra_callbacks=[slice_guard])
+    slice_info = {"status": status, "wall_s": time.monotonic() - start_wall, "cpu_s": time.process_time() - start_cpu,
+                  "load_start": load_start, "load_end": os.getloadavg(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    out = ROOT / "results" / f"looped_tf_cpu_preset_{args.variant}.json"
+    doc = json.loads(out.read_text()) if out.exists() else {"variant": args.variant, "seed": args.seed, "slices": []}
+    doc["slices"].append(slice_info)
+    final = final_of(run_dir)
+    if final is not None:
+        doc["final_12k"] = final
+        smoke = work / "checkpoint_smoke.pkl"
+        if smoke.exists() and "final_3k" not in doc:
+            # The smoke preset: its params, resumed from the 12k run's checkpoint at step 2,999 -> evaluation only.
+            smoke_dir = prepare(work / "smoke", load_params(args.variant, steps=SMOKE_STEPS), args.seed)
+            shutil.copy2(smoke, smoke_dir.checkpoint)
+            worker.execute(smoke_dir.path)
+            doc["final_3k"] = final_of(smoke_dir)
+    doc["cpu_s_total"] = sum(s["cpu_s"] for s in doc["slices"])
+    out.write_text(json.dumps(doc, indent=1))
+    print(status, json.dumps(slice_info))
+
+
+if __name__ == "__main__":
+    main()
