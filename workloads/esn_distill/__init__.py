@@ -88,6 +88,8 @@ class ESNParams(BaseModel):
     product_dtype: Literal["float32", "float64"] = Field(
         "float32", description="dtype of each batch's X^T X product (sums are always float64)")
     batch_tokens: int = Field(8192, ge=16, description="padded tokens per reservoir batch (bounds memory)")
+    readout_input: bool = Field(True, description="readout on [u; x] (the input and the states); false: on "
+                                "the states alone, reservoirpy's Reservoir >> Ridge")
 
     @model_validator(mode="after")
     def _ridges(self):
@@ -98,108 +100,53 @@ class ESNParams(BaseModel):
         return self
 
 
+class ProbeParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="run the downstream linear probe at the end (probe.py)")
+    n_per_class: int = Field(150, ge=10, description="KJV passages per testament (Old / New)")
+    length: int = Field(64, ge=8, le=512, description="tokens per passage, [CLS] and [SEP] included")
+    tokens: Literal["first", "mean"] = Field("mean", description="pool the first token ([CLS]) or the mean "
+                                             "over real tokens")
+    layers: Literal["last", "sum", "concat"] = Field("last", description="the last hidden state, or the sum "
+                                                     "or concatenation of the last `last_n`")
+    last_n: int = Field(4, ge=1, description="hidden states pooled by layers=sum|concat (embeddings count)")
+    ridges: list[float] = Field([0.1, 1.0, 10.0, 100.0, 1000.0], min_length=1,
+                                description="penalties of the ridge classifier, chosen on validation")
+
+
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     teacher: TeacherParams = Field(default_factory=TeacherParams, description="the BERT teacher")
     data: DataParams = Field(default_factory=DataParams, description="token samples and their split")
     esn: ESNParams = Field(default_factory=ESNParams, description="the reservoir and readout of every layer")
+    target: Literal["layer", "attention"] = Field(
+        "layer", description="what ESN i predicts: hidden_states[i+1] (the whole layer) or layer i's attention "
+        "sub-layer output, before its feed-forward block (needs chained: false)")
+    train_on: Literal["teacher", "chained"] = Field(
+        "teacher", description="ESN i reads the teacher's hidden_states[i], or the previous ESN's outputs "
+        "(the student chained on every split, as it will run)")
     chained: bool = Field(True, description="also run the ESNs end to end on the test set (error per depth)")
+    probe: ProbeParams = Field(default_factory=ProbeParams, description="downstream probe, student vs teacher")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = the job's device (cuda when "
-                                                   "it has a GPU); teacher and reservoirs run there")
+                                                   "it has a GPU); teacher, reservoirs and readout "
+                                                   "statistics run there")
+    mem_gb: float | None = Field(None, gt=0, description="memory the run may use, for the estimate that "
+                                 "refuses an impossible run; None = the job's limit (run.json mem_gb, Slurm's "
+                                 "SLURM_MEM_PER_NODE) or the machine's memory")
     cache_dir: str | None = Field(None, description="where the teacher's hidden states are cached (default: "
                                   "the run directory; point at node-local scratch on a cluster)")
     keep_cache: bool = Field(False, description="keep the hidden-state cache after a finished run")
 
+    @model_validator(mode="after")
+    def _chain_needs_layers(self):
+        if self.target == "attention" and (self.chained or self.train_on == "chained"):
+            raise ValueError("target=attention predicts an attention sub-layer, which is no next layer's "
+                             "input: set chained: false and train_on: teacher")
+        return self
+
 
 def run(params: Params, ctx) -> dict[str, float]:
-    import torch
-
-    from orchestrator.errors import InputError
-    from workloads.esn_distill import distill, packaged, plots
-    from workloads.esn_distill.data import build_tokenizer, make_corpus
-    from workloads.esn_distill.teacher import HiddenStateCache, load_pretrained, random_teacher, teacher_params
-
-    device = ctx.device if params.device == "auto" else params.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("device: cuda asked but torch sees no CUDA device", field="device")
-    tp, dp, ep = params.teacher, params.data, params.esn
-
-    # Teacher and tokenizer: everything below is a function of (params, seed) alone, so a resumed run
-    # rebuilds the same corpus, teacher and reservoirs.
-    if tp.pretrained:
-        model, tokenizer = load_pretrained(packaged.resolve(tp.pretrained), tp.allow_download)
-        vocab = len(tokenizer)
-    else:
-        tokenizer = build_tokenizer(dp.text_path, dp.vocab_size) if dp.source == "text" else None
-        vocab = len(tokenizer) if tokenizer is not None else dp.vocab_size
-        model = random_teacher(tp.config, tp.num_layers, vocab, dp.max_len, ctx.seed, tp.hidden_size,
-                               tp.num_attention_heads, tp.intermediate_size, tp.init_range)
-    corpus = make_corpus(dp, tokenizer, vocab, ctx.seed)
-    n_layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
-    params_layers, params_all = teacher_params(model)
-
-    root = Path(params.cache_dir) if params.cache_dir else ctx.run_dir.path / "teacher_cache"
-    fingerprint = hashlib.sha256(json.dumps([tp.model_dump(), dp.model_dump(), ctx.seed],
-                                            sort_keys=True).encode()).hexdigest()[:16]
-    cache = HiddenStateCache(root / fingerprint, fingerprint)
-    t_start = time.perf_counter()
-    if not cache.complete():
-        cache.write(model, corpus, tp.batch_tokens, device)
-    teacher_s = time.perf_counter() - t_start
-    del model
-
-    saved = ctx.load_checkpoint()
-    rows: list[dict] = saved["rows"] if saved else []
-    chained = saved["chained"] if saved else None
-    # Wall times go to an artifact, not to the metrics: metrics must be equal across seeds' reruns/resumes.
-    timings: dict = saved["timings"] if saved else {"teacher_s": 0.0, "layers_s": []}
-    timings["teacher_s"] += teacher_s
-    test0, test1 = corpus.token_range("test")
-    train0, train1 = corpus.token_range("train")
-    product_dtype = np.float64 if ep.product_dtype == "float64" else np.float32
-
-    H_in = cache.load(len(rows))
-    if chained is None:
-        chained = H_in[test0:test1].copy()  # depth 0 of the chain: the teacher's embeddings
-    scratch = distill.Scratch()  # batch-sized arrays shared by every layer
-    for i in range(len(rows), n_layers):
-        t0 = time.perf_counter()
-        H_out = cache.load(i + 1)
-        train_u = H_in[train0:train1]
-        mu, sd = train_u.mean(axis=0), train_u.std(axis=0) + 1e-6
-        res = distill.build_reservoirs(ep, i, ctx.seed, hidden, mu, sd, device, scratch)
-        accs = distill.accumulate(res, H_in, H_out, corpus, ep.batch_tokens, product_dtype)
-        fit = distill.fit_layer(accs, hidden, ep.ridges, ep.state_scales)
-        row = {"layer": i, **distill.score_layer(res, fit, H_in, H_out, corpus, ep.batch_tokens)}
-        if params.chained:
-            chained, chain_scores = distill.chain_layer(res, fit, chained, H_out, corpus, ep.batch_tokens)
-            row.update(chain_scores)
-        timings["layers_s"].append(time.perf_counter() - t0)
-        row.update(ridge=fit.esn.ridge, ridge_linear=fit.linear.ridge, state_scale=fit.state_scale,
-                   params_readout=int(fit.esn.W.size + fit.esn.b.size), params_fixed=res.n_fixed_params(),
-                   train_tokens=accs["train"].n, val_tokens=accs["val"].n, test_tokens=test1 - test0)
-        rows.append(row)
-        ctx.log(i, **{k: v for k, v in row.items() if k != "layer"})
-        ctx.save_checkpoint({"rows": rows, "chained": chained, "timings": timings})
-        H_in = H_out
-
-    final = {
-        "mean_nmse": float(np.mean([r["nmse"] for r in rows])),
-        "mean_r2": float(np.mean([r["r2"] for r in rows])),
-        "mean_baseline_linear_nmse": float(np.mean([r["baseline_linear_nmse"] for r in rows])),
-        "mean_baseline_identity_nmse": float(np.mean([r["baseline_identity_nmse"] for r in rows])),
-        "params_esn_readout": float(sum(r["params_readout"] for r in rows)),
-        "params_esn_total": float(sum(r["params_readout"] + r["params_fixed"] for r in rows)),
-        "params_teacher": float(params_layers),
-        "params_teacher_all": float(params_all),
-        "tokens": float(corpus.n_tokens),
-    }
-    if params.chained:
-        final["chained_final_nmse"] = rows[-1]["chained_nmse"]
-    plots.write_table(rows, final, ctx.artifact_dir)
-    (ctx.artifact_dir / "timings.json").write_text(json.dumps(timings, indent=2))
-    plots.bar_chart(rows, ctx.artifact_dir / "layers.png")
-    if not params.keep_cache:
-        cache.remove()
-    return final
+    from workloads.esn_distill.pipeline import run_distillation
+    return run_distillation(params, ctx)

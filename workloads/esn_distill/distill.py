@@ -139,23 +139,35 @@ class LayerFit:
     state_scale: float = 1.0
 
 
-def fit_layer(accs: dict[str, RidgeAccumulator], input_dim: int, ridges, state_scales=(1.0,)) -> LayerFit:
+def fit_layer(accs: dict[str, RidgeAccumulator], input_dim: int, ridges, state_scales=(1.0,),
+              readout_input: bool = True) -> LayerFit:
     """Penalty chosen on validation (one eigendecomposition for the list), then refitted on train + val.
 
     With several ``state_scales`` c, the reservoir-state columns are scaled by c before the solve (their
     weights penalised as ridge / c^2, the input's as ridge): one eigendecomposition per scale, the best
-    (scale, ridge) on validation wins. A small c lets the readout fall back toward the linear map."""
-    best, best_score, best_scale = None, np.inf, 1.0
+    (scale, ridge) on validation wins. A small c lets the readout fall back toward the linear map.
+    ``readout_input=False``: the readout sees the states alone (reservoirpy's ``Reservoir >> Ridge``); its
+    weights on u are zero (the returned W still spans [u; x], so predictions take the same features)."""
+    F = accs["train"].F
+    cols = np.arange(F) if readout_input else np.arange(input_dim, F)
+    train, val = (accs["train"], accs["val"]) if readout_input else (accs["train"].subset(cols),
+                                                                     accs["val"].subset(cols))
+    n_input = input_dim if readout_input else 0  # leading columns of ``train`` that are u
+    best, best_score, best_scale = None, np.inf, np.ones(len(cols))
+    best_scores: dict[float, float] = {}
     for c in state_scales:
-        scale = np.ones(accs["train"].F)
-        scale[input_dim:] = c
-        sol, scores = select_ridge(accs["train"].scaled(scale), accs["val"].scaled(scale), ridges)
+        scale = np.ones(len(cols))
+        scale[n_input:] = c
+        sol, scores = select_ridge(train.scaled(scale), val.scaled(scale), ridges)
         if scores[sol.ridge] < best_score:
             best, best_score, best_scale, best_scores = sol, scores[sol.ridge], scale, scores
-    both = accs["train"].merged(accs["val"])
+    assert best is not None
+    both = train.merged(val)
     fit = both.scaled(best_scale).solve(best.ridge)
     # Back to unscaled features: x c W = x (c W); the intercept is unchanged.
-    esn = RidgeSolution(fit.W * best_scale[:, None], fit.b, fit.ridge)
+    W = np.zeros((F, fit.W.shape[1]))
+    W[cols] = fit.W * best_scale[:, None]
+    esn = RidgeSolution(W, fit.b, fit.ridge)
     linear = baselines.fit_linear(accs["train"], accs["val"], input_dim, ridges)
     return LayerFit(esn, linear, both.means()[1], best_scores, float(best_scale[-1]))
 
@@ -171,20 +183,6 @@ def score_layer(res: LayerReservoirs, fit: LayerFit, H_in: np.ndarray, H_out: np
     row = sc.scores("esn")
     for name in ("identity", "mean", "linear"):
         row[f"baseline_{name}_nmse"] = sc.scores(name)["nmse"]
+        row[f"baseline_{name}_mse"] = sc.scores(name)["mse"]  # the lab reports raw MSE
     row["baseline_linear_r2"] = sc.scores("linear")["r2"]
     return row
-
-
-def chain_layer(res: LayerReservoirs, fit: LayerFit, chained_in: np.ndarray, H_out: np.ndarray,
-                corpus: Corpus, batch_tokens: int) -> tuple[np.ndarray, dict[str, float]]:
-    """Feed this layer's ESN with the previous ESN's test predictions; returns its own predictions (the
-    next layer's chained input) and their scores against the teacher."""
-    base = corpus.token_range("test")[0]
-    sc = ScoreAccumulator(H_out.shape[1])
-    out = np.empty_like(chained_in)
-    for X, t0, t1 in feature_batches(res, chained_in, base, corpus, "test", batch_tokens):
-        pred = fit.esn.predict(X)
-        out[t0 - base:t1 - base] = pred
-        sc.update(H_out[t0:t1], chained=pred)
-    s = sc.scores("chained")
-    return out, {"chained_nmse": s["nmse"], "chained_r2": s["r2"], "chained_cosine": s["cosine"]}

@@ -73,10 +73,12 @@ def teacher_params(model) -> tuple[int, int]:
 
 
 class HiddenStateCache:
-    """``layer_{k}.npy`` (n_tokens, H) float32 for k = 0..L, written once, read one layer at a time."""
+    """``layer_{k}.npy`` (n_tokens, H) float32 for k = 0..L, written once, read one layer at a time; with
+    ``attention``, also ``attn_{i}.npy`` for i = 0..L-1: layer i's attention sub-layer output (BertAttention:
+    self-attention, projection, residual, LayerNorm), the input of its feed-forward block."""
 
-    def __init__(self, root: Path, fingerprint: str):
-        self.root, self.fingerprint = Path(root), fingerprint
+    def __init__(self, root: Path, fingerprint: str, attention: bool = False):
+        self.root, self.fingerprint, self.attention = Path(root), fingerprint, attention
         self.marker = self.root / "complete.json"
 
     def complete(self) -> bool:
@@ -90,6 +92,12 @@ class HiddenStateCache:
     def load(self, k: int) -> np.ndarray:
         return np.load(self.path(k))
 
+    def attn_path(self, i: int) -> Path:
+        return self.root / f"attn_{i}.npy"
+
+    def load_attention(self, i: int) -> np.ndarray:
+        return np.load(self.attn_path(i))
+
     def meta(self) -> dict:
         return json.loads(self.marker.read_text())
 
@@ -99,18 +107,22 @@ class HiddenStateCache:
         if self.root.exists():
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True)
-        model = model.to(device).eval()
-        if device == "cpu":
-            model = linears_on_onednn(model)
+        model = prepared(model, device)
         n_states = model.config.num_hidden_layers + 1
         hidden = model.config.hidden_size
         files = []
-        for k in range(n_states):
-            f = open(self.path(k), "wb")
+        paths = [self.path(k) for k in range(n_states)]
+        if self.attention:
+            paths += [self.attn_path(i) for i in range(n_states - 1)]
+        for path in paths:
+            f = open(path, "wb")
             np.lib.format.write_array_header_1_0(
                 f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
                     "shape": (corpus.n_tokens, hidden)})
             files.append(f)
+        captured: list[torch.Tensor] = []
+        hooks = [layer.attention.register_forward_hook(lambda _m, _i, out: captured.append(out[0]))
+                 for layer in model.encoder.layer] if self.attention else []
         try:
             for first, end in batches(corpus.lengths, 0, len(corpus.samples), batch_tokens):
                 ids, mask = pad(corpus.samples[first:end])
@@ -118,9 +130,12 @@ class HiddenStateCache:
                     out = model(input_ids=torch.from_numpy(ids).to(device),
                                 attention_mask=torch.from_numpy(mask).to(device), output_hidden_states=True)
                 keep = torch.from_numpy(mask).to(device).bool()
-                for f, h in zip(files, out.hidden_states):
+                for f, h in zip(files, [*out.hidden_states, *captured]):
                     f.write(h[keep].float().cpu().numpy().tobytes())  # row-major b, t = canonical order
+                captured.clear()
         finally:
+            for hook in hooks:
+                hook.remove()
             for f in files:
                 f.close()
         self.marker.write_text(json.dumps({"fingerprint": self.fingerprint, "n_states": n_states,
@@ -148,6 +163,13 @@ class OneDNNLinear(torch.nn.Module):
         flat = x.reshape(-1, x.shape[-1]).contiguous().to_mkldnn()
         y = torch.ops.aten.mkldnn_linear(flat, self.weight, self.bias).to_dense()
         return y.reshape(*x.shape[:-1], self.out_features)
+
+
+def prepared(model, device: str):
+    """The teacher ready for inference on ``device``: eval mode, and on CPU its linears on oneDNN. Idempotent,
+    so that every forward of a run (the cache, the probe), resumed or not, runs the same arithmetic."""
+    model = model.to(device).eval()
+    return linears_on_onednn(model) if device == "cpu" else model
 
 
 def linears_on_onednn(model: torch.nn.Module) -> torch.nn.Module:
