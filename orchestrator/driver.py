@@ -19,6 +19,7 @@ import yaml
 
 from orchestrator.backends.base import DONE, LOST, Backend, Job
 from orchestrator.backends.base import RUNNING as JOB_RUNNING
+from orchestrator.job.command import CHECKPOINT_DIR
 from orchestrator.job.journal import decode_number, last_event, last_metrics
 from orchestrator.job.rundir import RunDir
 from orchestrator.provenance import Provenance
@@ -191,7 +192,7 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
         started = run_dir.journal.exists() and run_dir.journal.stat().st_size > 0
         # never started = no journal here AND nothing recorded (a deleted run directory is not a fresh start)
         never_started = previous is not None and not started and not previous.metrics
-        reuse = previous is not None and not fresh and (run_dir.checkpoint.exists() or never_started)
+        reuse = previous is not None and not fresh and (has_checkpoint(run_dir) or never_started)
         if run_dir.path.exists() and not reuse:
             archived = run_dir.path.with_name(f"{run.key}.{previous.run_id[:8] if previous else content_hash(time.time(), 8)}")
             shutil.move(run_dir.path, archived)
@@ -216,6 +217,12 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
             run_dir.write_cursor(cursor)
         prepared.append(Prepared(run, run_id, run_dir, job_id))
     return prepared
+
+
+def has_checkpoint(run_dir: RunDir) -> bool:
+    """A Python workload's checkpoint.pkl, or anything a command left in its checkpoint directory."""
+    commands = run_dir.path / CHECKPOINT_DIR
+    return run_dir.checkpoint.exists() or (commands.is_dir() and any(commands.iterdir()))
 
 
 def record_job_ids(ledger: Ledger, prepared: list[Prepared], job_ids: list[str]) -> None:

@@ -54,7 +54,7 @@ class Provenance:
 
     def job_fields(self) -> dict[str, Any]:
         """What run.json tells the worker about the code to run."""
-        fields: dict[str, Any] = {"submit_dir": str(Path.cwd())}
+        fields: dict[str, Any] = {"submit_dir": str(Path.cwd()), "module": self.workload.import_path}
         if self.snapshot is not None:
             fields["code"] = self.snapshot.to_dict()
         return fields

@@ -64,7 +64,7 @@ class Store:
         return ledger.runs(experiment_id) if experiment_id else []
 
 
-_URI_COMMANDS = {"submit", "run", "status", "logs", "sync", "cancel", "compare", "ls", "delete"}
+_URI_COMMANDS = {"submit", "run", "status", "logs", "sync", "cancel", "compare", "ls", "delete", "reproduce"}
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from orchestrator.spec.placeholders import substitute
 from orchestrator.spec.spec import flatten
 
+CHECKPOINT_DIR = "checkpoints"  # in the run directory: kept across attempts, like checkpoint.pkl
 POLL_S = 0.2
 PYTHONS = ("python", "python3")
 STOP_GRACE_S = 10.0  # after SIGTERM, how long the command has to checkpoint before SIGKILL
@@ -115,7 +116,7 @@ def run_command(argv_template: list[str] | tuple[str, ...], params: BaseModel, c
         argv[0] = sys.executable
     metrics = ctx.run_dir.path / "metrics.jsonl"
     metrics.unlink(missing_ok=True)  # an earlier attempt's lines are journaled already; this one starts afresh
-    env = environment(ctx, code, submit_dir, metrics, ctx.run_dir.path / "checkpoints")
+    env = environment(ctx, code, submit_dir, metrics, ctx.run_dir.path / CHECKPOINT_DIR)
     cwd = code["workdir"] if code else (submit_dir or None)
     reader = MetricsReader(metrics)
     try:

@@ -146,4 +146,6 @@ def for_job(run: dict[str, Any], job: dict[str, Any]) -> Workload:
     """The workload of a run directory's ``run.json`` (inside the job)."""
     if run.get("command"):
         return command(run["command"], job["metric"], job.get("mode", "min"))
-    return get(run["workload"])
+    # the module resolved at submit: an entry point or the cwd of the submission may not exist where the job runs
+    module = job.get("module")
+    return from_module(run["workload"], importlib.import_module(module)) if module else get(run["workload"])

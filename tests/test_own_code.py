@@ -1,0 +1,289 @@
+"""The lab's own code: a workload where it lives (import path, entry point), any command as a workload,
+code snapshots that jobs run (not the live checkout), the provenance recorded, `orch reproduce`, and the
+Python API (`orch.submit`, `orch.runs`, `orch.status`, `orch.compare`)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import orch
+from orchestrator import api
+from orchestrator.job import snapshot
+
+_names = itertools.count()
+
+TRAIN = '''
+from pydantic import BaseModel, ConfigDict
+
+METRIC, MODE = "score", "max"
+VERSION = {version}
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lr: float = 0.1
+
+
+def run(params, ctx):
+    for step in range(3):
+        ctx.log(step, score=params.lr * step + ctx.seed)
+    return {{"score": params.lr * 2 + ctx.seed, "version": VERSION}}
+'''
+
+
+def lab_package(root: Path, version: int = 1) -> str:
+    """A lab package outside orch, under a name unique to this test (modules stay imported in this process)."""
+    name = f"lab{next(_names)}_{root.name.replace('-', '_')[:20]}"
+    package = root / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "train.py").write_text(TRAIN.format(version=version))
+    return name
+
+
+def finals(store, experiment: str) -> dict[int, dict[str, float]]:
+    return {int(r.tags["orch.seed"]): r.metrics for r in store.seed_runs(experiment)}
+
+
+# -- workloads by import path and entry point ----------------------------------------------------------
+def test_a_workload_by_import_path_runs_from_where_it_lives(store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    package = lab_package(store.root)
+    spec = store.spec({"name": "own", "workload": f"{package}.train", "params": {"lr": 0.5}})
+    store.orch("submit", str(spec), "--seeds", "2", check=True)
+    runs = store.seed_runs("own")
+    assert {r.status for r in runs} == {"FINISHED"}
+    assert finals(store, "own")[1]["score"] == 0.5 * 2 + 1 and finals(store, "own")[0]["version"] == 1
+    assert runs[0].tags["orch.workload"] == f"{package}.train"
+    assert runs[0].tags["orch.code_source"] == str((store.root / package).resolve())
+    assert (store.workdir / ".code" / runs[0].tags["orch.code"] / package / "train.py").is_file()
+
+
+def test_bad_workload_modules_are_refused_before_anything_is_written(store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    package = lab_package(store.root)
+    (store.root / package / "broken.py").write_text("import numpy\nMETRIC = 'x'\n")  # no Params, no run
+    cases = {f"{package}.nope": f"unknown workload '{package}.nope'",
+             "smokee": "did you mean 'smoke'",
+             f"{package}.broken": "does not define Params, run"}
+    for workload, expected in cases.items():
+        result = store.orch("submit", str(store.spec({"name": "bad", "workload": workload})))
+        assert result.exit_code == 2, result.output
+        assert expected in " ".join(result.output.split()) and "workload" in result.output
+    assert not (store.root / "mlflow.db").exists() and not store.workdir.exists()
+
+
+def test_an_entry_point_names_a_lab_workload(store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    package = lab_package(store.root)
+    site = store.root / "site"
+    info = site / "lablib-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: lablib\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[orch.workloads]\nmytask = {package}.train\n")
+    monkeypatch.syspath_prepend(str(site))
+    from orchestrator.spec import registry
+    assert registry.registered()["mytask"] == f"{package}.train" and "mytask" in registry.available()
+    store.orch("submit", str(store.spec({"name": "ep", "workload": "mytask"})), check=True)
+    (run,) = store.seed_runs("ep")
+    assert run.status == "FINISHED" and run.metrics["score"] == pytest.approx(0.2)
+
+
+# -- code snapshots ------------------------------------------------------------------------------------
+def edit_between_snapshot_and_start(store, spec: Path, module: Path, backend_options: list[str] | None = None):
+    """Submit through the API's steps, editing the workload after the snapshot was taken (prepare) and
+    before the backend starts anything: what a queued Slurm job meets when its author goes on working."""
+    submission = api.plan_submission(spec, tracking_uri=store.uri, sets=backend_options)
+    submission.reconcile()
+    assert submission.backend is not None
+    real_submit = submission.backend.submit
+
+    def submit_after_editing(run_dirs):
+        module.write_text(module.read_text().replace("VERSION = 1", "VERSION = 2"))
+        return real_submit(run_dirs)
+
+    submission.backend.submit = submit_after_editing  # type: ignore[method-assign]
+    submission.launch()
+    submission.follow()
+    return submission
+
+
+def test_a_job_runs_the_submitted_code_not_the_edited_checkout(store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    package = lab_package(store.root)
+    module = store.root / package / "train.py"
+    spec = store.spec({"name": "snap", "workload": f"{package}.train", "seeds": 2})
+    edit_between_snapshot_and_start(store, spec, module)
+    assert "VERSION = 2" in module.read_text()
+    assert {m["version"] for m in finals(store, "snap").values()} == {1.0}  # the submitted version ran
+    first = {r.tags["orch.code"] for r in store.seed_runs("snap")}
+    store.orch("submit", str(spec), "--seeds", "3", check=True)  # a new seed: the new code, a new snapshot
+    runs = {int(r.tags["orch.seed"]): r for r in store.seed_runs("snap")}
+    assert runs[2].metrics["version"] == 2 and runs[2].tags["orch.code"] not in first
+    assert len(list((store.workdir / ".code").iterdir())) == 2  # identical code is stored once
+    parent = store.ledger().runs(store.ledger().experiment_id("snap"), role="group")[0]
+    artifacts = {a.path for a in store.ledger().client.list_artifacts(parent.run_id, "code")}
+    assert {f"code/{digest}" for digest in first | {runs[2].tags['orch.code']}} <= artifacts
+    freeze = store.ledger().client.download_artifacts(parent.run_id, f"code/{runs[2].tags['orch.code']}/requirements.txt",
+                                                      str(store.root))
+    assert "mlflow==" in Path(freeze).read_text()
+
+
+def test_snapshots_keep_git_files_and_new_untracked_ones_and_record_them_in_the_diff(tmp_path):
+    repo = tmp_path / "lab"
+    (repo / "mylab").mkdir(parents=True)
+    (repo / "mylab" / "__init__.py").write_text("")
+    (repo / "mylab" / "train.py").write_text("A = 1\n")
+    (repo / ".gitignore").write_text("data/\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "init"], check=True)
+    (repo / "mylab" / "new_model.py").write_text("B = 2\n")  # untracked, not ignored: code that will run
+    (repo / "mylab" / "data").mkdir()
+    (repo / "mylab" / "data" / "big.bin").write_bytes(b"0" * 1000)  # ignored
+    taken = snapshot.take(repo / "mylab", tmp_path / "store", "mylab")
+    files = sorted(p.relative_to(Path(taken.path)).as_posix() for p in Path(taken.path).rglob("*") if p.is_file())
+    assert files == ["mylab/__init__.py", "mylab/new_model.py", "mylab/train.py"]
+    assert snapshot.take(repo / "mylab", tmp_path / "store", "mylab").digest == taken.digest
+    from orchestrator.tracking import codeversion
+    version = codeversion.of(repo / "mylab")
+    assert version.dirty and "new_model.py" in version.diff and "+B = 2" in version.diff
+
+
+# -- commands --------------------------------------------------------------------------------------------
+SCRIPT = '''
+import json, os, sys, time
+lr, seed = float(sys.argv[2]), int(sys.argv[4])
+print("hello from train.py", lr, seed)
+with open(os.environ["ORCH_METRICS"], "a") as f:
+    f.write(json.dumps({"step": 0, "loss": 1.0 + lr + seed}) + "\\n")
+import orch
+orch.log(1, loss=0.5 + lr + seed, acc=0.25)
+if lr > 1:
+    sys.exit(3)
+orch.final(loss=0.1 + lr + seed)
+'''
+
+
+def command_spec(store, **extra):
+    (store.root / "train.py").write_text(SCRIPT)
+    return store.spec({"name": "cmd", "command": ["python", "train.py", "--lr", "{lr}", "--seed", "{seed}"],
+                       "params": {"lr": 0.5}, "metric": {"name": "loss", "mode": "min"}, **extra})
+
+
+def test_a_command_runs_with_its_params_and_reports_through_json_lines(store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    spec = command_spec(store, grid={"lr": [0.5, 2.0]})
+    result = store.orch("submit", str(spec), "--seeds", "2")
+    assert result.exit_code == 1  # the lr = 2 runs exit 3
+    runs = store.seed_runs("cmd")
+    ok = {int(r.tags["orch.seed"]): r for r in runs if r.status == "FINISHED"}
+    assert set(ok) == {0, 1}
+    assert ok[1].metrics["loss"] == pytest.approx(0.1 + 0.5 + 1) and ok[1].metrics["acc"] == 0.25
+    client = store.ledger().client
+    history = sorted((m.step, m.value) for m in client.get_metric_history(ok[1].run_id, "loss"))
+    assert (0, 2.5) in history and (1, 2.0) in history  # each line journaled at its step
+    failed = [r for r in runs if r.status == "FAILED"]
+    assert len(failed) == 2 and all("exited with status 3" in r.tags["orch.error"] for r in failed)
+    logs = store.orch("logs", ok[1].run_id, check=True)
+    assert "hello from train.py 0.5 1" in logs.output
+
+
+def test_command_specs_are_checked_before_anything_is_written(store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    cases = [({"command": ["python", "t.py", "{lr}"], "params": {"lr": 1}}, "needs 'metric:"),
+             ({"command": ["python", "t.py", "{lrr}"], "params": {"lr": 1}, "metric": {"name": "x"}},
+              "placeholder '{lrr}' names no param"),
+             ({"command": [], "metric": {"name": "x"}}, "non-empty list"),
+             ({"command": ["x"], "workload": "smoke", "metric": {"name": "x"}}, "exactly one of 'workload'")]
+    for doc, expected in cases:
+        result = store.orch("submit", str(store.spec({"name": "c", **doc})))
+        assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output
+    assert not (store.root / "mlflow.db").exists()
+
+
+RESUMABLE = '''
+import json, os, sys
+from pathlib import Path
+import orch
+state = orch.checkpoint_dir() / "step"
+start = int(state.read_text()) + 1 if orch.resuming() else 0
+for step in range(start, 6):
+    orch.log(step, loss=1.0 / (step + 1))
+    state.write_text(str(step))
+    if step == 2 and not orch.resuming() and not Path(os.environ["ORCH_SUBMIT_DIR"], "go").exists():
+        sys.exit("preempted")  # the first attempt dies after step 2, with a checkpoint
+'''
+
+
+def test_a_failed_command_resumes_from_its_checkpoint_dir_in_the_same_run(store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    (store.root / "resume.py").write_text(RESUMABLE)
+    spec = store.spec({"name": "res", "command": ["python", "resume.py"], "metric": {"name": "loss"}})
+    assert store.orch("submit", str(spec)).exit_code == 1
+    (first,) = store.seed_runs("res")
+    assert first.status == "FAILED"
+    (store.root / "go").write_text("")
+    store.orch("submit", str(spec), check=True)
+    (again,) = store.seed_runs("res")
+    assert again.run_id == first.run_id and again.status == "FINISHED" and again.metrics["loss"] == 1 / 6
+    history = sorted((m.step, m.value) for m in store.ledger().client.get_metric_history(again.run_id, "loss"))
+    assert history == [(s, 1.0 / (s + 1)) for s in range(6)]
+
+
+# -- reproduce and the Python API ------------------------------------------------------------------------
+def test_reproduce_reruns_from_the_snapshot_and_compares_every_metric(store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    package = lab_package(store.root)
+    spec = store.spec({"name": "rep", "workload": f"{package}.train"})
+    store.orch("submit", str(spec), check=True)
+    (run,) = store.seed_runs("rep")
+    (store.root / package / "train.py").write_text(TRAIN.format(version=7))  # the live code moved on
+    result = store.orch("reproduce", run.run_id, "--json", check=True)
+    report = json.loads(result.output)
+    assert report["identical"] and report["compared"] == 3 + 2 and report["code"] == run.tags["orch.code"]
+    (store.root / "clock.py").write_text("import orch, time\norch.log(0, t=time.time())\n")
+    clock = store.spec({"name": "clock", "command": ["python", "clock.py"], "metric": {"name": "t"}}, name="c.yaml")
+    store.orch("submit", str(clock), check=True)
+    (timed,) = store.seed_runs("clock")
+    differs = store.orch("reproduce", timed.run_id)
+    assert differs.exit_code == 1 and "differs" in differs.output and "step 0 t" in differs.output
+
+
+def test_the_python_api_submits_a_mapping_and_reads_one_row_per_run_key(store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    doc = {"name": "nb", "workload": "smoke", "params": {"steps": 4}, "workdir": str(store.workdir),
+           "variants": {"low": {"offset": 0.0}, "high": {"offset": 1.0}}}
+    submission = orch.submit(doc, seeds=3, tracking_uri=store.uri)
+    assert len(submission.prepared) == 6 and submission.spec.source == "<spec mapping>"
+    runs = orch.runs("nb", tracking_uri=store.uri)
+    assert len(runs) == 6 and set(runs["status"]) == {"FINISHED"}
+    assert set(runs["params.offset"]) == {0.0, 1.0} and runs["seed"].tolist() == [0, 1, 2, 0, 1, 2]
+    report = orch.compare("nb", tracking_uri=store.uri, log=False)
+    assert sum(len(g.values) for g in report.groups) == len(runs)
+    status = orch.status("nb", tracking_uri=store.uri)
+    assert sum(g.finished for g in status.groups) == 6
+    bad = {**doc, "seeds": "three"}
+    with pytest.raises(Exception) as err:
+        orch.submit(bad, tracking_uri=store.uri)
+    assert "<spec mapping>" in str(err.value) and "seeds" in str(err.value)
+
+
+def test_orch_log_outside_orch_warns_once_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ORCH_METRICS", raising=False)
+    from orch import client
+    monkeypatch.setattr(client, "_warned", False)
+    orch.log(0, loss=1.0)
+    orch.log(1, loss=0.5)
+    assert capsys.readouterr().err.count("ORCH_METRICS is not set") == 1
+    monkeypatch.setenv("ORCH_METRICS", str(tmp_path / "m.jsonl"))
+    orch.log(2, loss=0.25)
+    with pytest.raises(ValueError, match="NaN"):
+        orch.log(3, loss=float("nan"))
+    assert [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()] == [{"step": 2, "loss": 0.25}]
