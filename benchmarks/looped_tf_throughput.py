@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -25,7 +26,8 @@ from transformers import GPT2Config, GPT2Model
 
 from workloads.looped_tf import Params
 from workloads.looped_tf.data import sample_tasks, to_prompt
-from workloads.looped_tf.train import build_model, loops_of, make_optimizer
+from workloads.looped_tf.protocol import loops_of
+from workloads.looped_tf.train import build_model, make_optimizer
 
 ROOT = Path(__file__).resolve().parent
 PAPER_STEPS = 500_000
@@ -115,18 +117,24 @@ def cpu_rows(presets: dict[str, Params], steps: int) -> list[dict]:
 
 
 def gpu_row(paper: Params, steps: int) -> dict | None:
+    """The paper preset's looped model on the GPU: fp32 with TF32 matmuls (the reference's and the preset's
+    setting) and bf16 autocast (the option), wall time (the GPU works alone)."""
     if not torch.cuda.is_available():
         return None
     device = torch.device("cuda")
-    torch.manual_seed(0)
-    trainer = Trainer(build_model(paper), paper, device, bf16=True)
-    for _ in range(10):
-        trainer.step()
-    sps = 1 / statistics.median(trainer.step()[0] for _ in range(steps))  # wall time: the GPU works alone
-    return {"model": "looped (paper preset)", "device": torch.cuda.get_device_name(), "b": paper.n_loops,
-            "T": paper.loop_window, "ours_steps_s": sps,
-            "ours_tokens_s": sps * paper.batch_size * 2 * paper.n_points,
-            "projected_500k_h": PAPER_STEPS / sps / 3600}
+    torch.backends.cuda.matmul.allow_tf32 = paper.tf32
+    row: dict = {"model": "looped (paper preset)", "device": torch.cuda.get_device_name(), "b": paper.n_loops,
+                 "T": paper.loop_window}
+    for name, bf16 in (("fp32", False), ("bf16", True)):
+        torch.manual_seed(0)
+        trainer = Trainer(build_model(paper), paper, device, bf16=bf16)
+        for _ in range(10):
+            trainer.step()
+        sps = 1 / statistics.median(trainer.step()[0] for _ in range(steps))
+        row[f"{name}_steps_s"] = sps
+        row[f"{name}_tokens_s"] = sps * paper.batch_size * 2 * paper.n_points
+        row[f"{name}_projected_500k_h"] = PAPER_STEPS / sps / 3600
+    return row
 
 
 def load_params(path: Path, variant: str | None) -> Params:
@@ -145,10 +153,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200, help="timed steps per model")
     args = parser.parse_args()
+    load_start = os.getloadavg()  # this machine is shared: the load goes next to every figure
     configs = ROOT.parent / "configs"
     presets = {v: load_params(configs / "looped_tf.yaml", v) for v in ("looped", "standard")}
     rows = cpu_rows(presets, args.steps)
-    gpu = gpu_row(load_params(configs / "looped_tf_paper.yaml", "looped"), max(args.steps, 50))
+    gpu = gpu_row(load_params(configs / "looped_tf_paper.yaml", "looped_b30"), max(args.steps, 50))
 
     table = Table(title="looped_tf training throughput: ours vs transformers GPT2Model reference")
     for col in ("model", "device", "b / T / layers", "ours steps/s", "ref steps/s", "ours tokens/s", "ref tokens/s", "speedup"):
@@ -161,10 +170,10 @@ def main() -> None:
         table.add_row(*cells)
         md.append("| " + " | ".join(cells) + " |")
     if gpu:
-        gpu_line = (f"GPU ({gpu['device']}), paper preset, bf16: {gpu['ours_steps_s']:.1f} steps/s, "
-                    f"{gpu['ours_tokens_s']:,.0f} tokens/s; projected {PAPER_STEPS:,} steps: {gpu['projected_500k_h']:.1f} h")
+        gpu_line = "; ".join(f"GPU ({gpu['device']}), paper preset b={gpu['b']}, {name}: {gpu[f'{name}_steps_s']:.1f} steps/s, "
+                             f"projected {PAPER_STEPS:,} steps {gpu[f'{name}_projected_500k_h']:.1f} h" for name in ("fp32", "bf16"))
     else:
-        gpu_line = "GPU: none on this machine; the paper preset's bf16 throughput was not measured (GPU path untested)."
+        gpu_line = "GPU: none on this machine; the paper preset's fp32 and bf16 throughput were not measured (GPU path untested)."
     console = Console()
     console.print(table)
     console.print(gpu_line)
@@ -172,14 +181,17 @@ def main() -> None:
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
     meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "steps": args.steps, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "steps": args.steps, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "load_avg_start": load_start, "load_avg_end": os.getloadavg()}
+    load = f"load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in load_start)} at the start, " \
+           f"{'/'.join(f'{x:.1f}' for x in meta['load_avg_end'])} at the end"
     (out / "looped_tf_throughput.json").write_text(json.dumps({"meta": meta, "cpu": rows, "gpu": gpu}, indent=1))
     (out / "looped_tf_throughput.md").write_text(
         "# looped_tf training throughput\n\n" + "\n".join(md) + f"\n\n{gpu_line}\n\n"
         f"Reference: read_in + transformers GPT2Model (sdpa) called b times + read_out, same sizes and data. "
         f"steps/s = 1 / median CPU time of a step (one thread; wall time is unreliable on this shared machine, "
         f"wall medians in the JSON), {args.steps} steps each, ours and reference alternating step by step; torch {torch.__version__}, "
-        f"{meta['time']}; the machine was shared with other jobs.\n")
+        f"{meta['time']}; the machine was shared with other jobs: {load}.\n")
 
 
 if __name__ == "__main__":
