@@ -1,10 +1,11 @@
-"""The Slurm backend against a real single-node Slurm (munge, slurmctld, slurmd, slurmdbd + MariaDB),
+"""The Slurm backend against the real dev Slurm (munge, slurmctld, two slurmd, slurmdbd + MariaDB; JobRequeue=0),
 started by cluster/dev/start-slurm.sh for this session and stopped by stop-slurm.sh after it (unless it
 was already running). Every submission gets a fresh submitit folder (a new token), so job ids that
 restart at 1 on a fresh Slurm state never return old results.
 
 Covered: a 4-seed array equal to the local backend, a failing run among others, requeue on SIGUSR2
-resuming the same MLflow run from its checkpoint, orch cancel, sacct down -> squeue, an impossible
+resuming the same MLflow run from its checkpoint (on a cluster with JobRequeue=0: orch submits --requeue),
+a requeue Slurm refuses (profile requeue: false), orch cancel, sacct down -> squeue, an impossible
 request, and orch killed between sbatch and recording the job ids (or before sbatch)."""
 
 from __future__ import annotations
@@ -42,8 +43,13 @@ def _slurm_up() -> bool:
 
 @pytest.fixture(scope="session")
 def slurm():
-    """A running dev Slurm. Starting it needs root (it installs packages): without, this fails, it does
-    not skip, so a CI that cannot run Slurm says so."""
+    yield from dev_slurm()
+
+
+def dev_slurm():
+    """A running dev Slurm (the body of the ``slurm`` fixture, which tests/test_slurm_cluster.py shares).
+    Starting it needs root (it installs packages): without, this fails, it does not skip, so a CI that
+    cannot run Slurm says so."""
     already = _slurm_up()
     if not already:
         if os.geteuid() != 0:
@@ -112,7 +118,8 @@ def test_profiles_map_resources_and_refuse_the_impossible(tmp_path):
     params = profile.slurm_parameters(Resources(cpus=4, gpus=2, mem_gb=8, time_min=120))
     assert params["gres"] == "gpu:a100:2" and params["cpus_per_task"] == 4 and params["mem"] == "8192M"
     assert params["partition"] == "gpu" and params["account"] == "proj" and params["time"] == 120
-    assert params["setup"] == ["module load cuda"] and params["additional_parameters"] == {"exclusive": True}
+    assert params["setup"] == ["module load cuda"]
+    assert params["additional_parameters"] == {"requeue": True, "exclusive": True}  # --requeue unless requeue: false
     with pytest.raises(InputError, match="limits.gpus") as err:
         profile.check(Resources(gpus=8))
     assert err.value.field == "resources.gpus"
@@ -214,6 +221,8 @@ def test_requeue_resumes_the_same_mlflow_run_from_its_checkpoint(slurm, store, t
     wait_for(lambda: any(r["event"] == "checkpoint" and r["step"] >= 4 for r in read_journal(run_dir.journal)[0]),
              what="the run to checkpoint a few steps")
     job_id = run.tags["orch.job_id"]
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    assert "Requeue=1" in shown  # --requeue, although this cluster's slurm.conf says JobRequeue=0
     command = ["scancel", "--signal=USR2", job_id] if how == "usr2" else ["scontrol", "requeue", job_id]
     subprocess.run(command, check=True)
     (final,) = status_until(store, "sl_requeue", {"FINISHED", "FAILED", "KILLED"})
@@ -273,7 +282,7 @@ def test_status_falls_back_to_squeue_when_accounting_is_down(slurm, store):
 
 
 def test_an_impossible_request_is_refused_and_nothing_is_queued(slurm, store):
-    spec = store.spec({"name": "sl_gpu", "workload": "smoke", "resources": {"gpus": 1}})
+    spec = store.spec({"name": "sl_gpu", "workload": "smoke", "resources": {"gpus": 2}})  # n2 has one fake GPU
     before = queued_names()
     result = store.orch("submit", str(spec), *SLURM)
     assert result.exit_code == 2, result.output
@@ -312,17 +321,19 @@ def test_orch_killed_mid_submission_is_reconciled_without_duplicates(slurm, stor
 
 @pytest.mark.slow
 def test_a_requeue_slurm_refuses_ends_the_run_with_slurms_answer(slurm, store):
-    """A job Slurm will not requeue (`Requeue=0` on the job, what `JobRequeue=0` in slurm.conf makes the
-    default): SIGUSR2 -> submitit asks `scontrol requeue`, Slurm answers "Requested operation is presently
-    disabled", and that answer is the run's orch.error (it was journaled `requeue`, then closed KILLED with
-    only "Slurm: FAILED (NonZeroExitCode)")."""
-    spec = store.spec({"name": "sl_norequeue", "workload": "smoke", "params": {"steps": 400, "sleep_s": 0.1}})
+    """The dev cluster has `JobRequeue=0`; a profile with `requeue: false` leaves the job to that default, so
+    Slurm will not requeue it: SIGUSR2 -> submitit asks `scontrol requeue`, Slurm answers "Requested operation
+    is presently disabled", and that answer is the run's orch.error (it was journaled `requeue`, then closed
+    KILLED with only "Slurm: FAILED (NonZeroExitCode)")."""
+    spec = store.spec({"name": "sl_norequeue", "workload": "smoke", "params": {"steps": 400, "sleep_s": 0.1},
+                       "slurm": {"requeue": False}})
     store.orch("submit", str(spec), *SLURM, check=True)
     (run,) = store.seed_runs("sl_norequeue")
     run_dir = RunDir(Path(run.tags["orch.run_dir"]))
     wait_for(lambda: any(r["event"] == "checkpoint" for r in read_journal(run_dir.journal)[0]), what="a checkpoint")
     job_id = run.tags["orch.job_id"]
-    subprocess.run(["scontrol", "update", f"JobId={job_id}", "Requeue=0"], check=True, capture_output=True)
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    assert "Requeue=0" in shown  # the site's JobRequeue=0, not overridden
     subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
     (final,) = status_until(store, "sl_norequeue", {"FINISHED", "FAILED", "KILLED"})
     assert final.status == "KILLED"

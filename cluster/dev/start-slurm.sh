@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Start a real single-node Slurm (munge, MariaDB, slurmdbd, slurmctld, slurmd) on Debian 12, as root,
-# without systemd. Idempotent: installs what is missing, starts what is not running, waits for the node
-# to be idle. Everything it starts is recorded by pid file under $ORCH_SLURM_STATE so stop-slurm.sh
-# stops exactly that. docs/slurm.md says why each setting is there.
+# Start a real two-node Slurm on one host (munge, MariaDB, slurmdbd, slurmctld, and one slurmd per node,
+# each with its own NodeName, port, spool and log) on Debian 12, as root, without systemd. Node n2 has a
+# fake GPU (Gres=gpu:fake:1, feature fakegpu, its gres file /dev/null). JobRequeue=0, as on sites where
+# jobs are not requeued unless submitted --requeue. Idempotent: installs what is missing, starts what is
+# not running, restarts slurmctld and the slurmds when slurm.conf changed, waits for the nodes to be idle.
+# Everything it starts is recorded by pid file under $ORCH_SLURM_STATE so stop-slurm.sh stops exactly
+# that. docs/slurm.md says why each setting is there.
 #
 #   cluster/dev/start-slurm.sh            # with accounting (sacct through slurmdbd + MariaDB)
 #   ORCH_SLURM_STATE=/var/tmp/x cluster/dev/start-slurm.sh
@@ -78,7 +81,9 @@ if ! alive mariadbd; then
 fi
 
 NODE_LINE=$(slurmd -C | head -1 | sed -E 's/^NodeName=[^ ]+ //; s/ RealMemory=[0-9]+//')
-MEM_MB=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
+# two nodes share this host's memory: 45% each (each slurmd declares the host's cores: oversubscribed on purpose)
+MEM_MB=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.45}' /proc/meminfo)
+NODES="n1 n2"
 
 cat > "$CONF_DIR/slurmdbd.conf.new" <<CONF
 AuthType=auth/munge
@@ -101,11 +106,11 @@ SlurmUser=slurm
 AuthType=auth/munge
 AuthInfo=cred_expire=5
 StateSaveLocation=$STATE/ctld
-SlurmdSpoolDir=$STATE/d
+SlurmdSpoolDir=$STATE/d/%n
 SlurmctldPidFile=$STATE/slurmctld.daemon.pid
-SlurmdPidFile=$STATE/slurmd.daemon.pid
+SlurmdPidFile=$STATE/slurmd.%n.daemon.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
-SlurmdLogFile=$STATE/log/slurmd.log
+SlurmdLogFile=$STATE/log/slurmd.%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -116,17 +121,29 @@ SchedulerParameters=sched_interval=2,bf_interval=1
 MailProg=/bin/true
 ReturnToService=2
 MaxArraySize=1001
+JobRequeue=0
+GresTypes=gpu
 MinJobAge=300
 KillWait=5
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1
 JobAcctGatherType=jobacct_gather/none
-NodeName=localhost NodeAddr=127.0.0.1 $NODE_LINE RealMemory=$MEM_MB State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+NodeName=n1 NodeAddr=127.0.0.1 Port=17001 $NODE_LINE RealMemory=$MEM_MB State=UNKNOWN
+NodeName=n2 NodeAddr=127.0.0.1 Port=17002 $NODE_LINE RealMemory=$MEM_MB Gres=gpu:fake:1 Feature=fakegpu State=UNKNOWN
+PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=n2 MaxTime=INFINITE State=UP
 CONF
-for f in slurm.conf slurmdbd.conf; do
-  if ! cmp -s "$CONF_DIR/$f.new" "$CONF_DIR/$f"; then mv "$CONF_DIR/$f.new" "$CONF_DIR/$f"; else rm "$CONF_DIR/$f.new"; fi
+# the fake GPU: a gres file that exists (Slurm binds it and sets CUDA_VISIBLE_DEVICES), no CUDA behind it
+echo "NodeName=n2 Name=gpu Type=fake File=/dev/null" > "$CONF_DIR/gres.conf.new"
+CHANGED=0
+for f in slurm.conf slurmdbd.conf gres.conf; do
+  if ! cmp -s "$CONF_DIR/$f.new" "$CONF_DIR/$f"; then mv "$CONF_DIR/$f.new" "$CONF_DIR/$f"; CHANGED=1; else rm "$CONF_DIR/$f.new"; fi
 done
+mkdir -p "$STATE/d/n1" "$STATE/d/n2"
+if [ $CHANGED = 1 ] && alive slurmctld; then
+  log "slurm.conf changed: restarting slurmctld and the slurmds"
+  "$(dirname "$0")/stop-slurm.sh" $(cd "$STATE" && ls slurmd*.pid 2>/dev/null | grep -v '\.daemon\.pid$' | sed 's/\.pid$//') slurmctld
+fi
 chown slurm:slurm "$CONF_DIR/slurmdbd.conf"; chmod 600 "$CONF_DIR/slurmdbd.conf"
 chown -R slurm:slurm "$STATE/ctld" "$STATE/log"
 
@@ -146,13 +163,16 @@ if ! alive slurmctld; then
   wait_for 20 slurmctld test -s "$STATE/slurmctld.daemon.pid"
   cp "$STATE/slurmctld.daemon.pid" "$STATE/slurmctld.pid"
 fi
-if ! alive slurmd; then
-  rm -f "$STATE/slurmd.daemon.pid"  # a stale one would be taken for the new daemon
-  /usr/sbin/slurmd -N localhost || die "slurmd did not start (see $STATE/log/slurmd.log)"
-  wait_for 20 slurmd test -s "$STATE/slurmd.daemon.pid"
-  cp "$STATE/slurmd.daemon.pid" "$STATE/slurmd.pid"
-fi
+if alive slurmd; then "$(dirname "$0")/stop-slurm.sh" slurmd; fi  # the one-node layout's slurmd, from before
+for node in $NODES; do
+  if ! alive "slurmd.$node"; then
+    rm -f "$STATE/slurmd.$node.daemon.pid"  # a stale one would be taken for the new daemon
+    /usr/sbin/slurmd -N "$node" || die "slurmd -N $node did not start (see $STATE/log/slurmd.$node.log)"
+    wait_for 20 "slurmd $node" test -s "$STATE/slurmd.$node.daemon.pid"
+    cp "$STATE/slurmd.$node.daemon.pid" "$STATE/slurmd.$node.pid"
+  fi
+done
 wait_for 30 "slurmctld (scontrol ping)" scontrol ping
-scontrol update NodeName=localhost State=RESUME >/dev/null 2>&1 || true
-wait_for 30 "node localhost idle" bash -c "sinfo -h -N -o %T -n localhost | grep -qE '^(idle|mixed|allocated)'"
-log "Slurm is up (state $STATE, cluster $CLUSTER): $(sinfo -h -N -o '%N %T %c cpus %m MB' | head -1)"
+scontrol update NodeName=n1,n2 State=RESUME >/dev/null 2>&1 || true
+wait_for 30 "nodes n1 and n2 idle" bash -c "[ \$(sinfo -h -N -p debug -o %T | grep -cE '^(idle|mixed|allocated)') = 2 ]"
+log "Slurm is up (state $STATE, cluster $CLUSTER): $(sinfo -h -N -p debug -o '%N %T %c cpus %m MB %G' | tr '\n' ';')"

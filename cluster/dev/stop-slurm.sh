@@ -4,7 +4,8 @@
 #   cluster/dev/stop-slurm.sh slurmdbd     # only these daemons (e.g. to run without accounting)
 set -euo pipefail
 STATE=${ORCH_SLURM_STATE:-/var/tmp/orch-dev-slurm}
-DAEMONS=${*:-slurmd slurmctld slurmdbd mariadbd munged}
+# every slurmd first (one per node: slurmd.n1, slurmd.n2), then the rest
+DAEMONS=${*:-$(cd "$STATE" 2>/dev/null && ls slurmd*.pid 2>/dev/null | grep -v '\.daemon\.pid$' | sed 's/\.pid$//') slurmctld slurmdbd mariadbd munged}
 for name in $DAEMONS; do
   pidfile="$STATE/$name.pid"
   [ -s "$pidfile" ] || continue

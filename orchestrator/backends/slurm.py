@@ -11,12 +11,17 @@
 - Preemption and time limits: the job function is a submitit ``Checkpointable``; on SIGUSR2 submitit
   calls ``checkpoint``, which tells the worker a requeue is under way (the journal says ``requeue``,
   not KILLED) and resubmits the same call. The workload's own ``ctx.save_checkpoint`` is what the next
-  attempt resumes from, in the same MLflow run.
+  attempt resumes from, in the same MLflow run. Jobs are submitted ``--requeue`` (profile ``requeue``),
+  so this holds on sites whose slurm.conf says ``JobRequeue=0``.
+- Packing (``resources.runs_per_job``): one array task runs several runs at once (``SlurmPack``, through
+  ``job/pack.py``), each with its own journal, checkpoint, requeue and MLflow run; every run of a pack
+  has the task's job id.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -37,6 +42,7 @@ from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobSta
 from orchestrator.errors import InputError
 from orchestrator.job.journal import events
 from orchestrator.job.liveness import pid_alive
+from orchestrator.job.pack import Pack
 from orchestrator.job.rundir import RunDir, output_to
 
 if TYPE_CHECKING:
@@ -88,6 +94,34 @@ class SlurmRun(Checkpointable):
         return DelayedSubmission(self, run_dir)
 
 
+_current_pack: Pack | None = None  # the pack this job process runs (SlurmPack), for the requeue hooks below
+
+
+class SlurmPack(Checkpointable):
+    """The callable of an array task holding ``runs_per_job`` runs (job/pack.py): one process per run."""
+
+    def __init__(self, max_requeues: int, gpu_share: float):
+        self.max_requeues = max_requeues
+        self.gpu_share = gpu_share
+
+    def __call__(self, run_dirs: list[str]) -> str:
+        global _current_pack
+        from submitit.slurm.slurm import SlurmJobEnvironment
+        SlurmJobEnvironment._requeue = _requeue_or_say_why  # type: ignore[method-assign, assignment]
+        _current_pack = Pack(run_dirs, self.gpu_share, self.max_requeues, probe=f"{__name__}:requeued_by_slurm")
+        return ",".join(_current_pack.run())
+
+    def checkpoint(self, run_dirs: list[str]) -> DelayedSubmission | None:  # type: ignore[override]
+        """SIGUSR2: each run journals ``requeue`` (or, past max_requeues, ends FAILED) and stops; then the
+        task is requeued unless every run has ended."""
+        restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))
+        if _current_pack is not None:
+            _current_pack.checkpoint()
+        if restarts >= self.max_requeues:
+            return None
+        return DelayedSubmission(self, run_dirs)
+
+
 def scontrol_requeue(job_id: str) -> subprocess.CompletedProcess:
     return subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
 
@@ -98,13 +132,18 @@ def _requeue_or_say_why(env: Any, countdown: int) -> None:
     try:
         proc = scontrol_requeue(env.job_id)
     except (OSError, subprocess.TimeoutExpired) as err:
-        from orchestrator.job import worker
-        worker.requeue_refused(f"Slurm could not requeue job {env.job_id}: scontrol requeue: {err}")
+        _refused(f"Slurm could not requeue job {env.job_id}: scontrol requeue: {err}")
     if proc.returncode != 0:
-        from orchestrator.job import worker
         answer = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
-        worker.requeue_refused(f"Slurm refused to requeue job {env.job_id}: {answer}")
+        _refused(f"Slurm refused to requeue job {env.job_id}: {answer}")
     print(f"orch: requeued job {env.job_id} ({countdown} time-outs left)", file=sys.stderr, flush=True)
+
+
+def _refused(message: str) -> None:
+    from orchestrator.job import worker
+    if _current_pack is not None:  # the runs already journaled `requeue` in their own processes: close them
+        _current_pack.close_requeued(message)
+    worker.requeue_refused(message)
 
 
 def requeued_by_slurm() -> str | None:
@@ -177,6 +216,7 @@ class SlurmBackend:
     def __init__(self, profile=None, resources=None, min_query_interval_s: float = QUERY_CACHE_S):
         self.profile = profile
         self.resources = resources
+        self.source = "resources"
         self.min_query_interval_s = min_query_interval_s
         self.calls: Counter[str] = Counter()  # scheduler commands run by this instance (benchmarks)
         self.sacct_ok: bool | None = None      # None: not tried yet; False: accounting disabled/unreachable
@@ -191,8 +231,11 @@ class SlurmBackend:
         if spec is None:
             return cls()
         from orchestrator.spec.profiles import load_profile
-        backend = cls(load_profile(cluster or spec.cluster, f"{spec.source}: cluster"), spec.resources)
+        backend = cls(load_profile(cluster or spec.cluster, f"{spec.source}: cluster", spec.slurm, spec.source),
+                      spec.resources)
+        backend.source = spec.source
         backend.check_request(spec.source)
+        backend.check_filesystems(spec)
         return backend
 
     # -- running scheduler commands ------------------------------------------------------------------
@@ -234,9 +277,77 @@ class SlurmBackend:
                              f"(asked: {self._request_summary()})", source, "resources")
 
     def _request_summary(self) -> str:
-        p = self.parameters()
-        keys = ("partition", "account", "qos", "constraint", "gres", "cpus_per_task", "mem", "time")
+        p = {**self.parameters().get("additional_parameters", {}), **self.parameters()}
+        keys = ("partition", "account", "qos", "constraint", "gres", "gpus", "gpus_per_node", "exclusive",
+                "cpus_per_task", "mem", "time")
         return ", ".join(f"{k}={p[k]}" for k in keys if k in p)
+
+    def node_hosts(self) -> set[str]:
+        """The nodes this profile's jobs may land on, each by its address (NodeAddr), or by its host name
+        when that is this host (the dev cluster's nodes are 127.0.0.1 under other names); one sinfo call."""
+        from orchestrator.backends.sharedfs import local_addresses
+        cmd = ["sinfo", "-h", "-N", "-o", "%n|%o"]
+        if self.profile is not None and self.profile.partition:
+            cmd[1:1] = ["-p", self.profile.partition]
+        proc = self._run(cmd, check=False)
+        here, hosts = local_addresses(), set()
+        for line in proc.stdout.splitlines():
+            names = [part.strip() for part in line.split("|") if part.strip()]
+            hosts.add(next((name for name in names if name in here), names[-1] if names else ""))
+        return hosts - {""}
+
+    def check_filesystems(self, spec: Spec) -> None:
+        """The job folder must be visible from the nodes (refused when it is node-local storage, a warning
+        when it cannot be told); the sqlite store must not be on NFS/Lustre/BeeGFS (a warning)."""
+        from orchestrator.backends import sharedfs
+        if self.profile is not None and not self.profile.shared_fs_check:
+            return
+        problem = sharedfs.job_folder_problem(spec.workdir, self.node_hosts())
+        if problem is not None and problem[0] == "error":
+            raise InputError(problem[1], spec.source, "workdir")
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri or f"sqlite:///{Path('mlruns').resolve()}/mlflow.db"
+        for message in ([problem[1]] if problem else []) + [m for m in [sharedfs.sqlite_problem(uri)] if m]:
+            print(f"orch: warning: {message}", file=sys.stderr)
+
+    def packs(self, run_dirs: list[RunDir]) -> list[list[RunDir]]:
+        """The runs of each job: ``runs_per_job`` at a time (1: one job per run)."""
+        n = self.resources.runs_per_job if self.resources is not None else 1
+        return [run_dirs[i:i + n] for i in range(0, len(run_dirs), n)]
+
+    def check_job_count(self, jobs: int) -> None:
+        """Refuse a submission that would pass the profile's ``max_jobs`` (QOS MaxSubmitJobs), counting the
+        jobs this user already has queued, before anything is queued."""
+        if self.profile is None or self.profile.max_jobs is None:
+            return
+        proc = self._run(["squeue", "--me", "-h", "-r", "-o", "%i"], check=False)
+        queued = len(proc.stdout.split()) if proc.returncode == 0 else 0
+        self.profile.check_job_count(jobs, queued, self.source)
+
+    def job_script(self, n_jobs: int, folder: Path | None = None) -> str:
+        """The sbatch script one submission of ``n_jobs`` array tasks sends (``--dry-run``)."""
+        folder = folder or Path("<job folder>/.slurm/<token>")
+        executor = self._executor(folder, f"{JOB_NAME_PREFIX}<token>")
+        executor.parameters["map_count"] = n_jobs  # what submitit sets for map_array
+        try:
+            return executor._make_submission_file_text("<python -u -m submitit.core._submit ...>", "<token>")
+        finally:
+            executor.parameters.pop("map_count", None)
+
+    def preview(self, n_runs: int) -> list[tuple[str, str]]:
+        """``--dry-run``: for each array the submission would queue, its sbatch script and what
+        ``sbatch --test-only`` answers for it. Nothing is created or queued."""
+        jobs = math.ceil(n_runs / (self.resources.runs_per_job if self.resources is not None else 1))
+        size = self.max_array_size()
+        out = []
+        for start in range(0, jobs, size):
+            text = self.job_script(min(size, jobs - start))
+            with tempfile.TemporaryDirectory(prefix="orch-sbatch-") as tmp:
+                script = Path(tmp) / "preview.sh"
+                script.write_text(text.replace("<job folder>/.slurm/<token>", tmp).replace("<token>", "preview"))
+                proc = self._run(["sbatch", "--test-only", str(script)], check=False)
+            answer = (proc.stderr or proc.stdout).strip().replace("sbatch: ", "")
+            out.append((text, answer if proc.returncode == 0 else f"refused: {answer}"))
+        return out
 
     def max_array_size(self) -> int:
         if self.profile is not None and self.profile.max_array_size:
@@ -248,31 +359,42 @@ class SlurmBackend:
     def submit(self, run_dirs: list[RunDir]) -> list[str]:
         if not run_dirs:
             return []
+        packs = self.packs(run_dirs)
+        self.check_job_count(len(packs))
         size = self.max_array_size()  # array indices go 0 .. MaxArraySize-1
         ids: list[str] = []
-        for start in range(0, len(run_dirs), size):
-            ids += self._submit_array(run_dirs[start:start + size])
+        for start in range(0, len(packs), size):
+            ids += self._submit_array(packs[start:start + size])
         return ids
 
-    def _submit_array(self, run_dirs: list[RunDir]) -> list[str]:
+    def _submit_array(self, packs: list[list[RunDir]]) -> list[str]:
         token = uuid.uuid4().hex[:12]
-        folder = run_dirs[0].path.parent / ".slurm" / token  # fresh per submission: old results never read back
+        folder = packs[0][0].path.parent / ".slurm" / token  # fresh per submission: old results never read back
         submitter = f"{socket.gethostname()}:{os.getpid()}"
-        for index, run_dir in enumerate(run_dirs):  # the token first, so a crash after sbatch is recoverable
-            write_record(run_dir, {"scheduler": "slurm", "token": token, "index": index, "submitter": submitter,
-                                   "submitted_at": time.time(), "folder": str(folder)})
+        for index, pack in enumerate(packs):  # the token first, so a crash after sbatch is recoverable
+            for run_dir in pack:
+                write_record(run_dir, {"scheduler": "slurm", "token": token, "index": index, "submitter": submitter,
+                                       "submitted_at": time.time(), "folder": str(folder),
+                                       "pack": [str(r.path) for r in pack]})
         executor = self._executor(folder, f"{JOB_NAME_PREFIX}{token}")
         _fault("before-sbatch")
         self.calls["sbatch"] += 1
+        packed = any(len(pack) > 1 for pack in packs)
+        function: Any = (SlurmPack(self.profile.max_requeues, self.resources.gpus / self.resources.runs_per_gpu)
+                         if packed else SlurmRun(self.profile.max_requeues))
+        args = [[str(r.path) for r in pack] if packed else str(pack[0].path) for pack in packs]
         try:
-            jobs = executor.map_array(SlurmRun(self.profile.max_requeues), [str(r.path) for r in run_dirs])
+            jobs = executor.map_array(function, args)
         except Exception as err:  # noqa: BLE001 - sbatch's own message is what the user needs
             raise SchedulerError(f"sbatch failed: {err}") from None
         _fault("after-sbatch")
-        for index, (run_dir, job) in enumerate(zip(run_dirs, jobs)):
-            write_record(run_dir, {**read_record(run_dir), "job_id": job.job_id,
-                                   "logs": [str(job.paths.stdout), str(job.paths.stderr)]})
-        return [job.job_id for job in jobs]
+        ids = []
+        for pack, job in zip(packs, jobs):
+            for run_dir in pack:
+                write_record(run_dir, {**read_record(run_dir), "job_id": job.job_id,
+                                       "logs": [str(job.paths.stdout), str(job.paths.stderr)]})
+                ids.append(job.job_id)
+        return ids
 
     # -- state ---------------------------------------------------------------------------------------
     def poll(self, jobs: list[Job]) -> list[JobState]:
@@ -371,10 +493,19 @@ class SlurmBackend:
     # -- cancel --------------------------------------------------------------------------------------
     def cancel(self, jobs: list[Job]) -> None:
         ids = self._job_ids(jobs)
-        live = [i for i in ids if i]
-        if not live:
+        asked = {str(job.run_dir.path) for job in jobs}
+        live: list[str] = []
+        for job, job_id in zip(jobs, ids):
+            if not job_id or job_id in live:
+                continue  # the runs of a pack share one job id
+            if set(read_record(job.run_dir).get("pack", [])) - asked:
+                job.run_dir.mark_cancelled("cancelled by orch cancel")  # its pack stops it alone (job/pack.py)
+            else:
+                live.append(job_id)
+        if not any(ids):
             return
-        self._run(["scancel", *live], check=False)
+        if live:
+            self._run(["scancel", *live], check=False)
         # scancel only asks: give running workers the moment they need to journal KILLED themselves
         started = [job for job, job_id in zip(jobs, ids) if job_id and _started(job.run_dir)]
         deadline = time.monotonic() + CANCEL_WAIT_S
@@ -382,6 +513,21 @@ class SlurmBackend:
             started = [job for job in started if not _ended(job.run_dir)]
             time.sleep(0.2)
         self._cache.clear()
+
+
+def preview_text(spec: Spec, n_runs: int, cluster: str | None = None) -> str:
+    """``orch submit --dry-run`` on Slurm: each array's sbatch script and ``sbatch --test-only``'s answer.
+    Builds the backend as a submission would (the same refusals), creates and queues nothing."""
+    backend = SlurmBackend.from_spec(spec, cluster=cluster)
+    if n_runs == 0:
+        return "nothing to queue"
+    parts = []
+    arrays = backend.preview(n_runs)
+    per_job = spec.resources.runs_per_job
+    for i, (script, answer) in enumerate(arrays, 1):
+        head = f"# array {i} of {len(arrays)}" + (f" ({per_job} runs per job)" if per_job > 1 else "")
+        parts.append(f"{head}\n{script.rstrip()}\n# sbatch --test-only: {answer}")
+    return "\n\n".join(parts)
 
 
 def _fault(point: str) -> None:

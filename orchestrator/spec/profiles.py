@@ -5,6 +5,7 @@ where Ray runs and the defaults orch sets for it."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -13,7 +14,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.errors import InputError, did_you_mean
-from orchestrator.spec.spec import Resources, load_yaml
+from orchestrator.spec.spec import Resources, deep_merge, load_yaml
 
 PROJECT_CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"  # the checkout's cluster/
 
@@ -36,7 +37,18 @@ class ClusterProfile(BaseModel):
     account: str | None = Field(None, description="sbatch --account")
     qos: str | None = Field(None, description="sbatch --qos")
     constraint: str | None = Field(None, description="sbatch --constraint (node features, e.g. a GPU model)")
-    gpu_type: str | None = Field(None, description="GPU model in the gres name: gres=gpu:<type>:<n>")
+    gpu_type: str | None = Field(None, description="GPU model in the request: gres=gpu:<type>:<n>, --gpus=<type>:<n>")
+    gpu_request: Literal["gres", "gpus", "gpus-per-node", "constraint"] = Field(
+        "gres", description="how a job asks for GPUs: --gres=gpu:[type:]n | --gpus=[type:]n | --gpus-per-node=[type:]n "
+                            "| constraint: the node feature in `constraint` and --exclusive, no GPU count (sites that "
+                            "select GPU nodes by feature)")
+    requeue: bool = Field(True, description="sbatch --requeue, so preemption and time limits requeue even where "
+                                            "the site's JobRequeue=0; false: the site's default")
+    shared_fs_check: bool = Field(True, description="at submit, refuse a job folder on node-local storage (/tmp, "
+                                                    "tmpfs) and warn about a sqlite store on NFS/Lustre/BeeGFS")
+    max_jobs: int | None = Field(None, gt=0, description="jobs (array tasks) one user may have queued (QOS "
+                                                          "MaxSubmitJobs): a larger submission is refused before "
+                                                          "anything is queued")
     setup: list[str] = Field([], description="shell lines run before the job (module load, activate an env)")
     array_parallelism: int = Field(64, gt=0, description="array tasks of one submission running at once")
     max_array_size: int | None = Field(None, gt=0, description="the cluster's MaxArraySize (asked from "
@@ -50,34 +62,77 @@ class ClusterProfile(BaseModel):
     limits: Limits = Limits()
 
     def check(self, resources: Resources, source: str = "resources") -> None:
-        """Refuse what this cluster cannot give, with the field and the limit."""
+        """Refuse what this cluster cannot give, with the field and the limit. Packed runs share one job:
+        the limits apply to the job (runs_per_job runs' cores, memory, GPUs)."""
         limits = self.limits
-        wanted = {"cpus": resources.cpus, "gpus": resources.gpus, "mem_gb": resources.mem_gb,
-                  "time_min": resources.time_min}
+        job = job_resources(resources)
+        wanted = {"cpus": job["cpus"], "gpus": job["gpus"], "mem_gb": job["mem_gb"], "time_min": resources.time_min}
+        packed = resources.runs_per_job > 1
         for field, value in wanted.items():
             limit = getattr(limits, field)
             if limit is not None and value > limit:
                 what = "has no GPU" if field == "gpus" and limit == 0 else f"allows at most {limit}"
-                raise InputError(f"asks for {value} but cluster profile '{self.name}' {what} "
-                                 f"(cluster/{self.name}.yaml: limits.{field})", source, f"resources.{field}")
+                per = f" for one job of {resources.runs_per_job} packed runs" if packed and field != "time_min" else ""
+                raise InputError(f"asks for {value:g}{per} but cluster profile '{self.name}' {what} "
+                                 f"(cluster/{self.name}.yaml: limits.{field})", source,
+                                 "resources.runs_per_job" if per else f"resources.{field}")
+        if job["gpus"] and self.gpu_request == "constraint" and not self.constraint:
+            raise InputError(f"cluster profile '{self.name}' asks for GPUs by node feature (gpu_request: constraint) "
+                             "but sets no 'constraint': the job would land on any node", source, "resources.gpus")
+        if resources.gpus != int(resources.gpus) and resources.runs_per_job == 1:
+            # a fraction of a GPU is a share of one GPU between the runs of one job: with one run per job
+            # Slurm would still give it a whole GPU
+            raise InputError(f"gpus: {resources.gpus:g} on Slurm shares one GPU between the runs of one job: set "
+                             f"resources.runs_per_job (e.g. {math.ceil(1 / resources.gpus)})", source, "resources.gpus")
+
+    def check_job_count(self, jobs: int, queued: int, source: str = "resources") -> None:
+        """A submission of ``jobs`` array tasks, with ``queued`` jobs of this user already in the queue: refused
+        when it would exceed ``max_jobs`` (QOS MaxSubmitJobs), saying how much packing would fit."""
+        if self.max_jobs is None or jobs + queued <= self.max_jobs:
+            return
+        room = self.max_jobs - queued
+        hint = "wait for queued jobs to end" if room <= 0 else f"pack runs: resources.runs_per_job so that at most {room} jobs are needed"
+        raise InputError(f"{jobs} jobs plus the {queued} already queued exceed cluster profile '{self.name}' "
+                         f"max_jobs={self.max_jobs} (the QOS limit): {hint}", source, "resources.runs_per_job")
 
     def slurm_parameters(self, resources: Resources) -> dict[str, Any]:
-        """submitit SlurmExecutor parameters for one run of these resources."""
+        """submitit SlurmExecutor parameters for one job: one run, or ``runs_per_job`` runs packed together."""
+        job = job_resources(resources)
         params: dict[str, Any] = {
-            "cpus_per_task": resources.cpus, "mem": f"{int(resources.mem_gb * 1024)}M",
+            "cpus_per_task": job["cpus"], "mem": f"{int(job['mem_gb'] * 1024)}M",
             "time": resources.time_min, "nodes": 1, "ntasks_per_node": 1,
             "signal_delay_s": self.signal_delay_s, "array_parallelism": self.array_parallelism,
         }
         for key in ("partition", "account", "qos", "constraint"):
             if getattr(self, key):
                 params[key] = getattr(self, key)
-        if resources.gpus:
-            params["gres"] = f"gpu:{self.gpu_type + ':' if self.gpu_type else ''}{resources.gpus}"
+        extra: dict[str, Any] = {"requeue": True} if self.requeue else {}
+        gpus = job["gpus"]
+        if gpus:
+            typed = f"{self.gpu_type}:{gpus}" if self.gpu_type else str(gpus)
+            if self.gpu_request == "gres":
+                params["gres"] = f"gpu:{typed}"
+            elif self.gpu_request == "gpus":
+                extra["gpus"] = typed
+            elif self.gpu_request == "gpus-per-node":
+                extra["gpus_per_node"] = typed
+            else:  # constraint: the feature selects GPU nodes, the whole node is the job's
+                params["exclusive"] = True
         if self.setup:
             params["setup"] = list(self.setup)
-        if self.sbatch:
-            params["additional_parameters"] = dict(self.sbatch)
+        extra.update(self.sbatch)
+        if extra:
+            params["additional_parameters"] = extra
         return params
+
+
+def job_resources(resources: Resources) -> dict[str, Any]:
+    """What one job asks for: ``runs_per_job`` runs' cores and memory, and the GPUs they need when
+    ``runs_per_gpu`` of them share one (each run gets gpus/runs_per_gpu of a GPU)."""
+    n = resources.runs_per_job
+    share = resources.gpus / resources.runs_per_gpu
+    return {"cpus": resources.cpus * n, "mem_gb": resources.mem_gb * n,
+            "gpus": math.ceil(n * share - 1e-9) if share else 0}
 
 
 def search_path() -> list[Path]:
@@ -91,8 +146,10 @@ def available() -> list[str]:
     return sorted(names)
 
 
-def load_profile(name: str | None, source: str = "cluster") -> ClusterProfile:
-    """A profile by name (``plafrim``) or path (``my/cluster.yaml``)."""
+def load_profile(name: str | None, source: str = "cluster", overrides: dict[str, Any] | None = None,
+                 overrides_source: str = "spec") -> ClusterProfile:
+    """A profile by name (``plafrim``) or path (``my/cluster.yaml``), with a spec's ``slurm:`` section
+    (``overrides``) merged over it and validated by the same schema (errors name ``slurm.<field>``)."""
     if not name:
         raise InputError(f"the slurm backend needs a cluster profile: --cluster NAME or 'cluster:' in the "
                          f"spec; known: {', '.join(available()) or 'none'}", source)
@@ -112,6 +169,14 @@ def load_profile(name: str | None, source: str = "cluster") -> ClusterProfile:
         first = err.errors()[0]
         raise InputError(f"{first['msg']} (got {first.get('input')!r})", str(path),
                          ".".join(str(p) for p in first["loc"])) from None
+    if overrides:
+        try:
+            profile = ClusterProfile.model_validate(deep_merge(doc, overrides))
+        except pydantic.ValidationError as err:
+            first = err.errors()[0]
+            raise InputError(f"{first['msg']} (got {first.get('input')!r}); the spec's slurm: section takes the "
+                             f"fields of a cluster profile (docs/slurm.md)", overrides_source,
+                             "slurm." + ".".join(str(p) for p in first["loc"])) from None
     profile.name = profile.name or path.stem
     return profile
 
@@ -119,7 +184,7 @@ def load_profile(name: str | None, source: str = "cluster") -> ClusterProfile:
 def apply_profile(spec):
     """The spec with the profile's job folder as its workdir, unless the spec chose one itself."""
     from orchestrator.spec.spec import Spec
-    profile = load_profile(spec.cluster, f"{spec.source}: cluster")
+    profile = load_profile(spec.cluster, f"{spec.source}: cluster", spec.slurm, spec.source)
     if profile.job_folder and spec.workdir == Spec.model_fields["workdir"].default:
         return spec.model_copy(update={"workdir": os.path.expandvars(os.path.expanduser(profile.job_folder))})
     return spec
@@ -143,6 +208,10 @@ class RaySettings(BaseModel):
     usage_stats: bool = Field(False, description="Ray's usage statistics reporting")
     include_dashboard: bool = Field(False, description="start Ray's dashboard with a local Ray")
     log_to_driver: bool = Field(False, description="echo every task's output in the orch terminal")
+    max_retries: int = Field(3, ge=0, description="times Ray runs a task again when its worker or node dies; "
+                                                  "the run resumes from its checkpoint")
+    detach: bool = Field(True, description="on a Ray cluster (an address), runs outlive `orch submit`: a detached "
+                                           "driver process owns them; false: orch submit follows them to the end")
 
 
 def ray_profile_path() -> Path | None:
