@@ -27,3 +27,13 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' suffix when a close match exists, else ''."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+class StorageError(Exception):
+    """The disk said no (full, over quota, read-only) while orch wrote its own records. Nothing is lost:
+    the journal is re-read from the last line that reached MLflow once there is room (exit code 1)."""
+
+    def __init__(self, message: str, path: str | None = None):
+        self.message = message
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)

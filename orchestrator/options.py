@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from orchestrator.errors import InputError
+from orchestrator.errors import InputError, StorageError
 from orchestrator.render import err_console
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -35,6 +35,20 @@ def handles_input_errors(fn):
         except InputError as err:
             err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except StorageError as err:  # not the user's input, but theirs to fix (free space): no traceback
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
     return wrapper
 
 
+
+
+@app.callback()
+def main(max_runs: Annotated[Optional[int], typer.Option(
+        "--max-runs", min=1, help="refuse a submission planning more runs than this (default 10,000; "
+                                  "env ORCH_MAX_RUNS)")] = None) -> None:
+    """orch: declare experiments in YAML, run every seed locally, on Slurm or on Ray, record everything in
+    MLflow, and compare across seeds."""
+    import os
+    if max_runs is not None:  # read where the plan is counted (spec.check_plan_size), also in this process
+        os.environ["ORCH_MAX_RUNS"] = str(max_runs)

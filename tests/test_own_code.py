@@ -287,3 +287,21 @@ def test_orch_log_outside_orch_warns_once_and_writes_nothing(tmp_path, monkeypat
     with pytest.raises(ValueError, match="NaN"):
         orch.log(3, loss=float("nan"))
     assert [json.loads(line) for line in (tmp_path / "m.jsonl").read_text().splitlines()] == [{"step": 2, "loss": 0.25}]
+
+
+# -- on the dev Slurm ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def slurm():
+    from test_slurm import dev_slurm
+    yield from dev_slurm()
+
+
+def test_a_queued_slurm_job_runs_the_submitted_code(slurm, store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    package = lab_package(store.root)
+    module = store.root / package / "train.py"
+    spec = store.spec({"name": "snap_slurm", "workload": f"{package}.train", "seeds": 2})
+    edit_between_snapshot_and_start(store, spec, module, ["backend=slurm", "cluster=local-slurm"])
+    runs = store.seed_runs("snap_slurm")
+    assert {r.status for r in runs} == {"FINISHED"} and {r.tags["orch.backend"] for r in runs} == {"slurm"}
+    assert {r.metrics["version"] for r in runs} == {1.0} and "VERSION = 2" in module.read_text()

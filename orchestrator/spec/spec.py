@@ -4,6 +4,8 @@ beyond reading the file, so a bad spec is rejected before anything exists."""
 from __future__ import annotations
 
 import copy
+import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -12,8 +14,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.errors import InputError, did_you_mean
-from orchestrator.spec import registry
+from orchestrator.spec import loading, registry
 from orchestrator.spec.backends import NAMES as BACKENDS
+
+MAX_RUNS = 10_000  # one submission's planned runs; more is almost always a typo (seeds: 1000000000)
+MAX_RUNS_ENV = "ORCH_MAX_RUNS"
 
 
 class Strict(BaseModel):
@@ -37,6 +42,8 @@ class Resources(Strict):
 
 class Tracking(Strict):
     uri: str | None = None
+
+    _usable = pydantic.field_validator("uri")(loading.check_tracking_uri)
 
 
 class MetricSpec(Strict):
@@ -74,29 +81,23 @@ class Spec(Strict):
     @pydantic.field_validator("seeds", mode="before")
     @classmethod
     def _seeds_shorthand(cls, value: Any) -> Any:
-        return {"count": value} if isinstance(value, int) and not isinstance(value, bool) else value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {"count": value}
+        if not isinstance(value, dict):  # pydantic would only say "a valid dictionary": name the shorthand too
+            raise ValueError(f"expected a positive integer (the number of seeds) or a mapping {{count, base}}, "
+                             f"got {value!r}")
+        return value
+
+    # The name becomes a directory (workdir/<name>/<key>) and an MLflow experiment; the workdir is created
+    # at submit: both are checked here, before the store or any run exists (orchestrator/spec/loading.py).
+    _name_usable = pydantic.field_validator("name")(loading.check_name)
+    _workdir_usable = pydantic.field_validator("workdir")(loading.check_workdir)
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
-    """Safe-load one YAML mapping, with line numbers in syntax errors and no object-constructing tags."""
-    source = str(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise InputError(f"cannot read the spec file: {err.strerror or err}", source) from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.constructor.ConstructorError as err:
-        line = f" (line {err.problem_mark.line + 1})" if err.problem_mark else ""
-        raise InputError(f"YAML tag not allowed{line}: {err.problem}; only plain YAML data is accepted", source) from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise InputError(f"malformed YAML: {where}{problem}", source) from None
-    if not isinstance(doc, dict):
-        raise InputError(f"expected a mapping of spec fields at the top level, got {type(doc).__name__}", source)
-    return doc
+    """Safe-load one YAML mapping: bounded, UTF-8, no tags, no duplicate keys, no alias bombs, no NaN
+    (orchestrator/spec/loading.py)."""
+    return loading.load_mapping(path)
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:
@@ -162,7 +163,7 @@ def param_path_exists(model: type[BaseModel], dotted: str) -> bool:
 def validate_params(model: type[BaseModel], tree: dict[str, Any], source: str, field: str) -> BaseModel:
     check_param_keys(model, tree, source, field)
     try:
-        return model.model_validate(tree)
+        params = model.model_validate(tree)
     except pydantic.ValidationError as err:
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
@@ -185,6 +186,9 @@ def apply_sets(doc: dict[str, Any], sets: list[str]) -> dict[str, Any]:
         parts = key.split(".")
         if parts[0] not in top_level:
             parts = ["params", *parts]
+    # after validation too: pydantic reads the string '1e400' (YAML has no exponent without a sign) as inf
+    loading.reject_non_finite(params.model_dump(), source, field)
+    return params
         node = doc
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -200,15 +204,20 @@ def format_validation_error(err: pydantic.ValidationError, source: str) -> Input
     loc = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         model: type[BaseModel] = Spec
+        loading.reject_non_finite(value, "--set", key)
         for part in first["loc"][:-1]:
-            annotation = model.model_fields[str(part)].annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                model = annotation
+            field_info = model.model_fields.get(str(part))
+            # `metric: MetricSpec | None`: the model inside the Optional, not the Spec's own fields
+            for annotation in (field_info.annotation, *typing.get_args(field_info.annotation)) if field_info else ():
+                if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                    model = annotation
+                    break
         leaf = str(first["loc"][-1])
         known = [f for f in model.model_fields if f != "source"]
         return InputError(f"unknown field{did_you_mean(leaf, known)}; expected one of: {', '.join(known)}", source, loc)
     got = f" (got {first['input']!r})" if not isinstance(first.get("input"), dict) else ""
-    return InputError(f"{first['msg']}{got}", source, loc)
+    message = first["msg"].removeprefix("Value error, ")  # our validators' own words, without pydantic's label
+    return InputError(f"{message}{got}" if got[6:-1] not in message else message, source, loc)
 
 
 def load_spec(path: str | Path, sets: list[str] | None = None, seeds: int | None = None,
@@ -231,7 +240,7 @@ def load_spec(path: str | Path, sets: list[str] | None = None, seeds: int | None
     try:
         spec = Spec.model_validate(doc)
     except pydantic.ValidationError as err:
-        raise format_validation_error(err, source) from None
+        raise blame_sets(format_validation_error(err, source), set_paths) from None
     spec.source = source
     try:
         workload = registry.get(spec.workload)
@@ -243,3 +252,59 @@ def load_spec(path: str | Path, sets: list[str] | None = None, seeds: int | None
             raise InputError(f"no such param in workload '{spec.workload}'"
                              f"{did_you_mean(leaf, workload.params_model.model_fields)}", "--set", dotted)
     return spec
+    loading.reject_non_finite(spec.model_dump(exclude={"params", "variants", "grid", "tune"}), source)
+    check_plan_size(spec, source)
+    check_here(spec, source, set_paths)
+    if set_paths:  # a bad --set value is the command line's fault, not the file's: check it here, blamed there
+        try:
+            validate_params(workload.params_model, nest(spec.params), source, "params")
+        except InputError as err:
+            raise blame_sets(err, set_paths) from None
+
+
+# -- checks before anything exists ---------------------------------------------------------------------
+def blame_sets(err: InputError, set_paths: list[str]) -> InputError:
+    """An error at a field that ``--set`` wrote names ``--set`` as its source."""
+    field = err.field or ""
+    if any(field == p or field.startswith(p + ".") or p.startswith(field + ".") for p in set_paths):
+        return InputError(err.message, "--set", field)
+    return err
+
+
+def planned_runs(spec: Spec) -> int:
+    """variants x grid points x seeds, counted without building them (a 10^7-point grid is refused in
+    microseconds, not after minutes of expansion)."""
+    count = max(1, len(spec.variants)) * spec.seeds.count
+    for values in spec.grid.values():
+        count *= max(1, len(values))
+    return count
+
+
+def max_runs() -> int:
+    raw = os.environ.get(MAX_RUNS_ENV, "")
+    return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_RUNS
+
+
+def check_plan_size(spec: Spec, source: str) -> None:
+    count, limit = planned_runs(spec), max_runs()
+    if count > limit:
+        raise InputError(f"plans {count:,} runs (variants x grid points x seeds), over the limit of {limit:,}; "
+                         f"raise it with `orch --max-runs N submit ...` (or {MAX_RUNS_ENV}=N) if you mean it", source, "seeds")
+
+
+def check_here(spec: Spec, source: str, set_paths: list[str]) -> None:
+    """The local backend runs on this machine: a request it can never meet is refused now, not queued
+    forever. ``--cluster`` only means something to a cluster backend."""
+    if spec.backend != "local":
+        return
+    cores = os.cpu_count() or 1
+    if spec.resources.cpus > cores:
+        raise InputError(f"{spec.resources.cpus} cores per run, but this machine has {cores} (backend local)",
+                         source, "resources.cpus")
+    gpus = loading.local_gpus()
+    if spec.resources.gpus > gpus:
+        raise InputError(f"{spec.resources.gpus:g} GPUs per run, but this machine has {gpus} (backend local)",
+                         source, "resources.gpus")
+    if "cluster" in set_paths:
+        raise InputError(f"a cluster profile ('{spec.cluster}') is for the slurm backend; this spec runs on "
+                         "local: add --backend slurm", "--cluster")
