@@ -4,10 +4,13 @@ last checkpoint (a resumed run equals an uninterrupted one, tests/test_looped_tf
 a checkpoint once its time is up. Call it again until it reports FINISHED.
 
     .venv/bin/python benchmarks/looped_tf_cpu_preset.py looped [--minutes 5]
+    .venv/bin/python benchmarks/looped_tf_cpu_preset.py looped --evaluate-now   # the last checkpoint, as is
 
 The first 3,000 steps are exactly configs/looped_tf.yaml's (same seed, constant lr, step-driven curricula):
-the checkpoint at step 2,999 is kept and evaluated as that smoke preset. Each slice's CPU time, wall time
-and load average go to benchmarks/results/looped_tf_cpu_preset_<variant>.json with the final metrics."""
+the checkpoint at step 2,999 is kept and evaluated as that smoke preset. ``--evaluate-now`` evaluates the
+latest checkpoint of an unfinished run the same way (a run stopped at that step, not the 12k result). Each
+slice's CPU time, wall time and load average go to benchmarks/results/looped_tf_cpu_preset_<variant>.json
+with the final metrics."""
 
 from __future__ import annotations
 
@@ -56,15 +59,39 @@ def final_of(run_dir: RunDir) -> dict | None:
     return ends[-1]["final"] if ends else None
 
 
+def evaluate_checkpoint(checkpoint: Path, path: Path, variant: str, seed: int, doc: dict, key: str) -> int:
+    """The final evaluation of the model in ``checkpoint``: a run of the same params with steps = its step + 1
+    resumes there and only evaluates. Its metrics, step, CPU time and load go to ``doc[key]``."""
+    import pickle
+    with open(checkpoint, "rb") as f:
+        step = pickle.load(f)["step"]
+    shutil.rmtree(path, ignore_errors=True)
+    eval_dir = prepare(path, load_params(variant, steps=step + 1), seed)
+    shutil.copy2(checkpoint, eval_dir.checkpoint)
+    load, cpu, wall = os.getloadavg(), time.process_time(), time.monotonic()
+    worker.execute(eval_dir.path)
+    doc[key] = {"trained_steps": step + 1, "eval_cpu_s": time.process_time() - cpu, "eval_wall_s": time.monotonic() - wall,
+                "load_start": load, "load_end": os.getloadavg(), "metrics": final_of(eval_dir)}
+    return step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variant", choices=["looped", "standard"])
     parser.add_argument("--minutes", type=float, default=5.0, help="wall-time budget of this slice")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--evaluate-now", action="store_true", help="evaluate the latest checkpoint, train nothing")
     args = parser.parse_args()
     params = load_params(args.variant)
     work = WORK / args.variant
     run_dir = prepare(work / "run", params, args.seed)
+    out = ROOT / "results" / f"looped_tf_cpu_preset_{args.variant}.json"
+    doc = json.loads(out.read_text()) if out.exists() else {"variant": args.variant, "seed": args.seed, "slices": []}
+    if args.evaluate_now:
+        step = evaluate_checkpoint(run_dir.checkpoint, work / "partial", args.variant, args.seed, doc, "final_partial")
+        out.write_text(json.dumps(doc, indent=1))
+        print("evaluated the checkpoint at step", step)
+        return
     interval = params.checkpoint_every
     start_wall, start_cpu, load_start = time.monotonic(), time.process_time(), os.getloadavg()
 
@@ -80,20 +107,14 @@ def main() -> None:
     status = worker.execute(run_dir.path, extra_callbacks=[slice_guard])
     slice_info = {"status": status, "wall_s": time.monotonic() - start_wall, "cpu_s": time.process_time() - start_cpu,
                   "load_start": load_start, "load_end": os.getloadavg(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    out = ROOT / "results" / f"looped_tf_cpu_preset_{args.variant}.json"
-    doc = json.loads(out.read_text()) if out.exists() else {"variant": args.variant, "seed": args.seed, "slices": []}
     doc["slices"].append(slice_info)
     final = final_of(run_dir)
     if final is not None:
         doc["final_12k"] = final
-        smoke = work / "checkpoint_smoke.pkl"
-        if smoke.exists() and "final_3k" not in doc:
-            # The smoke preset: its params, resumed from the 12k run's checkpoint at step 2,999 -> evaluation only.
-            smoke_dir = prepare(work / "smoke", load_params(args.variant, steps=SMOKE_STEPS), args.seed)
-            shutil.copy2(smoke, smoke_dir.checkpoint)
-            worker.execute(smoke_dir.path)
-            doc["final_3k"] = final_of(smoke_dir)
-    doc["cpu_s_total"] = sum(s["cpu_s"] for s in doc["slices"])
+    smoke = work / "checkpoint_smoke.pkl"
+    if smoke.exists() and "final_3k" not in doc:
+        evaluate_checkpoint(smoke, work / "smoke", args.variant, args.seed, doc, "final_3k")
+    doc["cpu_s_train"] = sum(s["cpu_s"] for s in doc["slices"])
     out.write_text(json.dumps(doc, indent=1))
     print(status, json.dumps(slice_info))
 

@@ -1,12 +1,12 @@
 """looped_tf: looped transformers learning linear regression in context (Yang et al., ICLR 2024, on the
 setting of Garg et al. 2022). Defaults are the CPU setting (d 5, 11 points, n_embd 64, a few minutes on one
-core); configs/looped_tf_paper.yaml holds the paper's GPU setting.
+core; evaluated at 100 loops); configs/looped_tf_paper.yaml holds the paper's GPU setting and the
+reference's 500-loop evaluation.
 
 Modules: data (tasks, prompts, curricula), model (the transformer and its loop), state_mask (masking the
 carried state), baselines (least squares, 3-NN, averaging), evaluate (error curves, bootstrap), protocol (which
-loop counts are evaluated, the headline), predict (the evaluation forward passes), loop_curves (error vs loop
-count), convergence (when the loss plateaus), plots, final (the final evaluation), train (the training loop,
-``run``)."""
+loop counts are evaluated, the headline), predict (the evaluation forward passes), convergence (when the
+loss plateaus), plots, final (the final evaluation), train (the training loop, ``run``)."""
 
 from __future__ import annotations
 
