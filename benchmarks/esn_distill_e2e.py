@@ -4,10 +4,13 @@ teacher forward included. The lab's own run took about 5 hours; the targets are 
 
 It runs configs/esn_distill_lab.yaml's params through the real worker (``python -m orchestrator.job.worker``,
 a child process) and reports its wall time and peak resident memory (the child's ru_maxrss).
-``--quick`` runs the same shape at 1/10 of the tokens and 300 units, as a smoke check.
+``--quick`` runs the same shape at 1/10 of the tokens and 300 units, as a smoke check. ``--config
+configs/esn_distill_pretrained.yaml`` runs the pretrained MiniLM teacher on the KJV (results named
+``esn_distill_e2e_pretrained``); ``--layers N`` keeps the first N layers of a random teacher (a reduced run on
+a busy machine, to extrapolate from: the teacher forward scales with N, every layer costs the same).
 
-    .venv/bin/python benchmarks/esn_distill_e2e.py [--quick] [--cpus 2]
-Writes benchmarks/results/esn_distill_e2e[_quick].{json,md}."""
+    .venv/bin/python benchmarks/esn_distill_e2e.py [--quick] [--cpus 2] [--config ...] [--layers N]
+Writes benchmarks/results/esn_distill_e2e[_<config suffix>][_<N>layers][_quick].{json,md}."""
 
 from __future__ import annotations
 
@@ -59,6 +62,7 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=os.cpu_count(), help="threads given to the run "
                     "(resources.cpus; default: every core)")
     ap.add_argument("--config", default=str(REPO / "configs" / "esn_distill_lab.yaml"))
+    ap.add_argument("--layers", type=int, default=None, help="teacher.num_layers (random teacher only)")
     ap.add_argument("--timeout-min", type=float, default=None,
                     help="stop the run after this long and report the layers done and a projection")
     args = ap.parse_args()
@@ -68,6 +72,8 @@ def main() -> None:
     if args.quick:
         params["data"]["n_samples"] = 100
         params["esn"]["units"] = 300
+    if args.layers:
+        params["teacher"]["num_layers"] = args.layers
     run_dir = RunDir(Path(tempfile.mkdtemp(prefix="esn_distill_e2e_")))
     run_dir.create({"run": {**run.to_dict(), "params": params}, "run_id": "bench", "experiment_id": "0",
                     "cpus": args.cpus, "gpus": 0})
@@ -108,17 +114,24 @@ def main() -> None:
         ("load average 1 min (before, after)", f"{load_before[0]:.1f}, {load_after[0]:.1f} on {os.cpu_count()} cores"),
         ("threads; numpy BLAS kernels", f"{args.cpus}; {blas_kernels()}"),
         ("mean_nmse (ESN)", f"{final['mean_nmse']:.4f}"),
+        ("mean_mse (ESN) / linear / identity", f"{final['mean_mse']:.4f} / {final['mean_baseline_linear_mse']:.4f}"
+                                               f" / {final['mean_baseline_identity_mse']:.4f}"),
+        ("probe accuracy teacher / student / embeddings", " / ".join(
+            f"{final.get(f'probe_{k}_acc', float('nan')):.3f}" for k in ("teacher", "student", "embeddings"))),
         ("mean linear-baseline nmse", f"{final['mean_baseline_linear_nmse']:.4f}"),
         ("chained_final_nmse", f"{final.get('chained_final_nmse', float('nan')):.4f}"),
         ("params ESN total / teacher layers", f"{final['params_esn_total']:.3g} / {final['params_teacher']:.3g}"),
     ]
     print_measures(console, "esn_distill end to end (the lab's run: ~5 h)", summary)
-    per_layer = ["| layer | nmse | linear nmse | identity nmse | chained nmse | r2 | seconds |", "|---|---|---|---|---|---|---|"]
+    per_layer = ["| layer | mse | nmse | linear mse | linear nmse | identity mse | identity nmse | chained mse | "
+                 "chained nmse | r2 | ridge | state scale | seconds |", "|" + "---|" * 13]
     for r, s in zip(layers, timings["layers_s"]):
-        per_layer.append(f"| {r['layer']} | {r['nmse']:.4f} | {r['baseline_linear_nmse']:.4f} | "
-                         f"{r['baseline_identity_nmse']:.4f} | {r.get('chained_nmse', float('nan')):.4f} | "
-                         f"{r['r2']:.4f} | {s:.0f} |")
-    name = "esn_distill_e2e_quick" if args.quick else "esn_distill_e2e"
+        per_layer.append(f"| {r['layer']} | {r['mse']:.4f} | {r['nmse']:.4f} | {r['baseline_linear_mse']:.4f} | "
+                         f"{r['baseline_linear_nmse']:.4f} | {r['baseline_identity_mse']:.4f} | "
+                         f"{r['baseline_identity_nmse']:.4f} | {r.get('chained_mse', float('nan')):.4f} | "
+                         f"{r.get('chained_nmse', float('nan')):.4f} | {r['r2']:.4f} | {r['ridge']:g} | "
+                         f"{r['state_scale']:g} | {s:.0f} |")
+    name = result_name(args)
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
     meta = {"cpus_given": args.cpus, "cores": os.cpu_count(), "load_before": load_before, "load_after": load_after,
@@ -131,13 +144,19 @@ def main() -> None:
     console.print(f"artifacts in {run_dir.artifacts}")
 
 
+def result_name(args) -> str:
+    stem = Path(args.config).stem.removeprefix("esn_distill").removeprefix("_").removesuffix("lab")
+    parts = ["esn_distill_e2e", stem, f"{args.layers}layers" if args.layers else "", "quick" if args.quick else ""]
+    return "_".join(p for p in parts if p)
+
+
 def partial(console, run_dir, records, wall, peak_gib, load_before, args) -> None:
     """Stopped by --timeout-min: the teacher's time (its cache marker), the layers done, and a projection."""
     start = [r for r in records if r["event"] == "start"][-1]["t"]
     steps = [r for r in records if r["event"] == "metrics"]
     markers = list((run_dir.path / "teacher_cache").glob("*/complete.json"))
     teacher_done = markers[0].stat().st_mtime - start if markers else None
-    summary = [("status", f"stopped by --timeout-min after {wall / 60:.1f} min, {len(steps)} of 12 layers done"),
+    summary = [("status", f"stopped by --timeout-min after {wall / 60:.1f} min, {len(steps)} layers done"),
                ("start -> teacher cache written (imports, teacher forward)",
                 f"{teacher_done / 60:.1f} min" if teacher_done else "not finished")]
     if steps and teacher_done:
@@ -152,7 +171,7 @@ def partial(console, run_dir, records, wall, peak_gib, load_before, args) -> Non
     summary += [(f"layer {r['step']} nmse / linear nmse", f"{r['metrics']['nmse']:.4f} / "
                  f"{r['metrics']['baseline_linear_nmse']:.4f}") for r in steps]
     print_measures(console, "esn_distill end to end (partial)", summary)
-    name = "esn_distill_e2e_quick" if args.quick else "esn_distill_e2e"
+    name = result_name(args)
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / f"{name}.json").write_text(json.dumps({"partial": True, "wall_s": wall,
                                                                "peak_rss_gib": peak_gib, "summary": summary}, indent=1))

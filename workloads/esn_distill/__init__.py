@@ -9,13 +9,8 @@ the lab's sizes as the ``lab`` variant."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
-from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 METRIC, MODE = "mean_nmse", "min"
