@@ -53,7 +53,10 @@ class MetricSpec(Strict):
 
 class Spec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="MLflow experiment name")
-    workload: str
+    workload: str | None = Field(None, description="a built-in name, an orch.workloads entry point or an import path")
+    command: list[str] | None = Field(None, description="an executable and its arguments, run instead of a workload; "
+                                      "'{param}' and '{seed}' are substituted (job/command.py)")
+    snapshot: bool = Field(True, description="jobs run a copy of the workload's code taken at submit (job/snapshot.py)")
     params: dict[str, Any] = {}
     seeds: Seeds = Seeds()
     variants: dict[str, dict[str, Any]] = {}
@@ -77,6 +80,19 @@ class Spec(Strict):
             raise ValueError(f"unknown backend '{value}'{did_you_mean(value, BACKENDS)}; expected one of: "
                              f"{', '.join(BACKENDS)}")
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _workload_or_command(self) -> Spec:
+        if (self.workload is None) == (self.command is None):
+            raise ValueError("expected exactly one of 'workload' (a Python workload) and 'command' (an executable)")
+        if self.command is not None:
+            if not self.command or not all(isinstance(arg, str) and arg for arg in self.command):
+                raise ValueError("'command' must be a non-empty list of non-empty strings, e.g. "
+                                 "[python, train.py, --lr, '{lr}']")
+            if self.metric is None:
+                raise ValueError("a 'command' spec needs 'metric: {name: ..., mode: min|max}': orch cannot know "
+                                 "which of the command's metrics is the main one")
+        return self
 
     @pydantic.field_validator("seeds", mode="before")
     @classmethod
@@ -141,6 +157,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def check_param_keys(model: type[BaseModel], tree: dict[str, Any], source: str, field: str) -> None:
     """Unknown keys named with their full path and a suggestion (pydantic's message has neither)."""
+    if model.model_config.get("extra") == "allow":  # a command's free-form params
+        return
     for key, value in tree.items():
         fields = model.model_fields
         if key not in fields:
@@ -168,6 +186,9 @@ def validate_params(model: type[BaseModel], tree: dict[str, Any], source: str, f
         first = err.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise InputError(f"{first['msg']} (got {first.get('input')!r})", source, f"{field}.{loc}" if loc else field) from None
+    # after validation too: pydantic reads the string '1e400' (YAML has no exponent without a sign) as inf
+    loading.reject_non_finite(params.model_dump(), source, field)
+    return params
 
 
 def apply_sets(doc: dict[str, Any], sets: list[str]) -> dict[str, Any]:
@@ -183,12 +204,10 @@ def apply_sets(doc: dict[str, Any], sets: list[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw else None
         except yaml.YAMLError:
             raise InputError(f"value '{raw}' is not valid YAML", "--set", key) from None
+        loading.reject_non_finite(value, "--set", key)
         parts = key.split(".")
         if parts[0] not in top_level:
             parts = ["params", *parts]
-    # after validation too: pydantic reads the string '1e400' (YAML has no exponent without a sign) as inf
-    loading.reject_non_finite(params.model_dump(), source, field)
-    return params
         node = doc
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -204,7 +223,6 @@ def format_validation_error(err: pydantic.ValidationError, source: str) -> Input
     loc = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         model: type[BaseModel] = Spec
-        loading.reject_non_finite(value, "--set", key)
         for part in first["loc"][:-1]:
             field_info = model.model_fields.get(str(part))
             # `metric: MetricSpec | None`: the model inside the Optional, not the Spec's own fields
@@ -242,24 +260,28 @@ def load_spec(path: str | Path, sets: list[str] | None = None, seeds: int | None
     except pydantic.ValidationError as err:
         raise blame_sets(format_validation_error(err, source), set_paths) from None
     spec.source = source
+    loading.reject_non_finite(spec.model_dump(exclude={"params", "variants", "grid", "tune"}), source)
+    check_plan_size(spec, source)
+    check_here(spec, source, set_paths)
     try:
-        workload = registry.get(spec.workload)
+        workload = registry.for_spec(spec)
     except InputError as err:
         raise InputError(err.message, source, "workload") from None
+    if spec.command:
+        from orchestrator.spec.placeholders import check_command
+        check_command(spec, source)
+        return spec
     for dotted in set_paths:
         if dotted.startswith("params.") and not param_path_exists(workload.params_model, dotted[len("params."):]):
             leaf = dotted.rsplit(".", 1)[-1]
             raise InputError(f"no such param in workload '{spec.workload}'"
                              f"{did_you_mean(leaf, workload.params_model.model_fields)}", "--set", dotted)
-    return spec
-    loading.reject_non_finite(spec.model_dump(exclude={"params", "variants", "grid", "tune"}), source)
-    check_plan_size(spec, source)
-    check_here(spec, source, set_paths)
     if set_paths:  # a bad --set value is the command line's fault, not the file's: check it here, blamed there
         try:
             validate_params(workload.params_model, nest(spec.params), source, "params")
         except InputError as err:
             raise blame_sets(err, set_paths) from None
+    return spec
 
 
 # -- checks before anything exists ---------------------------------------------------------------------
