@@ -9,8 +9,8 @@ configs/esn_distill_pretrained.yaml`` runs the pretrained MiniLM teacher on the 
 ``esn_distill_e2e_pretrained``); ``--layers N`` keeps the first N layers of a random teacher (a reduced run on
 a busy machine, to extrapolate from: the teacher forward scales with N, every layer costs the same).
 
-    .venv/bin/python benchmarks/esn_distill_e2e.py [--quick] [--cpus 2] [--config ...] [--layers N]
-Writes benchmarks/results/esn_distill_e2e[_<config suffix>][_<N>layers][_quick].{json,md}."""
+    .venv/bin/python benchmarks/esn_distill_e2e.py [--quick] [--cpus 2] [--config ...] [--layers N] [--samples N]
+Writes benchmarks/results/esn_distill_e2e[_<config suffix>][_<N>layers][_<N>samples][_quick].{json,md}."""
 
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=os.cpu_count(), help="threads given to the run "
                     "(resources.cpus; default: every core)")
     ap.add_argument("--config", default=str(REPO / "configs" / "esn_distill_lab.yaml"))
+    ap.add_argument("--samples", type=int, default=None, help="data.n_samples (a reduced run: fewer tokens)")
     ap.add_argument("--layers", type=int, default=None, help="teacher.num_layers (random teacher only)")
     ap.add_argument("--timeout-min", type=float, default=None,
                     help="stop the run after this long and report the layers done and a projection")
@@ -74,6 +75,8 @@ def main() -> None:
         params["esn"]["units"] = 300
     if args.layers:
         params["teacher"]["num_layers"] = args.layers
+    if args.samples:
+        params["data"]["n_samples"] = args.samples
     run_dir = RunDir(Path(tempfile.mkdtemp(prefix="esn_distill_e2e_")))
     run_dir.create({"run": {**run.to_dict(), "params": params}, "run_id": "bench", "experiment_id": "0",
                     "cpus": args.cpus, "gpus": 0})
@@ -146,7 +149,8 @@ def main() -> None:
 
 def result_name(args) -> str:
     stem = Path(args.config).stem.removeprefix("esn_distill").removeprefix("_").removesuffix("lab")
-    parts = ["esn_distill_e2e", stem, f"{args.layers}layers" if args.layers else "", "quick" if args.quick else ""]
+    parts = ["esn_distill_e2e", stem, f"{args.layers}layers" if args.layers else "",
+             f"{args.samples}samples" if args.samples else "", "quick" if args.quick else ""]
     return "_".join(p for p in parts if p)
 
 

@@ -160,3 +160,61 @@ def test_overwrite_x_gives_the_same_statistics_and_only_then_touches_x():
     np.testing.assert_array_equal(kept.Sxx, shifted.Sxx)
     np.testing.assert_array_equal(kept.Sxy, shifted.Sxy)
     np.testing.assert_array_equal(kept.sx, shifted.sx)
+
+
+def _filled(F: int, D: int, n: int, seed: int):
+    from workloads.esn.ridge import RidgeAccumulator
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, F)) @ rng.normal(size=(F, F)) * 0.3 + 2.0  # correlated, off-centre features
+    Y = X[:, :D] * 0.5 + rng.normal(size=(n, D))
+    acc = RidgeAccumulator(F, D)
+    for a in range(0, n, 97):
+        acc.update(X[a:a + 97], Y[a:a + 97])
+    return acc
+
+
+def test_select_and_refit_equals_the_plain_path_with_at_most_4_FxF_matrices():
+    import tracemalloc
+
+    from workloads.esn.ridge import select_and_refit, select_ridge
+
+    F, D = 300, 7
+    ridges = [0.1, 10.0, 1000.0]
+    scales = [np.ones(F), np.r_[np.ones(20), np.full(F - 20, 0.3)]]
+    train, val = _filled(F, D, 900, 0), _filled(F, D, 300, 1)
+    # the plain path: per scale, select on validation; refit on train + val at the best
+    best = None
+    for c in scales:
+        sol, scores = select_ridge(train.scaled(c), val.scaled(c), ridges)
+        if best is None or scores[sol.ridge] < best[0]:
+            best = (scores[sol.ridge], sol.ridge, c, scores)
+    ref = train.merged(val).scaled(best[2]).solve(best[1])
+    tr, va = train.copy(), val.copy()
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    fit, c, scores = select_and_refit(tr, va, ridges, scales)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert fit.ridge == best[1] and np.array_equal(c, best[2])
+    for lam in ridges:
+        assert scores[lam] == pytest.approx(best[3][lam], rel=1e-8)
+    np.testing.assert_allclose(fit.W, ref.W * c[:, None], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(fit.b, ref.b, rtol=1e-6, atol=1e-8)
+    # beyond the two accumulators already held: one working matrix and its eigenvectors (+ F x D pieces)
+    assert peak - base <= 2 * F * F * 8 + 64 * F * D + 2**20, (peak - base) / (F * F * 8)
+    assert tr.n == 0  # spent: refuses a second solve
+    with pytest.raises(ValueError, match="empty"):
+        tr.means()
+
+
+def test_merge_into_equals_merged():
+    from workloads.esn.ridge import merge_into
+
+    a, b = _filled(40, 3, 200, 2), _filled(40, 3, 150, 3)
+    ref = a.merged(b)
+    merge_into(a, b)
+    assert a.n == ref.n
+    for got, want in zip(a.centred(), ref.centred()):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-7)
+    for got, want in zip(a.means(), ref.means()):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

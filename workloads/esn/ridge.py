@@ -140,6 +140,12 @@ class RidgeAccumulator:
             "syy": self.syy + 2 * self.sy * dy + n * dy * dy,
         }
 
+    def copy(self) -> RidgeAccumulator:
+        out = self._same_targets(self.F)
+        out.x_shift = None if self.x_shift is None else self.x_shift.copy()
+        out.sx, out.Sxx, out.Sxy = self.sx.copy(), self.Sxx.copy(), self.Sxy.copy()
+        return out
+
     def subset(self, features) -> RidgeAccumulator:
         """The statistics of a regression on a subset of the features (e.g. the linear baseline on u out
         of the ESN's [u; x]): the same tokens, a sub-block of X^T X, no second pass over the data."""
@@ -165,6 +171,11 @@ class RidgeAccumulator:
         return out
 
     # ---------------------------------------------------------------- statistics
+    def merged_target_mean(self, other: RidgeAccumulator) -> np.ndarray:
+        """The mean target of both accumulators' tokens (no F x F work)."""
+        n = self.n + other.n
+        return (self.n * self.means()[1] + other.n * other.means()[1]) / n
+
     def means(self) -> tuple[np.ndarray, np.ndarray]:
         self._check_nonempty()
         return self.x_shift + self.sx / self.n, self.y_shift + self.sy / self.n
@@ -231,3 +242,167 @@ def _numpy(a) -> np.ndarray:
     if hasattr(a, "detach"):
         return a.detach().cpu().numpy()
     return np.asarray(a)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The memory-lean selection and refit: at most 4 F x F float64 matrices at once (the train and validation
+# statistics, one working matrix and its eigenvectors), where `select_ridge` + `merged` + `scaled` hold up to
+# ~12 (measured: 35-45 GB at F = 20,768). Same arithmetic up to rounding (tested against them).
+
+_ROWS = 1024  # rows per chunk of a rank-1 update: a (chunk, F) temporary instead of an (F, F) one
+
+
+def _is_torch(a) -> bool:
+    return type(a).__module__.startswith("torch")
+
+
+def _centred_scaled(acc: RidgeAccumulator, scale: np.ndarray, out=None):
+    """(Sxx - n mx mx^T) * c c^T into ``out`` (a new F x F matrix when None): the centred, scaled X^T X, with
+    no F x F temporary."""
+    mx = acc.sx / acc.n
+    S = acc.Sxx
+    if _is_torch(S):
+        import torch
+        mx_t = torch.as_tensor(mx, device=S.device)
+        c = torch.as_tensor(scale, dtype=S.dtype, device=S.device)
+        out = S.clone() if out is None else out.copy_(S)
+        for a in range(0, acc.F, _ROWS):
+            out[a:a + _ROWS] -= acc.n * mx_t[a:a + _ROWS, None] * mx_t[None, :]
+        out *= c[:, None]
+        out *= c[None, :]
+        return out
+    if out is None:
+        out = np.array(S, copy=True)
+    elif out is not S:
+        np.copyto(out, S)
+    for a in range(0, acc.F, _ROWS):
+        out[a:a + _ROWS] -= acc.n * mx[a:a + _ROWS, None] * mx[None, :]
+    out *= scale[:, None]
+    out *= scale[None, :]
+    return out
+
+
+def _centred_xy(acc: RidgeAccumulator) -> np.ndarray:
+    mx, my = acc.sx / acc.n, acc.sy / acc.n
+    return _numpy(acc.Sxy) - acc.n * np.outer(mx, my)
+
+
+def _eigh(C):
+    """Eigenvalues and eigenvectors of the symmetric ``C``, which may be overwritten (numpy: LAPACK's dsyevr
+    on C in place, O(F) workspace; dsyevd, numpy's own, needs 2 F^2 more)."""
+    if _is_torch(C):
+        import torch
+        return torch.linalg.eigh(C)
+    from scipy.linalg import eigh
+    return eigh(C, overwrite_a=True, check_finite=False, driver="evr")
+
+
+def select_and_refit(train: RidgeAccumulator, val: RidgeAccumulator, ridges: Sequence[float],
+                     scales: Sequence[np.ndarray]) -> tuple[RidgeSolution, np.ndarray, dict[float, float]]:
+    """The readout with the best (scale, ridge) on validation, refitted on train + validation.
+
+    For each ``scales`` vector c (per feature; the solve is on features x c, i.e. weights penalised as
+    ridge / c^2), one eigendecomposition of train's centred scaled X^T X gives every ridge's solution; each
+    is scored on ``val`` from its statistics. Returns (the refitted readout on the unscaled features, the
+    chosen c, the chosen c's validation scores). The refit merges val into train IN PLACE: both accumulators
+    are spent (their statistics are no longer valid)."""
+    best: tuple[float, float, int] | None = None  # (score, -ridge, scale index)
+    best_scores: dict[float, float] = {}
+    for k, c in enumerate(scales):
+        c = np.asarray(c, dtype=np.float64)
+        C = _centred_scaled(train, c)
+        evals, V = _eigh(C)
+        del C  # destroyed by the eigensolver on CPU; freed before the next scale
+        Vn, en = V, evals
+        Cxy = _centred_xy(train) * c[:, None]
+        if _is_torch(Vn):
+            import torch
+            Cxy_t = torch.as_tensor(Cxy, device=Vn.device)
+            P = Vn.T @ Cxy_t
+        else:
+            P = Vn.T @ Cxy
+        mx, my = train.means()
+        scores = {}
+        for lam in ridges:
+            Ws = Vn @ (P / (en + lam)[:, None])
+            W = _numpy(Ws) * c[:, None]  # back to the unscaled features
+            scores[float(lam)] = val.sse(RidgeSolution(W, my - mx @ W, lam)) / (val.n * val.D)
+        del V, Vn, P
+        lam_k = min(scores, key=lambda r: (scores[r], -r))  # ties: the larger penalty
+        key = (scores[lam_k], -lam_k, k)
+        if best is None or key < best:
+            best, best_scores = key, scores
+    assert best is not None
+    ridge, c = -best[1], np.asarray(scales[best[2]], dtype=np.float64)
+    merge_into(train, val)
+    return solve_in_place(train, ridge, c), c, best_scores
+
+
+def merge_into(acc: RidgeAccumulator, other: RidgeAccumulator) -> None:
+    """``acc`` += ``other`` (its tokens added), in place and without an F x F temporary: both are re-centred
+    on their own means, added, and the between-means term added (Chan et al.'s pairwise update); ``acc``
+    then holds centred statistics (shifts = the merged means, sx = 0). ``other`` is left centred too."""
+    for a in (acc, other):
+        _centre_in_place(a)
+    n1, n2 = acc.n, other.n
+    n = n1 + n2
+    dx, dy = other.x_shift - acc.x_shift, other.y_shift - acc.y_shift
+    f = n1 * n2 / n
+    S, So = acc.Sxx, other.Sxx
+    torch_stats = _is_torch(S)
+    if torch_stats:
+        import torch
+        dxt = torch.as_tensor(dx, device=S.device)
+    for a in range(0, acc.F, _ROWS):
+        S[a:a + _ROWS] += So[a:a + _ROWS]
+        if torch_stats:
+            S[a:a + _ROWS] += f * dxt[a:a + _ROWS, None] * dxt[None, :]
+        else:
+            S[a:a + _ROWS] += f * dx[a:a + _ROWS, None] * dx[None, :]
+    Sxy = acc.Sxy + other.Sxy + f * np.outer(dx, dy) if not torch_stats else \
+        acc.Sxy + other.Sxy + f * torch.as_tensor(np.outer(dx, dy), device=S.device)
+    acc.Sxy = Sxy
+    acc.syy = acc.syy + other.syy + f * dy * dy
+    acc.x_shift = acc.x_shift + dx * n2 / n
+    acc.y_shift = acc.y_shift + dy * n2 / n
+    acc.n = n
+
+
+def _centre_in_place(acc: RidgeAccumulator) -> None:
+    """Re-express the statistics around the accumulator's own means (sx = sy = 0), in place."""
+    mx, my = acc.sx / acc.n, acc.sy / acc.n
+    S = acc.Sxx
+    if _is_torch(S):
+        import torch
+        mxt = torch.as_tensor(mx, device=S.device)
+        for a in range(0, acc.F, _ROWS):
+            S[a:a + _ROWS] -= acc.n * mxt[a:a + _ROWS, None] * mxt[None, :]
+        acc.Sxy = acc.Sxy - acc.n * torch.as_tensor(np.outer(mx, my), device=S.device)
+    else:
+        for a in range(0, acc.F, _ROWS):
+            S[a:a + _ROWS] -= acc.n * mx[a:a + _ROWS, None] * mx[None, :]
+        acc.Sxy = acc.Sxy - acc.n * np.outer(mx, my)
+    acc.syy = acc.syy - acc.n * my * my
+    acc.x_shift, acc.y_shift = acc.x_shift + mx, acc.y_shift + my
+    acc.sx, acc.sy = np.zeros(acc.F), np.zeros(acc.D)
+
+
+def solve_in_place(acc: RidgeAccumulator, ridge: float, scale: np.ndarray) -> RidgeSolution:
+    """The readout for one penalty on the features scaled by ``scale``, mapped back to the unscaled ones.
+    Overwrites ``acc``'s X^T X with its Cholesky factor (no second F x F matrix)."""
+    C = _centred_scaled(acc, scale, out=acc.Sxx)
+    Cxy = _centred_xy(acc) * scale[:, None]
+    if _is_torch(C):
+        import torch
+        C.diagonal().add_(ridge)
+        L = torch.linalg.cholesky(C, out=C)
+        Ws = _numpy(torch.cholesky_solve(torch.as_tensor(Cxy, device=C.device), L))
+    else:
+        from scipy.linalg import cho_factor, cho_solve
+        C.flat[::acc.F + 1] += ridge
+        Ws = cho_solve(cho_factor(C, lower=True, overwrite_a=True, check_finite=False), Cxy,
+                       check_finite=False)
+    W = Ws * scale[:, None]
+    mx, my = acc.means()
+    acc.n = 0  # spent: its X^T X holds the factor now (an empty accumulator refuses to be solved again)
+    return RidgeSolution(W, my - mx @ W, ridge)

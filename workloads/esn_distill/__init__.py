@@ -83,6 +83,10 @@ class ESNParams(BaseModel):
     product_dtype: Literal["float32", "float64"] = Field(
         "float32", description="dtype of each batch's X^T X product (sums are always float64)")
     batch_tokens: int = Field(8192, ge=16, description="padded tokens per reservoir batch (bounds memory)")
+    radius: Literal["auto", "reservoirpy", "arpack"] = Field(
+        "auto", description="how W is scaled to `sr`: reservoirpy's own radius (bit-identical to its Reservoir), "
+        "or the seeded 6-eigenvalue ARPACK estimate (fast at 10,000 units); auto = reservoirpy up to 2,000 "
+        "units, arpack above")
     readout_input: bool = Field(True, description="readout on [u; x] (the input and the states); false: on "
                                 "the states alone, reservoirpy's Reservoir >> Ridge")
 

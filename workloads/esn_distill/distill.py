@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from workloads.esn.reservoir import esn_states, random_reservoir
-from workloads.esn.ridge import RidgeAccumulator, RidgeSolution, select_ridge
+from workloads.esn.ridge import RidgeAccumulator, RidgeSolution, select_and_refit
 from workloads.esn_distill import baselines
 from workloads.esn_distill.data import Corpus
 from workloads.esn_distill.metrics import ScoreAccumulator
@@ -94,6 +94,15 @@ class LayerReservoirs:
         return X
 
 
+ARPACK_FROM_UNITS = 2001  # radius "auto": reservoirpy's own (bit-identical) below, the fast estimate from here
+
+
+def radius_method(esn) -> str:
+    if esn.radius != "auto":
+        return esn.radius
+    return "arpack" if esn.units >= ARPACK_FROM_UNITS else "reservoirpy"
+
+
 def build_reservoirs(esn, layer: int, seed: int, input_dim: int, mu: np.ndarray, sd: np.ndarray,
                      device: str, scratch: Scratch | None = None) -> LayerReservoirs:
     """Layer ``layer``'s reservoirs, drawn with reservoirpy's initialisers from (seed, layer, direction)."""
@@ -102,7 +111,8 @@ def build_reservoirs(esn, layer: int, seed: int, input_dim: int, mu: np.ndarray,
     for k, direction in enumerate(DIRECTIONS[esn.direction]):
         sub_seed = int(np.random.SeedSequence([seed, layer, k]).generate_state(1)[0])
         W, W_in, bias = random_reservoir(esn.units, input_dim, esn.sr, esn.input_scaling, esn.connectivity,
-                                         esn.input_connectivity, sub_seed, bias_scaling=esn.bias_scaling)
+                                         esn.input_connectivity, sub_seed, bias_scaling=esn.bias_scaling,
+                                         radius=radius_method(esn))
         mats[direction] = tuple(torch.as_tensor(m, dtype=dtype, device=device) for m in (W, W_in, bias))
     return LayerReservoirs(mats, esn.leak, mu.astype(np.float32), sd.astype(np.float32), scratch or Scratch())
 
@@ -140,36 +150,38 @@ class LayerFit:
 
 
 def fit_layer(accs: dict[str, RidgeAccumulator], input_dim: int, ridges, state_scales=(1.0,),
-              readout_input: bool = True) -> LayerFit:
-    """Penalty chosen on validation (one eigendecomposition for the list), then refitted on train + val.
+              readout_input: bool = True, consume: bool = False) -> LayerFit:
+    """Penalty chosen on validation (one eigendecomposition per state scale for the whole list of ridges),
+    then refitted on train + val (`workloads/esn/ridge.py: select_and_refit`, at most 4 F x F matrices).
 
     With several ``state_scales`` c, the reservoir-state columns are scaled by c before the solve (their
-    weights penalised as ridge / c^2, the input's as ridge): one eigendecomposition per scale, the best
-    (scale, ridge) on validation wins. A small c lets the readout fall back toward the linear map.
+    weights penalised as ridge / c^2, the input's as ridge): the best (scale, ridge) on validation wins. A
+    small c lets the readout fall back toward the linear map.
     ``readout_input=False``: the readout sees the states alone (reservoirpy's ``Reservoir >> Ridge``); its
-    weights on u are zero (the returned W still spans [u; x], so predictions take the same features)."""
+    weights on u are zero (the returned W still spans [u; x], so predictions take the same features).
+    ``consume``: the accumulators may be spent by the refit (the run's case: no copy of F x F statistics);
+    otherwise they are copied first and stay usable."""
     F = accs["train"].F
-    cols = np.arange(F) if readout_input else np.arange(input_dim, F)
-    train, val = (accs["train"], accs["val"]) if readout_input else (accs["train"].subset(cols),
-                                                                     accs["val"].subset(cols))
+    # The linear baseline and the target mean first: the refit below merges the statistics in place.
+    linear = baselines.fit_linear(accs["train"], accs["val"], input_dim, ridges)
+    target_mean = accs["train"].merged_target_mean(accs["val"])
+    if readout_input:
+        cols = np.arange(F)
+        train, val = (accs["train"], accs["val"]) if consume else (accs["train"].copy(), accs["val"].copy())
+    else:
+        cols = np.arange(input_dim, F)
+        train, val = accs["train"].subset(cols), accs["val"].subset(cols)
     n_input = input_dim if readout_input else 0  # leading columns of ``train`` that are u
-    best, best_score, best_scale = None, np.inf, np.ones(len(cols))
-    best_scores: dict[float, float] = {}
+    scales = []
     for c in state_scales:
         scale = np.ones(len(cols))
         scale[n_input:] = c
-        sol, scores = select_ridge(train.scaled(scale), val.scaled(scale), ridges)
-        if scores[sol.ridge] < best_score:
-            best, best_score, best_scale, best_scores = sol, scores[sol.ridge], scale, scores
-    assert best is not None
-    both = train.merged(val)
-    fit = both.scaled(best_scale).solve(best.ridge)
-    # Back to unscaled features: x c W = x (c W); the intercept is unchanged.
+        scales.append(scale)
+    fit, best_scale, best_scores = select_and_refit(train, val, ridges, scales)
     W = np.zeros((F, fit.W.shape[1]))
-    W[cols] = fit.W * best_scale[:, None]
+    W[cols] = fit.W
     esn = RidgeSolution(W, fit.b, fit.ridge)
-    linear = baselines.fit_linear(accs["train"], accs["val"], input_dim, ridges)
-    return LayerFit(esn, linear, both.means()[1], best_scores, float(best_scale[-1]))
+    return LayerFit(esn, linear, target_mean, best_scores, float(best_scale[-1]))
 
 
 def score_layer(res: LayerReservoirs, fit: LayerFit, H_in: np.ndarray, H_out: np.ndarray, corpus: Corpus,

@@ -122,7 +122,9 @@ def run_distillation(params, ctx) -> dict[str, float]:
         mu, sd = train_u.mean(axis=0), train_u.std(axis=0) + 1e-6
         res = distill.build_reservoirs(ep, i, ctx.seed, hidden, mu, sd, device, student.scratch)
         accs = distill.accumulate(res, U, H_out, corpus, ep.batch_tokens, product_dtype)
-        fit = distill.fit_layer(accs, hidden, ep.ridges, ep.state_scales, ep.readout_input)
+        n_train, n_val = accs["train"].n, accs["val"].n
+        fit = distill.fit_layer(accs, hidden, ep.ridges, ep.state_scales, ep.readout_input, consume=True)
+        del accs  # spent by the refit: its F x F memory back before the scores
         row = {"layer": i, **distill.score_layer(res, fit, U, H_out, corpus, ep.batch_tokens)}
         layer = student.add_layer(res, fit.esn)
         ReservoirBERT.save_layer(student_dir, i, layer)
@@ -148,7 +150,7 @@ def run_distillation(params, ctx) -> dict[str, float]:
                    params_readout=int(np.count_nonzero(fit.esn.W.any(axis=1)) * fit.esn.W.shape[1]
                                       + fit.esn.b.size),
                    params_fixed=res.n_fixed_params(),
-                   train_tokens=accs["train"].n, val_tokens=accs["val"].n, test_tokens=test1 - test0)
+                   train_tokens=n_train, val_tokens=n_val, test_tokens=test1 - test0)
         rows.append(row)
         ctx.log(i, **{k: v for k, v in row.items() if k != "layer"})
         ctx.save_checkpoint({"rows": rows, "timings": timings})
