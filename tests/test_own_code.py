@@ -226,15 +226,16 @@ def test_a_failed_command_resumes_from_its_checkpoint_dir_in_the_same_run(store,
     monkeypatch.chdir(store.root)
     (store.root / "resume.py").write_text(RESUMABLE)
     spec = store.spec({"name": "res", "command": ["python", "resume.py"], "metric": {"name": "loss"}})
-    assert store.orch("submit", str(spec)).exit_code == 1
+    failed = store.orch("submit", str(spec))
+    assert failed.exit_code == 1, failed.output
     (first,) = store.seed_runs("res")
     assert first.status == "FAILED"
     (store.root / "go").write_text("")
     store.orch("submit", str(spec), check=True)
     (again,) = store.seed_runs("res")
     assert again.run_id == first.run_id and again.status == "FINISHED" and again.metrics["loss"] == 1 / 6
-    history = sorted((m.step, m.value) for m in store.ledger().client.get_metric_history(again.run_id, "loss"))
-    assert history == [(s, 1.0 / (s + 1)) for s in range(6)]
+    history = {(m.step, m.value) for m in store.ledger().client.get_metric_history(again.run_id, "loss")}
+    assert sorted(history) == [(s, 1.0 / (s + 1)) for s in range(6)]  # each step once (the final: the same row)
 
 
 # -- reproduce and the Python API ------------------------------------------------------------------------
@@ -305,3 +306,50 @@ def test_a_queued_slurm_job_runs_the_submitted_code(slurm, store, monkeypatch):
     runs = store.seed_runs("snap_slurm")
     assert {r.status for r in runs} == {"FINISHED"} and {r.tags["orch.backend"] for r in runs} == {"slurm"}
     assert {r.metrics["version"] for r in runs} == {1.0} and "VERSION = 2" in module.read_text()
+
+
+STEPPING = '''
+import os, time
+import orch
+state = orch.checkpoint_dir() / "step"
+start = int(state.read_text()) + 1 if orch.resuming() else 0
+for step in range(start, 16):
+    orch.log(step, loss=1.0 / (step + 1), resumed=float(orch.resuming()))
+    state.write_text(str(step))
+    time.sleep(0.4)
+'''
+
+
+def test_a_command_requeued_by_slurm_resumes_in_the_same_run(slurm, store, monkeypatch):
+    from test_slurm import SLURM, status_until, wait_for
+
+    from orchestrator.job.journal import read_journal
+    monkeypatch.chdir(store.root)
+    (store.root / "stepping.py").write_text(STEPPING)
+    spec = store.spec({"name": "cmd_requeue", "command": ["python", "stepping.py"], "metric": {"name": "loss"}})
+    store.orch("submit", str(spec), *SLURM, check=True)
+    (run,) = store.seed_runs("cmd_requeue")
+    journal = Path(run.tags["orch.run_dir"]) / "journal.jsonl"
+    wait_for(lambda: any(r["event"] == "metrics" and r["step"] >= 4 for r in read_journal(journal)[0]),
+             what="the command to log a few steps")
+    subprocess.run(["scancel", "--signal=USR2", run.tags["orch.job_id"]], check=True)
+    (final,) = status_until(store, "cmd_requeue", {"FINISHED", "FAILED", "KILLED"})
+    assert final.run_id == run.run_id and final.status == "FINISHED", final.tags.get("orch.error")
+    events = [r["event"] for r in read_journal(journal)[0]]
+    assert "requeue" in events and events.count("start") == 2
+    client = store.ledger().client
+    assert sorted(m.step for m in client.get_metric_history(run.run_id, "loss")) == list(range(16))
+    assert max(m.value for m in client.get_metric_history(run.run_id, "resumed")) == 1.0
+
+
+def test_a_command_on_ray_gives_the_same_metrics_as_local(store, ray_local, monkeypatch):
+    monkeypatch.chdir(store.root)
+    spec = command_spec(store)
+    store.orch("submit", str(spec), "--seeds", "2", check=True)
+    local = {int(r.tags["orch.seed"]): r.metrics for r in store.seed_runs("cmd")}
+    ray_spec = command_spec(store)
+    ray_spec.write_text(ray_spec.read_text().replace("name: cmd", "name: cmd_ray"))
+    store.orch("submit", str(ray_spec), "--seeds", "2", "--backend", "ray", check=True)
+    ray = {int(r.tags["orch.seed"]): r for r in store.seed_runs("cmd_ray")}
+    assert {r.tags["orch.backend"] for r in ray.values()} == {"ray"}
+    assert {seed: r.metrics for seed, r in ray.items()} == local

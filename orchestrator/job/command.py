@@ -35,7 +35,8 @@ from orchestrator.spec.spec import flatten
 CHECKPOINT_DIR = "checkpoints"  # in the run directory: kept across attempts, like checkpoint.pkl
 POLL_S = 0.2
 PYTHONS = ("python", "python3")
-STOP_GRACE_S = 10.0  # after SIGTERM, how long the command has to checkpoint before SIGKILL
+STOP_GRACE_S = 10.0
+SIGNAL_RACE_S = 2.0  # after SIGTERM, how long the command has to checkpoint before SIGKILL
 
 
 class CommandFailed(RuntimeError):
@@ -131,6 +132,11 @@ def run_command(argv_template: list[str] | tuple[str, ...], params: BaseModel, c
         if proc.poll() is None:  # the run was interrupted (cancel, Ctrl-C, a requeue): stop the command too
             _stop(proc)
     reader.read(ctx, at_exit=True)
+    if proc.returncode < 0:
+        # A scheduler signals every process of the job at once (Slurm's SIGUSR2 before the time limit, SIGTERM
+        # on preemption): the command may die of it just before this worker's own handler runs. Give that
+        # handler a moment, so the run is journaled as the requeue or cancel it is, not as a failed command.
+        time.sleep(SIGNAL_RACE_S)
     if proc.returncode != 0:
         how = (f"killed by signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
                else f"exited with status {proc.returncode}")

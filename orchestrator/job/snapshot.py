@@ -134,9 +134,11 @@ def activated(code: dict[str, Any] | None) -> Iterator[None]:
         yield
         return
     package = code.get("package") or ""
-    if package:
-        for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
-            del sys.modules[name]
+
+    def of_package() -> list[str]:
+        return [m for m in sys.modules if package and (m == package or m.startswith(package + "."))]
+
+    live = {name: sys.modules.pop(name) for name in of_package()}
     sys.path.insert(0, code["sys_path"])
     importlib.invalidate_caches()
     try:
@@ -146,3 +148,8 @@ def activated(code: dict[str, Any] | None) -> Iterator[None]:
             sys.path.remove(code["sys_path"])
         except ValueError:
             pass
+        # `orch run` executes in orch's own process: give it back the modules it had, so objects it holds
+        # keep pickling as instances of the classes sys.modules names
+        for name in of_package():
+            del sys.modules[name]
+        sys.modules.update(live)
