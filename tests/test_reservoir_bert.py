@@ -203,7 +203,7 @@ def test_grid_edge_choice_is_flagged(tmp_path, capfd):
     assert final_of(rec)["grid_edge_layers"] == 3.0
     err = capfd.readouterr().err  # the job's stderr (a file under a backend)
     assert "WARNING esn_distill: layer 0: ridge 1e+06 chosen at the edge of esn.ridges" in err
-    assert "WARNING esn_distill: 3 grid-edge choice(s)" in err.strip().splitlines()[-1]
+    assert "WARNING esn_distill: 6 grid-edge choice(s)" in err.strip().splitlines()[-1]  # 3 ridges + 3 scales
 
 
 def test_memory_estimate_refuses_what_cannot_fit():

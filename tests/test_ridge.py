@@ -190,6 +190,7 @@ def test_select_and_refit_equals_the_plain_path_with_at_most_4_FxF_matrices():
             best = (scores[sol.ridge], sol.ridge, c, scores)
     ref = train.merged(val).scaled(best[2]).solve(best[1])
     tr, va = train.copy(), val.copy()
+    import scipy.linalg  # noqa: F401  (its first import allocates megabytes of Python objects: not the solve's)
     tracemalloc.start()
     base, _ = tracemalloc.get_traced_memory()
     fit, c, scores = select_and_refit(tr, va, ridges, scales)
@@ -218,3 +219,31 @@ def test_merge_into_equals_merged():
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-7)
     for got, want in zip(a.means(), ref.means()):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_torch_statistics_give_the_numpy_readout():
+    """The GPU path (statistics as float64 torch tensors, torch eigh / Cholesky), run here on CPU tensors."""
+    from workloads.esn.ridge import RidgeAccumulator, select_and_refit
+
+    rng = np.random.default_rng(5)
+    F, D = 60, 4
+    X = rng.normal(size=(700, F)) + 1.5
+    Y = X[:, :D] - 0.3 * X[:, D:2 * D] + rng.normal(size=(700, D))
+    accs = {}
+    for dev in (None, "cpu"):
+        pair = []
+        for part in (slice(0, 500), slice(500, 700)):
+            acc = RidgeAccumulator(F, D, device=dev)
+            for a in range(part.start, part.stop, 90):
+                acc.update(X[a:min(a + 90, part.stop)], Y[a:min(a + 90, part.stop)])
+            pair.append(acc)
+        accs[dev] = pair
+    tr, va = accs["cpu"]
+    assert type(tr.Sxx).__module__.startswith("torch")
+    np.testing.assert_allclose(tr.Sxx.numpy(), accs[None][0].Sxx, rtol=1e-10, atol=1e-8)
+    scales = [np.ones(F), np.r_[np.ones(D), np.full(F - D, 0.5)]]
+    want = select_and_refit(*accs[None], [0.1, 10.0], scales)
+    got = select_and_refit(tr, va, [0.1, 10.0], scales)
+    assert got[0].ridge == want[0].ridge and np.array_equal(got[1], want[1])
+    np.testing.assert_allclose(got[0].W, want[0].W, rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(got[0].b, want[0].b, rtol=1e-7, atol=1e-10)

@@ -71,7 +71,7 @@ class RidgeAccumulator:
     ``product_dtype`` is the dtype of each batch's matrix products (float32: fast, float64: exact).
     """
 
-    def __init__(self, n_features: int, n_targets: int, product_dtype=np.float64):
+    def __init__(self, n_features: int, n_targets: int, product_dtype=np.float64, device: str | None = None):
         self.F, self.D = int(n_features), int(n_targets)
         self.product_dtype = np.dtype(product_dtype)
         self.n = 0
@@ -79,8 +79,14 @@ class RidgeAccumulator:
         self.y_shift: np.ndarray | None = None
         self.sx = np.zeros(self.F)
         self.sy = np.zeros(self.D)
-        self.Sxx = np.zeros((self.F, self.F))
-        self.Sxy = np.zeros((self.F, self.D))
+        self.device = device  # None: numpy; a torch device ("cuda"): X^T X and X^T Y there, float64
+        if device is None:
+            self.Sxx = np.zeros((self.F, self.F))
+            self.Sxy = np.zeros((self.F, self.D))
+        else:
+            import torch
+            self.Sxx = torch.zeros((self.F, self.F), dtype=torch.float64, device=device)
+            self.Sxy = torch.zeros((self.F, self.D), dtype=torch.float64, device=device)
         self.syy = np.zeros(self.D)
 
     # ---------------------------------------------------------------- accumulation
@@ -99,6 +105,9 @@ class RidgeAccumulator:
         if self.x_shift is None:
             self.x_shift = X.mean(axis=0, dtype=np.float64)
             self.y_shift = Y.mean(axis=0, dtype=np.float64)
+        if self.device is not None:
+            self._update_torch(X, Y)
+            return
         dt = self.product_dtype
         Xc = X if overwrite_x and X.dtype == dt and X.flags.writeable else X.astype(dt, copy=True)
         Xc -= self.x_shift.astype(dt)
@@ -110,6 +119,21 @@ class RidgeAccumulator:
         self.Sxx += Xc.T @ Xc  # numpy runs a.T @ a as a symmetric rank-k update (syrk)
         self.Sxy += Xc.T @ Yc
         self.syy += np.einsum("td,td->d", Yc, Yc, dtype=np.float64)
+
+    def _update_torch(self, X: np.ndarray, Y: np.ndarray) -> None:
+        """The GPU form of `update`: products in float64 (a GPU's float64 is fast enough, and the sums need
+        it), added in place (``addmm_``: no F x F temporary)."""
+        import torch
+        Xc = torch.as_tensor(X, device=self.device).to(torch.float64)
+        Xc -= torch.as_tensor(self.x_shift, device=self.device)
+        Yc = torch.as_tensor(Y, device=self.device).to(torch.float64)
+        Yc -= torch.as_tensor(self.y_shift, device=self.device)
+        self.n += X.shape[0]
+        self.sx += Xc.sum(0).cpu().numpy()
+        self.sy += Yc.sum(0).cpu().numpy()
+        self.Sxx.addmm_(Xc.T, Xc)
+        self.Sxy.addmm_(Xc.T, Yc)
+        self.syy += (Yc * Yc).sum(0).cpu().numpy()
 
     def merged(self, other: RidgeAccumulator) -> RidgeAccumulator:
         """A new accumulator holding the tokens of both (e.g. train + validation for the final refit)."""
@@ -142,8 +166,11 @@ class RidgeAccumulator:
 
     def copy(self) -> RidgeAccumulator:
         out = self._same_targets(self.F)
+        out.device = self.device
         out.x_shift = None if self.x_shift is None else self.x_shift.copy()
-        out.sx, out.Sxx, out.Sxy = self.sx.copy(), self.Sxx.copy(), self.Sxy.copy()
+        out.sx = self.sx.copy()
+        out.Sxx, out.Sxy = ((self.Sxx.clone(), self.Sxy.clone()) if self.device is not None
+                            else (self.Sxx.copy(), self.Sxy.copy()))
         return out
 
     def subset(self, features) -> RidgeAccumulator:
@@ -152,6 +179,11 @@ class RidgeAccumulator:
         idx = np.arange(self.F)[np.asarray(features)]
         out = self._same_targets(len(idx))
         out.x_shift = None if self.x_shift is None else self.x_shift[idx]
+        if self.device is not None:  # a sub-block (the linear baseline's u block): small, to numpy
+            import torch
+            it = torch.as_tensor(idx, device=self.Sxx.device)
+            out.sx, out.Sxx, out.Sxy = self.sx[idx], _numpy(self.Sxx[it][:, it]), _numpy(self.Sxy[it])
+            return out
         out.sx, out.Sxx, out.Sxy = self.sx[idx], self.Sxx[np.ix_(idx, idx)], self.Sxy[idx]
         return out
 
@@ -215,8 +247,14 @@ class RidgeAccumulator:
         self._check_nonempty()
         W = sol.W
         c = self.y_shift - self.x_shift @ W - sol.b  # residual = (y-t) - (x-s) W + c
-        quad = np.einsum("fd,fd->", W, self.Sxx @ W)
-        cross = np.einsum("fd,fd->", W, self.Sxy)
+        if self.device is not None:  # the F x F product where the statistics are
+            import torch
+            Wt = torch.as_tensor(W, dtype=torch.float64, device=self.Sxx.device)
+            quad = float((Wt * (self.Sxx @ Wt)).sum())
+            cross = float((Wt * self.Sxy).sum())
+        else:
+            quad = np.einsum("fd,fd->", W, self.Sxx @ W)
+            cross = np.einsum("fd,fd->", W, self.Sxy)
         base = self.syy.sum() - 2 * cross + quad
         lin = 2 * c @ (self.sy - self.sx @ W)
         return float(base + lin + self.n * c @ c)
@@ -395,8 +433,9 @@ def solve_in_place(acc: RidgeAccumulator, ridge: float, scale: np.ndarray) -> Ri
     if _is_torch(C):
         import torch
         C.diagonal().add_(ridge)
-        L = torch.linalg.cholesky(C, out=C)
+        L = torch.linalg.cholesky(C)  # a third F x F matrix beside train's and val's: within the 4
         Ws = _numpy(torch.cholesky_solve(torch.as_tensor(Cxy, device=C.device), L))
+        del L
     else:
         from scipy.linalg import cho_factor, cho_solve
         C.flat[::acc.F + 1] += ridge

@@ -132,8 +132,11 @@ def accumulate(res: LayerReservoirs, H_in: np.ndarray, H_out: np.ndarray, corpus
     """Readout statistics of the train and validation tokens."""
     D, F = H_out.shape[1], H_in.shape[1] + res.units
     accs = {}
+    W0 = next(iter(res.mats.values()))[0]
+    # On a GPU the statistics stay there (float64), and so does the solve (ridge.select_and_refit).
+    stats_device = str(W0.device) if W0.device.type == "cuda" else None
     for split in ("train", "val"):
-        acc = RidgeAccumulator(F, D, product_dtype)
+        acc = RidgeAccumulator(F, D, product_dtype, device=stats_device)
         for X, t0, t1 in feature_batches(res, H_in, 0, corpus, split, batch_tokens):
             acc.update(X, H_out[t0:t1], overwrite_x=True)  # the batch's features are not used again
         accs[split] = acc
