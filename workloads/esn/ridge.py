@@ -344,6 +344,10 @@ def select_and_refit(train: RidgeAccumulator, val: RidgeAccumulator, ridges: Seq
     is scored on ``val`` from its statistics. Returns (the refitted readout on the unscaled features, the
     chosen c, the chosen c's validation scores). The refit merges val into train IN PLACE: both accumulators
     are spent (their statistics are no longer valid)."""
+    if len(ridges) == 1 and len(scales) == 1:  # nothing to choose: no eigendecomposition, only the refit
+        merge_into(train, val)
+        c = np.asarray(scales[0], dtype=np.float64)
+        return solve_in_place(train, float(ridges[0]), c), c, {}
     best: tuple[float, float, int] | None = None  # (score, -ridge, scale index)
     best_scores: dict[float, float] = {}
     for k, c in enumerate(scales):
