@@ -20,7 +20,7 @@ import yaml
 from orchestrator.backends.base import DONE, LOST, Backend, Job
 from orchestrator.backends.base import RUNNING as JOB_RUNNING
 from orchestrator.job.command import CHECKPOINT_DIR
-from orchestrator.job.journal import decode_number, last_event, last_metrics
+from orchestrator.job.journal import decode_number, has_started, last_event, last_metrics
 from orchestrator.job.rundir import RunDir
 from orchestrator.provenance import Provenance
 from orchestrator.spec import registry
@@ -189,8 +189,8 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
     prepared = []
     for run, previous in todo:
         run_dir = RunDir(workdir / run.key)
-        started = run_dir.journal.exists() and run_dir.journal.stat().st_size > 0
-        # never started = no journal here AND nothing recorded (a deleted run directory is not a fresh start)
+        started = has_started(run_dir.journal)  # not "a journal exists": cancelled while queued journals an end
+        # never started = no start journaled AND nothing recorded (a deleted run directory is not a fresh start)
         never_started = previous is not None and not started and not previous.metrics
         reuse = previous is not None and not fresh and (has_checkpoint(run_dir) or never_started)
         if run_dir.path.exists() and not reuse:

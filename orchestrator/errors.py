@@ -37,3 +37,19 @@ class StorageError(Exception):
         self.message = message
         self.path = path
         super().__init__(f"{path}: {message}" if path else message)
+
+
+_NO_SPACE_ERRNOS = (28, 122, 30)  # ENOSPC, EDQUOT, EROFS (Linux numbers; errno is not imported for three ints)
+_NO_SPACE_WORDS = ("disk is full", "no space left", "disk quota", "read-only file system")
+
+
+def storage_error(err: BaseException, doing: str = "") -> StorageError | None:
+    """``err`` as a StorageError when the disk refused a write (an OSError with ENOSPC/EDQUOT/EROFS, or a
+    database's "disk is full" wrapped by MLflow or SQLAlchemy), else None."""
+    errno_ = getattr(err, "errno", None)
+    text = str(err)
+    if errno_ not in _NO_SPACE_ERRNOS and not any(w in text.lower() for w in _NO_SPACE_WORDS):
+        return None
+    what = getattr(err, "strerror", None) or text.splitlines()[0][:300]
+    return StorageError(f"{what}{f' while {doing}' if doing else ''}; free space, then run the command again: "
+                        "runs continue from their journals, nothing is lost", getattr(err, "filename", None))

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from orchestrator.errors import InputError, StorageError
+from orchestrator.errors import InputError, StorageError, storage_error
 from orchestrator.render import err_console
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -37,6 +37,12 @@ def handles_input_errors(fn):
             raise typer.Exit(2) from None
         except StorageError as err:  # not the user's input, but theirs to fix (free space): no traceback
             err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except Exception as err:
+            full = storage_error(err)  # a full disk met anywhere (MLflow's store, a run directory)
+            if full is None:
+                raise
+            err_console.print(f"[bold red]error:[/] {escape(str(full))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
     return wrapper
 

@@ -1,7 +1,8 @@
 """The run journal: append-only JSON lines written by the job, read by whoever ingests it into MLflow.
 
 One line per event, flushed as written, so a job killed with SIGKILL leaves every line it wrote up to
-then readable, and a torn last line is simply not read yet. Events:
+then readable, and a torn last line is simply not read yet; a line torn for good (a full disk) is
+skipped and reported, and the next writer starts on a fresh line after it. Events:
   start {attempt, pid, host, resumed_from_step}   metrics {step, metrics}   checkpoint {step}
   end {status, final, error, traceback}
 """
@@ -34,6 +35,11 @@ class JournalWriter:
     def __init__(self, path: Path):
         self.path = path
         self._file: IO[str] = open(path, "a", buffering=1)
+        if torn_tail(path):
+            # An earlier writer died mid-line (disk full, quota, SIGKILL in a write): start on a fresh line, so
+            # the fragment stays one undecodable line that readers skip, not glued to this writer's first one.
+            self._file.write("\n")
+            self._file.flush()
 
     def write(self, event: str, **fields: Any) -> None:
         record = {"t": time.time(), "event": event, **fields}
@@ -51,15 +57,42 @@ class JournalWriter:
         self._file.close()
 
 
-def read_journal(path: Path, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Complete lines from byte ``offset``; returns the records and the offset after the last one."""
+def torn_tail(path: Path) -> bool:
+    """The file is non-empty and does not end with a newline."""
+    try:
+        with open(path, "rb") as f:
+            if f.seek(0, os.SEEK_END) == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
+
+
+def read_journal(path: Path, offset: int = 0,
+                 skipped: list[tuple[int, bytes]] | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Complete lines from byte ``offset``; returns the records and the offset after the last one.
+    A complete line that is not a JSON object (the fragment a full disk left, then a newline) is skipped;
+    its byte offset and text are appended to ``skipped`` when given, so the caller can say so."""
     if not path.exists():
         return [], offset
     with open(path, "rb") as f:
         f.seek(offset)
         data = f.read()
     end = data.rfind(b"\n") + 1
-    records = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    records = []
+    at = offset
+    for line in data[:end].split(b"\n"):
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and "event" in record and "t" in record:
+                records.append(record)
+            elif skipped is not None:
+                skipped.append((at, line))
+        at += len(line) + 1
     return records, offset + end
 
 
@@ -93,3 +126,13 @@ def last_metrics(path: Path, max_bytes: int = 1 << 16) -> dict[str, Any] | None:
         if record.get("event") == "metrics":
             return record
     return None
+
+
+def has_started(path: Path) -> bool:
+    """Some worker journaled a ``start`` here. A journal can exist without one: the ``end`` that Ctrl-C or
+    ``orch cancel`` writes for a run that was still queued; such a run never ran."""
+    try:
+        with open(path, "rb") as f:
+            return any(b'"event": "start"' in line for line in f)
+    except OSError:
+        return False

@@ -18,6 +18,39 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def start_time(pid: int) -> float | None:
+    """When ``pid`` started (Unix time, to the clock tick), from /proc; None when it is gone or unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # field 22 of stat(5): starttime, in clock ticks after boot
+        return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise ValueError("no btime in /proc/stat")
+
+
+# A process's start time from /proc is rounded to a clock tick and btime to a second: allow for both.
+START_SLACK_S = 2.0
+
+
+def same_process(pid: int, started_by: float | None) -> bool:
+    """``pid`` is alive and is the process that was running at Unix time ``started_by`` (e.g. the ``t`` of
+    the journal's ``start`` event, which the worker writes after it started). After a reboot or a long
+    time, a dead worker's pid can belong to another process: one that started later is not that worker."""
+    if not pid_alive(pid):
+        return False
+    if started_by is None:
+        return True
+    began = start_time(pid)
+    return began is None or began <= started_by + START_SLACK_S
+
+
 def reap(pid: int) -> None:
     """Collect ``pid`` when it is our exited child, so that it does not linger as a zombie."""
     try:

@@ -27,9 +27,9 @@ from collections.abc import Iterator  # noqa: E402
 from contextlib import closing, contextmanager  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
+from orchestrator.errors import InputError, storage_error  # noqa: E402
 from orchestrator.job.journal import JournalWriter, decode_number, read_journal  # noqa: E402
 from orchestrator.job.push import live_file, read_state  # noqa: E402
-from orchestrator.errors import InputError  # noqa: E402
 from orchestrator.job.rundir import RunDir  # noqa: E402
 from orchestrator.spec.loading import check_tracking_uri  # noqa: E402
 from orchestrator.tracking import sqlite  # noqa: E402
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 from orchestrator.tracking.records import (  # noqa: E402
     BATCH,
     EXPERIMENT_KIND,
+    FINISHED,
     KILLED,
     RUNNING,
     SCHEDULED,
@@ -305,13 +306,21 @@ class Ledger:
     def ingest(self, run_dir: RunDir) -> str | None:
         """Bring the journal's new lines into the run's MLflow record. Idempotent: a cursor in the run
         directory remembers how far it got, and steps replayed after a resume are skipped.
-        Returns the terminal status when the journal ended, else None."""
+        Returns the terminal status when the journal ended, else None. A full disk raises StorageError;
+        the cursor then still points before the lines that did not reach MLflow, so nothing is lost."""
+        with disk_errors(run_dir):
+            return self._ingest(run_dir)
+
+    def _ingest(self, run_dir: RunDir) -> str | None:
         job = run_dir.load()
         run_id = job["run_id"]
         cursor = run_dir.read_cursor()
         if cursor.get("run_id") != run_id:
             cursor = {"offset": 0, "max_step": {}, "run_id": run_id, "ended": None}
-        records, offset = read_journal(run_dir.journal, cursor["offset"])
+        skipped: list[tuple[int, bytes]] = []
+        records, offset = read_journal(run_dir.journal, cursor["offset"], skipped)
+        for at, line in skipped:  # a line torn by a full disk or a crash: the rest of the journal still counts
+            log.warning("%s: skipped an undecodable line at byte %d: %r", run_dir.journal, at, line[:80])
         # A job tracking through a server pushes its own metrics (orchestrator/job/push.py): skip the lines it
         # sent, and leave it the tail while it keeps up.
         pushed_live, records, offset = live_split(run_dir, run_id, cursor["offset"], records, offset)
@@ -369,15 +378,45 @@ class Ledger:
         for log in (run_dir.stdout, run_dir.stderr):
             if log.exists() and log.stat().st_size:
                 self.client.log_artifact(run_id, str(log), "logs")
+        if end["status"] == FINISHED:  # an earlier attempt's error does not describe a run that finished
+            self._clear_error(run_id)
         self.client.set_terminated(run_id, end["status"])
+
+    def _clear_error(self, run_id: str) -> None:
+        from mlflow.exceptions import MlflowException
+        try:
+            self.client.delete_tag(run_id, Tag.ERROR)
+        except MlflowException:  # no such tag: the usual case
+            pass
 
     def close_dead(self, run_dir: RunDir, reason: str, status: str = KILLED) -> str:
         """A job that ended without journaling its end (SIGKILL, OOM, node failure): ingest what it wrote,
-        then record the end for it so it is not left RUNNING forever."""
+        then record the end for it so it is not left RUNNING forever. (A run that never started, queued then
+        cancelled, gets a journal of that one ``end``: the next submit still continues it, driver.prepare.)"""
         ended = self.ingest(run_dir)
         if ended:
             return ended
-        journal = JournalWriter(run_dir.journal)
-        journal.write("end", status=status, final={}, error=reason)
-        journal.close()
+        with disk_errors(run_dir):
+            journal = JournalWriter(run_dir.journal)
+            try:
+                journal.write("end", status=status, final={}, error=reason)
+            finally:
+                journal.close()
         return self.ingest(run_dir) or status
+
+
+log = logging.getLogger("orch")
+
+
+@contextmanager
+def disk_errors(run_dir: RunDir) -> Iterator[None]:
+    """A full disk or quota (on the run directories, or under an sqlite store) as one clear StorageError
+    instead of a traceback from deep inside MLflow or json. The cursor moves only after MLflow took the
+    lines, so the next ingestion starts where this one could not go on."""
+    try:
+        yield
+    except Exception as err:
+        full = storage_error(err, f"recording run {run_dir.path.name}")
+        if full is None:
+            raise
+        raise full from None
