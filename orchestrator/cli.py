@@ -130,8 +130,13 @@ def tune(spec_path: SpecArg, sets: SetOpt = None, tracking_uri: UriOpt = None, r
     from orchestrator import render
     from orchestrator.tune.sweep import run_sweep
 
-    result = run_sweep(spec_path, sets=sets, tracking_uri=tracking_uri, ray_address=ray_address, resume=resume,
-                       best_path=best, echo=console.print)
+    if console.is_terminal:  # a live trial table; to a file or a pipe, one line per ended trial
+        with render.TrialBoard() as board:
+            result = run_sweep(spec_path, sets=sets, tracking_uri=tracking_uri, ray_address=ray_address,
+                               resume=resume, best_path=best, echo=console.print, sink=board)
+    else:
+        result = run_sweep(spec_path, sets=sets, tracking_uri=tracking_uri, ray_address=ray_address, resume=resume,
+                           best_path=best, echo=console.print)
     console.print(render.trials_table(result, top))
     counts = {s: sum(1 for r in result.rows if r.status == s) for s in render.TRIAL_COLOURS}
     console.print(f"{len(result.rows)} trials: {counts['FINISHED']} finished, {counts['STOPPED']} stopped early, "

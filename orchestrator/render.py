@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from orchestrator.driver import Reconciled, RunProgress
     from orchestrator.spec.plan import Run
     from orchestrator.tracking.records import RunRecord
+    from orchestrator.tune.recorder import TrialState
     from orchestrator.tune.sweep import SweepResult
 
 console = Console()
@@ -59,6 +60,51 @@ class ProgressBar:
 
     def _view(self) -> Group:
         return Group(self.progress.get_renderable(), *([running_table(self.active, self.MAX_ROWS)] if self.active else []))
+
+
+class TrialBoard:
+    """``orch tune``'s live trial table (a ``recorder.TrialSink``): every trial's status, reports, last step
+    and latest metric, redrawn at most 4 times a second; past ``MAX_ROWS`` trials, the running ones and a
+    count of the rest."""
+    MAX_ROWS = 20
+
+    def __init__(self) -> None:
+        self.metric = ""
+        self.trials: list[TrialState] = []
+        self.live = Live(Text("waiting for the first trial"), console=console, refresh_per_second=4)
+        self._drawn = 0.0
+
+    def __enter__(self) -> TrialBoard:
+        self.live.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.update(self._view())
+        self.live.stop()
+
+    def __call__(self, trials: list[TrialState], metric: str) -> None:
+        import time
+        self.trials, self.metric = trials, metric
+        if time.monotonic() - self._drawn > 0.25:
+            self._drawn = time.monotonic()
+            self.live.update(self._view())
+
+    def _view(self) -> Table:
+        shown = self.trials if len(self.trials) <= self.MAX_ROWS else [t for t in self.trials if t.status == RUNNING]
+        counts = {status: sum(t.status == status for t in self.trials) for status in
+                  ("PENDING", RUNNING, "FINISHED", "STOPPED", "FAILED")}
+        table = Table(title=", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n) or "no trial yet",
+                      title_justify="left", box=None, pad_edge=False)
+        for col in ("trial", "status", "reports", "step", self.metric or "metric", "config"):
+            table.add_column(col, justify="right" if col in ("reports", "step", self.metric) else "left",
+                             no_wrap=col != "config")
+        for t in shown:
+            colour = TRIAL_COLOURS.get(t.status, "cyan" if t.status == RUNNING else "dim")
+            value = t.latest.get(self.metric)
+            config = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.config.items())
+            table.add_row(t.trial_id, f"[{colour}]{t.status.lower()}[/]", str(t.reports),
+                          "-" if t.step is None else str(t.step), "-" if value is None else f"{value:.5g}", config)
+        return table
 
 
 def running_table(active: list[RunProgress], max_rows: int) -> Table | Text:

@@ -176,3 +176,34 @@ def _uninterrupted(trial_dir: Path, tmp_path: Path) -> float:
                                                                                          "sleep_s": 0.0}}}))
     subprocess.run([os.sys.executable, "-m", "orchestrator.job.worker", str(fresh)], check=True, timeout=120)
     return journal_end(fresh)["final"]["final_loss"]
+
+
+def test_the_live_trial_table_sees_every_trial_run_and_end(store, ray_local, capfd):
+    import copy
+
+    from rich.console import Console
+
+    from orchestrator import render
+    spec = store.spec({"name": "board", "workload": "smoke", "params": {"steps": 6, "sleep_s": 0.05},
+                       "resources": RESOURCES,
+                       "tune": {"metric": "final_loss", "report": "loss", "search": "grid",
+                                "space": {"offset": {"grid": [0.0, 0.5]}, "fail_at_step": {"grid": [None, 4]}}}})
+    seen: list[list] = []
+    board = render.TrialBoard()
+
+    def sink(trials, metric):
+        seen.append(copy.deepcopy(trials))
+        board(trials, metric)
+
+    with board:
+        result = run_sweep(spec, tracking_uri=store.uri, best_path=None, echo=quiet, sink=sink)
+    assert len(result.rows) == 4
+    running = [t for snapshot in seen for t in snapshot if t.status == "RUNNING" and t.reports > 0]
+    assert running and all("loss" in t.latest for t in running)  # progress while trials ran, not only at the end
+    final = {t.trial_id: t.status for t in seen[-1]}
+    assert sorted(final.values()) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]
+    assert "ended)" not in capfd.readouterr().out  # the table replaces the one-line-per-trial progress
+    drawn = Console(record=True, width=160)
+    drawn.print(board._view())
+    text = drawn.export_text()
+    assert "2 finished, 2 failed" in text and all(t.trial_id in text for t in seen[-1]) and "final_loss" in text

@@ -5,11 +5,29 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from orchestrator.spec.spec import flatten
 from orchestrator.tracking.records import FAILED, FINISHED, KILLED, RUNNING, Role, Tag, chunks
 from orchestrator.tune.section import FINAL_KEY, METRICS_KEY
+
+
+@dataclass
+class TrialState:
+    """What the live trial table shows of one trial."""
+    trial_id: str
+    config: dict[str, Any]
+    status: str = "PENDING"          # PENDING, RUNNING, FINISHED, STOPPED, FAILED
+    reports: int = 0
+    step: int | None = None
+    latest: dict[str, float] = field(default_factory=dict)
+    started: float | None = None     # time.monotonic() of the first report's trial start
+
+
+TrialSink = Callable[[list[TrialState], str], None]  # every trial's state, and the sweep's metric
 
 
 class SweepRecorder:
@@ -25,13 +43,27 @@ class SweepRecorder:
         self._run_ids: dict[str, str] = {}
         self._buffer: dict[str, list] = defaultdict(list)
         self._flushed = time.monotonic()
+        self.sink: TrialSink | None = None  # the live trial table (orch tune on a terminal); not pickled
+        self.trials: dict[str, TrialState] = {}
 
     def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k not in ("_ledger", "_run_ids", "_buffer")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_ledger", "_run_ids", "_buffer", "sink", "trials")}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._ledger, self._run_ids, self._buffer = None, {}, defaultdict(list)
+        self.sink, self.trials = None, {}
+
+    def _state(self, trial) -> TrialState:
+        if trial.trial_id not in self.trials:
+            self.trials[trial.trial_id] = TrialState(trial.trial_id, flatten(trial.config))
+        return self.trials[trial.trial_id]
+
+    def _show(self, trials) -> None:
+        if self.sink is not None:
+            for trial in trials:  # the queued ones too: the table lists the whole sweep
+                self._state(trial)
+            self.sink(list(self.trials.values()), self.metric)
 
     @property
     def ledger(self):
@@ -62,6 +94,9 @@ class SweepRecorder:
     # Tune's Callback interface (duck-typed methods, subclassed below once Ray is imported)
     def on_trial_start(self, iteration, trials, trial, **info):
         self.ledger.set_status(self.run_id(trial), RUNNING)
+        state = self._state(trial)
+        state.status, state.started = RUNNING, state.started or time.monotonic()
+        self._show(trials)
 
     on_trial_restore = on_trial_start
 
@@ -73,6 +108,12 @@ class SweepRecorder:
             self._buffer[trial.trial_id].append(Metric(name, float(value), stamp, step))
         if result.get(FINAL_KEY):
             self._buffer[trial.trial_id].append(Metric("score", float(result[self.metric]), stamp, step))
+        state = self._state(trial)
+        state.reports, state.step = state.reports + 1, step
+        state.latest.update({k: float(v) for k, v in (result.get(METRICS_KEY) or {}).items()})
+        if self.metric in result:
+            state.latest[self.metric] = float(result[self.metric])
+        self._show(trials)
         if time.monotonic() - self._flushed > self.flush_s:
             self.flush()
 
@@ -88,6 +129,8 @@ class SweepRecorder:
         self.flush(trial.trial_id)
         last = trial.last_result or {}
         iterations = last.get("training_iteration", 0)
+        self._state(trial).status = FINISHED if last.get(FINAL_KEY) else "STOPPED"
+        self._show(trials)
         if last.get(FINAL_KEY):
             self.ledger.set_status(run_id, FINISHED)
             self._say(trials, trial, f"finished: {self.metric} = {float(last[self.metric]):.6g}")
@@ -107,11 +150,15 @@ class SweepRecorder:
         self.ledger.log_text(run_id, message, "traceback.txt")
         lines = [line for line in message.strip().splitlines() if line.strip()]
         self.ledger.set_status(run_id, FAILED, lines[-1] if lines else "trial failed")
+        self._state(trial).status = FAILED
+        self._show(trials)
         self._say(trials, trial, f"failed: {lines[-1] if lines else 'trial failed'}")
 
-    @staticmethod
-    def _say(trials, trial, what: str) -> None:
-        """One line per ended trial (the sweep's live progress on the terminal; Tune's own tables are off)."""
+    def _say(self, trials, trial, what: str) -> None:
+        """One line per ended trial, when no live table shows the sweep (output to a file or a pipe; Tune's
+        own tables are off)."""
+        if self.sink is not None:
+            return
         ended = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR")) + 1
         config = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                            for k, v in flatten(trial.config).items())

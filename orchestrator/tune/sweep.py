@@ -17,7 +17,7 @@ from orchestrator.errors import InputError
 from orchestrator.spec.plan import content_hash
 from orchestrator.spec.spec import Spec, apply_sets, deep_merge, flatten, load_spec, load_yaml, nest
 from orchestrator.tracking.records import FAILED, FINISHED, RUNNING, Role, Tag
-from orchestrator.tune.recorder import callback_class
+from orchestrator.tune.recorder import TrialSink, callback_class
 from orchestrator.tune.section import FINAL_KEY, SWEEP_FILE, Asha, TuneConfig, param_space, parse_tune
 from orchestrator.tune.trial import TrialPlan, trainable
 
@@ -67,7 +67,8 @@ def _trainable_for(plan: TrialPlan, config: TuneConfig, spec: Spec):
 
 def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri: str | None = None,
               ray_address: str | None = None, resume: bool = False, best_path: str | Path | None = "best.yaml",
-              echo=print) -> SweepResult:
+              echo=print, sink: TrialSink | None = None) -> SweepResult:
+    """The sweep, to its end. ``sink`` sees every trial's state at each report (the live trial table)."""
     spec_path = Path(spec_path)
     spec = load_spec(spec_path, sets=sets)
     config = parse_tune(spec)
@@ -130,7 +131,7 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
         (path / SWEEP_FILE).write_text(json.dumps(meta, indent=1))
         tuner = tune.Tuner(_trainable_for(plan, config, spec), param_space=param_space(config),
                            tune_config=_tune_config(config),
-                           run_config=_run_config(root, sweep, uri, experiment_id, parent_id, config, plan))
+                           run_config=_run_config(root, sweep, uri, experiment_id, parent_id, config, plan, sink))
         echo(f"sweep {sweep}: {_describe(config)}; MLflow parent run {parent_id} (tracking: {uri})")
     grid = tuner.fit()
     result = _summarise(grid, sweep, path, parent_id, experiment_id, config)
@@ -181,9 +182,10 @@ def _tune_config(config: TuneConfig):
 
 
 def _run_config(root: Path, sweep: str, uri: str, experiment_id: str, parent_id: str, config: TuneConfig,
-                plan: TrialPlan):
+                plan: TrialPlan, sink: TrialSink | None = None):
     from ray import tune
     callback = callback_class()(uri, experiment_id, parent_id, sweep, config.metric, list(plan.seeds), plan.runs_root)
+    callback.sink = sink
     return tune.RunConfig(name=sweep, storage_path=str(root), callbacks=[callback], verbose=0,
                           # 2: the experiment state a killed driver saved last may name the one before the latest
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
