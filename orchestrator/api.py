@@ -26,6 +26,7 @@ from orchestrator.job.rundir import RunDir
 from orchestrator.spec.plan import Run, expand
 from orchestrator.spec.spec import Spec, load_spec, load_yaml
 from orchestrator.tracking.ledger import Ledger, resolve_uri
+from orchestrator.tracking.lock import SubmitLock, submit_lock
 from orchestrator.tracking.records import ACTIVE, FINISHED, RunRecord, Tag, by_key
 
 if TYPE_CHECKING:  # the analysis modules are imported where they are used
@@ -48,18 +49,26 @@ class Submission:
     reconciled: driver.Reconciled | None = None
     prepared: list[driver.Prepared] = field(default_factory=list)
     job_ids: list[str] = field(default_factory=list)
+    lock: SubmitLock | None = None
 
     def reconcile(self) -> driver.Reconciled:
         """Build the backend (it refuses an impossible request before anything exists), open the experiment,
         bring its runs up to date and sort the planned runs into done / active / to run."""
         self.backend = make_backend(self.spec.backend, self.spec, max_parallel=self.max_parallel,
                                     ray_address=self.ray_address)
-        self.ledger = Ledger(self.uri)
-        self.experiment_id = self.ledger.experiment_id(self.spec.name, create=True)
-        backend = self.backend
-        records = driver.refresh(self.ledger, self.ledger.runs(self.experiment_id),
-                                 lambda name: backend if name == self.spec.backend else make_backend(name))
-        self.reconciled = driver.reconcile(self.runs, records)
+        # Held until launch() handed the runs to the backend: another submit of this experiment waits, then
+        # finds them queued instead of creating them twice (orchestrator/tracking/lock.py).
+        self.lock = submit_lock(self.spec.name, self.uri, self.spec.workdir).acquire()
+        try:
+            self.ledger = Ledger(self.uri)
+            self.experiment_id = self.ledger.experiment_id(self.spec.name, create=True)
+            backend = self.backend
+            records = driver.refresh(self.ledger, self.ledger.runs(self.experiment_id),
+                                     lambda name: backend if name == self.spec.backend else make_backend(name))
+            self.reconciled = driver.reconcile(self.runs, records)
+        except BaseException:
+            self.lock.release()
+            raise
         return self.reconciled
 
     def preview(self) -> driver.Reconciled:
@@ -75,11 +84,15 @@ class Submission:
     def launch(self) -> list[driver.Prepared]:
         """Create the MLflow runs and run directories of what is to run, and hand them to the backend."""
         assert self.ledger is not None and self.backend is not None and self.reconciled is not None, "reconcile() first"
-        self.prepared = driver.prepare(self.ledger, self.experiment_id, self.spec, self.reconciled.todo,
-                                       self.spec.backend, job_id=getattr(self.backend, "job_id", ""))
-        if self.prepared:
-            self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
-            driver.record_job_ids(self.ledger, self.prepared, self.job_ids)
+        try:
+            self.prepared = driver.prepare(self.ledger, self.experiment_id, self.spec, self.reconciled.todo,
+                                           self.spec.backend, job_id=getattr(self.backend, "job_id", ""))
+            if self.prepared:
+                self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
+                driver.record_job_ids(self.ledger, self.prepared, self.job_ids)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
         return self.prepared
 
     def follow(self, sink: driver.ProgressSink | None = None) -> dict[str, str]:
