@@ -157,3 +157,52 @@ def test_orch_ui_refuses_a_busy_port_and_a_missing_store(store, tmp_path):
     result = store.orch("ui", "--tracking-uri", missing)
     assert result.exit_code == 2 and "no MLflow store" in result.output
     assert not (tmp_path / "nothing.db").exists()
+
+
+def page_text(chromium: Path, url: str, tmp: Path) -> str:
+    """The text a person sees on the page, once the app rendered it."""
+    import html
+    import re
+    dom = headless(chromium, url, tmp, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    body = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom.stdout, flags=re.S)
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)))
+
+
+@pytest.mark.slow
+def test_the_ui_opens_on_training_runs_and_a_parent_shows_its_group_mean(store, chromium, tmp_path):
+    """What a lab member clicks: the link `orch ui` prints opens the experiment's runs (not MLflow 3's GenAI
+    traces page), and a group's parent run shows its seeds' mean as soon as they finished."""
+    from orchestrator.tracking.ui import page
+    spec = store.spec({"name": "ui_real", "workload": "smoke", "params": {"steps": 4},
+                       "variants": {"low": {"offset": 0.0}, "high": {"offset": 1.0}}})
+    store.orch("submit", str(spec), "--seeds", "2", check=True)
+    ledger = store.ledger()
+    experiment_id = ledger.experiment_id("ui_real")
+    parent = next(r for r in ledger.runs(experiment_id, role="group") if r.tags["orch.variant"] == "low")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "ui", "--port", str(port), "--tracking-uri",
+                             store.uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=store.root, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                rest(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui_real")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "orch ui: the server did not answer within 120 s"
+                time.sleep(0.5)
+        runs_page = page_text(chromium, page(base, experiment_id), tmp_path / "chrome")
+        assert "Run Name" in runs_page and "low" in runs_page and "high" in runs_page, runs_page[:2000]
+        assert "No data available for the selected time range" not in runs_page  # the GenAI overview
+        parent_page = page_text(chromium, page(base, experiment_id, parent.run_id), tmp_path / "chrome")
+        mean = parent.metrics["final_loss_mean"]
+        assert "final_loss_mean" in parent_page and f"{mean:.6f}"[:7] in parent_page, parent_page[:3000]
+        assert "final_loss_n 2" in parent_page
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    assert page(base) in proc.stdout.read()  # the printed link is the training view

@@ -37,6 +37,17 @@ def free_port(host: str = HOST) -> int:
         return s.getsockname()[1]
 
 
+# MLflow 3's UI opens in its GenAI mode (traces, sessions) unless the page's query says otherwise, whatever
+# the experiment's kind tag: every link orch prints asks for the model-training pages (runs, metrics).
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def page(base: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """A UI link that opens on training runs: the experiments, one experiment's runs, or one run."""
+    route = "/experiments" + (f"/{experiment_id}" if experiment_id else "") + (f"/runs/{run_id}" if run_id else "")
+    return f"{base}/#{route}?{TRAINING_VIEW}"
+
+
 def check_store(uri: str) -> None:
     """Refuse what the UI cannot serve, before starting anything."""
     if uri.startswith(("http://", "https://")):
