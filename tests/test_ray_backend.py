@@ -103,6 +103,12 @@ def test_submit_to_a_ray_start_cluster(store, ray_local, monkeypatch):
         proc = store.orch_process("submit", str(spec), "--ray-address", "auto")
         out, _ = proc.communicate(timeout=240)
         assert proc.returncode == 0, out
+        # on a cluster orch submit returns once a detached driver submitted the runs (tests/test_ray_cluster.py)
+        def settled():
+            store.orch("status", "on_cluster", check=True)
+            runs = store.seed_runs("on_cluster")
+            return runs if runs and all(r.status in ("FINISHED", "FAILED", "KILLED") for r in runs) else None
+        wait_for(settled, 180, "the runs on the cluster to end", every=1.0)
         results = seed_results(store, "on_cluster")
         assert {k: v[0] for k, v in results.items()} == {"0": "FINISHED", "1": "FINISHED"}
         # the driver and its tasks ran on that cluster: its session logs hold them, not a private local Ray

@@ -1,9 +1,17 @@
-"""Ray backend: each run is a Ray task that calls ``orchestrator.job.worker.execute(run_dir)``.
+"""Ray backend: each run is a Ray task that calls ``orchestrator.job.worker.execute(run_dir)`` (or, packed,
+``resources.runs_per_job`` runs in one task through job/pack.py).
 
 The task only writes its run directory (journal, checkpoint, logs), exactly like a local or Slurm job, so
-the orchestrator ingests it into MLflow the same way. poll = ``ray.wait`` on the tasks' object refs,
-cancel = ``ray.cancel`` (the worker journals KILLED). Ray tasks die with the driver that owns them, so the
-backend is blocking: ``orch submit`` follows its jobs to the end.
+the orchestrator ingests it into MLflow the same way. A task asks for the run's ``cpus``, ``gpus`` (a fraction
+shares a GPU) and ``mem_gb``; Ray runs it again when its worker or node dies (``max_retries`` in
+cluster/ray.yaml), and the run resumes from its checkpoint; ``time_min`` is enforced in the task (Ray has no
+time limit of its own).
+
+Two ways to own the tasks. A private local Ray (no address) lives in the ``orch submit`` process: it follows
+its tasks to the end (``RayBackend``: poll = ``ray.wait``, cancel = ``ray.cancel``). On a Ray cluster, a
+detached driver (``backends/ray_driver.py``, its own session, no terminal) owns them (``DetachedRayBackend``):
+``orch submit`` returns once they are submitted, and ``orch status`` / ``cancel`` / ``logs`` work from any
+shell that sees the job folder, through the driver's heartbeat file and the runs' cancel markers.
 
 Ray's defaults that bite are set here, once, before ``ray.init`` (see docs/ray.md): usage stats off, an
 explicit token auth mode with a token file orch creates if missing, a known temp dir, no dashboard, worker
@@ -11,11 +19,18 @@ logs kept out of the driver's terminal (they are in each run directory)."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +39,8 @@ from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobSta
 from orchestrator.errors import InputError
 from orchestrator.job.journal import last_event
 from orchestrator.job.liveness import pid_alive
-from orchestrator.job.rundir import RunDir, output_to
+from orchestrator.job.pack import Pack
+from orchestrator.job.rundir import RunDir, atomic_write, output_to
 from orchestrator.spec.profiles import RaySettings, load_ray_settings
 
 if TYPE_CHECKING:
@@ -104,20 +120,53 @@ def connect(address: str | None = None, settings: RaySettings | None = None):
     return ray
 
 
-def run_in_task(path: str) -> str:
+@contextmanager
+def time_limit(seconds: int | None) -> Iterator[None]:
+    """Raise ``Terminated`` in the run once ``seconds`` passed (the worker journals KILLED with the reason).
+    A Ray task runs in its worker's main thread, where SIGALRM is delivered."""
+    from orchestrator.job import worker
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise worker.Terminated(f"time limit reached: resources.time_min={seconds / 60:g} (enforced by orch on Ray)")
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_in_task(path: str, time_limit_s: int | None = None) -> str:
     """Body of a Ray task: the same worker as every other backend. Returns the run's status."""
     from orchestrator.job import worker
     run_dir = RunDir(Path(path))
-    with output_to(run_dir):
+    with output_to(run_dir), time_limit(time_limit_s):
         return worker.execute(path)
 
 
-def resources_of(run_dir: RunDir, mem_gb: float | None) -> dict:
-    job = run_dir.load()
-    options = {"num_cpus": float(job.get("cpus", 1)), "num_gpus": float(job.get("gpus", 0)), "max_retries": 0}
-    if mem_gb:
-        options["memory"] = int(mem_gb * 2**30)
+def run_pack_in_task(paths: list[str], gpu_share: float, time_limit_s: int | None = None) -> str:
+    """Body of a Ray task holding ``runs_per_job`` runs: one process each (job/pack.py), the task's GPUs
+    shared between them; each run enforces the time limit itself."""
+    return ",".join(Pack(paths, gpu_share, time_limit_s=time_limit_s).run())
+
+
+def task_options(spec_resources: Any, n_runs: int, max_retries: int) -> dict[str, Any]:
+    """What one task asks Ray for: ``n_runs`` runs' cores, memory and GPUs (each run gets
+    gpus / runs_per_gpu of a GPU; Ray accepts fractions)."""
+    share = spec_resources.gpus / spec_resources.runs_per_gpu
+    options: dict[str, Any] = {"num_cpus": float(spec_resources.cpus * n_runs), "num_gpus": float(share * n_runs),
+                               "max_retries": max_retries, "retry_exceptions": False}
+    if spec_resources.mem_gb:
+        options["memory"] = int(spec_resources.mem_gb * n_runs * 2**30)
     return options
+
+
+def packs_of(run_dirs: list[RunDir], per_job: int) -> list[list[RunDir]]:
+    return [run_dirs[i:i + per_job] for i in range(0, len(run_dirs), per_job)]
 
 
 def require(ray, needs: dict[str, float], source: str) -> None:
@@ -146,19 +195,33 @@ class RayBackend:
     name = "ray"
     blocking = True  # a Ray task is owned by the driver process and dies with it
 
-    def __init__(self, address: str | None = None, mem_gb: float | None = None, settings: RaySettings | None = None):
+    def __init__(self, address: str | None = None, mem_gb: float | None = None, settings: RaySettings | None = None,
+                 resources: Any = None, time_limit_s: int | None = None):
         self.address, self.settings = address, settings
         self.mem_gb = mem_gb
+        self.resources = resources  # the spec's Resources (None: poll and cancel only)
+        self.time_limit_s = time_limit_s
         self.host = socket.gethostname()
         self._tasks: dict[str, _Task] = {}
         self._remote: Any = None  # ray.remote(run_in_task), made once connected
+        self._remote_pack: Any = None
 
     @classmethod
     def from_spec(cls, spec: Spec | None, ray_address: str | None = None, **_: Any) -> RayBackend:
-        """``ray_address``: --ray-address; else RAY_ADDRESS, cluster/ray.yaml, else a local Ray."""
-        backend = cls(ray_address, mem_gb=spec.resources.mem_gb if spec else None)
-        if spec is not None:  # a run no node can hold would wait forever: refuse it before anything is created
-            backend.require(backend.request(spec.resources.cpus, spec.resources.gpus), f"{spec.source}: resources")
+        """``ray_address``: --ray-address; else RAY_ADDRESS, cluster/ray.yaml, else a local Ray. On a cluster
+        (an address) the runs go to a detached driver unless ``detach: false`` in cluster/ray.yaml."""
+        settings = load_ray_settings()
+        detached = resolve_address(ray_address, settings) is not None and settings.detach
+        kind: type[RayBackend] = DetachedRayBackend if detached else cls
+        if spec is None:
+            return kind(ray_address, settings=settings)
+        backend = kind(ray_address, mem_gb=spec.resources.mem_gb, settings=settings, resources=spec.resources,
+                       time_limit_s=spec.resources.time_min * 60)
+        # a run no node can hold would wait forever: refuse it before anything is created
+        options = task_options(spec.resources, spec.resources.runs_per_job, 0)
+        backend.require(backend.request(options["num_cpus"], options["num_gpus"],
+                                        spec.resources.mem_gb * spec.resources.runs_per_job),
+                        f"{spec.source}: resources")
         return backend
 
     @property
@@ -167,29 +230,66 @@ class RayBackend:
         ray = connect(self.address, self.settings)
         if self._remote is None:
             self._remote = ray.remote(run_in_task)
+            self._remote_pack = ray.remote(run_pack_in_task)
         return ray
 
-    def request(self, cpus: float, gpus: float) -> dict[str, float]:
+    def request(self, cpus: float, gpus: float, mem_gb: float | None = None) -> dict[str, float]:
         needs = {"CPU": float(cpus), "GPU": float(gpus)}
-        if self.mem_gb:
-            needs["memory"] = self.mem_gb * 2**30
+        if mem_gb or self.mem_gb:
+            needs["memory"] = (mem_gb or self.mem_gb or 0) * 2**30
         return needs
 
     def require(self, needs: dict[str, float], source: str) -> None:
         require(self.ray, needs, source)
 
+    @property
+    def max_retries(self) -> int:
+        return (self.settings or load_ray_settings()).max_retries
+
+    def _resources(self) -> Any:
+        if self.resources is None:
+            from orchestrator.spec.spec import Resources
+            return Resources(mem_gb=self.mem_gb or 4.0)
+        return self.resources
+
+    def submit_tasks(self, run_dirs: list[RunDir]) -> list[tuple[list[RunDir], Any]]:
+        """One task per run, or per ``runs_per_job`` runs; (its runs, its object ref) each."""
+        self.ray  # noqa: B018 - connect before the first task
+        resources = self._resources()
+        out = []
+        for pack in packs_of(run_dirs, resources.runs_per_job):
+            options = task_options(resources, len(pack), self.max_retries)
+            if len(pack) == 1:
+                ref = self._remote.options(**options).remote(str(pack[0].path), self.time_limit_s)
+            else:
+                share = resources.gpus / resources.runs_per_gpu
+                ref = self._remote_pack.options(**options).remote([str(r.path) for r in pack], share, self.time_limit_s)
+            out.append((pack, ref))
+        return out
+
     def submit(self, run_dirs: list[RunDir]) -> list[str]:
         ids = []
-        self.ray  # noqa: B018 - connect before the first task
-        for run_dir in run_dirs:
-            ref = self._remote.options(**resources_of(run_dir, self.mem_gb)).remote(str(run_dir.path))
-            self._tasks[str(run_dir.path)] = _Task(ref, run_dir)
-            ids.append(f"ray:{self.host}:{os.getpid()}:{ref.task_id().hex()}")
+        for pack, ref in self.submit_tasks(run_dirs):
+            for run_dir in pack:
+                self._tasks[str(run_dir.path)] = _Task(ref, run_dir)
+                ids.append(f"ray:{self.host}:{os.getpid()}:{ref.task_id().hex()}")
         return ids
 
     def poll(self, jobs: list[Job]) -> list[JobState]:
+        if any(j.job_id.startswith(DETACHED_PREFIX) for j in jobs):
+            detached = [n for n, j in enumerate(jobs) if j.job_id.startswith(DETACHED_PREFIX)]
+            states: list[JobState | None] = [None] * len(jobs)
+            for n in detached:
+                states[n] = detached_state(jobs[n])
+            rest = [n for n in range(len(jobs)) if n not in set(detached)]
+            for n, state in zip(rest, self._poll_owned([jobs[n] for n in rest]) if rest else []):
+                states[n] = state
+            return [s for s in states if s is not None]
+        return self._poll_owned(jobs)
+
+    def _poll_owned(self, jobs: list[Job]) -> list[JobState]:
         mine = [self._tasks[str(j.run_dir.path)] for j in jobs if str(j.run_dir.path) in self._tasks]
-        refs = [t.ref for t in mine]
+        refs = list({t.ref.hex(): t.ref for t in mine}.values())  # the runs of a pack share one task
         ready: set[str] = set()
         if refs:
             done, _ = self.ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
@@ -225,7 +325,12 @@ class RayBackend:
         return JobState(LOST, "the orch process that owned this Ray task ended before the run did")
 
     def cancel(self, jobs: list[Job]) -> None:
-        tasks = [self._tasks[str(j.run_dir.path)] for j in jobs if str(j.run_dir.path) in self._tasks]
+        detached = [j for j in jobs if j.job_id.startswith(DETACHED_PREFIX)]
+        if detached:
+            cancel_detached(detached)
+            jobs = [j for j in jobs if not j.job_id.startswith(DETACHED_PREFIX)]
+        tasks = list({id(t.ref): t for t in (self._tasks[str(j.run_dir.path)] for j in jobs
+                                             if str(j.run_dir.path) in self._tasks)}.values())  # a pack: one task
         for task in tasks:
             self.ray.cancel(task.ref)  # KeyboardInterrupt in the task: the worker journals KILLED
         deadline = time.monotonic() + CANCEL_GRACE_S
@@ -241,4 +346,117 @@ class RayBackend:
                     os.kill(int(start["pid"]), signal.SIGTERM)
 
 
-__all__ = ["RayBackend", "connect", "resolve_address", "set_defaults"]
+# -- runs owned by a detached driver (ray_driver.py) ----------------------------------------------------
+DETACHED_PREFIX = "raydrv:"
+DRIVER_FILE = "driver.json"     # the driver's heartbeat: pid, host, t, ended, failures
+RECORD_FILE = "scheduler.json"  # in each run directory: which driver folder owns it
+HEARTBEAT_S = 2.0               # the driver rewrites driver.json this often
+STALE_S = 30.0                  # a heartbeat older than this: the driver is gone
+DRIVER_START_S = 180.0          # how long submit waits for the driver to connect and submit
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def driver_folder(run_dir: RunDir) -> Path | None:
+    folder = read_json(run_dir.path / RECORD_FILE).get("folder")
+    return Path(folder) if folder else None
+
+
+def detached_state(job: Job) -> JobState:
+    """From any shell that sees the job folder: the journal says how a run ended; while it has not, the
+    driver's heartbeat says whether anything still owns it."""
+    journal = job.run_dir.journal
+    if last_event(journal, "end") is not None and _ended_last(job.run_dir):
+        return JobState(DONE)
+    folder = driver_folder(job.run_dir)
+    beat = read_json(folder / DRIVER_FILE) if folder else {}
+    failure = beat.get("failures", {}).get(str(job.run_dir.path))
+    if failure:
+        return JobState(DONE, failure)
+    if not beat:
+        return JobState(LOST, "no detached Ray driver ever reported for this run")
+    if beat.get("ended"):
+        return JobState(DONE, "the detached Ray driver ended before the run journaled its end")
+    if time.time() - float(beat.get("t", 0)) > STALE_S:
+        return JobState(DONE, f"the detached Ray driver ({beat.get('host')}:{beat.get('pid')}) stopped reporting "
+                              f"{time.time() - float(beat.get('t', 0)):.0f} s ago: its tasks died with it")
+    return JobState(RUNNING if _started_last(job.run_dir) else PENDING)
+
+
+def _records(run_dir: RunDir) -> list[str]:
+    from orchestrator.job.journal import events
+    return [r["event"] for r in events(run_dir.journal)]
+
+
+def _ended_last(run_dir: RunDir) -> bool:
+    seen = _records(run_dir)
+    return bool(seen) and seen[-1] == "end"
+
+
+def _started_last(run_dir: RunDir) -> bool:
+    seen = _records(run_dir)
+    return bool(seen) and seen[-1] not in ("end", "requeue")
+
+
+def cancel_detached(jobs: list[Job]) -> None:
+    """Mark each run cancelled; its driver (any host) cancels the task, or its pack stops just that run;
+    a run not started yet never starts. Waits a moment for running ones to journal KILLED."""
+    for job in jobs:
+        job.run_dir.mark_cancelled("cancelled by orch cancel")
+    deadline = time.monotonic() + CANCEL_GRACE_S + HEARTBEAT_S
+    running = [j for j in jobs if _started_last(j.run_dir)]
+    while running and time.monotonic() < deadline:
+        running = [j for j in running if not _ended_last(j.run_dir)]
+        time.sleep(0.2)
+
+
+class DetachedRayBackend(RayBackend):
+    """Runs on a Ray cluster owned by a detached driver process: they outlive ``orch submit``."""
+
+    blocking = False
+
+    def submit(self, run_dirs: list[RunDir]) -> list[str]:
+        if not run_dirs:
+            return []
+        token = uuid.uuid4().hex[:12]
+        folder = run_dirs[0].path.parent / ".ray" / token
+        folder.mkdir(parents=True)
+        resources = self._resources()
+        for index, run_dir in enumerate(run_dirs):
+            atomic_write(run_dir.path / RECORD_FILE, json.dumps({"scheduler": "ray", "token": token, "index": index,
+                                                                 "folder": str(folder)}).encode())
+        manifest = {"address": self.address, "runs": [str(r.path) for r in run_dirs],
+                    "resources": resources.model_dump(), "time_limit_s": self.time_limit_s,
+                    "max_retries": self.max_retries}
+        atomic_write(folder / "manifest.json", json.dumps(manifest).encode())
+        log = open(folder / "driver.log", "ab")
+        # its own session and no terminal: closing the shell (SIGHUP) or Ctrl-C in it never reaches the driver
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.backends.ray_driver", str(folder)],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                    [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])})
+        log.close()
+        deadline = time.monotonic() + DRIVER_START_S
+        while not read_json(folder / DRIVER_FILE).get("submitted"):
+            if proc.poll() is not None:
+                tail = (folder / "driver.log").read_text(errors="replace")[-2000:]
+                raise InputError(f"the detached Ray driver failed to submit the runs (exit {proc.returncode}); "
+                                 f"its log {folder / 'driver.log'} ends with:\n{tail}", "--backend ray")
+            if time.monotonic() > deadline:
+                break  # still connecting: the runs are its; status will say what became of them
+            time.sleep(0.2)
+        return [f"{DETACHED_PREFIX}{token}:{i}" for i in range(len(run_dirs))]
+
+    def poll(self, jobs: list[Job]) -> list[JobState]:
+        return [detached_state(job) for job in jobs]
+
+    def cancel(self, jobs: list[Job]) -> None:
+        cancel_detached(jobs)
+
+
+__all__ = ["RayBackend", "DetachedRayBackend", "connect", "resolve_address", "set_defaults"]
