@@ -219,3 +219,20 @@ def test_dry_run_shows_the_job_script_and_sbatch_test_only_and_creates_nothing(s
     bad = store.spec({"name": "sl_dry_bad", **SMOKE, "resources": {"gpus": 2}}, name="bad.yaml")
     result = store.orch("submit", str(bad), *SLURM, "--dry-run")
     assert result.exit_code == 2 and "Slurm refuses this request" in " ".join(result.output.split())
+
+
+def test_cancelling_one_packed_run_leaves_the_others_of_its_job_running(slurm, store):
+    spec = store.spec({"name": "sl_pack_cancel", "workload": "smoke", "params": {"steps": 40, "sleep_s": 0.2},
+                       "resources": {"runs_per_job": 2}})
+    store.orch("submit", str(spec), "--seeds", "2", *SLURM, check=True)
+    runs = sorted(store.seed_runs("sl_pack_cancel"), key=lambda r: int(r.tags[Tag.SEED]))
+    assert len({r.tags[Tag.JOB_ID] for r in runs}) == 1  # one job holds both
+    dirs = [RunDir(Path(r.tags[Tag.RUN_DIR])) for r in runs]
+    wait_for(lambda: all(any(e["event"] == "metrics" for e in read_journal(d.journal)[0]) for d in dirs),
+             what="both packed runs to log")
+    assert "cancelled 1 run(s)" in store.orch("cancel", "sl_pack_cancel", "--run", runs[0].run_id, check=True).output
+    final = status_until(store, "sl_pack_cancel", {"FINISHED", "FAILED", "KILLED"})
+    status = {r.run_id: r.status for r in final}
+    assert status == {runs[0].run_id: "KILLED", runs[1].run_id: "FINISHED"}
+    ends = [r for r in read_journal(dirs[0].journal)[0] if r["event"] == "end"]
+    assert [e["status"] for e in ends] == ["KILLED"]  # the run itself journaled it (its pack sent SIGTERM)
