@@ -64,6 +64,8 @@ def main() -> None:
     ap.add_argument("--config", default=str(REPO / "configs" / "esn_distill_lab.yaml"))
     ap.add_argument("--samples", type=int, default=None, help="data.n_samples (a reduced run: fewer tokens)")
     ap.add_argument("--layers", type=int, default=None, help="teacher.num_layers (random teacher only)")
+    ap.add_argument("--resume", default=None, help="continue this stopped run directory (wall time: all its "
+                    "attempts; peak memory: this attempt's)")
     ap.add_argument("--timeout-min", type=float, default=None,
                     help="stop the run after this long and report the layers done and a projection")
     args = ap.parse_args()
@@ -77,9 +79,13 @@ def main() -> None:
         params["teacher"]["num_layers"] = args.layers
     if args.samples:
         params["data"]["n_samples"] = args.samples
-    run_dir = RunDir(Path(tempfile.mkdtemp(prefix="esn_distill_e2e_")))
-    run_dir.create({"run": {**run.to_dict(), "params": params}, "run_id": "bench", "experiment_id": "0",
-                    "cpus": args.cpus, "gpus": 0})
+    if args.resume:  # a run stopped by --timeout-min, continued from its checkpoint (same params as then)
+        run_dir = RunDir(Path(args.resume))
+        params = json.loads(run_dir.spec_file.read_text())["run"]["params"]
+    else:
+        run_dir = RunDir(Path(tempfile.mkdtemp(prefix="esn_distill_e2e_")))
+        run_dir.create({"run": {**run.to_dict(), "params": params}, "run_id": "bench", "experiment_id": "0",
+                        "cpus": args.cpus, "gpus": 0})
     load_before = os.getloadavg()
     console.print(f"run dir {run_dir.path}; load average before: {load_before[0]:.1f} "
                   f"(1 min) on {os.cpu_count()} cores")
@@ -91,6 +97,8 @@ def main() -> None:
         proc.terminate()  # the worker journals KILLED; the checkpoint holds the layers done
         proc.wait()
     wall = time.perf_counter() - t
+    if args.resume:  # every attempt's time, start to its last line (the stopped one included)
+        wall = attempts_wall(read_journal(run_dir.journal)[0])
     peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
     load_after = os.getloadavg()
     records, _ = read_journal(run_dir.journal)
@@ -145,6 +153,18 @@ def main() -> None:
         "# esn_distill end to end\n\n| measure | value |\n|---|---|\n"
         + "\n".join(f"| {k} | {v} |" for k, v in summary) + "\n\n" + "\n".join(per_layer) + "\n")
     console.print(f"artifacts in {run_dir.artifacts}")
+
+
+def attempts_wall(records) -> float:
+    """Seconds the run's attempts ran: from each start event to the attempt's last journal line."""
+    total, start, last = 0.0, None, None
+    for r in records:
+        if r["event"] == "start":
+            if start is not None:
+                total += last - start
+            start = r["t"]
+        last = r["t"]
+    return total + (last - start if start is not None else 0.0)
 
 
 def result_name(args) -> str:

@@ -384,10 +384,12 @@ def merge_into(acc: RidgeAccumulator, other: RidgeAccumulator) -> None:
     """``acc`` += ``other`` (its tokens added), in place and without an F x F temporary: both are re-centred
     on their own means, added, and the between-means term added (Chan et al.'s pairwise update); ``acc``
     then holds centred statistics (shifts = the merged means, sx = 0). ``other`` is left centred too."""
-    for a in (acc, other):
-        _centre_in_place(a)
+    for part in (acc, other):
+        _centre_in_place(part)
     n1, n2 = acc.n, other.n
     n = n1 + n2
+    assert acc.x_shift is not None and other.x_shift is not None  # both centred: shifts = their means
+    assert acc.y_shift is not None and other.y_shift is not None
     dx, dy = other.x_shift - acc.x_shift, other.y_shift - acc.y_shift
     f = n1 * n2 / n
     S, So = acc.Sxx, other.Sxx

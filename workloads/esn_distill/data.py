@@ -128,7 +128,8 @@ def packed_samples(tokenizer, text_path: str | None, max_len: int, min_len: int,
     stream = np.concatenate([np.asarray(ids, dtype=np.int64) for ids in
                              tokenizer(read_paragraphs(text_path), add_special_tokens=False,
                                        verbose=False)["input_ids"]])
-    out, start = [], 0
+    out: list[np.ndarray] = []
+    start = 0
     while True:
         body = int(rng.integers(min_len, max_len + 1)) - 2
         if start + body > len(stream):

@@ -101,6 +101,7 @@ def accuracy(features: np.ndarray, labels: np.ndarray, ridges) -> float:
         acc.update(X[sl], Y[sl])
         accs[name] = acc
     best, _ = select_ridge(accs["train"], accs["val"], ridges)
-    sol = accs["train"].merged(accs["val"]).solve(best.ridge)
+    sol = accs["train"].merged(accs["val"]).solve(float(best.ridge))
+    assert not isinstance(sol, list)  # one penalty, one solution
     test = slice(n_train + n_val, n)
     return float(np.mean(sol.predict(X[test]).argmax(1) == labels[test]))
