@@ -66,8 +66,11 @@ def server_start(
                                      "mlruns/mlflow.db)")] = None,
         artifacts: Annotated[Path, typer.Option("--artifacts", help="artifact directory (on a cluster: the "
                                                 "shared filesystem)")] = Path("mlruns/artifacts"),
-        host: Annotated[str, typer.Option("--host", help="address to bind; anything but loopback exposes an "
-                                          "unauthenticated server")] = "127.0.0.1",
+        host: Annotated[str, typer.Option("--host", help="address to bind; anything but loopback exposes the "
+                                          "server to the network")] = "127.0.0.1",
+        auth: Annotated[bool, typer.Option("--auth/--no-auth", help="MLflow's basic-auth app, one user whose "
+                                           "credentials only you can read (--no-auth: anyone on this machine can "
+                                           "read and change every run)")] = True,
         port: Annotated[int, typer.Option("--port")] = 5000,
         workers: Annotated[Optional[int], typer.Option("--workers", help="server processes (default: 2 on "
                                                        "PostgreSQL, 1 on sqlite)")] = None,
@@ -79,10 +82,18 @@ def server_start(
     if workers is None:  # two request processes pushed 1.5x the metrics/s of one (benchmarks/tracking_throughput)
         workers = 1 if backend_store_uri.startswith("sqlite") else 2
     info = server.start(backend_store_uri, artifacts, host=host, port=port, run_dir=run_dir, workers=workers,
-                        warn=lambda m: err_console.print(f"[bold yellow]{m}[/]", highlight=False))
+                        warn=lambda m: err_console.print(f"[bold yellow]{m}[/]", highlight=False), auth=auth)
     console.print(f"MLflow server up at [bold]{info.uri}[/] (pid {info.pid}, store "
                   f"{server.redact(info.backend_store_uri)}, log {info.log})\n"
                   f"use it: --tracking-uri {info.uri}  or  tracking: {{uri: {info.uri}}}")
+    if auth:  # where the credentials are, never what they are
+        from orchestrator.tracking.auth import credentials_dir
+        console.print(f"authenticated: orch finds your credentials in {credentials_dir()} (0600); other tools: "
+                      "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD from "
+                      f"{info.log.rsplit('/', 1)[0]}/auth/credentials.json", highlight=False)
+    else:
+        err_console.print("[bold yellow]warning: --no-auth: every user of this machine can read, change and "
+                          "delete every run on this server[/]", highlight=False)
 
 
 @server_app.command("stop")

@@ -13,8 +13,9 @@ from orchestrator.tracking import server
 pytestmark = pytest.mark.server
 
 
-def test_orch_server_start_status_stop_on_sqlite(tmp_path):
+def test_orch_server_start_status_stop_on_sqlite(tmp_path, monkeypatch):
     from typer.testing import CliRunner
+    monkeypatch.setenv("ORCH_CREDENTIALS_DIR", str(tmp_path / "creds"))  # authenticated by default: not ~/.config
 
     from orchestrator.cli import app
     run_dir, port = tmp_path / "run", free_port()

@@ -32,7 +32,7 @@ from orchestrator.job.journal import JournalWriter, decode_number, read_journal 
 from orchestrator.job.push import live_file, read_state  # noqa: E402
 from orchestrator.job.rundir import RunDir  # noqa: E402
 from orchestrator.spec.loading import check_tracking_uri  # noqa: E402
-from orchestrator.tracking import sqlite  # noqa: E402
+from orchestrator.tracking import auth, sqlite  # noqa: E402
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric, RunTag
@@ -130,6 +130,7 @@ class Ledger:
         self.uri = uri
         self.sqlite_path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
         self._client: MlflowClient | None = None
+        auth.use(uri)  # an `orch server` with auth: its credentials into the environment, for jobs too
         if self.sqlite_path is not None:
             if not create and not self.sqlite_path.exists():
                 raise InputError(f"no MLflow store at {self.sqlite_path} (nothing submitted from here yet?); "

@@ -3,7 +3,8 @@
 One sqlite file serves one machine; many jobs on many nodes need a server in front of a real database
 (PostgreSQL; ``cluster/dev/start-postgres.sh`` makes one). The server runs in its own process group, its
 pid, address and log under a run folder, so ``stop`` ends exactly what ``start`` started and nothing else.
-It has no authentication: it binds to 127.0.0.1 unless told otherwise, and warns when told otherwise."""
+``orch server start`` turns on MLflow's basic-auth app (tracking/auth.py): on a login node every user can
+reach 127.0.0.1. It binds to 127.0.0.1 unless told otherwise, and warns when told otherwise."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from orchestrator.errors import InputError
 from orchestrator.job.liveness import group_alive
+from orchestrator.tracking.auth import private_dir, remember, server_credentials
 
 RUN_DIR = Path("mlruns/run/server")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -37,6 +39,7 @@ class ServerInfo:
     artifacts: str
     log: str
     started_at: float
+    auth: bool = False
 
     @property
     def uri(self) -> str:
@@ -96,19 +99,29 @@ def _check_backend(uri: str) -> None:
 
 def start(backend_store_uri: str, artifacts: Path, host: str = "127.0.0.1", port: int = 5000,
           run_dir: Path = RUN_DIR, workers: int = 1, timeout_s: float = READY_TIMEOUT_S,
-          warn=lambda message: print(message, file=sys.stderr)) -> ServerInfo:
+          warn=lambda message: print(message, file=sys.stderr), auth: bool = False) -> ServerInfo:
     """Start ``mlflow server`` and wait until it answers /health. Raises RuntimeError with the log's tail
-    if it dies or does not answer in time (it is then stopped)."""
+    if it dies or does not answer in time (it is then stopped). ``auth``: MLflow's basic-auth app, one
+    admin user whose credentials only this user can read (tracking/auth.py; the CLI's default)."""
     _check_backend(backend_store_uri)
     backend_store_uri = normalise_backend(backend_store_uri)
     run_dir = run_dir.resolve()
     current = read_info(run_dir)
-    if current is not None and _is_ours(current.pid):
+    if current is not None and (_is_ours(current.pid) or orphans(current.pid)):
         raise InputError(f"a server started from {run_dir} is already running (pid {current.pid}, "
                          f"{current.uri}); `orch server stop` first", str(run_dir))
+    if auth:
+        import importlib.util
+        if importlib.util.find_spec("flask_wtf") is None:  # MLflow's auth app dies on start without it
+            raise InputError("the authenticated server needs Flask-WTF (pip install 'mlflow[auth]'); "
+                             "or --no-auth, if every user of this machine may read and change every run", "--auth")
+    if not port_free(host, port):  # an orphaned server (or anything else) answering there would pass for ours
+        raise InputError(f"port {port} on {host} is in use; stop what listens there (`orch server stop`, or "
+                         "find it with `ss -ltnp`) or pick another with --port", "--port")
     if host not in LOOPBACK:
-        warn(f"warning: binding the MLflow server to {host}: it has NO authentication, anyone who can reach "
-             f"port {port} can read and change every run. Prefer 127.0.0.1 and an SSH tunnel.")
+        warn(f"warning: binding the MLflow server to {host}: anyone who can reach port {port} can try it"
+             + ("" if auth else "; it has NO authentication: they can read and change every run")
+             + ". Prefer 127.0.0.1 and an SSH tunnel.")
     if backend_store_uri.startswith("sqlite:///"):
         Path(backend_store_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     artifacts = artifacts.resolve()
@@ -132,8 +145,13 @@ def start(backend_store_uri: str, artifacts: Path, host: str = "127.0.0.1", port
         # process stays within start-postgres.sh's max_connections=200 for up to 3 workers.
         env.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "20")
         env.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "30")
+    credentials = None
+    if auth:
+        credentials, auth_env = auth_setup(run_dir)
+        command += ["--app-name", "basic-auth"]
+        env.update(auth_env)  # the password reaches the server through its environment (0400 in /proc)
     proc = spawn(command, log, env)
-    info = ServerInfo(proc.pid, host, port, backend_store_uri, str(artifacts), str(log), time.time())
+    info = ServerInfo(proc.pid, host, port, backend_store_uri, str(artifacts), str(log), time.time(), auth)
     _info_file(run_dir).write_text(json.dumps(asdict(info), indent=1))
     (run_dir / "server.pid").write_text(f"{proc.pid}\n")
     try:
@@ -141,7 +159,56 @@ def start(backend_store_uri: str, artifacts: Path, host: str = "127.0.0.1", port
     except RuntimeError:
         stop(run_dir)
         raise
+    if credentials is not None:
+        remember(info.uri, credentials)
     return info
+
+
+def auth_setup(run_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """The basic-auth app's config (its user store beside the server's pid files, nobody but the admin
+    allowed anything) and the environment that gives the server its admin password."""
+    import secrets
+    auth_dir = private_dir(run_dir / "auth")
+    credentials = server_credentials(auth_dir)
+    config = auth_dir / "basic_auth.ini"
+    text = ("[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+            f"database_uri = sqlite:///{auth_dir / 'basic_auth.db'}\n"
+            f"admin_username = {credentials['username']}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    fd = os.open(config, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return credentials, {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": credentials["password"],
+                         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+
+
+def port_free(host: str, port: int) -> bool:
+    import socket
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def orphans(pgid: int) -> list[int]:
+    """Live ``mlflow`` processes left in the server's process group after its leader died (``kill -9`` of
+    the recorded pid leaves uvicorn's children serving)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid or fields[0] == "Z":
+                continue
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"mlflow" in cmdline or b"uvicorn" in cmdline or b"gunicorn" in cmdline:
+            found.append(int(stat.parent.name))
+    return found
 
 
 # -- the process: shared with `orch ui` ------------------------------------------------------------
@@ -190,10 +257,10 @@ def stop(run_dir: Path = RUN_DIR, grace_s: float = STOP_GRACE_S, kill: bool = Fa
     (at once with ``kill=True``, e.g. to simulate a crash). False when none was running."""
     run_dir = run_dir.resolve()
     info = read_info(run_dir)
-    if info is None or not _is_ours(info.pid):
+    if info is None or not (_is_ours(info.pid) or orphans(info.pid)):
         _forget(run_dir)
         return False
-    stop_group(info.pid, grace_s, kill)
+    stop_group(info.pid, grace_s, kill)  # the group, even when its leader is gone: its children serve on
     _forget(run_dir)
     return True
 
@@ -202,8 +269,11 @@ def status(run_dir: Path = RUN_DIR) -> dict:
     info = read_info(run_dir.resolve())
     if info is None:
         return {"running": False}
-    alive = _is_ours(info.pid)
+    leader = _is_ours(info.pid)
+    left = [] if leader else orphans(info.pid)
+    alive = leader or bool(left)
     return {"running": alive, "healthy": alive and healthy(info.uri), "uri": info.uri, "pid": info.pid,
+            "orphaned": left, "auth": info.auth,
             "backend_store_uri": redact(info.backend_store_uri), "artifacts": info.artifacts, "log": info.log,
             "uptime_s": round(time.time() - info.started_at, 1) if alive else None}
 
