@@ -428,8 +428,9 @@ class DetachedRayBackend(RayBackend):
         folder.mkdir(parents=True)
         resources = self._resources()
         for index, run_dir in enumerate(run_dirs):
-            atomic_write(run_dir.path / RECORD_FILE, json.dumps({"scheduler": "ray", "token": token, "index": index,
-                                                                 "folder": str(folder)}).encode())
+            atomic_write(run_dir.path / RECORD_FILE, json.dumps({  # `logs`: what `orch logs` shows besides the run's own
+                "scheduler": "ray", "token": token, "index": index, "folder": str(folder),
+                "logs": [str(folder / "driver.log")]}).encode())
         manifest = {"address": self.address, "runs": [str(r.path) for r in run_dirs],
                     "resources": resources.model_dump(), "time_limit_s": self.time_limit_s,
                     "max_retries": self.max_retries}
