@@ -187,8 +187,10 @@ def partial(console, run_dir, records, wall, peak_gib, load_before, args) -> Non
         times = [start + teacher_done] + [r["t"] for r in steps]
         per_layer = [b - a for a, b in zip(times[:-1], times[1:])]
         layer_s = sum(per_layer) / len(per_layer)
+        n_layers = json.loads(markers[0].read_text())["n_states"] - 1
         summary += [("per layer (mean of those done)", f"{layer_s:.0f} s"),
-                    ("projected wall time, 12 layers", f"{(teacher_done + 12 * layer_s) / 60:.1f} min (target < 15 min)")]
+                    (f"projected wall time, {n_layers} layers",
+                     f"{(teacher_done + n_layers * layer_s) / 60:.1f} min")]
     summary += [("peak resident memory so far", f"{peak_gib:.2f} GiB (target < 8 GiB)"),
                 ("load average 1 min (before, now)", f"{load_before[0]:.1f}, {os.getloadavg()[0]:.1f} on "
                                                      f"{os.cpu_count()} cores")]
