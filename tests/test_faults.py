@@ -153,3 +153,36 @@ def test_status_reports_an_undecodable_line_and_goes_on(store):
     assert len(skipped) == 1
     assert store.orch("status", "report").exit_code == 0
     assert store.seed_runs("report")[0].status == "FINISHED"
+
+
+# -- checkpoints are pickles ------------------------------------------------------------------------------
+def test_a_checkpoint_others_could_have_written_is_not_unpickled(tmp_path):
+    import pickle
+    import pwd
+    import stat
+
+    import pytest
+
+    from orchestrator.job.context import RunContext
+    from orchestrator.job.rundir import RunDir, UntrustedFile
+
+    run_dir = RunDir(tmp_path / "r")
+    run_dir.path.mkdir()
+    ctx = RunContext(0, run_dir, JournalWriter(run_dir.journal))
+    ctx.last_step = 3
+    ctx.save_checkpoint({"w": 1})
+    assert stat.S_IMODE(run_dir.checkpoint.stat().st_mode) == 0o644
+    assert ctx.load_checkpoint() == {"w": 1}  # the user's own, not writable by others: loaded
+    run_dir.checkpoint.chmod(0o664)  # a group-writable lab workdir: anyone in the group could plant code
+    with pytest.raises(UntrustedFile, match="writable by group or others"):
+        ctx.load_checkpoint()
+    run_dir.checkpoint.chmod(0o644)
+    if os.geteuid() == 0:  # CI runs as root: a file of another user
+        os.chown(run_dir.checkpoint, pwd.getpwnam("nobody").pw_uid, -1)
+        with pytest.raises(UntrustedFile, match="owned by uid"):
+            ctx.load_checkpoint()
+    run_dir.checkpoint.unlink()
+    (tmp_path / "elsewhere.pkl").write_bytes(pickle.dumps({"step": 1, "state": "x"}))
+    run_dir.checkpoint.symlink_to(tmp_path / "elsewhere.pkl")
+    with pytest.raises(OSError):  # a symlink is not followed
+        ctx.load_checkpoint()

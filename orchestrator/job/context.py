@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.job.journal import JournalWriter
-from orchestrator.job.rundir import RunDir, atomic_write
+from orchestrator.job.rundir import RunDir, atomic_write, open_trusted
 
 
 class RunContext:
@@ -53,7 +53,7 @@ class RunContext:
         """The state of the last ``save_checkpoint`` of this run (from an earlier attempt), or None."""
         if not self.run_dir.checkpoint.exists():
             return None
-        with open(self.run_dir.checkpoint, "rb") as f:
+        with open_trusted(self.run_dir.checkpoint) as f:  # unpickling runs code: the user's own file only
             saved = pickle.load(f)
         self.last_step = saved["step"]
         return saved["state"]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -30,6 +31,25 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class UntrustedFile(RuntimeError):
+    """A pickle orch will not load: unpickling runs code, so the file must be the user's alone."""
+
+
+def open_trusted(path: Path) -> IO[bytes]:
+    """Open a file that will be unpickled, refusing one that another user owns or that group or others may
+    write (a group-writable lab workdir: anyone in the group could plant code there), and a symlink. The
+    checks are made on the opened descriptor, so the file cannot be swapped between the check and the read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    info = os.fstat(fd)
+    problem = ("owned by uid %d, not you" % info.st_uid if info.st_uid != os.getuid()
+               else "writable by group or others" if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) else None)
+    if problem:
+        os.close(fd)
+        raise UntrustedFile(f"refusing to unpickle {path}: {problem}. Loading a pickle runs code; if you trust it, "
+                            f"make it yours and private (chown $USER; chmod go-w), or delete it to start over")
+    return os.fdopen(fd, "rb")
 
 
 @dataclass(frozen=True)
