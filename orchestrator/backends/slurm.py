@@ -323,6 +323,12 @@ class SlurmBackend:
         queued = len(proc.stdout.split()) if proc.returncode == 0 else 0
         self.profile.check_job_count(jobs, queued, self.source)
 
+    def check_submission(self, n_runs: int) -> None:
+        """Everything about a submission of ``n_runs`` runs that can be refused before MLflow runs and run
+        directories are made: the job count against ``max_jobs``. (``submit`` checks it again, exactly.)"""
+        per_job = self.resources.runs_per_job if self.resources is not None else 1
+        self.check_job_count(math.ceil(n_runs / per_job))
+
     def job_script(self, n_jobs: int, folder: Path | None = None) -> str:
         """The sbatch script one submission of ``n_jobs`` array tasks sends (``--dry-run``)."""
         folder = folder or Path("<job folder>/.slurm/<token>")
