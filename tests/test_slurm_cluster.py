@@ -236,3 +236,21 @@ def test_cancelling_one_packed_run_leaves_the_others_of_its_job_running(slurm, s
     assert status == {runs[0].run_id: "KILLED", runs[1].run_id: "FINISHED"}
     ends = [r for r in read_journal(dirs[0].journal)[0] if r["event"] == "end"]
     assert [e["status"] for e in ends] == ["KILLED"]  # the run itself journaled it (its pack sent SIGTERM)
+
+
+def test_a_packed_job_slurm_will_not_requeue_ends_each_run_with_slurms_answer(slurm, store):
+    """`requeue: false` on this JobRequeue=0 cluster: SIGUSR2 -> each packed run journals `requeue` and stops,
+    Slurm refuses `scontrol requeue`, and the job's process closes each run KILLED with Slurm's answer
+    (instead of leaving them waiting for an attempt that never comes)."""
+    spec = store.spec({"name": "sl_pack_norequeue", "workload": "smoke", "params": {"steps": 400, "sleep_s": 0.1},
+                       "resources": {"runs_per_job": 2}, "slurm": {"requeue": False}})
+    store.orch("submit", str(spec), "--seeds", "2", *SLURM, check=True)
+    runs = store.seed_runs("sl_pack_norequeue")
+    dirs = [RunDir(Path(r.tags[Tag.RUN_DIR])) for r in runs]
+    wait_for(lambda: all(any(e["event"] == "checkpoint" for e in read_journal(d.journal)[0]) for d in dirs),
+             what="both packed runs to checkpoint")
+    subprocess.run(["scancel", "--signal=USR2", runs[0].tags[Tag.JOB_ID]], check=True)
+    final = status_until(store, "sl_pack_norequeue", {"FINISHED", "FAILED", "KILLED"})
+    for run in final:
+        assert run.status == "KILLED", run.tags.get(Tag.ERROR)
+        assert "Slurm refused to requeue" in run.tags[Tag.ERROR] and "disabled" in run.tags[Tag.ERROR]
