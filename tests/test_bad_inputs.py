@@ -228,8 +228,9 @@ def listing(root: Path) -> list[str]:
 def project(tmp_path, monkeypatch):
     """A fresh project directory as the working directory, with no tracking URI or cap in the environment."""
     monkeypatch.chdir(tmp_path)
-    for name in ("MLFLOW_TRACKING_URI", "ORCH_MAX_RUNS"):
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # set (empty: the default limit), so that teardown also removes what `orch --max-runs` puts there
+    monkeypatch.setenv("ORCH_MAX_RUNS", "")
     (tmp_path / "afile").write_text("a file, not a directory\n")
     os.mkfifo(tmp_path / "fifo")
     return tmp_path
