@@ -121,3 +121,16 @@ def test_the_lock_of_an_sqlite_store_sits_beside_it(tmp_path):
     assert lock.path == tmp_path / "locks" / "exp.submit.lock"
     lock = submit_lock("exp", "http://127.0.0.1:5000", tmp_path / "jobs")
     assert lock.path == tmp_path / "jobs" / "exp" / "exp.submit.lock"
+
+
+def test_a_waiting_submit_says_what_it_waits_for(tmp_path, caplog):
+    path = tmp_path / "x.lock"
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "at": time.time(), "token": "theirs"}))
+    import orchestrator.tracking.lock as lock_module
+    lock_module.TELL_AFTER_S, saved = 0.0, lock_module.TELL_AFTER_S
+    try:
+        with caplog.at_level("WARNING", logger="orch"), pytest.raises(InputError):
+            SubmitLock(path, "experiment 'x'", wait_s=0.5).acquire()
+    finally:
+        lock_module.TELL_AFTER_S = saved
+    assert "waiting for another orch submit of experiment 'x' (pid 1 on elsewhere" in caplog.text

@@ -14,6 +14,7 @@ A waiting submit polls until the lock is free, then reconciles and finds the oth
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import socket
@@ -30,6 +31,8 @@ from orchestrator.job.liveness import same_process, start_time
 HEARTBEAT_S = 10.0
 STALE_S = 120.0        # generous: other hosts' clocks and NFS attribute caching differ by seconds
 WAIT_S = 30 * 60.0     # a submission of thousands of runs to Slurm can hold it for minutes
+TELL_AFTER_S = 2.0
+log = logging.getLogger("orch")
 
 
 class LockTimeout(InputError):
@@ -55,6 +58,7 @@ class SubmitLock:
     def acquire(self) -> SubmitLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
+        told = False
         while True:
             if self._try_create():
                 self.waited_s = time.monotonic() - began
@@ -65,6 +69,10 @@ class SubmitLock:
             if holder is not None and self.is_stale(holder):
                 self._break(holder)
                 continue
+            if not told and time.monotonic() - began > TELL_AFTER_S:  # say why this submit seems to hang
+                log.warning("waiting for another orch submit of %s (%s) to hand its runs over", self.what,
+                            describe(holder))
+                told = True
             if time.monotonic() - began > self.wait_s:
                 raise LockTimeout(f"another orch submit holds the lock of {self.what} ({describe(holder)}) for "
                                   f"more than {self.wait_s:.0f} s; if that process is gone, remove {self.path}")
