@@ -222,7 +222,21 @@ class RayBackend:
         backend.require(backend.request(options["num_cpus"], options["num_gpus"],
                                         spec.resources.mem_gb * spec.resources.runs_per_job),
                         f"{spec.source}: resources")
+        if detached:
+            backend.check_filesystems(spec)
         return backend
+
+    def check_filesystems(self, spec: Spec) -> None:
+        """As for Slurm (backends/sharedfs.py): the run directories must be visible from every Ray node (node-
+        local storage refused when some node is another host), and a sqlite store on NFS is warned about."""
+        from orchestrator.backends import sharedfs
+        nodes = {str(n.get("NodeManagerAddress", "")) for n in self.ray.nodes() if n.get("Alive")} - {""}
+        problem = sharedfs.job_folder_problem(spec.workdir, nodes)
+        if problem is not None and problem[0] == "error":
+            raise InputError(problem[1], spec.source, "workdir")
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri or f"sqlite:///{Path('mlruns').resolve()}/mlflow.db"
+        for message in ([problem[1]] if problem else []) + [m for m in [sharedfs.sqlite_problem(uri)] if m]:
+            print(f"orch: warning: {message}", file=sys.stderr)
 
     @property
     def ray(self):

@@ -44,9 +44,15 @@ def mount_of(path: str | Path, mounts: str = "/proc/self/mounts") -> tuple[str, 
 
 
 def local_addresses() -> set[str]:
+    """This host's names and IPv4 addresses (Ray names a node by the address it picked, e.g. 192.0.2.2)."""
     names = {"localhost", "127.0.0.1", "::1", socket.gethostname(), socket.getfqdn()}
     try:
         names |= set(socket.gethostbyname_ex(socket.gethostname())[2])
+    except OSError:
+        pass
+    try:  # every local IPv4 address: the kernel's table marks them "/32 host LOCAL"
+        lines = Path("/proc/net/fib_trie").read_text().splitlines()
+        names |= {lines[i - 1].split()[-1] for i, line in enumerate(lines) if i and "/32 host LOCAL" in line}
     except OSError:
         pass
     return names
