@@ -13,7 +13,7 @@ can show what happens between them; ``submit`` runs them all::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,8 +30,11 @@ from orchestrator.tracking.lock import SubmitLock, submit_lock
 from orchestrator.tracking.records import ACTIVE, FINISHED, RunRecord, Tag, by_key
 
 if TYPE_CHECKING:  # the analysis modules are imported where they are used
+    import pandas
+
     from orchestrator.analysis.compare import Report
     from orchestrator.analysis.status import GroupStatus, SweepStatus
+    from orchestrator.reproduce import Reproduction
 
 
 # -- submitting --------------------------------------------------------------------------------------
@@ -104,13 +107,35 @@ class Submission:
             driver.update_groups(self.ledger, self.experiment_id)
 
 
-def plan_submission(spec_path: str | Path, seeds: int | None = None, backend: str | None = None,
+def load_any(spec: str | Path | Mapping[str, Any], sets: list[str] | None = None, seeds: int | None = None,
+             backend: str | None = None) -> Spec:
+    """A spec from its file, or from a mapping (a notebook's dict, validated exactly as a file is)."""
+    if not isinstance(spec, Mapping):
+        return load_spec(spec, sets=sets, seeds=seeds, backend=backend)
+    import tempfile
+
+    import yaml
+    with tempfile.TemporaryDirectory(prefix="orch-spec-") as tmp:
+        path = Path(tmp) / "spec.yaml"
+        path.write_text(yaml.safe_dump(dict(spec), sort_keys=False))
+        try:
+            loaded = load_spec(path, sets=sets, seeds=seeds, backend=backend)
+        except InputError as err:
+            raise InputError(err.message, SPEC_MAPPING if err.source == str(path) else err.source, err.field) from None
+    loaded.source = SPEC_MAPPING
+    return loaded
+
+
+SPEC_MAPPING = "<spec mapping>"  # the source a spec given as a dict is named by, in errors and in MLflow
+
+
+def plan_submission(spec_path: str | Path | Mapping[str, Any], seeds: int | None = None, backend: str | None = None,
                     sets: list[str] | None = None, tracking_uri: str | None = None, cluster: str | None = None,
                     max_parallel: int | None = None, ray_address: str | None = None) -> Submission:
     """Validate everything a submission needs; nothing is created yet (``--dry-run`` stops here)."""
     if cluster:
         sets = [*(sets or []), f"cluster={cluster}"]
-    spec = load_spec(spec_path, sets=sets, seeds=seeds, backend=backend)
+    spec = load_any(spec_path, sets=sets, seeds=seeds, backend=backend)
     if spec.backend == "slurm":  # the profile may put the run directories on the shared filesystem
         from orchestrator.spec.profiles import apply_profile
         spec = apply_profile(spec)
@@ -120,11 +145,12 @@ def plan_submission(spec_path: str | Path, seeds: int | None = None, backend: st
     return Submission(spec, runs, resolve_uri(tracking_uri, spec.tracking.uri), max_parallel, ray_address)
 
 
-def submit(spec_path: str | Path, seeds: int | None = None, wait: bool = True, sink: driver.ProgressSink | None = None,
-           **options: Any) -> Submission:
-    """Every step of ``orch submit``; follows the jobs to their end unless ``wait=False`` on a queueing
-    backend (Slurm). The run statuses are in ``follow``'s result, the records in MLflow."""
-    submission = plan_submission(spec_path, seeds=seeds, **options)
+def submit(spec_path: str | Path | Mapping[str, Any], seeds: int | None = None, backend: str | None = None,
+           wait: bool = True, sink: driver.ProgressSink | None = None, **options: Any) -> Submission:
+    """Every step of ``orch submit`` (a spec file or a mapping); follows the jobs to their end unless
+    ``wait=False`` on a queueing backend (Slurm). The run statuses are in ``follow``'s result, the records
+    in MLflow; ``runs(name)`` reads them back."""
+    submission = plan_submission(spec_path, seeds=seeds, backend=backend, **options)
     submission.reconcile()
     submission.launch()
     if submission.prepared and (submission.backend is not None and submission.backend.blocking or wait):
@@ -250,6 +276,22 @@ def run_logs(run: str, tracking_uri: str | None = None) -> tuple[RunRecord, RunD
     return record, run_dir, [run_dir.stdout, run_dir.stderr, *scheduler]
 
 
+def runs(experiment: str, tracking_uri: str | None = None) -> pandas.DataFrame:
+    """One row per seed run that counts (the attempt that stands for its key, as status and compare count
+    them): run_id, key, group, variant, seed, status, ``params.*`` (typed) and ``metrics.*`` (latest)."""
+    from orchestrator.analysis.table import runs_frame
+    ledger, experiment_id, _ = open_experiment(experiment, tracking_uri)
+    return runs_frame(ledger, experiment_id, driver.refresh(ledger, ledger.runs(experiment_id), make_backend))
+
+
+def reproduce(run: str, tracking_uri: str | None = None) -> Reproduction:
+    """Run a recorded run again from its code snapshot and resolved params (nothing recorded) and compare
+    every metric with the record (``Reproduction.identical``)."""
+    from orchestrator.reproduce import reproduce as rerun
+    ledger = Ledger(resolve_uri(tracking_uri), create=False)
+    return rerun(find_run(ledger, run))
+
+
 # -- acting on runs ----------------------------------------------------------------------------------
 def cancel(experiment: str, run: str | None = None, tracking_uri: str | None = None) -> tuple[str, int]:
     """Stop the queued and running runs of an experiment (or one run or group): they end KILLED.
@@ -366,5 +408,5 @@ def delete_experiment(name: str, tracking_uri: str | None = None) -> tuple[int, 
     return len(runs), removed
 
 
-__all__ = ["Submission", "list_experiments", "delete_experiment", "plan_submission", "submit", "run_in_process", "status", "find_run",
-           "run_logs", "cancel", "sync", "compare", "open_experiment", "experiment_name"]
+__all__ = ["Submission", "list_experiments", "delete_experiment", "plan_submission", "submit", "run_in_process", "status",
+           "runs", "reproduce", "find_run", "run_logs", "cancel", "sync", "compare", "open_experiment", "experiment_name"]

@@ -36,7 +36,7 @@ def ui(port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 
     server = ui_mod.Server(uri, port).start()
     try:
         server.wait_ready()
-        console.print(f"MLflow UI for {uri}\n  [bold]{server.url}[/]   (Ctrl-C to stop; from a laptop: "
+        console.print(f"MLflow UI for {uri}\n  [bold]{ui_mod.page(server.url)}[/]   (Ctrl-C to stop; from a laptop: "
                       f"ssh -L {port}:127.0.0.1:{port} <this host>)", highlight=False)
         assert server.proc is not None
         server.proc.wait()

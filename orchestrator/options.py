@@ -55,6 +55,7 @@ def main(max_runs: Annotated[Optional[int], typer.Option(
                                   "env ORCH_MAX_RUNS)")] = None) -> None:
     """orch: declare experiments in YAML, run every seed locally, on Slurm or on Ray, record everything in
     MLflow, and compare across seeds."""
-    import os
-    if max_runs is not None:  # read where the plan is counted (spec.check_plan_size), also in this process
-        os.environ["ORCH_MAX_RUNS"] = str(max_runs)
+    from orchestrator.spec import spec
+    # read where the plan is counted (spec.check_plan_size); set on every invocation, so an in-process
+    # caller (a notebook, the tests' CliRunner) does not keep one command's limit for the next
+    spec.max_runs_flag = max_runs

@@ -302,7 +302,12 @@ def planned_runs(spec: Spec) -> int:
     return count
 
 
+max_runs_flag: int | None = None  # `orch --max-runs N` (options.py)
+
+
 def max_runs() -> int:
+    if max_runs_flag is not None:
+        return max_runs_flag
     raw = os.environ.get(MAX_RUNS_ENV, "")
     return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_RUNS
 

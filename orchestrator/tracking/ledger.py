@@ -354,7 +354,10 @@ class Ledger:
             elif record["event"] == "end":
                 end = record
                 final_step = max(max_step.values(), default=0)
-                metrics += [Metric(k, decode_number(v), ms, final_step) for k, v in record["final"].items()]
+                # one ms later than anything journaled before it: MLflow's "latest" value of a name is the one
+                # with the highest (step, timestamp, value), and a command's last step line and its final can
+                # share a millisecond; the final must win even when it is the smaller value
+                metrics += [Metric(k, decode_number(v), ms + 1, final_step) for k, v in record["final"].items()]
         status = end["status"] if end is not None else None
         if end is not None and end.get("error"):
             tags[Tag.ERROR] = end["error"]
