@@ -4,13 +4,16 @@ last checkpoint (a resumed run equals an uninterrupted one, tests/test_looped_tf
 a checkpoint once its time is up. Call it again until it reports FINISHED.
 
     .venv/bin/python benchmarks/looped_tf_cpu_preset.py looped [--minutes 5]
-    .venv/bin/python benchmarks/looped_tf_cpu_preset.py looped --evaluate-now   # the last checkpoint, as is
+    .venv/bin/python benchmarks/looped_tf_cpu_preset.py looped --evaluate smoke    # the step-2,999 snapshot
+    .venv/bin/python benchmarks/looped_tf_cpu_preset.py looped --evaluate latest   # the last checkpoint, as is
 
 The first 3,000 steps are exactly configs/looped_tf.yaml's (same seed, constant lr, step-driven curricula):
-the checkpoint at step 2,999 is kept and evaluated as that smoke preset. ``--evaluate-now`` evaluates the
-latest checkpoint of an unfinished run the same way (a run stopped at that step, not the 12k result). Each
-slice's CPU time, wall time and load average go to benchmarks/results/looped_tf_cpu_preset_<variant>.json
-with the final metrics."""
+the checkpoint at step 2,999 is kept, and ``--evaluate smoke`` evaluates it as that smoke preset;
+``--evaluate latest`` evaluates the latest checkpoint of an unfinished run the same way (a run stopped at
+that step, not the 12k result). An evaluation is its own call (a slice's time limit never cuts it short) and
+its own file. Each slice's CPU time, wall time and load average go to
+benchmarks/results/looped_tf_cpu_preset_<variant>.json with the final metrics;
+an evaluation's to benchmarks/results/looped_tf_cpu_preset_<variant>_<smoke|latest>.json."""
 
 from __future__ import annotations
 
@@ -83,18 +86,22 @@ def main() -> None:
     parser.add_argument("variant", choices=["looped", "standard"])
     parser.add_argument("--minutes", type=float, default=5.0, help="wall-time budget of this slice")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--evaluate-now", action="store_true", help="evaluate the latest checkpoint, train nothing")
+    parser.add_argument("--evaluate", choices=["smoke", "latest"], help="evaluate a checkpoint, train nothing")
     args = parser.parse_args()
     params = load_params(args.variant, checkpoint_every=CHECKPOINT_EVERY)
     work = WORK / args.variant
     run_dir = prepare(work / "run", params, args.seed)
-    out = ROOT / "results" / f"looped_tf_cpu_preset_{args.variant}.json"
-    doc = json.loads(out.read_text()) if out.exists() else {"variant": args.variant, "seed": args.seed, "slices": []}
-    if args.evaluate_now:
-        step = evaluate_checkpoint(run_dir.checkpoint, work / "partial", args.variant, args.seed, doc, "final_partial")
-        out.write_text(json.dumps(doc, indent=1))
+    if args.evaluate:
+        checkpoint = work / "checkpoint_smoke.pkl" if args.evaluate == "smoke" else run_dir.checkpoint
+        snapshot = work / f"eval_{args.evaluate}.pkl"  # a copy: the training slices keep overwriting theirs
+        shutil.copy2(checkpoint, snapshot)
+        result: dict = {"variant": args.variant, "seed": args.seed}
+        step = evaluate_checkpoint(snapshot, work / args.evaluate, args.variant, args.seed, result, "evaluation")
+        (ROOT / "results" / f"looped_tf_cpu_preset_{args.variant}_{args.evaluate}.json").write_text(json.dumps(result, indent=1))
         print("evaluated the checkpoint at step", step)
         return
+    out = ROOT / "results" / f"looped_tf_cpu_preset_{args.variant}.json"
+    doc = json.loads(out.read_text()) if out.exists() else {"variant": args.variant, "seed": args.seed, "slices": []}
     interval = params.checkpoint_every
     start_wall, start_cpu, load_start = time.monotonic(), time.process_time(), os.getloadavg()
 
@@ -114,9 +121,7 @@ def main() -> None:
     final = final_of(run_dir)
     if final is not None:
         doc["final_12k"] = final
-    smoke = work / "checkpoint_smoke.pkl"
-    if smoke.exists() and "final_3k" not in doc:
-        evaluate_checkpoint(smoke, work / "smoke", args.variant, args.seed, doc, "final_3k")
+    doc.pop("final_3k", None)  # an evaluation cut short by a slice's time limit (before evaluations had their own call)
     doc["cpu_s_train"] = sum(s["cpu_s"] for s in doc["slices"])
     out.write_text(json.dumps(doc, indent=1))
     print(status, json.dumps(slice_info))
