@@ -6,6 +6,7 @@ a checkpoint once its time is up. Call it again until it reports FINISHED.
     .venv/bin/python benchmarks/looped_tf_cpu_preset.py looped [--minutes 5]
     .venv/bin/python benchmarks/looped_tf_cpu_preset.py looped --evaluate smoke    # the step-2,999 snapshot
     .venv/bin/python benchmarks/looped_tf_cpu_preset.py looped --evaluate latest   # the last checkpoint, as is
+    .venv/bin/python benchmarks/looped_tf_cpu_preset.py looped --evaluate smoke --mask-sweep 0,1,2,4,8,11
 
 The first 3,000 steps are exactly configs/looped_tf.yaml's (same seed, constant lr, step-driven curricula):
 the checkpoint at step 2,999 is kept, and ``--evaluate smoke`` evaluates it as that smoke preset;
@@ -65,14 +66,14 @@ def final_of(run_dir: RunDir) -> dict | None:
     return ends[-1]["final"] if ends else None
 
 
-def evaluate_checkpoint(checkpoint: Path, path: Path, variant: str, seed: int, doc: dict, key: str) -> int:
+def evaluate_checkpoint(checkpoint: Path, path: Path, variant: str, seed: int, doc: dict, key: str, **overrides) -> int:
     """The final evaluation of the model in ``checkpoint``: a run of the same params with steps = its step + 1
     resumes there and only evaluates. Its metrics, step, CPU time and load go to ``doc[key]``."""
     import pickle
     with open(checkpoint, "rb") as f:
         step = pickle.load(f)["step"]
     shutil.rmtree(path, ignore_errors=True)
-    eval_dir = prepare(path, load_params(variant, steps=step + 1, checkpoint_every=CHECKPOINT_EVERY), seed)
+    eval_dir = prepare(path, load_params(variant, steps=step + 1, checkpoint_every=CHECKPOINT_EVERY, **overrides), seed)
     shutil.copy2(checkpoint, eval_dir.checkpoint)
     load, cpu, wall = os.getloadavg(), time.process_time(), time.monotonic()
     worker.execute(eval_dir.path)
@@ -87,6 +88,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="wall-time budget of this slice")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--evaluate", choices=["smoke", "latest"], help="evaluate a checkpoint, train nothing")
+    parser.add_argument("--mask-sweep", help="with --evaluate: also sweep the state mask over these Ns (e.g. 0,1,2,4,8,11), "
+                        "the headline at b (the sweep costs 2 evaluations per N at the headline loop count)")
     args = parser.parse_args()
     params = load_params(args.variant, checkpoint_every=CHECKPOINT_EVERY)
     work = WORK / args.variant
@@ -96,8 +99,13 @@ def main() -> None:
         snapshot = work / f"eval_{args.evaluate}.pkl"  # a copy: the training slices keep overwriting theirs
         shutil.copy2(checkpoint, snapshot)
         result: dict = {"variant": args.variant, "seed": args.seed}
-        step = evaluate_checkpoint(snapshot, work / args.evaluate, args.variant, args.seed, result, "evaluation")
-        (ROOT / "results" / f"looped_tf_cpu_preset_{args.variant}_{args.evaluate}.json").write_text(json.dumps(result, indent=1))
+        name, overrides = args.evaluate, {}
+        if args.mask_sweep:
+            name, overrides = f"{args.evaluate}_mask", {"mask_sweep": [int(n) for n in args.mask_sweep.split(",")], "headline": "b"}
+        step = evaluate_checkpoint(snapshot, work / name, args.variant, args.seed, result, "evaluation", **overrides)
+        if args.mask_sweep:  # the figure, next to the numbers
+            shutil.copy2(work / name / "artifacts" / "mask_sweep.png", ROOT / "results" / f"looped_tf_cpu_preset_{args.variant}_{name}.png")
+        (ROOT / "results" / f"looped_tf_cpu_preset_{args.variant}_{name}.json").write_text(json.dumps(result, indent=1))
         print("evaluated the checkpoint at step", step)
         return
     out = ROOT / "results" / f"looped_tf_cpu_preset_{args.variant}.json"

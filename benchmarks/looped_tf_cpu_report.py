@@ -3,7 +3,7 @@ published numbers (d = 20, 41 points; Figures_LR.ipynb of Leiay/looped_transform
 
     .venv/bin/python benchmarks/looped_tf_cpu_report.py
 
-Reads benchmarks/results/looped_tf_cpu_preset_{looped,standard}.json, writes
+Reads benchmarks/results/looped_tf_cpu_preset_{looped,standard}[_smoke|_latest].json, writes
 benchmarks/results/looped_tf_cpu_preset.md. The reference's positions k = 10, 19, 20, 40 are d/2, d-1, d and
 2d at d = 20; the CPU presets' counterparts at d = 5 are k = 2 (nearest to d/2 = 2.5), 4, 5 and 10."""
 
@@ -29,25 +29,38 @@ def load(x: list[float]) -> str:
     return "/".join(f"{v:.1f}" for v in x)
 
 
-def rows_for(variant: str, doc: dict) -> list[list[str]]:
+def evaluations(variant: str) -> list[dict]:
+    """The variant's evaluations, fewest trained steps first: the smoke snapshot, the latest checkpoint of an
+    unfinished run, and the 12k run's own end when it finished."""
+    out = []
+    for which in ("smoke", "latest"):
+        path = RESULTS / f"looped_tf_cpu_preset_{variant}_{which}.json"
+        if path.exists():
+            entry = json.loads(path.read_text())["evaluation"]
+            if entry.get("metrics"):
+                out.append(entry)
+    run = RESULTS / f"looped_tf_cpu_preset_{variant}.json"
+    if run.exists():
+        doc = json.loads(run.read_text())
+        if doc.get("final_12k"):
+            last = doc["slices"][-1]
+            out.append({"trained_steps": 12000, "metrics": doc["final_12k"], "load_start": last["load_start"]})
+    return sorted(out, key=lambda e: e["trained_steps"])
+
+
+def rows_for(variant: str) -> list[list[str]]:
     rows = []
-    for key in ("final_3k", "final_partial", "final_12k"):
-        entry = doc.get(key)
-        if key == "final_12k" and entry is not None:  # the run's own end: no evaluation-only entry around it
-            entry = {"trained_steps": 12000, "metrics": entry, "load_start": doc["slices"][-1]["load_start"],
-                     "load_end": doc["slices"][-1]["load_end"]}
-        if not entry or not entry.get("metrics"):
-            continue
-        m, steps = entry["metrics"], entry["trained_steps"]
+    for entry in evaluations(variant):
+        m, steps, at = entry["metrics"], f"{entry['trained_steps']:,}", load(entry["load_start"])
         if variant == "looped":
             loops = int(m["headline_loops"])
-            rows.append([f"looped L=1 (b=10, T=5), {loops} loops", f"{steps:,}"] + [fmt(m[f"err_k{k}"]) for k in KS]
-                        + [f"{int(m['converge_step']):,}", load(entry["load_start"])])
-            rows.append(["looped L=1 (b=10, T=5), at b = 10", f"{steps:,}"] + [fmt(m[f"err_k{k}_loops10"]) for k in KS]
-                        + ["", ""])
+            rows.append([f"looped L=1 (b=10, T=5), {loops} loops (final_err)", steps] + [fmt(m[f"err_k{k}"]) for k in KS]
+                        + [f"{int(m['converge_step']):,}", at])
+            rows.append(["looped L=1 (b=10, T=5), b = 10 loops (final_err_b)", steps]
+                        + [fmt(m[f"err_k{k}_loops10"]) for k in KS] + ["", ""])
         else:
-            rows.append(["4-layer transformer", f"{steps:,}"] + [fmt(m[f"err_k{k}"]) for k in KS]
-                        + [f"{int(m['converge_step']):,}", load(entry["load_start"])])
+            rows.append(["4-layer transformer", steps] + [fmt(m[f"err_k{k}"]) for k in KS]
+                        + [f"{int(m['converge_step']):,}", at])
         rows.append(["least squares (same prompts)", ""] + [fmt(m[f"ls_err_k{k}"]) for k in KS] + ["", ""])
     return rows
 
@@ -56,9 +69,7 @@ def main() -> None:
     header = ["model", "trained steps", *(f"k={k}" for k in KS), "converge_step", "load avg at eval (1/5/15)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant in ("looped", "standard"):
-        path = RESULTS / f"looped_tf_cpu_preset_{variant}.json"
-        if path.exists():
-            lines += ["| " + " | ".join(r) + " |" for r in rows_for(variant, json.loads(path.read_text()))]
+        lines += ["| " + " | ".join(r) + " |" for r in rows_for(variant)]
     ref = ["| reference (d = 20, 41 points) | k=10 | k=19 | k=20 | k=40 |", "|---|---|---|---|---|"]
     ref += [f"| {name} | " + " | ".join(v) + " |" for name, v in REFERENCE.items()]
     text = ("# looped_tf on CPU (d = 5, 11 points) beside the reference (d = 20, 41 points)\n\n"
