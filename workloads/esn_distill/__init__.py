@@ -1,11 +1,12 @@
 """esn_distill: Reservoir BERT. Each of a BERT teacher's layers is replaced by an echo state network whose
 ridge readout maps hidden_states[i] -> hidden_states[i+1] token by token (docs/esn_distill.md).
 
-Pipeline: tokenise (local tokenizer) -> teacher forward once, real tokens cached per layer on disk ->
-per layer: reservoirs (forward / backward / both), streamed readout statistics on train and validation
-tokens, penalty chosen on validation, refit, held-out scores beside the identity / mean / linear
-baselines, chained pass -> checkpoint. Defaults are a few-minute CPU run; configs/esn_distill.yaml has
-the lab's sizes as the ``lab`` variant."""
+This module holds the parameters; the run itself is `pipeline.py`: teacher (pretrained, packaged MiniLM or
+seeded random) and tokenised corpus -> memory estimate -> teacher forward once, real tokens cached per layer
+on disk -> per layer: reservoirs, streamed readout statistics, (ridge, state scale) chosen on validation,
+refit, held-out scores beside the identity / mean / linear baselines, the layer saved into the student
+artifact (`student.py`), chained scores -> checkpoint; then the downstream probe (`probe.py`). Defaults are a
+few-minute CPU run; configs/esn_distill*.yaml have the lab's sizes."""
 
 from __future__ import annotations
 
