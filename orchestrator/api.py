@@ -61,6 +61,9 @@ class Submission:
                                     ray_address=self.ray_address)
         # Held until launch() handed the runs to the backend: another submit of this experiment waits, then
         # finds them queued instead of creating them twice (orchestrator/tracking/lock.py).
+        check = getattr(self.backend, "check_submission", None)  # e.g. Slurm: the profile's job limit
+        if check is not None and not self._experiment_exists():
+            check(len(self.runs))  # a new experiment runs everything: refused before the store is touched
         self.lock = submit_lock(self.spec.name, self.uri, self.spec.workdir).acquire()
         try:
             self.ledger = Ledger(self.uri)
@@ -69,10 +72,18 @@ class Submission:
             records = driver.refresh(self.ledger, self.ledger.runs(self.experiment_id),
                                      lambda name: backend if name == self.spec.backend else make_backend(name))
             self.reconciled = driver.reconcile(self.runs, records)
+            if check is not None:
+                check(len(self.reconciled.todo))  # before launch() makes MLflow runs and run directories
         except BaseException:
             self.lock.release()
             raise
         return self.reconciled
+
+    def _experiment_exists(self) -> bool:
+        try:
+            return Ledger(self.uri, create=False).experiment_id(self.spec.name) is not None
+        except InputError:  # no store yet
+            return False
 
     def preview(self) -> driver.Reconciled:
         """What ``reconcile`` would find, read-only (``--dry-run``): no backend, no store or experiment
@@ -140,6 +151,9 @@ def plan_submission(spec_path: str | Path | Mapping[str, Any], seeds: int | None
         from orchestrator.spec.profiles import apply_profile
         spec = apply_profile(spec)
     runs = expand(spec)
+    if spec.tune is not None:  # `orch submit` ignores the section, but a typo in it is still a typo
+        from orchestrator.tune.section import check_section
+        check_section(spec)
     if max_parallel is not None and max_parallel < 1:
         raise InputError(f"expected at least 1, got {max_parallel}", "--max-parallel")
     return Submission(spec, runs, resolve_uri(tracking_uri, spec.tracking.uri), max_parallel, ray_address)

@@ -51,6 +51,9 @@ def submit(spec_path: SpecArg,
             console.print(preview_text(sub.spec, len(planned.todo)), markup=False, highlight=False)
         return
     reconciled = sub.reconcile()
+    profile = getattr(sub.backend, "profile", None)
+    if profile is not None:  # its setup: lines run in every job: say which file they came from
+        console.print(f"cluster profile: {profile._file or profile.name}", highlight=False)
     console.print(f"[bold]{sub.spec.name}[/]: {len(sub.runs)} runs planned, {len(reconciled.done)} already finished, "
                   f"{len(reconciled.active)} in progress, [bold]{len(reconciled.todo)} to run[/] on {sub.spec.backend}  "
                   f"(tracking: {sub.uri})")
@@ -59,10 +62,10 @@ def submit(spec_path: SpecArg,
         return
     assert sub.backend is not None
     if not sub.backend.blocking and not wait:
-        arrays = sorted({j.split("_")[0] for j in sub.job_ids})
-        console.print(f"queued {len(sub.prepared)} jobs (job ids {sub.job_ids[0]} .. {sub.job_ids[-1]}, arrays "
-                      f"{', '.join(arrays)}); follow with: orch status {sub.spec.name}  (orch logs RUN, orch cancel "
-                      f"{sub.spec.name})")
+        arrays = sorted({j.split("_")[0] for j in sub.job_ids if "_" in j})  # Slurm arrays (a Ray driver: none)
+        where = f", arrays {', '.join(arrays)}" if arrays else ""
+        console.print(f"queued {len(sub.prepared)} runs (job ids {sub.job_ids[0]} .. {sub.job_ids[-1]}{where}); follow "
+                      f"with: orch status {sub.spec.name}  (orch logs RUN, orch cancel {sub.spec.name})")
         return
     try:
         with render.ProgressBar(len(sub.prepared)) as bar:

@@ -89,6 +89,17 @@ CASES: list[tuple[str, object, list[str], list[str], dict[str, str]]] = [
     ("seeds-cli-over-cap", spec(), ["--seeds", "20000"], ["20,000 runs", "limit"], {}),
     ("max-runs-lowered", spec(seeds=5), ["@--max-runs", "3", "submit", SPEC], ["5 runs", "limit of 3"], {}),
     ("max-runs-env-lowered", spec(seeds=5), [], ["5 runs", "limit of 4", "ORCH_MAX_RUNS"], {"ORCH_MAX_RUNS": "4"}),
+    # -- names the workload does not know -------------------------------------------------------------
+    ("metric-never-reported", spec(metric={"name": "final_los"}), [], ["metric.name", "never reports 'final_los'",
+                                                                       "did you mean 'final_loss'"], {}),
+    ("tune-unknown-key-on-submit", spec(tune={"spaec": {}}), [], ["tune.spaec", "did you mean 'space'"], {}),
+    ("command-bad-placeholder", "name: c\ncommand: [python, t.py, '{lr}']\nmetric: {name: loss}\n", [],
+     ["command[2]", "placeholder '{lr}' names no param"], {}),
+    ("command-without-metric", "name: c\ncommand: [python, t.py]\n", [], ["needs 'metric:"], {}),
+    ("workload-and-command", "name: c\nworkload: smoke\ncommand: [x]\nmetric: {name: loss}\n", [],
+     ["exactly one of 'workload'"], {}),
+    ("workload-module-missing", "name: c\nworkload: nolab.train\n", [], ["unknown workload 'nolab.train'",
+                                                                       "no module 'nolab.train'"], {}),
     # -- numbers that are not numbers ------------------------------------------------------------------
     ("nan-param", spec(params={"steps": 2, "offset": float("nan")}), [], ["params.offset", "finite number"], {}),
     ("inf-param", spec(params={"steps": 2, "noise": float("inf")}), [], ["params.noise", "finite"], {}),

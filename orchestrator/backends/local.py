@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
 from orchestrator.job.journal import last_event
-from orchestrator.job.liveness import pid_alive
+from orchestrator.job.liveness import pid_alive, same_process
 from orchestrator.job.rundir import RunDir
 from orchestrator.spec import registry
 
@@ -133,8 +133,9 @@ class LocalBackend:
         host, _, driver_pid = job.job_id.rpartition(":")
         if host != self.host:
             return JobState(RUNNING, f"on host {host}: cannot check from {self.host}")
-        worker_pid = last_start_pid(job.run_dir)
-        if worker_pid is not None and pid_alive(worker_pid):
+        start = last_event(job.run_dir.journal, "start")
+        worker_pid = start["pid"] if start else None
+        if start is not None and same_process(start["pid"], start["t"]):  # not a reused pid
             return JobState(RUNNING)
         if driver_pid.isdigit() and int(driver_pid) != os.getpid() and pid_alive(int(driver_pid)) and worker_pid is None:
             return JobState(PENDING)

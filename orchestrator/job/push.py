@@ -221,6 +221,9 @@ class LivePusher:
         import requests  # only jobs that track through a server pay for it
         if self._session is None:
             self._session = requests.Session()
+            user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+            if user and password:  # an authenticated `orch server` (tracking/auth.py): the job's own credentials
+                self._session.auth = (user, password)
         for i in range(0, len(rows), MAX_BATCH):
             response = self._session.post(self.endpoint, json={"run_id": self.run_id, "metrics": rows[i:i + MAX_BATCH]},
                                           timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))

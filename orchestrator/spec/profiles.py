@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from orchestrator.errors import InputError, did_you_mean
 from orchestrator.spec.spec import Resources, deep_merge, load_yaml
@@ -31,6 +31,8 @@ class Limits(BaseModel):
 
 class ClusterProfile(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # the file it was read from: a profile's setup: lines run in every job, so orch says which one it used
+    _file: str = PrivateAttr("")
 
     name: str = ""
     partition: str | None = Field(None, description="sbatch --partition")
@@ -178,6 +180,7 @@ def load_profile(name: str | None, source: str = "cluster", overrides: dict[str,
                              f"fields of a cluster profile (docs/slurm.md)", overrides_source,
                              "slurm." + ".".join(str(p) for p in first["loc"])) from None
     profile.name = profile.name or path.stem
+    profile._file = str(path.resolve())
     return profile
 
 

@@ -9,6 +9,9 @@ an optional ``MODE`` ("min" or "max"). The spec names it, in this order of looku
    (``[project.entry-points."orch.workloads"] mytask = "mylab.train"``);
 3. an import path (``workload: mylab.train``), found from the directory orch runs in or installed.
 
+A module may also declare ``METRICS``, every metric name it can report: a spec's ``metric:`` is then
+checked against it before anything runs.
+
 A ``command:`` spec runs an executable instead (``job/command.py``); its params are free-form.
 Modules are imported only when used (some pull in torch or transformers)."""
 
@@ -50,6 +53,7 @@ class Workload:
     runner: Callable[[pydantic.BaseModel, Any], dict[str, float]] | None  # a Python workload's run()
     source_root: Path | None                    # the tree a submission snapshots (None: an installed package)
     command: tuple[str, ...] = ()               # a command workload's argv template (job/command.py runs it)
+    metrics: tuple[str, ...] = ()               # every metric it can report, when it declares them (METRICS)
 
 
 def available() -> list[str]:
@@ -115,7 +119,9 @@ def from_module(name: str, module: ModuleType) -> Workload:
     mode = getattr(module, "MODE", "min")
     if mode not in ("min", "max"):
         raise InputError(f"workload '{name}': MODE must be 'min' or 'max', got {mode!r}")
-    return Workload(name, module.__name__, params, str(module.METRIC), mode, module.run, source_root(module))
+    declared = tuple(str(m) for m in getattr(module, "METRICS", ()))
+    return Workload(name, module.__name__, params, str(module.METRIC), mode, module.run, source_root(module),
+                    metrics=declared)
 
 
 def source_root(module: ModuleType) -> Path | None:

@@ -267,6 +267,10 @@ def load_spec(path: str | Path, sets: list[str] | None = None, seeds: int | None
         workload = registry.for_spec(spec)
     except InputError as err:
         raise InputError(err.message, source, "workload") from None
+    if spec.metric is not None and workload.metrics and spec.metric.name not in workload.metrics:
+        raise InputError(f"workload '{spec.workload}' never reports '{spec.metric.name}'"
+                         f"{did_you_mean(spec.metric.name, workload.metrics)}; it reports: "
+                         f"{', '.join(workload.metrics)}", source, "metric.name")
     if spec.command:
         from orchestrator.spec.placeholders import check_command
         check_command(spec, source)

@@ -155,6 +155,14 @@ def _dimension(model: type[BaseModel], key: str, dist: dict[str, Any], search: s
     return Dimension(key, kind, tuple(args))
 
 
+def check_section(spec: Spec) -> TuneSection:
+    """The ``tune:`` section alone, as ``orch submit`` sees it: unknown keys and bad values are refused."""
+    try:
+        return TuneSection.model_validate(spec.tune)
+    except pydantic.ValidationError as err:
+        raise _pydantic_error(err, spec.source, "tune") from None
+
+
 def parse_tune(spec: Spec) -> TuneConfig:
     """Validate the spec's ``tune:`` section against the workload: bad distributions, bounds or keys are
     InputErrors naming the file and the field path (exit 2, nothing started)."""
@@ -166,10 +174,7 @@ def parse_tune(spec: Spec) -> TuneConfig:
         field = "variants" if spec.variants else "grid"
         raise InputError(f"a sweep searches params + tune.space; '{field}' is for orch submit (put grid axes in "
                          "tune.space as {grid: [...]})", source, field)
-    try:
-        section = TuneSection.model_validate(spec.tune)
-    except pydantic.ValidationError as err:
-        raise _pydantic_error(err, source, "tune") from None
+    section = check_section(spec)
     if not section.space:
         raise InputError("empty: name at least one param to search", source, "tune.space")
     if section.search == "optuna" and importlib.util.find_spec("optuna") is None:
