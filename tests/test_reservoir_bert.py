@@ -254,3 +254,22 @@ def test_probe_passages_are_balanced_and_seeded():
     assert np.array_equal(l1, l2) and all(np.array_equal(a, b) for a, b in zip(s1, s2))
     ids, _ = pad(s1)
     assert ids.shape == (60, 20)
+
+
+def test_shipped_configs_validate_and_the_10k_one_fits_its_request():
+    from orchestrator.spec.plan import expand
+    from orchestrator.spec.spec import load_spec
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+    spec = load_spec(root / "esn_distill_pretrained.yaml")
+    assert spec.metric is not None and spec.metric.name == "mean_mse"
+    p = Params.model_validate(expand(spec)[0].params)
+    assert p.teacher.pretrained == "all-MiniLM-L6-v2" and p.data.text_path == "kjv" and p.data.packing == "pack"
+    assert (p.data.min_len, p.data.max_len, p.data.n_samples, p.esn.units) == (212, 288, 1000, 1000)
+    spec10k = load_spec(root / "esn_distill_10k.yaml")
+    assert spec10k.cluster == "plafrim"
+    p10k = Params.model_validate(expand(spec10k)[0].params)
+    assert p10k.esn.units == 10000 and p10k.esn.radius == "arpack"
+    est = memory.estimate(p10k.esn, 384, 250_000, "cpu")
+    assert est.host < spec10k.resources.mem_gb * 1e9  # its own request holds the CPU estimate
+    memory.check(est, spec10k.resources.mem_gb, None, "cpu")
