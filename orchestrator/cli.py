@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from orchestrator.console import console, err_console
 from orchestrator.options import (
     ExperimentArg,
     JsonOpt,
@@ -21,7 +22,6 @@ from orchestrator.options import (
     app,
     handles_input_errors,
 )
-from orchestrator.render import console, err_console
 from orchestrator.tracking.records import FINISHED, Tag
 
 

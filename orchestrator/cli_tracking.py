@@ -9,10 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from orchestrator.console import console, err_console
 from orchestrator.errors import InputError
 from orchestrator.options import UriOpt, app, handles_input_errors
-from orchestrator.render import console, err_console
-from orchestrator.tracking.ledger import resolve_uri
 
 
 @app.command()
@@ -21,7 +20,7 @@ def ui(port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 
        tracking_uri: UriOpt = None):
     """The MLflow UI for the project's store, on 127.0.0.1 (Ctrl-C stops it)."""
     from orchestrator.tracking import ui as ui_mod
-
+    from orchestrator.tracking.ledger import resolve_uri
     uri = resolve_uri(tracking_uri)
     ui_mod.check_store(uri)
     if not ui_mod.port_free(port):
@@ -127,6 +126,7 @@ def export(experiment: Annotated[str, typer.Argument(help="experiment name")],
            out: Annotated[Path, typer.Option("--out", "-o", help="bundle directory to write")],
            tracking_uri: UriOpt = None):
     """Write an experiment (runs, parents, tags, params, metric histories, artifacts) to a bundle directory."""
+    from orchestrator.tracking.ledger import resolve_uri
     from orchestrator.tracking.transfer import export_experiment
     uri = resolve_uri(tracking_uri)
     count = export_experiment(uri, experiment, out)
@@ -140,6 +140,7 @@ def import_(bundle: Annotated[Path, typer.Argument(help="bundle directory writte
                                                         "the exported one)")] = None,
             tracking_uri: UriOpt = None):
     """Bring an exported experiment into this store; importing again adds nothing twice."""
+    from orchestrator.tracking.ledger import resolve_uri
     from orchestrator.tracking.transfer import import_bundle
     uri = resolve_uri(tracking_uri)
     mapping = import_bundle(uri, bundle, name)
@@ -157,6 +158,7 @@ def ls(tracking_uri: UriOpt = None):
     from rich.table import Table
 
     from orchestrator import api
+    from orchestrator.tracking.ledger import resolve_uri
     table = Table(title=f"experiments in {resolve_uri(tracking_uri)}", title_justify="left")
     for col in ("experiment", "runs", "groups", "finished", "last activity"):
         table.add_column(col, justify="left" if col in ("experiment", "last activity") else "right")

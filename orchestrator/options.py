@@ -10,10 +10,12 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from orchestrator.console import err_console
 from orchestrator.errors import InputError, StorageError, storage_error
-from orchestrator.render import err_console
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+# Plain (click) help: typer's rich help imports rich's markdown renderer and half of rich, ~0.2 s that every
+# `orch --help` and usage error paid (measured: benchmarks/command_latency.py).
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="orch: declare experiments in YAML, run every seed locally, on Slurm or on Ray, "
                        "record everything in MLflow, and compare across seeds.")
 

@@ -8,12 +8,13 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator.console import console
 from orchestrator.tracking.records import ACTIVE, RUNNING, Tag
 
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from orchestrator.tune.recorder import TrialState
     from orchestrator.tune.sweep import SweepResult
 
-console = Console()
-err_console = Console(stderr=True)
 TRIAL_COLOURS = {"FINISHED": "green", "STOPPED": "yellow", "FAILED": "red"}
 
 
