@@ -225,7 +225,7 @@ class SlurmBackend:
         self._cache_time = 0.0
 
     @classmethod
-    def from_spec(cls, spec: Spec | None, cluster: str | None = None, **_: Any) -> SlurmBackend:
+    def from_spec(cls, spec: Spec | None, cluster: str | None = None, check: bool = True, **_: Any) -> SlurmBackend:
         """``cluster``: --cluster, else the spec's profile. The request is checked by ``sbatch --test-only``:
         an impossible one queues nothing."""
         if spec is None:
@@ -234,8 +234,9 @@ class SlurmBackend:
         backend = cls(load_profile(cluster or spec.cluster, f"{spec.source}: cluster", spec.slurm, spec.source),
                       spec.resources)
         backend.source = spec.source
-        backend.check_request(spec.source)
-        backend.check_filesystems(spec)
+        if check:
+            backend.check_request(spec.source)
+            backend.check_filesystems(spec)
         return backend
 
     # -- running scheduler commands ------------------------------------------------------------------
@@ -273,6 +274,9 @@ class SlurmBackend:
         if proc.returncode != 0:
             message = " ".join(line.removeprefix("sbatch: error: ").strip()
                                for line in proc.stderr.splitlines() if "error" in line) or proc.stderr.strip()
+            if UNREACHABLE in message:  # not a refusal of the request: nobody answered it
+                raise InputError(f"Slurm's controller does not answer ({message}); check `scontrol ping` on this "
+                                 f"host (cluster profile '{self.profile.name}')", source, "backend")
             raise InputError(f"Slurm refuses this request with cluster profile '{self.profile.name}': {message} "
                              f"(asked: {self._request_summary()})", source, "resources")
 
@@ -352,7 +356,8 @@ class SlurmBackend:
                 script.write_text(text.replace("<job folder>/.slurm/<token>", tmp).replace("<token>", "preview"))
                 proc = self._run(["sbatch", "--test-only", str(script)], check=False)
             answer = (proc.stderr or proc.stdout).strip().replace("sbatch: ", "")
-            out.append((text, answer if proc.returncode == 0 else f"refused: {answer}"))
+            verdict = "no answer (no controller reachable here)" if UNREACHABLE in answer else "refused"
+            out.append((text, answer if proc.returncode == 0 else f"{verdict}: {answer}"))
         return out
 
     def max_array_size(self) -> int:
@@ -521,10 +526,21 @@ class SlurmBackend:
         self._cache.clear()
 
 
+UNREACHABLE = "Unable to contact slurm controller"
+
+
+def _controller_answers() -> bool:
+    """Whether a Slurm controller answers here (a dry-run on a laptop still shows the job scripts)."""
+    try:
+        return subprocess.run(["scontrol", "ping"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 def preview_text(spec: Spec, n_runs: int, cluster: str | None = None) -> str:
     """``orch submit --dry-run`` on Slurm: each array's sbatch script and ``sbatch --test-only``'s answer.
     Builds the backend as a submission would (the same refusals), creates and queues nothing."""
-    backend = SlurmBackend.from_spec(spec, cluster=cluster)
+    backend = SlurmBackend.from_spec(spec, cluster=cluster, check=_controller_answers())
     if n_runs == 0:
         return "nothing to queue"
     parts = []
