@@ -210,6 +210,7 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
                                        parent_id=parents[run.group])
         run_dir.create({"run": run.to_dict(), "run_id": run_id, "experiment_id": experiment_id,
                         "tracking_uri": ledger.uri, "cpus": spec.resources.cpus, "gpus": spec.resources.gpus,
+                        "mem_gb": spec.resources.mem_gb,
                         "metric": metric, "mode": mode, **code_fields})
         if reuse and run_dir.cursor.exists():
             cursor = run_dir.read_cursor()

@@ -32,6 +32,8 @@ class Params(BaseModel):
 def run(params, ctx):
     for step in range(3):
         ctx.log(step, score=params.lr * step + ctx.seed)
+    if params.lr > 1:
+        ctx.warn(f"lr {{params.lr}} is at the edge of what this model tolerates")
     return {{"score": params.lr * 2 + ctx.seed, "version": VERSION}}
 '''
 
@@ -62,6 +64,16 @@ def test_a_workload_by_import_path_runs_from_where_it_lives(store, monkeypatch):
     assert runs[0].tags["orch.workload"] == f"{package}.train"
     assert runs[0].tags["orch.code_source"] == str((store.root / package).resolve())
     assert (store.workdir / ".code" / runs[0].tags["orch.code"] / package / "train.py").is_file()
+
+
+def test_a_workload_warning_reaches_the_run_as_a_tag(store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    package = lab_package(store.root)
+    store.orch("submit", str(store.spec({"name": "warn", "workload": f"{package}.train", "params": {"lr": 2.0}})),
+               check=True)
+    (run,) = store.seed_runs("warn")
+    assert run.status == "FINISHED" and run.tags["orch.warning"] == "lr 2.0 is at the edge of what this model tolerates"
+    assert "WARNING: lr 2.0" in Path(run.tags["orch.run_dir"], "stderr.log").read_text()
 
 
 def test_bad_workload_modules_are_refused_before_anything_is_written(store, monkeypatch):

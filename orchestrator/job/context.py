@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from orchestrator.job.rundir import RunDir, atomic_write, open_trusted
 
 class RunContext:
     """What a workload gets: ``seed``, ``rng`` (numpy Generator), ``device``, ``cpus``, ``log(step, **m)``,
-    ``save_checkpoint(obj)`` / ``load_checkpoint()``, ``artifact_dir`` (files there become MLflow
+    ``save_checkpoint(obj)`` / ``load_checkpoint()``, ``warn(message)``, ``artifact_dir`` (files there become MLflow
     artifacts). ``on_log`` callbacks let Ray Tune see every ``log`` (for ASHA) without the workload knowing."""
 
     def __init__(self, seed: int, run_dir: RunDir, journal: JournalWriter, device: str = "cpu", cpus: int = 1):
@@ -41,6 +42,12 @@ class RunContext:
             callback(int(step), metrics)
 
     report = log
+
+    def warn(self, message: str) -> None:
+        """Something the run's reader must know though the run goes on (a choice at the edge of a grid):
+        journaled, printed to the run's stderr, and tagged ``orch.warning`` on the MLflow run."""
+        self.journal.write("warning", step=self.last_step, message=str(message))
+        print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
     def save_checkpoint(self, state: Any) -> None:
         """Pickle ``state`` atomically (numpy arrays, torch tensors and RNG states all pickle).

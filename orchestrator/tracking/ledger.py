@@ -349,6 +349,9 @@ class Ledger:
                     tags[Tag.RESUMED_FROM_STEP] = record["resumed_from_step"]
             elif record["event"] == "checkpoint":
                 tags[Tag.CHECKPOINT_STEP] = record["step"]
+            elif record["event"] == "warning":  # ctx.warn: every warning of the run, one per line
+                cursor["warnings"] = f"{cursor.get('warnings', '')}\n{record['message']}".strip()
+                tags[Tag.WARNING] = cursor["warnings"]
             elif record["event"] == "device":  # job/device.py: names that records.Tag lists (tested)
                 tags.update(record["tags"])
             elif record["event"] == "end":

@@ -44,6 +44,7 @@ class Tag:
     GPU_DRIVER, CUDA_VERSION, CUDA_VISIBLE = "orch.gpu.driver", "orch.cuda.version", "orch.cuda_visible_devices"
     CPU_MODEL = "orch.cpu.model"
     ERROR = "orch.error"                                        # why a run FAILED or was KILLED
+    WARNING = "orch.warning"                                    # ctx.warn: what the run's reader must know
     SUPERSEDED_BY = "orch.superseded_by"                        # a run redone by `orch run --force`
     # code version (tracking/codeversion.py)
     GIT_COMMIT, GIT_DIRTY = "orch.git_commit", "orch.git_dirty"
