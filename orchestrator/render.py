@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
@@ -234,7 +235,7 @@ def workload_table(name: str) -> Table:
     defaults = flatten(workload.params_model().model_dump(mode="json"))
     descriptions = _descriptions(workload.params_model)
     for key, value in defaults.items():
-        table.add_row(key, json.dumps(value), descriptions.get(key, ""))
+        table.add_row(escape(key), escape(json.dumps(value)), escape(descriptions.get(key, "")))  # "[u; x]" is text
     return table
 
 

@@ -36,11 +36,6 @@ def exit_reason(exitcode: int | None) -> str | None:
     return f"worker killed by {name}"
 
 
-def last_start_pid(run_dir: RunDir) -> int | None:
-    start = last_event(run_dir.journal, "start")
-    return start["pid"] if start else None
-
-
 def start_forkserver_quietly() -> None:
     """Start the forkserver (if it is not running) with SIGINT ignored. It keeps that disposition across
     its exec, so a Ctrl-C while it imports the workload (seconds, for torch) prints no KeyboardInterrupt
@@ -160,6 +155,6 @@ class LocalBackend:
                 proc.join()
         for job in jobs:
             if str(job.run_dir.path) not in self._procs:
-                pid = last_start_pid(job.run_dir)
-                if pid is not None and pid_alive(pid):
-                    os.kill(pid, signal.SIGTERM)
+                start = last_event(job.run_dir.journal, "start")
+                if start is not None and same_process(start["pid"], start["t"]):  # never a reused pid
+                    os.kill(start["pid"], signal.SIGTERM)

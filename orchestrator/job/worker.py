@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import random
 import signal
 import socket
@@ -21,7 +20,7 @@ import numpy as np
 
 from orchestrator.job import device, push, snapshot
 from orchestrator.job.context import RunContext
-from orchestrator.job.journal import FAILED, FINISHED, KILLED, JournalWriter, events
+from orchestrator.job.journal import FAILED, FINISHED, KILLED, JournalWriter, events, last_event
 from orchestrator.job.rundir import RunDir, output_to
 from orchestrator.spec import registry
 
@@ -92,14 +91,6 @@ def set_threads(cpus: int) -> None:
         torch.set_num_threads(cpus)
 
 
-def pick_device(gpus: int) -> str:
-    if gpus > 0 and "torch" in sys.modules:
-        import torch
-        if torch.cuda.is_available():
-            return "cuda"
-    return "cpu"
-
-
 def previous_attempts(run_dir: RunDir) -> int:
     return len(events(run_dir.journal, "start"))
 
@@ -133,7 +124,7 @@ def _execute(run_dir: RunDir, job: dict[str, Any], extra_callbacks: list | None,
     seed_everything(run["seed"])
     attempt = previous_attempts(run_dir) + 1
     journal = JournalWriter(run_dir.journal)
-    ctx = RunContext(run["seed"], run_dir, journal, device=pick_device(int(job.get("gpus", 0))), cpus=cpus)
+    ctx = RunContext(run["seed"], run_dir, journal, cpus=cpus)  # its device: device.claim, once `start` is journaled
     ctx.on_log.extend(extra_callbacks or [])
     pusher = push.start(run_dir, job)  # http(s) tracking only: metrics reach the server while the run runs
     restore_usr2 = None
@@ -141,9 +132,8 @@ def _execute(run_dir: RunDir, job: dict[str, Any], extra_callbacks: list | None,
         ctx.on_log.append(pusher.notify)
         restore_usr2 = push.flush_on_signal(pusher) if _main_thread() else None
     resumed_from = None
-    if run_dir.checkpoint.exists():
-        with open(run_dir.checkpoint, "rb") as f:
-            resumed_from = pickle.load(f)["step"]
+    if run_dir.checkpoint.exists():  # its step, from the journal: unpickling is left to ctx.load_checkpoint's checks
+        resumed_from = (last_event(run_dir.journal, "checkpoint") or {}).get("step")
     journal.write("start", attempt=attempt, pid=os.getpid(), host=socket.gethostname(),
                   resumed_from_step=resumed_from, restart_count=int(os.environ.get("SLURM_RESTART_COUNT", 0)))
     main = _main_thread()

@@ -9,7 +9,6 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import workloads
@@ -54,9 +53,9 @@ def _untracked_diff(root: Path) -> str:
     return "".join(patches)
 
 
-@lru_cache(maxsize=8)
 def of(root: Path) -> CodeVersion:
-    """The version of the git work tree holding ``root`` ("unknown" outside git)."""
+    """The version of the git work tree holding ``root`` ("unknown" outside git), read afresh each time: a
+    notebook that submits, edits and submits again must record the second version."""
     commit = _git(root, "rev-parse", "HEAD").strip() or "unknown"
     status = _git(root, "status", "--porcelain", "--untracked-files=normal", "--", ".")
     diff = (_git(root, "diff", "HEAD", "--", ".") + _untracked_diff(root)) if status.strip() else ""

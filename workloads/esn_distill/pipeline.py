@@ -144,11 +144,7 @@ def run_distillation(params, ctx) -> dict[str, float]:
                                                                          fit.state_scale)):
             if flags[f"{what}_at_edge"]:
                 warnings.append(f"layer {i}: {what} {value:g} chosen at the edge of esn.{what}s {grid}")
-                message = f"esn_distill: {warnings[-1]}: the best may lie beyond it, widen the grid"
-                if hasattr(ctx, "warn"):  # tagged orch.warning on the run
-                    ctx.warn(message)
-                else:
-                    print(f"WARNING {message}", file=sys.stderr, flush=True)
+                ctx.warn(f"esn_distill: {warnings[-1]}: the best may lie beyond it, widen the grid")  # orch.warning
         row.update(ridge=fit.esn.ridge, ridge_linear=fit.linear.ridge, state_scale=fit.state_scale, **flags,
                    params_readout=int(np.count_nonzero(fit.esn.W.any(axis=1)) * fit.esn.W.shape[1]
                                       + fit.esn.b.size),
