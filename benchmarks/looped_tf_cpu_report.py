@@ -1,5 +1,5 @@
 """The CPU results of benchmarks/looped_tf_cpu_preset.py as one Markdown table, beside the reference's
-published numbers (d = 20, 41 points; Figures_LR.ipynb of Leiay/looped_transformer, as quoted in issue 17).
+published numbers (d = 20, 41 points; Figures_LR.ipynb of Leiay/looped_transformer).
 
     .venv/bin/python benchmarks/looped_tf_cpu_report.py
 

@@ -22,8 +22,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 SpecArg = Annotated[Path, typer.Argument(help="the experiment spec (YAML)")]
 ExperimentArg = Annotated[str, typer.Argument(help="experiment name or spec path")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override KEY=VALUE (YAML-typed), repeatable")]
-UriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: spec, then "
-                                                "MLFLOW_TRACKING_URI, then sqlite:///mlruns/mlflow.db)")]
+UriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: "
+                                                "MLFLOW_TRACKING_URI, then the spec's, then sqlite:///mlruns/mlflow.db)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="ray: a running cluster ('auto' or "
                           "host:port; default RAY_ADDRESS, cluster/ray.yaml, else a local Ray)")]

@@ -1,5 +1,5 @@
 """`orch cancel` stops queued local runs for good, atomic files survive concurrent writers, a refused Slurm
-requeue reaches orch.error, and Ctrl-C / MLflow leave orch's terminal clean (issue 15, items 2, 6, 9)."""
+requeue reaches orch.error, and Ctrl-C / MLflow leave orch's terminal clean."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reservoir BERT for real (issue 16): the packed KJV samples, the packaged MiniLM teacher, the student saved and
+"""Reservoir BERT for real: the packed KJV samples, the packaged MiniLM teacher, the student saved and
 reloaded reproducing the run's chained metrics exactly, the lab's variants (attention target, states-only
 readout, training on chained inputs), grid-edge flags, the memory refusal and the probe's pooling."""
 

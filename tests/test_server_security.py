@@ -1,6 +1,6 @@
 """`orch server start` on a shared login node: authenticated by default (another uid is refused, the owner's
 runs still log), credentials readable by the owner only and never printed; and a `kill -9` of the recorded
-pid does not leave an orphan that status, start and stop mistake for nothing (issue 19).
+pid does not leave an orphan that status, start and stop mistake for nothing.
 
 One real `mlflow server` (basic-auth app, sqlite store) for the module; the second uid is `nobody`."""
 
