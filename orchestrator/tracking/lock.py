@@ -102,10 +102,16 @@ class SubmitLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(payload))
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(payload))
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            # (a full disk) an empty lock file left behind would read as held by an unknown holder and make
+            # the next submit wait until it goes stale
+            self.path.unlink(missing_ok=True)
+            raise
         return True
 
     def holder(self) -> dict[str, Any] | None:
