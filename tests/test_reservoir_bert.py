@@ -202,7 +202,9 @@ def test_grid_edge_choice_is_flagged(tmp_path, capfd):
     assert all(m["ridge_at_edge"] == 1.0 for m in steps.values())  # the smallest penalty 1e6 is far too big
     assert final_of(rec)["grid_edge_layers"] == 3.0
     err = capfd.readouterr().err  # the job's stderr (a file under a backend)
-    assert "WARNING esn_distill: layer 0: ridge 1e+06 chosen at the edge of esn.ridges" in err
+    assert "WARNING: esn_distill: layer 0: ridge 1e+06 chosen at the edge of esn.ridges" in err
+    warned = [r["message"] for r in rec if r["event"] == "warning"]  # ctx.warn: tagged orch.warning on the run
+    assert len(warned) == 6 and warned[0].startswith("esn_distill: layer 0: ridge 1e+06 chosen at the edge")
     assert "WARNING esn_distill: 6 grid-edge choice(s)" in err.strip().splitlines()[-1]  # 3 ridges + 3 scales
 
 
