@@ -81,8 +81,8 @@ def sqlite_problem(uri: str, mounts: str = "/proc/self/mounts") -> str | None:
     """A warning when a ``sqlite:///`` store lives on a network filesystem."""
     if not uri.startswith("sqlite:///"):
         return None
-    path = uri[len("sqlite:///"):]
-    point, fstype = mount_of(Path("/" + path.lstrip("/")).parent, mounts)
+    path = uri[len("sqlite:///"):]  # `sqlite:////abs/x.db` is absolute, `sqlite:///mlruns/x.db` relative to the cwd
+    point, fstype = mount_of(Path(path).absolute().parent, mounts)
     if fstype in SQLITE_UNSAFE_FS:
         return (f"the MLflow sqlite store {path} is on {fstype} ({point}): SQLite's file locking is unsafe there "
                 "and the store can be corrupted; keep it on a local disk of the login node (MLFLOW_TRACKING_URI, "

@@ -145,7 +145,7 @@ def search_path() -> list[Path]:
 
 def available() -> list[str]:
     names = {p.stem for d in search_path() if d.is_dir() for p in d.glob("*.yaml")}
-    return sorted(names)
+    return sorted(names - {"ray"})  # cluster/ray.yaml is the Ray profile (RaySettings), not a Slurm one
 
 
 def load_profile(name: str | None, source: str = "cluster", overrides: dict[str, Any] | None = None,
