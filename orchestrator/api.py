@@ -284,7 +284,7 @@ def run_logs(run: str, tracking_uri: str | None = None) -> tuple[RunRecord, RunD
     record = find_run(ledger, run)
     run_dir = RunDir(Path(record.tags.get(Tag.RUN_DIR, "")))
     try:  # Slurm: what happened before and after Python ran
-        scheduler = [Path(p) for p in json.loads((run_dir.path / "scheduler.json").read_text()).get("logs", [])]
+        scheduler = [Path(p) for p in json.loads(run_dir.scheduler_record.read_text()).get("logs", [])]
     except (OSError, ValueError):
         scheduler = []
     return record, run_dir, [run_dir.stdout, run_dir.stderr, *scheduler]

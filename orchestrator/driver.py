@@ -19,7 +19,6 @@ import yaml
 
 from orchestrator.backends.base import DONE, LOST, Backend, Job
 from orchestrator.backends.base import RUNNING as JOB_RUNNING
-from orchestrator.job.command import CHECKPOINT_DIR
 from orchestrator.job.journal import decode_number, has_started, last_event, last_metrics
 from orchestrator.job.rundir import RunDir
 from orchestrator.provenance import Provenance
@@ -192,7 +191,7 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
         started = has_started(run_dir.journal)  # not "a journal exists": cancelled while queued journals an end
         # never started = no start journaled AND nothing recorded (a deleted run directory is not a fresh start)
         never_started = previous is not None and not started and not previous.metrics
-        reuse = previous is not None and not fresh and (has_checkpoint(run_dir) or never_started)
+        reuse = previous is not None and not fresh and (run_dir.has_checkpoint() or never_started)
         if run_dir.path.exists() and not reuse:
             archived = run_dir.path.with_name(f"{run.key}.{previous.run_id[:8] if previous else content_hash(time.time(), 8)}")
             shutil.move(run_dir.path, archived)
@@ -218,12 +217,6 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
             run_dir.write_cursor(cursor)
         prepared.append(Prepared(run, run_id, run_dir, job_id))
     return prepared
-
-
-def has_checkpoint(run_dir: RunDir) -> bool:
-    """A Python workload's checkpoint.pkl, or anything a command left in its checkpoint directory."""
-    commands = run_dir.path / CHECKPOINT_DIR
-    return run_dir.checkpoint.exists() or (commands.is_dir() and any(commands.iterdir()))
 
 
 def record_job_ids(ledger: Ledger, prepared: list[Prepared], job_ids: list[str]) -> None:

@@ -87,24 +87,34 @@ def server_processes(port: int) -> list[int]:
     return pids
 
 
-@pytest.mark.slow
-def test_orch_ui_serves_the_store_to_rest_and_a_browser(store, chromium, tmp_path):
-    experiment_id, names = make_experiment(store.uri)
+def start_ui(store) -> tuple[subprocess.Popen, int]:
+    """`orch ui` over the store, as a real process on a free port."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "ui", "--port", str(port), "--tracking-uri",
                              store.uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=store.root, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    return proc, port
+
+
+def wait_for_experiment(proc: subprocess.Popen, base: str, name: str, timeout: float = 120) -> dict:
+    """The server's answer for experiment ``name`` once it answers (a first start takes seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            return rest(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}")
+        except OSError:
+            assert time.monotonic() < deadline, f"orch ui: the server did not answer within {timeout:.0f} s"
+            time.sleep(0.5)
+
+
+@pytest.mark.slow
+def test_orch_ui_serves_the_store_to_rest_and_a_browser(store, chromium, tmp_path):
+    experiment_id, names = make_experiment(store.uri)
+    proc, port = start_ui(store)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                found = rest(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui_demo")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "orch ui: the server did not answer within 120 s"
-                time.sleep(0.5)
+        found = wait_for_experiment(proc, base, "ui_demo")
         assert found["experiment"]["experiment_id"] == experiment_id
         runs = rest(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id], "max_results": 50})["runs"]
         assert len(runs) == 6
@@ -180,21 +190,10 @@ def test_the_ui_opens_on_training_runs_and_a_parent_shows_its_group_mean(store, 
     ledger = store.ledger()
     experiment_id = ledger.experiment_id("ui_real")
     parent = next(r for r in ledger.runs(experiment_id, role="group") if r.tags["orch.variant"] == "low")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "ui", "--port", str(port), "--tracking-uri",
-                             store.uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=store.root, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    proc, port = start_ui(store)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                rest(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=ui_real")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "orch ui: the server did not answer within 120 s"
-                time.sleep(0.5)
+        wait_for_experiment(proc, base, "ui_real")
         runs_page = page_text(chromium, page(base, experiment_id), tmp_path / "chrome")
         assert "Run Name" in runs_page and "low" in runs_page and "high" in runs_page, runs_page[:2000]
         assert "No data available for the selected time range" not in runs_page  # the GenAI overview

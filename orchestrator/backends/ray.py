@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
 from orchestrator.errors import InputError
-from orchestrator.job.journal import last_event
+from orchestrator.job.journal import ended_last, last_event, running_now
 from orchestrator.job.liveness import pid_alive
 from orchestrator.job.pack import Pack
 from orchestrator.job.rundir import RunDir, atomic_write, output_to
@@ -363,7 +363,6 @@ class RayBackend:
 # -- runs owned by a detached driver (ray_driver.py) ----------------------------------------------------
 DETACHED_PREFIX = "raydrv:"
 DRIVER_FILE = "driver.json"     # the driver's heartbeat: pid, host, t, ended, failures
-RECORD_FILE = "scheduler.json"  # in each run directory: which driver folder owns it
 HEARTBEAT_S = 2.0               # the driver rewrites driver.json this often
 STALE_S = 30.0                  # a heartbeat older than this: the driver is gone
 DRIVER_START_S = 180.0          # how long submit waits for the driver to connect and submit
@@ -377,7 +376,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def driver_folder(run_dir: RunDir) -> Path | None:
-    folder = read_json(run_dir.path / RECORD_FILE).get("folder")
+    folder = read_json(run_dir.scheduler_record).get("folder")
     return Path(folder) if folder else None
 
 
@@ -385,7 +384,7 @@ def detached_state(job: Job) -> JobState:
     """From any shell that sees the job folder: the journal says how a run ended; while it has not, the
     driver's heartbeat says whether anything still owns it."""
     journal = job.run_dir.journal
-    if last_event(journal, "end") is not None and _ended_last(job.run_dir):
+    if last_event(journal, "end") is not None and ended_last(job.run_dir.journal):
         return JobState(DONE)
     folder = driver_folder(job.run_dir)
     beat = read_json(folder / DRIVER_FILE) if folder else {}
@@ -399,22 +398,7 @@ def detached_state(job: Job) -> JobState:
     if time.time() - float(beat.get("t", 0)) > STALE_S:
         return JobState(DONE, f"the detached Ray driver ({beat.get('host')}:{beat.get('pid')}) stopped reporting "
                               f"{time.time() - float(beat.get('t', 0)):.0f} s ago: its tasks died with it")
-    return JobState(RUNNING if _started_last(job.run_dir) else PENDING)
-
-
-def _records(run_dir: RunDir) -> list[str]:
-    from orchestrator.job.journal import events
-    return [r["event"] for r in events(run_dir.journal)]
-
-
-def _ended_last(run_dir: RunDir) -> bool:
-    seen = _records(run_dir)
-    return bool(seen) and seen[-1] == "end"
-
-
-def _started_last(run_dir: RunDir) -> bool:
-    seen = _records(run_dir)
-    return bool(seen) and seen[-1] not in ("end", "requeue")
+    return JobState(RUNNING if running_now(job.run_dir.journal) else PENDING)
 
 
 def cancel_detached(jobs: list[Job]) -> None:
@@ -423,9 +407,9 @@ def cancel_detached(jobs: list[Job]) -> None:
     for job in jobs:
         job.run_dir.mark_cancelled("cancelled by orch cancel")
     deadline = time.monotonic() + CANCEL_GRACE_S + HEARTBEAT_S
-    running = [j for j in jobs if _started_last(j.run_dir)]
+    running = [j for j in jobs if running_now(j.run_dir.journal)]
     while running and time.monotonic() < deadline:
-        running = [j for j in running if not _ended_last(j.run_dir)]
+        running = [j for j in running if not ended_last(j.run_dir.journal)]
         time.sleep(0.2)
 
 
@@ -442,7 +426,7 @@ class DetachedRayBackend(RayBackend):
         folder.mkdir(parents=True)
         resources = self._resources()
         for index, run_dir in enumerate(run_dirs):
-            atomic_write(run_dir.path / RECORD_FILE, json.dumps({  # `logs`: what `orch logs` shows besides the run's own
+            atomic_write(run_dir.scheduler_record, json.dumps({  # `logs`: what `orch logs` shows besides the run's own
                 "scheduler": "ray", "token": token, "index": index, "folder": str(folder),
                 "logs": [str(folder / "driver.log")]}).encode())
         manifest = {"address": self.address, "runs": [str(r.path) for r in run_dirs],

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.backends.ray import DRIVER_FILE, HEARTBEAT_S, RayBackend, _ended_last, read_json
+from orchestrator.backends.ray import DRIVER_FILE, HEARTBEAT_S, RayBackend, read_json
+from orchestrator.job.journal import ended_last
 from orchestrator.job.rundir import RunDir, atomic_write
 
 
@@ -80,7 +81,7 @@ class Driver:
             first = str(err).splitlines()[0] if str(err) else ""
             reason = f"ray task ended: {type(err).__name__}: {first}"
         for run_dir in pack:
-            if not _ended_last(run_dir):
+            if not ended_last(run_dir.journal):
                 self.failures[str(run_dir.path)] = reason
 
 

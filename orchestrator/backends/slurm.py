@@ -40,15 +40,14 @@ from submitit.helpers import Checkpointable
 
 from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
 from orchestrator.errors import InputError
-from orchestrator.job.journal import events
+from orchestrator.job.journal import ended_last, running_now
 from orchestrator.job.liveness import pid_alive
 from orchestrator.job.pack import Pack
-from orchestrator.job.rundir import RunDir, output_to
+from orchestrator.job.rundir import RunDir, atomic_write, output_to
 
 if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
 
-SCHEDULER_FILE = "scheduler.json"
 JOB_NAME_PREFIX = "orch-"
 QUERY_CACHE_S = 2.0       # follow() polls often; the scheduler is asked at most this often
 CANCEL_WAIT_S = 15.0      # how long cancel waits for running jobs to journal their end
@@ -165,17 +164,13 @@ def requeued_by_slurm() -> str | None:
 # -- scheduler.json: the run directory's record of its submission ------------------------------------
 def read_record(run_dir: RunDir) -> dict[str, Any]:
     try:
-        return json.loads((run_dir.path / SCHEDULER_FILE).read_text())
+        return json.loads(run_dir.scheduler_record.read_text())
     except (OSError, ValueError):
         return {}
 
 
 def write_record(run_dir: RunDir, record: dict[str, Any]) -> None:
-    # write-then-rename (no fsync: the threat is orch dying, not the machine; fsync x 500 costs seconds)
-    path = run_dir.path / SCHEDULER_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    atomic_write(run_dir.scheduler_record, json.dumps(record).encode(), durable=False)
 
 
 # -- parsing scheduler output ------------------------------------------------------------------------
@@ -518,10 +513,10 @@ class SlurmBackend:
         if live:
             self._run(["scancel", *live], check=False)
         # scancel only asks: give running workers the moment they need to journal KILLED themselves
-        started = [job for job, job_id in zip(jobs, ids) if job_id and _started(job.run_dir)]
+        started = [job for job, job_id in zip(jobs, ids) if job_id and running_now(job.run_dir.journal)]
         deadline = time.monotonic() + CANCEL_WAIT_S
         while started and time.monotonic() < deadline:
-            started = [job for job in started if not _ended(job.run_dir)]
+            started = [job for job in started if not ended_last(job.run_dir.journal)]
             time.sleep(0.2)
         self._cache.clear()
 
@@ -557,21 +552,6 @@ def _fault(point: str) -> None:
     recording the job ids, which no timing can do reliably."""
     if os.environ.get("ORCH_FAULT") == point:
         os._exit(70)
-
-
-def _last_events(run_dir: RunDir) -> list[str]:
-    return [r["event"] for r in events(run_dir.journal)]
-
-
-def _started(run_dir: RunDir) -> bool:
-    """A worker is running now (a requeued job waiting in the queue has no worker to journal an end)."""
-    seen = _last_events(run_dir)
-    return bool(seen) and seen[-1] not in ("end", "requeue")
-
-
-def _ended(run_dir: RunDir) -> bool:
-    seen = _last_events(run_dir)
-    return bool(seen) and seen[-1] == "end"
 
 
 def _submitter_alive(submitter: str) -> bool:

@@ -32,7 +32,6 @@ from pydantic import BaseModel
 from orchestrator.spec.placeholders import substitute
 from orchestrator.spec.spec import flatten
 
-CHECKPOINT_DIR = "checkpoints"  # in the run directory: kept across attempts, like checkpoint.pkl
 POLL_S = 0.2
 PYTHONS = ("python", "python3")
 STOP_GRACE_S = 10.0
@@ -98,8 +97,9 @@ def _numbers(values: Any, where: str) -> dict[str, float]:
     return out
 
 
-def environment(ctx: Any, code: dict[str, Any] | None, submit_dir: str, metrics: Path, checkpoints: Path) -> dict[str, str]:
+def environment(ctx: Any, code: dict[str, Any] | None, submit_dir: str, metrics: Path) -> dict[str, str]:
     env = dict(os.environ)
+    checkpoints = ctx.run_dir.checkpoints
     resuming = checkpoints.is_dir() and any(checkpoints.iterdir())
     checkpoints.mkdir(parents=True, exist_ok=True)
     env.update(ORCH_METRICS=str(metrics), ORCH_CHECKPOINT_DIR=str(checkpoints), ORCH_RESUME="1" if resuming else "0",
@@ -117,7 +117,7 @@ def run_command(argv_template: list[str] | tuple[str, ...], params: BaseModel, c
         argv[0] = sys.executable
     metrics = ctx.run_dir.path / "metrics.jsonl"
     metrics.unlink(missing_ok=True)  # an earlier attempt's lines are journaled already; this one starts afresh
-    env = environment(ctx, code, submit_dir, metrics, ctx.run_dir.path / CHECKPOINT_DIR)
+    env = environment(ctx, code, submit_dir, metrics)
     cwd = code["workdir"] if code else (submit_dir or None)
     reader = MetricsReader(metrics)
     try:

@@ -108,6 +108,25 @@ def last_event(path: Path, kind: str) -> dict[str, Any] | None:
     return found[-1] if found else None
 
 
+def last_record(path: Path) -> dict[str, Any] | None:
+    """The journal's latest record, of any kind."""
+    found = events(path)
+    return found[-1] if found else None
+
+
+def ended_last(path: Path) -> bool:
+    """The latest record is an ``end``: the run is over (until a resubmission starts another attempt)."""
+    last = last_record(path)
+    return last is not None and last["event"] == "end"
+
+
+def running_now(path: Path) -> bool:
+    """A worker is running now: it started and has not ended or handed over to a requeue (a requeued job
+    waiting in the queue has no worker to journal an end)."""
+    last = last_record(path)
+    return last is not None and last["event"] not in ("end", "requeue")
+
+
 def last_metrics(path: Path, max_bytes: int = 1 << 16) -> dict[str, Any] | None:
     """The latest ``metrics`` record, reading only the journal's tail (live progress reads it every second,
     whatever the journal's size); None when the tail holds none."""

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator.job.journal import KILLED, JournalWriter, events
+from orchestrator.job.journal import KILLED, JournalWriter, ended_last, last_record
 from orchestrator.job.rundir import RunDir
 
 CHILD_WAIT_S = 60.0  # how long a signalled run may take to journal its requeue and stop
@@ -49,16 +49,6 @@ def visible_devices(job_gpus: int) -> list[str]:
     return found or [str(i) for i in range(job_gpus)]
 
 
-def last_record(run_dir: RunDir) -> dict | None:
-    found = events(run_dir.journal)
-    return found[-1] if found else None
-
-
-def ended(run_dir: RunDir) -> bool:
-    last = last_record(run_dir)
-    return last is not None and last["event"] == "end"
-
-
 class Pack:
     """The runs of one job. ``run()`` starts every run not yet ended and waits for them all."""
 
@@ -82,7 +72,7 @@ class Pack:
         job_gpus = math.ceil(len(self.run_dirs) * self.gpu_share - 1e-9) if self.gpu_share else 0
         slices = gpu_slices(len(self.run_dirs), self.gpu_share, visible_devices(job_gpus))
         for run_dir, gpus in zip(self.run_dirs, slices):
-            if ended(run_dir):
+            if ended_last(run_dir.journal):
                 continue  # finished in an earlier attempt of this job: never run twice
             env = dict(os.environ)
             if gpus is not None:
@@ -139,7 +129,7 @@ class Pack:
         """The scheduler refused the requeue the runs journaled: end each of them KILLED with its answer,
         instead of leaving them waiting for an attempt that never comes."""
         for run_dir in self.run_dirs:
-            last = last_record(run_dir)
+            last = last_record(run_dir.journal)
             if last is not None and last["event"] == "requeue":
                 journal = JournalWriter(run_dir.journal)
                 journal.write("end", status=KILLED, final={}, error=error)
@@ -147,7 +137,7 @@ class Pack:
 
     @staticmethod
     def status(run_dir: RunDir) -> str:
-        last = last_record(run_dir)
+        last = last_record(run_dir.journal)
         if last is None:
             return "NOT_STARTED"
         return str(last.get("status")) if last["event"] == "end" else str(last["event"]).upper()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     """Write-then-rename, so a reader (or a resume) never sees half a file. The tmp file's name is unique
     to this writer (tempfile, in the same directory so the rename stays on one filesystem): two processes
     writing the same file at once (``orch cancel`` and ``orch submit`` ingesting one journal) must not
@@ -25,7 +25,8 @@ def atomic_write(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:  # False: the threat is a writer dying, not the machine (fsync x 500 costs seconds)
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the file keeps the mode a plain open() would give it
         os.replace(tmp, path)
     except BaseException:
@@ -67,6 +68,21 @@ class RunDir:
     @property
     def checkpoint(self) -> Path:
         return self.path / "checkpoint.pkl"
+
+    @property
+    def checkpoints(self) -> Path:
+        """A command workload's checkpoint directory (``$ORCH_CHECKPOINT_DIR``), kept across attempts."""
+        return self.path / "checkpoints"
+
+    def has_checkpoint(self) -> bool:
+        """Something to resume from: a Python workload's checkpoint.pkl, or a command's files."""
+        return self.checkpoint.exists() or (self.checkpoints.is_dir() and any(self.checkpoints.iterdir()))
+
+    @property
+    def scheduler_record(self) -> Path:
+        """What the backend recorded of this run's submission (Slurm: its token and job id; Ray: its driver
+        folder); both list the scheduler's own ``logs`` that ``orch logs`` shows."""
+        return self.path / "scheduler.json"
 
     @property
     def stdout(self) -> Path:
