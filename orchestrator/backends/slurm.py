@@ -502,11 +502,11 @@ class SlurmBackend:
         asked = {str(job.run_dir.path) for job in jobs}
         live: list[str] = []
         for job, job_id in zip(jobs, ids):
-            if not job_id or job_id in live:
-                continue  # the runs of a pack share one job id
-            if set(read_record(job.run_dir).get("pack", [])) - asked:
-                job.run_dir.mark_cancelled("cancelled by orch cancel")  # its pack stops it alone (job/pack.py)
-            else:
+            # Marked before scancel: a worker still starting up (submitit ignores SIGTERM until our worker
+            # installs its handler) sees the mark itself and journals KILLED instead of running on
+            # until Slurm's KillWait SIGKILL. A run of a pack with other runs is stopped by its pack alone.
+            job.run_dir.mark_cancelled("cancelled by orch cancel")
+            if job_id and job_id not in live and not set(read_record(job.run_dir).get("pack", [])) - asked:
                 live.append(job_id)
         if not any(ids):
             return
