@@ -1,9 +1,10 @@
 """Orchestration overhead of orch's local backend, and reconcile time of a large spec.
 
-1. 200 runs of `smoke` (steps: 1) through `orch submit` (a real subprocess, store created beforehand)
-   against the same 200 workload calls in a plain Python loop: per-run overhead in ms.
+1. 200 runs of `smoke` (steps: 1) through `orch submit` (a real subprocess of the `orch` entry script, as
+   users run it; store created beforehand) against the same 200 workload calls in a plain Python loop:
+   per-run overhead in ms, the submission's fixed costs (start-up, MLflow's import, aggregates) included.
 2. Plan + reconcile of a 2,000-run spec whose runs all exist in MLflow already: seconds.
-Targets: < 150 ms per run, < 2 s for the 2,000-run reconcile. The machine's load average is printed
+Targets: <= 50 ms per run, < 2 s for the 2,000-run reconcile. The machine's load average is printed
 beside the numbers: on a shared machine wall times stretch with it (CPU times do not).
 
 Usage: python benchmarks/orchestration_overhead.py [--runs 200] [--reconcile-runs 2000]
@@ -29,6 +30,8 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
+ENTRY = Path(sys.executable).with_name("orch")
+ORCH = [str(ENTRY)] if ENTRY.exists() else [sys.executable, "-m", "orchestrator"]
 
 
 def children_cpu() -> float:
@@ -64,11 +67,26 @@ def submit_overhead(n: int, tmp: Path) -> dict:
     loop_s = plain_loop(n, tmp / "loop")
     cpu0, load0 = children_cpu(), os.getloadavg()[0]
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "orchestrator", "submit", str(spec), "--tracking-uri", uri],
+    subprocess.run([*ORCH, "submit", str(spec), "--tracking-uri", uri],
                    check=True, cwd=tmp, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
     submit_s = time.perf_counter() - start
+    span_s = runs_span(tmp / "jobs" / "overhead")
     return {"runs": n, "plain_loop_s": loop_s, "orch_submit_s": submit_s, "orch_cpu_s": children_cpu() - cpu0,
-            "overhead_ms_per_run": (submit_s - loop_s) / n * 1000, "load_avg": (load0 + os.getloadavg()[0]) / 2}
+            "overhead_ms_per_run": (submit_s - loop_s) / n * 1000, "runs_span_s": span_s,
+            "marginal_ms_per_run": (span_s - loop_s) / n * 1000, "fixed_s": submit_s - span_s,
+            "load_avg": (load0 + os.getloadavg()[0]) / 2}
+
+
+def runs_span(workdir: Path) -> float:
+    """From the first run's start to the last run's end, as their journals recorded them: the part of
+    the submission that grows with the number of runs (the rest is start-up, MLflow's import, the
+    experiment's creation and the final aggregates, paid once)."""
+    starts, ends = [], []
+    for journal in workdir.glob("*/journal.jsonl"):
+        records = [json.loads(line) for line in journal.read_text().splitlines()]
+        starts.append(records[0]["t"])
+        ends.append(records[-1]["t"])
+    return max(ends) - min(starts)
 
 
 def reconcile_time(n: int, tmp: Path) -> dict:
@@ -99,7 +117,7 @@ def reconcile_time(n: int, tmp: Path) -> dict:
     in_process_s = time.perf_counter() - start
     assert len(reconciled.done) == n and not reconciled.todo, "every run must be found FINISHED"
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "submit", str(spec_path), "--tracking-uri", uri],
+    out = subprocess.run([*ORCH, "submit", str(spec_path), "--tracking-uri", uri],
                          check=True, cwd=tmp, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     cli_s = time.perf_counter() - start
     assert "0 to run" in " ".join(out.stdout.split()), out.stdout
@@ -124,8 +142,10 @@ def main() -> None:
         (f"plain loop, {overhead['runs']} smoke calls", f"{overhead['plain_loop_s']:.2f} s", "", ""),
         (f"orch submit, {overhead['runs']} runs (wall)", f"{overhead['orch_submit_s']:.2f} s", "", ""),
         ("orch submit CPU (all processes)", f"{overhead['orch_cpu_s']:.2f} s", "", ""),
-        ("overhead per run", f"{overhead['overhead_ms_per_run']:.0f} ms", "< 150 ms",
-         "yes" if overhead["overhead_ms_per_run"] < 150 else "no"),
+        ("overhead per run (all of the submission / runs)", f"{overhead['overhead_ms_per_run']:.0f} ms", "<= 50 ms",
+         "yes" if overhead["overhead_ms_per_run"] <= 50 else "no"),
+        ("  of which paid per run (first start to last end)", f"{overhead['marginal_ms_per_run']:.0f} ms", "", ""),
+        ("  of which paid once (start-up, MLflow, aggregates)", f"{overhead['fixed_s']:.2f} s", "", ""),
         (f"plan + reconcile, {reconcile['runs']} existing runs", f"{reconcile['plan_reconcile_s']:.2f} s", "< 2 s",
          "yes" if reconcile["plan_reconcile_s"] < 2 else "no"),
         ("orch submit CLI with nothing to run (incl. start-up)", f"{reconcile['orch_submit_cli_s']:.2f} s", "", ""),

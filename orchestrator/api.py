@@ -23,6 +23,7 @@ from orchestrator.backends.base import Backend, Job
 from orchestrator.backends.base import make as make_backend
 from orchestrator.errors import InputError, did_you_mean
 from orchestrator.job.rundir import RunDir
+from orchestrator.provenance import Provenance
 from orchestrator.spec.plan import Run, expand
 from orchestrator.spec.spec import Spec, load_spec, load_yaml
 from orchestrator.tracking.ledger import Ledger, resolve_uri
@@ -99,8 +100,12 @@ class Submission:
         """Create the MLflow runs and run directories of what is to run, and hand them to the backend."""
         assert self.ledger is not None and self.backend is not None and self.reconciled is not None, "reconcile() first"
         try:
+            code = Provenance(self.spec)
+            warm = getattr(self.backend, "warm", None)  # local: its workers' process imports while runs are made
+            if warm is not None and self.reconciled.todo:
+                warm(code.job_fields())
             self.prepared = driver.prepare(self.ledger, self.experiment_id, self.spec, self.reconciled.todo,
-                                           self.spec.backend, job_id=getattr(self.backend, "job_id", ""))
+                                           self.spec.backend, job_id=getattr(self.backend, "job_id", ""), code=code)
             if self.prepared:
                 self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
                 driver.record_job_ids(self.ledger, self.prepared, self.job_ids)

@@ -172,20 +172,20 @@ def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run
 
 
 def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run, RunRecord | None]],
-            backend_name: str, fresh: bool = False, job_id: str = "") -> list[Prepared]:
+            backend_name: str, fresh: bool = False, job_id: str = "", code: Provenance | None = None) -> list[Prepared]:
     """Create (or reuse) the MLflow run and the run directory of each run to execute.
 
     An earlier attempt is continued in the same MLflow run when it left a checkpoint (it resumes) or never
     started; otherwise it keeps its record (FAILED/KILLED, with its traceback) and a new run is made."""
     if not todo:
         return []
-    code = Provenance(spec)
+    code = code or Provenance(spec)
     code_fields = code.job_fields()  # takes the snapshot before anything of this submission runs
     parents = ensure_groups(ledger, experiment_id, spec, [run for run, _ in todo], code)
     workdir = Path(spec.workdir).resolve() / spec.name
     code_tags = code.tags()
     metric, mode = metric_of(spec)
-    prepared = []
+    decided = []
     for run, previous in todo:
         run_dir = RunDir(workdir / run.key)
         started = has_started(run_dir.journal)  # not "a journal exists": cancelled while queued journals an end
@@ -195,23 +195,28 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
         if run_dir.path.exists() and not reuse:
             archived = run_dir.path.with_name(f"{run.key}.{previous.run_id[:8] if previous else content_hash(time.time(), 8)}")
             shutil.move(run_dir.path, archived)
-        tags = {Tag.ROLE: Role.SEED, Tag.KEY: run.key, Tag.GROUP: run.group, Tag.VARIANT: run.variant,
-                Tag.SEED: str(run.seed), Tag.WORKLOAD: run.workload, Tag.BACKEND: backend_name,
-                Tag.RUN_DIR: str(run_dir.path), Tag.DRIVER_HOST: socket.gethostname(), Tag.JOB_ID: job_id,
-                **code_tags}
-        if reuse and previous is not None:
-            run_id = previous.run_id
+        decided.append((run, run_dir, previous.run_id if reuse and previous is not None else None))
+    tags = {Tag.ROLE: Role.SEED, Tag.BACKEND: backend_name, Tag.DRIVER_HOST: socket.gethostname(), Tag.JOB_ID: job_id,
+            **code_tags}
+    new_ids = iter(ledger.create_runs(experiment_id, [  # one transaction for the whole submission (sqlwrite.py)
+        (f"{run.label}/seed{run.seed}", {**tags, Tag.KEY: run.key, Tag.GROUP: run.group, Tag.VARIANT: run.variant,
+                                         Tag.SEED: str(run.seed), Tag.WORKLOAD: run.workload,
+                                         Tag.RUN_DIR: str(run_dir.path)}, flat_params(run), parents[run.group])
+        for run, run_dir, reused in decided if reused is None]))
+    prepared = []
+    for run, run_dir, reused in decided:
+        if reused is not None:
+            run_id = reused
             ledger.set_tags(run_id, {Tag.BACKEND: backend_name, Tag.RUN_DIR: str(run_dir.path), Tag.JOB_ID: job_id,
                                      **code_tags})  # a resumed attempt runs this submission's code
             ledger.set_status(run_id, SCHEDULED)
         else:
-            run_id = ledger.create_run(experiment_id, f"{run.label}/seed{run.seed}", tags, flat_params(run),
-                                       parent_id=parents[run.group])
+            run_id = next(new_ids)
         run_dir.create({"run": run.to_dict(), "run_id": run_id, "experiment_id": experiment_id,
                         "tracking_uri": ledger.uri, "cpus": spec.resources.cpus, "gpus": spec.resources.gpus,
                         "mem_gb": spec.resources.mem_gb,
                         "metric": metric, "mode": mode, **code_fields})
-        if reuse and run_dir.cursor.exists():
+        if reused is not None and run_dir.cursor.exists():
             cursor = run_dir.read_cursor()
             cursor["ended"] = None
             run_dir.write_cursor(cursor)
@@ -273,6 +278,7 @@ def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: Pro
     jobs = {p.run_id: Job(p.job_id, p.run_dir) for p in prepared}
     by_id = {p.run_id: p for p in prepared}
     results: dict[str, str] = {}
+    wait = getattr(backend, "wait", time.sleep)  # a backend that can wake on a job's end says so (local)
     last_live = last_shown = time.monotonic()
     started_at: dict[str, float] = {}
     active: list[RunProgress] = []
@@ -298,7 +304,7 @@ def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: Pro
             failed = sum(1 for s in results.values() if s != FINISHED)
             sink.update(len(results), len(running), failed, len(jobs), active)
             if len(results) < len(jobs):
-                time.sleep(poll_s)
+                wait(poll_s)
     except KeyboardInterrupt:
         if not backend.blocking:  # queued on a cluster (slurm): Ctrl-C stops following, the jobs go on
             raise
@@ -340,8 +346,8 @@ def update_groups(ledger: Ledger, experiment_id: str, records: list[RunRecord] |
 
 def log_aggregates(ledger: Ledger, parent: RunRecord, seeds: list[RunRecord]) -> None:
     """``<metric>_mean``, ``_std``, ``_ci_low``, ``_ci_high``, ``_n`` of the group's FINISHED seeds."""
-    from orchestrator.analysis.stats import aggregates, summarize  # scipy: only when a group completes
+    from orchestrator.analysis.interval import aggregates  # scipy.special: only when a group completes
     metric = parent.tags.get(Tag.METRIC, "")
     values = [r.metrics[metric] for r in seeds if r.status == FINISHED and metric in r.metrics]
     if metric and values:
-        ledger.log_values(parent.run_id, aggregates(metric, summarize(values)))
+        ledger.log_values(parent.run_id, aggregates(metric, values))

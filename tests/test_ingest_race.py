@@ -24,8 +24,23 @@ def _journaled_run(ledger: Ledger, root, steps: int = 5) -> tuple[str, RunDir]:
     return run_id, run_dir
 
 
+def test_rows_already_recorded_by_another_writer_are_recorded_once(tmp_path):
+    """The one-transaction writer (tracking/sqlwrite.py) meets rows another writer committed first: it rolls
+    back and the client's deduplicating path records the rest."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'm.db'}")
+    run_id, run_dir = _journaled_run(ledger, tmp_path)
+    assert ledger._sql is not None
+    assert ledger.ingest(run_dir) == "FINISHED"
+    run_dir.cursor.unlink()  # as if a pusher had sent every row: the same rows again, same timestamps
+    assert ledger.ingest(run_dir) == "FINISHED"
+    history = ledger.client.get_metric_history(run_id, "loss")
+    assert sorted(m.step for m in history) == list(range(5))  # every step once
+    assert ledger.get(run_id).status == "FINISHED"
+
+
 def test_ingest_retries_when_the_live_pusher_inserted_the_same_rows_first(tmp_path, monkeypatch):
     ledger = Ledger(f"sqlite:///{tmp_path / 'm.db'}")
+    ledger._writer = None  # the client's path, as through a tracking server
     run_id, run_dir = _journaled_run(ledger, tmp_path)
     real = ledger.client.log_batch
     calls = {"n": 0}

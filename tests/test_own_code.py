@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ import pytest
 import orch
 from orchestrator import api
 from orchestrator.job import snapshot
+
+REPO = Path(__file__).resolve().parent.parent
 
 _names = itertools.count()
 
@@ -64,6 +68,40 @@ def test_a_workload_by_import_path_runs_from_where_it_lives(store, monkeypatch):
     assert runs[0].tags["orch.workload"] == f"{package}.train"
     assert runs[0].tags["orch.code_source"] == str((store.root / package).resolve())
     assert (store.workdir / ".code" / runs[0].tags["orch.code"] / package / "train.py").is_file()
+
+
+PRELOADED = '''
+import os
+import sys
+from pydantic import BaseModel
+
+METRIC = "imported_in"
+IMPORTED_IN = os.getpid()
+MAIN_AT_IMPORT = id(sys.modules["__main__"])  # in the forkserver: the `orch` script's module, if it was imported
+
+
+class Params(BaseModel):
+    pass
+
+
+def run(params, ctx):
+    return {"imported_in": float(IMPORTED_IN), "ran_in": float(os.getpid()), "snapshot": float("/.code/" in __file__),
+            "main_rerun": float(id(sys.modules["__main__"]) != MAIN_AT_IMPORT)}  # a child that ran the script again
+'''
+
+
+def test_local_runs_fork_from_a_process_that_imported_the_snapshot_and_the_main_script_once(store):
+    """job/preload.py: the forkserver imports the workload from the submission's snapshot and the `orch`
+    entry script once; each run's process is a fork of it and imports neither again."""
+    package = lab_package(store.root)
+    (store.root / package / "pre.py").write_text(PRELOADED)
+    spec = store.spec({"name": "pre", "workload": f"{package}.pre", "seeds": 3})
+    script = Path(sys.executable).with_name("orch")  # what users run: a script, re-run by each child before the fix
+    subprocess.run([str(script), "submit", str(spec), "--tracking-uri", store.uri], cwd=store.root, check=True,
+                   capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    rows = list(finals(store, "pre").values())
+    assert len(rows) == 3 and len({r["imported_in"] for r in rows}) == 1  # one import, in the forkserver
+    assert [(r["ran_in"] != r["imported_in"], r["snapshot"], r["main_rerun"]) for r in rows] == [(True, 1.0, 0.0)] * 3
 
 
 def test_a_workload_warning_reaches_the_run_as_a_tag(store, monkeypatch):

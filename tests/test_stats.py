@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from orchestrator.analysis import stats
+from orchestrator.analysis import interval, stats
 from orchestrator.analysis.compare import verdict
 
 A = np.array([0.71, 0.69, 0.74, 0.66, 0.72, 0.70, 0.73, 0.68])
@@ -181,3 +181,18 @@ def test_verdict_text():
     assert _verdict([1.0, 1.0], [1.0, 1.0])[1] == ("identical", "no difference: `new` and `old` give identical loss in every run.")
     _, (outcome, text) = _verdict([1.0, 1.0], [2.0, 2.0])
     assert outcome == "constant" and "no test applies" in text and text.startswith("`new` is better")
+
+
+def test_the_light_interval_is_scipy_stats_t_interval_to_the_last_bit():
+    """Parent aggregates use analysis/interval.py (no scipy.stats import); orch compare's summaries use
+    the same numbers: both must be exactly what scipy.stats.t.interval gives."""
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 5, 10, 31, 200):
+        for confidence in (0.9, 0.95, 0.99):
+            x = rng.normal(rng.uniform(-5, 5), rng.uniform(0.01, 3), n)
+            expected = sps.t.interval(confidence, n - 1, loc=np.mean(x), scale=sps.sem(x))
+            assert interval.t_interval(x, confidence) == (float(expected[0]), float(expected[1]))
+    values = [0.3, 0.1, float("nan"), 0.2]
+    agg = interval.aggregates("loss", values)
+    assert agg["loss_n"] == 3 and agg["loss_mean"] == pytest.approx(0.2, abs=1e-15)
+    assert (agg["loss_ci_low"], agg["loss_ci_high"]) == interval.t_interval(np.array([0.3, 0.1, 0.2]))

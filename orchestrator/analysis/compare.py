@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.analysis import stats
+from orchestrator.analysis.interval import aggregates
 from orchestrator.analysis.status import experiment_status
 from orchestrator.errors import InputError, did_you_mean
 from orchestrator.tracking.ledger import Ledger
@@ -390,7 +391,7 @@ def log_to_mlflow(ledger: Ledger, report: Report, files: Path) -> str:
     no parent of its own), and a comparison run holding the report and plots as artifacts."""
     for group in report.groups:
         if len(group.parents) == 1 and group.summary is not None:
-            ledger.log_values(group.parents[0], stats.aggregates(report.metric, group.summary))
+            ledger.log_values(group.parents[0], aggregates(report.metric, group.values, report.confidence))
     verdicts = "\n".join(f"- {c.verdict}" for c in report.comparisons) or "(no comparison)"
     tags = {Tag.ROLE: Role.COMPARE, Tag.METRIC: report.metric, Tag.MODE: report.mode,
             Tag.BASELINE: report.baseline or "", Tag.BY: ",".join(report.by) or "group",

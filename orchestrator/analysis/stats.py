@@ -19,32 +19,20 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy import special, stats
 
-CONFIDENCE = 0.95
+from orchestrator.analysis.interval import CONFIDENCE, exact_mean, t_interval
+from orchestrator.analysis.interval import finite as _clean
+from orchestrator.analysis.interval import is_constant as _is_constant
+
 BOOT_RESAMPLES = 9999
 BOOT_SEED = 0
 POWER = 0.8
 MAX_SEEDS = 100_000  # beyond this "seeds needed" is reported as None: the effect is practically nil
 
 
-def exact_mean(x) -> float:
-    """The mean from an exactly rounded sum: independent of the order of the values, so two groups
-    holding the same seeds' values in another order have exactly the same mean (a difference of 0,
-    not 1e-17)."""
-    return math.fsum(float(v) for v in x) / len(x)
 
 
-def _clean(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    x = np.asarray(values, dtype=float)
-    return x[np.isfinite(x)]
 
 
-def _is_constant(x: np.ndarray, scale: float = 0.0) -> bool:
-    """No spread beyond rounding: a shift of 0.3 added to the same seeded noise gives differences that
-    vary in the 16th digit, and a t-test on those reports p < 1e-16 from pure rounding error."""
-    if len(x) == 0:
-        return False
-    tol = 64 * np.finfo(float).eps * max(float(np.max(np.abs(x))), scale)
-    return bool(np.ptp(x) <= tol)
 
 
 def _num(value) -> float | None:
@@ -74,20 +62,8 @@ class Summary:
         return asdict(self)
 
 
-def aggregates(metric: str, s: Summary) -> dict[str, float]:
-    """A group's summary as MLflow metrics on its parent run (sortable in the UI): ``<metric>_mean`` etc."""
-    values = {"mean": s.mean, "std": s.std, "ci_low": s.ci_low, "ci_high": s.ci_high, "n": s.n}
-    return {f"{metric}_{k}": float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
 
 
-def t_interval(x: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float | None, float | None]:
-    """mean +- t_{n-1} * SE. A constant sample has a zero-width interval, a single value none."""
-    if len(x) < 2:
-        return None, None
-    if _is_constant(x):
-        return float(x[0]), float(x[0])
-    low, high = stats.t.interval(confidence, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
-    return float(low), float(high)
 
 
 def bootstrap_interval(x: np.ndarray, confidence: float = CONFIDENCE, seed: int = BOOT_SEED,

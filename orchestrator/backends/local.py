@@ -6,6 +6,7 @@ orchestrator's MLflow/sqlite state."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
@@ -18,7 +19,7 @@ from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobSta
 from orchestrator.job.journal import last_event
 from orchestrator.job.liveness import pid_alive, same_process
 from orchestrator.job.rundir import RunDir
-from orchestrator.spec import registry
+from orchestrator.job.snapshot import PRELOAD_ENV
 
 if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
@@ -60,14 +61,16 @@ class LocalBackend:
     name = "local"
     blocking = True
 
-    def __init__(self, max_parallel: int, preload: list[str] | None = None, env: dict[str, str] | None = None):
+    def __init__(self, max_parallel: int, env: dict[str, str] | None = None):
         self.max_parallel = max(1, max_parallel)
         self.host = socket.gethostname()
         self.job_id = f"{self.host}:{os.getpid()}"
         for name, value in (env or {}).items():
             os.environ[name] = value  # inherited by the forkserver when it starts, before numpy loads
         self._mp = multiprocessing.get_context("forkserver")
-        self._mp.set_forkserver_preload(["orchestrator.job.worker", *(preload or [])])
+        # job.preload: the main script, the workload from the submission's snapshot, and what every run
+        # needs, imported once by the forkserver (its docstring)
+        self._mp.set_forkserver_preload(["orchestrator.job.worker", "orchestrator.job.preload"])
         self._queue: deque[RunDir] = deque()
         self._procs: dict[str, multiprocessing.process.BaseProcess] = {}
         self._skipped: dict[str, str] = {}  # queued runs cancelled before they started: path -> reason
@@ -78,9 +81,8 @@ class LocalBackend:
         to its cpus; the workload imported once in the forkserver."""
         cpus = spec.resources.cpus if spec else 1
         parallel = max_parallel or max(1, (os.cpu_count() or 1) // cpus)
-        preload = [registry.import_path_of(spec.workload)] if spec and spec.workload else []
         threads = {v: str(cpus) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        return cls(parallel, preload=preload, env=threads)
+        return cls(parallel, env=threads)  # the workload: preloaded from the first run's snapshot (_preload_code)
 
     def submit(self, run_dirs: list[RunDir]) -> list[str]:
         self._queue.extend(run_dirs)
@@ -90,7 +92,7 @@ class LocalBackend:
     def _fill(self) -> None:
         running = sum(1 for p in self._procs.values() if p.is_alive())
         if self._queue and running < self.max_parallel:
-            start_forkserver_quietly()
+            self.warm(self._queue[0].load())
         while self._queue and running < self.max_parallel:
             from orchestrator.job.worker import child_main
             run_dir = self._queue.popleft()
@@ -105,6 +107,20 @@ class LocalBackend:
             proc.start()
             self._procs[str(run_dir.path)] = proc
             running += 1
+
+    @staticmethod
+    def warm(job: dict[str, Any]) -> None:
+        """Start the forkserver now, importing the workload of ``job`` (run.json's code fields) from its
+        snapshot once (job/preload.py); it does so in its own process, while the orchestrator goes on
+        creating the MLflow runs. A forkserver already running is left as it is."""
+        from multiprocessing import forkserver, spawn
+        if forkserver._forkserver._forkserver_pid is None:  # type: ignore[attr-defined]
+            main = spawn.get_preparation_data("orch").get("init_main_from_path")  # the path each child checks
+            os.environ[PRELOAD_ENV] = json.dumps({"module": job.get("module"), "code": job.get("code"), "main": main})
+        try:
+            start_forkserver_quietly()
+        finally:
+            os.environ.pop(PRELOAD_ENV, None)  # the forkserver's alone, not every process started after it
 
     def poll(self, jobs: list[Job]) -> list[JobState]:
         self._fill()
@@ -122,6 +138,16 @@ class LocalBackend:
             else:
                 states.append(self._foreign(job))
         return states
+
+    def wait(self, timeout: float) -> None:
+        """Sleep until one of our workers ends or ``timeout`` passes (``driver.follow`` between polls): a
+        freed slot is refilled at once instead of at the next tick, which bounded short runs."""
+        from multiprocessing.connection import wait
+        sentinels = [p.sentinel for p in self._procs.values() if p.exitcode is None]
+        if sentinels:
+            wait(sentinels, timeout)
+        else:
+            time.sleep(timeout)
 
     def _foreign(self, job: Job) -> JobState:
         """A job of an earlier orchestrator process: judge by its worker's and its driver's pids."""

@@ -125,20 +125,27 @@ def missing(code: dict[str, Any] | None) -> str | None:
     return None
 
 
+PRELOAD_ENV = "ORCH_PRELOAD_CODE"  # the workload module and snapshot a local forkserver imports (job/preload.py)
+
+
 @contextmanager
-def activated(code: dict[str, Any] | None) -> Iterator[None]:
+def activated(code: dict[str, Any] | None, keep: bool = False) -> Iterator[None]:
     """Inside a job: import the workload from its snapshot for the duration of the run. Modules of the
-    snapshotted package already imported from the live tree (a forkserver's preload, an earlier task in
-    the same Ray worker) are dropped first, so the copy is what runs."""
+    snapshotted package already imported from the live tree (a forkserver's preload of another submission,
+    an earlier task in the same Ray worker) are dropped first, so the copy is what runs; modules imported
+    from this very snapshot (job/preload.py) are kept. ``keep``: leave the snapshot's modules imported."""
     if not code:
         yield
         return
     package = code.get("package") or ""
+    root = os.path.join(code["sys_path"], "")
 
     def of_package() -> list[str]:
         return [m for m in sys.modules if package and (m == package or m.startswith(package + "."))]
 
-    live = {name: sys.modules.pop(name) for name in of_package()}
+    loaded = of_package()
+    ours = bool(loaded) and all((getattr(sys.modules[m], "__file__", None) or "").startswith(root) for m in loaded)
+    live = {} if ours else {name: sys.modules.pop(name) for name in loaded}
     sys.path.insert(0, code["sys_path"])
     importlib.invalidate_caches()
     try:
@@ -150,6 +157,7 @@ def activated(code: dict[str, Any] | None) -> Iterator[None]:
             pass
         # `orch run` executes in orch's own process: give it back the modules it had, so objects it holds
         # keep pickling as instances of the classes sys.modules names
-        for name in of_package():
-            del sys.modules[name]
-        sys.modules.update(live)
+        if not (keep or ours):
+            for name in of_package():
+                del sys.modules[name]
+            sys.modules.update(live)

@@ -67,6 +67,9 @@ def _raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated(f"terminated by signal {signum}")
 
 
+THREADPOOLS: Any = None  # a threadpoolctl.ThreadpoolController made once by job/preload.py, else None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -84,8 +87,11 @@ def set_threads(cpus: int) -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(cpus)
     if "numpy" in sys.modules or "torch" in sys.modules:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(cpus)
+        if THREADPOOLS is None:
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(cpus)
+        else:  # the forkserver's scan of the loaded libraries (job/preload.py): ~10 ms a run saved
+            THREADPOOLS.limit(limits=cpus)
     if "torch" in sys.modules:
         import torch
         torch.set_num_threads(cpus)

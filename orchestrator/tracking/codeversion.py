@@ -4,6 +4,7 @@ tree a workload comes from, the installed packages, and the command line that su
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import platform
 import shlex
 import subprocess
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import workloads
+from orchestrator.cache import cached
 from orchestrator.tracking.records import Tag
 
 PACKAGES = ("orch", "torch", "numpy", "mlflow", "reservoirpy", "deap", "transformers", "submitit", "ray", "scipy")
@@ -74,9 +76,16 @@ def current() -> CodeVersion:
 
 
 def pip_freeze() -> str:
-    """Every installed distribution as ``name==version`` (what ``pip freeze`` prints, without running pip)."""
-    seen = {(d.metadata["Name"] or "?", d.version) for d in importlib.metadata.distributions()}
-    return "".join(f"{name}=={version}\n" for name, version in sorted(seen, key=lambda nv: nv[0].lower()))
+    """Every installed distribution as ``name==version`` (what ``pip freeze`` prints, without running pip).
+    Reading every distribution's metadata costs ~0.5 s, so the list is cached (orchestrator/cache.py) for
+    the package directories as they are: installing or removing a distribution changes their mtime."""
+    def compute() -> str:
+        seen = {(d.metadata["Name"] or "?", d.version) for d in importlib.metadata.distributions()}
+        return "".join(f"{name}=={version}\n" for name, version in sorted(seen, key=lambda nv: nv[0].lower()))
+
+    state = [(entry, os.stat(entry).st_mtime_ns) for entry in sys.path
+             if os.path.basename(entry) in ("site-packages", "dist-packages") and os.path.isdir(entry)]
+    return cached("pip-freeze", f"{sys.prefix}\0{state!r}", compute)
 
 
 def command_line() -> str:

@@ -32,11 +32,13 @@ from orchestrator.job.journal import JournalWriter, decode_number, read_journal 
 from orchestrator.job.push import live_file, read_state  # noqa: E402
 from orchestrator.job.rundir import RunDir  # noqa: E402
 from orchestrator.spec.loading import check_tracking_uri  # noqa: E402
-from orchestrator.tracking import auth, sqlite  # noqa: E402
+from orchestrator.tracking import auth, schema, sqlite  # noqa: E402
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking.sqlwrite import NewRun, SqlWriter
 from orchestrator.tracking.records import (  # noqa: E402
     BATCH,
     EXPERIMENT_KIND,
@@ -130,6 +132,7 @@ class Ledger:
         self.uri = uri
         self.sqlite_path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
         self._client: MlflowClient | None = None
+        self._writer: SqlWriter | None | Literal[False] = False  # False: not looked up yet
         auth.use(uri)  # an `orch server` with auth: its credentials into the environment, for jobs too
         if self.sqlite_path is not None:
             if not create and not self.sqlite_path.exists():
@@ -146,6 +149,7 @@ class Ledger:
         store go straight to the file (``runs``, ``experiment_id``)."""
         if self._client is None:
             from mlflow.tracking import MlflowClient
+            schema.install()
             if self.sqlite_path is not None:
                 sqlite.install()
             self._client = MlflowClient(tracking_uri=self.uri)
@@ -254,30 +258,74 @@ class Ledger:
     # -- writing -------------------------------------------------------------------------------
     def create_run(self, experiment_id: str, name: str, tags: dict[str, str], params: dict[str, Any],
                    parent_id: str | None = None, status: str = SCHEDULED) -> str:
-        tags = dict(tags)
-        if parent_id:
-            tags["mlflow.parentRunId"] = parent_id
-        run = self.client.create_run(experiment_id, run_name=name, tags=tags)
-        run_id = run.info.run_id
-        from mlflow.entities import Param
-        param_list = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for chunk in chunks(param_list, 100):
-            self.client.log_batch(run_id, params=chunk)
-        if status != RUNNING:
-            self.client.update_run(run_id, status=status)
+        (run_id,) = self.create_runs(experiment_id, [(name, tags, params, parent_id)], status)
         return run_id
 
-    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+    def create_runs(self, experiment_id: str, runs: list[tuple[str, dict[str, str], dict[str, Any], str | None]],
+                    status: str = SCHEDULED) -> list[str]:
+        """Create runs given as (name, tags, params, parent id), in one transaction on an SQL store."""
+        if not runs:
+            return []
+        from orchestrator.tracking.sqlwrite import Fallback, NewRun
+        new = [NewRun(name, {**tags, **({"mlflow.parentRunId": parent} if parent else {})},
+                      {k: str(v)[:6000] for k, v in params.items()}, status) for name, tags, params, parent in runs]
+        if self._sql is not None:
+            try:
+                self._sql.create_runs(experiment_id, new)
+                return [n.run_id for n in new]
+            except Fallback:
+                pass  # the client raises MLflow's own error (a deleted experiment)
+        return [self._create_with_client(experiment_id, n) for n in new]
+
+    def _create_with_client(self, experiment_id: str, new: NewRun) -> str:
+        from mlflow.entities import Param
+        run_id = self.client.create_run(experiment_id, run_name=new.name, tags=new.tags).info.run_id
+        for chunk in chunks([Param(k, v) for k, v in new.params.items()], 100):
+            self.client.log_batch(run_id, params=chunk)
+        if new.status != RUNNING:
+            self.client.update_run(run_id, status=new.status)
+        return run_id
+
+    @property
+    def _sql(self) -> SqlWriter | None:
+        """The one-transaction writer of an SQL store (tracking/sqlwrite.py); None through a server."""
+        if self._writer is False:
+            from orchestrator.tracking.sqlwrite import writer_for
+            self._writer = writer_for(self.client)
+        return self._writer or None
+
+    def _record(self, run_id: str, metrics: list[Metric], tags: dict[str, Any], status: str | None = None,
+                ended: bool = False) -> None:
+        """Metrics, tags and a status change of one run as one write; the error tag of an earlier attempt
+        is dropped when the run ends FINISHED."""
+        from orchestrator.tracking.sqlwrite import Fallback
+        tags = {k: str(v)[:5000] for k, v in tags.items()}
+        drop = (Tag.ERROR,) if ended and status == FINISHED else ()
+        if not (metrics or tags or status or drop):
+            return
+        if self._sql is not None:
+            try:
+                self._sql.record(run_id, metrics, tags, status, ended, drop)
+                return
+            except Fallback:
+                pass  # duplicates of a live push, or a deleted run: the client deduplicates or says why
         from mlflow.entities import RunTag
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        tag_list = [RunTag(k, v) for k, v in tags.items()]
+        for i, chunk in enumerate(chunks(metrics, BATCH) if metrics else [[]]):
+            if chunk or (i == 0 and tag_list):  # tags ride with the first batch: one write, not two
+                self._log_batch(run_id, chunk, tag_list if i == 0 else [])
+        if drop:
+            self._clear_error(run_id)
+        if ended and status is not None:
+            self.client.set_terminated(run_id, status)
+        elif status is not None:
+            self.client.update_run(run_id, status=status)
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self._record(run_id, [], tags)
 
     def set_status(self, run_id: str, status: str, error: str | None = None) -> None:
-        if error:
-            self.set_tags(run_id, {Tag.ERROR: error})
-        if status in TERMINAL:
-            self.client.set_terminated(run_id, status)
-        else:
-            self.client.update_run(run_id, status=status)
+        self._record(run_id, [], {Tag.ERROR: error} if error else {}, status, ended=status in TERMINAL)
 
     def log_values(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
         """Plain values as metrics at ``step``, stamped now (aggregates, report summaries)."""
@@ -327,7 +375,7 @@ class Ledger:
         pushed_live, records, offset = live_split(run_dir, run_id, cursor["offset"], records, offset)
         if not records:
             return cursor.get("ended")
-        from mlflow.entities import Metric, RunTag
+        from mlflow.entities import Metric
         metrics: list[Metric] = []
         tags: dict[str, str] = {}
         end: dict[str, Any] | None = None
@@ -364,19 +412,25 @@ class Ledger:
         status = end["status"] if end is not None else None
         if end is not None and end.get("error"):
             tags[Tag.ERROR] = end["error"]
-        tag_list = [RunTag(k, str(v)[:5000]) for k, v in tags.items()]
-        for i, chunk in enumerate(chunks(metrics, BATCH) if metrics else [[]]):
-            if chunk or (i == 0 and tag_list):  # tags ride with the first batch: one write, not two
-                self._log_batch(run_id, chunk, tag_list if i == 0 else [])
-        if end is not None:
-            self._finalise(run_id, run_dir, end)
-        elif any(r["event"] == "start" for r in records):
-            self.client.update_run(run_id, status=RUNNING)
+        if end is not None and not self._has_files(run_dir, end):
+            self._record(run_id, metrics, tags, status, ended=True)  # the common end: one write
+        else:
+            started = any(r["event"] == "start" for r in records)
+            self._record(run_id, metrics, tags, RUNNING if started and end is None else None)
+            if end is not None:
+                self._finalise(run_id, run_dir, end)
         cursor.update(offset=offset, max_step=max_step, ended=status)
         run_dir.write_cursor(cursor)
         return status
 
+    @staticmethod
+    def _has_files(run_dir: RunDir, end: dict[str, Any]) -> bool:
+        """The run ended with a traceback, artifacts or logs to upload before its end is recorded."""
+        return bool(end.get("traceback")) or (run_dir.artifacts.exists() and any(run_dir.artifacts.iterdir())) or any(
+            log.exists() and log.stat().st_size for log in (run_dir.stdout, run_dir.stderr))
+
     def _finalise(self, run_id: str, run_dir: RunDir, end: dict[str, Any]) -> None:
+        """Files first, then the end: a reader that sees the run ended finds its artifacts."""
         if end.get("traceback"):
             self.log_text(run_id, end["traceback"], "traceback.txt")
         artifacts = run_dir.artifacts
@@ -385,9 +439,7 @@ class Ledger:
         for log in (run_dir.stdout, run_dir.stderr):
             if log.exists() and log.stat().st_size:
                 self.client.log_artifact(run_id, str(log), "logs")
-        if end["status"] == FINISHED:  # an earlier attempt's error does not describe a run that finished
-            self._clear_error(run_id)
-        self.client.set_terminated(run_id, end["status"])
+        self._record(run_id, [], {}, end["status"], ended=True)
 
     def _clear_error(self, run_id: str) -> None:
         from mlflow.exceptions import MlflowException
