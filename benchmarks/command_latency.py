@@ -49,6 +49,8 @@ def record_finished(spec_path: Path, uri: str) -> int:
     for item in prepared:
         sub.ledger.set_status(item.run_id, "FINISHED")
     driver.update_groups(sub.ledger, sub.experiment_id)
+    assert sub.lock is not None
+    sub.lock.release()  # held since reconcile (launch() would release it): the timed submit would wait on it
     return len(prepared)
 
 

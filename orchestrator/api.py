@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +81,17 @@ class Submission:
             raise
         return self.reconciled
 
+    @cached_property
+    def provenance(self) -> Provenance:
+        return Provenance(self.spec)
+
+    def _warm(self) -> None:
+        """A backend that can get ready while the orchestrator creates the runs (local: a forkserver
+        importing the workload from the snapshot, in its own process) starts now."""
+        warm = getattr(self.backend, "warm", None)
+        if warm is not None:
+            warm(self.provenance.job_fields())
+
     def _experiment_exists(self) -> bool:
         try:
             return Ledger(self.uri, create=False).experiment_id(self.spec.name) is not None
@@ -100,12 +112,11 @@ class Submission:
         """Create the MLflow runs and run directories of what is to run, and hand them to the backend."""
         assert self.ledger is not None and self.backend is not None and self.reconciled is not None, "reconcile() first"
         try:
-            code = Provenance(self.spec)
-            warm = getattr(self.backend, "warm", None)  # local: its workers' process imports while runs are made
-            if warm is not None and self.reconciled.todo:
-                warm(code.job_fields())
+            if self.reconciled.todo:
+                self._warm()
             self.prepared = driver.prepare(self.ledger, self.experiment_id, self.spec, self.reconciled.todo,
-                                           self.spec.backend, job_id=getattr(self.backend, "job_id", ""), code=code)
+                                           self.spec.backend, job_id=getattr(self.backend, "job_id", ""),
+                                           code=self.provenance)
             if self.prepared:
                 self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
                 driver.record_job_ids(self.ledger, self.prepared, self.job_ids)
