@@ -16,8 +16,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
-from orchestrator.job.journal import ended_last, last_event
-from orchestrator.job.liveness import pid_alive, same_process
+from orchestrator.job.journal import last_event
+from orchestrator.job.liveness import pid_alive, same_process, terminate_workers
 from orchestrator.job.rundir import RunDir
 from orchestrator.job.snapshot import PRELOAD_ENV
 
@@ -179,16 +179,5 @@ class LocalBackend:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-        signalled = []
-        for job in jobs:
-            if str(job.run_dir.path) not in self._procs:
-                start = last_event(job.run_dir.journal, "start")
-                if start is not None and same_process(start["pid"], start["t"]):  # never a reused pid
-                    os.kill(start["pid"], signal.SIGTERM)
-                    signalled.append((job, start))
-        # give them the moment they need to journal KILLED themselves: the caller closes what is still open
-        # (ledger.close_dead), and an end written by both would count the run's end twice
-        while signalled and time.monotonic() < deadline:
-            signalled = [(job, start) for job, start in signalled
-                         if not ended_last(job.run_dir.journal) and same_process(start["pid"], start["t"])]
-            time.sleep(0.05)
+        terminate_workers([job.run_dir.journal for job in jobs if str(job.run_dir.path) not in self._procs],
+                          max(0.0, deadline - time.monotonic()))

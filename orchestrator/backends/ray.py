@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
 from orchestrator.errors import InputError
 from orchestrator.job.journal import ended_last, last_event, running_now
-from orchestrator.job.liveness import pid_alive
+from orchestrator.job.liveness import pid_alive, terminate_workers
 from orchestrator.job.pack import Pack
 from orchestrator.job.rundir import RunDir, atomic_write, output_to
 from orchestrator.spec.profiles import RaySettings, load_ray_settings
@@ -353,11 +353,13 @@ class RayBackend:
             _, pending = self.ray.wait(pending, num_returns=len(pending), timeout=0.2, fetch_local=False)
         for ref in pending:
             self.ray.cancel(ref, force=True)
-        for job in jobs:  # tasks of another orch process: stop the worker if it runs on this host
+        foreign = []  # tasks of another orch process: stop the worker if it runs on this host
+        for job in jobs:
             if str(job.run_dir.path) not in self._tasks:
                 start = last_event(job.run_dir.journal, "start")
                 if start and start.get("host") == self.host and self._foreign(job).state == RUNNING:
-                    os.kill(int(start["pid"]), signal.SIGTERM)
+                    foreign.append(job.run_dir.journal)
+        terminate_workers(foreign, CANCEL_GRACE_S)
 
 
 # -- runs owned by a detached driver (ray_driver.py) ----------------------------------------------------

@@ -4,6 +4,8 @@ of an earlier orchestrator, the Slurm submitter check, the tracking server and U
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 
@@ -49,6 +51,24 @@ def same_process(pid: int, started_by: float | None) -> bool:
         return True
     began = start_time(pid)
     return began is None or began <= started_by + START_SLACK_S
+
+
+def terminate_workers(journals: list[Path], grace_s: float) -> None:
+    """SIGTERM the worker that journaled the latest ``start`` of each journal, if it is still that process
+    (a worker of another orchestrator process, on this host), then wait up to ``grace_s`` for each to
+    journal its own KILLED end: a canceller that closes the run meanwhile would record a second end."""
+    from orchestrator.job.journal import ended_last, last_event
+    signalled = []
+    for journal in journals:
+        start = last_event(journal, "start")
+        if start is not None and same_process(start["pid"], start["t"]):  # never a reused pid
+            os.kill(start["pid"], signal.SIGTERM)
+            signalled.append((journal, start))
+    deadline = time.monotonic() + grace_s
+    while signalled and time.monotonic() < deadline:
+        signalled = [(journal, start) for journal, start in signalled
+                     if not ended_last(journal) and same_process(start["pid"], start["t"])]
+        time.sleep(0.05)
 
 
 def reap(pid: int) -> None:
