@@ -82,7 +82,7 @@ class LocalBackend:
         cpus = spec.resources.cpus if spec else 1
         parallel = max_parallel or max(1, (os.cpu_count() or 1) // cpus)
         threads = {v: str(cpus) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        return cls(parallel, env=threads)  # the workload: preloaded from the first run's snapshot (_preload_code)
+        return cls(parallel, env=threads)  # the workload: preloaded from the first run's snapshot (warm)
 
     def submit(self, run_dirs: list[RunDir]) -> list[str]:
         self._queue.extend(run_dirs)
