@@ -57,6 +57,11 @@ def start_forkserver_quietly() -> None:
         signal.signal(signal.SIGINT, previous)
 
 
+def _forkserver_started() -> bool:
+    from multiprocessing import forkserver
+    return forkserver._forkserver._forkserver_pid is not None  # type: ignore[attr-defined]
+
+
 class LocalBackend:
     name = "local"
     blocking = True
@@ -92,7 +97,10 @@ class LocalBackend:
     def _fill(self) -> None:
         running = sum(1 for p in self._procs.values() if p.is_alive())
         if self._queue and running < self.max_parallel:
-            self.warm(self._queue[0].load())
+            if _forkserver_started():
+                start_forkserver_quietly()  # restarts one that died
+            else:
+                self.warm(self._queue[0].load())
         while self._queue and running < self.max_parallel:
             from orchestrator.job.worker import child_main
             run_dir = self._queue.popleft()
@@ -113,8 +121,8 @@ class LocalBackend:
         """Start the forkserver now, importing the workload of ``job`` (run.json's code fields) from its
         snapshot once (job/preload.py); it does so in its own process, while the orchestrator goes on
         creating the MLflow runs. A forkserver already running is left as it is."""
-        from multiprocessing import forkserver, spawn
-        if forkserver._forkserver._forkserver_pid is None:  # type: ignore[attr-defined]
+        from multiprocessing import spawn
+        if not _forkserver_started():
             main = spawn.get_preparation_data("orch").get("init_main_from_path")  # the path each child checks
             os.environ[PRELOAD_ENV] = json.dumps({"module": job.get("module"), "code": job.get("code"), "main": main})
         try:

@@ -386,7 +386,7 @@ def detached_state(job: Job) -> JobState:
     """From any shell that sees the job folder: the journal says how a run ended; while it has not, the
     driver's heartbeat says whether anything still owns it."""
     journal = job.run_dir.journal
-    if last_event(journal, "end") is not None and ended_last(job.run_dir.journal):
+    if ended_last(journal):
         return JobState(DONE)
     folder = driver_folder(job.run_dir)
     beat = read_json(folder / DRIVER_FILE) if folder else {}

@@ -409,28 +409,19 @@ class Ledger:
                 # with the highest (step, timestamp, value), and a command's last step line and its final can
                 # share a millisecond; the final must win even when it is the smaller value
                 metrics += [Metric(k, decode_number(v), ms + 1, final_step) for k, v in record["final"].items()]
-        status = end["status"] if end is not None else None
-        if end is not None and end.get("error"):
-            tags[Tag.ERROR] = end["error"]
-        if end is not None and not self._has_files(run_dir, end):
-            self._record(run_id, metrics, tags, status, ended=True)  # the common end: one write
-        else:
-            started = any(r["event"] == "start" for r in records)
-            self._record(run_id, metrics, tags, RUNNING if started and end is None else None)
-            if end is not None:
-                self._finalise(run_id, run_dir, end)
-        cursor.update(offset=offset, max_step=max_step, ended=status)
+        ended = end["status"] if end is not None else None
+        if end is not None:
+            if end.get("error"):
+                tags[Tag.ERROR] = end["error"]
+            self._upload_files(run_id, run_dir, end)  # before the end: a reader that sees it ended finds them
+        started = any(r["event"] == "start" for r in records)
+        self._record(run_id, metrics, tags, ended or (RUNNING if started else None), ended=end is not None)
+        cursor.update(offset=offset, max_step=max_step, ended=ended)
         run_dir.write_cursor(cursor)
-        return status
+        return ended
 
-    @staticmethod
-    def _has_files(run_dir: RunDir, end: dict[str, Any]) -> bool:
-        """The run ended with a traceback, artifacts or logs to upload before its end is recorded."""
-        return bool(end.get("traceback")) or (run_dir.artifacts.exists() and any(run_dir.artifacts.iterdir())) or any(
-            log.exists() and log.stat().st_size for log in (run_dir.stdout, run_dir.stderr))
-
-    def _finalise(self, run_id: str, run_dir: RunDir, end: dict[str, Any]) -> None:
-        """Files first, then the end: a reader that sees the run ended finds its artifacts."""
+    def _upload_files(self, run_id: str, run_dir: RunDir, end: dict[str, Any]) -> None:
+        """A run's traceback, artifacts and logs, uploaded when its journal ends."""
         if end.get("traceback"):
             self.log_text(run_id, end["traceback"], "traceback.txt")
         artifacts = run_dir.artifacts
@@ -439,7 +430,6 @@ class Ledger:
         for log in (run_dir.stdout, run_dir.stderr):
             if log.exists() and log.stat().st_size:
                 self.client.log_artifact(run_id, str(log), "logs")
-        self._record(run_id, [], {}, end["status"], ended=True)
 
     def _clear_error(self, run_id: str) -> None:
         from mlflow.exceptions import MlflowException
