@@ -45,10 +45,11 @@ def record_finished(spec_path: Path, uri: str) -> int:
     sub = api.plan_submission(spec_path, tracking_uri=uri)
     reconciled = sub.reconcile()
     assert sub.ledger is not None
-    prepared = driver.prepare(sub.ledger, sub.experiment_id, sub.spec, reconciled.todo, "local")
+    experiment_id = sub.ledger.experiment_id(sub.spec.name, create=True)
+    prepared = driver.prepare(sub.ledger, experiment_id, sub.spec, reconciled.todo, "local")
     for item in prepared:
         sub.ledger.set_status(item.run_id, "FINISHED")
-    driver.update_groups(sub.ledger, sub.experiment_id)
+    driver.update_groups(sub.ledger, experiment_id)
     assert sub.lock is not None
     sub.lock.release()  # held since reconcile (launch() would release it): the timed submit would wait on it
     return len(prepared)

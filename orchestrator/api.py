@@ -13,7 +13,8 @@ can show what happens between them; ``submit`` runs them all::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -69,9 +70,10 @@ class Submission:
         self.lock = submit_lock(self.spec.name, self.uri, self.spec.workdir).acquire()
         try:
             self.ledger = Ledger(self.uri)
-            self.experiment_id = self.ledger.experiment_id(self.spec.name, create=True)
+            # created in launch(), once it is sure to run something (and, locally, once its runs started)
+            self.experiment_id = self.ledger.experiment_id(self.spec.name) or ""
             backend = self.backend
-            records = driver.refresh(self.ledger, self.ledger.runs(self.experiment_id),
+            records = driver.refresh(self.ledger, self.ledger.runs(self.experiment_id) if self.experiment_id else [],
                                      lambda name: backend if name == self.spec.backend else make_backend(name))
             self.reconciled = driver.reconcile(self.runs, records)
             if check is not None:
@@ -114,16 +116,45 @@ class Submission:
         try:
             if self.reconciled.todo:
                 self._warm()
-            self.prepared = driver.prepare(self.ledger, self.experiment_id, self.spec, self.reconciled.todo,
-                                           self.spec.backend, job_id=getattr(self.backend, "job_id", ""),
-                                           code=self.provenance)
-            if self.prepared:
-                self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
-                driver.record_job_ids(self.ledger, self.prepared, self.job_ids)
+                if self.backend.name == "local" and self.ledger.chooses_run_ids:
+                    self._start_then_record()
+                else:
+                    self.experiment_id = self.ledger.experiment_id(self.spec.name, create=True)
+                    self.prepared = driver.prepare(self.ledger, self.experiment_id, self.spec, self.reconciled.todo,
+                                                   self.spec.backend, job_id=getattr(self.backend, "job_id", ""),
+                                                   code=self.provenance)
+                    self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
+                    driver.record_job_ids(self.ledger, self.prepared, self.job_ids)
         finally:
             if self.lock is not None:
                 self.lock.release()
         return self.prepared
+
+    def _start_then_record(self) -> None:
+        """Local runs start before their MLflow records exist: creating them (importing MLflow, the
+        experiment, the parents, the rows) takes seconds that short runs need not wait for. The runs are
+        named here (``Ledger.chooses_run_ids``) and ingested only once recorded (``follow``). Should
+        recording fail, the started runs are cancelled; their directories carry no record, so the next
+        submit runs them again (and archives these)."""
+        assert self.ledger is not None and self.backend is not None and self.reconciled is not None
+        job_id = getattr(self.backend, "job_id", "")
+        decided = driver.decide(self.spec, self.reconciled.todo)
+        self.prepared = driver.write_run_dirs(self.spec, decided, self.ledger.uri, self.provenance.job_fields(), job_id)
+        self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
+        jobs = [Job(job_id, p.run_dir) for p in self.prepared]
+        try:
+            with deferred_interrupt() as interrupted:  # a record half made would be worse than a late Ctrl-C
+                self.experiment_id = self.ledger.experiment_id(self.spec.name, create=True)
+                driver.record_runs(self.ledger, self.experiment_id, self.spec, decided, self.spec.backend, job_id,
+                                   self.provenance, keep_ids=True)
+        except BaseException:
+            self.backend.cancel(jobs)
+            raise
+        if interrupted():  # as a Ctrl-C while following: the runs end KILLED, recorded
+            self.backend.cancel(jobs)
+            for item in self.prepared:
+                self.ledger.close_dead(item.run_dir, "cancelled (Ctrl-C)")
+            raise KeyboardInterrupt
 
     def follow(self, sink: driver.ProgressSink | None = None) -> dict[str, str]:
         """Until every launched job ended: run id -> final status. Ctrl-C: see ``driver.follow``."""
@@ -132,6 +163,22 @@ class Submission:
             return driver.follow(self.ledger, self.backend, self.prepared, sink)
         finally:
             driver.update_groups(self.ledger, self.experiment_id)
+
+
+@contextmanager
+def deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """SIGINT held back for the block (main thread only): yields whether one came."""
+    import signal
+    import threading
+    came: list[object] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: came.append(True))
+    try:
+        yield lambda: bool(came)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def load_any(spec: str | Path | Mapping[str, Any], sets: list[str] | None = None, seeds: int | None = None,

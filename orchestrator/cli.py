@@ -57,7 +57,13 @@ def submit(spec_path: SpecArg,
     console.print(f"[bold]{sub.spec.name}[/]: {len(sub.runs)} runs planned, {len(reconciled.done)} already finished, "
                   f"{len(reconciled.active)} in progress, [bold]{len(reconciled.todo)} to run[/] on {sub.spec.backend}  "
                   f"(tracking: {sub.uri})")
-    if not sub.launch():
+    try:
+        launched = sub.launch()
+    except KeyboardInterrupt:  # local runs start before they are recorded: recorded, then cancelled
+        err_console.print("[yellow]cancelled: the started runs were stopped and recorded as KILLED; "
+                          "submit again to finish what is missing[/]")
+        raise typer.Exit(130) from None
+    if not launched:
         _print_groups(sub.ledger, sub.experiment_id, sub.spec.name)
         return
     assert sub.backend is not None

@@ -9,6 +9,7 @@ import dataclasses
 import shutil
 import socket
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,20 +172,21 @@ def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run
     return ids
 
 
-def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run, RunRecord | None]],
-            backend_name: str, fresh: bool = False, job_id: str = "", code: Provenance | None = None) -> list[Prepared]:
-    """Create (or reuse) the MLflow run and the run directory of each run to execute.
+@dataclass
+class Decided:
+    """A run to execute, and where: its run directory and MLflow run (``reused``: an earlier attempt's,
+    continued; else a new one, whose id ``record_runs`` either takes from ``run_id`` or fills in)."""
+    run: Run
+    run_dir: RunDir
+    run_id: str
+    reused: bool
 
-    An earlier attempt is continued in the same MLflow run when it left a checkpoint (it resumes) or never
-    started; otherwise it keeps its record (FAILED/KILLED, with its traceback) and a new run is made."""
-    if not todo:
-        return []
-    code = code or Provenance(spec)
-    code_fields = code.job_fields()  # takes the snapshot before anything of this submission runs
-    parents = ensure_groups(ledger, experiment_id, spec, [run for run, _ in todo], code)
+
+def decide(spec: Spec, todo: list[tuple[Run, RunRecord | None]], fresh: bool = False) -> list[Decided]:
+    """An earlier attempt is continued in the same MLflow run when it left a checkpoint (it resumes) or never
+    started; otherwise it keeps its record (FAILED/KILLED, with its traceback) and its run directory is
+    archived beside the new one. Touches run directories only, not the store."""
     workdir = Path(spec.workdir).resolve() / spec.name
-    code_tags = code.tags()
-    metric, mode = metric_of(spec)
     decided = []
     for run, previous in todo:
         run_dir = RunDir(workdir / run.key)
@@ -195,33 +197,64 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
         if run_dir.path.exists() and not reuse:
             archived = run_dir.path.with_name(f"{run.key}.{previous.run_id[:8] if previous else content_hash(time.time(), 8)}")
             shutil.move(run_dir.path, archived)
-        decided.append((run, run_dir, previous.run_id if reuse and previous is not None else None))
+        decided.append(Decided(run, run_dir, previous.run_id if reuse and previous is not None else uuid.uuid4().hex,
+                               reuse))
+    return decided
+
+
+def record_runs(ledger: Ledger, experiment_id: str, spec: Spec, decided: list[Decided], backend_name: str,
+                job_id: str, code: Provenance, keep_ids: bool = False) -> None:
+    """The MLflow side of ``decided``: the group parents, the new runs (in one transaction, sqlwrite.py;
+    with the ids chosen in ``decide`` when ``keep_ids``, else the store's, written back), the continued
+    ones tagged with this submission's code and SCHEDULED."""
+    parents = ensure_groups(ledger, experiment_id, spec, [d.run for d in decided], code)
+    code_tags = code.tags()
     tags = {Tag.ROLE: Role.SEED, Tag.BACKEND: backend_name, Tag.DRIVER_HOST: socket.gethostname(), Tag.JOB_ID: job_id,
             **code_tags}
-    new_ids = iter(ledger.create_runs(experiment_id, [  # one transaction for the whole submission (sqlwrite.py)
-        (f"{run.label}/seed{run.seed}", {**tags, Tag.KEY: run.key, Tag.GROUP: run.group, Tag.VARIANT: run.variant,
-                                         Tag.SEED: str(run.seed), Tag.WORKLOAD: run.workload,
-                                         Tag.RUN_DIR: str(run_dir.path)}, flat_params(run), parents[run.group])
-        for run, run_dir, reused in decided if reused is None]))
+    new = [d for d in decided if not d.reused]
+    ids = ledger.create_runs(experiment_id, [
+        (f"{d.run.label}/seed{d.run.seed}", {**tags, Tag.KEY: d.run.key, Tag.GROUP: d.run.group, Tag.VARIANT: d.run.variant,
+                                             Tag.SEED: str(d.run.seed), Tag.WORKLOAD: d.run.workload,
+                                             Tag.RUN_DIR: str(d.run_dir.path)}, flat_params(d.run), parents[d.run.group])
+        for d in new], run_ids=[d.run_id for d in new] if keep_ids else None)
+    for item, run_id in zip(new, ids):
+        item.run_id = run_id
+    for item in decided:
+        if item.reused:
+            ledger.set_tags(item.run_id, {Tag.BACKEND: backend_name, Tag.RUN_DIR: str(item.run_dir.path),
+                                          Tag.JOB_ID: job_id, **code_tags})  # a resumed attempt runs this code
+            ledger.set_status(item.run_id, SCHEDULED)
+
+
+def write_run_dirs(spec: Spec, decided: list[Decided], tracking_uri: str, code_fields: dict[str, object],
+                   job_id: str = "") -> list[Prepared]:
+    """Each run's directory with its run.json: what a worker needs, and nothing it has to ask the store."""
+    metric, mode = metric_of(spec)
     prepared = []
-    for run, run_dir, reused in decided:
-        if reused is not None:
-            run_id = reused
-            ledger.set_tags(run_id, {Tag.BACKEND: backend_name, Tag.RUN_DIR: str(run_dir.path), Tag.JOB_ID: job_id,
-                                     **code_tags})  # a resumed attempt runs this submission's code
-            ledger.set_status(run_id, SCHEDULED)
-        else:
-            run_id = next(new_ids)
-        run_dir.create({"run": run.to_dict(), "run_id": run_id, "experiment_id": experiment_id,
-                        "tracking_uri": ledger.uri, "cpus": spec.resources.cpus, "gpus": spec.resources.gpus,
-                        "mem_gb": spec.resources.mem_gb,
-                        "metric": metric, "mode": mode, **code_fields})
-        if reused is not None and run_dir.cursor.exists():
-            cursor = run_dir.read_cursor()
+    for item in decided:
+        item.run_dir.create({"run": item.run.to_dict(), "run_id": item.run_id, "tracking_uri": tracking_uri,
+                             "cpus": spec.resources.cpus, "gpus": spec.resources.gpus,
+                             "mem_gb": spec.resources.mem_gb, "metric": metric, "mode": mode, **code_fields})
+        if item.reused and item.run_dir.cursor.exists():
+            cursor = item.run_dir.read_cursor()
             cursor["ended"] = None
-            run_dir.write_cursor(cursor)
-        prepared.append(Prepared(run, run_id, run_dir, job_id))
+            item.run_dir.write_cursor(cursor)
+        prepared.append(Prepared(item.run, item.run_id, item.run_dir, job_id))
     return prepared
+
+
+def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run, RunRecord | None]],
+            backend_name: str, fresh: bool = False, job_id: str = "", code: Provenance | None = None) -> list[Prepared]:
+    """Create (or reuse) the MLflow run and the run directory of each run to execute (``decide``), the
+    records first. (A local submission on an SQL store starts its runs before recording them:
+    ``api.Submission.launch``.)"""
+    if not todo:
+        return []
+    code = code or Provenance(spec)
+    code_fields = code.job_fields()  # takes the snapshot before anything of this submission runs
+    decided = decide(spec, todo, fresh)
+    record_runs(ledger, experiment_id, spec, decided, backend_name, job_id, code)
+    return write_run_dirs(spec, decided, ledger.uri, code_fields, job_id)
 
 
 def record_job_ids(ledger: Ledger, prepared: list[Prepared], job_ids: list[str]) -> None:
@@ -279,23 +312,26 @@ def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: Pro
     by_id = {p.run_id: p for p in prepared}
     results: dict[str, str] = {}
     wait = getattr(backend, "wait", time.sleep)  # a backend that can wake on a job's end says so (local)
-    last_live = last_shown = time.monotonic()
+    last_live = -LIVE_INGEST_EVERY_S  # at once: runs may have started before their records existed (api.launch)
+    last_shown = time.monotonic()
     started_at: dict[str, float] = {}
     active: list[RunProgress] = []
     try:
         while len(results) < len(jobs):
             pending_ids = [rid for rid in jobs if rid not in results]
             states = backend.poll([jobs[rid] for rid in pending_ids])
-            running = []
+            running, ended = [], []
             for run_id, state in zip(pending_ids, states):
                 if state.state in (DONE, LOST):
-                    results[run_id] = (ledger.ingest(jobs[run_id].run_dir)
-                                       or ledger.close_dead(jobs[run_id].run_dir, state.reason or "the job ended without recording an end"))
+                    ended.append((run_id, state.reason))
                 elif state.state == JOB_RUNNING:
                     running.append(run_id)
+            if ended:  # the runs that ended since the last poll: one write (Ledger.ingest_many)
+                for (run_id, reason), status in zip(ended, ledger.ingest_many([jobs[r].run_dir for r, _ in ended])):
+                    results[run_id] = status or ledger.close_dead(jobs[run_id].run_dir,
+                                                                  reason or "the job ended without recording an end")
             if time.monotonic() - last_live > LIVE_INGEST_EVERY_S:
-                for run_id in running:
-                    ledger.ingest(jobs[run_id].run_dir)
+                ledger.ingest_many([jobs[run_id].run_dir for run_id in running])
                 last_live = time.monotonic()
             if time.monotonic() - last_shown > PROGRESS_EVERY_S:
                 active = [run_progress(f"{by_id[r].run.label}/seed{by_id[r].run.seed}", by_id[r].run_dir, started_at)

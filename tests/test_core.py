@@ -306,7 +306,8 @@ def test_status_shows_a_run_running_as_soon_as_its_journal_says_it_started(store
 
 
 def test_logs_follow_prints_a_running_runs_output_until_it_ends(store):
-    path = store.spec({**SMOKE, "params": {"steps": 6, "sleep_s": 0.5, "noise": 0.1}})
+    # 8 s: long enough to be seen RUNNING (local runs start before their records exist: api.launch)
+    path = store.spec({**SMOKE, "params": {"steps": 16, "sleep_s": 0.5, "noise": 0.1}})
     submit = store.orch_process("submit", str(path))
     try:
         run = wait_for(lambda: next(iter(r for r in store.seed_runs("core") if r.status == "RUNNING"), None),

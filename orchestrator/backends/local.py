@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,11 @@ class LocalBackend:
         self._queue: deque[RunDir] = deque()
         self._procs: dict[str, multiprocessing.process.BaseProcess] = {}
         self._skipped: dict[str, str] = {}  # queued runs cancelled before they started: path -> reason
+        # The queue and the processes are shared with the launcher thread (``_launch_queued``). Every look
+        # at a process goes through this lock too: two threads reading one forkserver sentinel at once
+        # would split its exit status between them.
+        self._lock = threading.RLock()
+        self._launcher: threading.Thread | None = None
 
     @classmethod
     def from_spec(cls, spec: Spec | None, max_parallel: int | None = None, **_: Any) -> LocalBackend:
@@ -90,9 +96,26 @@ class LocalBackend:
         return cls(parallel, env=threads)  # the workload: preloaded from the first run's snapshot (warm)
 
     def submit(self, run_dirs: list[RunDir]) -> list[str]:
-        self._queue.extend(run_dirs)
-        self._fill()
+        with self._lock:
+            self._queue.extend(run_dirs)
+            self._fill()
+            if self._queue and (self._launcher is None or not self._launcher.is_alive()):
+                self._launcher = threading.Thread(target=self._launch_queued, name="orch-launcher", daemon=True)
+                self._launcher.start()
         return [self.job_id] * len(run_dirs)
+
+    def _launch_queued(self) -> None:
+        """Start queued runs as soon as slots free up, on a thread of its own: the orchestrator is busy
+        meanwhile (importing MLflow, recording the runs it just started, ingesting the ended ones), and
+        short runs would otherwise wait for it. Ends when the queue is empty; ``poll`` fills slots too."""
+        from multiprocessing.connection import wait
+        while True:
+            with self._lock:
+                self._fill()
+                if not self._queue:
+                    return
+                sentinels = [p.sentinel for p in self._procs.values() if p.exitcode is None]
+            wait(sentinels, 0.05)
 
     def _fill(self) -> None:
         running = sum(1 for p in self._procs.values() if p.is_alive())
@@ -131,7 +154,12 @@ class LocalBackend:
             os.environ.pop(PRELOAD_ENV, None)  # the forkserver's alone, not every process started after it
 
     def poll(self, jobs: list[Job]) -> list[JobState]:
-        self._fill()
+        """The jobs' states; slots freed by the runs that ended are refilled before returning, so that the
+        next runs start while the orchestrator ingests the ended ones."""
+        with self._lock:
+            return self._poll(jobs)
+
+    def _poll(self, jobs: list[Job]) -> list[JobState]:
         queued = {str(r.path) for r in self._queue}
         states = []
         for job in jobs:
@@ -145,13 +173,15 @@ class LocalBackend:
                 states.append(JobState(RUNNING) if proc.is_alive() else JobState(DONE, exit_reason(proc.exitcode)))
             else:
                 states.append(self._foreign(job))
+        self._fill()
         return states
 
     def wait(self, timeout: float) -> None:
         """Sleep until one of our workers ends or ``timeout`` passes (``driver.follow`` between polls): a
         freed slot is refilled at once instead of at the next tick, which bounded short runs."""
         from multiprocessing.connection import wait
-        sentinels = [p.sentinel for p in self._procs.values() if p.exitcode is None]
+        with self._lock:
+            sentinels = [p.sentinel for p in self._procs.values() if p.exitcode is None]
         if sentinels:
             wait(sentinels, timeout)
         else:
@@ -177,8 +207,16 @@ class LocalBackend:
         for job in jobs:
             job.run_dir.mark_cancelled("cancelled before it started")
         paths = {str(job.run_dir.path) for job in jobs}
-        self._queue = deque(r for r in self._queue if str(r.path) not in paths)
-        victims = [p for path, p in self._procs.items() if path in paths and p.is_alive()]
+        with self._lock:
+            self._queue = deque(r for r in self._queue if str(r.path) not in paths)
+            victims = [p for path, p in self._procs.items() if path in paths and p.is_alive()]
+            self._kill(victims)
+            ours = set(self._procs)
+        terminate_workers([job.run_dir.journal for job in jobs if str(job.run_dir.path) not in ours],
+                          TERMINATE_GRACE_S)
+
+    @staticmethod
+    def _kill(victims: list[multiprocessing.process.BaseProcess]) -> None:
         for proc in victims:
             proc.terminate()  # SIGTERM: the worker journals KILLED
         deadline = time.monotonic() + TERMINATE_GRACE_S
@@ -187,5 +225,3 @@ class LocalBackend:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-        terminate_workers([job.run_dir.journal for job in jobs if str(job.run_dir.path) not in self._procs],
-                          max(0.0, deadline - time.monotonic()))

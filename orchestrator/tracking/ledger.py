@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -33,6 +34,8 @@ from orchestrator.job.push import live_file, read_state  # noqa: E402
 from orchestrator.job.rundir import RunDir  # noqa: E402
 from orchestrator.spec.loading import check_tracking_uri  # noqa: E402
 from orchestrator.tracking import auth, schema, sqlite  # noqa: E402
+from orchestrator.tracking.lock import SubmitLock  # noqa: E402
+from orchestrator.tracking.sqlwrite import RunWrite  # noqa: E402
 
 if TYPE_CHECKING:
     from mlflow.entities import Metric, RunTag
@@ -126,6 +129,13 @@ def live_split(run_dir: RunDir, run_id: str, start: int, records: list[dict[str,
     return pushed, records, offset
 
 
+@dataclass
+class _Pending:
+    """An ingestion read but not written yet: its write, and the cursor to store once it is written."""
+    write: RunWrite
+    cursor: dict[str, Any]
+
+
 class Ledger:
     def __init__(self, uri: str, create: bool = True):
         """``create=False`` (read-only commands): a missing sqlite store is an error, not a new file."""
@@ -150,9 +160,17 @@ class Ledger:
         if self._client is None:
             from mlflow.tracking import MlflowClient
             schema.install()
-            if self.sqlite_path is not None:
-                sqlite.install()
-            self._client = MlflowClient(tracking_uri=self.uri)
+            if self.sqlite_path is None:
+                self._client = MlflowClient(tracking_uri=self.uri)
+                return self._client
+            sqlite.install()
+            # Two processes opening a new store at once would both run MLflow's migrations on it, and one
+            # fails half-way ("expected to match one row ... in 'alembic_version'"): one at a time.
+            with SubmitLock(self.sqlite_path.with_name(f".{self.sqlite_path.name}.init.lock"), "the MLflow store",
+                            wait_s=300):
+                client = MlflowClient(tracking_uri=self.uri)
+                client._tracking_client.store  # noqa: B018 - opening it creates or checks the tables, now
+            self._client = client
         return self._client
 
     @contextmanager
@@ -262,20 +280,33 @@ class Ledger:
         return run_id
 
     def create_runs(self, experiment_id: str, runs: list[tuple[str, dict[str, str], dict[str, Any], str | None]],
-                    status: str = SCHEDULED) -> list[str]:
-        """Create runs given as (name, tags, params, parent id), in one transaction on an SQL store."""
+                    status: str = SCHEDULED, run_ids: list[str] | None = None) -> list[str]:
+        """Create runs given as (name, tags, params, parent id), in one transaction on an SQL store; with
+        ``run_ids``, under those ids (an SQL store only: ``chooses_run_ids``)."""
         if not runs:
             return []
         from orchestrator.tracking.sqlwrite import Fallback, NewRun
         new = [NewRun(name, {**tags, **({"mlflow.parentRunId": parent} if parent else {})},
                       {k: str(v)[:6000] for k, v in params.items()}, status) for name, tags, params, parent in runs]
+        for item, run_id in zip(new, run_ids or []):
+            item.run_id = run_id
         if self._sql is not None:
             try:
                 self._sql.create_runs(experiment_id, new)
                 return [n.run_id for n in new]
             except Fallback:
-                pass  # the client raises MLflow's own error (a deleted experiment)
+                if run_ids is not None:
+                    raise
+                # else the client raises MLflow's own error (a deleted experiment)
+        elif run_ids is not None:
+            raise ValueError(f"{self.uri} is not an SQL store: it names its runs itself")
         return [self._create_with_client(experiment_id, n) for n in new]
+
+    @property
+    def chooses_run_ids(self) -> bool:
+        """Whether orch can name the runs it creates (an SQL store, written by sqlwrite.py), and so start
+        them before their records exist; through a tracking server, the server names them."""
+        return self.uri.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql")
 
     def _create_with_client(self, experiment_id: str, new: NewRun) -> str:
         from mlflow.entities import Param
@@ -296,30 +327,42 @@ class Ledger:
 
     def _record(self, run_id: str, metrics: list[Metric], tags: dict[str, Any], status: str | None = None,
                 ended: bool = False) -> None:
-        """Metrics, tags and a status change of one run as one write; the error tag of an earlier attempt
-        is dropped when the run ends FINISHED."""
-        from orchestrator.tracking.sqlwrite import Fallback
-        tags = {k: str(v)[:5000] for k, v in tags.items()}
+        """Metrics, tags and a status change of one run as one write."""
+        self._record_one(self._write(run_id, metrics, tags, status, ended))
+
+    @staticmethod
+    def _write(run_id: str, metrics: list[Metric], tags: dict[str, Any], status: str | None = None,
+               ended: bool = False) -> RunWrite:
+        """The error tag of an earlier attempt is dropped when the run ends FINISHED."""
         drop = (Tag.ERROR,) if ended and status == FINISHED else ()
-        if not (metrics or tags or status or drop):
+        return RunWrite(run_id, metrics, {k: str(v)[:5000] for k, v in tags.items()}, status, ended, drop)
+
+    def _record_many(self, writes: list[RunWrite]) -> bool:
+        """All the writes in one transaction of the fast writer; False when it cannot (nothing written)."""
+        from orchestrator.tracking.sqlwrite import Fallback
+        if self._sql is None:
+            return False
+        try:
+            self._sql.record_many(writes)
+            return True
+        except Fallback:
+            return False
+
+    def _record_one(self, write: RunWrite) -> None:
+        if not (write.metrics or write.tags or write.status or write.drop_tags) or self._record_many([write]):
             return
-        if self._sql is not None:
-            try:
-                self._sql.record(run_id, metrics, tags, status, ended, drop)
-                return
-            except Fallback:
-                pass  # duplicates of a live push, or a deleted run: the client deduplicates or says why
+        # duplicates of a live push, or a deleted run: the client deduplicates or says why
         from mlflow.entities import RunTag
-        tag_list = [RunTag(k, v) for k, v in tags.items()]
-        for i, chunk in enumerate(chunks(metrics, BATCH) if metrics else [[]]):
+        tag_list = [RunTag(k, v) for k, v in write.tags.items()]
+        for i, chunk in enumerate(chunks(write.metrics, BATCH) if write.metrics else [[]]):
             if chunk or (i == 0 and tag_list):  # tags ride with the first batch: one write, not two
-                self._log_batch(run_id, chunk, tag_list if i == 0 else [])
-        if drop:
-            self._clear_error(run_id)
-        if ended and status is not None:
-            self.client.set_terminated(run_id, status)
-        elif status is not None:
-            self.client.update_run(run_id, status=status)
+                self._log_batch(write.run_id, chunk, tag_list if i == 0 else [])
+        if write.drop_tags:
+            self._clear_error(write.run_id)
+        if write.ended and write.status is not None:
+            self.client.set_terminated(write.run_id, write.status)
+        elif write.status is not None:
+            self.client.update_run(write.run_id, status=write.status)
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         self._record(run_id, [], tags)
@@ -357,10 +400,37 @@ class Ledger:
         directory remembers how far it got, and steps replayed after a resume are skipped.
         Returns the terminal status when the journal ended, else None. A full disk raises StorageError;
         the cursor then still points before the lines that did not reach MLflow, so nothing is lost."""
-        with disk_errors(run_dir):
-            return self._ingest(run_dir)
+        return self.ingest_many([run_dir])[0]
 
-    def _ingest(self, run_dir: RunDir) -> str | None:
+    def ingest_many(self, run_dirs: list[RunDir]) -> list[str | None]:
+        """``ingest`` of several runs, written in one transaction on an SQL store (a burst of short runs
+        that ended together is one commit); each run's cursor moves once its lines are in MLflow."""
+        pending: list[tuple[RunDir, _Pending]] = []
+        together = False
+        results: dict[int, str | None] = {}
+        for index, run_dir in enumerate(run_dirs):
+            with disk_errors(run_dir):
+                read = self._read_new(run_dir)
+            if isinstance(read, _Pending):
+                pending.append((run_dir, read))
+            else:
+                results[index] = read
+        if pending:
+            with disk_errors(pending[0][0]):
+                together = self._record_many([p.write for _, p in pending])
+        if pending and not together:
+            for run_dir, item in pending:  # one run's write needs the client: each on its own
+                with disk_errors(run_dir):
+                    self._record_one(item.write)
+        for run_dir, item in pending:
+            with disk_errors(run_dir):
+                run_dir.write_cursor(item.cursor)
+        by_dir = {id(run_dir): item.cursor.get("ended") for run_dir, item in pending}
+        return [results[i] if i in results else by_dir[id(d)] for i, d in enumerate(run_dirs)]
+
+    def _read_new(self, run_dir: RunDir) -> str | None | _Pending:
+        """The journal's lines since the cursor, as the write they make (their files uploaded already),
+        or the status on record when there is nothing new."""
         job = run_dir.load()
         run_id = job["run_id"]
         cursor = run_dir.read_cursor()
@@ -415,10 +485,9 @@ class Ledger:
                 tags[Tag.ERROR] = end["error"]
             self._upload_files(run_id, run_dir, end)  # before the end: a reader that sees it ended finds them
         started = any(r["event"] == "start" for r in records)
-        self._record(run_id, metrics, tags, ended or (RUNNING if started else None), ended=end is not None)
         cursor.update(offset=offset, max_step=max_step, ended=ended)
-        run_dir.write_cursor(cursor)
-        return ended
+        return _Pending(self._write(run_id, metrics, tags, ended or (RUNNING if started else None),
+                                    ended=end is not None), cursor)
 
     def _upload_files(self, run_id: str, run_dir: RunDir, end: dict[str, Any]) -> None:
         """A run's traceback, artifacts and logs, uploaded when its journal ends."""
