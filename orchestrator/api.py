@@ -116,7 +116,8 @@ class Submission:
         try:
             if self.reconciled.todo:
                 self._warm()
-                if self.backend.name == "local" and self.ledger.chooses_run_ids:
+                # sqlite only: `orch cancel` finds its lock beside the store, and waits for the records
+                if self.backend.name == "local" and self.ledger.sqlite_path is not None:
                     self._start_then_record()
                 else:
                     self.experiment_id = self.ledger.experiment_id(self.spec.name, create=True)
@@ -138,18 +139,21 @@ class Submission:
         submit runs them again (and archives these)."""
         assert self.ledger is not None and self.backend is not None and self.reconciled is not None
         job_id = getattr(self.backend, "job_id", "")
-        decided = driver.decide(self.spec, self.reconciled.todo)
-        self.prepared = driver.write_run_dirs(self.spec, decided, self.ledger.uri, self.provenance.job_fields(), job_id)
-        self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
-        jobs = [Job(job_id, p.run_dir) for p in self.prepared]
-        try:
-            with deferred_interrupt() as interrupted:  # a record half made would be worse than a late Ctrl-C
+        # A Ctrl-C is held back from the first start to the last record (a run started and not recorded,
+        # or a record half made, would be worse than a Ctrl-C that takes a second), then acted on.
+        with deferred_interrupt() as interrupted:
+            decided = driver.decide(self.spec, self.reconciled.todo)
+            self.prepared = driver.write_run_dirs(self.spec, decided, self.ledger.uri, self.provenance.job_fields(),
+                                                  job_id)
+            self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
+            jobs = [Job(job_id, p.run_dir) for p in self.prepared]
+            try:
                 self.experiment_id = self.ledger.experiment_id(self.spec.name, create=True)
                 driver.record_runs(self.ledger, self.experiment_id, self.spec, decided, self.spec.backend, job_id,
                                    self.provenance, keep_ids=True)
-        except BaseException:
-            self.backend.cancel(jobs)
-            raise
+            except BaseException:
+                self.backend.cancel(jobs)
+                raise
         if interrupted():  # as a Ctrl-C while following: the runs end KILLED, recorded
             self.backend.cancel(jobs)
             for item in self.prepared:
@@ -373,6 +377,11 @@ def reproduce(run: str, tracking_uri: str | None = None) -> Reproduction:
 def cancel(experiment: str, run: str | None = None, tracking_uri: str | None = None) -> tuple[str, int]:
     """Stop the queued and running runs of an experiment (or one run or group): they end KILLED.
     Returns the experiment's name and how many runs were cancelled."""
+    name, spec_uri = experiment_name(experiment)
+    uri = resolve_uri(tracking_uri, spec_uri)
+    if uri.startswith("sqlite:///"):  # a local submission starts its runs, then records them (under this lock):
+        with submit_lock(name, uri, "."):  # once it lets go, every run it started has its record
+            pass
     ledger, experiment_id, name = open_experiment(experiment, tracking_uri)
     records = [r for r in ledger.runs(experiment_id) if r.status in ACTIVE]
     if run:
