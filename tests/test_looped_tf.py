@@ -31,7 +31,7 @@ from workloads.looped_tf.protocol import (
     train_keep,
 )
 from workloads.looped_tf.state_mask import Keep
-from workloads.looped_tf.train import curriculum_at
+from workloads.looped_tf.train import curriculum_at, lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"n_dims": 3, "n_points": 7, "n_embd": 16, "n_head": 2, "n_loops": 4, "loop_window": 2, "batch_size": 16,
@@ -85,6 +85,19 @@ def test_schedule_matches_the_reference_counter():
     p = Params(**TINY)
     assert curriculum_at(p, 0) == (2, 5, 2) and curriculum_at(p, 10) == (3, 7, 4)
     assert curriculum_at(Params(**{**TINY, "model": "standard"}), 0)[2] == 1
+
+
+def test_lr_schedule_constant_by_default_warmup_and_cosine():
+    p = Params(steps=100, lr=2e-3)
+    assert (p.lr_schedule, p.warmup_steps) == ("constant", 0)
+    assert all(lr_at(p, s) == 2e-3 for s in range(100))  # the default changes nothing
+    warm = Params(steps=100, lr=2e-3, warmup_steps=10)
+    assert lr_at(warm, 0) == pytest.approx(2e-4) and lr_at(warm, 9) == pytest.approx(2e-3) and lr_at(warm, 50) == 2e-3
+    cos = Params(steps=100, lr=2e-3, lr_schedule="cosine", warmup_steps=10)
+    assert lr_at(cos, 4) == pytest.approx(1e-3) and lr_at(cos, 10) == pytest.approx(2e-3)
+    assert lr_at(cos, 55) == pytest.approx(1e-3)  # half way through the cosine
+    values = [lr_at(cos, s) for s in range(10, 100)]
+    assert all(a > b for a, b in zip(values, values[1:])) and 0 < values[-1] < 1e-5
 
 
 # ---------------------------------------------------------------- baselines
@@ -335,6 +348,14 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert len(starts) == 2 and starts[1]["resumed_from_step"] is not None
     assert _curve(resumed) == _curve(straight)
     assert _final(resumed) == _final(straight)
+
+
+def test_the_logged_lr_follows_the_schedule(tmp_path):
+    params = {**TINY, "steps": 20, "lr": 3e-3, "lr_schedule": "cosine", "warmup_steps": 5, "eval_every": 0}
+    _, records = _execute(tmp_path, "cosine", params)
+    curve, p = _curve(records), Params(**params)
+    assert [curve[s]["lr"] for s in (4, 9, 14, 19)] == pytest.approx([lr_at(p, s) for s in (4, 9, 14, 19)])
+    assert curve[4]["lr"] == pytest.approx(3e-3) and curve[19]["lr"] < curve[9]["lr"] < 3e-3
 
 
 def test_T_above_b_trains_every_iteration_with_gradient(tmp_path, monkeypatch):

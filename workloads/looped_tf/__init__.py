@@ -68,7 +68,9 @@ class Params(BaseModel):
     # training
     steps: int = Field(3000, ge=1, description="training steps (one fresh batch of tasks each)")
     batch_size: int = Field(64, ge=1, description="prompts per step")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate (constant)")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (the peak one under lr_schedule: cosine or warmup_steps)")
+    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="constant: lr at every step (the reference); cosine: after the warmup, lr * (1 + cos(pi * progress)) / 2, 0 after the last step")
+    warmup_steps: int = Field(0, ge=0, description="linear warmup: lr * (step + 1) / warmup_steps for the first warmup_steps steps (0 = none)")
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
     curriculum: Curriculum = Field(Curriculum(), description="dims / points / loops curricula")
     bf16: bool = Field(False, description="bfloat16 autocast for forward and loss (an option for GPUs; the reference trains in fp32)")

@@ -4,6 +4,8 @@ uninterrupted one; final.py does the final evaluation."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -24,6 +26,17 @@ def make_optimizer(model: InContextRegressor, p: Params) -> torch.optim.Adam:
     # fused: one kernel per step instead of a dozen small ops per tensor; on these small models the
     # optimiser step otherwise costs as much as a transformer layer (benchmarks/looped_tf_throughput.py).
     return torch.optim.Adam(model.parameters(), lr=p.lr, weight_decay=p.weight_decay, fused=True)
+
+
+def lr_at(p: Params, step: int) -> float:
+    """The learning rate of ``step``: a pure function of the step, like the curricula (nothing to checkpoint).
+    Constant by default (the reference); an optional linear warmup, then constant or a half cosine to 0."""
+    if step < p.warmup_steps:
+        return p.lr * (step + 1) / p.warmup_steps
+    if p.lr_schedule == "constant":
+        return p.lr
+    progress = (step - p.warmup_steps) / max(1, p.steps - p.warmup_steps)
+    return p.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def curriculum_at(p: Params, step: int) -> tuple[int, int, int]:
@@ -93,6 +106,8 @@ def train(p: Params, ctx) -> dict[str, float]:
             loss = torch.stack([(pred.float() - ys).square().mean() for pred in preds]).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(p, step)
         optimizer.step()
         raw = loss.item()
         # / active d: E[y^2] = active d, so predicting 0 scores 1 whatever the curriculum's d (as the lab plots it).
