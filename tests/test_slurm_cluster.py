@@ -142,7 +142,8 @@ def test_an_array_spreads_over_both_nodes(slurm, store):
     store.orch("submit", str(spec), "--seeds", "6", *SLURM, "--wait", check=True)
     runs = store.seed_runs("sl_spread")
     assert {r.status for r in runs} == {"FINISHED"} and len(runs) == 6
-    nodes = {node_of(r.tags[Tag.JOB_ID]) for r in runs}
+    # sacct reads slurmdbd, which may record a job's node a moment after the job ended
+    nodes = {wait_for(lambda r=r: node_of(r.tags[Tag.JOB_ID]), timeout=30, what="sacct's node") for r in runs}
     assert nodes == {"n1", "n2"}, nodes
 
 
