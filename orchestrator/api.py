@@ -160,6 +160,16 @@ class Submission:
                 self.ledger.close_dead(item.run_dir, "cancelled (Ctrl-C)")
             raise KeyboardInterrupt
 
+    def stop(self, reason: str = "cancelled (Ctrl-C)") -> None:
+        """Cancel the launched runs that have not ended and record them KILLED: for a Ctrl-C that lands
+        between ``launch`` and ``follow`` (``follow`` handles its own)."""
+        if self.backend is None or self.ledger is None or not self.backend.blocking:
+            return
+        alive = [p for p in self.prepared if not self.ledger.ingest(p.run_dir)]
+        self.backend.cancel([Job(p.job_id, p.run_dir) for p in alive])
+        for item in alive:
+            self.ledger.close_dead(item.run_dir, reason)
+
     def follow(self, sink: driver.ProgressSink | None = None) -> dict[str, str]:
         """Until every launched job ended: run id -> final status. Ctrl-C: see ``driver.follow``."""
         assert self.ledger is not None and self.backend is not None, "launch() first"

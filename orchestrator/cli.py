@@ -77,6 +77,7 @@ def submit(spec_path: SpecArg,
         with render.ProgressBar(len(sub.prepared)) as bar:
             results = sub.follow(bar)
     except KeyboardInterrupt:
+        sub.stop()  # the runs follow() had not taken over yet (a Ctrl-C just before it)
         if not sub.backend.blocking:
             err_console.print(f"[yellow]stopped following; the jobs stay queued: orch status {sub.spec.name}, "
                               f"or orch cancel {sub.spec.name}[/]")
