@@ -134,7 +134,7 @@ class Submission:
     def _start_then_record(self) -> None:
         """Local runs start before their MLflow records exist: creating them (importing MLflow, the
         experiment, the parents, the rows) takes seconds that short runs need not wait for. The runs are
-        named here (``Ledger.chooses_run_ids``) and ingested only once recorded (``follow``). Should
+        named here (an SQL store takes orch's ids) and ingested only once recorded (``follow``). Should
         recording fail, the started runs are cancelled; their directories carry no record, so the next
         submit runs them again (and archives these)."""
         assert self.ledger is not None and self.backend is not None and self.reconciled is not None
@@ -155,14 +155,12 @@ class Submission:
                 self.backend.cancel(jobs)
                 raise
         if interrupted():  # as a Ctrl-C while following: the runs end KILLED, recorded
-            self.backend.cancel(jobs)
-            for item in self.prepared:
-                self.ledger.close_dead(item.run_dir, "cancelled (Ctrl-C)")
+            self.stop()
             raise KeyboardInterrupt
 
     def stop(self, reason: str = "cancelled (Ctrl-C)") -> None:
         """Cancel the launched runs that have not ended and record them KILLED: for a Ctrl-C that lands
-        between ``launch`` and ``follow`` (``follow`` handles its own)."""
+        during ``launch`` or between it and ``follow`` (``follow`` handles its own)."""
         if self.backend is None or self.ledger is None or not self.backend.blocking:
             return
         alive = [p for p in self.prepared if not self.ledger.ingest(p.run_dir)]

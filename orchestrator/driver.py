@@ -246,7 +246,7 @@ def write_run_dirs(spec: Spec, decided: list[Decided], tracking_uri: str, code_f
 def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run, RunRecord | None]],
             backend_name: str, fresh: bool = False, job_id: str = "", code: Provenance | None = None) -> list[Prepared]:
     """Create (or reuse) the MLflow run and the run directory of each run to execute (``decide``), the
-    records first. (A local submission on an SQL store starts its runs before recording them:
+    records first. (A local submission on an sqlite store starts its runs before recording them:
     ``api.Submission.launch``.)"""
     if not todo:
         return []

@@ -282,7 +282,7 @@ class Ledger:
     def create_runs(self, experiment_id: str, runs: list[tuple[str, dict[str, str], dict[str, Any], str | None]],
                     status: str = SCHEDULED, run_ids: list[str] | None = None) -> list[str]:
         """Create runs given as (name, tags, params, parent id), in one transaction on an SQL store; with
-        ``run_ids``, under those ids (an SQL store only: ``chooses_run_ids``)."""
+        ``run_ids``, under those ids (an SQL store only: through a tracking server, the server names runs)."""
         if not runs:
             return []
         from orchestrator.tracking.sqlwrite import Fallback, NewRun
@@ -301,12 +301,6 @@ class Ledger:
         elif run_ids is not None:
             raise ValueError(f"{self.uri} is not an SQL store: it names its runs itself")
         return [self._create_with_client(experiment_id, n) for n in new]
-
-    @property
-    def chooses_run_ids(self) -> bool:
-        """Whether orch can name the runs it creates (an SQL store, written by sqlwrite.py), and so start
-        them before their records exist; through a tracking server, the server names them."""
-        return self.uri.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql")
 
     def _create_with_client(self, experiment_id: str, new: NewRun) -> str:
         from mlflow.entities import Param
@@ -405,28 +399,20 @@ class Ledger:
     def ingest_many(self, run_dirs: list[RunDir]) -> list[str | None]:
         """``ingest`` of several runs, written in one transaction on an SQL store (a burst of short runs
         that ended together is one commit); each run's cursor moves once its lines are in MLflow."""
-        pending: list[tuple[RunDir, _Pending]] = []
-        together = False
-        results: dict[int, str | None] = {}
-        for index, run_dir in enumerate(run_dirs):
+        reads = []
+        for run_dir in run_dirs:
             with disk_errors(run_dir):
-                read = self._read_new(run_dir)
-            if isinstance(read, _Pending):
-                pending.append((run_dir, read))
-            else:
-                results[index] = read
+                reads.append(self._read_new(run_dir))
+        pending = [(run_dir, read) for run_dir, read in zip(run_dirs, reads) if isinstance(read, _Pending)]
         if pending:
             with disk_errors(pending[0][0]):
-                together = self._record_many([p.write for _, p in pending])
-        if pending and not together:
-            for run_dir, item in pending:  # one run's write needs the client: each on its own
+                together = self._record_many([item.write for _, item in pending])
+            for run_dir, item in pending:
                 with disk_errors(run_dir):
-                    self._record_one(item.write)
-        for run_dir, item in pending:
-            with disk_errors(run_dir):
-                run_dir.write_cursor(item.cursor)
-        by_dir = {id(run_dir): item.cursor.get("ended") for run_dir, item in pending}
-        return [results[i] if i in results else by_dir[id(d)] for i, d in enumerate(run_dirs)]
+                    if not together:  # one run's write needs the client: each on its own
+                        self._record_one(item.write)
+                    run_dir.write_cursor(item.cursor)
+        return [read.cursor.get("ended") if isinstance(read, _Pending) else read for read in reads]
 
     def _read_new(self, run_dir: RunDir) -> str | None | _Pending:
         """The journal's lines since the cursor, as the write they make (their files uploaded already),

@@ -99,10 +99,6 @@ class SqlWriter:
                 if rows[table]:
                     session.execute(insert(model.__table__), rows[table])
 
-    def record(self, run_id: str, metrics: list[Metric], tags: dict[str, str], status: str | None = None,
-               ended: bool = False, drop_tags: tuple[str, ...] = ()) -> None:
-        self.record_many([RunWrite(run_id, metrics, tags, status, ended, drop_tags)])
-
     def record_many(self, writes: list[RunWrite]) -> None:
         """For each run: metrics (latest values updated by MLflow's rule), tags (upserted), the status (with
         the end time when ``ended``) and tags to remove; all the runs in one transaction of multi-row
