@@ -247,3 +247,50 @@ def test_torch_statistics_give_the_numpy_readout():
     assert got[0].ridge == want[0].ridge and np.array_equal(got[1], want[1])
     np.testing.assert_allclose(got[0].W, want[0].W, rtol=1e-7, atol=1e-10)
     np.testing.assert_allclose(got[0].b, want[0].b, rtol=1e-7, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_cholesky_and_eigendecomposition_selections_agree(monkeypatch, device):
+    """Few ridges: one Cholesky per ridge; many: one eigendecomposition per scale. Same choice, same readout
+    (numpy, and the torch form the GPU runs, on CPU tensors)."""
+    from workloads.esn import ridge as ridge_mod
+
+    F, D = 80, 5
+    scales = [np.ones(F), np.r_[np.ones(10), np.full(F - 10, 0.3)]]
+    ridges = [0.01, 1.0, 100.0]
+    results = []
+    for limit in (len(ridges), 0):  # Cholesky path, then the eigendecomposition path
+        monkeypatch.setattr(ridge_mod, "CHOLESKY_RIDGES", limit)
+        tr, va = (_filled(F, D, n, seed) for n, seed in ((600, 7), (200, 8)))
+        if device:
+            for acc in (tr, va):
+                acc.device = device
+                acc.Sxx, acc.Sxy = (torch.as_tensor(m) for m in (acc.Sxx, acc.Sxy))
+        results.append(ridge_mod.select_and_refit(tr, va, ridges, scales))
+    (chol, c1, s1), (eig, c2, s2) = results
+    assert chol.ridge == eig.ridge and np.array_equal(c1, c2)
+    for lam in ridges:
+        assert s1[lam] == pytest.approx(s2[lam], rel=1e-9)
+    np.testing.assert_allclose(chol.W, eig.W, rtol=1e-8, atol=1e-11)
+
+
+def test_a_ridge_whose_matrix_is_singular_loses_the_selection():
+    """Ridge 0 on rank-deficient features (a constant column: exactly zero once centred): its Cholesky
+    fails, it scores inf, and a positive ridge wins; a grid of only singular ridges is a clear error."""
+    from workloads.esn.ridge import RidgeAccumulator, select_and_refit
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 6))
+    X = np.c_[X, np.ones(400)]
+    Y = X[:, :2] + 0.1 * rng.normal(size=(400, 2))
+
+    def accs():
+        tr, va = RidgeAccumulator(7, 2), RidgeAccumulator(7, 2)
+        tr.update(X[:300], Y[:300])
+        va.update(X[300:], Y[300:])
+        return tr, va
+
+    fit, _, scores = select_and_refit(*accs(), [0.0, 1.0], [np.ones(7)])
+    assert fit.ridge == 1.0 and scores[0.0] == float("inf") and np.isfinite(scores[1.0])
+    with pytest.raises(np.linalg.LinAlgError, match="larger ridge"):
+        select_and_refit(*accs(), [0.0], [np.ones(7), np.full(7, 0.5)])

@@ -154,8 +154,8 @@ class LayerFit:
 
 def fit_layer(accs: dict[str, RidgeAccumulator], input_dim: int, ridges, state_scales=(1.0,),
               readout_input: bool = True, consume: bool = False) -> LayerFit:
-    """Penalty chosen on validation (one eigendecomposition per state scale for the whole list of ridges),
-    then refitted on train + val (`workloads/esn/ridge.py: select_and_refit`, at most 4 F x F matrices).
+    """Penalty chosen on validation (a Cholesky solve per (scale, ridge)), then refitted on train + val
+    (`workloads/esn/ridge.py: select_and_refit`, at most 4 F x F matrices).
 
     With several ``state_scales`` c, the reservoir-state columns are scaled by c before the solve (their
     weights penalised as ridge / c^2, the input's as ridge): the best (scale, ridge) on validation wins. A

@@ -6,7 +6,7 @@ of reach at 10,000 on a 12 GB job. The phases, F x F float64 matrices counted as
 - accumulation: the train and validation statistics (2 F^2 + 2 F D) and one batch's features, states and
   inputs (float32);
 - solve (`workloads/esn/ridge.py: select_and_refit`): the two statistics, the centred scaled matrix and its
-  eigenvectors: 4 F^2 at most (tested);
+  eigenvectors (or the Cholesky factor of a second matrix on a GPU): 4 F^2 at most (tested);
 - always: the reservoirs (W dense float32, its CSR copy on CPU) and the hidden-state arrays in memory (the
   layer pair, the chained inputs when ``train_on: chained``).
 On a GPU the statistics and the solve sit in GPU memory, the hidden-state arrays in host memory."""
