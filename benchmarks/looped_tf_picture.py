@@ -7,6 +7,10 @@ benchmarks/results/looped_tf_picture.md (error at every in-context position k = 
     .venv/bin/python benchmarks/looped_tf_picture.py standard
     .venv/bin/python benchmarks/looped_tf_picture.py --report
 
+``--set KEY=VALUE`` (repeatable; dotted keys, YAML values, e.g. ``--set loop_window=12 --set steps=6000``)
+overrides the variant's params, and ``--name`` stores the run under another name than the variant's, so
+that tried settings stay in the results beside the preset's own runs.
+
 One thread (the preset's resources.cpus); run one at a time on a shared machine."""
 
 from __future__ import annotations
@@ -30,17 +34,32 @@ OUT = ROOT / "results" / "looped_tf_picture.json"
 WORK = Path(os.environ.get("LOOPED_TF_WORK", "/tmp/looped_tf_picture"))
 
 
-def load_params(variant: str) -> Params:
+def overrides_of(sets: list[str]) -> dict:
+    """``KEY=VALUE`` strings as a flat dict of dotted keys, the values parsed as YAML."""
+    import yaml
+
+    out = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def load_params(variant: str, overrides: dict | None = None) -> Params:
     import yaml
 
     from orchestrator.spec.spec import deep_merge, nest
     doc = yaml.safe_load(CONFIG.read_text())
-    return Params.model_validate(deep_merge(nest(doc["params"]), nest(doc["variants"][variant])))
+    merged = deep_merge(nest(doc["params"]), nest(doc["variants"][variant]))
+    return Params.model_validate(deep_merge(merged, nest(overrides or {})))
 
 
-def train(variant: str, seed: int) -> None:
-    params = load_params(variant)
-    path = WORK / f"{variant}_seed{seed}"
+def train(variant: str, seed: int, name: str | None = None, overrides: dict | None = None) -> None:
+    params = load_params(variant, overrides)
+    name = name or variant
+    path = WORK / f"{name}_seed{seed}"
     shutil.rmtree(path, ignore_errors=True)  # a fresh run, timed from step 0
     run_dir = RunDir(path)
     run = Run("looped_tf", params.model_dump(mode="json"), seed, "picture")
@@ -48,14 +67,14 @@ def train(variant: str, seed: int) -> None:
     load, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M:%S")
     cpu, wall = time.process_time(), time.monotonic()
     status = worker.execute(run_dir.path)
-    entry = {"status": status, "seed": seed, "cpu_s": time.process_time() - cpu, "wall_s": time.monotonic() - wall,
+    entry = {"status": status, "variant": variant, "overrides": overrides or {}, "seed": seed, "cpu_s": time.process_time() - cpu, "wall_s": time.monotonic() - wall,
              "load_start": load, "load_end": os.getloadavg(), "started": started,
              "ended": time.strftime("%Y-%m-%d %H:%M:%S"), "params": params.model_dump(mode="json")}
     records, _ = read_journal(run_dir.journal)
     ends = [r for r in records if r["event"] == "end"]
     entry["final"] = ends[-1].get("final", {}) if ends else {}
     doc = json.loads(OUT.read_text()) if OUT.exists() else {"config": "configs/looped_tf_picture.yaml", "runs": {}}
-    doc["runs"][variant] = entry
+    doc["runs"][name] = entry
     OUT.write_text(json.dumps(doc, indent=1))
     print(status, {k: entry[k] for k in ("cpu_s", "wall_s", "load_start", "load_end")})
 
@@ -67,29 +86,36 @@ def fmt(x: float) -> str:
 def report() -> None:
     doc = json.loads(OUT.read_text())
     runs = doc["runs"]
-    n = runs["looped"]["params"]["n_points"] if "looped" in runs else next(iter(runs.values()))["params"]["n_points"]
+    n = next(iter(runs.values()))["params"]["n_points"]
     ks = range(n)
     lines = ["# looped_tf: the picture preset (configs/looped_tf_picture.yaml)", "",
              "Written by `benchmarks/looped_tf_picture.py --report` from `looped_tf_picture.json`. Seed 0, one thread,",
-             "squared error / d at in-context position k, mean over the evaluation prompts.", "",
-             "| | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|" + "---|" * n]
+             "squared error / d at in-context position k, mean over the evaluation prompts. A run named other than",
+             "its variant is the variant with the overrides listed in the second table (`--set`).", "",
+             "| run | model | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|---|" + "---|" * n]
     ls = None
-    for variant, entry in runs.items():
+    for name, entry in runs.items():
         f, p = entry["final"], entry["params"]
-        if variant == "looped" or p["model"] == "looped":
-            lines.append(f"| looped L={p['n_layer']} (b={p['n_loops']}, T={p['loop_window']}), {int(f['headline_loops'])} loops | "
+        if p["model"] == "looped":
+            model = f"looped L={p['n_layer']}, b={p['n_loops']}, T={p['loop_window']}"
+            lines.append(f"| {name} | {model}, {int(f['headline_loops'])} loops | "
                          + " | ".join(fmt(f[f"err_k{k}"]) for k in ks) + " |")
-            lines.append(f"| looped, b = {p['n_loops']} loops | " + " | ".join(fmt(f[f"err_k{k}_loops{p['n_loops']}"]) for k in ks) + " |")
+            if int(f["headline_loops"]) != p["n_loops"]:
+                lines.append(f"| {name} | {model}, {p['n_loops']} loops | "
+                             + " | ".join(fmt(f[f"err_k{k}_loops{p['n_loops']}"]) for k in ks) + " |")
         else:
-            lines.append(f"| standard, {p['n_layer']} layers | " + " | ".join(fmt(f[f"err_k{k}"]) for k in ks) + " |")
+            lines.append(f"| {name} | standard, {p['n_layer']} layers | " + " | ".join(fmt(f[f"err_k{k}"]) for k in ks) + " |")
         ls = f
     if ls is not None:
-        lines.append("| least squares | " + " | ".join(fmt(ls[f"ls_err_k{k}"]) for k in ks) + " |")
-    lines += ["", "| run | status | CPU-min | wall-min | load avg start (1/5/15) | load avg end | started |", "|---|---|---|---|---|---|---|"]
-    for variant, e in runs.items():
+        lines.append("| | least squares | " + " | ".join(fmt(ls[f"ls_err_k{k}"]) for k in ks) + " |")
+    lines += ["", "| run | variant | overrides | status | CPU-min | wall-min | load avg start (1/5/15) | load avg end | started |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for name, e in runs.items():
         la = "/".join(f"{x:.2f}" for x in e["load_start"])
         lb = "/".join(f"{x:.2f}" for x in e["load_end"])
-        lines.append(f"| {variant} | {e['status']} | {e['cpu_s'] / 60:.1f} | {e['wall_s'] / 60:.1f} | {la} | {lb} | {e['started']} |")
+        over = ", ".join(f"{k}={v}" for k, v in e.get("overrides", {}).items()) or "-"
+        lines.append(f"| {name} | {e.get('variant', name)} | {over} | {e['status']} | {e['cpu_s'] / 60:.1f} | "
+                     f"{e['wall_s'] / 60:.1f} | {la} | {lb} | {e['started']} |")
     (OUT.with_suffix(".md")).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -98,12 +124,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variant", nargs="?", choices=["looped", "standard"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param of the variant (dotted keys, YAML values); repeatable")
+    parser.add_argument("--name", help="store the run under this name (default: the variant)")
     parser.add_argument("--report", action="store_true", help="render the results file, train nothing")
     args = parser.parse_args()
     if args.report:
         report()
     elif args.variant:
-        train(args.variant, args.seed)
+        train(args.variant, args.seed, args.name, overrides_of(args.sets))
     else:
         parser.error("give a variant or --report")
 
