@@ -34,30 +34,18 @@ OUT = ROOT / "results" / "looped_tf_picture.json"
 WORK = Path(os.environ.get("LOOPED_TF_WORK", "/tmp/looped_tf_picture"))
 
 
-def overrides_of(sets: list[str]) -> dict:
-    """``KEY=VALUE`` strings as a flat dict of dotted keys, the values parsed as YAML."""
+def load_params(variant: str, sets: list[str] | None = None) -> Params:
     import yaml
 
-    out = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
-def load_params(variant: str, overrides: dict | None = None) -> Params:
-    import yaml
-
-    from orchestrator.spec.spec import deep_merge, nest
+    from orchestrator.spec.spec import apply_sets, deep_merge, nest
     doc = yaml.safe_load(CONFIG.read_text())
     merged = deep_merge(nest(doc["params"]), nest(doc["variants"][variant]))
-    return Params.model_validate(deep_merge(merged, nest(overrides or {})))
+    return Params.model_validate(apply_sets({"params": merged}, sets or [])["params"])
 
 
-def train(variant: str, seed: int, name: str | None = None, overrides: dict | None = None) -> None:
-    params = load_params(variant, overrides)
+def train(variant: str, seed: int, name: str | None = None, sets: list[str] | None = None) -> None:
+    params = load_params(variant, sets)
+    overrides = dict(item.split("=", 1) for item in sets or [])  # as given, for the report
     name = name or variant
     path = WORK / f"{name}_seed{seed}"
     shutil.rmtree(path, ignore_errors=True)  # a fresh run, timed from step 0
@@ -67,7 +55,7 @@ def train(variant: str, seed: int, name: str | None = None, overrides: dict | No
     load, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M:%S")
     cpu, wall = time.process_time(), time.monotonic()
     status = worker.execute(run_dir.path)
-    entry = {"status": status, "variant": variant, "overrides": overrides or {}, "seed": seed, "cpu_s": time.process_time() - cpu, "wall_s": time.monotonic() - wall,
+    entry = {"status": status, "variant": variant, "overrides": overrides, "seed": seed, "cpu_s": time.process_time() - cpu, "wall_s": time.monotonic() - wall,
              "load_start": load, "load_end": os.getloadavg(), "started": started,
              "ended": time.strftime("%Y-%m-%d %H:%M:%S"), "params": params.model_dump(mode="json")}
     records, _ = read_journal(run_dir.journal)
@@ -132,7 +120,7 @@ def main() -> None:
     if args.report:
         report()
     elif args.variant:
-        train(args.variant, args.seed, args.name, overrides_of(args.sets))
+        train(args.variant, args.seed, args.name, args.sets)
     else:
         parser.error("give a variant or --report")
 

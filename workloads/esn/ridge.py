@@ -361,16 +361,17 @@ def select_and_refit(train: RidgeAccumulator, val: RidgeAccumulator, ridges: Seq
         c = np.asarray(c, dtype=np.float64)
         Cxy = _centred_xy(train) * c[:, None]
         mx, my = train.means()
+
+        def val_score(Ws, lam: float) -> float:  # Ws: the solution on the scaled features
+            W = _numpy(Ws) * c[:, None]
+            return val.sse(RidgeSolution(W, my - mx @ W, lam)) / (val.n * val.D)
+
         scores = {}
         if len(ridges) <= CHOLESKY_RIDGES:
             for lam in ridges:
                 work = _centred_scaled(train, c, out=work)
                 Ws = _factor_solve(work, Cxy, float(lam))
-                if Ws is None:
-                    scores[float(lam)] = float("inf")
-                    continue
-                W = Ws * c[:, None]  # back to the unscaled features
-                scores[float(lam)] = val.sse(RidgeSolution(W, my - mx @ W, lam)) / (val.n * val.D)
+                scores[float(lam)] = float("inf") if Ws is None else val_score(Ws, lam)
         else:
             work = _centred_scaled(train, c, out=work)
             evals, V = _eigh(work)  # destroys work on CPU
@@ -380,8 +381,7 @@ def select_and_refit(train: RidgeAccumulator, val: RidgeAccumulator, ridges: Seq
             else:
                 P = V.T @ Cxy
             for lam in ridges:
-                W = _numpy(V @ (P / (evals + lam)[:, None])) * c[:, None]
-                scores[float(lam)] = val.sse(RidgeSolution(W, my - mx @ W, lam)) / (val.n * val.D)
+                scores[float(lam)] = val_score(V @ (P / (evals + lam)[:, None]), lam)
             del V, P
         lam_k = min(scores, key=lambda r: (scores[r], -r))  # ties: the larger penalty
         key = (scores[lam_k], -lam_k, k)
