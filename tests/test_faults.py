@@ -140,6 +140,28 @@ def test_ctrl_c_on_queued_runs_then_resubmit_makes_no_second_run(store):
         assert Tag.ERROR not in ledger.get(record.run_id).tags
 
 
+def test_the_launcher_starts_no_queued_run_once_a_worker_was_interrupted(tmp_path):
+    """A terminal's Ctrl-C reaches the workers with the orchestrator. The worker it ended freed a slot; the
+    launcher thread must not fill it before the orchestrator's handler cancels the queue (the run it started
+    would be killed before its first checkpoint, and its resubmission would need a second MLflow run)."""
+    from orchestrator.backends.local import LocalBackend
+    from orchestrator.job.rundir import RunDir
+    from orchestrator.job.worker import INTERRUPTED_EXIT
+
+    class InterruptedWorker:
+        exitcode, sentinel = INTERRUPTED_EXIT, None
+
+        def is_alive(self) -> bool:
+            return False
+
+    backend = LocalBackend(1)
+    backend._procs["interrupted"] = InterruptedWorker()  # type: ignore[assignment]
+    queued = RunDir(tmp_path / "queued")
+    backend._queue.append(queued)
+    backend._launch_queued()  # returns: the free slot stays free
+    assert list(backend._queue) == [queued] and set(backend._procs) == {"interrupted"}
+
+
 def test_status_reports_an_undecodable_line_and_goes_on(store):
     path = store.spec({**SLOW, "name": "report", "params": {"steps": 3}})
     store.orch("submit", str(path), check=True)

@@ -107,10 +107,19 @@ class LocalBackend:
     def _launch_queued(self) -> None:
         """Start queued runs as soon as slots free up, on a thread of its own: the orchestrator is busy
         meanwhile (importing MLflow, recording the runs it just started, ingesting the ended ones), and
-        short runs would otherwise wait for it. Ends when the queue is empty; ``poll`` fills slots too."""
+        short runs would otherwise wait for it. Ends when the queue is empty; ``poll`` fills slots too.
+
+        It also ends when a worker exits interrupted: a terminal's Ctrl-C reaches the workers with the
+        orchestrator, whose handler then cancels the queue. A slot refilled in between would start a run
+        only to kill it before its first checkpoint, and its resubmission would then need a second MLflow
+        run. A worker interrupted on its own (``kill -INT``) leaves the filling to ``poll``."""
         from multiprocessing.connection import wait
+
+        from orchestrator.job.worker import INTERRUPTED_EXIT
         while True:
             with self._lock:
+                if any(p.exitcode == INTERRUPTED_EXIT for p in self._procs.values()):
+                    return
                 self._fill()
                 if not self._queue:
                     return
