@@ -10,7 +10,8 @@ configs/esn_distill_pretrained.yaml`` runs the pretrained MiniLM teacher on the 
 a busy machine, to extrapolate from: the teacher forward scales with N, every layer costs the same).
 
     .venv/bin/python benchmarks/esn_distill_e2e.py [--quick] [--cpus 2] [--config ...] [--layers N] [--samples N]
-Writes benchmarks/results/esn_distill_e2e[_<config suffix>][_<N>layers][_<N>samples][_quick].{json,md}."""
+        [--set params.teacher.precision=bfloat16 --name bf16]
+Writes benchmarks/results/esn_distill_e2e[_<config suffix>][_<N>layers][_<N>samples][_quick][_<name>].{json,md}."""
 
 from __future__ import annotations
 
@@ -68,10 +69,14 @@ def main() -> None:
                     "attempts; peak memory: this attempt's)")
     ap.add_argument("--timeout-min", type=float, default=None,
                     help="stop the run after this long and report the layers done and a projection")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a field of the config, as `orch submit --set` "
+                         "(e.g. params.teacher.precision=bfloat16); repeatable")
+    ap.add_argument("--name", default="", help="suffix of the results' file name (a run with --set)")
     args = ap.parse_args()
     console = Console()
     # resources.cpus is the cluster request (the lab config asks 4); this benchmark gives the run --cpus
-    run = expand(load_spec(Path(args.config), sets=[f"resources.cpus={args.cpus}"]))[0]
+    run = expand(load_spec(Path(args.config), sets=[f"resources.cpus={args.cpus}", *args.sets]))[0]
     params = run.params
     if args.quick:
         params["data"]["n_samples"] = 100
@@ -119,7 +124,7 @@ def main() -> None:
         ("tokens (train+val+test)", f"{final['tokens']:.0f}"),
         ("layers x units", f"{len(layers)} x {params['esn']['units']} per direction ({params['esn']['direction']})"),
         ("wall time, all included", f"{wall / 60:.1f} min (target < 15 min)"),
-        ("  teacher forward", f"{timings['teacher_s']:.0f} s"),
+        ("  teacher forward", f"{timings['teacher_s']:.0f} s ({params['teacher'].get('precision', 'float32')})"),
         ("  per layer (mean, max)", f"{sum(timings['layers_s']) / len(timings['layers_s']):.0f} s, "
                                     f"{max(timings['layers_s']):.0f} s"),
         ("peak resident memory", f"{peak_gib:.2f} GiB (target < 8 GiB)"),
@@ -171,7 +176,7 @@ def attempts_wall(records) -> float:
 def result_name(args) -> str:
     stem = Path(args.config).stem.removeprefix("esn_distill").removeprefix("_").removesuffix("lab")
     parts = ["esn_distill_e2e", stem, f"{args.layers}layers" if args.layers else "",
-             f"{args.samples}samples" if args.samples else "", "quick" if args.quick else ""]
+             f"{args.samples}samples" if args.samples else "", "quick" if args.quick else "", args.name]
     return "_".join(p for p in parts if p)
 
 

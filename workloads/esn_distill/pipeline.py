@@ -83,7 +83,7 @@ def run_distillation(params, ctx) -> dict[str, float]:
     cache = HiddenStateCache(root / fingerprint, fingerprint, attention=attention)
     t_start = time.perf_counter()
     if not cache.complete():
-        cache.write(model, corpus, tp.batch_tokens, device)
+        cache.write(model, corpus, tp.batch_tokens, device, tp.precision)
     teacher_s = time.perf_counter() - t_start
 
     student = ReservoirBERT.from_teacher(model, ep, ctx.seed, ep.batch_tokens, tp.batch_tokens, ep.readout_input,
@@ -93,7 +93,8 @@ def run_distillation(params, ctx) -> dict[str, float]:
     probe_set = None
     if pp.enabled and tokenizer is not None:  # random ids have no text to probe
         samples, labels = probe.passages(tokenizer, pp.n_per_class, pp.length, ctx.seed)
-        probe_set = (samples, labels, probe.teacher_states(model, samples, tp.batch_tokens, device))
+        probe_set = (samples, labels, probe.teacher_states(model, samples, tp.batch_tokens, device,
+                                                                tp.precision))
     del model
 
     saved = ctx.load_checkpoint()

@@ -18,7 +18,7 @@ import torch
 
 from workloads.esn.ridge import RidgeAccumulator, select_ridge
 from workloads.esn_distill.data import KJV_NEW_TESTAMENT, read_paragraphs
-from workloads.esn_distill.teacher import batches, pad, prepared
+from workloads.esn_distill.teacher import batches, forward_mode, pad, prepared
 
 SPLIT = (0.6, 0.2)  # train, validation fractions; the rest is the test part
 
@@ -53,16 +53,18 @@ def passages(tokenizer, n_per_class: int, length: int, seed: int) -> tuple[list[
     return [out[k] for k in order], np.asarray(labels)[order]
 
 
-def teacher_states(model, samples: list[np.ndarray], batch_tokens: int, device: str) -> list[np.ndarray]:
-    """The teacher's hidden_states[0..L] for the real tokens of ``samples`` (flat, float32)."""
+def teacher_states(model, samples: list[np.ndarray], batch_tokens: int, device: str,
+                   precision: str = "float32") -> list[np.ndarray]:
+    """The teacher's hidden_states[0..L] for the real tokens of ``samples`` (flat, float32), its forward at
+    ``precision`` as the cache's."""
     lengths = np.array([len(s) for s in samples])
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    model = prepared(model, device)
+    model = prepared(model, device, precision)
     n_states = model.config.num_hidden_layers + 1
     out = [np.empty((int(offsets[-1]), model.config.hidden_size), np.float32) for _ in range(n_states)]
     for a, b in batches(lengths, 0, len(samples), batch_tokens):
         ids, mask = pad(samples[a:b])
-        with torch.inference_mode():
+        with forward_mode(device, precision):
             hs = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device),
                        output_hidden_states=True).hidden_states
         keep = torch.from_numpy(mask).to(device).bool()

@@ -7,6 +7,7 @@ not the whole stack (13 x 250k tokens x 768 x 4 bytes = 10 GB for the lab's run)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -101,13 +102,13 @@ class HiddenStateCache:
     def meta(self) -> dict:
         return json.loads(self.marker.read_text())
 
-    def write(self, model, corpus: Corpus, batch_tokens: int, device: str) -> None:
+    def write(self, model, corpus: Corpus, batch_tokens: int, device: str, precision: str = "float32") -> None:
         """Run the teacher over every sample (inference mode, attention mask for padding) and append each
         batch's real tokens to the per-layer files. Sequential writes: memory stays at one batch."""
         if self.root.exists():
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True)
-        model = prepared(model, device)
+        model = prepared(model, device, precision)
         n_states = model.config.num_hidden_layers + 1
         hidden = model.config.hidden_size
         files = []
@@ -126,7 +127,7 @@ class HiddenStateCache:
         try:
             for first, end in batches(corpus.lengths, 0, len(corpus.samples), batch_tokens):
                 ids, mask = pad(corpus.samples[first:end])
-                with torch.inference_mode():
+                with forward_mode(device, precision):
                     out = model(input_ids=torch.from_numpy(ids).to(device),
                                 attention_mask=torch.from_numpy(mask).to(device), output_hidden_states=True)
                 keep = torch.from_numpy(mask).to(device).bool()
@@ -173,12 +174,23 @@ def onednn_is_faster() -> bool:
     return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
-def prepared(model, device: str):
-    """The teacher ready for inference on ``device``: eval mode, and on an AVX-512 CPU its linears on oneDNN.
-    Idempotent, so that every forward of a run (the cache, the probe), resumed or not, runs the same
-    arithmetic."""
+def prepared(model, device: str, precision: str = "float32"):
+    """The teacher ready for inference on ``device``: eval mode, and for float32 on an AVX-512 CPU its
+    linears on oneDNN (bfloat16 autocast sends them there itself). Idempotent, so that every forward of a
+    run (the cache, the probe), resumed or not, runs the same arithmetic."""
     model = model.to(device).eval()
-    return linears_on_onednn(model) if device == "cpu" and onednn_is_faster() else model
+    return linears_on_onednn(model) if device == "cpu" and precision == "float32" and onednn_is_faster() else model
+
+
+def forward_mode(device: str, precision: str) -> contextlib.AbstractContextManager:
+    """The context of every teacher forward: inference mode, and for ``bfloat16`` torch's autocast, which
+    runs the matmuls in bfloat16 and keeps layer norms and softmax in float32. On a CPU with AMX (or a GPU)
+    that is ~2.7x faster for bert-base; without bfloat16 units it is slower than float32."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    if precision == "bfloat16":
+        stack.enter_context(torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16))
+    return stack
 
 
 def linears_on_onednn(model: torch.nn.Module) -> torch.nn.Module:
