@@ -1,7 +1,8 @@
 """Run one variant of configs/looped_tf_picture.yaml (seed 0 by default) through orch's worker, timed: CPU
 time, wall time and the load average (1/5/15 min) at the start and the end go to
 benchmarks/results/looped_tf_picture.json with the final metrics; ``--report`` renders that file into
-benchmarks/results/looped_tf_picture.md (error at every in-context position k = 0 .. 2d).
+benchmarks/results/looped_tf_picture.md (error at every in-context position k = 0 .. 2d) and, from the runs
+named after the preset's variants, benchmarks/results/looped_tf_picture.png (error vs k, log scale).
 
     .venv/bin/python benchmarks/looped_tf_picture.py looped
     .venv/bin/python benchmarks/looped_tf_picture.py standard
@@ -106,6 +107,34 @@ def report() -> None:
                      f"{e['wall_s'] / 60:.1f} | {la} | {lb} | {e['started']} |")
     (OUT.with_suffix(".md")).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if "looped" in runs and "standard" in runs:
+        plot(runs["looped"], runs["standard"], OUT.with_suffix(".png"))
+
+
+def plot(looped: dict, standard: dict, path: Path) -> None:
+    """The paper's Figure 2 at this scale: error by in-context position, the preset's two models and
+    least squares (exact from k = d on: drawn at the plot's floor)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    f, p = looped["final"], looped["params"]
+    ks = list(range(p["n_points"]))
+    floor = 1e-4
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(ks, [f[f"err_k{k}"] for k in ks], "o-", label=f"looped L={p['n_layer']}, b={p['n_loops']}, "
+            f"T={p['loop_window']}, {int(f['headline_loops'])} loops")
+    ax.plot(ks, [f[f"err_k{k}_loops{p['n_loops']}"] for k in ks], "o:", label=f"looped, b = {p['n_loops']} loops")
+    s = standard["final"]
+    ax.plot(ks, [s[f"err_k{k}"] for k in ks], "s-", label=f"standard, {standard['params']['n_layer']} layers")
+    ax.plot(ks, [max(f[f"ls_err_k{k}"], floor) for k in ks], "k--", label="least squares (floor: exact)")
+    ax.axvline(p["n_dims"], color="grey", lw=0.8)
+    ax.set_xticks(ks)
+    ax.set(yscale="log", ylim=(floor / 2, 2), xlabel="in-context examples k", ylabel="squared error / d",
+           title=f"d = {p['n_dims']}, seed 0, one CPU thread")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main() -> None:
