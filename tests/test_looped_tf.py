@@ -450,6 +450,18 @@ def test_the_cpu_preset_is_the_smoke_preset_trained_longer():
         assert a == b
 
 
+def test_the_picture_preset_is_what_its_docs_report():
+    # docs/looped_tf.md ("The picture in 15 minutes") reports these two runs, trained by
+    # benchmarks/looped_tf_picture.py from the same file.
+    v = _variants("looped_tf_picture.yaml")
+    looped, standard = v["looped"], v["standard"]
+    assert (looped.n_dims, looped.n_points, looped.n_layer, looped.n_loops, looped.loop_window, looped.steps) == \
+        (2, 5, 1, 20, 10, 14000)
+    assert (standard.model, standard.n_layer, standard.steps) == ("standard", 4, 24000)
+    assert (looped.lr_schedule, looped.headline, looped.eval_horizon) == ("cosine", "horizon", 100)
+    assert curriculum_at(looped, 0) == (2, 5, 10) and curriculum_at(looped, 10**6) == (2, 5, 20)
+
+
 def test_paper_spec_follows_the_reference():
     v = _variants("looped_tf_paper.yaml")
     assert set(v) == {"looped_b30", "looped_b20", "standard"}
