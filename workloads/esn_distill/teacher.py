@@ -166,16 +166,29 @@ class OneDNNLinear(torch.nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
+def cpu_vendor() -> str:
+    """The CPU's vendor id (``GenuineIntel``, ``AuthenticAMD``; empty where /proc/cpuinfo says nothing)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def onednn_is_faster() -> bool:
-    """Whether this CPU has AVX-512, where oneDNN's linears beat torch's default (1.7x, measured on an
-    AVX-512 EPYC). On an AVX2-only EPYC the default is faster (bert-base forward 6.8 s vs 7.8 s per 4,096
-    tokens, 2 threads): there the linears stay. A property of the CPU, so every forward of a run on one
-    machine takes the same path."""
-    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    """Whether oneDNN's linears beat torch's default (MKL) on this CPU: on AMD with AVX-512 only. Measured,
+    bert-base forward, 2 threads, per 4,096 tokens: AMD EPYC AVX-512 1.7x faster; AMD EPYC AVX2 slower
+    (7.8 s vs 6.8 s); Intel Xeon AVX-512 slower (3.4 s vs 2.8 s: MKL runs its AVX-512 kernels on Intel,
+    only its AVX2 ones on AMD). A property of the CPU, so every forward of a run on one machine takes the
+    same path."""
+    return cpu_vendor() == "AuthenticAMD" and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def prepared(model, device: str, precision: str = "float32"):
-    """The teacher ready for inference on ``device``: eval mode, and for float32 on an AVX-512 CPU its
+    """The teacher ready for inference on ``device``: eval mode, and for float32 on an AVX-512 AMD CPU its
     linears on oneDNN (bfloat16 autocast sends them there itself). Idempotent, so that every forward of a
     run (the cache, the probe), resumed or not, runs the same arithmetic."""
     model = model.to(device).eval()
