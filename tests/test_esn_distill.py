@@ -105,13 +105,12 @@ def test_layer_pairing_and_padding_masked_out_of_the_cache(tiny_setup):
     np.testing.assert_allclose(layers[1][:off[1]], out1[0].numpy(), atol=2e-5)
 
 
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
 def test_a_bfloat16_teacher_moves_the_hidden_states_a_little_and_keeps_the_embeddings(tiny_setup, tmp_path):
     """teacher.precision: bfloat16 runs the forward under autocast: the layers' states move (by far less
     than their variance), the embeddings (no matmul) are bit-identical, so the student's input is the same."""
     p, prepared_model, corpus, cache = tiny_setup
-    model = random_teacher("bert-tiny", 3, prepared_model.config.vocab_size, p.data.max_len, seed=3, hidden_size=32, num_heads=2,
-                           intermediate_size=64, init_range=0.1)  # the fixture's, not yet prepared
+    model = random_teacher("bert-tiny", 3, prepared_model.config.vocab_size, p.data.max_len, seed=3,
+                           hidden_size=32, num_heads=2, intermediate_size=64, init_range=0.1)  # the fixture's, unprepared
     bf16 = HiddenStateCache(tmp_path / "bf16", "g")
     bf16.write(model, corpus, batch_tokens=128, device="cpu", precision="bfloat16")
     assert not any(isinstance(m, OneDNNLinear) for m in model.modules())  # autocast's linears instead
@@ -122,6 +121,7 @@ def test_a_bfloat16_teacher_moves_the_hidden_states_a_little_and_keeps_the_embed
         assert 0 < nmse < 1e-2, (k, nmse)
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
 def test_teacher_linears_on_onednn_give_the_same_hidden_states():
     plain = random_teacher("bert-tiny", 2, 300, 32, seed=1, hidden_size=32, num_heads=2, intermediate_size=64,
                            init_range=0.1).eval()

@@ -93,8 +93,8 @@ def run_distillation(params, ctx) -> dict[str, float]:
     probe_set = None
     if pp.enabled and tokenizer is not None:  # random ids have no text to probe
         samples, labels = probe.passages(tokenizer, pp.n_per_class, pp.length, ctx.seed)
-        probe_set = (samples, labels, probe.teacher_states(model, samples, tp.batch_tokens, device,
-                                                                tp.precision))
+        states = probe.teacher_states(model, samples, tp.batch_tokens, device, tp.precision)
+        probe_set = (samples, labels, states)
     del model
 
     saved = ctx.load_checkpoint()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from orchestrator.errors import InputError
+from orchestrator.job.device import cpuinfo_field
 from workloads.esn_distill.data import Corpus
 
 # (hidden_size, num_attention_heads, intermediate_size); the layer count is a separate parameter.
@@ -168,14 +169,7 @@ class OneDNNLinear(torch.nn.Module):
 
 def cpu_vendor() -> str:
     """The CPU's vendor id (``GenuineIntel``, ``AuthenticAMD``; empty where /proc/cpuinfo says nothing)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    return cpuinfo_field("vendor_id") or ""
 
 
 def onednn_is_faster() -> bool:
