@@ -9,6 +9,11 @@ configs/esn_distill_pretrained.yaml`` runs the pretrained MiniLM teacher on the 
 ``esn_distill_e2e_pretrained``); ``--layers N`` keeps the first N layers of a random teacher (a reduced run on
 a busy machine, to extrapolate from: the teacher forward scales with N, every layer costs the same).
 
+Beside the wall time it prints the run's arithmetic floor: its flop count (workloads/esn_distill/flops.py) at
+this host's float32 and float64 matrix-product peak, measured just before the run on the same threads. No
+implementation of the same protocol runs faster on this host, so a wall time near the floor says that a
+faster target needs other hardware or less arithmetic, not better code.
+
     .venv/bin/python benchmarks/esn_distill_e2e.py [--quick] [--cpus 2] [--config ...] [--layers N] [--samples N]
         [--set params.teacher.precision=bfloat16 --name bf16]
 Writes benchmarks/results/esn_distill_e2e[_<config suffix>][_<N>layers][_<N>samples][_quick][_<name>].{json,md}."""
@@ -45,6 +50,34 @@ def blas_kernels() -> str:
     from threadpoolctl import threadpool_info
     return ", ".join(f"{p['internal_api']} {p.get('version')} {p.get('architecture')}"
                      for p in threadpool_info() if p["user_api"] == "blas")
+
+
+def gemm_peak(dtype: str, threads: int, n: int = 4096) -> float:
+    """flop/s of numpy's n x n matrix product on ``threads`` threads (best of 3): this host's peak for the
+    run's big products, measured in the same process and hour as the run."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(dtype)
+    best = float("inf")
+    with threadpool_limits(threads):
+        a @ a
+        for _ in range(3):
+            t = time.perf_counter()
+            a @ a
+            best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def arithmetic(params: dict, seed: int) -> dict:
+    """The run's flop counts (workloads/esn_distill/flops.py) from its params: the teacher's sizes and the
+    corpus's sample lengths, rebuilt as the run builds them."""
+    from workloads.esn_distill import Params, flops
+    from workloads.esn_distill.pipeline import split_lengths, teacher_and_corpus
+    p = Params(**params)
+    model, _, corpus = teacher_and_corpus(p, seed)
+    c = model.config
+    return flops.run(p, {s: split_lengths(corpus, s).tolist() for s in ("train", "val", "test")},
+                     c.num_hidden_layers, c.hidden_size, c.intermediate_size)
 
 
 def print_measures(console, title: str, rows: list[tuple[str, str]]) -> None:
@@ -92,6 +125,7 @@ def main() -> None:
         run_dir = RunDir(Path(tempfile.mkdtemp(prefix="esn_distill_e2e_")))
         run_dir.create({"run": {**run.to_dict(), "params": params}, "run_id": "bench", "experiment_id": "0",
                         "cpus": args.cpus, "gpus": 0})
+    peaks = {dt: gemm_peak(dt, args.cpus) for dt in ("float32", "float64")}
     load_before = os.getloadavg()
     console.print(f"run dir {run_dir.path}; load average before: {load_before[0]:.1f} "
                   f"(1 min) on {os.cpu_count()} cores")
@@ -117,6 +151,8 @@ def main() -> None:
         console.print((run_dir.stderr.read_text() if run_dir.stderr.exists() else "")[-3000:])
         sys.exit(1)
     final = end["final"]
+    work = arithmetic(params, run.seed)
+    floor = {k: f.seconds(peaks["float32"], peaks["float64"]) for k, f in work.items()}
     timings = json.loads((run_dir.artifacts / "timings.json").read_text())
     layers = json.loads((run_dir.artifacts / "layers.json").read_text())["layers"]
 
@@ -127,6 +163,13 @@ def main() -> None:
         ("  teacher forward", f"{timings['teacher_s']:.0f} s ({params['teacher'].get('precision', 'float32')})"),
         ("  per layer (mean, max)", f"{sum(timings['layers_s']) / len(timings['layers_s']):.0f} s, "
                                     f"{max(timings['layers_s']):.0f} s"),
+        ("arithmetic floor at this host's gemm peak", f"{floor['total'] / 60:.1f} min (teacher {floor['teacher']:.0f}"
+                                                      f" s, per layer {floor['per_layer']:.0f} s); wall / floor "
+                                                      f"{wall / floor['total']:.2f}"),
+        ("  gemm peak float32 / float64", f"{peaks['float32'] / 1e9:.0f} / {peaks['float64'] / 1e9:.0f} GFLOP/s "
+                                          f"({args.cpus} threads, numpy)"),
+        ("  flops teacher / per layer (f32 + f64)", f"{work['teacher'].float32:.3g} / "
+                                                    f"{work['per_layer'].float32:.3g} + {work['per_layer'].float64:.3g}"),
         ("peak resident memory", f"{peak_gib:.2f} GiB (target < 8 GiB)"),
         ("load average 1 min (before, after)", f"{load_before[0]:.1f}, {load_after[0]:.1f} on {os.cpu_count()} cores"),
         ("threads; numpy BLAS kernels", f"{args.cpus}; {blas_kernels()}"),
@@ -152,7 +195,8 @@ def main() -> None:
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
     meta = {"cpus_given": args.cpus, "cores": os.cpu_count(), "load_before": load_before, "load_after": load_after,
-            "python": platform.python_version(), "blas": blas_kernels(), "params": params}
+            "python": platform.python_version(), "blas": blas_kernels(), "params": params,
+            "gemm_peak_flops": peaks, "flops": {k: vars(f) for k, f in work.items()}, "floor_s": floor}
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "wall_s": wall, "peak_rss_gib": peak_gib,
                                                   "timings": timings, "final": final, "layers": layers}, indent=1))
     (out / f"{name}.md").write_text(

@@ -122,7 +122,13 @@ def test_a_bfloat16_teacher_moves_the_hidden_states_a_little_and_keeps_the_embed
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
-def test_teacher_linears_on_onednn_give_the_same_hidden_states():
+@pytest.mark.parametrize("packed", [True, False])  # packed weights + fused GELU; the converting fallback
+def test_teacher_linears_on_onednn_give_the_same_hidden_states(monkeypatch, packed):
+    from workloads.esn_distill import teacher
+
+    if packed:
+        assert teacher._HAS_POINTWISE  # torch 2.13's CPU build has the op: the fast path is the one run
+    monkeypatch.setattr(teacher, "_HAS_POINTWISE", packed)
     plain = random_teacher("bert-tiny", 2, 300, 32, seed=1, hidden_size=32, num_heads=2, intermediate_size=64,
                            init_range=0.1).eval()
     ids, mask = pad([np.arange(5, 25), np.arange(7, 19)])
@@ -134,8 +140,29 @@ def test_teacher_linears_on_onednn_give_the_same_hidden_states():
         got = fast(**inputs).hidden_states
     assert not any(isinstance(m, torch.nn.Linear) for m in fast.modules())
     assert sum(isinstance(m, OneDNNLinear) for m in fast.modules()) == 2 * 6 + 1  # 6 per layer, pooler
+    for layer in fast.encoder.layer:  # the GELU runs inside the intermediate product
+        assert layer.intermediate.dense.activation == "gelu"
+        assert isinstance(layer.intermediate.intermediate_act_fn, torch.nn.Identity)
     for w, g in zip(want, got):
         assert float((w - g).norm() / w.norm()) < 1e-5
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch build has no oneDNN")
+def test_only_the_exact_gelu_is_fused_into_onednn():
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=300, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, hidden_act="gelu_new")  # the tanh approximation
+    plain = BertModel(config).eval()
+    ids = torch.arange(5, 25)[None]
+    with torch.inference_mode():
+        want = plain(input_ids=ids).last_hidden_state.clone()
+        fast = linears_on_onednn(plain)
+        got = fast(input_ids=ids).last_hidden_state
+    intermediate = fast.encoder.layer[0].intermediate
+    assert intermediate.dense.activation == "none"
+    assert not isinstance(intermediate.intermediate_act_fn, torch.nn.Identity)
+    assert float((want - got).norm() / want.norm()) < 1e-5
 
 
 @pytest.mark.parametrize("vendor", ["AuthenticAMD", "GenuineIntel"])

@@ -46,31 +46,40 @@ def edge_flags(fit, ep) -> dict[str, float]:
                                                                             max(ep.state_scales)))}
 
 
-def run_distillation(params, ctx) -> dict[str, float]:
-    import torch
-
-    from orchestrator.errors import InputError
-    from workloads.esn_distill import distill, memory, packaged, plots, probe
+def teacher_and_corpus(params, seed: int):
+    """(teacher, tokenizer or None, corpus) of a run: a function of its params and seed."""
+    from workloads.esn_distill import packaged
     from workloads.esn_distill.data import build_tokenizer, make_corpus
-    from workloads.esn_distill.metrics import ScoreAccumulator
-    from workloads.esn_distill.student import ReservoirBERT
-    from workloads.esn_distill.teacher import HiddenStateCache, load_pretrained, random_teacher, teacher_params
+    from workloads.esn_distill.teacher import load_pretrained, random_teacher
 
-    device = ctx.device if params.device == "auto" else params.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("device: cuda asked but torch sees no CUDA device", field="device")
-    tp, dp, ep, pp = params.teacher, params.data, params.esn, params.probe
-
+    tp, dp = params.teacher, params.data
     if tp.pretrained:
         model, tokenizer = load_pretrained(packaged.resolve(tp.pretrained), tp.allow_download)
         vocab = len(tokenizer)
     else:
         tokenizer = build_tokenizer(dp.text_path, dp.vocab_size) if dp.source == "text" else None
         vocab = len(tokenizer) if tokenizer is not None else dp.vocab_size
-        model = random_teacher(tp.config, tp.num_layers, vocab, dp.max_len, ctx.seed, tp.hidden_size,
+        model = random_teacher(tp.config, tp.num_layers, vocab, dp.max_len, seed, tp.hidden_size,
                                tp.num_attention_heads, tp.intermediate_size, tp.init_range)
+    return model, tokenizer, make_corpus(dp, tokenizer, vocab, seed)
+
+
+def run_distillation(params, ctx) -> dict[str, float]:
+    import torch
+
+    from orchestrator.errors import InputError
+    from workloads.esn_distill import distill, memory, plots, probe
+    from workloads.esn_distill.metrics import ScoreAccumulator
+    from workloads.esn_distill.student import ReservoirBERT
+    from workloads.esn_distill.teacher import HiddenStateCache, teacher_params
+
+    device = ctx.device if params.device == "auto" else params.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("device: cuda asked but torch sees no CUDA device", field="device")
+    tp, dp, ep, pp = params.teacher, params.data, params.esn, params.probe
+
+    model, tokenizer, corpus = teacher_and_corpus(params, ctx.seed)
     n_layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
-    corpus = make_corpus(dp, tokenizer, vocab, ctx.seed)
     # Refuse before any heavy work a run that cannot fit: the readout statistics grow as units^2.
     memory.check(memory.estimate(ep, hidden, corpus.n_tokens, device, params.train_on == "chained"),
                  params.mem_gb, ctx, device)
