@@ -131,9 +131,11 @@ class HiddenStateCache:
                 with forward_mode(device, precision):
                     out = model(input_ids=torch.from_numpy(ids).to(device),
                                 attention_mask=torch.from_numpy(mask).to(device), output_hidden_states=True)
-                keep = torch.from_numpy(mask).to(device).bool()
+                lengths = mask.sum(axis=1)
                 for f, h in zip(files, [*out.hidden_states, *captured]):
-                    f.write(h[keep].float().cpu().numpy().tobytes())  # row-major b, t = canonical order
+                    h = h.float().cpu().contiguous()  # no copy for float32 CPU states
+                    for b, L in enumerate(lengths):  # each sample's real tokens, straight from h's memory:
+                        f.write(h[b, :L].numpy().data)  # row-major b, t = canonical order, no gather copy
                 captured.clear()
         finally:
             for hook in hooks:
