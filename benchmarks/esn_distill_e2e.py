@@ -11,7 +11,7 @@ a busy machine, to extrapolate from: the teacher forward scales with N, every la
 
 Beside the wall time it prints the run's arithmetic floor: its flop count (workloads/esn_distill/flops.py) at
 this host's float32 and float64 matrix-product peak, measured just before the run on the same threads. No
-implementation of the same protocol runs faster on this host, so a wall time near the floor says that a
+implementation that executes these operations runs faster on this host, so a wall time near the floor says that a
 faster target needs other hardware or less arithmetic, not better code.
 
     .venv/bin/python benchmarks/esn_distill_e2e.py [--quick] [--cpus 2] [--config ...] [--layers N] [--samples N]

@@ -1,8 +1,8 @@
 """The arithmetic of a run, counted from its shapes: how many floating-point operations the teacher forward and
 each layer's fit execute (a multiply-add = 2), split by the precision they run in.
 
-Divided by this host's measured matrix-product peak it is the run's floor: no implementation of the same
-protocol on the same cores can be faster. ``benchmarks/esn_distill_e2e.py`` prints it beside the wall time,
+Divided by this host's measured matrix-product peak it is the run's floor: no implementation that executes
+these operations on the same cores can be faster. ``benchmarks/esn_distill_e2e.py`` prints it beside the wall time,
 which tells a speed target that the hardware cannot meet from one the code misses.
 
 What is counted, per layer (F = hidden + units x directions readout features, D = hidden targets):
@@ -10,7 +10,8 @@ What is counted, per layer (F = hidden + units x directions readout features, D 
   scores, the chained pass): the input drive W_in u (dense, as computed) and the recurrence W x (its non-zeros:
   a sparse W steps as CSR on CPU);
 - readout statistics on the train + validation tokens: X^T X (a symmetric rank-k update, n F^2) and X^T Y;
-- predictions of the test tokens (ESN, linear baseline, chained pass);
+- predictions of the test tokens (ESN, linear baseline, chained pass), and with ``train_on: chained`` the
+  fitted layer's features and predictions on every token (the next layer's inputs);
 - float64: per (state scale, ridge) a Cholesky factor (F^3 / 3), its solve (2 F^2 D) and the validation score
   (2 F^2 D), then the refit. The linear baseline's hidden-wide solves (< 1 %) are left out.
 Padding, elementwise work (tanh, layer norms, GELU) and memory traffic are not counted: a floor, not a model."""
@@ -21,8 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from workloads.esn.reservoir import SPARSE_DENSITY, SPARSE_MIN_UNITS
-
-DIRECTIONS = {"forward": 1, "backward": 1, "both": 2}
+from workloads.esn_distill.distill import DIRECTIONS
 
 
 @dataclass
@@ -51,17 +51,19 @@ def teacher(lengths: Sequence[int], n_layers: int, hidden: int, intermediate: in
     return Flops(float32=2 * (n_layers * per_layer + len(lengths) * hidden ** 2))
 
 
-def layer(esn, hidden: int, n_fit: int, n_test: int, n_candidates: int, chained: bool = True) -> Flops:
+def layer(esn, hidden: int, n_fit: int, n_test: int, n_candidates: int, chained: bool = True,
+          n_student: int = 0) -> Flops:
     """One layer's fit and scores. ``esn``: ESNParams; ``n_fit``: train + validation tokens; ``n_test``: test
-    tokens; ``n_candidates``: (state scale, ridge) pairs tried on validation."""
-    d = DIRECTIONS[esn.direction]
+    tokens; ``n_candidates``: (state scale, ridge) pairs scored on validation (0 when there is nothing to
+    choose); ``n_student``: tokens the fitted layer is run on besides (``train_on: chained``: all of them)."""
+    d = len(DIRECTIONS[esn.direction])
     F, D, U = hidden + esn.units * d, hidden, esn.units
     sparse = esn.connectivity <= SPARSE_DENSITY and U >= SPARSE_MIN_UNITS  # as reservoir.steps_sparse decides
     recurrent = esn.connectivity * U * U if sparse else U * U
     per_token_features = 2 * d * (hidden * U + recurrent)
-    stepped = n_fit + n_test * (2 if chained else 1)
+    stepped = n_fit + n_test * (2 if chained else 1) + n_student
     statistics = n_fit * F * F + 2 * n_fit * F * D
-    predictions = 2 * n_test * (F * D + hidden * D) + (2 * n_test * F * D if chained else 0)
+    predictions = 2 * n_test * (F * D + hidden * D) + 2 * (n_test * chained + n_student) * F * D
     S = F if esn.readout_input else F - hidden  # the columns the readout is solved on
     solve = S ** 3 / 3 + 2 * S * S * D
     return Flops(float32=stepped * per_token_features + statistics + predictions,
@@ -76,6 +78,6 @@ def run(params, lengths_by_split: dict[str, Sequence[int]], n_layers: int, hidde
     all_lengths = [L for lengths in lengths_by_split.values() for L in lengths]
     candidates = len(ep.ridges) * len(ep.state_scales)
     per_layer = layer(ep, hidden, n["train"] + n["val"], n["test"], candidates if candidates > 1 else 0,
-                      params.chained)
+                      params.chained, sum(n.values()) if params.train_on == "chained" else 0)
     forward = teacher(all_lengths, n_layers, hidden, intermediate)
     return {"teacher": forward, "per_layer": per_layer, "total": forward + per_layer * n_layers}
