@@ -53,31 +53,54 @@ def blas_kernels() -> str:
 
 
 def gemm_peak(dtype: str, threads: int, n: int = 4096) -> float:
-    """flop/s of numpy's n x n matrix product on ``threads`` threads (best of 3): this host's peak for the
-    run's big products, measured in the same process and hour as the run."""
+    """flop/s of an n x n matrix product on ``threads`` threads (best of 3): numpy's for float32 and float64
+    (the readout's BLAS), torch's for bfloat16 (the teacher's autocast products, on oneDNN)."""
     import numpy as np
+    import torch
     from threadpoolctl import threadpool_limits
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(dtype)
-    best = float("inf")
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    if dtype == "bfloat16":
+        t_a = torch.from_numpy(a).to(torch.bfloat16)
+        product = lambda: t_a @ t_a  # noqa: E731
+    else:
+        a = a.astype(dtype)
+        product = lambda: a @ a  # noqa: E731
+    best, threads_before = float("inf"), torch.get_num_threads()
+    torch.set_num_threads(threads)
     with threadpool_limits(threads):
-        a @ a
+        product()
         for _ in range(3):
             t = time.perf_counter()
-            a @ a
+            product()
             best = min(best, time.perf_counter() - t)
+    torch.set_num_threads(threads_before)
     return 2 * n ** 3 / best
 
 
-def arithmetic(params: dict, seed: int) -> dict:
-    """The run's flop counts (workloads/esn_distill/flops.py) from its params: the teacher's sizes and the
-    corpus's sample lengths, rebuilt as the run builds them."""
+def gemm_peaks(threads: int, before: dict[str, float] | None = None) -> dict[str, float]:
+    """Each dtype's peak, the best of this measure and ``before``'s: a measure disturbed by another process
+    (a busy start) would otherwise lower the peak and make the floor look higher than it is."""
+    now = {dt: gemm_peak(dt, threads) for dt in ("float32", "float64", "bfloat16")}
+    return {dt: max(v, (before or {}).get(dt, 0.0)) for dt, v in now.items()}
+
+
+def floor_seconds(work: dict, n_layers: int, peaks: dict[str, float], precision: str) -> dict[str, float]:
+    """Seconds of each part at the peaks; a bfloat16 teacher's products at the bfloat16 peak."""
+    teacher = work["teacher"].float32 / (peaks["bfloat16"] if precision == "bfloat16" else peaks["float32"])
+    per_layer = work["per_layer"].seconds(peaks["float32"], peaks["float64"])
+    return {"teacher": teacher, "per_layer": per_layer, "total": teacher + n_layers * per_layer}
+
+
+def arithmetic(params: dict, seed: int) -> tuple[dict, int]:
+    """The run's flop counts (workloads/esn_distill/flops.py) from its params, and its layer count: the
+    teacher's sizes and the corpus's sample lengths, rebuilt as the run builds them."""
     from workloads.esn_distill import Params, flops
     from workloads.esn_distill.pipeline import split_lengths, teacher_and_corpus
     p = Params(**params)
     model, _, corpus = teacher_and_corpus(p, seed)
     c = model.config
     return flops.run(p, {s: split_lengths(corpus, s).tolist() for s in ("train", "val", "test")},
-                     c.num_hidden_layers, c.hidden_size, c.intermediate_size)
+                     c.num_hidden_layers, c.hidden_size, c.intermediate_size), c.num_hidden_layers
 
 
 def print_measures(console, title: str, rows: list[tuple[str, str]]) -> None:
@@ -125,7 +148,7 @@ def main() -> None:
         run_dir = RunDir(Path(tempfile.mkdtemp(prefix="esn_distill_e2e_")))
         run_dir.create({"run": {**run.to_dict(), "params": params}, "run_id": "bench", "experiment_id": "0",
                         "cpus": args.cpus, "gpus": 0})
-    peaks = {dt: gemm_peak(dt, args.cpus) for dt in ("float32", "float64")}
+    peaks = gemm_peaks(args.cpus)
     load_before = os.getloadavg()
     console.print(f"run dir {run_dir.path}; load average before: {load_before[0]:.1f} "
                   f"(1 min) on {os.cpu_count()} cores")
@@ -151,8 +174,9 @@ def main() -> None:
         console.print((run_dir.stderr.read_text() if run_dir.stderr.exists() else "")[-3000:])
         sys.exit(1)
     final = end["final"]
-    work = arithmetic(params, run.seed)
-    floor = {k: f.seconds(peaks["float32"], peaks["float64"]) for k, f in work.items()}
+    peaks = gemm_peaks(args.cpus, before=peaks)
+    work, n_layers = arithmetic(params, run.seed)
+    floor = floor_seconds(work, n_layers, peaks, params["teacher"].get("precision", "float32"))
     timings = json.loads((run_dir.artifacts / "timings.json").read_text())
     layers = json.loads((run_dir.artifacts / "layers.json").read_text())["layers"]
 
@@ -166,8 +190,9 @@ def main() -> None:
         ("arithmetic floor at this host's gemm peak", f"{floor['total'] / 60:.1f} min (teacher {floor['teacher']:.0f}"
                                                       f" s, per layer {floor['per_layer']:.0f} s); wall / floor "
                                                       f"{wall / floor['total']:.2f}"),
-        ("  gemm peak float32 / float64", f"{peaks['float32'] / 1e9:.0f} / {peaks['float64'] / 1e9:.0f} GFLOP/s "
-                                          f"({args.cpus} threads, numpy)"),
+        ("  gemm peak float32 / float64 / bfloat16", f"{peaks['float32'] / 1e9:.0f} / {peaks['float64'] / 1e9:.0f}"
+                                                     f" / {peaks['bfloat16'] / 1e9:.0f} GFLOP/s ({args.cpus} threads, "
+                                                     "best before / after the run)"),
         ("  flops teacher / per layer (f32 + f64)", f"{work['teacher'].float32:.3g} / "
                                                     f"{work['per_layer'].float32:.3g} + {work['per_layer'].float64:.3g}"),
         ("peak resident memory", f"{peak_gib:.2f} GiB (target < 8 GiB)"),
