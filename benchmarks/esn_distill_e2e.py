@@ -10,7 +10,8 @@ configs/esn_distill_pretrained.yaml`` runs the pretrained MiniLM teacher on the 
 a busy machine, to extrapolate from: the teacher forward scales with N, every layer costs the same).
 
 Beside the wall time it prints the run's arithmetic floor: its flop count (workloads/esn_distill/flops.py) at
-this host's float32 and float64 matrix-product peak, measured just before the run on the same threads. No
+this host's matrix-product peaks (float32, float64; bfloat16 for a bfloat16 teacher), measured on the same
+threads before and after the run (the better of the two). No
 implementation that executes these operations runs faster on this host, so a wall time near the floor says that a
 faster target needs other hardware or less arithmetic, not better code.
 
@@ -221,7 +222,8 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     meta = {"cpus_given": args.cpus, "cores": os.cpu_count(), "load_before": load_before, "load_after": load_after,
             "python": platform.python_version(), "blas": blas_kernels(), "params": params,
-            "gemm_peak_flops": peaks, "flops": {k: vars(f) for k, f in work.items()}, "floor_s": floor}
+            "gemm_peak_flops": peaks, "flops": {k: vars(f) for k, f in work.items()}, "layers": n_layers,
+            "floor_s": floor}
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "wall_s": wall, "peak_rss_gib": peak_gib,
                                                   "timings": timings, "final": final, "layers": layers}, indent=1))
     (out / f"{name}.md").write_text(

@@ -128,10 +128,15 @@ def _matmul(a: torch.Tensor, b: torch.Tensor, torch_blas: bool = False) -> torch
     return a @ b
 
 
+def sparse_enough(units: int, density: float) -> bool:
+    """Whether a reservoir of ``units`` with this fraction of non-zeros in W is stepped sparse (on CPU)."""
+    return units >= SPARSE_MIN_UNITS and density <= SPARSE_DENSITY
+
+
 def steps_sparse(W: torch.Tensor) -> bool:
     """Whether the recurrence of ``W`` runs on a sparse copy: one CPU reservoir, large and sparse enough."""
-    return (W.device.type == "cpu" and W.ndim == 2 and W.shape[0] >= SPARSE_MIN_UNITS
-            and bool(torch.count_nonzero(W) <= SPARSE_DENSITY * W.numel()))
+    return (W.device.type == "cpu" and W.ndim == 2
+            and sparse_enough(W.shape[0], int(torch.count_nonzero(W)) / W.numel()))
 
 
 def _recurrent_product(W: torch.Tensor):

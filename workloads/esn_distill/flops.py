@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from workloads.esn.reservoir import SPARSE_DENSITY, SPARSE_MIN_UNITS
+from workloads.esn.reservoir import sparse_enough
 from workloads.esn_distill.distill import DIRECTIONS
 
 
@@ -29,12 +29,6 @@ from workloads.esn_distill.distill import DIRECTIONS
 class Flops:
     float32: float = 0.0
     float64: float = 0.0
-
-    def __add__(self, other: Flops) -> Flops:
-        return Flops(self.float32 + other.float32, self.float64 + other.float64)
-
-    def __mul__(self, k: float) -> Flops:
-        return Flops(self.float32 * k, self.float64 * k)
 
     def seconds(self, peak32: float, peak64: float) -> float:
         """The time at these peaks (flop/s) of float32 and float64 matrix products."""
@@ -58,8 +52,7 @@ def layer(esn, hidden: int, n_fit: int, n_test: int, n_candidates: int, chained:
     choose); ``n_student``: tokens the fitted layer is run on besides (``train_on: chained``: all of them)."""
     d = len(DIRECTIONS[esn.direction])
     F, D, U = hidden + esn.units * d, hidden, esn.units
-    sparse = esn.connectivity <= SPARSE_DENSITY and U >= SPARSE_MIN_UNITS  # as reservoir.steps_sparse decides
-    recurrent = esn.connectivity * U * U if sparse else U * U
+    recurrent = esn.connectivity * U * U if sparse_enough(U, esn.connectivity) else U * U
     per_token_features = 2 * d * (hidden * U + recurrent)
     stepped = n_fit + n_test * (2 if chained else 1) + n_student
     statistics = n_fit * F * F + 2 * n_fit * F * D
@@ -72,12 +65,12 @@ def layer(esn, hidden: int, n_fit: int, n_test: int, n_candidates: int, chained:
 
 def run(params, lengths_by_split: dict[str, Sequence[int]], n_layers: int, hidden: int,
         intermediate: int) -> dict[str, Flops]:
-    """The teacher forward and the per-layer work of an esn_distill run (``params``: its Params)."""
+    """The teacher forward and one layer's work of an esn_distill run (``params``: its Params); the run
+    does ``n_layers`` such layers."""
     ep = params.esn
     n = {split: int(sum(lengths)) for split, lengths in lengths_by_split.items()}
     all_lengths = [L for lengths in lengths_by_split.values() for L in lengths]
     candidates = len(ep.ridges) * len(ep.state_scales)
     per_layer = layer(ep, hidden, n["train"] + n["val"], n["test"], candidates if candidates > 1 else 0,
                       params.chained, sum(n.values()) if params.train_on == "chained" else 0)
-    forward = teacher(all_lengths, n_layers, hidden, intermediate)
-    return {"teacher": forward, "per_layer": per_layer, "total": forward + per_layer * n_layers}
+    return {"teacher": teacher(all_lengths, n_layers, hidden, intermediate), "per_layer": per_layer}

@@ -186,14 +186,7 @@ class OneDNNLinear(torch.nn.Module):
         return y.reshape(*x.shape[:-1], self.out_features)
 
 
-def _has_pointwise_linear() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_HAS_POINTWISE = _has_pointwise_linear()
+_HAS_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def cpu_vendor() -> str:
@@ -235,9 +228,8 @@ def linears_on_onednn(model: torch.nn.Module) -> torch.nn.Module:
     if not torch.backends.mkldnn.is_available():
         return model
     for name, child in model.named_children():
-        if _exact_gelu_after_linear(child):  # BertIntermediate: dense then GELU, fused into one oneDNN op
-            dense = child.dense
-            assert isinstance(dense, torch.nn.Linear)
+        dense = _linear_before_exact_gelu(child)
+        if dense is not None:  # BertIntermediate: dense then GELU, fused into one oneDNN op
             child.dense = OneDNNLinear(dense, activation="gelu")
             child.intermediate_act_fn = torch.nn.Identity()
         elif isinstance(child, torch.nn.Linear) and child.weight.dtype == torch.float32:
@@ -247,14 +239,14 @@ def linears_on_onednn(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _exact_gelu_after_linear(module: torch.nn.Module) -> bool:
-    """Whether ``module`` is BERT's intermediate block with the exact (erf) GELU: ``dense`` then
-    ``intermediate_act_fn`` (transformers' GELUActivation, which is F.gelu without approximation)."""
+def _linear_before_exact_gelu(module: torch.nn.Module) -> torch.nn.Linear | None:
+    """``module.dense`` where ``module`` is BERT's intermediate block with the exact (erf) GELU: ``dense``
+    (float32) then ``intermediate_act_fn`` (transformers' GELUActivation, F.gelu without approximation)."""
     from transformers.activations import GELUActivation
     act = getattr(module, "intermediate_act_fn", None)
     dense = getattr(module, "dense", None)
-    return (isinstance(act, GELUActivation) and act.act is torch.nn.functional.gelu
-            and isinstance(dense, torch.nn.Linear) and dense.weight.dtype == torch.float32)
+    exact = isinstance(act, GELUActivation) and act.act is torch.nn.functional.gelu
+    return dense if exact and isinstance(dense, torch.nn.Linear) and dense.weight.dtype == torch.float32 else None
 
 
 def batches(lengths: np.ndarray, first: int, end: int, batch_tokens: int):
