@@ -6,6 +6,7 @@ validation, so bad input leaves nothing behind."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import socket
 import time
@@ -127,12 +128,18 @@ def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str
 
 
 # -- preparing runs ----------------------------------------------------------------------------------
+def chance_tag(spec: Spec) -> dict[str, str]:
+    """The workload's chance levels, on each group so that `orch compare` reads them without the workload."""
+    chance = dict(registry.for_spec(spec).chance)
+    return {Tag.CHANCE: json.dumps(chance, sort_keys=True)} if chance else {}
+
+
 def _group_tags(spec: Spec, run: Run, seeds_requested: int, code: Provenance) -> dict[str, str]:
     metric, mode = metric_of(spec)
     return {Tag.ROLE: Role.GROUP, Tag.GROUP: run.group, Tag.VARIANT: run.variant,
             Tag.GRID_POINT: yaml.safe_dump(run.grid_point, default_flow_style=True).strip() if run.grid_point else "",
             Tag.WORKLOAD: run.workload, Tag.SPEC: spec.source, Tag.METRIC: metric, Tag.MODE: mode,
-            Tag.SEEDS_REQUESTED: str(seeds_requested), **code.tags()}
+            Tag.SEEDS_REQUESTED: str(seeds_requested), **chance_tag(spec), **code.tags()}
 
 
 def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run],
@@ -147,6 +154,7 @@ def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run
     ids: dict[str, str] = {}
     spec_text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
     code_tags = code.tags()
+    chance = chance_tag(spec)
     for run in {r.group: r for r in runs}.values():
         parent = parents.get(run.group)
         requested = seeds_by_group[run.group]
@@ -159,6 +167,8 @@ def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run
             updates: dict[str, object] = {}
             if requested > int(parent.tags.get(Tag.SEEDS_REQUESTED, 0)):
                 updates[Tag.SEEDS_REQUESTED] = requested
+            if chance and parent.tags.get(Tag.CHANCE) != chance[Tag.CHANCE]:
+                updates.update(chance)  # a group recorded before its workload declared them
             if parent.tags.get(Tag.CODE) == code_tags.get(Tag.CODE) and Tag.CODE in code_tags:
                 run_id = ""  # this code is on record already
             else:

@@ -8,6 +8,7 @@ missing ones come from ``status.experiment_status`` so that both commands agree.
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,11 @@ class Report:
     notes: list[str] = field(default_factory=list)
     confidence: float = stats.CONFIDENCE
     compare_run_id: str | None = None
+    chance: dict[str, float] = field(default_factory=dict)  # metric -> the workload's declared chance level
+
+    @property
+    def chance_level(self) -> float | None:
+        return self.chance.get(self.metric)
 
     def group(self, name: str) -> Group:
         return next(g for g in self.groups if g.name == name)
@@ -80,7 +86,8 @@ class Report:
                               "boot": f"bootstrap interval of the mean ({stats.BOOT_RESAMPLES} resamples, "
                                       f"seed {stats.BOOT_SEED}; BCa, percentile when BCa is undefined)"},
                 "baseline": self.baseline, "by": self.by, "curve_metric": self.curve_metric, "notes": self.notes,
-                "compare_run_id": self.compare_run_id, "groups": [g.to_dict() for g in self.groups],
+                "compare_run_id": self.compare_run_id, "chance": self.chance_level,
+                "groups": [g.to_dict() for g in self.groups],
                 "comparisons": comparisons}
 
 
@@ -211,6 +218,37 @@ def gather(ledger: Ledger, experiment_id: str, metric: str, names: dict[str, str
         raise InputError(f"unknown metric '{metric}'{did_you_mean(metric, known_metrics)}; the finished runs "
                          f"have: {', '.join(sorted(known_metrics))}", "--metric")
     return list(groups.values())
+
+
+def chance_levels(parents: list) -> dict[str, float]:
+    """The chance levels the workload declared (``CHANCE``), as recorded on its groups."""
+    for parent in parents:
+        text = parent.data.tags.get(Tag.CHANCE)
+        if text:
+            try:
+                levels = json.loads(text)
+                return {str(k): float(v) for k, v in levels.items()}
+            except (ValueError, TypeError, AttributeError):
+                continue  # a hand-edited tag: compare without it rather than fail
+    return {}
+
+
+def chance_notes(groups: list[Group], metric: str, mode: str, chance: float) -> list[str]:
+    """Groups whose interval holds the chance level, or lies on the wrong side of it: their numbers say
+    nothing about the question (a comparison between two groups at chance is a comparison of noise)."""
+    notes = []
+    for g in groups:
+        s = g.summary
+        if s is None or s.ci_low is None or s.ci_high is None:
+            continue
+        worse = s.ci_high < chance if mode == "max" else s.ci_low > chance
+        if s.ci_low <= chance <= s.ci_high:
+            notes.append(f"`{g.name}` is at chance on {metric}: its interval [{fmt(s.ci_low)}, {fmt(s.ci_high)}] "
+                         f"holds the chance level {chance:g}")
+        elif worse:
+            notes.append(f"`{g.name}` is worse than chance on {metric} ({fmt(s.mean)} vs {chance:g}): a "
+                         f"systematic bias, not a learned solution")
+    return notes
 
 
 def default_metric(ledger: Ledger, experiment_id: str) -> tuple[str, str]:
@@ -376,13 +414,16 @@ def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode
         c.outcome, c.verdict = verdict(c, metric, mode, alpha, confidence)
     if len(groups) < 2:
         notes.append("a single group: nothing to compare against (use --by to regroup)")
+    chance = chance_levels(parents)
+    if metric in chance:
+        notes += chance_notes(groups, metric, mode, chance[metric])
 
     curve_metric = pick_curve_metric(ledger, groups, metric, curve)
     if curve_metric:
         for g in groups:
             g.curve = build_curve(ledger, g.run_ids, curve_metric, confidence)
     return Report(experiment, experiment_id, metric, mode, alpha, baseline, by, groups, comparisons,
-                  curve_metric, notes, confidence)
+                  curve_metric, notes, confidence, chance=chance)
 
 
 # -- writing back to MLflow ---------------------------------------------------------------------------

@@ -15,6 +15,13 @@ import numpy as np  # noqa: E402
 COLORS = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # a ListedColormap
 
 
+def _chance_line(ax, level: float | None) -> None:
+    """The level a random guess scores (the workload's declaration): a group on it has learned nothing."""
+    if level is not None:
+        ax.axhline(level, color="tab:red", ls=":", lw=1.2, label=f"chance ({level:g})", zorder=1)
+        ax.legend(loc="best", fontsize=8)
+
+
 def _wrap(label: str, width: int = 18) -> str:
     return label if len(label) <= width else label.replace(", ", ",\n")
 
@@ -53,6 +60,7 @@ def final_metric(report, path: Path) -> Path:
                  f"box: quartiles; diamond: mean and {round(report.confidence * 100)}% t-interval", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.set_xlim(0.4, len(groups) + 0.6)
+    _chance_line(ax, report.chance_level)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -81,6 +89,7 @@ def curves(report, path: Path) -> Path | None:
                  f"(mean, {round(report.confidence * 100)}% t-interval)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    _chance_line(ax, report.chance.get(report.curve_metric or ""))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

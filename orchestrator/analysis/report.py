@@ -93,6 +93,9 @@ def print_report(report: Report, console: Console) -> None:
         for i, label in enumerate(labels):
             table.add_row(label, *(row[i] for row in cells))
     console.print(table)
+    if report.chance_level is not None:
+        console.print(f"chance level of {report.metric} (declared by the workload): {report.chance_level:g}",
+                      highlight=False)
     if report.comparisons:
         table = Table(title=f"comparisons (Holm-corrected, alpha = {report.alpha:g})", title_justify="left",
                       box=box.SIMPLE_HEAD)
@@ -125,7 +128,9 @@ def markdown(report: Report, images: dict[str, str]) -> str:
     better = "lower" if report.mode == "min" else "higher"
     parts = [f"# {report.experiment}: `{report.metric}` across seeds ({better} is better)", "",
              f"Baseline: `{report.baseline}`" if report.baseline else "All pairs compared.",
-             f"Grouped by: {', '.join(report.by) if report.by else 'group (variant x grid point)'}.", "",
+             f"Grouped by: {', '.join(report.by) if report.by else 'group (variant x grid point)'}.",
+             *([f"Chance level (declared by the workload): {report.chance_level:g}."]
+               if report.chance_level is not None else []), "",
              "## Verdicts", ""]
     parts += [f"- {c.verdict}" for c in report.comparisons] or ["(a single group: nothing to compare)"]
     parts += ["", "## Groups", "", _md_table(GROUP_COLUMNS, group_rows(report)), ""]
@@ -163,6 +168,8 @@ def html_report(report: Report, files: Path, images: dict[str, str]) -> str:
     verdicts = "".join(f"<li>{_inline_code(c.verdict)}</li>" for c in report.comparisons)
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p>{'Baseline: <code>' + html.escape(report.baseline) + '</code>' if report.baseline else 'All pairs compared.'}</p>",
+            *([f"<p>Chance level (declared by the workload): {report.chance_level:g}</p>"]
+              if report.chance_level is not None else []),
             "<h2>Verdicts</h2>", f"<ul>{verdicts or '<li>a single group: nothing to compare</li>'}</ul>",
             "<h2>Groups</h2>", _html_table(GROUP_COLUMNS, group_rows(report))]
     if report.comparisons:

@@ -10,7 +10,8 @@ an optional ``MODE`` ("min" or "max"). The spec names it, in this order of looku
 3. an import path (``workload: mylab.train``), found from the directory orch runs in or installed.
 
 A module may also declare ``METRICS``, every metric name it can report: a spec's ``metric:`` is then
-checked against it before anything runs.
+checked against it before anything runs; and ``CHANCE``, metric name -> the value a random guess scores, which
+``orch compare`` marks so that a group at chance is seen as such.
 
 A ``command:`` spec runs an executable instead (``job/command.py``); its params are free-form.
 Modules are imported only when used (some pull in torch or transformers)."""
@@ -20,6 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import math
 import os
 import pkgutil
 import sys
@@ -54,6 +56,7 @@ class Workload:
     source_root: Path | None                    # the tree a submission snapshots (None: an installed package)
     command: tuple[str, ...] = ()               # a command workload's argv template (job/command.py runs it)
     metrics: tuple[str, ...] = ()               # every metric it can report, when it declares them (METRICS)
+    chance: tuple[tuple[str, float], ...] = ()  # (metric, level a random guess scores), when declared (CHANCE)
 
 
 def available() -> list[str]:
@@ -121,7 +124,14 @@ def from_module(name: str, module: ModuleType) -> Workload:
         raise InputError(f"workload '{name}': MODE must be 'min' or 'max', got {mode!r}")
     declared = tuple(str(m) for m in getattr(module, "METRICS", ()))
     return Workload(name, module.__name__, params, str(module.METRIC), mode, module.run, source_root(module),
-                    metrics=declared)
+                    metrics=declared, chance=_chance(name, getattr(module, "CHANCE", {})))
+
+
+def _chance(name: str, declared: Any) -> tuple[tuple[str, float], ...]:
+    if not isinstance(declared, dict) or not all(isinstance(k, str) and isinstance(v, (int, float))
+                                                 and math.isfinite(v) for k, v in declared.items()):
+        raise InputError(f"workload '{name}': CHANCE must map metric names to finite numbers, got {declared!r}")
+    return tuple((k, float(v)) for k, v in sorted(declared.items()))
 
 
 def source_root(module: ModuleType) -> Path | None:

@@ -34,6 +34,7 @@ class Tag:
     KEY, GROUP, VARIANT, GRID_POINT, SEED = "orch.key", "orch.group", "orch.variant", "orch.grid_point", "orch.seed"
     WORKLOAD, SPEC = "orch.workload", "orch.spec"
     METRIC, MODE = "orch.metric", "orch.mode"                   # the main metric and which way is better
+    CHANCE = "orch.chance"                                      # on a group: the workload's chance levels (JSON)
     SEEDS_REQUESTED = "orch.seeds_requested"                    # on a group: how many seeds were asked for
     # where and how a seed runs
     BACKEND, JOB_ID, RUN_DIR = "orch.backend", "orch.job_id", "orch.run_dir"

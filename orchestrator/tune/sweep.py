@@ -55,13 +55,23 @@ def _sweep_dirs(root: Path) -> list[Path]:
     return sorted((p.parent for p in root.glob(f"*/{SWEEP_FILE}")), key=lambda p: p.stat().st_mtime)
 
 
-def _trainable_for(plan: TrialPlan, config: TuneConfig, spec: Spec):
+def seeds_at_once(cluster: dict[str, float], spec: Spec, seeds: int) -> int:
+    """How many of a trial's seeds run at once. Its placement group reserves one bundle per seed, and Ray
+    waits forever for a group larger than the cluster (3 seeds of 1 CPU on a 2-core machine): the seeds of a
+    trial that does not fit run in waves instead, in the same bundles (the same runs, the same score)."""
+    fits = [cluster.get("CPU", 0.0) // spec.resources.cpus]
+    if spec.resources.gpus:
+        fits.append(cluster.get("GPU", 0.0) // spec.resources.gpus)
+    return max(1, min(seeds, int(min(fits))))
+
+
+def _trainable_for(plan: TrialPlan, config: TuneConfig, spec: Spec, at_once: int):
     from ray import tune
     res: dict[str, float] = {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, "memory": int(spec.resources.mem_gb * 2**30)}
     if len(plan.seeds) == 1:
         resources = tune.PlacementGroupFactory([res])
-    else:  # the trial itself only waits; each seed is a task in its own bundle of the trial's placement group
-        resources = tune.PlacementGroupFactory([{}, *([res] * len(plan.seeds))])
+    else:  # the trial itself only waits; each seed is a task in a bundle of the trial's placement group
+        resources = tune.PlacementGroupFactory([{}, *([res] * at_once)])
     return tune.with_resources(tune.with_parameters(trainable, plan=plan), resources)
 
 
@@ -96,6 +106,10 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
     ray = connect(ray_address)
     require(ray, {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, "memory": spec.resources.mem_gb * 2**30},
             f"{spec_path}: resources")
+    at_once = seeds_at_once(ray.cluster_resources(), spec, config.section.seeds_per_trial)
+    if at_once < config.section.seeds_per_trial:
+        echo(f"a trial's {config.section.seeds_per_trial} seeds do not fit this Ray cluster at once: "
+             f"they run {at_once} at a time")
     import logging
     import os
 
@@ -116,7 +130,7 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
         if not tune.Tuner.can_restore(str(path)):
             raise InputError(f"{path} holds no Tune experiment state to restore", str(spec_path))
         echo(f"resuming sweep {sweep} ({path})")
-        tuner = tune.Tuner.restore(str(path), _trainable_for(plan, config, spec), resume_unfinished=True,
+        tuner = tune.Tuner.restore(str(path), _trainable_for(plan, config, spec, at_once), resume_unfinished=True,
                                    resume_errored=False, param_space=param_space(config))
     else:
         sweep = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{content_hash(time.time(), 4)}"
@@ -129,7 +143,7 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
         meta = {"sweep": sweep, "parent_run_id": parent_id, "experiment_id": experiment_id, "uri": uri,
                 "fingerprint": fingerprint, "plan": {**plan.__dict__, "seeds": list(plan.seeds)}}
         (path / SWEEP_FILE).write_text(json.dumps(meta, indent=1))
-        tuner = tune.Tuner(_trainable_for(plan, config, spec), param_space=param_space(config),
+        tuner = tune.Tuner(_trainable_for(plan, config, spec, at_once), param_space=param_space(config),
                            tune_config=_tune_config(config),
                            run_config=_run_config(root, sweep, uri, experiment_id, parent_id, config, plan, sink))
         echo(f"sweep {sweep}: {_describe(config)}; MLflow parent run {parent_id} (tracking: {uri})")
@@ -170,8 +184,7 @@ def _tune_config(config: TuneConfig):
     search_alg: Any
     if s.search == "optuna":
         from optuna.samplers import TPESampler
-        from ray.tune.search.optuna import OptunaSearch
-        search_alg = OptunaSearch(sampler=TPESampler(seed=s.search_seed))
+        search_alg = _final_only_optuna()(sampler=TPESampler(seed=s.search_seed))
     else:
         from ray.tune.search import BasicVariantGenerator
         search_alg = BasicVariantGenerator(random_state=s.search_seed)
@@ -179,6 +192,19 @@ def _tune_config(config: TuneConfig):
     return tune.TuneConfig(metric=config.metric, mode=config.mode, scheduler=scheduler, search_alg=search_alg,
                            num_samples=num_samples, max_concurrent_trials=s.max_concurrent,
                            reuse_actors=True)  # a trial costs a task, not a new process importing everything
+
+
+def _final_only_optuna() -> type:
+    """Ray's OptunaSearch reads the sweep's metric from every report; a trial's per-step reports carry the
+    scheduler's metric (``report``) and only its last one the score: Optuna learns from that one."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    class FinalOnlyOptuna(OptunaSearch):
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            if self.metric in result:
+                super().on_trial_result(trial_id, result)
+
+    return FinalOnlyOptuna
 
 
 def _run_config(root: Path, sweep: str, uri: str, experiment_id: str, parent_id: str, config: TuneConfig,

@@ -6,7 +6,7 @@ online on 1,000 trials then frozen on 1,000 test trials, the reservoir state car
 feedback, state noise, a reservoir bias. Modes: a DEAP genetic search over small ESN topologies (`evolve`,
 starting from ``n_init`` neurons and growing), random reservoirs as reservoirpy 0.3 draws them
 (`random_baseline`; the paper's M_0 is one, configs/evo_topo_paper.yaml), and a random reservoir of the size
-the search reached for the same seed (`random_matched`). Every deviation from the reference is a Param with
+the search starts from and is built around, `n_init` (`random_matched`). Every deviation from the reference is a Param with
 a name (docs/evo_topo.md has the point-by-point table).
 Modules: task (trials), genome (operators), nets (genome -> reservoir, random reservoirs), readout,
 protocol (one train/test draw), evaluate (scores over draws), ga (the DEAP loop), speciation, experiment
@@ -21,6 +21,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 METRIC, MODE = "test_accuracy", "max"
+# What a random guess scores (orch compare marks it): a uniformly random position is right 1/4 of the time and
+# legal 1/2 of the time (2 of the 4 positions are occupied). Fitness is a validation accuracy.
+CHANCE = {"test_accuracy": 0.25, "test_best_first_accuracy": 0.25, "test_best_last_accuracy": 0.25,
+          "test_legal_rate": 0.5, "best_fitness": 0.25, "mean_fitness": 0.25, "winner_fitness": 0.25}
 
 
 class Params(BaseModel):
@@ -30,8 +34,8 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["evolve", "random_baseline", "random_matched"] = Field(
-        "evolve", description="GA search; random reservoirs of `units`; or a random reservoir of the size the "
-                              "search reaches for this seed (the search is run again: same seed, same result)")
+        "evolve", description="GA search; random reservoirs of `units`; or a random reservoir of `n_init` neurons, "
+                              "the size the search starts from (read from the config: no search is run)")
     # --- the GA (NEAT-inspired: genes align by neuron index, no innovation numbers) ---
     population: int = Field(16, ge=2, description="individuals per generation")
     generations: int = Field(10, ge=1, description="generations, generation 0 (random genomes) included")

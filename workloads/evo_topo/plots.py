@@ -52,7 +52,8 @@ def adjacency(net: Net, path: Path, title: str) -> None:
 
 def neuron_pca(net: Net, path: Path, title: str) -> None:
     """Each neuron as its connection vector [incoming W row, outgoing W column, W_in row], projected on
-    the first two principal components."""
+    the first two principal components (the lab's view of an evolved topology), with W's edges drawn
+    between the neurons: positive red, negative blue, the width by |weight|."""
     W, W_in = net.W, net.W_in
     vectors = np.concatenate([W, W.T, W_in], axis=1)
     centred = vectors - vectors.mean(axis=0)
@@ -61,7 +62,15 @@ def neuron_pca(net: Net, path: Path, title: str) -> None:
         u, s, vt = np.linalg.svd(centred, full_matrices=False)
         proj = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred @ vt[:1].T, np.zeros(len(vectors))]
         explained = s**2 / max(float((s**2).sum()), 1e-12)
-        points = ax.scatter(proj[:, 0], proj[:, 1], c=np.abs(W_in).sum(1), cmap="viridis")
+        scale = max(float(np.abs(W).max(initial=0)), 1e-12)
+        for i, j in zip(*np.nonzero(W)):  # W[i, j]: from neuron j into neuron i
+            ax.annotate("", proj[i], proj[j], arrowprops={
+                "arrowstyle": "-|>", "color": "tab:red" if W[i, j] > 0 else "tab:blue", "alpha": 0.5,
+                "lw": 0.4 + 1.6 * abs(W[i, j]) / scale, "shrinkA": 4, "shrinkB": 4}, zorder=1)
+        ax.plot([], [], color="tab:red", label="positive edge")
+        ax.plot([], [], color="tab:blue", label="negative edge")
+        ax.legend(loc="best", fontsize=7)
+        points = ax.scatter(proj[:, 0], proj[:, 1], c=np.abs(W_in).sum(1), cmap="viridis", zorder=2)
         fig.colorbar(points, ax=ax, shrink=0.8, label="input drive: sum |W_in| of the neuron")
         for i, (x, y) in enumerate(proj):
             ax.annotate(str(i), (x, y), fontsize=7)
