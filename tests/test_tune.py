@@ -207,3 +207,22 @@ def test_the_live_trial_table_sees_every_trial_run_and_end(store, ray_local, cap
     drawn.print(board._view())
     text = drawn.export_text()
     assert "2 finished, 2 failed" in text and all(t.trial_id in text for t in seen[-1]) and "final_loss" in text
+
+
+def test_optuna_searches_three_seeds_per_trial_on_a_two_cpu_cluster(store, ray_local):
+    """The lab's random50 sweep as it is set up (configs/evo_topo_random50_tune.yaml): Optuna's TPE, whose
+    per-step reports lack the final metric, and 3 seeds of 1 CPU per trial on 2 CPUs, which Ray would wait on
+    forever as one placement group: the seeds run in waves, each trial's score the mean of its 3 seeds."""
+    spec = store.spec({"name": "tpe", "workload": "smoke", "params": {"steps": 4, "noise": 0.1},
+                       "resources": RESOURCES,
+                       "tune": {"metric": "final_loss", "report": "loss", "search": "optuna", "num_samples": 4,
+                                "seeds_per_trial": 3, "space": {"offset": {"uniform": [0.0, 1.0]}}}})
+    said: list[str] = []
+    result = run_sweep(spec, tracking_uri=store.uri, best_path=None, echo=lambda *a, **_: said.append(" ".join(map(str, a))))
+    assert any("they run 2 at a time" in line for line in said)
+    assert [r.status for r in result.rows] == ["FINISHED"] * 4
+    offsets = {r.config["offset"] for r in result.rows}
+    assert len(offsets) == 4  # TPE proposed 4 points
+    for row in result.rows:
+        finals = [journal_end(result.path / "runs" / row.trial_id / f"seed{s}")["final"]["final_loss"] for s in (0, 1, 2)]
+        assert row.score == pytest.approx(statistics.fmean(finals))
