@@ -477,6 +477,25 @@ def list_experiments(tracking_uri: str | None = None) -> list[ExperimentSummary]
     return sorted(out, key=lambda e: e.last_activity or 0, reverse=True)
 
 
+def created_folder(run) -> Path | None:
+    """The run directory this store's run created, else None. A run's directory tag is not proof: an
+    imported run's names the source store's directory, and a bundle's tags can be crafted. A directory is
+    this run's when its run.json names the run (a tune trial: every seed's run.json names the trial)."""
+    tags = run.data.tags
+    if Tag.SOURCE_RUN_ID in tags or not tags.get(Tag.RUN_DIR):
+        return None
+    folder = Path(tags[Tag.RUN_DIR])
+    if tags.get(Tag.TRIAL_ID):
+        specs, key, owner = list(folder.glob("seed*/run.json")), "trial_id", tags[Tag.TRIAL_ID]
+    else:
+        specs, key, owner = [folder / "run.json"], "run_id", run.info.run_id
+    try:
+        owned = bool(specs) and all(json.loads(s.read_text()).get(key) == owner for s in specs)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return folder if owned and not folder.is_symlink() else None
+
+
 def delete_experiment(name: str, tracking_uri: str | None = None) -> tuple[int, int]:
     """``orch delete``: every run of the experiment and its run directories. The experiment is renamed
     before MLflow's (soft) delete, so the name is free: a later submit starts afresh instead of restoring
@@ -490,12 +509,10 @@ def delete_experiment(name: str, tracking_uri: str | None = None) -> tuple[int, 
     if active:
         raise InputError(f"{len(active)} run(s) of '{name}' are queued or running: orch cancel {name} first")
     runs = search_all(ledger.client, experiment_id)
-    folders = {Path(r.data.tags[Tag.RUN_DIR]) for r in runs if r.data.tags.get(Tag.RUN_DIR)}
     removed = 0
-    for folder in folders:
-        if folder.is_dir():
-            shutil.rmtree(folder, ignore_errors=True)
-            removed += 1
+    for folder in {f for f in map(created_folder, runs) if f is not None}:
+        shutil.rmtree(folder, ignore_errors=True)
+        removed += 1
     for run in runs:
         ledger.client.delete_run(run.info.run_id)
     ledger.client.rename_experiment(experiment_id, f"{name}.deleted-{time.strftime('%Y%m%d-%H%M%S')}")

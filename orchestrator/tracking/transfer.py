@@ -15,7 +15,10 @@ import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.errors import InputError
 from orchestrator.tracking.records import TERMINAL, Tag, chunks, search_all
@@ -73,15 +76,83 @@ def _redact(uri: str) -> str:
 
 
 # -- import --------------------------------------------------------------------------------------------
+RUN_ID = r"^[0-9A-Za-z_-]{1,64}$"  # MLflow's run ids are hex: nothing that could walk out of the bundle
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class _Experiment(_Strict):
+    format: str
+    name: str = Field(min_length=1, max_length=500)
+    tags: dict[str, str] = Field(default_factory=dict)
+    source_uri: str = ""
+    runs: list[Annotated[str, Field(pattern=RUN_ID)]]
+
+
+class _Run(_Strict):
+    run_id: str = Field(pattern=RUN_ID)
+    run_name: str | None = None
+    status: Literal["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"]
+    start_time: int | None = None
+    end_time: int | None = None
+    tags: dict[str, str]
+    params: dict[str, str]
+
+
+def _load(model: type[BaseModel], path: Path) -> Any:
+    try:
+        return model.model_validate(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise InputError("missing from the bundle", str(path)) from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+        detail = err.errors()[0] if isinstance(err, pydantic.ValidationError) else None
+        what = (f"{'.'.join(map(str, detail['loc']))}: {detail['msg']}" if detail else f"not JSON ({err})")
+        raise InputError(f"damaged bundle: {what}", str(path)) from None
+
+
+def _check_metrics(path: Path) -> None:
+    """Every line ``[key, value, timestamp, step]``, read before anything is written (all or nothing)."""
+    if not path.exists():
+        return
+    try:
+        with open(path) as f:
+            for number, line in enumerate(f, 1):
+                key, value, timestamp, step = json.loads(line)
+                if not (isinstance(key, str) and isinstance(timestamp, int) and isinstance(step, int)):
+                    raise ValueError("expected [name, value, timestamp, step]")
+                float(value)
+    except (OSError, UnicodeDecodeError, ValueError, TypeError) as err:
+        raise InputError(f"damaged bundle: line {number}: {err}", str(path)) from None
+
+
 def _read_bundle(bundle: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The whole bundle, checked before anything is written: a damaged one is refused whole."""
     meta_file = bundle / "experiment.json"
     if not meta_file.exists():
         raise InputError("not an orch export bundle (no experiment.json)", str(bundle))
-    meta = json.loads(meta_file.read_text())
-    if meta.get("format") != FORMAT:
-        raise InputError(f"unknown bundle format {meta.get('format')!r}, expected {FORMAT!r}", str(meta_file))
-    runs = [json.loads((bundle / "runs" / run_id / "run.json").read_text()) for run_id in meta["runs"]]
-    return meta, runs
+    meta = _load(_Experiment, meta_file)
+    if meta.format != FORMAT:
+        raise InputError(f"unknown bundle format {meta.format!r}, expected {FORMAT!r}", str(meta_file))
+    runs = []
+    for run_id in dict.fromkeys(meta.runs):
+        folder = bundle / "runs" / run_id
+        run = _load(_Run, folder / "run.json")
+        if run.run_id != run_id:
+            raise InputError(f"damaged bundle: run.json names run {run.run_id}, its folder {run_id}",
+                             str(folder / "run.json"))
+        _check_metrics(folder / "metrics.jsonl")
+        runs.append(run.model_dump())
+    return meta.model_dump(), runs
+
+
+def check_experiment_name(name: str, field: str = "--name") -> str:
+    """An experiment name becomes a folder under the store's artifacts: no path out of it."""
+    if not name.strip() or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
+        raise InputError(f"expected an experiment name without '/', '\\' or NUL, not '.' or '..', got {name!r}",
+                         field)
+    return name
 
 
 def _parents_first(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -104,8 +175,9 @@ def import_bundle(uri: str, bundle: Path, name: str | None = None) -> dict[str, 
     from mlflow.entities import Metric, Param, RunTag
 
     meta, runs = _read_bundle(bundle)
+    name = check_experiment_name(name or meta["name"], "--name" if name else str(bundle / "experiment.json"))
     client = _client(uri)
-    name = name or meta["name"]
+    _refuse_self_import(client, runs, bundle)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = None
@@ -148,6 +220,17 @@ def import_bundle(uri: str, bundle: Path, name: str | None = None) -> dict[str, 
         else:
             client.update_run(run_id, status=src["status"])
     return mapping
+
+
+def _refuse_self_import(client, runs: list[dict[str, Any]], bundle: Path) -> None:
+    """A bundle imported into the store it came from would double every run."""
+    from mlflow.exceptions import MlflowException
+    for run in runs[:1]:
+        try:
+            client.get_run(run["run_id"])
+        except MlflowException:
+            return
+        raise InputError("this bundle was exported from this store: its runs are here already", str(bundle))
 
 
 def _metrics(path: Path, Metric) -> Iterator:

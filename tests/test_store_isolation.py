@@ -1,0 +1,109 @@
+"""No command touches another store's data: `orch delete` removes only the run directories this store's runs
+created, and `orch import` checks a whole bundle (damaged, hostile, its own store's) before writing anything."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import Store
+
+SMOKE = {"name": "iso", "workload": "smoke", "params": {"steps": 3}}
+
+
+@pytest.fixture
+def exported(tmp_path) -> tuple[Store, Path, list[Path]]:
+    """A store with 2 finished seeds, exported to a bundle."""
+    source = Store(tmp_path / "a")
+    source.root.mkdir()
+    source.orch("submit", str(source.spec(SMOKE)), "--seeds", "2", check=True)
+    bundle = tmp_path / "bundle"
+    source.orch("export", "iso", "-o", str(bundle), "--tracking-uri", source.uri, check=True)
+    return source, bundle, [Path(r.tags["orch.run_dir"]) for r in source.seed_runs("iso")]
+
+
+def _other(tmp_path) -> Store:
+    other = Store(tmp_path / "b")
+    other.root.mkdir()
+    return other
+
+
+def test_delete_of_an_imported_experiment_leaves_the_source_store_alone(exported, tmp_path):
+    source, bundle, dirs = exported
+    other = _other(tmp_path)
+    other.orch("import", str(bundle), "--tracking-uri", other.uri, check=True)
+    result = other.orch("delete", "iso", "--yes", "--tracking-uri", other.uri, check=True)
+    assert "0 run directories" in " ".join(result.output.split())
+    assert all(d.is_dir() and (d / "journal.jsonl").exists() for d in dirs)  # the source's runs are intact
+    assert {r.status for r in source.seed_runs("iso")} == {"FINISHED"}
+
+
+def test_a_crafted_run_directory_tag_deletes_nothing(exported, tmp_path):
+    _, bundle, _ = exported
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work")
+    (victim / "run.json").write_text(json.dumps({"run_id": "anything"}))
+    for run_json in bundle.glob("runs/*/run.json"):
+        run = json.loads(run_json.read_text())
+        run["tags"]["orch.run_dir"] = str(victim)
+        run["tags"].pop("orch.source_run_id", None)
+        run_json.write_text(json.dumps(run))
+    other = _other(tmp_path)
+    other.orch("import", str(bundle), "--tracking-uri", other.uri, check=True)
+    other.orch("delete", "iso", "--yes", "--tracking-uri", other.uri, check=True)
+    assert (victim / "thesis.tex").read_text() == "years of work"
+
+
+def _first_run(bundle: Path) -> Path:
+    return sorted(bundle.glob("runs/*"))[0]
+
+
+def _damage(kind: str, bundle: Path) -> None:
+    meta = json.loads((bundle / "experiment.json").read_text())
+    run = _first_run(bundle)
+    if kind == "garbage experiment.json":
+        (bundle / "experiment.json").write_bytes(b"\x00\xffnot json")
+    elif kind == "missing run.json":
+        (run / "run.json").unlink()
+    elif kind == "garbage metrics":
+        (run / "metrics.jsonl").write_text('["loss", 1.0, 0, 0]\n{"half": \n')
+    elif kind == "bogus status":
+        data = json.loads((run / "run.json").read_text())
+        data["status"] = "DONE-ISH"
+        (run / "run.json").write_text(json.dumps(data))
+    elif kind == "missing run folder":
+        shutil.rmtree(run)
+    elif kind == "run outside the bundle":
+        meta["runs"].append("../../outside")
+        (bundle / "experiment.json").write_text(json.dumps(meta))
+    elif kind == "name walks out":
+        meta["name"] = "../../escaped"
+        (bundle / "experiment.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("kind", ["garbage experiment.json", "missing run.json", "garbage metrics", "bogus status",
+                                  "missing run folder", "run outside the bundle", "name walks out"])
+def test_a_damaged_bundle_is_refused_whole_before_anything_is_written(exported, tmp_path, kind):
+    _, bundle, _ = exported
+    _damage(kind, bundle)
+    other = _other(tmp_path)
+    result = other.orch("import", str(bundle), "--tracking-uri", other.uri)
+    assert result.exit_code == 2, result.output
+    assert "bundle" in result.output or "experiment name" in result.output
+    assert "Traceback" not in result.output
+    assert not other.seed_runs("iso") and not other.seed_runs("../../escaped")
+    assert not (tmp_path / "escaped").exists() and not (other.root.parent / "escaped").exists()
+
+
+def test_import_name_cannot_leave_the_store_and_a_self_import_is_refused(exported, tmp_path):
+    source, bundle, _ = exported
+    other = _other(tmp_path)
+    result = other.orch("import", str(bundle), "--name", "../../escaped", "--tracking-uri", other.uri)
+    assert result.exit_code == 2 and "--name" in result.output and not other.seed_runs("../../escaped")
+    result = source.orch("import", str(bundle), "--name", "iso-again", "--tracking-uri", source.uri)
+    assert result.exit_code == 2 and "exported from this store" in result.output
+    assert len(source.seed_runs("iso")) == 2 and not source.seed_runs("iso-again")
