@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import Store
 
 SMOKE = {"name": "iso", "workload": "smoke", "params": {"steps": 3}}

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.job import metric_rules
 from orchestrator.job.journal import JournalWriter
 from orchestrator.job.rundir import RunDir, atomic_write, open_trusted
 
@@ -36,6 +37,7 @@ class RunContext:
 
     def log(self, step: int, **metrics: float) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}
+        metric_rules.check(int(step), metrics)  # a name MLflow refuses fails this run, not the store's ingestion
         self.journal.write("metrics", step=int(step), metrics=metrics)
         self.last_step = int(step)
         for callback in self.on_log:

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from orchestrator.job import device, push, snapshot
+from orchestrator.job import device, metric_rules, push, snapshot
 from orchestrator.job.context import RunContext
 from orchestrator.job.journal import FAILED, FINISHED, KILLED, JournalWriter, events, last_event
 from orchestrator.job.rundir import RunDir, output_to
@@ -101,6 +101,34 @@ def previous_attempts(run_dir: RunDir) -> int:
     return len(events(run_dir.journal, "start"))
 
 
+def judge_final(final: Any, metric: str) -> tuple[dict[str, float], str, str | None]:
+    """The final metrics a run may record and its status: FAILED when the main metric is missing or not a
+    finite number (an infinite loss would win every "min" comparison), or when a name or value is one
+    MLflow refuses (only the valid ones are kept: one run's bad output must not stop the store's ingestion)."""
+    if not isinstance(final, dict):
+        return {}, FAILED, f"run() must return a dict of final metrics, got {type(final).__name__}"
+    kept: dict[str, float] = {}
+    problems = []
+    for name, value in final.items():
+        problem = metric_rules.name_problem(name)
+        if problem is None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            problem = f"final metric {name!r} must be a number, got {value!r}"
+        if problem:
+            problems.append(problem)
+        else:
+            kept[name] = value
+    value = kept.get(metric)
+    if problems:
+        return kept, FAILED, problems[0]
+    if value is None:
+        return kept, FAILED, f"workload returned no main metric '{metric}'"
+    if math.isnan(value):
+        return kept, FAILED, f"main metric '{metric}' is NaN"
+    if math.isinf(value):
+        return kept, FAILED, f"main metric '{metric}' is infinite ({value})"
+    return kept, FINISHED, None
+
+
 def execute(path: str | Path, extra_callbacks: list | None = None,
             on_failure: Callable[[BaseException], None] | None = None) -> str:
     """Run the job described by ``<path>/run.json``; return its final status. Never raises for a
@@ -158,13 +186,7 @@ def _execute(run_dir: RunDir, job: dict[str, Any], extra_callbacks: list | None,
         else:
             assert workload.runner is not None
             final = workload.runner(params, ctx) or {}
-        value = final.get(workload.metric)
-        if value is None:
-            status, error = FAILED, f"workload returned no main metric '{workload.metric}'"
-        elif isinstance(value, float) and math.isnan(value):
-            status, error = FAILED, f"main metric '{workload.metric}' is NaN"
-        else:
-            status, error = FINISHED, None
+        final, status, error = judge_final(final, workload.metric)
         journal.write("end", status=status, final=final, error=error)
     except BaseException as err:  # noqa: BLE001 - the run's failure is data, not a crash of the worker
         if main:  # a second Ctrl-C, or the orchestrator's SIGTERM after its own Ctrl-C, must not cut the end short

@@ -29,6 +29,7 @@ from contextlib import closing, contextmanager  # noqa: E402
 from typing import TYPE_CHECKING  # noqa: E402
 
 from orchestrator.errors import InputError, storage_error  # noqa: E402
+from orchestrator.job import metric_rules
 from orchestrator.job.journal import JournalWriter, decode_number, read_journal  # noqa: E402
 from orchestrator.job.push import live_file, read_state  # noqa: E402
 from orchestrator.job.rundir import RunDir  # noqa: E402
@@ -441,6 +442,11 @@ class Ledger:
             if record["event"] == "metrics":
                 step = record["step"]
                 for name, value in record["metrics"].items():
+                    problem = metric_rules.step_problem(step) or metric_rules.name_problem(name)
+                    if problem:  # a journal orch's checks did not write (an older orch, a hand edit): drop it
+                        cursor["warnings"] = f"{cursor.get('warnings', '')}\nnot recorded: {problem}".strip()
+                        tags[Tag.WARNING] = cursor["warnings"]
+                        continue
                     if step <= max_step.get(name, -1):
                         continue  # replayed after a resume: already recorded, same value by determinism
                     max_step[name] = step
@@ -464,7 +470,8 @@ class Ledger:
                 # one ms later than anything journaled before it: MLflow's "latest" value of a name is the one
                 # with the highest (step, timestamp, value), and a command's last step line and its final can
                 # share a millisecond; the final must win even when it is the smaller value
-                metrics += [Metric(k, decode_number(v), ms + 1, final_step) for k, v in record["final"].items()]
+                metrics += [Metric(k, decode_number(v), ms + 1, final_step) for k, v in record["final"].items()
+                            if metric_rules.name_problem(k) is None]
         ended = end["status"] if end is not None else None
         if end is not None:
             if end.get("error"):
