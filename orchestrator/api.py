@@ -13,6 +13,7 @@ can show what happens between them; ``submit`` runs them all::
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -340,6 +341,8 @@ def status(experiment: str, tracking_uri: str | None = None, where: str | None =
 def find_run(ledger: Ledger, run: str) -> RunRecord:
     """A run by MLflow run id, by orch key (as printed by --dry-run and status) or by scheduler job id."""
     from mlflow.exceptions import MlflowException
+    if not re.fullmatch(r"[\w.:\-]{1,200}", run):  # it goes into an MLflow filter string: nothing that could quote
+        raise InputError(f"{run!r} is not a run id, key or job id (letters, digits, '_', '.', ':', '-')", "RUN")
     if len(run) == 32:
         try:
             return ledger.get(run)

@@ -29,11 +29,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.spec.placeholders import substitute
+from orchestrator.spec.placeholders import PYTHONS, substitute
 from orchestrator.spec.spec import flatten
 
 POLL_S = 0.2
-PYTHONS = ("python", "python3")
 STOP_GRACE_S = 10.0
 SIGNAL_RACE_S = 2.0  # after SIGTERM, how long the command has to checkpoint before SIGKILL
 

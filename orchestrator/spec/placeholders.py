@@ -7,7 +7,10 @@ Strings go in as they are, every other value as JSON (``0.001``, ``true``, ``[1,
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import InputError, did_you_mean
@@ -38,8 +41,34 @@ def substitute(argv: list[str], flat_params: dict[str, Any], seed: int) -> list[
     return [PLACEHOLDER.sub(one, arg) for arg in argv]
 
 
+PYTHONS = ("python", "python3")  # the interpreter orch itself runs on (job/command.py)
+
+
+def executable_problem(program: str, local: bool) -> str | None:
+    """Why ``program`` cannot start where the runs will start, when that can be known here: a path (relative
+    to the submit directory, which the code snapshot mirrors) anywhere; a bare name looked up on PATH when
+    the runs execute on this machine (a cluster's nodes may have what this login node lacks)."""
+    if program in PYTHONS or names(program):
+        return None
+    if "/" in program:
+        path = Path(program)
+        if not path.exists():
+            return f"no such file: {program}"
+        if path.is_dir():
+            return f"{program} is a directory, not a program"
+        if not os.access(path, os.X_OK):
+            return f"{program} is not executable (chmod +x {program}, or run it through its interpreter)"
+    elif local and shutil.which(program) is None:
+        return f"'{program}' is not found on PATH"
+    return None
+
+
 def check_command(spec: Any, source: str) -> None:
-    """Every placeholder names the seed or a param that every variant and grid point defines."""
+    """The program can start (``executable_problem``), and every placeholder names the seed or a param that
+    every variant and grid point defines."""
+    problem = executable_problem(spec.command[0], spec.backend == "local") if spec.command else None
+    if problem:
+        raise InputError(problem, source, "command[0]")
     from orchestrator.spec.spec import deep_merge, flatten, nest
 
     base = nest(spec.params)

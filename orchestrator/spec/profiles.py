@@ -19,6 +19,10 @@ from orchestrator.spec.spec import Resources, deep_merge, load_yaml
 PROJECT_CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"  # the checkout's cluster/
 
 
+TASK_LAYOUT = ("nodes", "ntasks", "ntasks_per_node", "tasks_per_node", "cpus_per_task", "gpus_per_task",
+               "ntasks_per_gpu", "ntasks_per_socket", "ntasks_per_core", "array", "wrap")
+
+
 class Limits(BaseModel):
     """What one job may ask for on this cluster; None = not known, the scheduler will judge."""
     model_config = ConfigDict(extra="forbid")
@@ -62,6 +66,17 @@ class ClusterProfile(BaseModel):
     own_jobs_only: bool = Field(False, description="squeue/sacct show only the user's own jobs (informative)")
     sbatch: dict[str, Any] = Field({}, description="any other sbatch option, e.g. {exclusive: true}")
     limits: Limits = Limits()
+
+    @pydantic.field_validator("sbatch")
+    @classmethod
+    def _no_task_layout(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """A run is one task: a task count here would start the same run several times in one run directory
+        (each task journaling it again). orch sets the layout itself."""
+        for key in value:
+            if key.replace("-", "_") in TASK_LAYOUT:
+                raise ValueError(f"sbatch.{key}: orch runs one task per run and sets the task layout itself; "
+                                 f"remove it (these are refused: {', '.join(TASK_LAYOUT)})")
+        return value
 
     def check(self, resources: Resources, source: str = "resources") -> None:
         """Refuse what this cluster cannot give, with the field and the limit. Packed runs share one job:

@@ -1,0 +1,54 @@
+"""Bad input on the newer surfaces, as a user meets it through the CLI: exit 2, the file and field named,
+what was expected, and nothing written. (Run ids in filters, a command that cannot start, a task layout
+slipped in through a profile's sbatch escape hatch.)"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import yaml
+
+
+@pytest.mark.parametrize("command", ["logs", "reproduce"])
+@pytest.mark.parametrize("run", ["a'b", 'x" or 1=1 --', "a b", "../etc"])
+def test_a_run_argument_that_could_quote_a_filter_is_refused(store, command, run):
+    store.orch("submit", str(store.spec({"name": "q", "workload": "smoke", "params": {"steps": 1}})), check=True)
+    result = store.orch(command, run)
+    assert result.exit_code == 2 and "is not a run id, key or job id" in result.output
+    assert "Traceback" not in result.output and "MlflowException" not in result.output
+
+
+def _command_spec(store, program: str) -> str:
+    return str(store.spec({"name": "cmd", "command": [program, "--seed", "{seed}"],
+                           "metric": {"name": "loss"}}))
+
+
+def test_a_command_that_cannot_start_is_refused_at_submit(store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    (store.root / "dir.sh").mkdir()
+    script = store.root / "train.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    cases = {"./missing.sh": "no such file: ./missing.sh", "./dir.sh": "is a directory",
+             "./train.sh": "is not executable", "no-such-program-xyz": "not found on PATH"}
+    for program, words in cases.items():
+        result = store.orch("submit", _command_spec(store, program))
+        assert result.exit_code == 2 and words in result.output and "command[0]" in result.output, result.output
+        assert not store.workdir.exists()
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)  # the same script, executable: accepted
+    assert store.orch("submit", _command_spec(store, "./train.sh"), "--dry-run").exit_code == 0
+
+
+@pytest.mark.parametrize("key", ["ntasks_per_node", "ntasks-per-node", "nodes", "cpus_per_task"])
+def test_a_task_layout_in_the_sbatch_escape_hatch_is_refused(store, monkeypatch, key):
+    monkeypatch.chdir(store.root)
+    profile = store.root / "mine.yaml"
+    profile.write_text(yaml.safe_dump({"partition": "cpu", "sbatch": {key: 2, "exclusive": True}}))
+    spec = store.spec({"name": "t", "workload": "smoke"})
+    result = store.orch("submit", str(spec), "--backend", "slurm", "--cluster", str(profile), "--dry-run")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert f"sbatch.{key}" in text and "one task per run" in text and "mine.yaml" in text
+    assert sorted(os.listdir(store.root)) == ["mine.yaml", "spec.yaml"]  # nothing written
