@@ -52,3 +52,18 @@ def test_a_task_layout_in_the_sbatch_escape_hatch_is_refused(store, monkeypatch,
     text = " ".join(result.output.split())
     assert f"sbatch.{key}" in text and "one task per run" in text and "mine.yaml" in text
     assert sorted(os.listdir(store.root)) == ["mine.yaml", "spec.yaml"]  # nothing written
+
+
+BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n" \
+       "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e]"
+
+
+@pytest.mark.parametrize("value, words", [
+    (BOMB, "expands to more than"), ("&x [*x]", "nested too deeply"), ("{a: 1, a: 2}", "duplicate key 'a'"),
+    ("!!python/object/apply:os.system [echo]", "YAML tag not allowed"), ("[1, 2", "malformed YAML"),
+    (".nan", "finite number"), ("x" * 70_000, "at most 65,536 characters")])
+def test_set_values_go_through_the_spec_files_loader(store, value, words):
+    spec = store.spec({"name": "s", "workload": "smoke"})
+    result = store.orch("submit", str(spec), "--set", f"offset={value}", "--dry-run")
+    assert result.exit_code == 2 and words in result.output and "--set" in result.output, result.output[:300]
+    assert "Traceback" not in result.output and not store.workdir.exists()

@@ -151,6 +151,23 @@ def load_mapping(path: Path) -> dict[str, Any]:
     return doc
 
 
+def load_value(text: str, source: str, field: str) -> Any:
+    """One ``--set`` value, through the same checks as a spec file: bounded, strict (no tags, no duplicate
+    keys), no alias bomb or recursive alias, no NaN."""
+    if len(text) > MAX_SET_CHARS:
+        raise InputError(f"a --set value is at most {MAX_SET_CHARS:,} characters, got {len(text):,}", source, field)
+    try:
+        value = parse(text, source)
+        check_size(value, source)
+    except InputError as err:
+        raise InputError(err.message, source, field) from None
+    reject_non_finite(value, source, field)
+    return value
+
+
+MAX_SET_CHARS = 64 * 1024
+
+
 # -- fields whose value names something on the disk ------------------------------------------------
 MAX_NAME = 100  # an experiment name becomes a directory name and MLflow's; 255 is the filesystem's limit
 PSEUDO_FS = ("/proc", "/sys", "/dev")

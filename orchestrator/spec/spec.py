@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.errors import InputError, did_you_mean
@@ -200,11 +199,7 @@ def apply_sets(doc: dict[str, Any], sets: list[str]) -> dict[str, Any]:
         if "=" not in item or not item.split("=", 1)[0].strip():
             raise InputError(f"expected KEY=VALUE, got '{item}'", "--set")
         key, raw = (part.strip() for part in item.split("=", 1))
-        try:
-            value = yaml.safe_load(raw) if raw else None
-        except yaml.YAMLError:
-            raise InputError(f"value '{raw}' is not valid YAML", "--set", key) from None
-        loading.reject_non_finite(value, "--set", key)
+        value = loading.load_value(raw, "--set", key) if raw else None
         parts = key.split(".")
         if parts[0] not in top_level:
             parts = ["params", *parts]
