@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -67,3 +70,16 @@ def test_set_values_go_through_the_spec_files_loader(store, value, words):
     result = store.orch("submit", str(spec), "--set", f"offset={value}", "--dry-run")
     assert result.exit_code == 2 and words in result.output and "--set" in result.output, result.output[:300]
     assert "Traceback" not in result.output and not store.workdir.exists()
+
+
+def test_a_module_beside_the_spec_does_not_shadow_the_standard_library_in_the_runs(store, monkeypatch):
+    """`colorsys.py` next to the spec (the standard library's name, imported by the runs' matplotlib)."""
+    monkeypatch.chdir(store.root)
+    marker = store.root / "SHADOWED"
+    (store.root / "colorsys.py").write_text(f"open({str(marker)!r}, 'a').write('imported')\n")
+    spec = store.spec({"name": "shadow", "workload": "smoke", "params": {"steps": 2}})
+    for orch in ([str(Path(sys.executable).with_name("orch"))], [sys.executable, "-m", "orchestrator"]):
+        result = subprocess.run([*orch, "submit", str(spec), "--seeds", "2", "--tracking-uri", store.uri],
+                                cwd=store.root, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert {r.status for r in store.seed_runs("shadow")} == {"FINISHED"} and not marker.exists()

@@ -76,7 +76,8 @@ class LocalBackend:
         self._mp = multiprocessing.get_context("forkserver")
         # job.preload: the main script, the workload from the submission's snapshot, and what every run
         # needs, imported once by the forkserver (its docstring)
-        self._mp.set_forkserver_preload(["orchestrator.job.worker", "orchestrator.job.preload"])
+        self._mp.set_forkserver_preload(["orchestrator.job.jobpath", "orchestrator.job.worker",
+                                         "orchestrator.job.preload"])
         self._queue: deque[RunDir] = deque()
         self._procs: dict[str, multiprocessing.process.BaseProcess] = {}
         self._skipped: dict[str, str] = {}  # queued runs cancelled before they started: path -> reason

@@ -142,7 +142,8 @@ def time_limit(seconds: int | None) -> Iterator[None]:
 
 def run_in_task(path: str, time_limit_s: int | None = None) -> str:
     """Body of a Ray task: the same worker as every other backend. Returns the run's status."""
-    from orchestrator.job import worker
+    from orchestrator.job import jobpath, worker
+    jobpath.drop_working_directory()
     run_dir = RunDir(Path(path))
     with output_to(run_dir), time_limit(time_limit_s):
         return worker.execute(path)

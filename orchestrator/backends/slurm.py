@@ -69,7 +69,8 @@ class SlurmRun(Checkpointable):
         self.max_requeues = max_requeues
 
     def __call__(self, run_dir: str) -> str:
-        from orchestrator.job import worker
+        from orchestrator.job import jobpath, worker
+        jobpath.drop_working_directory()
         worker.requeue_probe = requeued_by_slurm
         # submitit requeues with `subprocess.check_call(["scontrol", "requeue", ...])`: a refusal raises a
         # CalledProcessError that carries neither scontrol's answer nor the fact that no requeue happened.

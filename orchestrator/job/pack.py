@@ -189,4 +189,5 @@ def child_main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from orchestrator.job import jobpath  # noqa: F401 - `python -m` put the working directory first on sys.path
     sys.exit(child_main(sys.argv[1:]))
