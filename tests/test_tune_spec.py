@@ -103,3 +103,36 @@ def test_step_means_report_a_step_logged_twice_with_new_metrics():
     assert means.add(0, 9, {"train_loss": 0.5}) == [(9, {"train_loss": 0.5})]
     assert means.add(0, 9, {"eval_err": 0.2}) == [(9, {"eval_err": 0.2, "train_loss": 0.5})]
     assert means.add(0, 19, {"train_loss": 0.4}) == [(19, {"train_loss": 0.4})]
+
+
+@pytest.mark.parametrize("tune, field, words", [
+    ({"num_samples": 1_000_000_000, "space": {"offset": {"uniform": [0, 1]}}}, "tune.num_samples",
+     "1,000,000,000 trials x 1 seeds"),
+    ({"search": "grid", "space": {"offset": {"grid": list(range(10_001))}, "noise": {"grid": list(range(10_001))}}},
+     "tune.space", "100,020,001 trials"),
+    ({"seeds_per_trial": 1e9, "space": {"offset": {"uniform": [0, 1]}}}, "tune.seeds_per_trial", "10 trials x 1,000,000,000"),
+    ({"metric": "finall_loss", "space": {"offset": {"uniform": [0, 1]}}}, "tune.metric", "did you mean 'final_loss'"),
+    ({"report": "los", "space": {"offset": {"uniform": [0, 1]}}}, "tune.report", "never reports 'los'"),
+])
+def test_budget_and_unknown_metrics_are_refused_before_ray_starts(store, tune, field, words):
+    err = error(store, tune)
+    assert err.field == field and words in err.message, (err.field, err.message)
+
+
+def test_the_budget_cap_is_the_submit_cap(store, monkeypatch):
+    monkeypatch.setenv("ORCH_MAX_RUNS", "20")
+    tune = {"num_samples": 7, "seeds_per_trial": 3, "space": {"offset": {"uniform": [0, 1]}}}
+    assert "21 runs, more than the limit of 20" in error(store, tune).message
+    monkeypatch.setenv("ORCH_MAX_RUNS", "21")
+    parse(store, tune)
+
+
+def test_the_random50_sweep_validates():
+    from pathlib import Path
+    spec = load_spec(Path(__file__).resolve().parent.parent / "configs" / "evo_topo_random50_tune.yaml")
+    config = parse_tune(spec)
+    assert spec.seeds.base >= 10  # disjoint from the seeds 0-9 the presets are validated on
+    assert config.metric == "test_accuracy" and config.mode == "max" and config.section.search == "optuna"
+    assert config.section.seeds_per_trial >= 3
+    keys = {d.key for d in config.dimensions}
+    assert {"sr", "leak", "input_scaling", "eta", "beta", "epsilon_decay"} <= keys

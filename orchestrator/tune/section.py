@@ -6,6 +6,7 @@ Ray is imported, so a bad sweep is refused like any bad spec (file, field, what 
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -194,7 +195,38 @@ def parse_tune(spec: Spec) -> TuneConfig:
                  for key, dist in section.space.items())
     metric = section.metric or (spec.metric.name if spec.metric else workload.metric)
     mode = section.mode or (spec.metric.mode if spec.metric else workload.mode)
-    return TuneConfig(section, metric, mode, section.report or metric, dims)
+    for field, name in (("tune.metric", metric), ("tune.report", section.report)):
+        if name and workload.metrics and name not in workload.metrics:  # else every trial would fail on it
+            raise InputError(f"workload '{spec.workload}' never reports '{name}'{did_you_mean(name, workload.metrics)}; "
+                             f"it reports: {', '.join(workload.metrics)}", source, field)
+    config = TuneConfig(section, metric, mode, section.report or metric, dims)
+    _check_budget(config, source)
+    return config
+
+
+def samples(config: TuneConfig) -> int:
+    """Tune's num_samples: passes over the grid dimensions, each with fresh draws of the others. Default:
+    one pass when every dimension is a grid, else 10 draws."""
+    s = config.section
+    if s.search == "grid" or all(d.kind == "grid" for d in config.dimensions):
+        return s.num_samples or 1
+    return s.num_samples or 10
+
+
+def grid_points(config: TuneConfig) -> int:
+    return math.prod(len(d.args) for d in config.dimensions if d.kind == "grid")
+
+
+def _check_budget(config: TuneConfig, source: str) -> None:
+    """The cap `orch submit` applies (``--max-runs``), on trials x seeds, before Ray starts."""
+    from orchestrator.spec.spec import max_runs
+    trials = samples(config) * grid_points(config)
+    runs = trials * config.section.seeds_per_trial
+    if runs > max_runs():
+        field = ("tune.seeds_per_trial" if config.section.seeds_per_trial > max_runs() else
+                 "tune.space" if grid_points(config) > max_runs() else "tune.num_samples")
+        raise InputError(f"the sweep plans {trials:,} trials x {config.section.seeds_per_trial:,} seeds = {runs:,} runs, "
+                         f"more than the limit of {max_runs():,} (raise it with orch --max-runs N)", source, field)
 
 
 def param_space(config: TuneConfig) -> dict[str, Any]:

@@ -18,7 +18,16 @@ from orchestrator.spec.plan import content_hash
 from orchestrator.spec.spec import Spec, apply_sets, deep_merge, flatten, load_spec, load_yaml, nest
 from orchestrator.tracking.records import FAILED, FINISHED, RUNNING, Role, Tag
 from orchestrator.tune.recorder import TrialSink, callback_class
-from orchestrator.tune.section import FINAL_KEY, SWEEP_FILE, Asha, TuneConfig, param_space, parse_tune
+from orchestrator.tune.section import (
+    FINAL_KEY,
+    SWEEP_FILE,
+    Asha,
+    TuneConfig,
+    grid_points,
+    param_space,
+    parse_tune,
+    samples,
+)
 from orchestrator.tune.trial import TrialPlan, trainable
 
 
@@ -155,18 +164,9 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
     return result
 
 
-def samples(config: TuneConfig) -> int:
-    """Tune's num_samples: passes over the grid dimensions, each with fresh draws of the others. Default:
-    one pass when every dimension is a grid, else 10 draws."""
-    s = config.section
-    if s.search == "grid" or all(d.kind == "grid" for d in config.dimensions):
-        return s.num_samples or 1
-    return s.num_samples or 10
-
-
 def _describe(config: TuneConfig) -> str:
     s = config.section
-    grid = math.prod(len(d.args) for d in config.dimensions if d.kind == "grid")
+    grid = grid_points(config)
     trials = f"{samples(config) * grid} trials" + (f" ({samples(config)} x a {grid}-point grid)" if grid > 1 else "")
     return (f"{s.search} search ({trials}), {s.scheduler.type} scheduler, {config.mode} {config.metric} "
             f"over {s.seeds_per_trial} seed(s) per trial")

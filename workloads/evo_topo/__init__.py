@@ -21,6 +21,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 METRIC, MODE = "test_accuracy", "max"
+METRICS = ("best_fitness", "mean_fitness", "std_fitness", "n_neurons_best", "n_connections_best", "n_species",
+           "test_accuracy", "test_accuracy_std", "test_best_first_accuracy", "test_best_last_accuracy",
+           "test_legal_rate", "n_neurons", "n_connections", "winner_fitness")  # per generation, then final
 # What a random guess scores (orch compare marks it): a uniformly random position is right 1/4 of the time and
 # legal 1/2 of the time (2 of the 4 positions are occupied). Fitness is a validation accuracy.
 CHANCE = {"test_accuracy": 0.25, "test_best_first_accuracy": 0.25, "test_best_last_accuracy": 0.25,
