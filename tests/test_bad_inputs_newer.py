@@ -83,3 +83,18 @@ def test_a_module_beside_the_spec_does_not_shadow_the_standard_library_in_the_ru
                                 cwd=store.root, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr
     assert {r.status for r in store.seed_runs("shadow")} == {"FINISHED"} and not marker.exists()
+
+
+@pytest.mark.parametrize("body, words", [
+    ("import sys; sys.exit(3)", "called sys.exit(3)"), ("import os; os._exit(0)", "ended its process"),
+    ("import time; time.sleep(600)", "did not return within 3 s")])
+def test_a_lab_module_that_exits_or_hangs_at_import_is_reported(store, monkeypatch, body, words):
+    monkeypatch.chdir(store.root)
+    module = f"hostile_{abs(hash(body))}"
+    (store.root / f"{module}.py").write_text(f"{body}\nMETRIC = 'x'\n")
+    spec = store.spec({"name": "hostile", "workload": module})
+    result = subprocess.run([sys.executable, "-m", "orchestrator", "submit", str(spec), "--tracking-uri", store.uri],
+                            cwd=store.root, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "ORCH_IMPORT_TIMEOUT_S": "3"})
+    assert result.returncode == 2 and words in result.stderr + result.stdout, result.stderr + result.stdout
+    assert not store.workdir.exists() and not (store.root / "mlflow.db").exists()

@@ -24,6 +24,7 @@ import importlib.util
 import math
 import os
 import pkgutil
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -91,8 +92,36 @@ def _importable_from_cwd() -> None:
         sys.path.append(cwd)
 
 
-def get(name: str) -> Workload:
-    """The Python workload a spec names; an InputError (the name, what was expected) when there is none."""
+IMPORT_TIMEOUT_ENV = "ORCH_IMPORT_TIMEOUT_S"
+
+
+def _probe_import(name: str, path: str) -> None:
+    """A lab's module is imported once in a child first: one that ends its process (``os._exit(0)`` would be
+    a false success, nothing submitted) or never returns (a loop, a blocking read) is reported instead of
+    taking orch with it. Costs one import of the module; built-in workloads are orch's own and skip it."""
+    timeout = float(os.environ.get(IMPORT_TIMEOUT_ENV, "120"))
+    code = ("import importlib, sys\n"  # an exception (sys.exit included) is reported by the import in orch
+            "try:\n    importlib.import_module(sys.argv[1])\n"
+            "except BaseException:\n    pass\n"
+            "print('orch-import-returned', flush=True)\n")
+    try:
+        result = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=timeout,
+                                cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                                    p for p in sys.path if p)}, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise InputError(f"workload '{name}': importing {path} did not return within {timeout:g} s (code that "
+                         f"runs at import? set {IMPORT_TIMEOUT_ENV} for a slow one)") from None
+    if "orch-import-returned" not in result.stdout:
+        last = result.stderr.strip().splitlines()[-1:] or [""]
+        raise InputError(f"workload '{name}': importing {path} ended its process (status {result.returncode}, "
+                         f"os._exit or a signal){': ' + last[0] if last[0] else ''}; a module must not exit when "
+                         "imported")
+
+
+def get(name: str, probe: bool = True) -> Workload:
+    """The Python workload a spec names; an InputError (the name, what was expected) when there is none.
+    ``probe``: import a lab's module in a child first (`_probe_import`); jobs, which run what a submission
+    already probed, skip it."""
     path = import_path_of(name)
     _importable_from_cwd()
     try:
@@ -104,8 +133,12 @@ def get(name: str) -> Workload:
         raise InputError(f"unknown workload '{name}'{did_you_mean(name, known)}: not a built-in ({', '.join(known)}), "
                          f"not an '{ENTRY_POINTS}' entry point, and no module '{path}' importable from "
                          f"{os.getcwd()}")
+    if probe and path not in sys.modules and not path.startswith(f"{workloads.__name__}."):
+        _probe_import(name, path)
     try:
         module = importlib.import_module(path)
+    except SystemExit as err:  # the module's code called sys.exit: orch would exit with its code, silently
+        raise InputError(f"workload '{name}': importing {path} called sys.exit({err.code!r})") from None
     except Exception as err:  # noqa: BLE001 - the user's module failed to import: say so, not a traceback of ours
         raise InputError(f"workload '{name}': importing {path} failed: {type(err).__name__}: {err}") from None
     return from_module(name, module)
@@ -164,4 +197,4 @@ def for_job(run: dict[str, Any], job: dict[str, Any]) -> Workload:
         return command(run["command"], job["metric"], job.get("mode", "min"))
     # the module resolved at submit: an entry point or the cwd of the submission may not exist where the job runs
     module = job.get("module")
-    return from_module(run["workload"], importlib.import_module(module)) if module else get(run["workload"])
+    return from_module(run["workload"], importlib.import_module(module)) if module else get(run["workload"], probe=False)

@@ -123,7 +123,7 @@ def _restore_checkpoints(plan: TrialPlan, run_dirs: list[RunDir]) -> None:
 
 
 def trial_run_dirs(plan: TrialPlan, trial_id: str, config: dict[str, Any]) -> list[RunDir]:
-    model = registry.get(plan.workload).params_model
+    model = registry.get(plan.workload, probe=False).params_model  # probed when the sweep started
     params = model.model_validate(deep_merge(plan.params, nest(config))).model_dump(mode="json")
     run_dirs = []
     for i, seed in enumerate(plan.seeds):
