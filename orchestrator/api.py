@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator import driver
+from orchestrator import driver, privacy
 from orchestrator.backends.base import Backend, Job
 from orchestrator.backends.base import make as make_backend
 from orchestrator.errors import InputError, did_you_mean
@@ -240,6 +240,7 @@ def submit(spec_path: str | Path | Mapping[str, Any], seeds: int | None = None, 
     """Every step of ``orch submit`` (a spec file or a mapping); follows the jobs to their end unless
     ``wait=False`` on a queueing backend (Slurm). The run statuses are in ``follow``'s result, the records
     in MLflow; ``runs(name)`` reads them back."""
+    privacy.apply()  # the store and the jobs' files private to their owner (ORCH_UMASK to share with a group)
     submission = plan_submission(spec_path, seeds=seeds, backend=backend, **options)
     submission.reconcile()
     submission.launch()

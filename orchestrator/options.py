@@ -57,7 +57,13 @@ def main(max_runs: Annotated[Optional[int], typer.Option(
                                   "env ORCH_MAX_RUNS)")] = None) -> None:
     """orch: declare experiments in YAML, run every seed locally, on Slurm or on Ray, record everything in
     MLflow, and compare across seeds."""
+    from orchestrator import privacy
     from orchestrator.spec import spec
+    try:
+        privacy.apply()  # before anything is written: the store and every job's files private to their owner
+    except InputError as err:
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     # read where the plan is counted (spec.check_plan_size); set on every invocation, so an in-process
     # caller (a notebook, the tests' CliRunner) does not keep one command's limit for the next
     spec.max_runs_flag = max_runs

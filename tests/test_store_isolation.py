@@ -106,3 +106,38 @@ def test_import_name_cannot_leave_the_store_and_a_self_import_is_refused(exporte
     result = source.orch("import", str(bundle), "--name", "iso-again", "--tracking-uri", source.uri)
     assert result.exit_code == 2 and "exported from this store" in result.output
     assert len(source.seed_runs("iso")) == 2 and not source.seed_runs("iso-again")
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]
+            if not p.is_symlink()}
+
+
+@pytest.mark.parametrize("umask, others, group", [(None, 0, 0), ("007", 0, 0o060)])
+def test_the_store_is_private_to_its_owner_unless_a_lab_group_shares_it(tmp_path, umask, others, group):
+    """Every file and directory orch and its jobs create: the sqlite store, run directories, journals,
+    artifacts, logs. (The CLI as a user runs it, from a shell whose umask is the usual 022.)"""
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, "ORCH_UMASK": umask} if umask else {k: v for k, v in os.environ.items() if k != "ORCH_UMASK"}
+    store = Store(tmp_path / "s")
+    store.root.mkdir()
+    spec = store.spec(SMOKE)
+    subprocess.run(f"umask 022 && {sys.executable} -m orchestrator submit {spec} --seeds 2 --tracking-uri {store.uri}",
+                   shell=True, cwd=store.root, env=env, check=True, capture_output=True, timeout=300)
+    made = {**_modes(store.workdir), "mlflow.db": (store.root / "mlflow.db").stat().st_mode & 0o777}
+    made.update({f"artifacts/{k}": v for k, v in _modes(store.root / "artifacts").items()})
+    assert len(made) > 10 and any("journal.jsonl" in k for k in made)
+    assert {k: v for k, v in made.items() if v & 0o007 != others} == {}  # nothing for others
+    if not group:
+        assert {k: v for k, v in made.items() if v & 0o070} == {}  # nor for the group
+    else:
+        assert (made["mlflow.db"] & 0o060) == 0o060  # the lab's group can read and write the store
+
+
+def test_a_bad_umask_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("ORCH_UMASK", "rw-r--r--")
+    store = Store(tmp_path)
+    result = store.orch("ls")
+    assert result.exit_code == 2 and "ORCH_UMASK" in result.output and "octal umask" in result.output

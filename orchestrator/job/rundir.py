@@ -15,6 +15,20 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def umask() -> int:
+    """The process's umask, read without changing it (``os.umask`` can only set it, and another thread
+    creating a file meanwhile would get the wrong mode): Linux reports it in /proc/self/status."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
     """Write-then-rename, so a reader (or a resume) never sees half a file. The tmp file's name is unique
     to this writer (tempfile, in the same directory so the rename stays on one filesystem): two processes
@@ -27,7 +41,7 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
             f.flush()
             if durable:  # False: the threat is a writer dying, not the machine (fsync x 500 costs seconds)
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the file keeps the mode a plain open() would give it
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it 0600: the mode a plain open() would give it
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

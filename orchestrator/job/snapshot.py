@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.job.rundir import umask
+
 MAX_FILES = 20_000
 MAX_BYTES = 200 * 2**20
 SKIPPED_DIRS = {"__pycache__", ".git", ".venv", "venv", "mlruns", ".ipynb_checkpoints", ".mypy_cache", ".pytest_cache"}
@@ -108,7 +110,9 @@ def take(root: Path, store: Path, top_module: str = "", exclude: list[Path] | No
                 dest = tmp / root.name / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(root / name, dest)
-                dest.chmod(dest.stat().st_mode & ~0o222)  # a snapshot is evidence: not for editing in place
+                # a snapshot is evidence: not for editing in place; readable by whom the umask lets read
+                dest.chmod(dest.stat().st_mode & ~0o222 & ~umask())
+            tmp.chmod(0o777 & ~umask())  # mkdtemp makes it 0700
             os.rename(tmp, target)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -151,6 +151,9 @@ class Ledger:
                                  "pass --tracking-uri or run from the project directory")
             self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             if not self.sqlite_path.exists():
+                # sqlite creates its file 0644 & ~umask: read-only for a lab group that shares the store
+                # (ORCH_UMASK=007, orchestrator/privacy.py); created here 0666 & ~umask, the umask decides
+                os.close(os.open(self.sqlite_path, os.O_CREAT | os.O_WRONLY, 0o666))
                 self.client  # noqa: B018 - a new store: MLflow creates its tables now, as a writer expects
 
     @property
