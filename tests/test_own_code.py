@@ -7,8 +7,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,7 +74,9 @@ def test_a_workload_by_import_path_runs_from_where_it_lives(store, monkeypatch):
 
 PRELOADED = '''
 import os
+import signal
 import sys
+import time
 from pydantic import BaseModel
 
 METRIC = "imported_in"
@@ -404,3 +408,40 @@ def test_a_command_on_ray_gives_the_same_metrics_as_local(store, ray_local, monk
     ray = {int(r.tags["orch.seed"]): r for r in store.seed_runs("cmd_ray")}
     assert {r.tags["orch.backend"] for r in ray.values()} == {"ray"}
     assert {seed: r.metrics for seed, r in ray.items()} == local
+
+
+# -- the Python API from a plain script ------------------------------------------------------------------
+UNGUARDED = '''
+import orch
+submission = orch.submit({spec!r}, seeds=2, tracking_uri={uri!r})
+print("submitted", sorted(orch.runs("api", tracking_uri={uri!r})["status"]), flush=True)
+'''
+
+
+@pytest.mark.parametrize("how", ["script", "-c"])
+def test_the_readme_api_works_from_a_plain_script_without_a_main_guard(store, how):
+    """The README's two lines saved as a file (or given to python -c): the runs' processes must not re-run the
+    script, which would submit again from inside a run and wait forever for the lock its parent holds."""
+    spec = store.spec({"name": "api", "workload": "smoke", "params": {"steps": 2}})
+    code = UNGUARDED.format(spec=str(spec), uri=store.uri)
+    (store.root / "s.py").write_text(code)
+    argv = [sys.executable, "s.py"] if how == "script" else [sys.executable, "-c", code]
+    result = subprocess.run(argv, cwd=store.root, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "submitted ['FINISHED', 'FINISHED']" in result.stdout
+
+
+def test_ctrl_c_stops_a_plain_script_using_the_api(store):
+    spec = store.spec({"name": "api", "workload": "smoke", "params": {"steps": 200, "sleep_s": 0.2}})
+    (store.root / "s.py").write_text(UNGUARDED.format(spec=str(spec), uri=store.uri))
+    proc = subprocess.Popen([sys.executable, "s.py"], cwd=store.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(store.root.glob("jobs/api/*/journal.jsonl")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)  # stopped, not hung
+    assert proc.returncode != 0 and "submitted" not in out
+    assert {r.status for r in store.seed_runs("api")} <= {"KILLED", "FINISHED"}

@@ -14,6 +14,8 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
@@ -56,6 +58,29 @@ def start_forkserver_quietly() -> None:
         forkserver.ensure_running()
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _main_not_rerun() -> Iterator[None]:
+    """A run's process is a fork of the forkserver, running orch's worker: it needs nothing from the parent's
+    ``__main__``. multiprocessing would still re-run the parent's main script in each (as ``__mp_main__``):
+    the `orch` script (~80 ms a run), or a user's script that calls ``orch.submit`` without an
+    ``if __name__ == "__main__":`` guard, which would then submit again from inside its own run and wait
+    forever for the submit lock its parent holds. So the processes orch starts are told no main to re-run."""
+    from multiprocessing import spawn
+    original = spawn.get_preparation_data
+
+    def without_main(name: str) -> dict[str, Any]:
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        data.pop("init_main_from_name", None)
+        return data
+
+    spawn.get_preparation_data = without_main
+    try:
+        yield
+    finally:
+        spawn.get_preparation_data = original
 
 
 def _forkserver_started() -> bool:
@@ -133,31 +158,39 @@ class LocalBackend:
             if _forkserver_started():
                 start_forkserver_quietly()  # restarts one that died
             else:
-                self.warm(self._queue[0].load())
+                self.warm(self._warm_job())
         while self._queue and running < self.max_parallel:
             from orchestrator.job.worker import child_main
             run_dir = self._queue.popleft()
             # `orch cancel` runs in another process than this queue's: all it can do to a queued run is
             # leave a marker in its run directory (and journal its end), so look before forking. A marker
             # rather than "the journal has an end": a resumed run's journal holds its earlier attempt's end.
-            reason = run_dir.cancelled()
+            reason = run_dir.cancelled() or (None if run_dir.spec_file.exists() else
+                                             f"its run directory {run_dir.path} was deleted while it was queued")
             if reason is not None:
                 self._skipped[str(run_dir.path)] = reason
                 continue
             proc = self._mp.Process(target=child_main, args=(str(run_dir.path),), daemon=False)
-            proc.start()
+            with _main_not_rerun():
+                proc.start()
             self._procs[str(run_dir.path)] = proc
             running += 1
+
+    def _warm_job(self) -> dict[str, Any]:
+        """The first queued run's job description, for the forkserver to preload its workload; {} when its
+        run directory was deleted meanwhile (that run is then skipped, with its reason, by ``_fill``)."""
+        try:
+            return self._queue[0].load()
+        except (OSError, ValueError):
+            return {}
 
     @staticmethod
     def warm(job: dict[str, Any]) -> None:
         """Start the forkserver now, importing the workload of ``job`` (run.json's code fields) from its
         snapshot once (job/preload.py); it does so in its own process, while the orchestrator goes on
         creating the MLflow runs. A forkserver already running is left as it is."""
-        from multiprocessing import spawn
         if not _forkserver_started():
-            main = spawn.get_preparation_data("orch").get("init_main_from_path")  # the path each child checks
-            os.environ[PRELOAD_ENV] = json.dumps({"module": job.get("module"), "code": job.get("code"), "main": main})
+            os.environ[PRELOAD_ENV] = json.dumps({"module": job.get("module"), "code": job.get("code")})
         try:
             start_forkserver_quietly()
         finally:
