@@ -336,9 +336,10 @@ def main() -> None:
         else:  # SystemExit("message"): Python prints it and exits 1
             print(stop.code, file=sys.stderr)
             code = 1
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # What the interpreter does first at exit: threading's own exit hooks, then it joins the threads that are not
+    # daemons. The hooks tell thread pools to stop (MLflow's artifact uploads): joining their idle workers
+    # without them waited forever (orch export printed its result and never returned).
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:

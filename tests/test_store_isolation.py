@@ -141,3 +141,15 @@ def test_a_bad_umask_is_refused(tmp_path, monkeypatch):
     store = Store(tmp_path)
     result = store.orch("ls")
     assert result.exit_code == 2 and "ORCH_UMASK" in result.output and "octal umask" in result.output
+
+
+def test_export_returns_when_run_as_a_command(exported, tmp_path):
+    """MLflow's artifact downloads leave a thread pool whose workers only stop from threading's exit hooks:
+    the `orch` script printed "exported" and then waited on them forever (a cron job calling it hung)."""
+    import subprocess
+    import sys
+    source, _, _ = exported
+    orch = str(Path(sys.executable).with_name("orch"))
+    result = subprocess.run([orch, "export", "iso", "-o", str(tmp_path / "again"), "--tracking-uri", source.uri],
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0 and "exported" in result.stdout, result.stderr
