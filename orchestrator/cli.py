@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from orchestrator.console import console, err_console
 from orchestrator.options import (
@@ -122,10 +123,10 @@ def run_one(spec_path: SpecArg, seed: Annotated[int, typer.Option("--seed", help
     run, status, final = api.run_in_process(spec_path, seed, variant, sets, tracking_uri, force=force,
                                             on_failure=post_mortem if pdb else None,
                                             started=lambda run, run_id: console.print(
-                                                f"running {run.label} seed {run.seed} in this process (run {run_id})"))
+                                                f"running {escape(run.label)} seed {run.seed} in this process (run {run_id})"))
     console.print(f"{status}: " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(final.metrics.items())))
     if status != FINISHED:
-        console.print(f"error: {final.tags.get(Tag.ERROR, '')}")
+        console.print(f"error: {escape(final.tags.get(Tag.ERROR, ''))}")
         raise typer.Exit(1)
 
 
@@ -200,7 +201,7 @@ def logs(run: Annotated[str, typer.Argument(help="MLflow run id or orch run key"
     record, run_dir, files = api.run_logs(run, tracking_uri)
     console.print(f"[bold]{record.run_id}[/] {record.status}  {run_dir.path}")
     if record.tags.get(Tag.ERROR):
-        console.print(f"[red]error:[/] {record.tags[Tag.ERROR]}")
+        console.print(f"[red]error:[/] {escape(record.tags[Tag.ERROR])}")
     for log in files:
         console.rule(log.name)
         if log.exists():

@@ -120,7 +120,7 @@ def running_table(active: list[RunProgress], max_rows: int) -> Table | Text:
         table.add_column(col, justify="left" if col in ("running", "latest") else "right", no_wrap=col != "latest")
     for a in active:
         latest = ", ".join(f"{k}={v:.4g}" for k, v in list(a.metrics.items())[:3])
-        table.add_row(a.label, "-" if a.step is None else str(a.step), latest or "-",
+        table.add_row(escape(a.label), "-" if a.step is None else str(a.step), latest or "-",
                       f"{a.rate:.3g}" if a.rate else "-")
     return table
 
@@ -136,7 +136,8 @@ def plan_table(runs: list[Run], reconciled: Reconciled | None = None) -> Table:
         table.add_column(col, no_wrap=True)
     for run in runs:
         point = ", ".join(f"{k}={v}" for k, v in run.grid_point.items())
-        table.add_row(run.key, run.group, run.variant, point, str(run.seed), state.get(run.key, "new"))
+        table.add_row(run.key, escape(run.group), escape(run.variant), escape(point), str(run.seed),
+                      state.get(run.key, "new"))
     return table
 
 
@@ -144,14 +145,14 @@ def status_table(name: str, groups: list[GroupStatus]) -> Table:
     """One row per group (its label names the variant and grid point); fits 80 columns."""
     metrics = {g.metric for g in groups}
     metric = metrics.pop() if len(metrics) == 1 else "main metric"
-    table = Table(title=f"{name}", caption="runs per group; mean over finished seeds", caption_justify="left")
+    table = Table(title=escape(name), caption="runs per group; mean over finished seeds", caption_justify="left")
     table.add_column("group", overflow="fold")
     for col in ("done", "running", "queued", "failed", "missing"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column(f"{metric}\n(mean)", justify="right", no_wrap=True)
     for g in groups:
         mean = f"{g.metric_mean:.4g}" if g.metric_mean is not None else "-"
-        table.add_row(g.label, f"[green]{g.finished}[/]", str(g.running), str(g.pending),
+        table.add_row(escape(g.label), f"[green]{g.finished}[/]", str(g.running), str(g.pending),
                       f"[red]{g.failed}[/]" if g.failed else "0", str(g.missing), mean)
     return table
 

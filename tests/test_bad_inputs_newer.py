@@ -98,3 +98,21 @@ def test_a_lab_module_that_exits_or_hangs_at_import_is_reported(store, monkeypat
                             env={**os.environ, "ORCH_IMPORT_TIMEOUT_S": "3"})
     assert result.returncode == 2 and words in result.stderr + result.stdout, result.stderr + result.stdout
     assert not store.workdir.exists() and not (store.root / "mlflow.db").exists()
+
+
+def test_grid_labels_survive_every_table_and_verdict(store, monkeypatch):
+    """`base[offset=0.05]` is rich markup to rich: every user string that reaches a terminal is escaped."""
+    monkeypatch.chdir(store.root)
+    spec = store.spec({"name": "g", "workload": "smoke", "params": {"steps": 3}, "grid": {"offset": [0.05, 0.2]}})
+    cli = [sys.executable, "-m", "orchestrator"]
+    outputs = []
+    for args in (["submit", str(spec), "--seeds", "2"], ["status", "g"], ["compare", "g"], ["submit", str(spec), "--dry-run"]):
+        uri = [] if "--dry-run" in args else ["--tracking-uri", store.uri]
+        result = subprocess.run([*cli, *args, *uri], cwd=store.root, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout)
+    submit, status, compare, plan = outputs
+    for text in (submit, status, compare):
+        assert "base[offset=0.05]" in text and "base[offset=0.2]" in text, text
+    assert "base[offset=0.05] is better than base[offset=0.2]" in " ".join(compare.split())
+    assert "offset=0.05" in plan

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.analysis import plots
@@ -73,10 +74,10 @@ def print_report(report: Report, console: Console) -> None:
     for a handful of groups). Every number is also in --json and the logged report."""
     better = "lower" if report.mode == "min" else "higher"
     level = f"{round(report.confidence * 100)}%"
-    title = f"{report.experiment}: {report.metric} ({better} is better)"
+    title = escape(f"{report.experiment}: {report.metric} ({better} is better)")
     labels = ["n", "mean", "std", "SE", "median", "min", "max", f"{level} CI (t)", f"{level} CI (bootstrap)"]
     rows = group_rows(report)
-    names = [f"{r[0]} (baseline)" if r[0] == report.baseline else r[0] for r in rows]
+    names = [escape(f"{r[0]} (baseline)" if r[0] == report.baseline else r[0]) for r in rows]
     cells = [[_runs_cell(g)] + r[5:] for g, r in zip(report.groups, rows)]
     wide = console.width >= 24 + 12 * len(labels)
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
@@ -106,14 +107,14 @@ def print_report(report: Report, console: Console) -> None:
                              no_wrap=col.startswith("diff"))
         for c, cr in zip(report.comparisons, comparison_rows(report)):
             sig = "[bold green]yes[/]" if c.significant else "no"
-            shown = [cr[0], f"{cr[1]} {cr[2]}", cr[3], cr[4], cr[5], sig, cr[11], cr[12]]
+            shown = [escape(cr[0]), f"{cr[1]} {cr[2]}", cr[3], cr[4], cr[5], sig, cr[11], cr[12]]
             table.add_row(*(shown[:2] + shown[3:6] if narrow else shown))
         console.print(table)
         for c in report.comparisons:
             color = {"better": "green", "worse": "red"}.get(c.outcome, "yellow" if c.outcome == "underpowered" else "white")
-            console.print(f"[{color}]*[/] " + c.verdict.replace("`", ""), highlight=False)
+            console.print(f"[{color}]*[/] " + escape(c.verdict.replace("`", "")), highlight=False)
     for note in report.notes:
-        console.print(f"[yellow]note:[/] {note.replace('`', '')}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(note.replace('`', ''))}", highlight=False)
 
 
 # -- documents ----------------------------------------------------------------------------------------
