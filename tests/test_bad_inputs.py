@@ -198,7 +198,7 @@ CASES: list[tuple[str, object, list[str], list[str], dict[str, str]]] = [
     ("unknown-resource", spec(resources={"gpu": 1}), [], ["resources.gpu", "unknown field", "did you mean 'gpus'"], {}),
     ("set-missing-key", spec(), ["--set", "params.nope=1"], ["--set", "params.nope", "no such param"], {}),
     ("set-bad-syntax", spec(), ["--set", "steps"], ["--set", "KEY=VALUE"], {}),
-    ("set-bad-yaml", spec(), ["--set", "steps=[1"], ["--set", "not valid YAML"], {}),
+    ("set-bad-yaml", spec(), ["--set", "steps=[1"], ["--set", "malformed YAML"], {}),
     ("max-parallel-zero", spec(), ["--max-parallel", "0"], ["--max-parallel", "at least 1"], {}),
     # -- other commands --------------------------------------------------------------------------------
     ("status-no-store", None, ["@status", "bad"], ["no MLflow store"], {}),

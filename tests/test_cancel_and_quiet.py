@@ -13,7 +13,7 @@ import pytest
 from support import wait_for
 
 from orchestrator.job.journal import read_journal
-from orchestrator.job.rundir import RunDir, atomic_write
+from orchestrator.job.rundir import RunDir, atomic_write, umask
 
 SMOKE = {"name": "cq", "workload": "smoke", "params": {"steps": 5, "noise": 0.1}}
 
@@ -48,7 +48,7 @@ def test_atomic_write_survives_two_concurrent_writers(tmp_path):
     assert errors == []
     assert target.read_text() in ('{"a": 149}', '{"b": 149}')
     assert [p.name for p in tmp_path.iterdir()] == ["ingested.json"]  # no tmp file left behind
-    assert oct(target.stat().st_mode & 0o777) == "0o644"
+    assert oct(target.stat().st_mode & 0o777) == oct(0o644 & ~umask())  # as the umask allows, never writable by others
 
 
 def test_cancel_from_another_process_stops_queued_local_runs(store):

@@ -16,6 +16,7 @@ from support import wait_for
 
 from orchestrator.job.journal import JournalWriter, events, read_journal
 from orchestrator.job.liveness import same_process, start_time
+from orchestrator.job.rundir import umask
 from orchestrator.tracking.records import Tag
 
 TORN = '{"t": 1796156'  # what a full disk left of a line in the wild
@@ -193,7 +194,7 @@ def test_a_checkpoint_others_could_have_written_is_not_unpickled(tmp_path):
     ctx = RunContext(0, run_dir, JournalWriter(run_dir.journal))
     ctx.last_step = 3
     ctx.save_checkpoint({"w": 1})
-    assert stat.S_IMODE(run_dir.checkpoint.stat().st_mode) == 0o644
+    assert stat.S_IMODE(run_dir.checkpoint.stat().st_mode) == 0o644 & ~umask()
     assert ctx.load_checkpoint() == {"w": 1}  # the user's own, not writable by others: loaded
     run_dir.checkpoint.chmod(0o664)  # a group-writable lab workdir: anyone in the group could plant code
     with pytest.raises(UntrustedFile, match="writable by group or others"):

@@ -41,7 +41,9 @@ def atomic_write(path: Path, data: bytes, durable: bool = True) -> None:
             f.flush()
             if durable:  # False: the threat is a writer dying, not the machine (fsync x 500 costs seconds)
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it 0600: the mode a plain open() would give it
+        # mkstemp makes it 0600. Readable as the umask allows, never writable by others than its owner: a
+        # checkpoint others could rewrite is refused (open_trusted), also in a store a lab group shares
+        os.chmod(tmp, 0o644 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
