@@ -232,7 +232,9 @@ def plan_submission(spec_path: str | Path | Mapping[str, Any], seeds: int | None
         check_section(spec)
     if max_parallel is not None and max_parallel < 1:
         raise InputError(f"expected at least 1, got {max_parallel}", "--max-parallel")
-    return Submission(spec, runs, resolve_uri(tracking_uri, spec.tracking.uri), max_parallel, ray_address)
+    submission = Submission(spec, runs, resolve_uri(tracking_uri, spec.tracking.uri), max_parallel, ray_address)
+    submission.provenance.planned  # noqa: B018 - the code snapshot's limits, checked before anything is written
+    return submission
 
 
 def submit(spec_path: str | Path | Mapping[str, Any], seeds: int | None = None, backend: str | None = None,

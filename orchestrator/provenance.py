@@ -29,17 +29,33 @@ class Provenance:
         return registry.for_spec(self.spec)
 
     @cached_property
-    def snapshot(self) -> snapshot.Snapshot | None:
+    def planned(self) -> snapshot.Plan | None:
+        """The snapshot's files and digest, checked against its limits: called before anything is written."""
         root = self.workload.source_root
         if not self.spec.snapshot or root is None:
             return None
         top = self.workload.import_path.split(".")[0]
-        workdir = Path(self.spec.workdir).resolve()
         try:
-            return snapshot.take(root, workdir / CODE_STORE, top, exclude=[workdir, Path("mlruns").resolve()])
+            return snapshot.plan(root, self.code_store, top, exclude=self._excluded)
         except snapshot.SnapshotTooLarge as err:
             raise InputError(f"{err}: keep data and outputs out of it (.gitignore), or set 'snapshot: false' to "
                              "run the live code", self.spec.source, "snapshot") from None
+
+    @property
+    def code_store(self) -> Path:
+        return Path(self.spec.workdir).resolve() / CODE_STORE
+
+    @property
+    def _excluded(self) -> list[Path]:
+        return [Path(self.spec.workdir).resolve(), Path("mlruns").resolve()]
+
+    @cached_property
+    def snapshot(self) -> snapshot.Snapshot | None:
+        planned = self.planned
+        if planned is None:
+            return None
+        return snapshot.take(planned.root, self.code_store, self.workload.import_path.split(".")[0],
+                             exclude=self._excluded, planned=planned)
 
     @cached_property
     def version(self) -> codeversion.CodeVersion:

@@ -116,3 +116,23 @@ def test_grid_labels_survive_every_table_and_verdict(store, monkeypatch):
         assert "base[offset=0.05]" in text and "base[offset=0.2]" in text, text
     assert "base[offset=0.05] is better than base[offset=0.2]" in " ".join(compare.split())
     assert "offset=0.05" in plan
+
+
+@pytest.mark.parametrize("what", ["sparse 3 GB file", "20,001 files"])
+def test_a_code_tree_too_large_to_snapshot_is_refused_before_anything_is_written(store, monkeypatch, what):
+    monkeypatch.chdir(store.root)
+    package = store.root / "bigcode"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "train.py").write_text("from pydantic import BaseModel\nMETRIC = 'x'\nclass Params(BaseModel):\n"
+                                      "    pass\ndef run(params, ctx):\n    return {'x': 1.0}\n")
+    if what.startswith("sparse"):
+        with open(package / "data.bin", "wb") as f:
+            f.truncate(3 * 2**30)  # no block written: reading it whole was a MemoryError
+    else:
+        for i in range(20_001):
+            (package / f"f{i}.txt").touch()
+    spec = store.spec({"name": "big", "workload": "bigcode.train"})
+    result = store.orch("submit", str(spec))
+    assert result.exit_code == 2 and "to snapshot" in result.output and "snapshot: false" in result.output
+    assert not store.workdir.exists() and not (store.root / "mlflow.db").exists()

@@ -82,25 +82,44 @@ def source_files(root: Path, exclude: list[Path]) -> list[str]:
     return kept
 
 
-def take(root: Path, store: Path, top_module: str = "", exclude: list[Path] | None = None) -> Snapshot:
-    """Copy ``root`` into ``store`` under its content digest (reused when already there). ``top_module``
-    is the workload's top-level module: ``root`` is that package's directory, or the directory a plain
-    module (or, with "", a command) lives in."""
+@dataclass(frozen=True)
+class Plan:
+    """What a snapshot of ``root`` will hold and its content digest, known before anything is written."""
+    root: Path
+    names: list[str]
+    key: str
+    package: bool
+
+
+def plan(root: Path, store: Path, top_module: str = "", exclude: list[Path] | None = None) -> Plan:
+    """List, check and digest the tree: the file count and the total size (from the files' sizes, before
+    any is read: a 3 GB sparse file is refused, not loaded), then one streamed hash per file."""
     root = root.resolve()
     package = root.name == top_module
     names = source_files(root, [store, *(exclude or [])])
     if len(names) > MAX_FILES:
         raise SnapshotTooLarge(f"{root} holds {len(names)} files to snapshot (limit {MAX_FILES})")
+    sizes = {name: (root / name).stat().st_size for name in names}
+    if sum(sizes.values()) > MAX_BYTES:
+        largest = max(sizes, key=sizes.__getitem__)
+        raise SnapshotTooLarge(f"{root} holds {sum(sizes.values()) >> 20} MB to snapshot (limit {MAX_BYTES >> 20} MB; "
+                               f"the largest file: {largest}, {sizes[largest] >> 20} MB)")
     digest = hashlib.sha256(f"{'package' if package else 'dir'}:{root.name}\n".encode())
-    total = 0
     for name in names:
-        data = (root / name).read_bytes()
-        total += len(data)
-        if total > MAX_BYTES:
-            raise SnapshotTooLarge(f"{root} holds over {MAX_BYTES >> 20} MB to snapshot")
+        with open(root / name, "rb") as f:
+            content = hashlib.file_digest(f, "sha256").hexdigest()
         executable = os.access(root / name, os.X_OK)
-        digest.update(f"{name}\0{hashlib.sha256(data).hexdigest()}\0{int(executable)}\n".encode())
-    key = digest.hexdigest()[:16]
+        digest.update(f"{name}\0{content}\0{int(executable)}\n".encode())
+    return Plan(root, names, digest.hexdigest()[:16], package)
+
+
+def take(root: Path, store: Path, top_module: str = "", exclude: list[Path] | None = None,
+         planned: Plan | None = None) -> Snapshot:
+    """Copy ``root`` into ``store`` under its content digest (reused when already there). ``top_module``
+    is the workload's top-level module: ``root`` is that package's directory, or the directory a plain
+    module (or, with "", a command) lives in."""
+    p = planned or plan(root, store, top_module, exclude)
+    root, names, key, package = p.root, p.names, p.key, p.package
     target = store / key
     if not target.is_dir():
         store.mkdir(parents=True, exist_ok=True)
