@@ -255,3 +255,22 @@ def test_a_packed_job_slurm_will_not_requeue_ends_each_run_with_slurms_answer(sl
     for run in final:
         assert run.status == "KILLED", run.tags.get(Tag.ERROR)
         assert "Slurm refused to requeue" in run.tags[Tag.ERROR] and "disabled" in run.tags[Tag.ERROR]
+
+
+def test_a_packed_job_larger_than_any_node_says_what_it_asked_for(slurm, store):
+    """runs_per_job x cpus over a node's cores: Slurm says only "Requested node configuration is not
+    available"; orch adds the arithmetic, the partition and the profile file to set limits in."""
+    spec = store.spec({"name": "sl_big", "workload": "smoke", "params": {"steps": 2},
+                       "resources": {"cpus": 1, "runs_per_job": 64}})
+    result = store.orch("submit", str(spec), "--seeds", "64", *SLURM)
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert "node configuration is not available" in text and "runs_per_job 64 x 1 cpus" in text
+    assert "partition debug" in text and "local-slurm.yaml" in text
+
+
+def test_the_node_hint_only_answers_slurms_node_refusal():
+    backend = SlurmBackend(ClusterProfile(name="site", partition="cpu"), Resources(cpus=2, runs_per_job=8))
+    hint = backend._node_hint("sbatch: error: Batch job submission failed: Requested node configuration is not available")
+    assert "one job asked for 16 cpus = runs_per_job 8 x 2 cpus" in hint and "partition cpu" in hint
+    assert backend._node_hint("sbatch: error: Invalid account") == ""

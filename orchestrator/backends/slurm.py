@@ -44,6 +44,7 @@ from orchestrator.job.journal import ended_last, running_now
 from orchestrator.job.liveness import pid_alive
 from orchestrator.job.pack import Pack
 from orchestrator.job.rundir import RunDir, atomic_write, output_to
+from orchestrator.spec.profiles import job_resources
 
 if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
@@ -374,6 +375,19 @@ class SlurmBackend:
             ids += self._submit_array(packs[start:start + size])
         return ids
 
+    def _node_hint(self, message: str) -> str:
+        """Slurm's "Requested node configuration is not available" names no number: say what one job asked
+        for (runs_per_job runs packed together) and where to lower it."""
+        if "node configuration is not available" not in message:
+            return ""
+        job = job_resources(self.resources)
+        packed = (f" = runs_per_job {self.resources.runs_per_job} x {self.resources.cpus} cpus"
+                  if self.resources.runs_per_job > 1 else "")
+        return (f"\none job asked for {job['cpus']} cpus{packed}, {job['mem_gb']:g} GB and {job['gpus']} GPUs on one node "
+                f"of partition {self.profile.partition or '(default)'}: no node there has that much. Lower "
+                f"resources.runs_per_job or resources.cpus, or set limits: in {self.profile._file or self.profile.name} "
+                "so that orch refuses it before sbatch (`sinfo -o '%P %c %m %G'` shows what the nodes offer)")
+
     def _submit_array(self, packs: list[list[RunDir]]) -> list[str]:
         token = uuid.uuid4().hex[:12]
         folder = packs[0][0].path.parent / ".slurm" / token  # fresh per submission: old results never read back
@@ -393,7 +407,7 @@ class SlurmBackend:
         try:
             jobs = executor.map_array(function, args)
         except Exception as err:  # noqa: BLE001 - sbatch's own message is what the user needs
-            raise SchedulerError(f"sbatch failed: {err}") from None
+            raise SchedulerError(f"sbatch failed: {err}{self._node_hint(str(err))}") from None
         _fault("after-sbatch")
         ids = []
         for pack, job in zip(packs, jobs):

@@ -91,7 +91,7 @@ class ClusterProfile(BaseModel):
                 what = "has no GPU" if field == "gpus" and limit == 0 else f"allows at most {limit}"
                 per = f" for one job of {resources.runs_per_job} packed runs" if packed and field != "time_min" else ""
                 raise InputError(f"asks for {value:g}{per} but cluster profile '{self.name}' {what} "
-                                 f"(cluster/{self.name}.yaml: limits.{field})", source,
+                                 f"({self._file or f'cluster/{self.name}.yaml'}: limits.{field})", source,
                                  "resources.runs_per_job" if per else f"resources.{field}")
         if job["gpus"] and self.gpu_request == "constraint" and not self.constraint:
             raise InputError(f"cluster profile '{self.name}' asks for GPUs by node feature (gpu_request: constraint) "
