@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_slurm import SMOKE, dev_slurm, status_until, uninterrupted, wait_for
+from test_slurm import SMOKE, dev_slurm, journals, status_until, uninterrupted, wait_for
 
 from orchestrator.backends import sharedfs
 from orchestrator.backends.slurm import SlurmBackend
@@ -264,7 +264,7 @@ def test_a_packed_job_larger_than_any_node_says_what_it_asked_for(slurm, store):
                        "resources": {"cpus": 1, "runs_per_job": 64}})
     result = store.orch("submit", str(spec), "--seeds", "64", *SLURM)
     text = " ".join(result.output.split())
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2 and "resources.runs_per_job" in text, result.output  # sbatch --test-only's refusal
     assert "node configuration is not available" in text and "runs_per_job 64 x 1 cpus" in text
     assert "partition debug" in text and "local-slurm.yaml" in text
 
@@ -274,3 +274,25 @@ def test_the_node_hint_only_answers_slurms_node_refusal():
     hint = backend._node_hint("sbatch: error: Batch job submission failed: Requested node configuration is not available")
     assert "one job asked for 16 cpus = runs_per_job 8 x 2 cpus" in hint and "partition cpu" in hint
     assert backend._node_hint("sbatch: error: Invalid account") == ""
+
+
+def test_cancelled_packed_runs_resume_when_submitted_again(slurm, store):
+    """The issue's repro: packed runs cancelled mid-way, then the same submission again with --wait: every
+    run resumes from its checkpoint in its pack (they were skipped for the KILLED end of the cancel)."""
+    spec = store.spec({"name": "sl_repack", "workload": "smoke", "params": {"steps": 30, "sleep_s": 0.3},
+                       "resources": {"runs_per_job": 2}})
+    store.orch("submit", str(spec), "--seeds", "2", *SLURM, check=True)
+    def both_checkpointed():
+        found = journals(store.workdir, "sl_repack").values()
+        return len(found) == 2 and all(any(e["event"] == "checkpoint" and e["step"] >= 3 for e in records)
+                                       for records in found) or None
+    wait_for(both_checkpointed, what="both packed runs checkpointed")
+    store.orch("cancel", "sl_repack", check=True)
+    status_until(store, "sl_repack", {"KILLED"})
+    result = store.orch("submit", str(spec), "--seeds", "2", *SLURM, "--wait")
+    assert result.exit_code == 0, result.output
+    runs = store.seed_runs("sl_repack")
+    assert len(runs) == 2 and {r.status for r in runs} == {"FINISHED"}
+    for r in runs:
+        starts = [e for e in read_journal(Path(r.tags[Tag.RUN_DIR]) / "journal.jsonl")[0] if e["event"] == "start"]
+        assert len(starts) == 2 and starts[-1]["resumed_from_step"] >= 3, starts

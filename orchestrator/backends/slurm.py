@@ -275,7 +275,8 @@ class SlurmBackend:
                 raise InputError(f"Slurm's controller does not answer ({message}); check `scontrol ping` on this "
                                  f"host (cluster profile '{self.profile.name}')", source, "backend")
             raise InputError(f"Slurm refuses this request with cluster profile '{self.profile.name}': {message} "
-                             f"(asked: {self._request_summary()})", source, "resources")
+                             f"(asked: {self._request_summary()}){self._node_hint(message)}", source,
+                             "resources.runs_per_job" if self.resources.runs_per_job > 1 else "resources")
 
     def _request_summary(self) -> str:
         p = {**self.parameters().get("additional_parameters", {}), **self.parameters()}
@@ -383,7 +384,7 @@ class SlurmBackend:
         job = job_resources(self.resources)
         packed = (f" = runs_per_job {self.resources.runs_per_job} x {self.resources.cpus} cpus"
                   if self.resources.runs_per_job > 1 else "")
-        return (f"\none job asked for {job['cpus']} cpus{packed}, {job['mem_gb']:g} GB and {job['gpus']} GPUs on one node "
+        return (f"; one job asked for {job['cpus']} cpus{packed}, {job['mem_gb']:g} GB and {job['gpus']} GPUs on one node "
                 f"of partition {self.profile.partition or '(default)'}: no node there has that much. Lower "
                 f"resources.runs_per_job or resources.cpus, or set limits: in {self.profile._file or self.profile.name} "
                 "so that orch refuses it before sbatch (`sinfo -o '%P %c %m %G'` shows what the nodes offer)")

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from orchestrator.job.journal import KILLED, JournalWriter, ended_last, last_record
+from orchestrator.job.journal import KILLED, JournalWriter, ended_last, events, last_record
 from orchestrator.job.rundir import RunDir
 
 CHILD_WAIT_S = 60.0  # how long a signalled run may take to journal its requeue and stop
@@ -72,8 +72,8 @@ class Pack:
         job_gpus = math.ceil(len(self.run_dirs) * self.gpu_share - 1e-9) if self.gpu_share else 0
         slices = gpu_slices(len(self.run_dirs), self.gpu_share, visible_devices(job_gpus))
         for run_dir, gpus in zip(self.run_dirs, slices):
-            if ended_last(run_dir.journal):
-                continue  # finished in an earlier attempt of this job: never run twice
+            if ended_since_armed(run_dir) or run_dir.cancelled() is not None:
+                continue  # ended in an earlier attempt of this submission (never run twice), or cancelled
             env = dict(os.environ)
             if gpus is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpus
@@ -141,6 +141,22 @@ class Pack:
         if last is None:
             return "NOT_STARTED"
         return str(last.get("status")) if last["event"] == "end" else str(last["event"]).upper()
+
+
+def ended_since_armed(run_dir: RunDir) -> bool:
+    """The run ended after a start of this submission (run.json's ``armed`` mark): a requeued pack must not
+    run it again. An end left by an earlier submission (cancelled, killed, requeue refused) does not count:
+    that submission asked for the run again, and its pack must resume it."""
+    armed = run_dir.load().get("armed")
+    if armed is None:  # a run directory made before the mark existed
+        return ended_last(run_dir.journal)
+    started = False
+    for record in events(run_dir.journal):
+        if record["event"] == "start":
+            started = record.get("armed") == armed
+        elif record["event"] == "end" and started:
+            return True
+    return False
 
 
 class RequeueLimit(RuntimeError):

@@ -8,6 +8,7 @@ import os
 import stat
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -122,10 +123,12 @@ class RunDir:
 
     def create(self, payload: dict[str, Any]) -> None:
         """(Re)arm the directory for a submission: a cancel marker left by an earlier ``orch cancel`` is
-        removed, since this submission asks for the run again (a resume of a cancelled run)."""
+        removed, since this submission asks for the run again (a resume of a cancelled run), and run.json
+        gets a fresh ``armed`` mark, which each start of the run journals (``ended_since_armed``)."""
         self.path.mkdir(parents=True, exist_ok=True)
         self.artifacts.mkdir(exist_ok=True)
         self.cancel_marker.unlink(missing_ok=True)
+        payload = {**payload, "armed": uuid.uuid4().hex}  # this submission's mark: its starts carry it
         atomic_write(self.spec_file, json.dumps(payload, indent=1, sort_keys=True).encode())
 
     def mark_cancelled(self, reason: str) -> None:

@@ -168,7 +168,7 @@ def _execute(run_dir: RunDir, job: dict[str, Any], extra_callbacks: list | None,
     resumed_from = None
     if run_dir.checkpoint.exists():  # its step, from the journal: unpickling is left to ctx.load_checkpoint's checks
         resumed_from = (last_event(run_dir.journal, "checkpoint") or {}).get("step")
-    journal.write("start", attempt=attempt, pid=os.getpid(), host=socket.gethostname(),
+    journal.write("start", attempt=attempt, pid=os.getpid(), host=socket.gethostname(), armed=job.get("armed"),
                   resumed_from_step=resumed_from, restart_count=int(os.environ.get("SLURM_RESTART_COUNT", 0)))
     main = _main_thread()
     previous_term = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
