@@ -45,9 +45,14 @@ _NO_SPACE_WORDS = ("disk is full", "no space left", "disk quota", "read-only fil
 
 def storage_error(err: BaseException, doing: str = "") -> StorageError | None:
     """``err`` as a StorageError when the disk refused a write (an OSError with ENOSPC/EDQUOT/EROFS, or a
-    database's "disk is full" wrapped by MLflow or SQLAlchemy), else None."""
+    database's "disk is full" wrapped by MLflow or SQLAlchemy), or when an sqlite store stayed locked past
+    its busy timeout (another process holding a write transaction), else None."""
     errno_ = getattr(err, "errno", None)
     text = str(err)
+    if "database is locked" in text.lower():
+        return StorageError("the sqlite store stayed locked by another process's write while orch waited for it "
+                            "(a long `sqlite3` session, a backup, another tool): nothing was lost; run the command "
+                            "again once it is done, or use a tracking server for many writers (orch server start)")
     if errno_ not in _NO_SPACE_ERRNOS and not any(w in text.lower() for w in _NO_SPACE_WORDS):
         return None
     what = getattr(err, "strerror", None) or text.splitlines()[0][:300]

@@ -153,3 +153,33 @@ def test_export_returns_when_run_as_a_command(exported, tmp_path):
     result = subprocess.run([orch, "export", "iso", "-o", str(tmp_path / "again"), "--tracking-uri", source.uri],
                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert result.returncode == 0 and "exported" in result.stdout, result.stderr
+
+
+@pytest.mark.slow
+def test_a_store_locked_by_another_process_is_one_clear_error(tmp_path):
+    """Another process holds a write transaction past sqlite's 30 s busy timeout: one line, exit 1, no
+    traceback (it was a raw "database is locked" after 29.9 s)."""
+    import sqlite3
+    import subprocess
+    import sys
+    store = Store(tmp_path)
+    spec = store.spec(SMOKE)
+    store.orch("submit", str(spec), "--seeds", "1", check=True)
+    holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = subprocess.run([sys.executable, "-m", "orchestrator", "submit", str(spec), "--seeds", "2",
+                                 "--tracking-uri", store.uri], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 1 and "stayed locked by another process" in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert store.orch("submit", str(spec), "--seeds", "2").exit_code == 0  # once released: the rest goes on
+
+
+def test_database_is_locked_reads_as_a_storage_error():
+    from orchestrator.errors import StorageError, storage_error
+    err = storage_error(RuntimeError("(sqlite3.OperationalError) database is locked"))
+    assert isinstance(err, StorageError) and "stayed locked" in str(err)
+    assert storage_error(RuntimeError("something else")) is None

@@ -22,6 +22,9 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "V
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
+# MLflow logs every SQLAlchemy error with its traceback before re-raising it: the error reaches orch, which says
+# it in one line (a locked store, a full disk) or raises it whole; the logged copy only doubled it.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 import sqlite3  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
