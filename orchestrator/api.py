@@ -393,9 +393,11 @@ def cancel(experiment: str, run: str | None = None, tracking_uri: str | None = N
     Returns the experiment's name and how many runs were cancelled."""
     name, spec_uri = experiment_name(experiment)
     uri = resolve_uri(tracking_uri, spec_uri)
-    if uri.startswith("sqlite:///") and Path(uri[len("sqlite:///"):]).exists():
-        # a local submission starts its runs, then records them (under this lock):
-        with submit_lock(name, uri, "."):  # once it lets go, every run it started has its record
+    lock = submit_lock(name, uri, ".")
+    if uri.startswith("sqlite:///") and (Path(uri[len("sqlite:///"):]).exists() or lock.path.exists()):
+        # a local submission starts its runs, then records them (under this lock); a first one creates the
+        # store only then, so its lock file is what says it is on its way
+        with lock:  # once it lets go, every run it started has its record
             pass
     ledger, experiment_id, name = open_experiment(experiment, tracking_uri)
     records = [r for r in ledger.runs(experiment_id) if r.status in ACTIVE]

@@ -183,3 +183,23 @@ def test_database_is_locked_reads_as_a_storage_error():
     err = storage_error(RuntimeError("(sqlite3.OperationalError) database is locked"))
     assert isinstance(err, StorageError) and "stayed locked" in str(err)
     assert storage_error(RuntimeError("something else")) is None
+
+
+def test_cancel_during_a_first_submit_waits_for_it_instead_of_saying_there_is_no_store(tmp_path):
+    """A first submission starts its runs before its store exists; its lock file says it is on its way."""
+    import subprocess
+    import sys
+    import time
+
+    from orchestrator.tracking.lock import submit_lock
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    lock = submit_lock("iso", uri, tmp_path).acquire()
+    try:
+        cancel = subprocess.Popen([sys.executable, "-m", "orchestrator", "cancel", "iso", "--tracking-uri", uri],
+                                  cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(3)
+        assert cancel.poll() is None  # waiting for the submission, not answering "no MLflow store"
+    finally:
+        lock.release()
+    out, _ = cancel.communicate(timeout=60)
+    assert cancel.returncode == 2 and "no MLflow store" in out  # the lock let go, still no store: now it says so
