@@ -31,8 +31,11 @@ CHANCE = {"test_accuracy": 0.25, "test_best_first_accuracy": 0.25, "test_best_la
 
 
 class Params(BaseModel):
-    """Defaults: the `evolved` variant of configs/evo_topo.yaml (the protocol at a laptop's GA budget). This is
-    the one source of defaults: GAConfig, Layout, Dynamics and OnlineRule are built from it."""
+    """Defaults: the paper's protocol at a small GA budget, with the dynamics of the first (hand-grid) version
+    of the main job; the presets (configs/evo_topo*.yaml) set every value they use, the dynamics pre-selected
+    by configs/evo_topo_random50_tune.yaml. Defaults are kept as they were: a changed default would change the
+    key of every recorded run. This is the one source of defaults: GAConfig, Layout, Dynamics and OnlineRule
+    are built from it."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -67,7 +70,7 @@ class Params(BaseModel):
     species_target: int = Field(4, ge=1, description="species count the threshold adapts toward")
     species_threshold: float = Field(0.5, gt=0, description="initial compatibility threshold")
     stagnation: int = Field(15, ge=1, description="generations without improvement before a species dies")
-    # --- the reservoir (defaults: pre-selected for the 50-unit random reservoir, configs/evo_topo.yaml) ---
+    # --- the reservoir (defaults: the first main job's hand grid; the presets' come from the random50 sweep) ---
     sr_rescale: bool = Field(True, description="rescale evolved W to spectral radius sr (no win by a better "
                                                "radius); false: the genome's W as is")
     sr: float = Field(0.5, gt=0, description="spectral radius (M_0: 0.0155)")
