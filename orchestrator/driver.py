@@ -289,11 +289,13 @@ class ProgressSink(Protocol):
     """What ``follow`` reports to (the CLI draws a progress bar and a table of running runs; tests and
     notebooks may pass nothing). ``active`` is refreshed about once a second."""
 
-    def update(self, done: int, running: int, failed: int, total: int, active: list[RunProgress]) -> None: ...
+    def update(self, done: int, running: int, failed: int, killed: int, total: int,
+               active: list[RunProgress]) -> None: ...
 
 
 class _Silent:
-    def update(self, done: int, running: int, failed: int, total: int, active: list[RunProgress]) -> None:
+    def update(self, done: int, running: int, failed: int, killed: int, total: int,
+               active: list[RunProgress]) -> None:
         pass
 
 
@@ -347,8 +349,9 @@ def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: Pro
                 active = [run_progress(f"{by_id[r].run.label}/seed{by_id[r].run.seed}", by_id[r].run_dir, started_at)
                           for r in running]
                 last_shown = time.monotonic()
-            failed = sum(1 for s in results.values() if s != FINISHED)
-            sink.update(len(results), len(running), failed, len(jobs), active)
+            killed = sum(1 for s in results.values() if s == KILLED)  # cancelled or interrupted: not a failure
+            failed = sum(1 for s in results.values() if s not in (FINISHED, KILLED))
+            sink.update(len(results), len(running), failed, killed, len(jobs), active)
             if len(results) < len(jobs):
                 wait(poll_s)
     except KeyboardInterrupt:

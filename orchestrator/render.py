@@ -51,10 +51,12 @@ class ProgressBar:
         self.live.update(self._view())
         self.live.stop()
 
-    def update(self, done: int, running: int, failed: int, total: int, active: list[RunProgress]) -> None:
+    def update(self, done: int, running: int, failed: int, killed: int, total: int,
+               active: list[RunProgress]) -> None:
+        stopped = f"  [yellow]{killed} killed[/]" if killed else ""
         self.progress.update(self.task, completed=done, total=total,
-                             description=f"runs  [green]{done - failed} done[/]  [cyan]{running} running[/]  "
-                                         f"[red]{failed} failed[/]")
+                             description=f"runs  [green]{done - failed - killed} done[/]  [cyan]{running} running[/]  "
+                                         f"[red]{failed} failed[/]{stopped}")
         self.active = active
         self.live.update(self._view())
 
@@ -147,13 +149,14 @@ def status_table(name: str, groups: list[GroupStatus]) -> Table:
     metric = metrics.pop() if len(metrics) == 1 else "main metric"
     table = Table(title=escape(name), caption="runs per group; mean over finished seeds", caption_justify="left")
     table.add_column("group", overflow="fold")
-    for col in ("done", "running", "queued", "failed", "missing"):
+    for col in ("done", "running", "queued", "failed", "killed", "missing"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column(f"{metric}\n(mean)", justify="right", no_wrap=True)
     for g in groups:
         mean = f"{g.metric_mean:.4g}" if g.metric_mean is not None else "-"
         table.add_row(escape(g.label), f"[green]{g.finished}[/]", str(g.running), str(g.pending),
-                      f"[red]{g.failed}[/]" if g.failed else "0", str(g.missing), mean)
+                      f"[red]{g.failed}[/]" if g.failed else "0", f"[yellow]{g.killed}[/]" if g.killed else "0",
+                      str(g.missing), mean)
     return table
 
 

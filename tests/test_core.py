@@ -163,7 +163,9 @@ def test_a_dead_orchestrator_leaves_nothing_running_and_resume_continues_the_sam
     assert running.status in ("RUNNING", "SCHEDULED")
     result = store.orch("status", "core", "--json", check=True)
     (group,) = json.loads(result.output)["groups"]
-    assert group["failed"] == 1 and group["running"] == 0
+    assert group["killed"] == 1 and group["failed"] == 0 and group["running"] == 0  # its own column, not "failed"
+    table = store.orch("status", "core", check=True).output
+    assert "┃ failed ┃ killed ┃" in table and "│      0 │      1 │" in table  # failed 0, killed 1
     (killed,) = store.seed_runs("core")
     assert killed.status == "KILLED"
     store.orch("submit", str(path), check=True)  # resumes from the checkpoint, in the same MLflow run
@@ -328,7 +330,7 @@ def test_live_progress_shows_each_running_runs_step_and_rate(store):
         def __init__(self):
             self.seen = []
 
-        def update(self, done, running, failed, total, active):
+        def update(self, done, running, failed, killed, total, active):
             self.seen += [a for a in active if a.step is not None]
 
     path = store.spec({**SMOKE, "params": {"steps": 8, "sleep_s": 0.4, "noise": 0.1}})

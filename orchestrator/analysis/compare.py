@@ -39,7 +39,7 @@ class Group:
     values: list[float] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("finished", "running", "pending", "failed", "missing", "no_metric"), 0))
+        ("finished", "running", "pending", "failed", "killed", "missing", "no_metric"), 0))
     summary: stats.Summary | None = None
     curve: Curve | None = None
 
@@ -189,7 +189,7 @@ def gather(ledger: Ledger, experiment_id: str, metric: str, names: dict[str, str
         group.parents.append(status.run_id)
         by_group_tag[status.group] = group
         for count, value in (("finished", status.finished), ("running", status.running), ("pending", status.pending),
-                             ("failed", status.failed), ("missing", status.missing)):
+                             ("failed", status.failed), ("killed", status.killed), ("missing", status.missing)):
             group.counts[count] += value
 
     known_metrics: set[str] = set()

@@ -16,7 +16,7 @@ from rich.table import Table
 from orchestrator.analysis import plots
 from orchestrator.analysis.compare import TEST_NAMES, Report, fmt, fmt_p
 
-GROUP_COLUMNS = ("group", "n", "missing", "failed", "running", "mean", "std", "SE", "median", "min", "max",
+GROUP_COLUMNS = ("group", "n", "missing", "failed", "killed", "running", "mean", "std", "SE", "median", "min", "max",
                  "CI (t)", "CI (bootstrap)")
 COMPARE_COLUMNS = ("comparison", "difference", "CI", "test", "p", "p (Holm)", "significant",
                    "Welch p", "Mann-Whitney p", "paired t p", "Wilcoxon p", "Hedges' g", "Cliff's delta")
@@ -32,7 +32,7 @@ def group_rows(report: Report) -> list[list[str]]:
         s, c = g.summary, g.counts
         assert s is not None, "run_compare summarises every group"
         boot = _interval(s.boot_low, s.boot_high) + (f" {s.boot_method}" if s.boot_method not in ("", "BCa") else "")
-        rows.append([g.name, str(s.n), str(c["missing"]), str(c["failed"]), str(c["running"] + c["pending"]),
+        rows.append([g.name, str(s.n), str(c["missing"]), str(c["failed"]), str(c["killed"]), str(c["running"] + c["pending"]),
                      fmt(s.mean), fmt(s.std), fmt(s.sem), fmt(s.median), fmt(s.min), fmt(s.max),
                      _interval(s.ci_low, s.ci_high), boot])
     return rows
@@ -64,7 +64,7 @@ def method_text(report: Report) -> str:
 # -- terminal -----------------------------------------------------------------------------------------
 def _runs_cell(g) -> str:
     c = g.counts
-    others = [f"{c[k]} {k}" for k in ("failed", "missing") if c[k]]
+    others = [f"{c[k]} {k}" for k in ("failed", "killed", "missing") if c[k]]
     others += [f"{c['running'] + c['pending']} running"] if c["running"] + c["pending"] else []
     return str(g.summary.n) + (f" [red]({', '.join(others)})[/]" if others else "")
 
@@ -78,7 +78,7 @@ def print_report(report: Report, console: Console) -> None:
     labels = ["n", "mean", "std", "SE", "median", "min", "max", f"{level} CI (t)", f"{level} CI (bootstrap)"]
     rows = group_rows(report)
     names = [escape(f"{r[0]} (baseline)" if r[0] == report.baseline else r[0]) for r in rows]
-    cells = [[_runs_cell(g)] + r[5:] for g, r in zip(report.groups, rows)]
+    cells = [[_runs_cell(g)] + r[6:] for g, r in zip(report.groups, rows)]
     wide = console.width >= 24 + 12 * len(labels)
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     if wide or len(rows) > (console.width - 22) // 19:

@@ -30,6 +30,7 @@ class GroupStatus:
     running: int
     pending: int
     failed: int
+    killed: int  # cancelled, interrupted or lost with their node: not the run's own failure
     missing: int
     metric: str
     mode: str
@@ -62,7 +63,7 @@ def experiment_status(ledger: Ledger, experiment_id: str, records: list[RunRecor
         out.append(GroupStatus(
             group=group, label=parent.tags.get("mlflow.runName", group), variant=parent.tags.get(Tag.VARIANT, ""),
             finished=count(FINISHED), running=count(RUNNING), pending=count(SCHEDULED),
-            failed=count(FAILED, KILLED), missing=max(0, requested - len(recs)),
+            failed=count(FAILED), killed=count(KILLED), missing=max(0, requested - len(recs)),
             metric=metric, mode=parent.tags.get(Tag.MODE, "min"),
             metric_mean=statistics.fmean(values) if values else None, metric_values=values, run_id=parent.run_id))
     return out
