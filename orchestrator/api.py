@@ -31,7 +31,7 @@ from orchestrator.spec.plan import Run, expand
 from orchestrator.spec.spec import Spec, load_spec, load_yaml
 from orchestrator.tracking.ledger import Ledger, resolve_uri
 from orchestrator.tracking.lock import SubmitLock, submit_lock
-from orchestrator.tracking.records import ACTIVE, FINISHED, RunRecord, Tag, by_key
+from orchestrator.tracking.records import ACTIVE, FINISHED, Role, RunRecord, Tag, by_key
 
 if TYPE_CHECKING:  # the analysis modules are imported where they are used
     import pandas
@@ -363,7 +363,16 @@ def run_logs(run: str, tracking_uri: str | None = None) -> tuple[RunRecord, RunD
     """A run's record, its run directory and its log files: stdout, stderr, then the scheduler's own."""
     ledger = Ledger(resolve_uri(tracking_uri), create=False)
     record = find_run(ledger, run)
-    run_dir = RunDir(Path(record.tags.get(Tag.RUN_DIR, "")))
+    if not record.tags.get(Tag.RUN_DIR):  # a group, a sweep or a comparison: no process, no logs of its own
+        role = record.tags.get(Tag.ROLE, "run")
+        experiment_id = ledger.client.get_run(record.run_id).info.experiment_id
+        seeds = [r for r in ledger.runs(experiment_id) if role == Role.GROUP
+                 and r.tags.get(Tag.GROUP) == record.tags.get(Tag.GROUP)]
+        listed = ", ".join(f"{r.run_id} (seed {r.tags.get(Tag.SEED, '?')}, {r.status})" for r in seeds[:10])
+        raise InputError(f"{run} is a {role} run, with no logs of its own" +
+                         (f"; its seeds: {listed}: orch logs SEED_RUN_ID" if listed else
+                          "; orch status EXPERIMENT --runs lists the seed runs"), "RUN")
+    run_dir = RunDir(Path(record.tags[Tag.RUN_DIR]))
     try:  # Slurm: what happened before and after Python ran
         scheduler = [Path(p) for p in json.loads(run_dir.scheduler_record.read_text()).get("logs", [])]
     except (OSError, ValueError):

@@ -165,8 +165,10 @@ def status(experiment: ExperimentArg, tracking_uri: UriOpt = None, as_json: Json
            watch: Annotated[bool, typer.Option("--watch", "-w", help="redraw every 2 s, with each running "
                                                "run's step and rate, until nothing runs (Ctrl-C stops)")] = False,
            where: Annotated[Optional[str], typer.Option("--where", help="only the groups matching this filter, "
-                                                        "e.g. \"params.noise > 0.1\"")] = None):
-    """Per group: finished / running / queued / failed / missing runs, and the main metric's mean; per
+                                                        "e.g. \"params.noise > 0.1\"")] = None,
+           runs: Annotated[bool, typer.Option("--runs", help="also list every seed run: its id (for orch logs, "
+                                              "orch reproduce), seed, status and main metric")] = False):
+    """Per group: finished / running / queued / failed / killed / missing runs, and the main metric's mean; per
     `orch tune` sweep: trials finished / running / stopped early / failed, and the best score."""
     from orchestrator import api, render
     state = api.status(experiment, tracking_uri, where)
@@ -181,7 +183,10 @@ def status(experiment: ExperimentArg, tracking_uri: UriOpt = None, as_json: Json
         return
     if state.groups or not state.sweeps:
         console.print(render.status_table(state.name, state.groups))
-        render.print_active(state.records)
+        if runs:
+            console.print(render.runs_table(state.groups, state.records))
+        else:
+            render.print_active(state.records)
     if state.sweeps:
         render.print_sweeps(state.name, state.sweeps)
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.console import console
-from orchestrator.tracking.records import ACTIVE, RUNNING, Tag
+from orchestrator.tracking.records import ACTIVE, RUNNING, Tag, latest_per_key
 
 if TYPE_CHECKING:
     from orchestrator.analysis.status import GroupStatus, SweepStatus
@@ -157,6 +157,23 @@ def status_table(name: str, groups: list[GroupStatus]) -> Table:
         table.add_row(escape(g.label), f"[green]{g.finished}[/]", str(g.running), str(g.pending),
                       f"[red]{g.failed}[/]" if g.failed else "0", f"[yellow]{g.killed}[/]" if g.killed else "0",
                       str(g.missing), mean)
+    return table
+
+
+def runs_table(groups: list[GroupStatus], records: list[RunRecord]) -> Table:
+    """Every seed run that counts (the latest attempt of each key), group by group, seed by seed."""
+    table = Table(title="seed runs", title_justify="left", box=None, pad_edge=False)
+    for col in ("run id", "group", "seed", "status", "main metric"):
+        table.add_column(col, justify="right" if col in ("seed", "main metric") else "left", no_wrap=True)
+    order = {g.group: i for i, g in enumerate(groups)}
+    labels = {g.group: (g.label, g.metric) for g in groups}
+    counted = [r for r in latest_per_key(records) if r.tags.get(Tag.GROUP) in order]
+    for r in sorted(counted, key=lambda r: (order[r.tags[Tag.GROUP]], int(r.tags.get(Tag.SEED, 0)))):
+        label, metric = labels[r.tags[Tag.GROUP]]
+        value = r.metrics.get(metric)
+        colour = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow"}.get(r.status, "cyan")
+        table.add_row(r.run_id, escape(label), r.tags.get(Tag.SEED, "?"), f"[{colour}]{r.status.lower()}[/]",
+                      "-" if value is None else f"{metric} {value:.4g}")
     return table
 
 

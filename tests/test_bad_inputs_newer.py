@@ -136,3 +136,20 @@ def test_a_code_tree_too_large_to_snapshot_is_refused_before_anything_is_written
     result = store.orch("submit", str(spec))
     assert result.exit_code == 2 and "to snapshot" in result.output and "snapshot: false" in result.output
     assert not store.workdir.exists() and not (store.root / "mlflow.db").exists()
+
+
+def test_status_runs_lists_every_seed_run_and_logs_of_a_group_names_its_seeds(store, monkeypatch):
+    monkeypatch.chdir(store.root)
+    spec = store.spec({"name": "r", "workload": "smoke", "params": {"steps": 2}, "grid": {"offset": [0.0, 0.5]}})
+    store.orch("submit", str(spec), "--seeds", "2", check=True)
+    seeds = store.seed_runs("r")
+    result = subprocess.run([sys.executable, "-m", "orchestrator", "status", "r", "--runs", "--tracking-uri", store.uri],
+                            cwd=store.root, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "150"})
+    assert result.returncode == 0 and all(r.run_id in result.stdout for r in seeds) and "base[offset=0.5]" in result.stdout
+    ledger = store.ledger()
+    group = ledger.runs(ledger.experiment_id("r"), role="group")[0]
+    logs = store.orch("logs", group.run_id)
+    text = " ".join(logs.output.split())
+    assert logs.exit_code == 2 and "is a group run, with no logs of its own" in text
+    mine = [r.run_id for r in seeds if r.tags["orch.group"] == group.tags["orch.group"]]
+    assert len(mine) == 2 and all(run_id in text for run_id in mine)
