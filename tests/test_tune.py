@@ -75,13 +75,17 @@ def test_asha_sweep_stops_trials_early_records_all_under_one_parent_and_best_yam
     table = store.orch("status", "asha", check=True).output
     assert "sweeps" in table and f"best trial {result.best.trial_id}" in table
 
-    # best.yaml is a complete spec; submitted across seeds, seed 0 reproduces the trial's score exactly
+    # best.yaml is a complete spec, validated on seeds the sweep never saw (it used seed 0): 1 and 2; its
+    # seed 0, run again, reproduces the trial's score exactly
     best = load_spec(best_path)
     assert best.tune is None and best.params["offset"] == 0.0 and best.name == "asha-best"
+    assert best.seeds.base == 1 and "none the sweep saw" in best_path.read_text()
     store.orch("submit", str(best_path), "--seeds", "2", check=True)
     seeds = {r.tags["orch.seed"]: r for r in store.seed_runs("asha-best")}
-    assert {s: r.status for s, r in seeds.items()} == {"0": "FINISHED", "1": "FINISHED"}
-    assert seeds["0"].metrics["final_loss"] == result.best.score
+    assert {s: r.status for s, r in seeds.items()} == {"1": "FINISHED", "2": "FINISHED"}
+    store.orch("run", str(best_path), "--seed", "0", check=True)
+    again = {r.tags["orch.seed"]: r for r in store.seed_runs("asha-best")}["0"]
+    assert again.metrics["final_loss"] == result.best.score
 
 
 def test_grid_is_covered_exactly_failing_trials_do_not_stop_the_sweep_and_scores_are_seed_means(store, ray_local,

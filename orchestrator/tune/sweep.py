@@ -276,9 +276,17 @@ def write_best(doc: dict[str, Any], result: SweepResult, path: Path) -> Path:
     best.pop("tune", None)
     best["name"] = f"{doc['name']}-best"
     best["params"] = deep_merge(nest(doc.get("params") or {}), nest(result.best.config))
+    # Validation must not re-use the seeds the selection saw (the trial's score on them is what chose it):
+    # best.yaml's seeds start right after the sweep's.
+    seeds = doc.get("seeds")
+    base = seeds.get("base", 0) if isinstance(seeds, dict) else 0
+    used = (doc.get("tune") or {}).get("seeds_per_trial", 1)
+    best["seeds"] = {**(seeds if isinstance(seeds, dict) else {}), "base": base + used}
     header = (f"# written by orch tune: sweep {result.sweep}, best trial {result.best.trial_id}\n"
-              f"# {result.metric} = {result.best.score:.6g} ({result.mode}, mean over the trial's seeds)\n"
-              f"# validate across seeds: orch submit {path} --seeds 10\n")
+              f"# {result.metric} = {result.best.score:.6g} ({result.mode}, mean over the trial's seeds "
+              f"{base}-{base + used - 1})\n"
+              f"# validate across seeds: orch submit {path} --seeds 10   (seeds from {base + used}: none the "
+              f"sweep saw)\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + yaml.safe_dump(best, sort_keys=False))
     return path
