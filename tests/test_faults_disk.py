@@ -117,3 +117,19 @@ def test_a_full_disk_under_the_sqlite_store_is_a_clear_error(store, tiny_fs):
     store.orch("submit", str(path), check=True)
     per_key = Counter(r.key for r in store.seed_runs("fullstore"))
     assert len(per_key) == 3 and set(per_key.values()) == {1}, per_key
+
+
+def test_a_disk_filling_under_running_runs_is_a_few_clear_lines_not_worker_tracebacks(store, tiny_fs):
+    """The disk fills while 2 runs write their journals: the orchestrator says it in one line and stops them;
+    no worker traceback reaches the terminal (reported once as ~90 lines; not reproduced here)."""
+    store.workdir = tiny_fs / "jobs"
+    path = store.spec({"name": "filling", "workload": "smoke", "params": {"steps": 400, "sleep_s": 0.05}, "seeds": 2})
+    proc = store.orch_process("submit", str(path), start_new_session=True)
+    wait_for(lambda: sum(len(events(j, "metrics")) >= 5 for j in store.workdir.glob("filling/*/journal.jsonl")) == 2,
+             timeout=120, what="both runs logging")
+    fill(tiny_fs)
+    out, _ = proc.communicate(timeout=180)
+    (tiny_fs / "filler").unlink()
+    assert proc.returncode == 1, out
+    assert "Traceback" not in out and "No space left" in out, out
+    assert len([line for line in out.splitlines() if "No space left" in line]) <= 4, out
