@@ -50,6 +50,8 @@ class ProgressBar:
         self.active = []  # the finished picture: the bar alone
         self.live.update(self._view())
         self.live.stop()
+        if not console.is_terminal:  # rich leaves the last picture without its newline in a pipe or a log file:
+            console.line()           # the next table (or error) was glued onto it
 
     def update(self, done: int, running: int, failed: int, killed: int, total: int,
                active: list[RunProgress]) -> None:

@@ -153,3 +153,15 @@ def test_status_runs_lists_every_seed_run_and_logs_of_a_group_names_its_seeds(st
     assert logs.exit_code == 2 and "is a group run, with no logs of its own" in text
     mine = [r.run_id for r in seeds if r.tags["orch.group"] == group.tags["orch.group"]]
     assert len(mine) == 2 and all(run_id in text for run_id in mine)
+
+
+def test_piped_output_puts_the_final_table_on_its_own_line(store, monkeypatch):
+    """Without a terminal (a pipe, a cron job's log) the progress bar's last picture ended without a newline:
+    the status table's title was glued onto it."""
+    monkeypatch.chdir(store.root)
+    spec = store.spec({"name": "piped", "workload": "smoke", "params": {"steps": 2}})
+    result = subprocess.run([sys.executable, "-m", "orchestrator", "submit", str(spec), "--seeds", "2",
+                             "--tracking-uri", store.uri], cwd=store.root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    bar = next(line for line in result.stdout.splitlines() if line.startswith("runs "))
+    assert "piped" not in bar and bar.rstrip().endswith(("0:00:00", "-:--:--")), bar
