@@ -13,6 +13,7 @@ import typer
 from rich.markup import escape
 
 from orchestrator.console import console, err_console
+from orchestrator.errors import InputError, did_you_mean
 from orchestrator.options import (
     ExperimentArg,
     JsonOpt,
@@ -100,9 +101,14 @@ def submit(spec_path: SpecArg,
 
 
 def _print_groups(ledger, experiment_id: str, name: str) -> None:
+    """The status table, then what to run next: a comparison across seeds once groups have finished runs."""
     from orchestrator import render
     from orchestrator.analysis.status import experiment_status
-    console.print(render.status_table(name, experiment_status(ledger, experiment_id)))
+    groups = experiment_status(ledger, experiment_id)
+    console.print(render.status_table(name, groups))
+    if sum(g.finished > 0 for g in groups) > 1:
+        console.print(f"next: orch compare {name}   (across seeds, with a statistical test; --baseline GROUP)",
+                      highlight=False)
 
 
 @app.command("run")
@@ -314,12 +320,16 @@ def compare(experiment: ExperimentArg,
 
 
 @app.command()
-def workloads():
+@handles_input_errors
+def workloads(name: Annotated[Optional[str], typer.Argument(help="one workload (default: all)")] = None):
     """The registered workloads, their main metric and their params with defaults."""
     from orchestrator import render
     from orchestrator.spec import registry
-    for name in registry.available():
-        console.print(render.workload_table(name))
+    known = registry.available()
+    if name is not None and name not in known:
+        raise InputError(f"unknown workload '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}", "NAME")
+    for each in [name] if name else known:
+        console.print(render.workload_table(each))
 
 
 from orchestrator import cli_tracking  # noqa: E402  (registers ui, server, export, import on `app`)

@@ -165,3 +165,15 @@ def test_piped_output_puts_the_final_table_on_its_own_line(store, monkeypatch):
     assert result.returncode == 0, result.stderr
     bar = next(line for line in result.stdout.splitlines() if line.startswith("runs "))
     assert "piped" not in bar and bar.rstrip().endswith(("0:00:00", "-:--:--")), bar
+
+
+def test_workloads_shows_one_when_named_and_submit_says_what_to_run_next(store, monkeypatch):
+    one = store.orch("workloads", "smoke")
+    assert one.exit_code == 0 and "smoke" in one.output and "evo_topo" not in one.output
+    wrong = store.orch("workloads", "evo_topoo")
+    assert wrong.exit_code == 2 and "did you mean 'evo_topo'" in wrong.output
+    monkeypatch.chdir(store.root)
+    spec = store.spec({"name": "nxt", "workload": "smoke", "params": {"steps": 2},
+                       "variants": {"a": {}, "b": {"offset": 0.5}}})
+    submitted = store.orch("submit", str(spec), "--seeds", "2", check=True)
+    assert "next: orch compare nxt" in submitted.output
