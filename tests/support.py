@@ -66,7 +66,9 @@ class Stack:
                              text=True, timeout=900)
         if out.returncode != 0:
             raise RuntimeError(f"start-postgres.sh failed:\n{out.stdout}\n{out.stderr}")
-        self.db_uri = out.stdout.strip().splitlines()[-1]
+        uri_file = Path(out.stdout.strip().splitlines()[-1])
+        assert uri_file == self.root / "pg" / "uri" and "postgresql" not in out.stdout  # no password on stdout
+        self.db_uri = uri_file.read_text().strip()
         self.server_dir = self.root / "server"
         self.port = free_port()
         self.start_server()

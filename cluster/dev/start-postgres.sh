@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # A PostgreSQL server for orch's MLflow tracking server, for development and tests: Debian's postgresql,
 # its own data directory under a project run folder, listening on 127.0.0.1 only, password auth.
-# Prints the SQLAlchemy URI to use as `orch server start --backend-store-uri` (also written to $DIR/uri).
+# Writes the SQLAlchemy URI to use as `orch server start --backend-store-uri` to $DIR/uri (0600: it holds the
+# password) and prints that file's path; the URI itself only with its password hidden, on stderr.
 #
 #   cluster/dev/start-postgres.sh            # data in mlruns/run/postgres, port 5433
+#   orch server start --backend-store-uri "$(cat "$(cluster/dev/start-postgres.sh)")"
 #   ORCH_PG_DIR=/tmp/pg ORCH_PG_PORT=55432 cluster/dev/start-postgres.sh
 #
-# Idempotent: a second call with the server up only prints the URI. stop-postgres.sh stops it.
+# Idempotent: a second call with the server up only prints the path again. stop-postgres.sh stops it.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -62,4 +64,5 @@ if [ -z "$("${PSQL[@]}" -c "SELECT 1 FROM pg_database WHERE datname='$DB'")" ]; 
 fi
 URI="postgresql+psycopg2://$ROLE:$PASSWORD@127.0.0.1:$PORT/$DB"
 (umask 077; echo "$URI" > "$DIR/uri")
-echo "$URI"
+echo "PostgreSQL for MLflow: postgresql+psycopg2://$ROLE:***@127.0.0.1:$PORT/$DB (the URI: $DIR/uri)" >&2
+echo "$DIR/uri"
