@@ -196,3 +196,10 @@ def test_the_light_interval_is_scipy_stats_t_interval_to_the_last_bit():
     agg = interval.aggregates("loss", values)
     assert agg["loss_n"] == 3 and agg["loss_mean"] == pytest.approx(0.2, abs=1e-15)
     assert (agg["loss_ci_low"], agg["loss_ci_high"]) == interval.t_interval(np.array([0.3, 0.1, 0.2]))
+
+
+def test_a_constant_paired_difference_says_why_the_paired_test_is_not_the_primary_one():
+    c = stats.compare("a", [1.0, 2.0, 3.5], "b", [0.5, 1.5, 3.0], ["0", "1", "2"], ["0", "1", "2"])
+    assert c.paired and c.primary == "welch_t" and "differs by the same amount" in c.primary_why
+    varied = stats.compare("a", [1.0, 2.0, 3.5], "b", [0.5, 1.7, 3.0], ["0", "1", "2"], ["0", "1", "2"])
+    assert varied.primary == "paired_t" and varied.primary_why == ""

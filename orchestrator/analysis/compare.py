@@ -410,6 +410,7 @@ def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode
     comparisons = [stats.compare(x.name, x.values, y.name, y.values, x.seeds, y.seeds, confidence)
                    for x, y in pairs]
     stats.correct(comparisons, alpha)
+    notes += [f"`{c.a}` vs `{c.b}`: {c.primary_why}" for c in comparisons if c.primary_why]
     for c in comparisons:
         c.outcome, c.verdict = verdict(c, metric, mode, alpha, confidence)
     if len(groups) < 2:

@@ -255,6 +255,7 @@ class Comparison:
     diff_high: float | None
     tests: dict[str, TestResult] = field(default_factory=dict)
     primary: str = ""                # the test whose p-value enters the Holm correction
+    primary_why: str = ""            # why the primary test is not the paired t-test though the seeds pair up
     p_value: float | None = None
     p_holm: float | None = None
     significant: bool = False
@@ -315,6 +316,9 @@ def _compare(a_name, a, b_name, b, seeds_a, seeds_b, confidence) -> Comparison:
         cmp.effect_for_power = float(np.mean(diff)) / sd if sd > 0 else None
         if paired_res.pvalue is not None:
             primary, ci = "paired_t", paired_ci
+        elif not identical:
+            cmp.primary_why = ("every shared seed differs by the same amount, so the paired t-test is undefined "
+                               "(no spread); Welch's test on the two groups is the primary test")
     if primary == "welch_t":
         cmp.effect_for_power = cmp.cohens_d
     cmp.primary = primary
