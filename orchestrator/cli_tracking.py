@@ -143,8 +143,10 @@ def import_(bundle: Annotated[Path, typer.Argument(help="bundle directory writte
     from orchestrator.tracking.ledger import resolve_uri
     from orchestrator.tracking.transfer import import_bundle
     uri = resolve_uri(tracking_uri)
-    mapping = import_bundle(uri, bundle, name)
-    console.print(f"imported {len(mapping)} runs from {bundle} into {uri}")
+    done = import_bundle(uri, bundle, name)
+    again = len(done.mapping) - done.new
+    console.print(f"imported {done.new} new runs from {bundle} into {uri}"
+                  + (f" ({again} imported before: brought up to date)" if again else ""))
 
 
 

@@ -203,3 +203,13 @@ def test_cancel_during_a_first_submit_waits_for_it_instead_of_saying_there_is_no
         lock.release()
     out, _ = cancel.communicate(timeout=60)
     assert cancel.returncode == 2 and "no MLflow store" in out  # the lock let go, still no store: now it says so
+
+
+def test_importing_twice_says_nothing_new_was_added(exported, tmp_path):
+    _, bundle, _ = exported
+    other = _other(tmp_path)
+    first = other.orch("import", str(bundle), "--tracking-uri", other.uri, check=True)
+    again = other.orch("import", str(bundle), "--tracking-uri", other.uri, check=True)
+    assert "imported 3 new runs" in " ".join(first.output.split())  # 2 seeds and their group
+    text = " ".join(again.output.split())
+    assert "imported 0 new runs" in text and "3 imported before" in text

@@ -14,6 +14,7 @@ import json
 import math
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -169,9 +170,15 @@ def _parents_first(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(runs, key=lambda r: level(r["run_id"]))
 
 
-def import_bundle(uri: str, bundle: Path, name: str | None = None) -> dict[str, str]:
-    """Bring a bundle into the store at ``uri`` (experiment ``name``, default the exported one's name);
-    returns {source run id: run id here}. Idempotent."""
+@dataclass(frozen=True)
+class Imported:
+    mapping: dict[str, str]   # source run id -> run id here
+    new: int                  # runs this import created (the others were here from an earlier import)
+
+
+def import_bundle(uri: str, bundle: Path, name: str | None = None) -> Imported:
+    """Bring a bundle into the store at ``uri`` (experiment ``name``, default the exported one's name).
+    Idempotent: a run imported before is updated, not created again."""
     from mlflow.entities import Metric, Param, RunTag
 
     meta, runs = _read_bundle(bundle)
@@ -191,6 +198,7 @@ def import_bundle(uri: str, bundle: Path, name: str | None = None) -> dict[str, 
     existing = {r.data.tags[SOURCE_TAG]: r.info.run_id for r in search_all(client, experiment_id)
                 if SOURCE_TAG in r.data.tags}
     mapping: dict[str, str] = {}
+    new = 0
     for src in _parents_first(runs):
         tags = dict(src["tags"])
         tags.setdefault(SOURCE_TAG, src["run_id"])  # a run imported twice keeps its first origin
@@ -204,6 +212,7 @@ def import_bundle(uri: str, bundle: Path, name: str | None = None) -> dict[str, 
             run_id = client.create_run(experiment_id, start_time=src["start_time"], tags=tags,
                                        run_name=src["run_name"]).info.run_id
             existing[source_id] = run_id
+            new += 1
         mapping[src["run_id"]] = run_id
         for chunk in chunks([RunTag(k, v) for k, v in tags.items()], 100):
             client.log_batch(run_id, tags=chunk)
@@ -219,7 +228,7 @@ def import_bundle(uri: str, bundle: Path, name: str | None = None) -> dict[str, 
             client.set_terminated(run_id, src["status"], end_time=src["end_time"])
         else:
             client.update_run(run_id, status=src["status"])
-    return mapping
+    return Imported(mapping, new)
 
 
 def _refuse_self_import(client, runs: list[dict[str, Any]], bundle: Path) -> None:
