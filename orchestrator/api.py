@@ -445,9 +445,11 @@ def sync(workdir: Path = Path("mlruns/jobs"), tracking_uri: str | None = None) -
 
 def compare(experiment: str, metric: str | None = None, mode: str | None = None, baseline: str | None = None,
             by: list[str] | None = None, alpha: float = 0.05, curve: str | None = None, log: bool = True,
-            out: Path | None = None, tracking_uri: str | None = None, where: str | None = None) -> Report:
+            out: Path | None = None, tracking_uri: str | None = None, where: str | None = None,
+            test: str = "t") -> Report:
     """Do the groups differ across seeds? The report (statistics, tests, verdicts); with ``log`` it is also
-    logged to MLflow with its plots, with ``out`` kept in that folder too."""
+    logged to MLflow with its plots, with ``out`` kept in that folder too. ``test``: "t" (paired t-test on
+    shared seeds, else Welch's) or "permutation" (Fisher's randomization test, else the permutation test)."""
     import tempfile
 
     from orchestrator.analysis import report as report_files
@@ -456,7 +458,7 @@ def compare(experiment: str, metric: str | None = None, mode: str | None = None,
     name, spec_uri = experiment_name(experiment)
     ledger = Ledger(resolve_uri(tracking_uri, spec_uri), create=False)
     result = run_compare(ledger, name, metric=metric, mode=mode, baseline=baseline, by=by, alpha=alpha, curve=curve,
-                         where=where)
+                         where=where, test=test)
     with tempfile.TemporaryDirectory(prefix="orch-compare-") as tmp:
         files = out or Path(tmp)
         if log or out:  # the plots cost a matplotlib import: only when they go somewhere

@@ -302,12 +302,15 @@ def compare(experiment: ExperimentArg,
                                               "and the aggregates on each group's parent run)")] = True,
             where: Annotated[Optional[str], typer.Option("--where", help="only the groups matching this MLflow "
                                                          "filter, e.g. \"params.noise > 0.1\"")] = None,
+            test: Annotated[str, typer.Option("--test", help="the primary test: t (paired t-test on shared seeds, "
+                                              "else Welch's) or permutation (Fisher's randomization test on shared "
+                                              "seeds, else the permutation test)")] = "t",
             as_json: JsonOpt = False, tracking_uri: UriOpt = None):
     """Do the groups differ across seeds? Per group statistics, tests against the baseline, plain verdicts."""
     from orchestrator import api
     from orchestrator.analysis.report import print_report
     result = api.compare(experiment, metric=metric, mode=mode, baseline=baseline, by=by.split(",") if by else None,
-                         alpha=alpha, curve=curve, log=log, out=out, tracking_uri=tracking_uri, where=where)
+                         alpha=alpha, curve=curve, log=log, out=out, tracking_uri=tracking_uri, where=where, test=test)
     if as_json:
         print(json.dumps(result.to_dict(), indent=1))
         return

@@ -47,7 +47,8 @@ def test_detects_a_real_difference_and_not_an_identical_copy(smoke):
     assert high["significant"] is True and high["outcome"] == "worse"
     assert high["primary"] == "paired_t" and high["n_pairs"] == 4
     assert high["diff_low"] < 0.3 < high["diff_high"] and high["diff"] == pytest.approx(0.3, abs=0.1)
-    assert set(high["p_values"]) == {"welch_t", "mann_whitney_u", "paired_t", "wilcoxon"}
+    assert set(high["p_values"]) == {"welch_t", "mann_whitney_u", "paired_t", "wilcoxon", "permutation",
+                                     "permutation_paired"}
     assert high["p_holm"] < 0.05 and high["p_holm"] >= high["p_value"]
     assert high["verdict"].startswith("`low` is better than `high`")
     copy = cmp["low_copy"]
@@ -197,3 +198,13 @@ def test_where_keeps_the_matching_groups_in_compare_and_status(smoke):
     for where, message in (("offset > 1", "cannot read 'offset > 1'"), ("params.offset > 5", "no group matches")):
         result = smoke.orch("compare", "cmp", "--no-log", "--where", where)
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_fisher_randomization_as_the_primary_test(smoke):
+    out = compare_json(smoke, "--baseline", "low", "--test", "permutation", "--no-log")
+    high = next(c for c in out["comparisons"] if c["a"] == "high")
+    assert out["test"] == "permutation" and high["primary"] == "permutation_paired"
+    assert high["p_value"] == high["p_values"]["permutation_paired"] == pytest.approx(2 / 16)  # 4 pairs: exact
+    assert "Fisher's randomization test p = 0.125" in high["verdict"]
+    bad = smoke.orch("compare", "cmp", "--test", "bootstrap")
+    assert bad.exit_code == 2 and "--test" in bad.output and "permutation" in bad.output

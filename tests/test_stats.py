@@ -109,7 +109,7 @@ def test_paired_selection_by_shared_seeds():
     seeds = [str(s) for s in range(10)]
     paired = stats.compare("a", a, "b", b, seeds, seeds)
     assert paired.paired and paired.primary == "paired_t" and paired.n_pairs == 10
-    assert set(paired.tests) == {"welch_t", "mann_whitney_u", "paired_t", "wilcoxon"}
+    assert set(paired.tests) == {"welch_t", "mann_whitney_u", "paired_t", "wilcoxon", "permutation", "permutation_paired"}
     assert paired.tests["paired_t"].pvalue < 1e-6 < 0.05 < paired.tests["welch_t"].pvalue  # pairing removes the spread
     unpaired = stats.compare("a", a, "b", b, seeds, [str(s + 10) for s in range(10)])
     assert not unpaired.paired and unpaired.primary == "welch_t" and "paired_t" not in unpaired.tests
@@ -203,3 +203,25 @@ def test_a_constant_paired_difference_says_why_the_paired_test_is_not_the_primar
     assert c.paired and c.primary == "welch_t" and "differs by the same amount" in c.primary_why
     varied = stats.compare("a", [1.0, 2.0, 3.5], "b", [0.5, 1.7, 3.0], ["0", "1", "2"], ["0", "1", "2"])
     assert varied.primary == "paired_t" and varied.primary_why == ""
+
+
+def test_permutation_tests_against_a_hand_count():
+    # paired: differences 1, 2, 3; of the 8 sign flips only +++ and --- reach |mean| >= 2
+    assert stats.permutation_paired(np.array([1.0, 2.0, 3.0]), np.zeros(3)).pvalue == pytest.approx(2 / 8)
+    # unpaired: of the 6 ways to split {1, 2, 3, 4} in two pairs, 2 reach |difference of means| >= 2
+    assert stats.permutation(np.array([1.0, 2.0]), np.array([3.0, 4.0])).pvalue == pytest.approx(2 / 6)
+    # 10 pairs: exact (2^10 sign flips), the smallest p is 2/1024; the same value every time
+    a, b = np.arange(10.0) + 1.0, np.arange(10.0)
+    assert stats.permutation_paired(a, b).pvalue == pytest.approx(2 / 1024)
+    assert stats.permutation_paired(np.zeros(3), np.zeros(3)).pvalue is None
+
+
+def test_permutation_as_the_primary_test():
+    a, b, seeds = [0.61, 0.66, 0.70, 0.64, 0.72], [0.58, 0.60, 0.65, 0.66, 0.63], ["0", "1", "2", "3", "4"]
+    c = stats.compare("a", a, "b", b, seeds, seeds, test="permutation")
+    assert c.primary == "permutation_paired" and c.p_value == c.tests["permutation_paired"].pvalue
+    assert c.uses_pairs and c.diff_low is not None  # the interval stays the paired t-test's
+    unpaired = stats.compare("a", a, "b", b, test="permutation")
+    assert unpaired.primary == "permutation" and not unpaired.uses_pairs
+    t = stats.compare("a", a, "b", b, seeds, seeds)
+    assert t.primary == "paired_t" and "permutation_paired" in t.tests  # computed either way, for the report

@@ -66,6 +66,7 @@ class Report:
     confidence: float = stats.CONFIDENCE
     compare_run_id: str | None = None
     chance: dict[str, float] = field(default_factory=dict)  # metric -> the workload's declared chance level
+    test: str = "t"                                          # the primary test's family (stats.PRIMARY)
 
     @property
     def chance_level(self) -> float | None:
@@ -82,6 +83,7 @@ class Report:
             comparisons.append(data)
         return {"experiment": self.experiment, "experiment_id": self.experiment_id, "metric": self.metric,
                 "mode": self.mode, "alpha": self.alpha, "confidence": self.confidence, "correction": "holm",
+                "test": self.test,
                 "intervals": {"ci": "Student t interval of the mean",
                               "boot": f"bootstrap interval of the mean ({stats.BOOT_RESAMPLES} resamples, "
                                       f"seed {stats.BOOT_SEED}; BCa, percentile when BCa is undefined)"},
@@ -304,7 +306,8 @@ def fmt_p(p: float | None) -> str:
 
 
 TEST_NAMES = {"welch_t": "Welch's t-test", "paired_t": "paired t-test", "mann_whitney_u": "Mann-Whitney U",
-              "wilcoxon": "Wilcoxon signed-rank"}
+              "wilcoxon": "Wilcoxon signed-rank", "permutation": "permutation test",
+              "permutation_paired": "Fisher's randomization test"}
 
 
 def verdict(c: stats.Comparison, metric: str, mode: str, alpha: float, confidence: float = stats.CONFIDENCE) -> tuple[str, str]:
@@ -329,7 +332,7 @@ def verdict(c: stats.Comparison, metric: str, mode: str, alpha: float, confidenc
     level = f"{round(confidence * 100)}%"
     interval = f"{c.a} - {c.b} = {fmt(c.diff)}, {level} CI {fmt(c.diff_low)} to {fmt(c.diff_high)}"
     evidence = (f"{TEST_NAMES[c.primary]} p = {fmt_p(c.p_value)}, Holm p = {fmt_p(c.p_holm)}; "
-                f"n = {c.n_a} vs {c.n_b}" + (f", {c.n_pairs} paired seeds" if c.primary == "paired_t" else "")
+                f"n = {c.n_a} vs {c.n_b}" + (f", {c.n_pairs} paired seeds" if c.uses_pairs else "")
                 + (f"; Hedges' g {fmt(c.hedges_g, 2)}" if c.hedges_g is not None else "")
                 + (f", Cliff's delta {c.cliffs_delta:+.2f}" if c.cliffs_delta is not None else ""))
     if c.significant:
@@ -339,9 +342,9 @@ def verdict(c: stats.Comparison, metric: str, mode: str, alpha: float, confidenc
     text = (f"no significant difference between {a} and {b} at alpha = {alpha:g} after Holm correction: "
             f"observed {by_how_much} ({interval}; {evidence}).")
     effect = c.effect_for_power
-    name = "d_z" if c.primary == "paired_t" else "d"
-    n_now = c.n_pairs if c.primary == "paired_t" else min(c.n_a, c.n_b)
-    unit = "paired seeds" if c.primary == "paired_t" else "seeds per group"
+    name = "d_z" if c.uses_pairs else "d"
+    n_now = c.n_pairs if c.uses_pairs else min(c.n_a, c.n_b)
+    unit = "paired seeds" if c.uses_pairs else "seeds per group"
     if c.seeds_needed is None:
         text += (f" The observed effect is negligible ({name} = {fmt(effect, 2)}): no practical number of seeds "
                  f"would detect it." if effect is not None else "")
@@ -371,7 +374,10 @@ def _baseline_name(baseline: str | None, names: list[str]) -> str | None:
 
 def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode: str | None = None,
                 baseline: str | None = None, by: list[str] | None = None, alpha: float = 0.05,
-                curve: str | None = None, confidence: float = stats.CONFIDENCE, where: str | None = None) -> Report:
+                curve: str | None = None, confidence: float = stats.CONFIDENCE, where: str | None = None,
+                test: str = "t") -> Report:
+    if test not in stats.PRIMARY:
+        raise InputError(f"expected one of: {', '.join(stats.PRIMARY)}, got '{test}'", "--test")
     experiment_id = ledger.experiment_id(experiment)
     if experiment_id is None:
         raise InputError(f"no experiment named '{experiment}' in {ledger.uri}")
@@ -407,7 +413,7 @@ def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode
         pairs = [(g, base) for g in groups if g is not base]
     else:
         pairs = [(groups[i], groups[j]) for i in range(len(groups)) for j in range(i + 1, len(groups))]
-    comparisons = [stats.compare(x.name, x.values, y.name, y.values, x.seeds, y.seeds, confidence)
+    comparisons = [stats.compare(x.name, x.values, y.name, y.values, x.seeds, y.seeds, confidence, test)
                    for x, y in pairs]
     stats.correct(comparisons, alpha)
     notes += [f"`{c.a}` vs `{c.b}`: {c.primary_why}" for c in comparisons if c.primary_why]
@@ -424,7 +430,7 @@ def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode
         for g in groups:
             g.curve = build_curve(ledger, g.run_ids, curve_metric, confidence)
     return Report(experiment, experiment_id, metric, mode, alpha, baseline, by, groups, comparisons,
-                  curve_metric, notes, confidence, chance=chance)
+                  curve_metric, notes, confidence, chance=chance, test=test)
 
 
 # -- writing back to MLflow ---------------------------------------------------------------------------

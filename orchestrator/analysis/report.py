@@ -19,7 +19,8 @@ from orchestrator.analysis.compare import TEST_NAMES, Report, fmt, fmt_p
 GROUP_COLUMNS = ("group", "n", "missing", "failed", "killed", "running", "mean", "std", "SE", "median", "min", "max",
                  "CI (t)", "CI (bootstrap)")
 COMPARE_COLUMNS = ("comparison", "difference", "CI", "test", "p", "p (Holm)", "significant",
-                   "Welch p", "Mann-Whitney p", "paired t p", "Wilcoxon p", "Hedges' g", "Cliff's delta")
+                   "Welch p", "Mann-Whitney p", "paired t p", "Wilcoxon p", "Hedges' g", "Cliff's delta",
+                   "permutation p", "randomization p")
 
 
 def _interval(low, high) -> str:
@@ -46,7 +47,8 @@ def comparison_rows(report: Report) -> list[list[str]]:
                      TEST_NAMES.get(c.primary, c.primary), fmt_p(c.p_value), fmt_p(c.p_holm),
                      "yes" if c.significant else "no", p.get("welch_t", "-"), p.get("mann_whitney_u", "-"),
                      p.get("paired_t", "-"), p.get("wilcoxon", "-"), fmt(c.hedges_g, 3),
-                     "-" if c.cliffs_delta is None else f"{c.cliffs_delta:+.2f}"])
+                     "-" if c.cliffs_delta is None else f"{c.cliffs_delta:+.2f}",
+                     p.get("permutation", "-"), p.get("permutation_paired", "-")])
     return rows
 
 
@@ -54,11 +56,15 @@ def method_text(report: Report) -> str:
     level = f"{round(report.confidence * 100)}%"
     return (f"Only FINISHED runs count. Intervals: {level} Student t interval of the mean (CI (t)) and {level} "
             f"bootstrap interval of the mean (BCa, 9999 resamples, seed 0; percentile when BCa is undefined). "
-            f"Tests: Welch's t-test and Mann-Whitney U; when two groups share seeds, the paired t-test and "
-            f"Wilcoxon signed-rank test on the shared seeds, and the paired t-test is the primary test "
-            f"(else Welch's). The primary p-values are Holm-corrected across the {len(report.comparisons)} "
-            f"comparison(s); significant = Holm p < {report.alpha:g}. Difference = first group minus second, "
-            f"with the primary test's {level} interval.")
+            f"Tests: Welch's t-test, Mann-Whitney U and a permutation test of the difference of means; when two "
+            f"groups share seeds, the paired t-test, Wilcoxon signed-rank test and Fisher's randomization test "
+            f"(sign flips of each seed's difference) on the shared seeds. Permutation tests: scipy's "
+            f"permutation_test, exact up to 9999 permutations, else 9999 seeded resamples. The primary test: "
+            + ("Fisher's randomization test on shared seeds, else the permutation test (--test permutation)"
+               if report.test == "permutation" else "the paired t-test on shared seeds, else Welch's (--test t)")
+            + f". The primary p-values are Holm-corrected across the {len(report.comparisons)} comparison(s); "
+            f"significant = Holm p < {report.alpha:g}. Difference = first group minus second, with the "
+            f"{'t-tests' if report.test == 'permutation' else 'primary test'}'s {level} interval.")
 
 
 # -- terminal -----------------------------------------------------------------------------------------

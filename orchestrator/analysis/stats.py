@@ -224,6 +224,43 @@ def wilcoxon(a: np.ndarray, b: np.ndarray) -> TestResult:
     return TestResult("wilcoxon", _num(res.statistic), _num(res.pvalue))
 
 
+PERMUTATIONS = 9999  # resamples of the permutation tests; exact (every permutation) when there are fewer
+PERMUTATION_SEED = 0
+
+
+def _mean_difference(x, y, axis):
+    return np.mean(x, axis=axis) - np.mean(y, axis=axis)
+
+
+def _mean_of_differences(x, y, axis):
+    return np.mean(x - y, axis=axis)
+
+
+def permutation(a: np.ndarray, b: np.ndarray) -> TestResult:
+    """Two-sided permutation test of mean(a) - mean(b), the groups' labels shuffled (scipy's
+    ``permutation_test``, exact when C(n_a + n_b, n_a) <= 9999, else 9999 seeded resamples)."""
+    if len(a) < 2 or len(b) < 2:
+        return TestResult("permutation", None, None, "needs 2 values per group")
+    if _is_constant(np.concatenate([a, b])):
+        return TestResult("permutation", None, None, "all values equal")
+    res = stats.permutation_test((a, b), _mean_difference, permutation_type="independent", vectorized=True,
+                                 n_resamples=PERMUTATIONS, alternative="two-sided", random_state=PERMUTATION_SEED)
+    return TestResult("permutation", _num(res.statistic), _num(res.pvalue))
+
+
+def permutation_paired(a: np.ndarray, b: np.ndarray) -> TestResult:
+    """Fisher's randomization test on shared seeds: the sign of each seed's difference flipped at random
+    (scipy's ``permutation_test`` with ``permutation_type="samples"``: exact up to 13 pairs, 2^13 <= 9999)."""
+    diff = a - b
+    if len(diff) < 2:
+        return TestResult("permutation_paired", None, None, "needs 2 shared seeds")
+    if np.all(diff == 0):
+        return TestResult("permutation_paired", None, None, "identical on every shared seed")
+    res = stats.permutation_test((a, b), _mean_of_differences, permutation_type="samples", vectorized=True,
+                                 n_resamples=PERMUTATIONS, alternative="two-sided", random_state=PERMUTATION_SEED)
+    return TestResult("permutation_paired", _num(res.statistic), _num(res.pvalue))
+
+
 def holm(pvalues: Sequence[float | None]) -> list[float | None]:
     """Holm's step-down adjusted p-values (family = the defined p-values; None stays None).
     p_(i) * (m - i + 1) for the i-th smallest, made monotone and capped at 1."""
@@ -267,24 +304,33 @@ class Comparison:
     outcome: str = ""                # set with the verdict (compare.verdict)
     verdict: str = ""
 
+    @property
+    def uses_pairs(self) -> bool:
+        """The primary test is one on the shared seeds' differences."""
+        return self.primary in ("paired_t", "permutation_paired")
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["tests"] = {k: asdict(v) for k, v in self.tests.items()}
         return data
 
 
+PRIMARY = ("t", "permutation")  # `orch compare --test`: which family of tests decides
+
+
 def compare(a_name: str, a: Sequence[float], b_name: str, b: Sequence[float],
             seeds_a: Sequence | None = None, seeds_b: Sequence | None = None,
-            confidence: float = CONFIDENCE) -> Comparison:
+            confidence: float = CONFIDENCE, test: str = "t") -> Comparison:
     """Every test between two groups. Pairing is by seed: when the groups share at least two seeds the
-    paired tests run on the shared ones and the paired t-test is the primary test."""
+    paired tests run on the shared ones and the paired t-test is the primary test (``test="permutation"``:
+    Fisher's randomization test on the pairs, else the unpaired permutation test)."""
     with warnings.catch_warnings():
         # scipy's precision-loss warnings concern near-constant data, which is checked here explicitly
         warnings.simplefilter("ignore", RuntimeWarning)
-        return _compare(a_name, a, b_name, b, seeds_a, seeds_b, confidence)
+        return _compare(a_name, a, b_name, b, seeds_a, seeds_b, confidence, test)
 
 
-def _compare(a_name, a, b_name, b, seeds_a, seeds_b, confidence) -> Comparison:
+def _compare(a_name, a, b_name, b, seeds_a, seeds_b, confidence, test="t") -> Comparison:
     xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     pairs: list[tuple[float, float]] = []
     # a seed repeated inside a group (e.g. grid points pooled by --by) leaves no one-to-one pairing
@@ -304,13 +350,14 @@ def _compare(a_name, a, b_name, b, seeds_a, seeds_b, confidence) -> Comparison:
     cmp = Comparison(a_name, b_name, len(xa), len(xb), len(pairs), paired, identical, mean_a, mean_b,
                      None if mean_a is None or mean_b is None else mean_a - mean_b, None, None)
     welch_res, welch_ci = welch(xa, xb, confidence)
-    cmp.tests = {"welch_t": welch_res, "mann_whitney_u": mann_whitney(xa, xb)}
+    cmp.tests = {"welch_t": welch_res, "mann_whitney_u": mann_whitney(xa, xb), "permutation": permutation(xa, xb)}
     cmp.cohens_d, cmp.hedges_g, cmp.cliffs_delta = cohens_d(xa, xb), hedges_g(xa, xb), cliffs_delta(xa, xb)
     primary, ci = "welch_t", welch_ci
     if paired:
         paired_res, paired_ci = paired_t(pa, pb, confidence)
         cmp.tests["paired_t"] = paired_res
         cmp.tests["wilcoxon"] = wilcoxon(pa, pb)
+        cmp.tests["permutation_paired"] = permutation_paired(pa, pb)
         diff = pa - pb
         sd = float(np.std(diff, ddof=1))
         cmp.effect_for_power = float(np.mean(diff)) / sd if sd > 0 else None
@@ -321,6 +368,9 @@ def _compare(a_name, a, b_name, b, seeds_a, seeds_b, confidence) -> Comparison:
                                "(no spread); Welch's test on the two groups is the primary test")
     if primary == "welch_t":
         cmp.effect_for_power = cmp.cohens_d
+    if test == "permutation":  # the interval stays the t-test's: a permutation test gives a p-value only
+        primary = "permutation_paired" if primary == "paired_t" else "permutation"
+        cmp.primary_why = ""
     cmp.primary = primary
     cmp.p_value = cmp.tests[primary].pvalue
     cmp.diff_low, cmp.diff_high = ci
@@ -333,6 +383,5 @@ def correct(comparisons: list[Comparison], alpha: float) -> None:
     for cmp, adjusted in zip(comparisons, holm([c.p_value for c in comparisons])):
         cmp.p_holm = adjusted
         cmp.significant = adjusted is not None and adjusted < alpha
-        uses_pairs = cmp.primary == "paired_t"
         # Bonferroni's alpha/m is the bar Holm's first step sets: a fair, slightly conservative target
-        cmp.seeds_needed = seeds_needed(cmp.effect_for_power, alpha / max(1, family), paired=uses_pairs)
+        cmp.seeds_needed = seeds_needed(cmp.effect_for_power, alpha / max(1, family), paired=cmp.uses_pairs)
