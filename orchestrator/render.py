@@ -151,14 +151,15 @@ def status_table(name: str, groups: list[GroupStatus]) -> Table:
     metric = metrics.pop() if len(metrics) == 1 else "main metric"
     table = Table(title=escape(name), caption="runs per group; mean over finished seeds", caption_justify="left")
     table.add_column("group", overflow="fold")
-    for col in ("done", "running", "queued", "failed", "killed", "missing"):
+    killed = any(g.killed for g in groups)  # a column only when it has something: 80 columns are few
+    for col in ("done", "running", "queued", "failed", *(["killed"] if killed else []), "missing"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column(f"{metric}\n(mean)", justify="right", no_wrap=True)
     for g in groups:
         mean = f"{g.metric_mean:.4g}" if g.metric_mean is not None else "-"
+        stopped = [f"[yellow]{g.killed}[/]" if g.killed else "0"] if killed else []
         table.add_row(escape(g.label), f"[green]{g.finished}[/]", str(g.running), str(g.pending),
-                      f"[red]{g.failed}[/]" if g.failed else "0", f"[yellow]{g.killed}[/]" if g.killed else "0",
-                      str(g.missing), mean)
+                      f"[red]{g.failed}[/]" if g.failed else "0", *stopped, str(g.missing), mean)
     return table
 
 
