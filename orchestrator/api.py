@@ -366,8 +366,8 @@ def run_logs(run: str, tracking_uri: str | None = None) -> tuple[RunRecord, RunD
     if not record.tags.get(Tag.RUN_DIR):  # a group, a sweep or a comparison: no process, no logs of its own
         role = record.tags.get(Tag.ROLE, "run")
         experiment_id = ledger.client.get_run(record.run_id).info.experiment_id
-        seeds = [r for r in ledger.runs(experiment_id) if role == Role.GROUP
-                 and r.tags.get(Tag.GROUP) == record.tags.get(Tag.GROUP)]
+        seeds = [r for r in ledger.runs(experiment_id) if r.tags.get(Tag.GROUP) == record.tags.get(Tag.GROUP)] \
+            if role == Role.GROUP else []
         listed = ", ".join(f"{r.run_id} (seed {r.tags.get(Tag.SEED, '?')}, {r.status})" for r in seeds[:10])
         raise InputError(f"{run} is a {role} run, with no logs of its own" +
                          (f"; its seeds: {listed}: orch logs SEED_RUN_ID" if listed else

@@ -134,12 +134,13 @@ def chance_tag(spec: Spec) -> dict[str, str]:
     return {Tag.CHANCE: json.dumps(chance, sort_keys=True)} if chance else {}
 
 
-def _group_tags(spec: Spec, run: Run, seeds_requested: int, code: Provenance) -> dict[str, str]:
+def _group_tags(spec: Spec, run: Run, seeds_requested: int, code: Provenance,
+                chance: dict[str, str]) -> dict[str, str]:
     metric, mode = metric_of(spec)
     return {Tag.ROLE: Role.GROUP, Tag.GROUP: run.group, Tag.VARIANT: run.variant,
             Tag.GRID_POINT: yaml.safe_dump(run.grid_point, default_flow_style=True).strip() if run.grid_point else "",
             Tag.WORKLOAD: run.workload, Tag.SPEC: spec.source, Tag.METRIC: metric, Tag.MODE: mode,
-            Tag.SEEDS_REQUESTED: str(seeds_requested), **chance_tag(spec), **code.tags()}
+            Tag.SEEDS_REQUESTED: str(seeds_requested), **chance, **code.tags()}
 
 
 def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run],
@@ -159,7 +160,7 @@ def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run
         parent = parents.get(run.group)
         requested = seeds_by_group[run.group]
         if parent is None:
-            run_id = ledger.create_run(experiment_id, run.label, _group_tags(spec, run, requested, code),
+            run_id = ledger.create_run(experiment_id, run.label, _group_tags(spec, run, requested, code, chance),
                                        flat_params(run), status=RUNNING)
             ledger.log_text(run_id, spec_text, "spec.yaml")
         else:

@@ -52,6 +52,7 @@ def handles_input_errors(fn):
 
 
 @app.callback()
+@handles_input_errors
 def main(max_runs: Annotated[Optional[int], typer.Option(
         "--max-runs", min=1, help="refuse a submission planning more runs than this (default 10,000; "
                                   "env ORCH_MAX_RUNS)")] = None) -> None:
@@ -59,11 +60,7 @@ def main(max_runs: Annotated[Optional[int], typer.Option(
     MLflow, and compare across seeds."""
     from orchestrator import privacy
     from orchestrator.spec import spec
-    try:
-        privacy.apply()  # before anything is written: the store and every job's files private to their owner
-    except InputError as err:
-        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+    privacy.apply()  # before anything is written: the store and every job's files private to their owner
     # read where the plan is counted (spec.check_plan_size); set on every invocation, so an in-process
     # caller (a notebook, the tests' CliRunner) does not keep one command's limit for the next
     spec.max_runs_flag = max_runs

@@ -36,7 +36,8 @@ class Provenance:
             return None
         top = self.workload.import_path.split(".")[0]
         try:
-            return snapshot.plan(root, self.code_store, top, exclude=self._excluded)
+            return snapshot.plan(root, self.code_store, top,
+                                 exclude=[Path(self.spec.workdir).resolve(), Path("mlruns").resolve()])
         except snapshot.SnapshotTooLarge as err:
             raise InputError(f"{err}: keep data and outputs out of it (.gitignore), or set 'snapshot: false' to "
                              "run the live code", self.spec.source, "snapshot") from None
@@ -45,17 +46,10 @@ class Provenance:
     def code_store(self) -> Path:
         return Path(self.spec.workdir).resolve() / CODE_STORE
 
-    @property
-    def _excluded(self) -> list[Path]:
-        return [Path(self.spec.workdir).resolve(), Path("mlruns").resolve()]
-
     @cached_property
     def snapshot(self) -> snapshot.Snapshot | None:
         planned = self.planned
-        if planned is None:
-            return None
-        return snapshot.take(planned.root, self.code_store, self.workload.import_path.split(".")[0],
-                             exclude=self._excluded, planned=planned)
+        return None if planned is None else snapshot.materialise(planned, self.code_store)
 
     @cached_property
     def version(self) -> codeversion.CodeVersion:

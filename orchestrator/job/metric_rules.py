@@ -6,6 +6,7 @@ rules equal to ``mlflow.utils.validation`` on every case it knows."""
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 
@@ -14,8 +15,10 @@ STEP_RANGE = (-(2**63), 2**63 - 1)   # a step is a 64-bit integer in every MLflo
 _ALLOWED = re.compile(r"^[/\w.\- :]*$")  # alphanumerics, _ - . space : and /
 
 
+@functools.lru_cache(maxsize=4096)
 def name_problem(name: object) -> str | None:
-    """Why MLflow would refuse ``name`` as a metric name, or None."""
+    """Why MLflow would refuse ``name`` as a metric name, or None. Cached: a run logs the same few names at
+    every step, and ingestion checks every row."""
     if not isinstance(name, str) or not name:
         return f"a metric name must be a non-empty string, got {name!r}"
     if len(name) > MAX_NAME:

@@ -89,6 +89,7 @@ class Plan:
     names: list[str]
     key: str
     package: bool
+    top_module: str
 
 
 def plan(root: Path, store: Path, top_module: str = "", exclude: list[Path] | None = None) -> Plan:
@@ -110,16 +111,19 @@ def plan(root: Path, store: Path, top_module: str = "", exclude: list[Path] | No
             content = hashlib.file_digest(f, "sha256").hexdigest()
         executable = os.access(root / name, os.X_OK)
         digest.update(f"{name}\0{content}\0{int(executable)}\n".encode())
-    return Plan(root, names, digest.hexdigest()[:16], package)
+    return Plan(root, names, digest.hexdigest()[:16], package, top_module)
 
 
-def take(root: Path, store: Path, top_module: str = "", exclude: list[Path] | None = None,
-         planned: Plan | None = None) -> Snapshot:
+def take(root: Path, store: Path, top_module: str = "", exclude: list[Path] | None = None) -> Snapshot:
     """Copy ``root`` into ``store`` under its content digest (reused when already there). ``top_module``
     is the workload's top-level module: ``root`` is that package's directory, or the directory a plain
     module (or, with "", a command) lives in."""
-    p = planned or plan(root, store, top_module, exclude)
-    root, names, key, package = p.root, p.names, p.key, p.package
+    return materialise(plan(root, store, top_module, exclude), store)
+
+
+def materialise(p: Plan, store: Path) -> Snapshot:
+    """The planned snapshot's copy in ``store`` (made once per digest)."""
+    root, names, key, package, top_module = p.root, p.names, p.key, p.package, p.top_module
     target = store / key
     if not target.is_dir():
         store.mkdir(parents=True, exist_ok=True)
