@@ -177,3 +177,13 @@ def test_workloads_shows_one_when_named_and_submit_says_what_to_run_next(store, 
                        "variants": {"a": {}, "b": {"offset": 0.5}}})
     submitted = store.orch("submit", str(spec), "--seeds", "2", check=True)
     assert "next: orch compare nxt" in submitted.output
+
+
+@pytest.mark.parametrize("value", ["soon", "-1", "nan", "1e999"])
+def test_a_bad_import_timeout_is_refused(store, monkeypatch, value):
+    monkeypatch.chdir(store.root)
+    (store.root / "labmod_timeout.py").write_text("METRIC = 'x'\n")
+    monkeypatch.setenv("ORCH_IMPORT_TIMEOUT_S", value)
+    result = store.orch("submit", str(store.spec({"name": "t", "workload": "labmod_timeout"})))
+    assert result.exit_code == 2 and "ORCH_IMPORT_TIMEOUT_S" in result.output and "seconds above 0" in result.output
+    assert not store.workdir.exists()

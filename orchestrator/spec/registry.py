@@ -99,7 +99,13 @@ def _probe_import(name: str, path: str) -> None:
     """A lab's module is imported once in a child first: one that ends its process (``os._exit(0)`` would be
     a false success, nothing submitted) or never returns (a loop, a blocking read) is reported instead of
     taking orch with it. Costs one import of the module; built-in workloads are orch's own and skip it."""
-    timeout = float(os.environ.get(IMPORT_TIMEOUT_ENV, "120"))
+    raw = os.environ.get(IMPORT_TIMEOUT_ENV, "120")
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = math.nan
+    if not 0 < timeout < math.inf:
+        raise InputError(f"{IMPORT_TIMEOUT_ENV}: expected a number of seconds above 0, got {raw!r}", IMPORT_TIMEOUT_ENV)
     code = ("import importlib, sys\n"  # an exception (sys.exit included) is reported by the import in orch
             "try:\n    importlib.import_module(sys.argv[1])\n"
             "except BaseException:\n    pass\n"
