@@ -79,7 +79,7 @@ def main() -> None:
         local_s = submit(root, "bench_local", "local", args.runs)
         rows.append(("submit, local backend (peer)", args.runs, local_s, 1.0))
         from orchestrator.backends.ray import connect
-        from orchestrator.spec.profiles import RaySettings
+        from orchestrator.backends.ray_settings import RaySettings
         start = time.perf_counter()
         ray = connect(None, RaySettings(num_cpus=os.cpu_count()))
         init_s = time.perf_counter() - start

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import driver, privacy
-from orchestrator.backends.base import Backend, Job
+from orchestrator.backends.base import Backend, Job, backend_class
 from orchestrator.backends.base import make as make_backend
 from orchestrator.errors import InputError, did_you_mean
 from orchestrator.job.rundir import RunDir
@@ -65,9 +65,8 @@ class Submission:
                                     ray_address=self.ray_address)
         # Held until launch() handed the runs to the backend: another submit of this experiment waits, then
         # finds them queued instead of creating them twice (orchestrator/tracking/lock.py).
-        check = getattr(self.backend, "check_submission", None)  # e.g. Slurm: the profile's job limit
-        if check is not None and not self._experiment_exists():
-            check(len(self.runs))  # a new experiment runs everything: refused before the store is touched
+        if not self._experiment_exists():  # a new experiment runs everything: refused before the store is touched
+            self.backend.check_submission(len(self.runs))
         self.lock = submit_lock(self.spec.name, self.uri, self.spec.workdir).acquire()
         try:
             self.ledger = Ledger(self.uri)
@@ -77,23 +76,19 @@ class Submission:
             records = driver.refresh(self.ledger, self.ledger.runs(self.experiment_id) if self.experiment_id else [],
                                      lambda name: backend if name == self.spec.backend else make_backend(name))
             self.reconciled = driver.reconcile(self.runs, records)
-            if check is not None:
-                check(len(self.reconciled.todo))  # before launch() makes MLflow runs and run directories
+            self.backend.check_submission(len(self.reconciled.todo))  # before launch() makes runs and directories
         except BaseException:
             self.lock.release()
             raise
         return self.reconciled
 
+    @property
+    def backend_class(self) -> type[Backend]:
+        return backend_class(self.spec.backend)
+
     @cached_property
     def provenance(self) -> Provenance:
         return Provenance(self.spec)
-
-    def _warm(self) -> None:
-        """A backend that can get ready while the orchestrator creates the runs (local: a forkserver
-        importing the workload from the snapshot, in its own process) starts now."""
-        warm = getattr(self.backend, "warm", None)
-        if warm is not None:
-            warm(self.provenance.job_fields())
 
     def _experiment_exists(self) -> bool:
         try:
@@ -116,14 +111,14 @@ class Submission:
         assert self.ledger is not None and self.backend is not None and self.reconciled is not None, "reconcile() first"
         try:
             if self.reconciled.todo:
-                self._warm()
+                self.backend.warm(self.provenance.job_fields())  # e.g. local: the forkserver imports the workload
                 # sqlite only: `orch cancel` finds its lock beside the store, and waits for the records
-                if self.backend.name == "local" and self.ledger.sqlite_path is not None:
+                if self.backend.starts_before_recording and self.ledger.sqlite_path is not None:
                     self._start_then_record()
                 else:
                     self.experiment_id = self.ledger.experiment_id(self.spec.name, create=True)
                     self.prepared = driver.prepare(self.ledger, self.experiment_id, self.spec, self.reconciled.todo,
-                                                   self.spec.backend, job_id=getattr(self.backend, "job_id", ""),
+                                                   self.spec.backend, job_id=self.backend.job_id,
                                                    code=self.provenance)
                     self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
                     driver.record_job_ids(self.ledger, self.prepared, self.job_ids)
@@ -139,7 +134,7 @@ class Submission:
         recording fail, the started runs are cancelled; their directories carry no record, so the next
         submit runs them again (and archives these)."""
         assert self.ledger is not None and self.backend is not None and self.reconciled is not None
-        job_id = getattr(self.backend, "job_id", "")
+        job_id = self.backend.job_id
         # A Ctrl-C is held back from the first start to the last record (a run started and not recorded,
         # or a record half made, would be worse than a Ctrl-C that takes a second), then acted on.
         with deferred_interrupt() as interrupted:
@@ -223,9 +218,7 @@ def plan_submission(spec_path: str | Path | Mapping[str, Any], seeds: int | None
     if cluster:
         sets = [*(sets or []), f"cluster={cluster}"]
     spec = load_any(spec_path, sets=sets, seeds=seeds, backend=backend)
-    if spec.backend == "slurm":  # the profile may put the run directories on the shared filesystem
-        from orchestrator.spec.profiles import apply_profile
-        spec = apply_profile(spec)
+    spec = backend_class(spec.backend).resolve_spec(spec, spec.set_paths)
     runs = expand(spec)
     if spec.tune is not None:  # `orch submit` ignores the section, but a typo in it is still a typo
         from orchestrator.tune.section import check_section

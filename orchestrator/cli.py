@@ -31,7 +31,8 @@ from orchestrator.tracking.records import FINISHED, Tag
 @handles_input_errors
 def submit(spec_path: SpecArg,
            seeds: Annotated[Optional[int], typer.Option("--seeds", help="number of seeds (base+0 .. base+N-1)")] = None,
-           backend: Annotated[Optional[str], typer.Option("--backend", help="local | slurm | ray")] = None,
+           backend: Annotated[Optional[str], typer.Option("--backend", help="local, slurm, ray or a backend an installed "
+                                                                            "package registers (orch.backends)")] = None,
            sets: SetOpt = None, tracking_uri: UriOpt = None,
            dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and exit")] = False,
            max_parallel: Annotated[Optional[int], typer.Option("--max-parallel", help="local: runs at once")] = None,
@@ -48,14 +49,15 @@ def submit(spec_path: SpecArg,
     if dry_run:
         planned = sub.preview()
         console.print(render.plan_table(sub.runs, planned))
-        if sub.spec.backend == "slurm":  # the job scripts and sbatch --test-only's answer; nothing queued
-            from orchestrator.backends.slurm import preview_text
-            console.print(preview_text(sub.spec, len(planned.todo)), markup=False, highlight=False)
+        extra = sub.backend_class.preview(sub.spec, len(planned.todo))  # Slurm: the job scripts; nothing queued
+        if extra:
+            console.print(extra, markup=False, highlight=False)
         return
     reconciled = sub.reconcile()
-    profile = getattr(sub.backend, "profile", None)
-    if profile is not None:  # its setup: lines run in every job: say which file they came from
-        console.print(f"cluster profile: {profile._file or profile.name}", highlight=False)
+    assert sub.backend is not None
+    described = sub.backend.describe()
+    if described:
+        console.print(described, highlight=False)
     console.print(f"[bold]{sub.spec.name}[/]: {len(sub.runs)} runs planned, {len(reconciled.done)} already finished, "
                   f"{len(reconciled.active)} in progress, [bold]{len(reconciled.todo)} to run[/] on {sub.spec.backend}  "
                   f"(tracking: {sub.uri})")
@@ -68,7 +70,6 @@ def submit(spec_path: SpecArg,
     if not launched:
         _print_groups(sub.ledger, sub.experiment_id, sub.spec.name)
         return
-    assert sub.backend is not None
     if not sub.backend.blocking and not wait:
         arrays = sorted({j.split("_")[0] for j in sub.job_ids if "_" in j})  # Slurm arrays (a Ray driver: none)
         where = f", arrays {', '.join(arrays)}" if arrays else ""

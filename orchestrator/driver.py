@@ -324,7 +324,6 @@ def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: Pro
     jobs = {p.run_id: Job(p.job_id, p.run_dir) for p in prepared}
     by_id = {p.run_id: p for p in prepared}
     results: dict[str, str] = {}
-    wait = getattr(backend, "wait", time.sleep)  # a backend that can wake on a job's end says so (local)
     last_live = -LIVE_INGEST_EVERY_S  # at once: runs may have started before their records existed (api.launch)
     last_shown = time.monotonic()
     started_at: dict[str, float] = {}
@@ -354,7 +353,7 @@ def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: Pro
             failed = sum(1 for s in results.values() if s not in (FINISHED, KILLED))
             sink.update(len(results), len(running), failed, killed, len(jobs), active)
             if len(results) < len(jobs):
-                wait(poll_s)
+                backend.wait(poll_s)  # local: woken at once by a run's end
     except KeyboardInterrupt:
         if not backend.blocking:  # queued on a cluster (slurm): Ctrl-C stops following, the jobs go on
             raise

@@ -87,7 +87,7 @@ def ray_local():
     os.environ["RAY_TMPDIR"] = str(root / "t")
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(root / "auth_token")
     from orchestrator.backends.ray import connect
-    from orchestrator.spec.profiles import RaySettings
+    from orchestrator.backends.ray_settings import RaySettings
     ray = connect(None, RaySettings(num_cpus=2))
     yield ray
     ray.shutdown()

@@ -20,12 +20,12 @@ import support
 
 from orchestrator.backends.base import DONE, PENDING, RUNNING, Job
 from orchestrator.backends.slurm import SlurmBackend, expand_job_ids, read_record, to_job_state
+from orchestrator.backends.slurm_profile import ClusterProfile, Limits, load_profile
 from orchestrator.errors import InputError
 from orchestrator.job import worker
 from orchestrator.job.journal import read_journal
 from orchestrator.job.rundir import RunDir
 from orchestrator.spec.plan import Run
-from orchestrator.spec.profiles import ClusterProfile, Limits, load_profile
 from orchestrator.spec.spec import Resources
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,12 +18,12 @@ from test_slurm import SMOKE, dev_slurm, journals, status_until, uninterrupted, 
 
 from orchestrator.backends import sharedfs
 from orchestrator.backends.slurm import SlurmBackend
+from orchestrator.backends.slurm_profile import ClusterProfile, load_profile
 from orchestrator.errors import InputError
 from orchestrator.job import device
 from orchestrator.job.journal import read_journal
 from orchestrator.job.pack import gpu_slices
 from orchestrator.job.rundir import RunDir
-from orchestrator.spec.profiles import ClusterProfile, load_profile
 from orchestrator.spec.spec import Resources
 from orchestrator.tracking.records import Tag
 

@@ -16,9 +16,11 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
+from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Backend, Job, JobState
+from orchestrator.errors import InputError
 from orchestrator.job.journal import last_event
 from orchestrator.job.liveness import pid_alive, same_process, terminate_workers
 from orchestrator.job.rundir import RunDir
@@ -28,6 +30,18 @@ if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
 
 TERMINATE_GRACE_S = 10.0
+
+
+def local_gpus() -> int:
+    """GPUs a local run can use: those CUDA_VISIBLE_DEVICES lists when set, else the NVIDIA driver's count
+    (no torch import: it costs seconds)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        return len(list(Path("/proc/driver/nvidia/gpus").iterdir()))
+    except OSError:
+        return 0
 
 
 def exit_reason(exitcode: int | None) -> str | None:
@@ -88,9 +102,10 @@ def _forkserver_started() -> bool:
     return forkserver._forkserver._forkserver_pid is not None  # type: ignore[attr-defined]
 
 
-class LocalBackend:
+class LocalBackend(Backend):
     name = "local"
     blocking = True
+    starts_before_recording = True
 
     def __init__(self, max_parallel: int, env: dict[str, str] | None = None):
         self.max_parallel = max(1, max_parallel)
@@ -111,6 +126,23 @@ class LocalBackend:
         # would split its exit status between them.
         self._lock = threading.RLock()
         self._launcher: threading.Thread | None = None
+
+    @classmethod
+    def resolve_spec(cls, spec: Spec, set_paths: list[str]) -> Spec:
+        """Runs on this machine: a request it can never meet is refused now, not queued forever.
+        ``--cluster`` only means something to a cluster backend."""
+        cores = os.cpu_count() or 1
+        if spec.resources.cpus > cores:
+            raise InputError(f"{spec.resources.cpus} cores per run, but this machine has {cores} (backend local)",
+                             spec.source, "resources.cpus")
+        gpus = local_gpus()
+        if spec.resources.gpus > gpus:
+            raise InputError(f"{spec.resources.gpus:g} GPUs per run, but this machine has {gpus} (backend local)",
+                             spec.source, "resources.gpus")
+        if "cluster" in set_paths:
+            raise InputError(f"a cluster profile ('{spec.cluster}') is for the slurm backend; this spec runs on "
+                             "local: add --backend slurm", "--cluster")
+        return spec
 
     @classmethod
     def from_spec(cls, spec: Spec | None, max_parallel: int | None = None, **_: Any) -> LocalBackend:
@@ -184,8 +216,7 @@ class LocalBackend:
         except (OSError, ValueError):
             return {}
 
-    @staticmethod
-    def warm(job: dict[str, Any]) -> None:
+    def warm(self, job: dict[str, Any]) -> None:
         """Start the forkserver now, importing the workload of ``job`` (run.json's code fields) from its
         snapshot once (job/preload.py); it does so in its own process, while the orchestrator goes on
         creating the MLflow runs. A forkserver already running is left as it is."""

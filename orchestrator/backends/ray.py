@@ -35,13 +35,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
+from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Backend, Job, JobState
+from orchestrator.backends.ray_settings import RaySettings, load_ray_settings
 from orchestrator.errors import InputError
 from orchestrator.job.journal import ended_last, last_event, running_now
 from orchestrator.job.liveness import pid_alive, terminate_workers
 from orchestrator.job.pack import Pack
 from orchestrator.job.rundir import RunDir, atomic_write, output_to
-from orchestrator.spec.profiles import RaySettings, load_ray_settings
 
 if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
@@ -192,7 +192,7 @@ class _Task:
     run_dir: RunDir
 
 
-class RayBackend:
+class RayBackend(Backend):
     name = "ray"
     blocking = True  # a Ray task is owned by the driver process and dies with it
 

@@ -38,13 +38,13 @@ import submitit
 from submitit.core.utils import DelayedSubmission
 from submitit.helpers import Checkpointable
 
-from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Job, JobState
+from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Backend, Job, JobState
+from orchestrator.backends.slurm_profile import apply_profile, job_resources, load_profile
 from orchestrator.errors import InputError
 from orchestrator.job.journal import ended_last, running_now
 from orchestrator.job.liveness import pid_alive
 from orchestrator.job.pack import Pack
 from orchestrator.job.rundir import RunDir, atomic_write, output_to
-from orchestrator.spec.profiles import job_resources
 
 if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
@@ -206,7 +206,7 @@ class SchedulerError(RuntimeError):
     pass
 
 
-class SlurmBackend:
+class SlurmBackend(Backend):
     name = "slurm"
     blocking = False
 
@@ -222,12 +222,24 @@ class SlurmBackend:
         self._cache_time = 0.0
 
     @classmethod
+    def resolve_spec(cls, spec: Spec, set_paths: list[str]) -> Spec:
+        """The profile may put the run directories on the shared filesystem (its ``job_folder``)."""
+        return apply_profile(spec)
+
+    @classmethod
+    def preview(cls, spec: Spec, n_runs: int) -> str | None:
+        return preview_text(spec, n_runs)
+
+    def describe(self) -> str | None:
+        """A profile's setup: lines run in every job: say which file they came from."""
+        return None if self.profile is None else f"cluster profile: {self.profile._file or self.profile.name}"
+
+    @classmethod
     def from_spec(cls, spec: Spec | None, cluster: str | None = None, check: bool = True, **_: Any) -> SlurmBackend:
         """``cluster``: --cluster, else the spec's profile. The request is checked by ``sbatch --test-only``:
         an impossible one queues nothing."""
         if spec is None:
             return cls()
-        from orchestrator.spec.profiles import load_profile
         backend = cls(load_profile(cluster or spec.cluster, f"{spec.source}: cluster", spec.slurm, spec.source),
                       spec.resources)
         backend.source = spec.source
@@ -341,7 +353,7 @@ class SlurmBackend:
         finally:
             executor.parameters.pop("map_count", None)
 
-    def preview(self, n_runs: int) -> list[tuple[str, str]]:
+    def array_previews(self, n_runs: int) -> list[tuple[str, str]]:
         """``--dry-run``: for each array the submission would queue, its sbatch script and what
         ``sbatch --test-only`` answers for it. Nothing is created or queued."""
         jobs = math.ceil(n_runs / (self.resources.runs_per_job if self.resources is not None else 1))
@@ -555,7 +567,7 @@ def preview_text(spec: Spec, n_runs: int, cluster: str | None = None) -> str:
     if n_runs == 0:
         return "nothing to queue"
     parts = []
-    arrays = backend.preview(n_runs)
+    arrays = backend.array_previews(n_runs)
     per_job = spec.resources.runs_per_job
     for i, (script, answer) in enumerate(arrays, 1):
         head = f"# array {i} of {len(arrays)}" + (f" ({per_job} runs per job)" if per_job > 1 else "")

@@ -202,19 +202,6 @@ def check_workdir(workdir: str) -> str:
     return workdir
 
 
-# -- what this machine has (the local backend's runs execute here) ---------------------------------
-def local_gpus() -> int:
-    """GPUs a local run can use: those CUDA_VISIBLE_DEVICES lists when set, else the NVIDIA driver's count
-    (no torch import: it costs seconds)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    try:
-        return len(list(Path("/proc/driver/nvidia/gpus").iterdir()))
-    except OSError:
-        return 0
-
-
 URI_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql://", "postgresql+", "mysql://", "mysql+")
 
 

@@ -13,8 +13,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.errors import InputError, did_you_mean
-from orchestrator.spec import loading, registry
-from orchestrator.spec.backends import NAMES as BACKENDS
+from orchestrator.spec import backends, loading, registry
 
 MAX_RUNS = 10_000  # one submission's planned runs; more is almost always a typo (seeds: 1000000000)
 MAX_RUNS_ENV = "ORCH_MAX_RUNS"
@@ -70,14 +69,17 @@ class Spec(Strict):
     metric: MetricSpec | None = None
     tune: dict[str, Any] | None = None
 
+    # Not the user's to write (refused in a spec, INTERNAL): where it came from, for errors and MLflow, and
+    # the fields --set / --cluster gave (a backend may refuse one: local refuses --cluster)
     source: str = Field("<spec>", exclude=True)
+    set_paths: list[str] = Field([], exclude=True)
 
     @pydantic.field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        if value not in BACKENDS:
-            raise ValueError(f"unknown backend '{value}'{did_you_mean(value, BACKENDS)}; expected one of: "
-                             f"{', '.join(BACKENDS)}")
+        message = backends.unknown(value)
+        if message is not None:
+            raise ValueError(message)
         return value
 
     @pydantic.model_validator(mode="after")
@@ -190,11 +192,14 @@ def validate_params(model: type[BaseModel], tree: dict[str, Any], source: str, f
     return params
 
 
+INTERNAL = ("source", "set_paths")  # Spec fields orch fills in, never read from a spec
+
+
 def apply_sets(doc: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     """``--set a.b=value``: a spec field path (``resources.cpus=2``) or a param path (``steps=10``,
     ``params.steps=10``). Values are YAML-typed. Param paths are checked once the workload is known."""
     doc = copy.deepcopy(doc)
-    top_level = set(Spec.model_fields) - {"source"}
+    top_level = set(Spec.model_fields) - set(INTERNAL)
     for item in sets:
         if "=" not in item or not item.split("=", 1)[0].strip():
             raise InputError(f"expected KEY=VALUE, got '{item}'", "--set")
@@ -226,7 +231,7 @@ def format_validation_error(err: pydantic.ValidationError, source: str) -> Input
                     model = annotation
                     break
         leaf = str(first["loc"][-1])
-        known = [f for f in model.model_fields if f != "source"]
+        known = [f for f in model.model_fields if f not in INTERNAL]
         return InputError(f"unknown field{did_you_mean(leaf, known)}; expected one of: {', '.join(known)}", source, loc)
     got = f" (got {first['input']!r})" if not isinstance(first.get("input"), dict) else ""
     message = first["msg"].removeprefix("Value error, ")  # our validators' own words, without pydantic's label
@@ -246,10 +251,12 @@ def load_spec(path: str | Path, sets: list[str] | None = None, seeds: int | None
         base = doc.get("seeds", {}).get("base", 0) if isinstance(doc.get("seeds"), dict) else 0
         doc["seeds"] = {"count": seeds, "base": base}
     if backend is not None:
-        if backend not in BACKENDS:
-            raise InputError(f"unknown backend '{backend}'{did_you_mean(backend, BACKENDS)}; expected one of: "
-                             f"{', '.join(BACKENDS)}", "--backend")
+        backends.check(backend, "--backend")
         doc["backend"] = backend
+    for key in INTERNAL:
+        if key in doc:
+            known = [f for f in Spec.model_fields if f not in INTERNAL]
+            raise InputError(f"unknown field; expected one of: {', '.join(known)}", source, key)
     try:
         spec = Spec.model_validate(doc)
     except pydantic.ValidationError as err:
@@ -257,7 +264,7 @@ def load_spec(path: str | Path, sets: list[str] | None = None, seeds: int | None
     spec.source = source
     loading.reject_non_finite(spec.model_dump(exclude={"params", "variants", "grid", "tune"}), source)
     check_plan_size(spec, source)
-    check_here(spec, source, set_paths)
+    spec.set_paths = set_paths
     try:
         workload = registry.for_spec(spec)
     except InputError as err:
@@ -316,21 +323,3 @@ def check_plan_size(spec: Spec, source: str) -> None:
     if count > limit:
         raise InputError(f"plans {count:,} runs (variants x grid points x seeds), over the limit of {limit:,}; "
                          f"raise it with `orch --max-runs N submit ...` (or {MAX_RUNS_ENV}=N) if you mean it", source, "seeds")
-
-
-def check_here(spec: Spec, source: str, set_paths: list[str]) -> None:
-    """The local backend runs on this machine: a request it can never meet is refused now, not queued
-    forever. ``--cluster`` only means something to a cluster backend."""
-    if spec.backend != "local":
-        return
-    cores = os.cpu_count() or 1
-    if spec.resources.cpus > cores:
-        raise InputError(f"{spec.resources.cpus} cores per run, but this machine has {cores} (backend local)",
-                         source, "resources.cpus")
-    gpus = loading.local_gpus()
-    if spec.resources.gpus > gpus:
-        raise InputError(f"{spec.resources.gpus:g} GPUs per run, but this machine has {gpus} (backend local)",
-                         source, "resources.gpus")
-    if "cluster" in set_paths:
-        raise InputError(f"a cluster profile ('{spec.cluster}') is for the slurm backend; this spec runs on "
-                         "local: add --backend slurm", "--cluster")
