@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator import driver, privacy
+from orchestrator import driver, privacy, rekey
 from orchestrator.backends.base import Backend, Job, backend_class
 from orchestrator.backends.base import make as make_backend
 from orchestrator.errors import InputError, did_you_mean
@@ -75,7 +75,11 @@ class Submission:
             backend = self.backend
             records = driver.refresh(self.ledger, self.ledger.runs(self.experiment_id) if self.experiment_id else [],
                                      lambda name: backend if name == self.spec.backend else make_backend(name))
+            if self.experiment_id:  # runs recorded under key scheme 1 get scheme-2 keys: found, not rerun
+                records = rekey.adopt(self.ledger, self.experiment_id, self.runs, records)
             self.reconciled = driver.reconcile(self.runs, records)
+            if self.reconciled.drifted:
+                driver.mark_defaults(self.ledger, self.experiment_id, self.reconciled.done)
             self.backend.check_submission(len(self.reconciled.todo))  # before launch() makes runs and directories
         except BaseException:
             self.lock.release()
@@ -104,7 +108,10 @@ class Submission:
         except InputError:  # no store yet: everything is new
             return driver.reconcile(self.runs, [])
         experiment_id = ledger.experiment_id(self.spec.name)
-        return driver.reconcile(self.runs, ledger.runs(experiment_id) if experiment_id else [])
+        if not experiment_id:
+            return driver.reconcile(self.runs, [])
+        return driver.reconcile(self.runs, rekey.adopt(ledger, experiment_id, self.runs, ledger.runs(experiment_id),
+                                                       write=False))
 
     def launch(self) -> list[driver.Prepared]:
         """Create the MLflow runs and run directories of what is to run, and hand them to the backend."""
@@ -264,7 +271,8 @@ def run_in_process(spec_path: str | Path, seed: int = 0, variant: str | None = N
     run = next(r for r in runs if r.variant == chosen)
     ledger = Ledger(resolve_uri(tracking_uri, spec.tracking.uri))
     experiment_id = ledger.experiment_id(spec.name, create=True)
-    attempts = by_key(ledger.runs(experiment_id)).get(run.key, [])
+    # scheme-1 runs matched in memory only: the params fallback of a full submit stays open to the rest
+    attempts = by_key(rekey.adopt(ledger, experiment_id, [run], ledger.runs(experiment_id), write=False)).get(run.key, [])
     finished = [r for r in attempts if r.status == FINISHED]
     if finished and not force:
         raise InputError(f"seed {run.seed} of {run.label} already FINISHED (run {finished[0].run_id}); "

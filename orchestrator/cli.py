@@ -49,6 +49,8 @@ def submit(spec_path: SpecArg,
     if dry_run:
         planned = sub.preview()
         console.print(render.plan_table(sub.runs, planned))
+        for line in render.drift_lines({k: (d.runs, d.changes) for k, d in planned.drifted.items()}):
+            err_console.print(f"[yellow]{escape(line)}[/]")
         extra = sub.backend_class.preview(sub.spec, len(planned.todo))  # Slurm: the job scripts; nothing queued
         if extra:
             console.print(extra, markup=False, highlight=False)
@@ -61,6 +63,8 @@ def submit(spec_path: SpecArg,
     console.print(f"[bold]{sub.spec.name}[/]: {len(sub.runs)} runs planned, {len(reconciled.done)} already finished, "
                   f"{len(reconciled.active)} in progress, [bold]{len(reconciled.todo)} to run[/] on {sub.spec.backend}  "
                   f"(tracking: {sub.uri})")
+    for line in render.drift_lines({k: (d.runs, d.changes) for k, d in reconciled.drifted.items()}):
+        err_console.print(f"[yellow]{escape(line)}[/]")
     try:
         launched = sub.launch()
     except KeyboardInterrupt:  # local runs start before they are recorded: recorded, then cancelled
@@ -190,6 +194,7 @@ def status(experiment: ExperimentArg, tracking_uri: UriOpt = None, as_json: Json
         return
     if state.groups or not state.sweeps:
         console.print(render.status_table(state.name, state.groups))
+        render.print_status_drift(state.groups)
         if runs:
             console.print(render.runs_table(state.groups, state.records))
         else:

@@ -13,9 +13,9 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import yaml
 
@@ -25,6 +25,7 @@ from orchestrator.job.journal import decode_number, has_started, last_event, las
 from orchestrator.job.rundir import RunDir
 from orchestrator.provenance import Provenance
 from orchestrator.spec import registry
+from orchestrator.spec.identity import KEY_SCHEME, defaults_tag, drift, read_defaults_tag
 from orchestrator.spec.plan import Run, content_hash, flat_params
 from orchestrator.spec.spec import Spec
 from orchestrator.tracking.ledger import Ledger
@@ -59,6 +60,14 @@ class Reconciled:
     todo: list[tuple[Run, RunRecord | None]]  # to (re)run, with the latest earlier record if any
     done: list[Run]                           # FINISHED already: never repeated
     active: list[Run]                         # queued or running under a live job
+    # finished runs recorded under another default (identity.py: they keep their key): label -> changes
+    drifted: dict[str, Drift] = field(default_factory=dict)
+
+
+@dataclass
+class Drift:
+    runs: int
+    changes: dict[str, tuple[Any, Any]]  # param path -> (recorded default, default now)
 
 
 def reconcile(runs: list[Run], records: list[RunRecord]) -> Reconciled:
@@ -71,6 +80,12 @@ def reconcile(runs: list[Run], records: list[RunRecord]) -> Reconciled:
         statuses = {r.status for r in recs}
         if FINISHED in statuses:
             out.done.append(run)
+            finished = next(r for r in recs if r.status == FINISHED)
+            changes = drift(read_defaults_tag(finished.tags.get(Tag.DEFAULTS)) or {}, run.defaulted)
+            if changes:
+                seen = out.drifted.setdefault(run.label, Drift(0, {}))
+                seen.runs += 1
+                seen.changes.update(changes)
         elif statuses & set(ACTIVE):
             out.active.append(run)
         else:
@@ -140,7 +155,12 @@ def _group_tags(spec: Spec, run: Run, seeds_requested: int, code: Provenance,
     return {Tag.ROLE: Role.GROUP, Tag.GROUP: run.group, Tag.VARIANT: run.variant,
             Tag.GRID_POINT: yaml.safe_dump(run.grid_point, default_flow_style=True).strip() if run.grid_point else "",
             Tag.WORKLOAD: run.workload, Tag.SPEC: spec.source, Tag.METRIC: metric, Tag.MODE: mode,
-            Tag.SEEDS_REQUESTED: str(seeds_requested), **chance, **code.tags()}
+            Tag.SEEDS_REQUESTED: str(seeds_requested), **identity_tags(run), **chance, **code.tags()}
+
+
+def identity_tags(run: Run) -> dict[str, str]:
+    """How the run's key was made, and what it left out at its default (a later change of default is seen)."""
+    return {Tag.KEY_SCHEME: str(KEY_SCHEME), Tag.DEFAULTS: defaults_tag(run.defaulted)}
 
 
 def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run],
@@ -170,6 +190,8 @@ def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run
                 updates[Tag.SEEDS_REQUESTED] = requested
             if chance and parent.tags.get(Tag.CHANCE) != chance[Tag.CHANCE]:
                 updates.update(chance)  # a group recorded before its workload declared them
+            if parent.tags.get(Tag.DEFAULTS) != defaults_tag(run.defaulted):
+                updates.update(identity_tags(run))  # the latest submission's defaults (mark_defaults)
             if parent.tags.get(Tag.CODE) == code_tags.get(Tag.CODE) and Tag.CODE in code_tags:
                 run_id = ""  # this code is on record already
             else:
@@ -181,6 +203,16 @@ def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run
                 ledger.log_text(run_id, text, path)
         ids[run.group] = parent.run_id if parent is not None else run_id
     return ids
+
+
+def mark_defaults(ledger: Ledger, experiment_id: str, runs: list[Run]) -> None:
+    """Each group parent holds the defaults of the latest submission, so that status and compare, which read
+    records only, can name the seeds recorded under another default (analysis/status.py)."""
+    parents = {r.tags.get(Tag.GROUP): r for r in ledger.runs(experiment_id, role=Role.GROUP)}
+    for run in {r.group: r for r in runs}.values():
+        parent = parents.get(run.group)
+        if parent is not None and parent.tags.get(Tag.DEFAULTS) != defaults_tag(run.defaulted):
+            ledger.set_tags(parent.run_id, identity_tags(run))
 
 
 @dataclass
@@ -224,7 +256,8 @@ def record_runs(ledger: Ledger, experiment_id: str, spec: Spec, decided: list[De
             **code_tags}
     new = [d for d in decided if not d.reused]
     ids = ledger.create_runs(experiment_id, [
-        (f"{d.run.label}/seed{d.run.seed}", {**tags, Tag.KEY: d.run.key, Tag.GROUP: d.run.group, Tag.VARIANT: d.run.variant,
+        (f"{d.run.label}/seed{d.run.seed}", {**tags, **identity_tags(d.run), Tag.KEY: d.run.key, Tag.GROUP: d.run.group,
+                                             Tag.VARIANT: d.run.variant,
                                              Tag.SEED: str(d.run.seed), Tag.WORKLOAD: d.run.workload,
                                              Tag.RUN_DIR: str(d.run_dir.path)}, flat_params(d.run), parents[d.run.group])
         for d in new], run_ids=[d.run_id for d in new] if keep_ids else None)
@@ -233,7 +266,7 @@ def record_runs(ledger: Ledger, experiment_id: str, spec: Spec, decided: list[De
     for item in decided:
         if item.reused:
             ledger.set_tags(item.run_id, {Tag.BACKEND: backend_name, Tag.RUN_DIR: str(item.run_dir.path),
-                                          Tag.JOB_ID: job_id, **code_tags})  # a resumed attempt runs this code
+                                          Tag.JOB_ID: job_id, **code_tags, **identity_tags(item.run)})  # what it runs now
             ledger.set_status(item.run_id, SCHEDULED)
 
 

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from orchestrator.console import console
+from orchestrator.console import console, err_console
 from orchestrator.tracking.records import ACTIVE, RUNNING, Tag, latest_per_key
 
 if TYPE_CHECKING:
@@ -145,6 +145,20 @@ def plan_table(runs: list[Run], reconciled: Reconciled | None = None) -> Table:
     return table
 
 
+def drift_lines(drifted: dict[str, tuple[int, dict[str, tuple[Any, Any]]]]) -> list[str]:
+    """Finished runs recorded under another default (spec/identity.py): kept, and said so, field by field.
+    ``drifted``: group label -> (runs, param path -> (the default they ran with, the default now))."""
+    from orchestrator.spec.identity import describe_drift
+    return [f"note: {n} finished run{'s' if n > 1 else ''} of {label} ran with {describe_drift(changes)}; kept, as a "
+            "run's key leaves its defaults out (docs/architecture.md, Run identity): submit under another name to "
+            "run them under the new default" for label, (n, changes) in drifted.items() if n]
+
+
+def print_status_drift(groups: list[GroupStatus]) -> None:
+    for line in drift_lines({g.label: (g.drifted, {k: (v[0], v[1]) for k, v in g.drift.items()}) for g in groups}):
+        err_console.print(f"[yellow]{escape(line)}[/]")
+
+
 def status_table(name: str, groups: list[GroupStatus]) -> Table:
     """One row per group (its label names the variant and grid point); fits 80 columns."""
     metrics = {g.metric for g in groups}
@@ -251,6 +265,7 @@ def trials_table(result: SweepResult, top: int) -> Table:
 def workload_table(name: str) -> Table:
     """A workload's main metric and its params with defaults and descriptions."""
     from orchestrator.spec import registry
+    from orchestrator.spec.identity import excluded_paths
     from orchestrator.spec.spec import flatten
     workload = registry.get(name)
     table = Table(title=f"{name}  (main metric: {workload.metric}, {workload.mode})", title_justify="left")
@@ -258,8 +273,10 @@ def workload_table(name: str) -> Table:
         table.add_column(col)
     defaults = flatten(workload.params_model().model_dump(mode="json"))
     descriptions = _descriptions(workload.params_model)
+    settings = excluded_paths(workload.params_model)
     for key, value in defaults.items():
-        table.add_row(escape(key), escape(json.dumps(value)), escape(descriptions.get(key, "")))  # "[u; x]" is text
+        note = " (execution setting: not part of the run key)" if key in settings else ""
+        table.add_row(escape(key), escape(json.dumps(value)), escape(descriptions.get(key, "") + note))  # "[u; x]" is text
     return table
 
 

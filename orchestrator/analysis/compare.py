@@ -18,6 +18,7 @@ from orchestrator.analysis import stats
 from orchestrator.analysis.interval import aggregates
 from orchestrator.analysis.status import experiment_status
 from orchestrator.errors import InputError, did_you_mean
+from orchestrator.spec.identity import describe_drift
 from orchestrator.tracking.ledger import Ledger
 from orchestrator.tracking.records import FINISHED, RUNNING, Role, Tag, latest_per_key, role_filter, search_all
 
@@ -42,6 +43,8 @@ class Group:
         ("finished", "running", "pending", "failed", "killed", "missing", "no_metric"), 0))
     summary: stats.Summary | None = None
     curve: Curve | None = None
+    drifted: int = 0                         # finished seeds recorded under another default (status.default_drift)
+    drift: dict[str, list] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "runs": self.counts, "seeds": self.seeds, "values": self.values,
@@ -193,6 +196,8 @@ def gather(ledger: Ledger, experiment_id: str, metric: str, names: dict[str, str
         for count, value in (("finished", status.finished), ("running", status.running), ("pending", status.pending),
                              ("failed", status.failed), ("killed", status.killed), ("missing", status.missing)):
             group.counts[count] += value
+        group.drifted += status.drifted
+        group.drift.update(status.drift)
 
     known_metrics: set[str] = set()
     for best in latest_per_key(ledger.runs(experiment_id)):  # the same record status counts
@@ -407,6 +412,9 @@ def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode
             notes.append(f"`{g.name}`: {g.counts['no_metric']} finished run(s) did not log {metric}")
         if g.summary.n == 1:
             notes.append(f"`{g.name}` has a single run: no spread, no interval, no test")
+        if g.drifted:
+            changes = describe_drift({k: (v[0], v[1]) for k, v in g.drift.items()})
+            notes.append(f"`{g.name}`: {g.drifted} finished run(s) ran with {changes}")
 
     if baseline is not None:
         base = next(g for g in groups if g.name == baseline)

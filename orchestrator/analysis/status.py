@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+from orchestrator.spec.identity import drift, read_defaults_tag
 from orchestrator.tracking.ledger import Ledger
 from orchestrator.tracking.records import (
     FAILED,
@@ -37,9 +38,26 @@ class GroupStatus:
     metric_mean: float | None
     metric_values: list[float]
     run_id: str
+    # finished seeds recorded under a default other than the latest submission's (spec/identity.py): how
+    # many, and param path -> [the default they ran with, the default now]
+    drifted: int = 0
+    drift: dict[str, list] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def default_drift(parent: RunRecord, seeds: list[RunRecord]) -> tuple[int, dict[str, list]]:
+    """Which finished seeds ran under another default than the group's latest submission, and how."""
+    current = read_defaults_tag(parent.tags.get(Tag.DEFAULTS))
+    if current is None:
+        return 0, {}
+    count, changes = 0, {}
+    for seed in seeds:
+        found = drift(read_defaults_tag(seed.tags.get(Tag.DEFAULTS)) or {}, current) if seed.status == FINISHED else {}
+        count += bool(found)
+        changes.update({path: list(pair) for path, pair in found.items()})
+    return count, changes
 
 
 def experiment_status(ledger: Ledger, experiment_id: str, records: list[RunRecord] | None = None,
@@ -60,12 +78,14 @@ def experiment_status(ledger: Ledger, experiment_id: str, records: list[RunRecor
         values = [r.metrics[metric] for r in recs if r.status == FINISHED and metric in r.metrics
                   and not math.isnan(r.metrics[metric])]
         requested = int(parent.tags.get(Tag.SEEDS_REQUESTED, 0))
+        drifted, changes = default_drift(parent, recs)
         out.append(GroupStatus(
             group=group, label=parent.tags.get("mlflow.runName", group), variant=parent.tags.get(Tag.VARIANT, ""),
             finished=count(FINISHED), running=count(RUNNING), pending=count(SCHEDULED),
             failed=count(FAILED), killed=count(KILLED), missing=max(0, requested - len(recs)),
             metric=metric, mode=parent.tags.get(Tag.MODE, "min"),
-            metric_mean=statistics.fmean(values) if values else None, metric_values=values, run_id=parent.run_id))
+            metric_mean=statistics.fmean(values) if values else None, metric_values=values, run_id=parent.run_id,
+            drifted=drifted, drift=changes))
     return out
 
 

@@ -1,5 +1,6 @@
-"""Spec -> Runs. A Run is workload + fully resolved params + seed; its identity is a content hash,
-so the same experiment declared twice is the same run (Dora's idea), and resubmission reconciles."""
+"""Spec -> Runs. A Run is workload + fully resolved params + seed; its key is a content hash of what makes
+it that run (``identity.py``: the params off their defaults, execution settings left out), so the same
+experiment declared twice is the same run (Dora's idea), and resubmission reconciles."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from orchestrator.errors import InputError
-from orchestrator.spec import registry
+from orchestrator.spec import identity, registry
+from orchestrator.spec.identity import KEY_SCHEME
 from orchestrator.spec.spec import Spec, deep_merge, flatten, nest, param_path_exists, validate_params
 
 BASE_VARIANT = "base"
@@ -31,9 +33,18 @@ class Run:
     grid_point: dict[str, Any] = field(default_factory=dict)
     index: int = 0                  # seed index i: seed = base + i
     command: tuple[str, ...] = ()   # a command workload's argv template: part of what the run is
+    # flat params that make the run what it is (identity.split: off their defaults, no execution settings);
+    # None: every param (a Run made by hand)
+    identity: dict[str, Any] | None = None
+    defaulted: dict[str, Any] = field(default_factory=dict)  # flat params left at their default (orch.defaults)
 
     def _identity(self) -> dict[str, Any]:
-        # the command only when there is one, so a Python workload's keys stay what they always were
+        params = self.identity if self.identity is not None else flatten(self.params)
+        return {"scheme": KEY_SCHEME, "workload": self.workload, "params": params,
+                **({"command": list(self.command)} if self.command else {})}
+
+    def _legacy_identity(self) -> dict[str, Any]:
+        """Key scheme 1: every resolved param, nested (stores written before scheme 2; rekey.py)."""
         return {"workload": self.workload, "params": self.params, **({"command": list(self.command)} if self.command else {})}
 
     @property
@@ -43,6 +54,14 @@ class Run:
     @property
     def key(self) -> str:
         return content_hash({**self._identity(), "seed": self.seed})
+
+    @property
+    def legacy_group(self) -> str:
+        return content_hash(self._legacy_identity())
+
+    @property
+    def legacy_key(self) -> str:
+        return content_hash({**self._legacy_identity(), "seed": self.seed})
 
     @property
     def label(self) -> str:
@@ -77,10 +96,10 @@ def expand(spec: Spec) -> list[Run]:
     for name, overrides in variants.items():
         merged = deep_merge(base, nest(overrides))
         params = validate_params(model, merged, spec.source, f"variants.{name}").model_dump(mode="json")
-        fingerprint = content_hash(params)
+        fingerprint = content_hash(identity.split(params, model, spec.identity_exclude)[0])
         if fingerprint in seen:
-            raise InputError(f"resolves to the same params as variant '{seen[fingerprint]}': "
-                             "two names for one experiment", spec.source, f"variants.{name}")
+            raise InputError(f"resolves to the same params as variant '{seen[fingerprint]}' (execution settings "
+                             "aside): two names for one experiment", spec.source, f"variants.{name}")
         seen[fingerprint] = name
         resolved_variants[name] = merged
 
@@ -90,8 +109,10 @@ def expand(spec: Spec) -> list[Run]:
             tree = deep_merge(merged, nest(point))
             field_path = "grid." + ",".join(point) if point else f"variants.{name}"
             params = validate_params(model, tree, spec.source, field_path).model_dump(mode="json")
+            ident, defaulted = identity.split(params, model, spec.identity_exclude)
             for i in range(spec.seeds.count):
-                runs.append(Run(workload.name, params, spec.seeds.base + i, name, point, i, workload.command))
+                runs.append(Run(workload.name, params, spec.seeds.base + i, name, point, i, workload.command,
+                                ident, defaulted))
     return runs
 
 

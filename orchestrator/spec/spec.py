@@ -59,6 +59,8 @@ class Spec(Strict):
     seeds: Seeds = Seeds()
     variants: dict[str, dict[str, Any]] = {}
     grid: dict[str, list[Any]] = {}
+    identity_exclude: list[str] = Field([], description="param paths that cannot change a result (threads, devices, "
+                                        "caches, intervals): left out of the run key, so changing one reruns nothing")
     resources: Resources = Resources()
     backend: str = Field("local", description="where the runs execute (orchestrator/spec/backends.py)")
     cluster: str | None = Field(None, description="cluster profile name (cluster/<name>.yaml)")
@@ -277,6 +279,11 @@ def load_spec(path: str | Path, sets: list[str] | None = None, seeds: int | None
         from orchestrator.spec.placeholders import check_command
         check_command(spec, source)
         return spec
+    for n, path in enumerate(spec.identity_exclude):
+        if not param_path_exists(workload.params_model, path):
+            raise InputError(f"'{path}' is not a param of workload '{spec.workload}'"
+                             f"{did_you_mean(path, workload.params_model.model_fields)}", source,
+                             f"identity_exclude[{n}]")
     for dotted in set_paths:
         if dotted.startswith("params.") and not param_path_exists(workload.params_model, dotted[len("params."):]):
             leaf = dotted.rsplit(".", 1)[-1]

@@ -33,6 +33,8 @@ class Tag:
     # identity of a seed run and its group
     KEY, GROUP, VARIANT, GRID_POINT, SEED = "orch.key", "orch.group", "orch.variant", "orch.grid_point", "orch.seed"
     WORKLOAD, SPEC = "orch.workload", "orch.spec"
+    KEY_SCHEME = "orch.key_scheme"                              # how KEY and GROUP were computed (spec/identity.py)
+    DEFAULTS = "orch.defaults"                                  # the params the key left out at their default (JSON)
     METRIC, MODE = "orch.metric", "orch.mode"                   # the main metric and which way is better
     CHANCE = "orch.chance"                                      # on a group: the workload's chance levels (JSON)
     SEEDS_REQUESTED = "orch.seeds_requested"                    # on a group: how many seeds were asked for

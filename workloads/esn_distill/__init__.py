@@ -136,13 +136,15 @@ class Params(BaseModel):
     probe: ProbeParams = Field(default_factory=ProbeParams, description="downstream probe, student vs teacher")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = the job's device (cuda when "
                                                    "it has a GPU); teacher, reservoirs and readout "
-                                                   "statistics run there")
+                                                   "statistics run there", json_schema_extra={"identity": False})
     mem_gb: float | None = Field(None, gt=0, description="memory the run may use, for the estimate that "
                                  "refuses an impossible run; None = the job's limit (run.json mem_gb, Slurm's "
-                                 "SLURM_MEM_PER_NODE) or the machine's memory")
+                                 "SLURM_MEM_PER_NODE) or the machine's memory", json_schema_extra={"identity": False})
     cache_dir: str | None = Field(None, description="where the teacher's hidden states are cached (default: "
-                                  "the run directory; point at node-local scratch on a cluster)")
-    keep_cache: bool = Field(False, description="keep the hidden-state cache after a finished run")
+                                  "the run directory; point at node-local scratch on a cluster)",
+                                  json_schema_extra={"identity": False})
+    keep_cache: bool = Field(False, description="keep the hidden-state cache after a finished run",
+                             json_schema_extra={"identity": False})
 
     @model_validator(mode="after")
     def _chain_needs_layers(self):

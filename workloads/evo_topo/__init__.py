@@ -109,7 +109,8 @@ class Params(BaseModel):
                                                "false: the same draws all along")
     n_test: int = Field(1000, ge=8, description="test trials per draw of the final score")
     eval_draws: int = Field(3, ge=1, description="fresh train/test draws the final score averages")
-    workers: int | None = Field(None, ge=1, description="processes for population evaluation (None: ctx.cpus)")
+    workers: int | None = Field(None, ge=1, description="processes for population evaluation (None: ctx.cpus)",
+                                json_schema_extra={"identity": False})  # results do not depend on it
 
     @model_validator(mode="after")
     def _feedback_needs_online(self):

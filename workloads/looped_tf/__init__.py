@@ -84,8 +84,10 @@ class Params(BaseModel):
     loop_err_k: list[int] | None = Field(None, description="in-context positions k drawn in loop_err.png (null = d/2, d and the last)")
     mask_sweep: list[int] = Field([], description="Ns for the state-mask sweep at evaluation: keep the first / last N pairs (looped only)")
     bootstrap_trials: int = Field(1000, ge=10, description="bootstrap resamples for the error bands")
-    log_every: int = Field(10, ge=1, description="log the mean train loss every k steps")
-    checkpoint_every: int = Field(500, ge=1, description="checkpoint every k steps")
+    log_every: int = Field(10, ge=1, description="log the mean train loss every k steps",
+                           json_schema_extra={"identity": False})
+    checkpoint_every: int = Field(500, ge=1, description="checkpoint every k steps",
+                                  json_schema_extra={"identity": False})
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
