@@ -53,8 +53,8 @@ class Provenance:
 
     @cached_property
     def version(self) -> codeversion.CodeVersion:
-        root = self.workload.source_root
-        return codeversion.of(root) if root is not None else codeversion.current()
+        root, packages = self.workload.source_root, self.workload.packages
+        return codeversion.of(root, packages) if root is not None else codeversion.current(packages)
 
     def tags(self) -> dict[str, str]:
         tags = {**self.version.tags(), Tag.COMMAND_LINE: codeversion.command_line()}

@@ -4,14 +4,16 @@ A Python workload is any importable module exposing ``Params`` (a pydantic model
 small CPU setting), ``run(params, ctx) -> dict[str, float]`` and ``METRIC`` (the main final metric), with
 an optional ``MODE`` ("min" or "max"). The spec names it, in this order of lookup:
 
-1. a built-in: a package under ``workloads/`` (``workload: smoke``);
-2. a name a lab package registers in the ``orch.workloads`` entry-point group
-   (``[project.entry-points."orch.workloads"] mytask = "mylab.train"``);
-3. an import path (``workload: mylab.train``), found from the directory orch runs in or installed.
+1. a name an installed package registers in the ``orch.workloads`` entry-point group
+   (``[project.entry-points."orch.workloads"] mytask = "mylab.train"``): the lab's workloads shipped with
+   orch (``workload: smoke``) register there too, so the core never imports them; a name orch's own
+   distribution registers wins over another package's;
+2. an import path (``workload: mylab.train``), found from the directory orch runs in or installed.
 
 A module may also declare ``METRICS``, every metric name it can report: a spec's ``metric:`` is then
-checked against it before anything runs; and ``CHANCE``, metric name -> the value a random guess scores, which
-``orch compare`` marks so that a group at chance is seen as such.
+checked against it before anything runs; ``CHANCE``, metric name -> the value a random guess scores, which
+``orch compare`` marks so that a group at chance is seen as such; and ``PACKAGES``, the distributions whose
+versions each run records (beside orch's own, ``tracking/codeversion.py``).
 
 A ``command:`` spec runs an executable instead (``job/command.py``); its params are free-form.
 Modules are imported only when used (some pull in torch or transformers)."""
@@ -23,7 +25,6 @@ import importlib.metadata
 import importlib.util
 import math
 import os
-import pkgutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -34,10 +35,10 @@ from typing import Any
 
 import pydantic
 
-import workloads
 from orchestrator.errors import InputError, did_you_mean
 
 ENTRY_POINTS = "orch.workloads"
+OWN_DISTRIBUTION = "orch"
 COMMAND = "command"  # the workload name of every `command:` spec (the command itself is part of the run key)
 
 
@@ -58,28 +59,32 @@ class Workload:
     command: tuple[str, ...] = ()               # a command workload's argv template (job/command.py runs it)
     metrics: tuple[str, ...] = ()               # every metric it can report, when it declares them (METRICS)
     chance: tuple[tuple[str, float], ...] = ()  # (metric, level a random guess scores), when declared (CHANCE)
+    packages: tuple[str, ...] = ()              # distributions whose versions a run records (PACKAGES)
 
 
 def available() -> list[str]:
-    """Built-in names (the packages under ``workloads/``, checked without importing) and registered ones."""
-    names = [info.name for info in pkgutil.iter_modules(workloads.__path__)
-             if info.ispkg and not info.name.startswith("_") and info.name not in workloads.NOT_WORKLOADS]
-    return sorted({*names, *registered()})
+    """Every registered name (no workload is imported)."""
+    return sorted(registered())
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    """The group's entry points, orch's own distribution's last, so that they win a name both register."""
+    found = importlib.metadata.entry_points(group=ENTRY_POINTS)
+    return sorted(found, key=lambda ep: ep.dist is not None and ep.dist.name == OWN_DISTRIBUTION)
 
 
 def registered() -> dict[str, str]:
     """Entry-point name -> module path, from every installed package that declares ``orch.workloads``."""
-    return {ep.name: ep.value.split(":")[0] for ep in importlib.metadata.entry_points(group=ENTRY_POINTS)}
+    return {ep.name: ep.value.split(":")[0] for ep in _entry_points()}
 
 
-def _builtin(name: str) -> bool:
-    return (Path(workloads.__file__).parent / name / "__init__.py").is_file() and name not in workloads.NOT_WORKLOADS
+def _shipped_with_orch(name: str) -> bool:
+    """orch's own: the import probe (``_probe_import``) is for a lab's modules."""
+    return any(ep.name == name and ep.dist is not None and ep.dist.name == OWN_DISTRIBUTION for ep in _entry_points())
 
 
 def import_path_of(name: str) -> str:
     """The module a workload name stands for (no import yet)."""
-    if _builtin(name):
-        return f"workloads.{name}"
     return registered().get(name, name)
 
 
@@ -136,10 +141,10 @@ def get(name: str, probe: bool = True) -> Workload:
         found = None
     if found is None:
         known = available()
-        raise InputError(f"unknown workload '{name}'{did_you_mean(name, known)}: not a built-in ({', '.join(known)}), "
-                         f"not an '{ENTRY_POINTS}' entry point, and no module '{path}' importable from "
-                         f"{os.getcwd()}")
-    if probe and path not in sys.modules and not path.startswith(f"{workloads.__name__}."):
+        raise InputError(f"unknown workload '{name}'{did_you_mean(name, known)}: not an installed workload "
+                         f"({', '.join(known)}: '{ENTRY_POINTS}' entry points), and no module '{path}' importable "
+                         f"from {os.getcwd()}")
+    if probe and path not in sys.modules and not _shipped_with_orch(name):
         _probe_import(name, path)
     try:
         module = importlib.import_module(path)
@@ -162,8 +167,11 @@ def from_module(name: str, module: ModuleType) -> Workload:
     if mode not in ("min", "max"):
         raise InputError(f"workload '{name}': MODE must be 'min' or 'max', got {mode!r}")
     declared = tuple(str(m) for m in getattr(module, "METRICS", ()))
+    packages = getattr(module, "PACKAGES", ())
+    if not (isinstance(packages, tuple | list) and all(isinstance(p, str) for p in packages)):
+        raise InputError(f"workload '{name}': PACKAGES must list distribution names, got {packages!r}")
     return Workload(name, module.__name__, params, str(module.METRIC), mode, module.run, source_root(module),
-                    metrics=declared, chance=_chance(name, getattr(module, "CHANCE", {})))
+                    metrics=declared, chance=_chance(name, getattr(module, "CHANCE", {})), packages=tuple(packages))
 
 
 def _chance(name: str, declared: Any) -> tuple[tuple[str, float], ...]:

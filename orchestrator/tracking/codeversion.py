@@ -12,11 +12,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import workloads
 from orchestrator.cache import cached
 from orchestrator.tracking.records import Tag
 
-PACKAGES = ("orch", "torch", "numpy", "mlflow", "reservoirpy", "deap", "transformers", "submitit", "ray", "scipy")
+# orch and what it runs on; a workload adds its own (its PACKAGES, spec/registry.py)
+PACKAGES = ("orch", "torch", "numpy", "mlflow", "submitit", "ray", "scipy")
 MAX_TAG = 5000  # MLflow caps a tag value at 8000 characters
 
 
@@ -55,14 +55,14 @@ def _untracked_diff(root: Path) -> str:
     return "".join(patches)
 
 
-def of(root: Path) -> CodeVersion:
+def of(root: Path, packages: tuple[str, ...] = ()) -> CodeVersion:
     """The version of the git work tree holding ``root`` ("unknown" outside git), read afresh each time: a
     notebook that submits, edits and submits again must record the second version."""
     commit = _git(root, "rev-parse", "HEAD").strip() or "unknown"
     status = _git(root, "status", "--porcelain", "--untracked-files=normal", "--", ".")
     diff = (_git(root, "diff", "HEAD", "--", ".") + _untracked_diff(root)) if status.strip() else ""
     versions = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in dict.fromkeys((*PACKAGES, *packages)):
         try:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -70,9 +70,9 @@ def of(root: Path) -> CodeVersion:
     return CodeVersion(commit, bool(status.strip()), diff, versions)
 
 
-def current() -> CodeVersion:
-    """orch's own checkout (the built-in workloads)."""
-    return of(Path(workloads.__file__).resolve().parent.parent)
+def current(packages: tuple[str, ...] = ()) -> CodeVersion:
+    """orch's own checkout (or installed package): a workload installed as a package has no tree of its own."""
+    return of(Path(__file__).resolve().parents[2], packages)
 
 
 def pip_freeze() -> str:

@@ -5,5 +5,5 @@
   tests/test_esn_engine.py.
 - ``ridge``: streaming ridge accumulator and batched ``ridge_solve`` (owned by esn_distill).
 
-Not a workload itself (listed in ``workloads.NOT_WORKLOADS``).
+Not a workload itself (registered in no ``orch.workloads`` entry point).
 """

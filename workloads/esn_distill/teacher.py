@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from orchestrator.errors import InputError
-from orchestrator.job.device import cpuinfo_field
 from workloads.esn_distill.data import Corpus
 
 # (hidden_size, num_attention_heads, intermediate_size); the layer count is a separate parameter.
@@ -191,7 +190,11 @@ _HAS_POINTWISE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkld
 
 def cpu_vendor() -> str:
     """The CPU's vendor id (``GenuineIntel``, ``AuthenticAMD``; empty where /proc/cpuinfo says nothing)."""
-    return cpuinfo_field("vendor_id") or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        return ""
 
 
 def onednn_is_faster() -> bool:

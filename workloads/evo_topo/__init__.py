@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 METRIC, MODE = "test_accuracy", "max"
+PACKAGES = ("deap", "reservoirpy")  # versions each run records
 METRICS = ("best_fitness", "mean_fitness", "std_fitness", "n_neurons_best", "n_connections_best", "n_species",
            "test_accuracy", "test_accuracy_std", "test_best_first_accuracy", "test_best_last_accuracy",
            "test_legal_rate", "n_neurons", "n_connections", "winner_fitness")  # per generation, then final
