@@ -29,9 +29,11 @@ from orchestrator.job.rundir import RunDir
 from orchestrator.provenance import Provenance
 from orchestrator.spec.plan import Run, expand
 from orchestrator.spec.spec import Spec, load_spec, load_yaml
-from orchestrator.tracking.ledger import Ledger, resolve_uri
+from orchestrator.spec.tracking_uri import sqlite_path
+from orchestrator.tracking.ledger import Ledger
 from orchestrator.tracking.lock import SubmitLock, submit_lock
 from orchestrator.tracking.records import ACTIVE, FINISHED, Role, RunRecord, Tag, by_key
+from orchestrator.tracking.uri import resolve_uri
 
 if TYPE_CHECKING:  # the analysis modules are imported where they are used
     import pandas
@@ -404,7 +406,8 @@ def cancel(experiment: str, run: str | None = None, tracking_uri: str | None = N
     name, spec_uri = experiment_name(experiment)
     uri = resolve_uri(tracking_uri, spec_uri)
     lock = submit_lock(name, uri, ".")
-    if uri.startswith("sqlite:///") and (Path(uri[len("sqlite:///"):]).exists() or lock.path.exists()):
+    database = sqlite_path(uri)
+    if database is not None and (database.exists() or lock.path.exists()):
         # a local submission starts its runs, then records them (under this lock); a first one creates the
         # store only then, so its lock file is what says it is on its way
         with lock:  # once it lets go, every run it started has its record

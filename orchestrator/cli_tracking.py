@@ -20,7 +20,7 @@ def ui(port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 
        tracking_uri: UriOpt = None):
     """The MLflow UI for the project's store, on 127.0.0.1 (Ctrl-C stops it)."""
     from orchestrator.tracking import ui as ui_mod
-    from orchestrator.tracking.ledger import resolve_uri
+    from orchestrator.tracking.uri import resolve_uri
     uri = resolve_uri(tracking_uri)
     ui_mod.check_store(uri)
     if not ui_mod.port_free(port):
@@ -75,8 +75,8 @@ def server_start(
                                                        "PostgreSQL, 1 on sqlite)")] = None,
         run_dir: RunDirOpt = Path("mlruns/run/server")):
     """Start `mlflow server` in the background; jobs then track through it with `tracking.uri: http://host:port`."""
+    from orchestrator.spec.tracking_uri import default_uri
     from orchestrator.tracking import server
-    from orchestrator.tracking.ledger import default_uri
     backend_store_uri = backend_store_uri or default_uri()
     if workers is None:  # two request processes pushed 1.5x the metrics/s of one (benchmarks/tracking_throughput)
         workers = 1 if backend_store_uri.startswith("sqlite") else 2
@@ -126,8 +126,8 @@ def export(experiment: Annotated[str, typer.Argument(help="experiment name")],
            out: Annotated[Path, typer.Option("--out", "-o", help="bundle directory to write")],
            tracking_uri: UriOpt = None):
     """Write an experiment (runs, parents, tags, params, metric histories, artifacts) to a bundle directory."""
-    from orchestrator.tracking.ledger import resolve_uri
     from orchestrator.tracking.transfer import export_experiment
+    from orchestrator.tracking.uri import resolve_uri
     uri = resolve_uri(tracking_uri)
     count = export_experiment(uri, experiment, out)
     console.print(f"exported {count} runs of {experiment} to {out}")
@@ -140,8 +140,8 @@ def import_(bundle: Annotated[Path, typer.Argument(help="bundle directory writte
                                                         "the exported one)")] = None,
             tracking_uri: UriOpt = None):
     """Bring an exported experiment into this store; importing again adds nothing twice."""
-    from orchestrator.tracking.ledger import resolve_uri
     from orchestrator.tracking.transfer import import_bundle
+    from orchestrator.tracking.uri import resolve_uri
     uri = resolve_uri(tracking_uri)
     done = import_bundle(uri, bundle, name)
     again = len(done.mapping) - done.new
@@ -160,7 +160,7 @@ def ls(tracking_uri: UriOpt = None):
     from rich.table import Table
 
     from orchestrator import api
-    from orchestrator.tracking.ledger import resolve_uri
+    from orchestrator.tracking.uri import resolve_uri
     table = Table(title=f"experiments in {resolve_uri(tracking_uri)}", title_justify="left")
     for col in ("experiment", "runs", "groups", "finished", "last activity"):
         table.add_column(col, justify="left" if col in ("experiment", "last activity") else "right")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pydantic
 
 
 class InputError(Exception):
@@ -27,6 +31,40 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' suffix when a close match exists, else ''."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def invalid(err: pydantic.ValidationError, source: str | None, prefix: str = "",
+            model: type[pydantic.BaseModel] | None = None, hint: str = "", hidden: Iterable[str] = ()) -> InputError:
+    """pydantic's ValidationError as one InputError: its first problem (an unknown key first: it usually
+    explains a "missing" one), at its dotted path under ``prefix``, in our words: "unknown field (did you
+    mean ...); expected one of ..." for an unknown key (the list when ``model`` is given), else the message and the
+    value it got. ``hint`` is added after the message; ``hidden`` fields are never offered."""
+    errors = err.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = ".".join(str(part) for part in first["loc"])
+    field = ".".join(part for part in (prefix, loc) if part) or None
+    if first["type"] == "extra_forbidden":
+        known = [f for f in _model_at(model, first["loc"][:-1]).model_fields if f not in set(hidden)] if model else []
+        listed = f"; expected one of: {', '.join(known)}" if known else ""
+        return InputError(f"unknown field{did_you_mean(str(first['loc'][-1]), known)}{listed}{hint}", source, field)
+    message = first["msg"].removeprefix("Value error, ")  # our validators' own words, without pydantic's label
+    value = first.get("input")
+    got = "" if isinstance(value, dict) or repr(value) in message else f" (got {value!r})"
+    return InputError(f"{message}{got}{hint}", source, field)
+
+
+def _model_at(model: type[pydantic.BaseModel], path: tuple) -> type[pydantic.BaseModel]:
+    """The model a dotted path leads to (through ``X | None``), to list the fields known there."""
+    import typing
+
+    import pydantic
+    for part in path:
+        info = model.model_fields.get(str(part))
+        for annotation in (info.annotation, *typing.get_args(info.annotation)) if info else ():
+            if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel):
+                model = annotation
+                break
+    return model
 
 
 class StorageError(Exception):

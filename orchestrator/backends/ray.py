@@ -42,6 +42,7 @@ from orchestrator.job.journal import ended_last, last_event, running_now
 from orchestrator.job.liveness import pid_alive, terminate_workers
 from orchestrator.job.pack import Pack
 from orchestrator.job.rundir import RunDir, atomic_write, output_to
+from orchestrator.spec.tracking_uri import default_uri
 
 if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
@@ -235,7 +236,7 @@ class RayBackend(Backend):
         problem = sharedfs.job_folder_problem(spec.workdir, nodes)
         if problem is not None and problem[0] == "error":
             raise InputError(problem[1], spec.source, "workdir")
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri or f"sqlite:///{Path('mlruns').resolve()}/mlflow.db"
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri or default_uri()
         for message in ([problem[1]] if problem else []) + [m for m in [sharedfs.sqlite_problem(uri)] if m]:
             print(f"orch: warning: {message}", file=sys.stderr)
 

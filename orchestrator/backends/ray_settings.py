@@ -9,7 +9,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.backends.slurm_profile import PROJECT_CLUSTER_DIR
-from orchestrator.errors import InputError
+from orchestrator.errors import invalid
 from orchestrator.spec.spec import load_yaml
 
 
@@ -51,6 +51,4 @@ def load_ray_settings(path: Path | None = None) -> RaySettings:
     try:
         return RaySettings.model_validate(load_yaml(path))
     except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        raise InputError(f"{first['msg']} (got {first.get('input')!r})", str(path),
-                         ".".join(str(p) for p in first["loc"])) from None
+        raise invalid(err, str(path), model=RaySettings) from None

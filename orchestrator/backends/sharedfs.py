@@ -12,6 +12,8 @@ import os
 import socket
 from pathlib import Path
 
+from orchestrator.spec.tracking_uri import sqlite_path
+
 NETWORK_FS = {"nfs", "nfs4", "lustre", "beegfs", "gpfs", "cifs", "smb3", "smbfs", "ceph", "fuse.ceph", "fuse.sshfs",
               "panfs", "wekafs", "glusterfs", "fuse.glusterfs", "9p", "orangefs", "pvfs2", "fuse.beegfs", "afs"}
 SQLITE_UNSAFE_FS = {"nfs", "nfs4", "lustre", "beegfs", "fuse.beegfs", "gpfs", "cifs", "smb3", "smbfs", "glusterfs",
@@ -79,9 +81,10 @@ def job_folder_problem(folder: str | Path, node_hosts: set[str],
 
 def sqlite_problem(uri: str, mounts: str = "/proc/self/mounts") -> str | None:
     """A warning when a ``sqlite:///`` store lives on a network filesystem."""
-    if not uri.startswith("sqlite:///"):
+    database = sqlite_path(uri)
+    if database is None:
         return None
-    path = uri[len("sqlite:///"):]  # `sqlite:////abs/x.db` is absolute, `sqlite:///mlruns/x.db` relative to the cwd
+    path = str(database)  # `sqlite:////abs/x.db` is absolute, `sqlite:///mlruns/x.db` relative to the cwd
     point, fstype = mount_of(Path(path).absolute().parent, mounts)
     if fstype in SQLITE_UNSAFE_FS:
         return (f"the MLflow sqlite store {path} is on {fstype} ({point}): SQLite's file locking is unsafe there "

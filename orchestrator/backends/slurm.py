@@ -45,6 +45,7 @@ from orchestrator.job.journal import ended_last, running_now
 from orchestrator.job.liveness import pid_alive
 from orchestrator.job.pack import Pack
 from orchestrator.job.rundir import RunDir, atomic_write, output_to
+from orchestrator.spec.tracking_uri import default_uri
 
 if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
@@ -319,7 +320,7 @@ class SlurmBackend(Backend):
         problem = sharedfs.job_folder_problem(spec.workdir, self.node_hosts())
         if problem is not None and problem[0] == "error":
             raise InputError(problem[1], spec.source, "workdir")
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri or f"sqlite:///{Path('mlruns').resolve()}/mlflow.db"
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or spec.tracking.uri or default_uri()
         for message in ([problem[1]] if problem else []) + [m for m in [sharedfs.sqlite_problem(uri)] if m]:
             print(f"orch: warning: {message}", file=sys.stderr)
 

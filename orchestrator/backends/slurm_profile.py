@@ -12,7 +12,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from orchestrator.errors import InputError, did_you_mean
+from orchestrator.errors import InputError, did_you_mean, invalid
 from orchestrator.spec.spec import Resources, deep_merge, load_yaml
 
 PROJECT_CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"  # the checkout's cluster/
@@ -182,17 +182,13 @@ def load_profile(name: str | None, source: str = "cluster", overrides: dict[str,
     try:
         profile = ClusterProfile.model_validate(doc)
     except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        raise InputError(f"{first['msg']} (got {first.get('input')!r})", str(path),
-                         ".".join(str(p) for p in first["loc"])) from None
+        raise invalid(err, str(path), model=ClusterProfile) from None
     if overrides:
         try:
             profile = ClusterProfile.model_validate(deep_merge(doc, overrides))
         except pydantic.ValidationError as err:
-            first = err.errors()[0]
-            raise InputError(f"{first['msg']} (got {first.get('input')!r}); the spec's slurm: section takes the "
-                             f"fields of a cluster profile (docs/slurm.md)", overrides_source,
-                             "slurm." + ".".join(str(p) for p in first["loc"])) from None
+            raise invalid(err, overrides_source, "slurm", ClusterProfile, "; the spec's slurm: section takes the "
+                          "fields of a cluster profile (docs/slurm.md)") from None
     profile.name = profile.name or path.stem
     profile._file = str(path.resolve())
     return profile

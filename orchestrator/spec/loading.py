@@ -200,14 +200,3 @@ def check_workdir(workdir: str) -> str:
     if not os.access(node, os.W_OK | os.X_OK):
         raise ValueError(f"cannot create directories under '{node}' (not writable)")
     return workdir
-
-
-URI_SCHEMES = ("sqlite:///", "http://", "https://", "postgresql://", "postgresql+", "mysql://", "mysql+")
-
-
-def check_tracking_uri(uri: str | None) -> str | None:
-    """A URI MLflow can track to, in a form orch reads (sqlite with an absolute path: three slashes)."""
-    if uri is not None and not uri.startswith(URI_SCHEMES):
-        raise ValueError(f"'{uri}' is not a tracking URI orch can use; expected sqlite:///path/to/mlflow.db, "
-                         "http(s)://host:port (an MLflow server) or postgresql://... / mysql://...")
-    return uri

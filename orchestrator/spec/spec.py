@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import copy
 import os
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.errors import InputError, did_you_mean
+from orchestrator.errors import InputError, did_you_mean, invalid
 from orchestrator.spec import backends, loading, registry
+from orchestrator.spec.tracking_uri import check_tracking_uri
 
 MAX_RUNS = 10_000  # one submission's planned runs; more is almost always a typo (seeds: 1000000000)
 MAX_RUNS_ENV = "ORCH_MAX_RUNS"
@@ -41,7 +41,7 @@ class Resources(Strict):
 class Tracking(Strict):
     uri: str | None = None
 
-    _usable = pydantic.field_validator("uri")(loading.check_tracking_uri)
+    _usable = pydantic.field_validator("uri")(check_tracking_uri)
 
 
 class MetricSpec(Strict):
@@ -186,9 +186,7 @@ def validate_params(model: type[BaseModel], tree: dict[str, Any], source: str, f
     try:
         params = model.model_validate(tree)
     except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{first['msg']} (got {first.get('input')!r})", source, f"{field}.{loc}" if loc else field) from None
+        raise invalid(err, source, field) from None
     # after validation too: pydantic reads the string '1e400' (YAML has no exponent without a sign) as inf
     loading.reject_non_finite(params.model_dump(), source, field)
     return params
@@ -221,23 +219,7 @@ def apply_sets(doc: dict[str, Any], sets: list[str]) -> dict[str, Any]:
 
 
 def format_validation_error(err: pydantic.ValidationError, source: str) -> InputError:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    if first["type"] == "extra_forbidden":
-        model: type[BaseModel] = Spec
-        for part in first["loc"][:-1]:
-            field_info = model.model_fields.get(str(part))
-            # `metric: MetricSpec | None`: the model inside the Optional, not the Spec's own fields
-            for annotation in (field_info.annotation, *typing.get_args(field_info.annotation)) if field_info else ():
-                if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                    model = annotation
-                    break
-        leaf = str(first["loc"][-1])
-        known = [f for f in model.model_fields if f not in INTERNAL]
-        return InputError(f"unknown field{did_you_mean(leaf, known)}; expected one of: {', '.join(known)}", source, loc)
-    got = f" (got {first['input']!r})" if not isinstance(first.get("input"), dict) else ""
-    message = first["msg"].removeprefix("Value error, ")  # our validators' own words, without pydantic's label
-    return InputError(f"{message}{got}" if got[6:-1] not in message else message, source, loc)
+    return invalid(err, source, model=Spec, hidden=INTERNAL)
 
 
 def load_spec(path: str | Path, sets: list[str] | None = None, seeds: int | None = None,

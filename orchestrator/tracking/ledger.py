@@ -11,7 +11,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, overload
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # a lab's cluster should not phone home
@@ -36,7 +35,7 @@ from orchestrator.job import metric_rules
 from orchestrator.job.journal import JournalWriter, decode_number, read_journal  # noqa: E402
 from orchestrator.job.push import live_file, read_state  # noqa: E402
 from orchestrator.job.rundir import RunDir  # noqa: E402
-from orchestrator.spec.loading import check_tracking_uri  # noqa: E402
+from orchestrator.spec.tracking_uri import sqlite_path  # noqa: E402
 from orchestrator.tracking import auth, schema, sqlite  # noqa: E402
 from orchestrator.tracking.lock import SubmitLock  # noqa: E402
 from orchestrator.tracking.sqlwrite import RunWrite  # noqa: E402
@@ -60,53 +59,6 @@ from orchestrator.tracking.records import (  # noqa: E402
     role_filter,
     search_all,
 )
-
-STORE_DIR = Path("mlruns")
-
-
-def default_uri(root: Path | None = None) -> str:
-    return f"sqlite:///{((root or Path.cwd()) / STORE_DIR / 'mlflow.db').resolve()}"
-
-
-def resolve_uri(cli_uri: str | None = None, spec_uri: str | None = None) -> str:
-    """``--tracking-uri``, then ``MLFLOW_TRACKING_URI``, then the spec, then the embedded store; a URI
-    MLflow cannot use, or a server that does not answer, is refused before anything is created."""
-    for uri, source in ((cli_uri, "--tracking-uri"), (os.environ.get("MLFLOW_TRACKING_URI"), "MLFLOW_TRACKING_URI"),
-                        (spec_uri, "tracking.uri")):
-        if uri:
-            check_uri(uri, source)
-            return uri
-    return default_uri()
-
-
-PROBE_TIMEOUT_S = 5.0
-_answered: set[str] = set()  # servers that answered once in this process: not probed again
-
-
-def check_uri(uri: str, source: str) -> None:
-    """A scheme orch can track through, and for a server, one that answers /health within a few seconds
-    (MLflow's client would retry a dead address for minutes, silently)."""
-    try:
-        check_tracking_uri(uri)
-    except ValueError as err:
-        raise InputError(str(err), source) from None
-    if uri.startswith(("http://", "https://")) and uri not in _answered:
-        import urllib.error
-        import urllib.request
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S) as response:
-                ok = response.status == 200
-        except urllib.error.HTTPError as err:
-            ok, reason = False, f"HTTP {err.code}"
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            ok, reason = False, str(getattr(err, "reason", err))
-        else:
-            reason = "unexpected answer to /health"
-        if not ok:
-            raise InputError(f"no MLflow server answers at {uri} ({reason}, {PROBE_TIMEOUT_S:.0f} s); start one "
-                             "with `orch server start`, or check the address", source)
-        _answered.add(uri)
-
 
 LIVE_FRESH_S = 10.0  # a job's pusher that wrote live.json this recently is taken to be alive
 
@@ -144,7 +96,7 @@ class Ledger:
     def __init__(self, uri: str, create: bool = True):
         """``create=False`` (read-only commands): a missing sqlite store is an error, not a new file."""
         self.uri = uri
-        self.sqlite_path = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+        self.sqlite_path = sqlite_path(uri)
         self._client: MlflowClient | None = None
         self._writer: SqlWriter | None | Literal[False] = False  # False: not looked up yet
         auth.use(uri)  # an `orch server` with auth: its credentials into the environment, for jobs too

@@ -27,6 +27,7 @@ from typing import Any
 
 from orchestrator.errors import InputError
 from orchestrator.job.liveness import same_process, start_time
+from orchestrator.spec.tracking_uri import sqlite_path
 
 HEARTBEAT_S = 10.0
 STALE_S = 120.0        # generous: other hosts' clocks and NFS attribute caching differ by seconds
@@ -170,8 +171,9 @@ def describe(holder: dict[str, Any] | None) -> str:
 def submit_lock(experiment: str, uri: str, workdir: str | Path) -> SubmitLock:
     """The lock of one experiment in one store: beside an sqlite store (every submit to that file meets it,
     whatever its workdir), else in the workdir (the shared filesystem the run directories are on)."""
-    if uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).resolve().parent / "locks"
+    database = sqlite_path(uri)
+    if database is not None:
+        folder = database.resolve().parent / "locks"
     else:
         folder = Path(workdir).resolve() / experiment
     return SubmitLock(folder / f"{experiment}.submit.lock", f"experiment '{experiment}'")

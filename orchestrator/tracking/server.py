@@ -21,6 +21,7 @@ from pathlib import Path
 
 from orchestrator.errors import InputError
 from orchestrator.job.liveness import group_alive
+from orchestrator.spec.tracking_uri import sqlite_path
 from orchestrator.tracking.auth import private_dir, remember, server_credentials
 
 RUN_DIR = Path("mlruns/run/server")
@@ -122,8 +123,9 @@ def start(backend_store_uri: str, artifacts: Path, host: str = "127.0.0.1", port
         warn(f"warning: binding the MLflow server to {host}: anyone who can reach port {port} can try it"
              + ("" if auth else "; it has NO authentication: they can read and change every run")
              + ". Prefer 127.0.0.1 and an SSH tunnel.")
-    if backend_store_uri.startswith("sqlite:///"):
-        Path(backend_store_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    database = sqlite_path(backend_store_uri)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True)
     artifacts = artifacts.resolve()
     artifacts.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.errors import InputError
+from orchestrator.spec.tracking_uri import sqlite_path
 from orchestrator.tracking.records import TERMINAL, Tag, chunks, search_all
 
 SOURCE_TAG = Tag.SOURCE_RUN_ID
@@ -188,8 +189,9 @@ def import_bundle(uri: str, bundle: Path, name: str | None = None) -> Imported:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = None
-        if uri.startswith("sqlite:///"):  # like Ledger: artifacts next to the database file
-            location = (Path(uri[len("sqlite:///"):]).parent / "artifacts" / name).resolve().as_uri()
+        database = sqlite_path(uri)
+        if database is not None:  # like Ledger: artifacts next to the database file
+            location = (database.parent / "artifacts" / name).resolve().as_uri()
         experiment_id = client.create_experiment(name, artifact_location=location, tags=meta.get("tags") or None)
     else:
         if experiment.lifecycle_stage == "deleted":

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from orchestrator.errors import InputError
+from orchestrator.spec.tracking_uri import sqlite_path
 from orchestrator.tracking import server
 
 HOST = "127.0.0.1"
@@ -52,8 +53,9 @@ def check_store(uri: str) -> None:
     """Refuse what the UI cannot serve, before starting anything."""
     if uri.startswith(("http://", "https://")):
         raise InputError(f"{uri} is already an MLflow server: open it in a browser", "--tracking-uri")
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
-        raise InputError(f"no MLflow store at {uri[len('sqlite:///'):]} yet: submit an experiment first, "
+    database = sqlite_path(uri)
+    if database is not None and not database.exists():
+        raise InputError(f"no MLflow store at {database} yet: submit an experiment first, "
                          "or pass --tracking-uri", "--tracking-uri")
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.errors import InputError, did_you_mean
+from orchestrator.errors import InputError, did_you_mean, invalid
 from orchestrator.spec import registry
 from orchestrator.spec.spec import Spec, flatten, nest, param_path_exists
 
@@ -93,18 +93,12 @@ class TuneConfig:
 
 def _pydantic_error(err: pydantic.ValidationError, source: str, prefix: str) -> InputError:
     errors = err.errors()
-    # an unknown key usually explains a "missing" one (a typo): report it first, with a suggestion
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    parts = [str(p) for p in first["loc"]]
+    found = invalid(err, source, model=TuneSection if len(first["loc"]) == 1 else None)
     # drop pydantic's union tags (scheduler.asha.max_t -> scheduler.max_t): they are not in the YAML
-    parts = [p for i, p in enumerate(parts) if not (i and parts[i - 1] == "scheduler" and p in SCHEDULERS)]
-    loc = ".".join(parts)
-    if first["type"] == "extra_forbidden":
-        known = [f for f in TuneSection.model_fields] if len(parts) == 1 else []
-        return InputError(f"unknown field{did_you_mean(parts[-1], known)}"
-                          + (f"; expected one of: {', '.join(known)}" if known else ""), source, f"{prefix}.{loc}")
-    got = f" (got {first['input']!r})" if not isinstance(first.get("input"), dict) else ""
-    return InputError(f"{first['msg']}{got}", source, f"{prefix}.{loc}" if loc else prefix)
+    parts = (found.field or "").split(".")
+    parts = [p for i, p in enumerate(parts) if p and not (i and parts[i - 1] == "scheduler" and p in SCHEDULERS)]
+    return InputError(found.message, source, ".".join([prefix, *parts]))
 
 
 def _bound_error(model: type[BaseModel], key: str, value: Any, source: str, field: str) -> None:

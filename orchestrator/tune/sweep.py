@@ -95,7 +95,8 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
     fingerprint = content_hash(doc)
     root = Path(spec.workdir).resolve() / spec.name / "tune"
 
-    from orchestrator.tracking.ledger import Ledger, resolve_uri
+    from orchestrator.tracking.ledger import Ledger
+    from orchestrator.tracking.uri import resolve_uri
     if resume:
         candidates = _sweep_dirs(root)
         if not candidates:
