@@ -41,7 +41,7 @@ PEER = ("import sys; from mlflow.tracking import MlflowClient; c = MlflowClient(
 
 def record_finished(spec_path: Path, uri: str) -> int:
     """The runs of the spec as orch's submit creates them, marked FINISHED without running the workload."""
-    from orchestrator import api, driver
+    from orchestrator import api, driver, groups
     sub = api.plan_submission(spec_path, tracking_uri=uri)
     reconciled = sub.reconcile()
     assert sub.ledger is not None
@@ -49,7 +49,7 @@ def record_finished(spec_path: Path, uri: str) -> int:
     prepared = driver.prepare(sub.ledger, experiment_id, sub.spec, reconciled.todo, "local")
     for item in prepared:
         sub.ledger.set_status(item.run_id, "FINISHED")
-    driver.update_groups(sub.ledger, experiment_id)
+    groups.update_groups(sub.ledger, experiment_id)
     assert sub.lock is not None
     sub.lock.release()  # held since reconcile (launch() would release it): the timed submit would wait on it
     return len(prepared)

@@ -78,7 +78,7 @@ def main() -> None:
         Ledger(f"sqlite:///{root / 'm.db'}").client.search_experiments()
         local_s = submit(root, "bench_local", "local", args.runs)
         rows.append(("submit, local backend (peer)", args.runs, local_s, 1.0))
-        from orchestrator.backends.ray import connect
+        from orchestrator.backends.ray_connect import connect
         from orchestrator.backends.ray_settings import RaySettings
         start = time.perf_counter()
         ray = connect(None, RaySettings(num_cpus=os.cpu_count()))

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 sys.path.insert(0, str(REPO))
 
-from orchestrator import driver  # noqa: E402
+from orchestrator import driver, groups  # noqa: E402
 from orchestrator.analysis.status import experiment_status  # noqa: E402
 from orchestrator.backends.base import Job  # noqa: E402
 from orchestrator.backends.base import make as make_backend  # noqa: E402
@@ -76,7 +76,7 @@ def main() -> None:
         poller = SlurmBackend()
         records, t_search = timed(lambda: ledger.runs(experiment_id))
         _, t_refresh = timed(lambda: driver.refresh(ledger, records, lambda name: poller))
-        _, t_summary = timed(lambda: (driver.update_groups(ledger, experiment_id), experiment_status(ledger, experiment_id)))
+        _, t_summary = timed(lambda: (groups.update_groups(ledger, experiment_id), experiment_status(ledger, experiment_id)))
         return poller, t_search, t_refresh, t_summary
     (poller, t_search, t_refresh, t_summary), t_status = timed(status)
     _, t_status2 = timed(status)

@@ -12,8 +12,6 @@ can show what happens between them; ``submit`` runs them all::
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,26 +19,38 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator import driver, privacy, rekey
+from orchestrator import driver, follow, groups, privacy, rekey
 from orchestrator.backends.base import Backend, Job, backend_class
 from orchestrator.backends.base import make as make_backend
 from orchestrator.errors import InputError, did_you_mean
-from orchestrator.job.rundir import RunDir
+from orchestrator.experiments import (  # the use cases after a submission, re-exported: the CLI and `orch` read api
+    ExperimentStatus,
+    ExperimentSummary,
+    cancel,
+    compare,
+    created_folder,
+    delete_experiment,
+    experiment_name,
+    find_run,
+    list_experiments,
+    open_experiment,
+    reproduce,
+    run_logs,
+    runs,
+    status,
+    sync,
+)
 from orchestrator.provenance import Provenance
 from orchestrator.spec.plan import Run, expand
-from orchestrator.spec.spec import Spec, load_spec, load_yaml
-from orchestrator.spec.tracking_uri import sqlite_path
+from orchestrator.spec.spec import Spec, load_spec
 from orchestrator.tracking.ledger import Ledger
 from orchestrator.tracking.lock import SubmitLock, submit_lock
-from orchestrator.tracking.records import ACTIVE, FINISHED, Role, RunRecord, Tag, by_key
+from orchestrator.tracking.records import FINISHED, RunRecord, Tag, by_key
 from orchestrator.tracking.uri import resolve_uri
 
 if TYPE_CHECKING:  # the analysis modules are imported where they are used
-    import pandas
 
-    from orchestrator.analysis.compare import Report
-    from orchestrator.analysis.status import GroupStatus, SweepStatus
-    from orchestrator.reproduce import Reproduction
+    pass
 
 
 # -- submitting --------------------------------------------------------------------------------------
@@ -81,7 +91,7 @@ class Submission:
                 records = rekey.adopt(self.ledger, self.experiment_id, self.runs, records)
             self.reconciled = driver.reconcile(self.runs, records)
             if self.reconciled.drifted:
-                driver.mark_defaults(self.ledger, self.experiment_id, self.reconciled.done)
+                groups.mark_defaults(self.ledger, self.experiment_id, self.reconciled.done)
             self.backend.check_submission(len(self.reconciled.todo))  # before launch() makes runs and directories
         except BaseException:
             self.lock.release()
@@ -173,13 +183,13 @@ class Submission:
         for item in alive:
             self.ledger.close_dead(item.run_dir, reason)
 
-    def follow(self, sink: driver.ProgressSink | None = None) -> dict[str, str]:
+    def follow(self, sink: follow.ProgressSink | None = None) -> dict[str, str]:
         """Until every launched job ended: run id -> final status. Ctrl-C: see ``driver.follow``."""
         assert self.ledger is not None and self.backend is not None, "launch() first"
         try:
-            return driver.follow(self.ledger, self.backend, self.prepared, sink)
+            return follow.follow(self.ledger, self.backend, self.prepared, sink)
         finally:
-            driver.update_groups(self.ledger, self.experiment_id)
+            groups.update_groups(self.ledger, self.experiment_id)
 
 
 @contextmanager
@@ -240,7 +250,7 @@ def plan_submission(spec_path: str | Path | Mapping[str, Any], seeds: int | None
 
 
 def submit(spec_path: str | Path | Mapping[str, Any], seeds: int | None = None, backend: str | None = None,
-           wait: bool = True, sink: driver.ProgressSink | None = None, **options: Any) -> Submission:
+           wait: bool = True, sink: follow.ProgressSink | None = None, **options: Any) -> Submission:
     """Every step of ``orch submit`` (a spec file or a mapping); follows the jobs to their end unless
     ``wait=False`` on a queueing backend (Slurm). The run statuses are in ``follow``'s result, the records
     in MLflow; ``runs(name)`` reads them back."""
@@ -290,258 +300,10 @@ def run_in_process(spec_path: str | Path, seed: int = 0, variant: str | None = N
         for old in finished:
             ledger.set_tags(old.run_id, {Tag.SUPERSEDED_BY: prepared.run_id})
             ledger.client.delete_run(old.run_id)
-    driver.update_groups(ledger, experiment_id)
+    groups.update_groups(ledger, experiment_id)
     return run, status, ledger.get(prepared.run_id)
 
 
-# -- reading an experiment ---------------------------------------------------------------------------
-def experiment_name(name_or_spec: str) -> tuple[str, str | None]:
-    """An experiment name, or a spec path (its ``name`` and ``tracking.uri``)."""
-    path = Path(name_or_spec)
-    if path.suffix in (".yaml", ".yml"):
-        doc = load_yaml(path)
-        if "name" not in doc:
-            raise InputError("the spec has no 'name'", str(path), "name")
-        return str(doc["name"]), (doc.get("tracking") or {}).get("uri")
-    return name_or_spec, None
-
-
-def open_experiment(name_or_spec: str, tracking_uri: str | None = None) -> tuple[Ledger, str, str]:
-    """The store (never created by a read), the experiment's id and its name; an unknown one is an error."""
-    name, spec_uri = experiment_name(name_or_spec)
-    ledger = Ledger(resolve_uri(tracking_uri, spec_uri), create=False)
-    experiment_id = ledger.experiment_id(name)
-    if experiment_id is None:
-        raise InputError(f"no experiment named '{name}' in {ledger.uri}")
-    return ledger, experiment_id, name
-
-
-@dataclass
-class ExperimentStatus:
-    name: str
-    groups: list[GroupStatus]
-    sweeps: list[SweepStatus]
-    records: list[RunRecord]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"experiment": self.name, "groups": [g.to_dict() for g in self.groups],
-                "sweeps": [s.to_dict() for s in self.sweeps]}
-
-
-def status(experiment: str, tracking_uri: str | None = None, where: str | None = None) -> ExperimentStatus:
-    """Runs brought up to date (journals ingested, dead jobs closed), then counted per group and per sweep;
-    with ``where`` (``params.noise > 0.1 and variant = low``), only the matching groups and their runs."""
-    from orchestrator.analysis.status import experiment_status, sweep_status
-    ledger, experiment_id, name = open_experiment(experiment, tracking_uri)
-    records = driver.refresh(ledger, ledger.runs(experiment_id), make_backend)
-    parents = driver.update_groups(ledger, experiment_id, records)
-    if where:
-        from orchestrator.analysis.compare import group_parents
-        kept = {p.data.tags.get(Tag.GROUP) for p in group_parents(ledger, experiment_id, where)}
-        parents = [p for p in parents if p.tags.get(Tag.GROUP) in kept]
-        records = [r for r in records if r.tags.get(Tag.GROUP) in kept]
-    return ExperimentStatus(name, experiment_status(ledger, experiment_id, records, parents),
-                            [] if where else sweep_status(ledger, experiment_id), records)
-
-
-def find_run(ledger: Ledger, run: str) -> RunRecord:
-    """A run by MLflow run id, by orch key (as printed by --dry-run and status) or by scheduler job id."""
-    from mlflow.exceptions import MlflowException
-    if not re.fullmatch(r"[\w.:\-]{1,200}", run):  # it goes into an MLflow filter string: nothing that could quote
-        raise InputError(f"{run!r} is not a run id, key or job id (letters, digits, '_', '.', ':', '-')", "RUN")
-    if len(run) == 32:
-        try:
-            return ledger.get(run)
-        except MlflowException:
-            pass
-    experiments = [e.experiment_id for e in ledger.client.search_experiments()]
-    for tag in (Tag.KEY, Tag.JOB_ID):
-        found = ledger.client.search_runs(experiments, filter_string=f"tags.`{tag}` = '{run}'", max_results=1)
-        if found:
-            return ledger.get(found[0].info.run_id)
-    raise InputError(f"no run with id or key '{run}' in {ledger.uri}")
-
-
-def run_logs(run: str, tracking_uri: str | None = None) -> tuple[RunRecord, RunDir, list[Path]]:
-    """A run's record, its run directory and its log files: stdout, stderr, then the scheduler's own."""
-    ledger = Ledger(resolve_uri(tracking_uri), create=False)
-    record = find_run(ledger, run)
-    if not record.tags.get(Tag.RUN_DIR):  # a group, a sweep or a comparison: no process, no logs of its own
-        role = record.tags.get(Tag.ROLE, "run")
-        experiment_id = ledger.client.get_run(record.run_id).info.experiment_id
-        seeds = [r for r in ledger.runs(experiment_id) if r.tags.get(Tag.GROUP) == record.tags.get(Tag.GROUP)] \
-            if role == Role.GROUP else []
-        listed = ", ".join(f"{r.run_id} (seed {r.tags.get(Tag.SEED, '?')}, {r.status})" for r in seeds[:10])
-        raise InputError(f"{run} is a {role} run, with no logs of its own" +
-                         (f"; its seeds: {listed}: orch logs SEED_RUN_ID" if listed else
-                          "; orch status EXPERIMENT --runs lists the seed runs"), "RUN")
-    run_dir = RunDir(Path(record.tags[Tag.RUN_DIR]))
-    try:  # Slurm: what happened before and after Python ran
-        scheduler = [Path(p) for p in json.loads(run_dir.scheduler_record.read_text()).get("logs", [])]
-    except (OSError, ValueError):
-        scheduler = []
-    return record, run_dir, [run_dir.stdout, run_dir.stderr, *scheduler]
-
-
-def runs(experiment: str, tracking_uri: str | None = None) -> pandas.DataFrame:
-    """One row per seed run that counts (the attempt that stands for its key, as status and compare count
-    them): run_id, key, group, variant, seed, status, ``params.*`` (typed) and ``metrics.*`` (latest)."""
-    from orchestrator.analysis.table import runs_frame
-    ledger, experiment_id, _ = open_experiment(experiment, tracking_uri)
-    return runs_frame(ledger, experiment_id, driver.refresh(ledger, ledger.runs(experiment_id), make_backend))
-
-
-def reproduce(run: str, tracking_uri: str | None = None) -> Reproduction:
-    """Run a recorded run again from its code snapshot and resolved params (nothing recorded) and compare
-    every metric with the record (``Reproduction.identical``)."""
-    from orchestrator.reproduce import reproduce as rerun
-    ledger = Ledger(resolve_uri(tracking_uri), create=False)
-    return rerun(find_run(ledger, run))
-
-
-# -- acting on runs ----------------------------------------------------------------------------------
-def cancel(experiment: str, run: str | None = None, tracking_uri: str | None = None) -> tuple[str, int]:
-    """Stop the queued and running runs of an experiment (or one run or group): they end KILLED.
-    Returns the experiment's name and how many runs were cancelled."""
-    name, spec_uri = experiment_name(experiment)
-    uri = resolve_uri(tracking_uri, spec_uri)
-    lock = submit_lock(name, uri, ".")
-    database = sqlite_path(uri)
-    if database is not None and (database.exists() or lock.path.exists()):
-        # a local submission starts its runs, then records them (under this lock); a first one creates the
-        # store only then, so its lock file is what says it is on its way
-        with lock:  # once it lets go, every run it started has its record
-            pass
-    ledger, experiment_id, name = open_experiment(experiment, tracking_uri)
-    records = [r for r in ledger.runs(experiment_id) if r.status in ACTIVE]
-    if run:
-        records = [r for r in records if run in (r.run_id, r.key, r.tags.get(Tag.GROUP), r.tags.get(Tag.JOB_ID))]
-    by_backend: dict[str, list[Job]] = {}
-    for record in records:
-        job = Job(record.tags.get(Tag.JOB_ID, ""), RunDir(Path(record.tags[Tag.RUN_DIR])))
-        by_backend.setdefault(record.tags.get(Tag.BACKEND, "local"), []).append(job)
-    for backend_name, jobs in by_backend.items():  # one cancel per backend (slurm: one scancel)
-        make_backend(backend_name).cancel(jobs)
-        for job in jobs:
-            ledger.close_dead(job.run_dir, "cancelled by orch cancel")
-    driver.update_groups(ledger, experiment_id)
-    return name, len(records)
-
-
-def sync(workdir: Path = Path("mlruns/jobs"), tracking_uri: str | None = None) -> dict[str, int]:
-    """Ingest run journals that did not reach MLflow (runs on nodes without network, a crashed orchestrator).
-    Returns how many run directories had new lines and how many of them ended."""
-    if not workdir.is_dir():
-        raise InputError("not a directory", str(workdir))
-    ledgers: dict[str, Ledger] = {}
-    counts = {"ingested": 0, "ended": 0}
-    for spec_file in sorted(workdir.glob("*/*/run.json")):
-        run_dir = RunDir(spec_file.parent)
-        uri = tracking_uri or run_dir.load().get("tracking_uri") or resolve_uri(None)
-        ledger = ledgers.setdefault(uri, Ledger(uri))
-        before = run_dir.read_cursor().get("offset", 0)
-        ended = ledger.ingest(run_dir)
-        moved = run_dir.read_cursor().get("offset", 0) != before
-        counts["ingested"] += moved
-        counts["ended"] += bool(ended and moved)  # ended by these lines, not already recorded
-    return counts
-
-
-def compare(experiment: str, metric: str | None = None, mode: str | None = None, baseline: str | None = None,
-            by: list[str] | None = None, alpha: float = 0.05, curve: str | None = None, log: bool = True,
-            out: Path | None = None, tracking_uri: str | None = None, where: str | None = None,
-            test: str = "t") -> Report:
-    """Do the groups differ across seeds? The report (statistics, tests, verdicts); with ``log`` it is also
-    logged to MLflow with its plots, with ``out`` kept in that folder too. ``test``: "t" (paired t-test on
-    shared seeds, else Welch's) or "permutation" (Fisher's randomization test, else the permutation test)."""
-    import tempfile
-
-    from orchestrator.analysis import report as report_files
-    from orchestrator.analysis.compare import log_to_mlflow, run_compare
-
-    name, spec_uri = experiment_name(experiment)
-    ledger = Ledger(resolve_uri(tracking_uri, spec_uri), create=False)
-    result = run_compare(ledger, name, metric=metric, mode=mode, baseline=baseline, by=by, alpha=alpha, curve=curve,
-                         where=where, test=test)
-    with tempfile.TemporaryDirectory(prefix="orch-compare-") as tmp:
-        files = out or Path(tmp)
-        if log or out:  # the plots cost a matplotlib import: only when they go somewhere
-            report_files.write(result, files)
-        if log:
-            log_to_mlflow(ledger, result, files)
-            (files / "compare.json").write_text(json.dumps(result.to_dict(), indent=1))
-    return result
-
-
-# -- the store's experiments -------------------------------------------------------------------------
-@dataclass
-class ExperimentSummary:
-    name: str
-    runs: int                  # seed runs (attempts), all statuses
-    groups: int
-    finished: int              # run keys with a FINISHED attempt
-    last_activity: float | None  # seconds since the epoch: the latest run start
-
-
-def list_experiments(tracking_uri: str | None = None) -> list[ExperimentSummary]:
-    """``orch ls``: the store's experiments with orch runs, most recently active first."""
-    from orchestrator.tracking.records import FINISHED, Role, latest_per_key
-    ledger = Ledger(resolve_uri(tracking_uri), create=False)
-    out = []
-    for experiment in ledger.client.search_experiments():
-        seeds = ledger.runs(experiment.experiment_id)
-        groups = ledger.runs(experiment.experiment_id, role=Role.GROUP)
-        if not seeds and not groups:
-            continue
-        starts = [r.start_time for r in seeds + groups if r.start_time]
-        out.append(ExperimentSummary(experiment.name, len(seeds), len(groups),
-                                     sum(r.status == FINISHED for r in latest_per_key(seeds)),
-                                     max(starts) / 1000 if starts else None))
-    return sorted(out, key=lambda e: e.last_activity or 0, reverse=True)
-
-
-def created_folder(run) -> Path | None:
-    """The run directory this store's run created, else None. A run's directory tag is not proof: an
-    imported run's names the source store's directory, and a bundle's tags can be crafted. A directory is
-    this run's when its run.json names the run (a tune trial: every seed's run.json names the trial)."""
-    tags = run.data.tags
-    if Tag.SOURCE_RUN_ID in tags or not tags.get(Tag.RUN_DIR):
-        return None
-    folder = Path(tags[Tag.RUN_DIR])
-    if tags.get(Tag.TRIAL_ID):
-        specs, key, owner = list(folder.glob("seed*/run.json")), "trial_id", tags[Tag.TRIAL_ID]
-    else:
-        specs, key, owner = [folder / "run.json"], "run_id", run.info.run_id
-    try:
-        owned = bool(specs) and all(json.loads(s.read_text()).get(key) == owner for s in specs)
-    except (OSError, ValueError, AttributeError):
-        return None
-    return folder if owned and not folder.is_symlink() else None
-
-
-def delete_experiment(name: str, tracking_uri: str | None = None) -> tuple[int, int]:
-    """``orch delete``: every run of the experiment and its run directories. The experiment is renamed
-    before MLflow's (soft) delete, so the name is free: a later submit starts afresh instead of restoring
-    it. Returns the MLflow runs and run directories deleted."""
-    import shutil
-    import time
-
-    from orchestrator.tracking.records import search_all
-    ledger, experiment_id, name = open_experiment(name, tracking_uri)
-    active = [r for r in ledger.runs(experiment_id) if r.status in ACTIVE]
-    if active:
-        raise InputError(f"{len(active)} run(s) of '{name}' are queued or running: orch cancel {name} first")
-    runs = search_all(ledger.client, experiment_id)
-    removed = 0
-    for folder in {f for f in map(created_folder, runs) if f is not None}:
-        shutil.rmtree(folder, ignore_errors=True)
-        removed += 1
-    for run in runs:
-        ledger.client.delete_run(run.info.run_id)
-    ledger.client.rename_experiment(experiment_id, f"{name}.deleted-{time.strftime('%Y%m%d-%H%M%S')}")
-    ledger.client.delete_experiment(experiment_id)
-    return len(runs), removed
-
-
-__all__ = ["Submission", "list_experiments", "delete_experiment", "plan_submission", "submit", "run_in_process", "status",
-           "runs", "reproduce", "find_run", "run_logs", "cancel", "sync", "compare", "open_experiment", "experiment_name"]
+__all__ = ["ExperimentStatus", "ExperimentSummary", "Submission", "cancel", "compare", "created_folder", "deferred_interrupt",
+           "delete_experiment", "experiment_name", "find_run", "list_experiments", "load_any", "open_experiment",
+           "plan_submission", "reproduce", "run_in_process", "run_logs", "runs", "status", "submit", "sync"]

@@ -21,7 +21,8 @@ from orchestrator.tracking.records import ACTIVE, RUNNING, Tag, latest_per_key
 if TYPE_CHECKING:
     from orchestrator.analysis.status import GroupStatus, SweepStatus
     from orchestrator.api import ExperimentStatus
-    from orchestrator.driver import Reconciled, RunProgress
+    from orchestrator.driver import Reconciled
+    from orchestrator.follow import RunProgress
     from orchestrator.spec.plan import Run
     from orchestrator.tracking.records import RunRecord
     from orchestrator.tune.recorder import TrialState
@@ -210,7 +211,7 @@ def watch_status(read: Callable[[], ExperimentStatus], every_s: float = 2.0) -> 
     import time
     from pathlib import Path
 
-    from orchestrator.driver import run_progress
+    from orchestrator.follow import run_progress
     from orchestrator.job.rundir import RunDir
     started_at: dict[str, float] = {}
     with Live(console=console, refresh_per_second=2) as live:

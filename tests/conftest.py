@@ -86,7 +86,7 @@ def ray_local():
     os.environ.pop("RAY_ADDRESS", None)
     os.environ["RAY_TMPDIR"] = str(root / "t")
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(root / "auth_token")
-    from orchestrator.backends.ray import connect
+    from orchestrator.backends.ray_connect import connect
     from orchestrator.backends.ray_settings import RaySettings
     ray = connect(None, RaySettings(num_cpus=2))
     yield ray

@@ -119,7 +119,7 @@ def test_a_refused_slurm_requeue_ends_the_run_saying_why(store, tmp_path, monkey
     from submitit.core.utils import DelayedSubmission, JobPaths
     from submitit.slurm.slurm import SlurmJobEnvironment
 
-    from orchestrator.backends import slurm
+    from orchestrator.backends import slurm_job as slurm
     from orchestrator.job import worker
     from orchestrator.spec.plan import Run
 

@@ -19,8 +19,9 @@ import pytest
 import support
 
 from orchestrator.backends.base import DONE, PENDING, RUNNING, Job
-from orchestrator.backends.slurm import SlurmBackend, expand_job_ids, read_record, to_job_state
+from orchestrator.backends.slurm import SlurmBackend
 from orchestrator.backends.slurm_profile import ClusterProfile, Limits, load_profile
+from orchestrator.backends.slurm_states import expand_job_ids, read_record, to_job_state
 from orchestrator.errors import InputError
 from orchestrator.job import worker
 from orchestrator.job.journal import read_journal
@@ -136,7 +137,7 @@ def test_profiles_map_resources_and_refuse_the_impossible(tmp_path):
 def test_requeues_are_bounded_by_the_profile(tmp_path, monkeypatch):
     """submitit calls checkpoint() on SIGUSR2: it resubmits the same call and tells the worker a requeue
     is under way, until max_requeues restarts; then it declines (the run ends FAILED, saying why)."""
-    from orchestrator.backends.slurm import SlurmRun
+    from orchestrator.backends.slurm_job import SlurmRun
     job = SlurmRun(max_requeues=2)
     monkeypatch.setattr(worker, "_requeue_reason", None)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")

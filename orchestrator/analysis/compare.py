@@ -9,13 +9,15 @@ missing ones come from ``status.experiment_status`` so that both commands agree.
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.analysis import stats
+from orchestrator.analysis.grouping import group_names, group_parents, pooling_notes
 from orchestrator.analysis.interval import aggregates
+from orchestrator.analysis.numbers import fmt, fmt_p
 from orchestrator.analysis.status import experiment_status
 from orchestrator.errors import InputError, did_you_mean
 from orchestrator.spec.identity import describe_drift
@@ -97,90 +99,6 @@ class Report:
 
 
 # -- gathering ----------------------------------------------------------------------------------------
-def _field_value(run, name: str) -> str | None:
-    """``variant``, ``grid``, ``params.X``, ``tags.X``, or a bare param/tag name (param first)."""
-    params, tags = run.data.params, run.data.tags
-    if name == "variant":
-        return tags.get(Tag.VARIANT)
-    if name in ("grid", "grid_point"):
-        return tags.get(Tag.GRID_POINT) or "-"
-    if name.startswith("params."):
-        return params.get(name[len("params."):])
-    if name.startswith("tags."):
-        return tags.get(name[len("tags."):])
-    for source in (params, tags):
-        if name in source:
-            return source[name]
-    return tags.get(f"orch.{name}")
-
-
-def _short(name: str) -> str:
-    return name.split(".", 1)[1] if name.startswith(("params.", "tags.")) else name
-
-
-def _differing_params(parents: list) -> list[str]:
-    """The params whose values differ among these parent runs (each a configuration)."""
-    keys = sorted({k for p in parents for k in p.data.params})
-    return [k for k in keys if len({p.data.params.get(k) for p in parents}) > 1]
-
-
-def group_names(parents: list, by: list[str]) -> dict[str, str]:
-    """parent run id -> group name. Without ``by`` a group is one configuration (``orch.group``), named by
-    its label (variant[grid point]); configurations that share a label (the same variant submitted with
-    other ``--set`` values) are told apart by the params that differ between them. With ``by``, parents
-    that agree on those fields are pooled (``pooling_notes`` says so)."""
-    if not by:
-        labels = {p.info.run_id: p.data.tags.get("mlflow.runName") or p.data.tags.get(Tag.GROUP, "?") for p in parents}
-        names = dict(labels)
-        for label in [v for v, n in Counter(labels.values()).items() if n > 1]:
-            same = [p for p in parents if labels[p.info.run_id] == label]
-            keys = _differing_params(same)
-            for p in same:
-                detail = ", ".join(f"{k}={p.data.params.get(k)}" for k in keys) or p.data.tags.get(Tag.GROUP, "?")
-                names[p.info.run_id] = f"{label} ({detail})"
-        return names
-    for name in by:
-        if all(_field_value(p, name) is None for p in parents):
-            known = sorted({f"params.{k}" for p in parents for k in p.data.params} | {"variant", "grid"})
-            raise InputError(f"unknown grouping field '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}",
-                             "--by")
-    names = {}
-    for p in parents:
-        parts = [f"{_field_value(p, n)}" if n == "variant" else f"{_short(n)}={_field_value(p, n)}" for n in by]
-        names[p.info.run_id] = ", ".join(parts)
-    return names
-
-
-def pooling_notes(parents: list, names: dict[str, str]) -> list[str]:
-    """One note per group that pools configurations differing in more than seeds."""
-    notes = []
-    for name in dict.fromkeys(names.values()):
-        pooled = [p for p in parents if names[p.info.run_id] == name]
-        keys = _differing_params(pooled)
-        if len(pooled) > 1 and keys:
-            notes.append(f"`{name}` pools {len(pooled)} configurations that differ in {', '.join(keys)} "
-                         "(asked for by --by): its spread mixes those settings with seed noise")
-    return notes
-
-
-def group_parents(ledger: Ledger, experiment_id: str, where: str | None = None) -> list:
-    """The experiment's group runs (with params), those matching ``where`` (``analysis/where.py``) when
-    given; none is an error that says what there is instead."""
-    parents = search_all(ledger.client, experiment_id, role_filter(Role.GROUP))
-    if parents and where:
-        from orchestrator.analysis.where import matches, parse
-        clauses = parse(where)
-        parents = [p for p in parents if matches(p, clauses)]
-        if not parents:
-            raise InputError(f"no group matches '{where}'", "--where")
-    if not parents:
-        if search_all(ledger.client, experiment_id, role_filter(Role.SWEEP)):
-            raise InputError("the experiment holds only `orch tune` sweeps (compared in its trial table): compare "
-                             "seeds of `orch submit`, e.g. orch submit best.yaml --seeds 10")
-        raise InputError("the experiment has no orch runs (no parent run with tag orch.role=group)")
-    return parents
-
-
 def gather(ledger: Ledger, experiment_id: str, metric: str, names: dict[str, str]) -> list[Group]:
     """Groups with the final values of ``metric`` of their FINISHED seeds (and the other runs counted);
     ``names``: parent run id -> group name (``group_names``)."""
@@ -298,18 +216,6 @@ def build_curve(ledger: Ledger, run_ids: list[str], name: str, confidence: float
 
 
 # -- verdicts -----------------------------------------------------------------------------------------
-def fmt(x: float | None, digits: int = 4) -> str:
-    if x is None:
-        return "-"
-    if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
-        return f"{x:.{max(1, digits - 2)}e}"
-    return f"{x:.{digits}g}"
-
-
-def fmt_p(p: float | None) -> str:
-    return "-" if p is None else ("<1e-16" if p < 1e-16 else f"{p:.2g}" if p < 0.001 else f"{p:.3f}")
-
-
 TEST_NAMES = {"welch_t": "Welch's t-test", "paired_t": "paired t-test", "mann_whitney_u": "Mann-Whitney U",
               "wilcoxon": "Wilcoxon signed-rank", "permutation": "permutation test",
               "permutation_paired": "Fisher's randomization test"}

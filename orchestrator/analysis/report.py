@@ -14,7 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.analysis import plots
-from orchestrator.analysis.compare import TEST_NAMES, Report, fmt, fmt_p
+from orchestrator.analysis.compare import TEST_NAMES, Report
+from orchestrator.analysis.numbers import fmt, fmt_p
 
 GROUP_COLUMNS = ("group", "n", "missing", "failed", "killed", "running", "mean", "std", "SE", "median", "min", "max",
                  "CI (t)", "CI (bootstrap)")

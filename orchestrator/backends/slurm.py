@@ -8,19 +8,15 @@
 - Crash safety (Dora's idea): before sbatch, every run directory gets ``scheduler.json`` with a token
   that is also the Slurm job name; after sbatch, the job id is added. A run whose orchestrator died in
   between is found again by that name, so it is neither lost nor queued twice.
-- Preemption and time limits: the job function is a submitit ``Checkpointable``; on SIGUSR2 submitit
-  calls ``checkpoint``, which tells the worker a requeue is under way (the journal says ``requeue``,
-  not KILLED) and resubmits the same call. The workload's own ``ctx.save_checkpoint`` is what the next
-  attempt resumes from, in the same MLflow run. Jobs are submitted ``--requeue`` (profile ``requeue``),
-  so this holds on sites whose slurm.conf says ``JobRequeue=0``.
+- Preemption and time limits (``slurm_job.py``, what runs in the job): a requeue journals ``requeue``, not
+  KILLED, and the next attempt resumes from the workload's checkpoint in the same MLflow run. Jobs are
+  submitted ``--requeue`` (profile ``requeue``), so this holds where slurm.conf says ``JobRequeue=0``.
 - Packing (``resources.runs_per_job``): one array task runs several runs at once (``SlurmPack``, through
-  ``job/pack.py``), each with its own journal, checkpoint, requeue and MLflow run; every run of a pack
-  has the task's job id.
-"""
+  ``job/pack.py``), each with its own journal, checkpoint, requeue and MLflow run and the task's job id.
+Job states and ``scheduler.json``: ``slurm_states.py``; ``--dry-run``'s scripts: ``slurm_preview.py``."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -35,16 +31,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import submitit
-from submitit.core.utils import DelayedSubmission
-from submitit.helpers import Checkpointable
 
-from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Backend, Job, JobState
+from orchestrator.backends.base import LOST, PENDING, Backend, Job, JobState
+from orchestrator.backends.slurm_job import SlurmPack, SlurmRun
 from orchestrator.backends.slurm_profile import apply_profile, job_resources, load_profile
+from orchestrator.backends.slurm_states import ENDED_STATES, expand_job_ids, read_record, to_job_state, write_record
 from orchestrator.errors import InputError
 from orchestrator.job.journal import ended_last, running_now
 from orchestrator.job.liveness import pid_alive
-from orchestrator.job.pack import Pack
-from orchestrator.job.rundir import RunDir, atomic_write, output_to
+from orchestrator.job.rundir import RunDir
 from orchestrator.spec.tracking_uri import default_uri
 
 if TYPE_CHECKING:
@@ -55,152 +50,7 @@ QUERY_CACHE_S = 2.0       # follow() polls often; the scheduler is asked at most
 CANCEL_WAIT_S = 15.0      # how long cancel waits for running jobs to journal their end
 DEFAULT_MAX_ARRAY_SIZE = 1001
 
-# Slurm job states (squeue %T / sacct State) -> orch's view of a job
-_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "RESV_DEL_HOLD", "SPECIAL_EXIT",
-            "RESIZING"}
-_RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "SUSPENDED", "STOPPED"}
-_ENDED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
-          "DEADLINE", "REVOKED"}
-
-
-# -- what runs in the job ----------------------------------------------------------------------------
-class SlurmRun(Checkpointable):
-    """The callable each array task runs. Kept free of MLflow: a job imports only the worker."""
-
-    def __init__(self, max_requeues: int):
-        self.max_requeues = max_requeues
-
-    def __call__(self, run_dir: str) -> str:
-        from orchestrator.job import jobpath, worker
-        jobpath.drop_working_directory()
-        worker.requeue_probe = requeued_by_slurm
-        # submitit requeues with `subprocess.check_call(["scontrol", "requeue", ...])`: a refusal raises a
-        # CalledProcessError that carries neither scontrol's answer nor the fact that no requeue happened.
-        # Its SlurmJobEnvironment is made inside submitit's process_job, so the method is replaced here, in
-        # the job's own process only.
-        from submitit.slurm.slurm import SlurmJobEnvironment
-        SlurmJobEnvironment._requeue = _requeue_or_say_why  # type: ignore[method-assign, assignment]
-        with output_to(RunDir(Path(run_dir))):
-            return worker.execute(run_dir)
-
-    def checkpoint(self, run_dir: str) -> DelayedSubmission | None:  # type: ignore[override]  # None: no requeue
-        """Called by submitit's SIGUSR2 handler (preemption, or the time limit approaching)."""
-        from orchestrator.job import worker
-        restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))
-        if restarts >= self.max_requeues:
-            print(f"orch: requeued {restarts} times already (max_requeues={self.max_requeues}): the run ends here",
-                  file=sys.stderr, flush=True)
-            return None  # submitit raises UncompletedJobError in the workload: the run ends FAILED, saying why
-        worker.request_requeue(f"Slurm signal (preemption or time limit); requeue {restarts + 1} of at most "
-                               f"{self.max_requeues}")
-        return DelayedSubmission(self, run_dir)
-
-
-_current_pack: Pack | None = None  # the pack this job process runs (SlurmPack), for the requeue hooks below
-
-
-class SlurmPack(Checkpointable):
-    """The callable of an array task holding ``runs_per_job`` runs (job/pack.py): one process per run."""
-
-    def __init__(self, max_requeues: int, gpu_share: float):
-        self.max_requeues = max_requeues
-        self.gpu_share = gpu_share
-
-    def __call__(self, run_dirs: list[str]) -> str:
-        global _current_pack
-        from submitit.slurm.slurm import SlurmJobEnvironment
-        SlurmJobEnvironment._requeue = _requeue_or_say_why  # type: ignore[method-assign, assignment]
-        _current_pack = Pack(run_dirs, self.gpu_share, self.max_requeues, probe=f"{__name__}:requeued_by_slurm")
-        return ",".join(_current_pack.run())
-
-    def checkpoint(self, run_dirs: list[str]) -> DelayedSubmission | None:  # type: ignore[override]
-        """SIGUSR2: each run journals ``requeue`` (or, past max_requeues, ends FAILED) and stops; then the
-        task is requeued unless every run has ended."""
-        restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))
-        if _current_pack is not None:
-            _current_pack.checkpoint()
-        if restarts >= self.max_requeues:
-            return None
-        return DelayedSubmission(self, run_dirs)
-
-
-def scontrol_requeue(job_id: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
-
-
-def _requeue_or_say_why(env: Any, countdown: int) -> None:
-    """submitit's ``SlurmJobEnvironment._requeue``, keeping Slurm's answer when it refuses (``JobRequeue=0``
-    in slurm.conf, or a job submitted ``--no-requeue``: "Requested operation is presently disabled")."""
-    try:
-        proc = scontrol_requeue(env.job_id)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        _refused(f"Slurm could not requeue job {env.job_id}: scontrol requeue: {err}")
-    if proc.returncode != 0:
-        answer = (proc.stderr or proc.stdout).strip() or f"exit status {proc.returncode}"
-        _refused(f"Slurm refused to requeue job {env.job_id}: {answer}")
-    print(f"orch: requeued job {env.job_id} ({countdown} time-outs left)", file=sys.stderr, flush=True)
-
-
-def _refused(message: str) -> None:
-    from orchestrator.job import worker
-    if _current_pack is not None:  # the runs already journaled `requeue` in their own processes: close them
-        _current_pack.close_requeued(message)
-    worker.requeue_refused(message)
-
-
-def requeued_by_slurm() -> str | None:
-    """On SIGTERM: is Slurm requeueing this job (``scontrol requeue``, preemption with PreemptMode=REQUEUE)
-    rather than cancelling it? A requeue has already raised the job's restart count above this attempt's."""
-    job_id = os.environ.get("SLURM_JOB_ID")
-    if not job_id:
-        return None
-    try:
-        out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    match = re.search(r"\bRestarts=(\d+)", out)
-    if match and int(match.group(1)) > int(os.environ.get("SLURM_RESTART_COUNT", 0)):
-        return f"Slurm requeued the job (restart {match.group(1)})"
-    return None
-
-
-# -- scheduler.json: the run directory's record of its submission ------------------------------------
-def read_record(run_dir: RunDir) -> dict[str, Any]:
-    try:
-        return json.loads(run_dir.scheduler_record.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def write_record(run_dir: RunDir, record: dict[str, Any]) -> None:
-    atomic_write(run_dir.scheduler_record, json.dumps(record).encode(), durable=False)
-
-
-# -- parsing scheduler output ------------------------------------------------------------------------
-def expand_job_ids(field: str) -> list[str]:
-    """``12_3`` -> [12_3]; ``12_[0-2,5%4]`` (pending array tasks, compressed) -> [12_0, 12_1, 12_2, 12_5]."""
-    match = re.fullmatch(r"(\d+)_\[([^\]]+)\]", field)
-    if not match:
-        return [field]
-    base, spec = match.group(1), match.group(2).split("%")[0]
-    out = []
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        out += [f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
-    return out
-
-
-def to_job_state(state: str, detail: str) -> JobState:
-    """``state`` as Slurm prints it (sacct: "CANCELLED by 1000"), ``detail`` the exit code or reason."""
-    name = state.split()[0] if state else ""
-    detail = "" if detail in ("None", "0:0") else detail
-    if name in _PENDING:
-        return JobState(PENDING, detail or None)
-    if name in _RUNNING:
-        return JobState(RUNNING)
-    if name == "COMPLETED" and not detail:
-        return JobState(DONE)  # the journal says how the run ended
-    return JobState(DONE, f"Slurm: {state}" + (f" ({detail})" if detail else ""))
+UNREACHABLE = "Unable to contact slurm controller"
 
 
 class SchedulerError(RuntimeError):
@@ -229,6 +79,7 @@ class SlurmBackend(Backend):
 
     @classmethod
     def preview(cls, spec: Spec, n_runs: int) -> str | None:
+        from orchestrator.backends.slurm_preview import preview_text
         return preview_text(spec, n_runs)
 
     def describe(self) -> str | None:
@@ -353,23 +204,6 @@ class SlurmBackend(Backend):
             return executor._make_submission_file_text("<python -u -m submitit.core._submit ...>", "<token>")
         finally:
             executor.parameters.pop("map_count", None)
-
-    def array_previews(self, n_runs: int) -> list[tuple[str, str]]:
-        """``--dry-run``: for each array the submission would queue, its sbatch script and what
-        ``sbatch --test-only`` answers for it. Nothing is created or queued."""
-        jobs = math.ceil(n_runs / (self.resources.runs_per_job if self.resources is not None else 1))
-        size = self.max_array_size()
-        out = []
-        for start in range(0, jobs, size):
-            text = self.job_script(min(size, jobs - start))
-            with tempfile.TemporaryDirectory(prefix="orch-sbatch-") as tmp:
-                script = Path(tmp) / "preview.sh"
-                script.write_text(text.replace("<job folder>/.slurm/<token>", tmp).replace("<token>", "preview"))
-                proc = self._run(["sbatch", "--test-only", str(script)], check=False)
-            answer = (proc.stderr or proc.stdout).strip().replace("sbatch: ", "")
-            verdict = "no answer (no controller reachable here)" if UNREACHABLE in answer else "refused"
-            out.append((text, answer if proc.returncode == 0 else f"{verdict}: {answer}"))
-        return out
 
     def max_array_size(self) -> int:
         if self.profile is not None and self.profile.max_array_size:
@@ -509,7 +343,7 @@ class SlurmBackend(Backend):
                     if len(parts) < 4:
                         continue
                     job_field, state, exit_code, reason = parts[:4]
-                    ended = state.split()[0] in _ENDED if state else False
+                    ended = state.split()[0] in ENDED_STATES if state else False
                     detail = f"exit code {exit_code}" if ended and exit_code not in ("", "0:0") else reason
                     for job_id in expand_job_ids(job_field):
                         states[job_id] = (state, detail)
@@ -550,32 +384,6 @@ class SlurmBackend(Backend):
         self._cache.clear()
 
 
-UNREACHABLE = "Unable to contact slurm controller"
-
-
-def _controller_answers() -> bool:
-    """Whether a Slurm controller answers here (a dry-run on a laptop still shows the job scripts)."""
-    try:
-        return subprocess.run(["scontrol", "ping"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-def preview_text(spec: Spec, n_runs: int, cluster: str | None = None) -> str:
-    """``orch submit --dry-run`` on Slurm: each array's sbatch script and ``sbatch --test-only``'s answer.
-    Builds the backend as a submission would (the same refusals), creates and queues nothing."""
-    backend = SlurmBackend.from_spec(spec, cluster=cluster, check=_controller_answers())
-    if n_runs == 0:
-        return "nothing to queue"
-    parts = []
-    arrays = backend.array_previews(n_runs)
-    per_job = spec.resources.runs_per_job
-    for i, (script, answer) in enumerate(arrays, 1):
-        head = f"# array {i} of {len(arrays)}" + (f" ({per_job} runs per job)" if per_job > 1 else "")
-        parts.append(f"{head}\n{script.rstrip()}\n# sbatch --test-only: {answer}")
-    return "\n\n".join(parts)
-
-
 def _fault(point: str) -> None:
     """Crash here when ``ORCH_FAULT`` names this point: the tests kill orch exactly between sbatch and
     recording the job ids, which no timing can do reliably."""
@@ -589,5 +397,3 @@ def _submitter_alive(submitter: str) -> bool:
         return False
     return pid_alive(int(pid)) and int(pid) != os.getpid()  # this very process: its submission failed, nothing is coming
 
-
-__all__ = ["SlurmBackend", "SlurmRun", "expand_job_ids", "to_job_state", "SchedulerError"]

@@ -112,7 +112,7 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
     ledger = Ledger(uri)
     experiment_id = ledger.experiment_id(spec.name, create=True)
 
-    from orchestrator.backends.ray import connect, require
+    from orchestrator.backends.ray_connect import connect, require
     ray = connect(ray_address)
     require(ray, {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, "memory": spec.resources.mem_gb * 2**30},
             f"{spec_path}: resources")

@@ -162,7 +162,7 @@ def _run_seeds_as_tasks(run_dirs: list[RunDir], reporter: _Reporter, poll_s: flo
     """k seeds at once, each a Ray task in the trial's placement group; their journals are followed."""
     import ray
 
-    from orchestrator.backends.ray import run_in_task
+    from orchestrator.backends.ray_task import run_in_task
     remote = ray.remote(run_in_task)
     cpus = reporter.plan.cpus
     refs = [remote.options(num_cpus=cpus, num_gpus=reporter.plan.gpus, max_retries=0).remote(str(r.path))

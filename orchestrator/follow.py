@@ -1,0 +1,108 @@
+"""Following a submission's jobs to their end: poll the backend, ingest the journals (live every few seconds,
+fully at the end), report each running run's step and rate to a progress sink; Ctrl-C cancels, and the
+cancelled runs end KILLED, recorded."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from orchestrator.backends.base import DONE, LOST, Backend, Job
+from orchestrator.backends.base import RUNNING as JOB_RUNNING
+from orchestrator.driver import Prepared
+from orchestrator.job.journal import decode_number, last_event, last_metrics
+from orchestrator.job.rundir import RunDir
+from orchestrator.tracking.ledger import Ledger
+from orchestrator.tracking.records import FINISHED, KILLED
+
+LIVE_INGEST_EVERY_S = 2.0
+PROGRESS_EVERY_S = 1.0  # running runs' steps read from their journals' tails
+
+
+@dataclass
+class RunProgress:
+    """Where a running run stands, from the tail of its journal."""
+    label: str
+    step: int | None                 # the last logged step (None: nothing logged yet)
+    metrics: dict[str, float]        # the values logged at that step
+    rate: float | None               # steps per second since the run started
+
+
+class ProgressSink(Protocol):
+    """What ``follow`` reports to (the CLI draws a progress bar and a table of running runs; tests and
+    notebooks may pass nothing). ``active`` is refreshed about once a second."""
+
+    def update(self, done: int, running: int, failed: int, killed: int, total: int,
+               active: list[RunProgress]) -> None: ...
+
+
+class _Silent:
+    def update(self, done: int, running: int, failed: int, killed: int, total: int,
+               active: list[RunProgress]) -> None:
+        pass
+
+
+def run_progress(label: str, run_dir: RunDir, started_at: dict[str, float]) -> RunProgress:
+    """``started_at`` caches each run directory's start time (read once from its journal's start event)."""
+    where = str(run_dir.path)
+    if where not in started_at:
+        start = last_event(run_dir.journal, "start")
+        if start is None:
+            return RunProgress(label, None, {}, None)
+        started_at[where] = start["t"]
+    record = last_metrics(run_dir.journal)
+    if record is None:
+        return RunProgress(label, None, {}, None)
+    elapsed = record["t"] - started_at[where]
+    rate = (record["step"] + 1) / elapsed if elapsed > 0 else None
+    return RunProgress(label, record["step"], {k: decode_number(v) for k, v in record["metrics"].items()}, rate)
+
+
+def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: ProgressSink | None = None,
+           poll_s: float = 0.05) -> dict[str, str]:
+    """Poll until every job ended, ingesting journals (live every few seconds, fully at the end).
+    Ctrl-C cancels: running jobs end KILLED, their journals ingested, nothing half-written."""
+    sink = sink or _Silent()
+    jobs = {p.run_id: Job(p.job_id, p.run_dir) for p in prepared}
+    by_id = {p.run_id: p for p in prepared}
+    results: dict[str, str] = {}
+    last_live = -LIVE_INGEST_EVERY_S  # at once: runs may have started before their records existed (api.launch)
+    last_shown = time.monotonic()
+    started_at: dict[str, float] = {}
+    active: list[RunProgress] = []
+    try:
+        while len(results) < len(jobs):
+            pending_ids = [rid for rid in jobs if rid not in results]
+            states = backend.poll([jobs[rid] for rid in pending_ids])
+            running, ended = [], []
+            for run_id, state in zip(pending_ids, states):
+                if state.state in (DONE, LOST):
+                    ended.append((run_id, state.reason))
+                elif state.state == JOB_RUNNING:
+                    running.append(run_id)
+            if ended:  # the runs that ended since the last poll: one write (Ledger.ingest_many)
+                for (run_id, reason), status in zip(ended, ledger.ingest_many([jobs[r].run_dir for r, _ in ended])):
+                    results[run_id] = status or ledger.close_dead(jobs[run_id].run_dir,
+                                                                  reason or "the job ended without recording an end")
+            if time.monotonic() - last_live > LIVE_INGEST_EVERY_S:
+                ledger.ingest_many([jobs[run_id].run_dir for run_id in running])
+                last_live = time.monotonic()
+            if time.monotonic() - last_shown > PROGRESS_EVERY_S:
+                active = [run_progress(f"{by_id[r].run.label}/seed{by_id[r].run.seed}", by_id[r].run_dir, started_at)
+                          for r in running]
+                last_shown = time.monotonic()
+            killed = sum(1 for s in results.values() if s == KILLED)  # cancelled or interrupted: not a failure
+            failed = sum(1 for s in results.values() if s not in (FINISHED, KILLED))
+            sink.update(len(results), len(running), failed, killed, len(jobs), active)
+            if len(results) < len(jobs):
+                backend.wait(poll_s)  # local: woken at once by a run's end
+    except KeyboardInterrupt:
+        if not backend.blocking:  # queued on a cluster (slurm): Ctrl-C stops following, the jobs go on
+            raise
+        remaining = [rid for rid in jobs if rid not in results]
+        backend.cancel([jobs[rid] for rid in remaining])
+        for run_id in remaining:
+            results[run_id] = ledger.close_dead(jobs[run_id].run_dir, "cancelled (Ctrl-C)")
+        raise
+    return results
