@@ -51,11 +51,20 @@ def handles_input_errors(fn):
 
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from orchestrator import __version__
+        print(f"orch {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 @handles_input_errors
 def main(max_runs: Annotated[Optional[int], typer.Option(
         "--max-runs", min=1, help="refuse a submission planning more runs than this (default 10,000; "
-                                  "env ORCH_MAX_RUNS)")] = None) -> None:
+                                  "env ORCH_MAX_RUNS)")] = None,
+         version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="print orch's version and exit")] = False) -> None:
     """orch: declare experiments in YAML, run every seed locally, on Slurm or on Ray, record everything in
     MLflow, and compare across seeds."""
     from orchestrator import privacy

@@ -160,7 +160,7 @@ def array_run(slurm, tmp_path_factory):
     from conftest import Store
     store = Store(tmp_path_factory.mktemp("array"))
     profile = store.root / "small-arrays.yaml"
-    profile.write_text((REPO / "cluster" / "local-slurm.yaml").read_text() + "max_array_size: 5\n")
+    profile.write_text((REPO / "orchestrator" / "profiles" / "local-slurm.yaml").read_text() + "max_array_size: 5\n")
     spec = store.spec({"name": "sl_array", **SMOKE, "variants": {"ok": {}, "bad": {"fail_at_step": 3}}})
     submitted = store.orch("submit", str(spec), "--seeds", "4", "--backend", "slurm", "--cluster", str(profile), "--wait")
     local = store.spec({"name": "sl_local", **SMOKE}, name="local.yaml")

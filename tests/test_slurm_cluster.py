@@ -200,7 +200,7 @@ def test_packed_runs_equal_unpacked_runs_and_each_is_requeued_and_resumed(slurm,
 
 def test_a_submission_over_the_job_limit_is_refused_before_anything_is_queued(slurm, store, tmp_path):
     profile = tmp_path / "qos.yaml"
-    profile.write_text((REPO / "cluster" / "local-slurm.yaml").read_text() + "max_jobs: 2\n")
+    profile.write_text((REPO / "orchestrator" / "profiles" / "local-slurm.yaml").read_text() + "max_jobs: 2\n")
     backend = SlurmBackend(load_profile(str(profile)), Resources())
     dirs = [RunDir(tmp_path / f"r{i}") for i in range(3)]
     with pytest.raises(InputError, match="max_jobs=2"):

@@ -8,7 +8,7 @@ from typing import Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator.backends.slurm_profile import PROJECT_CLUSTER_DIR
+from orchestrator.backends.slurm_profile import SHIPPED_PROFILES
 from orchestrator.errors import invalid
 from orchestrator.spec.spec import load_yaml
 
@@ -38,7 +38,7 @@ class RaySettings(BaseModel):
 
 def ray_profile_path() -> Path | None:
     """``cluster/ray.yaml`` in the working directory, else the one shipped next to the package."""
-    for folder in (Path.cwd() / "cluster", PROJECT_CLUSTER_DIR):
+    for folder in (Path.cwd() / "cluster", SHIPPED_PROFILES):
         if (folder / "ray.yaml").is_file():
             return folder / "ray.yaml"
     return None

@@ -119,7 +119,10 @@ class SlurmBackend(Backend):
         return self.profile.slurm_parameters(self.resources)
 
     def _executor(self, folder: Path, job_name: str) -> submitit.SlurmExecutor:
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.profile.max_requeues)
+        try:
+            executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.profile.max_requeues)
+        except RuntimeError as err:  # submitit's "Could not detect srun": not a Slurm host
+            raise SchedulerError(f"{err} ('srun' is not on PATH: is this a Slurm login node?)") from None
         executor.update_parameters(job_name=job_name, **self.parameters())
         return executor
 

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.backends.slurm import UNREACHABLE, SlurmBackend
+from orchestrator.backends.slurm import DEFAULT_MAX_ARRAY_SIZE, UNREACHABLE, SchedulerError, SlurmBackend
 
 if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
@@ -19,14 +19,21 @@ def array_previews(backend: SlurmBackend, n_runs: int) -> list[tuple[str, str]]:
     """``--dry-run``: for each array the submission would queue, its sbatch script and what
     ``sbatch --test-only`` answers for it. Nothing is created or queued."""
     jobs = math.ceil(n_runs / (backend.resources.runs_per_job if backend.resources is not None else 1))
-    size = backend.max_array_size()
+    try:
+        size = backend.max_array_size()
+    except SchedulerError:  # no Slurm commands here (a laptop): the scripts are still worth seeing
+        size = DEFAULT_MAX_ARRAY_SIZE
     out = []
     for start in range(0, jobs, size):
         text = backend.job_script(min(size, jobs - start))
         with tempfile.TemporaryDirectory(prefix="orch-sbatch-") as tmp:
             script = Path(tmp) / "preview.sh"
             script.write_text(text.replace("<job folder>/.slurm/<token>", tmp).replace("<token>", "preview"))
-            proc = backend._run(["sbatch", "--test-only", str(script)], check=False)
+            try:
+                proc = backend._run(["sbatch", "--test-only", str(script)], check=False)
+            except SchedulerError as err:
+                out.append((text, f"no answer ({err})"))
+                continue
         answer = (proc.stderr or proc.stdout).strip().replace("sbatch: ", "")
         verdict = "no answer (no controller reachable here)" if UNREACHABLE in answer else "refused"
         out.append((text, answer if proc.returncode == 0 else f"{verdict}: {answer}"))
@@ -48,7 +55,10 @@ def preview_text(spec: Spec, n_runs: int, cluster: str | None = None) -> str:
     if n_runs == 0:
         return "nothing to queue"
     parts = []
-    arrays = array_previews(backend, n_runs)
+    try:
+        arrays = array_previews(backend, n_runs)
+    except SchedulerError as err:  # no Slurm here at all: nothing to preview the scripts with
+        return f"no job script: {err}"
     per_job = spec.resources.runs_per_job
     for i, (script, answer) in enumerate(arrays, 1):
         head = f"# array {i} of {len(arrays)}" + (f" ({per_job} runs per job)" if per_job > 1 else "")

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 from orchestrator.errors import InputError, did_you_mean, invalid
 from orchestrator.spec.spec import Resources, deep_merge, load_yaml
 
-PROJECT_CLUSTER_DIR = Path(__file__).resolve().parents[2] / "cluster"  # the checkout's cluster/
+SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "profiles"  # package data: plafrim, local-slurm, ray
 
 
 TASK_LAYOUT = ("nodes", "ntasks", "ntasks_per_node", "tasks_per_node", "cpus_per_task", "gpus_per_task",
@@ -154,7 +154,7 @@ def job_resources(resources: Resources) -> dict[str, Any]:
 def search_path() -> list[Path]:
     """``$ORCH_CLUSTER_DIR``, then ``./cluster``, then the profiles shipped with orch."""
     dirs = [Path(os.environ["ORCH_CLUSTER_DIR"])] if os.environ.get("ORCH_CLUSTER_DIR") else []
-    return [*dirs, Path.cwd() / "cluster", PROJECT_CLUSTER_DIR]
+    return [*dirs, Path.cwd() / "cluster", SHIPPED_PROFILES]
 
 
 def available() -> list[str]:
