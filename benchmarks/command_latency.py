@@ -34,14 +34,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 RESULTS = REPO / "benchmarks" / "results"
 ORCH = [sys.executable, "-m", "orchestrator"]
-PEER = ("import sys; from mlflow.tracking import MlflowClient; c = MlflowClient(sys.argv[1]); "
-        "e = c.get_experiment_by_name('latency'); runs = c.search_runs([e.experiment_id], max_results=5000); "
-        "print(len(runs))")
+PEER = (
+    "import sys; from mlflow.tracking import MlflowClient; c = MlflowClient(sys.argv[1]); "
+    "e = c.get_experiment_by_name('latency'); runs = c.search_runs([e.experiment_id], max_results=5000); "
+    "print(len(runs))"
+)
 
 
 def record_finished(spec_path: Path, uri: str) -> int:
     """The runs of the spec as orch's submit creates them, marked FINISHED without running the workload."""
     from orchestrator import api, driver, groups
+
     sub = api.plan_submission(spec_path, tracking_uri=uri)
     reconciled = sub.reconcile()
     assert sub.ledger is not None
@@ -72,8 +75,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="orch-latency-") as tmp:
         root = Path(tmp)
         uri = f"sqlite:///{root / 'mlflow.db'}"
-        spec = {"name": "latency", "workload": "smoke", "params": {"steps": 1}, "seeds": args.seeds,
-                "workdir": str(root / "jobs"), "variants": {"a": {}, "b": {"offset": 0.1}}}
+        spec = {
+            "name": "latency",
+            "workload": "smoke",
+            "params": {"steps": 1},
+            "seeds": args.seeds,
+            "workdir": str(root / "jobs"),
+            "variants": {"a": {}, "b": {"offset": 0.1}},
+        }
         spec_path = root / "spec.yaml"
         spec_path.write_text(yaml.safe_dump(spec))
         began = time.perf_counter()
@@ -82,28 +91,51 @@ def main() -> None:
         load_before = os.getloadavg()
         rows = [
             ("orch --help", best_of([*ORCH, "--help"], args.repeat, root), 0.3),
-            (f"orch status ({runs} runs)", best_of([*ORCH, "status", "latency", "--tracking-uri", uri], args.repeat, root), 1.0),
-            ("orch submit, nothing to run", best_of([*ORCH, "submit", str(spec_path), "--tracking-uri", uri],
-                                                    args.repeat, root), 1.5),
-            (f"peer: MLflow search_runs ({runs} runs)", best_of([sys.executable, "-c", PEER, uri], args.repeat, root), None),
+            (
+                f"orch status ({runs} runs)",
+                best_of([*ORCH, "status", "latency", "--tracking-uri", uri], args.repeat, root),
+                1.0,
+            ),
+            (
+                "orch submit, nothing to run",
+                best_of([*ORCH, "submit", str(spec_path), "--tracking-uri", uri], args.repeat, root),
+                1.5,
+            ),
+            (
+                f"peer: MLflow search_runs ({runs} runs)",
+                best_of([sys.executable, "-c", PEER, uri], args.repeat, root),
+                None,
+            ),
         ]
         load_after = os.getloadavg()
     status_s, peer_s = rows[1][1], rows[3][1]
-    table = Table(title=f"command latency, fresh process each, best of {args.repeat}; load average "
-                        f"{load_before[0]:.2f} -> {load_after[0]:.2f} ({os.cpu_count()} cores)")
+    table = Table(
+        title=f"command latency, fresh process each, best of {args.repeat}; load average "
+        f"{load_before[0]:.2f} -> {load_after[0]:.2f} ({os.cpu_count()} cores)"
+    )
     for col in ("command", "wall (s)", "target (s)", "meets it"):
         table.add_column(col, justify="left" if col == "command" else "right")
     for name, seconds, target in rows:
-        table.add_row(name, f"{seconds:.2f}", f"{target:.1f}" if target else "-",
-                      ("yes" if seconds <= target else "no") if target else "-")
+        table.add_row(
+            name,
+            f"{seconds:.2f}",
+            f"{target:.1f}" if target else "-",
+            ("yes" if seconds <= target else "no") if target else "-",
+        )
     console = Console()
     console.print(table)
-    console.print(f"orch status / MLflow's own listing of the same runs: {status_s / peer_s:.2f}x "
-                  f"({runs} runs recorded in {setup_s:.0f} s)")
+    console.print(
+        f"orch status / MLflow's own listing of the same runs: {status_s / peer_s:.2f}x "
+        f"({runs} runs recorded in {setup_s:.0f} s)"
+    )
     RESULTS.mkdir(exist_ok=True)
-    result = {"runs": runs, "repeat": args.repeat, "load_average": [load_before[0], load_after[0]],
-              "rows": [{"command": n, "wall_s": round(s, 3), "target_s": t} for n, s, t in rows],
-              "status_over_peer": round(status_s / peer_s, 3)}
+    result = {
+        "runs": runs,
+        "repeat": args.repeat,
+        "load_average": [load_before[0], load_after[0]],
+        "rows": [{"command": n, "wall_s": round(s, 3), "target_s": t} for n, s, t in rows],
+        "status_over_peer": round(status_s / peer_s, 3),
+    }
     (RESULTS / "command_latency.json").write_text(json.dumps(result, indent=1))
     with open(RESULTS / "command_latency.md", "w") as f:
         Console(file=f, width=110).print(table)

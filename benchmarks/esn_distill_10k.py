@@ -44,8 +44,14 @@ def draw(units: int, hidden: int) -> dict:
     t = time.perf_counter()
     (W * (0.9 / rho)).toarray()  # what random_reservoir does next: scale, then the dense W the engine steps
     t_dense = time.perf_counter() - t
-    return {"units": units, "draw_s": t_draw, "radius_s": t_radius, "radius": rho, "dense_s": t_dense,
-            "total_s": t_draw + t_radius + t_dense}
+    return {
+        "units": units,
+        "draw_s": t_draw,
+        "radius_s": t_radius,
+        "radius": rho,
+        "dense_s": t_dense,
+        "total_s": t_draw + t_radius + t_dense,
+    }
 
 
 def fit_child(units: int, hidden: int, tokens: int) -> dict:
@@ -55,8 +61,16 @@ def fit_child(units: int, hidden: int, tokens: int) -> dict:
     from workloads.esn_distill import ESNParams, distill, memory
     from workloads.esn_distill.data import split_samples
 
-    esn = ESNParams.model_validate({"units": units, "direction": "forward", "ridges": [100.0],
-                                    "state_scales": [1.0], "batch_tokens": 2000, "radius": "arpack"})
+    esn = ESNParams.model_validate(
+        {
+            "units": units,
+            "direction": "forward",
+            "ridges": [100.0],
+            "state_scales": [1.0],
+            "batch_tokens": 2000,
+            "radius": "arpack",
+        }
+    )
     rng = np.random.default_rng(0)
     n = max(6, tokens // 250)
     corpus = split_samples([np.arange(250) for _ in range(n)], rng, 0.2, 0.2)
@@ -73,9 +87,16 @@ def fit_child(units: int, hidden: int, tokens: int) -> dict:
     t_fit = time.perf_counter() - t
     F = hidden + units
     est = memory.estimate(esn, hidden, corpus.n_tokens, "cpu")
-    return {"F": F, "tokens": corpus.n_tokens, "reservoirs_s": t_res, "accumulate_s": t_acc, "fit_s": t_fit,
-            "estimate_gb": est.host / 1e9, "four_F2_gb": 4 * F * F * 8 / 1e9,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9}
+    return {
+        "F": F,
+        "tokens": corpus.n_tokens,
+        "reservoirs_s": t_res,
+        "accumulate_s": t_acc,
+        "fit_s": t_fit,
+        "estimate_gb": est.host / 1e9,
+        "four_F2_gb": 4 * F * F * 8 / 1e9,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+    }
 
 
 def main() -> None:
@@ -95,8 +116,22 @@ def main() -> None:
         out["draw"] = draw(args.units, args.hidden)
         load.append(os.getloadavg()[0])
         print(f"draw: {out['draw']}", flush=True)
-    proc = subprocess.run([sys.executable, __file__, "--child", "--units", str(args.units), "--hidden",
-                           str(args.hidden), "--tokens", str(args.tokens)], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            "--units",
+            str(args.units),
+            "--hidden",
+            str(args.hidden),
+            "--tokens",
+            str(args.tokens),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     if proc.returncode:
         sys.exit(proc.stderr[-3000:])
     out["fit"] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -105,17 +140,23 @@ def main() -> None:
     rows = []
     if "draw" in out:
         d = out["draw"]
-        rows += [("reservoir draw (sparse W)", f"{d['draw_s']:.1f} s"),
-                 ("spectral radius (ARPACK, 6 eigenvalues)", f"{d['radius_s']:.1f} s (radius {d['radius']:.4f})"),
-                 ("scale + dense W", f"{d['dense_s']:.1f} s"),
-                 ("draw in all (target < 30 s)", f"{d['total_s']:.1f} s")]
+        rows += [
+            ("reservoir draw (sparse W)", f"{d['draw_s']:.1f} s"),
+            ("spectral radius (ARPACK, 6 eigenvalues)", f"{d['radius_s']:.1f} s (radius {d['radius']:.4f})"),
+            ("scale + dense W", f"{d['dense_s']:.1f} s"),
+            ("draw in all (target < 30 s)", f"{d['total_s']:.1f} s"),
+        ]
     f = out["fit"]
-    rows += [("one layer fit: F, tokens", f"{f['F']}, {f['tokens']}"),
-             ("  reservoirs / accumulate / refit", f"{f['reservoirs_s']:.1f} s / {f['accumulate_s']:.1f} s / "
-                                                   f"{f['fit_s']:.1f} s"),
-             ("  peak RSS (child)", f"{f['peak_rss_gb']:.2f} GB"),
-             ("  memory.estimate / 4 F^2 x 8", f"{f['estimate_gb']:.2f} GB / {f['four_F2_gb']:.2f} GB"),
-             ("load average 1 min (start, ..., end)", ", ".join(f"{x:.1f}" for x in load) + f" on {os.cpu_count()} cores")]
+    rows += [
+        ("one layer fit: F, tokens", f"{f['F']}, {f['tokens']}"),
+        (
+            "  reservoirs / accumulate / refit",
+            f"{f['reservoirs_s']:.1f} s / {f['accumulate_s']:.1f} s / {f['fit_s']:.1f} s",
+        ),
+        ("  peak RSS (child)", f"{f['peak_rss_gb']:.2f} GB"),
+        ("  memory.estimate / 4 F^2 x 8", f"{f['estimate_gb']:.2f} GB / {f['four_F2_gb']:.2f} GB"),
+        ("load average 1 min (start, ..., end)", ", ".join(f"{x:.1f}" for x in load) + f" on {os.cpu_count()} cores"),
+    ]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
@@ -123,7 +164,9 @@ def main() -> None:
     (ROOT / "results" / "esn_distill_10k.json").write_text(json.dumps(out, indent=1))
     (ROOT / "results" / "esn_distill_10k.md").write_text(
         "# esn_distill at 10,000 units\n\n| measure | value |\n|---|---|\n"
-        + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n")
+        + "\n".join(f"| {k} | {v} |" for k, v in rows)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

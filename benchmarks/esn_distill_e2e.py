@@ -39,6 +39,8 @@ ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
 sys.path.insert(0, str(REPO))
 
+import itertools  # noqa: E402
+
 from orchestrator.job.journal import read_journal  # noqa: E402
 from orchestrator.job.rundir import RunDir  # noqa: E402
 from orchestrator.spec.plan import expand  # noqa: E402
@@ -49,8 +51,12 @@ def blas_kernels() -> str:
     """numpy's BLAS and the kernels it runs (OPENBLAS_CORETYPE pins them: Haswell = AVX2 even on AVX-512)."""
     import numpy  # noqa: F401  (loads the BLAS threadpoolctl reports)
     from threadpoolctl import threadpool_info
-    return ", ".join(f"{p['internal_api']} {p.get('version')} {p.get('architecture')}"
-                     for p in threadpool_info() if p["user_api"] == "blas")
+
+    return ", ".join(
+        f"{p['internal_api']} {p.get('version')} {p.get('architecture')}"
+        for p in threadpool_info()
+        if p["user_api"] == "blas"
+    )
 
 
 def gemm_peak(dtype: str, threads: int, n: int = 4096) -> float:
@@ -59,6 +65,7 @@ def gemm_peak(dtype: str, threads: int, n: int = 4096) -> float:
     import numpy as np
     import torch
     from threadpoolctl import threadpool_limits
+
     a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
     if dtype == "bfloat16":
         t_a = torch.from_numpy(a).to(torch.bfloat16)
@@ -75,7 +82,7 @@ def gemm_peak(dtype: str, threads: int, n: int = 4096) -> float:
             product()
             best = min(best, time.perf_counter() - t)
     torch.set_num_threads(threads_before)
-    return 2 * n ** 3 / best
+    return 2 * n**3 / best
 
 
 def gemm_peaks(threads: int, before: dict[str, float] | None = None) -> dict[str, float]:
@@ -97,11 +104,17 @@ def arithmetic(params: dict, seed: int) -> tuple[dict, int]:
     teacher's sizes and the corpus's sample lengths, rebuilt as the run builds them."""
     from workloads.esn_distill import Params, flops
     from workloads.esn_distill.pipeline import split_lengths, teacher_and_corpus
+
     p = Params(**params)
     model, _, corpus = teacher_and_corpus(p, seed)
     c = model.config
-    return flops.run(p, {s: split_lengths(corpus, s).tolist() for s in ("train", "val", "test")},
-                     c.num_hidden_layers, c.hidden_size, c.intermediate_size), c.num_hidden_layers
+    return flops.run(
+        p,
+        {s: split_lengths(corpus, s).tolist() for s in ("train", "val", "test")},
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.intermediate_size,
+    ), c.num_hidden_layers
 
 
 def print_measures(console, title: str, rows: list[tuple[str, str]]) -> None:
@@ -117,18 +130,35 @@ def print_measures(console, title: str, rows: list[tuple[str, str]]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="100 samples, 300 units per direction")
-    ap.add_argument("--cpus", type=int, default=os.cpu_count(), help="threads given to the run "
-                    "(resources.cpus; default: every core)")
+    ap.add_argument(
+        "--cpus",
+        type=int,
+        default=os.cpu_count(),
+        help="threads given to the run (resources.cpus; default: every core)",
+    )
     ap.add_argument("--config", default=str(REPO / "configs" / "esn_distill_lab.yaml"))
     ap.add_argument("--samples", type=int, default=None, help="data.n_samples (a reduced run: fewer tokens)")
     ap.add_argument("--layers", type=int, default=None, help="teacher.num_layers (random teacher only)")
-    ap.add_argument("--resume", default=None, help="continue this stopped run directory (wall time: all its "
-                    "attempts; peak memory: this attempt's)")
-    ap.add_argument("--timeout-min", type=float, default=None,
-                    help="stop the run after this long and report the layers done and a projection")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a field of the config, as `orch submit --set` "
-                         "(e.g. params.teacher.precision=bfloat16); repeatable")
+    ap.add_argument(
+        "--resume",
+        default=None,
+        help="continue this stopped run directory (wall time: all its attempts; peak memory: this attempt's)",
+    )
+    ap.add_argument(
+        "--timeout-min",
+        type=float,
+        default=None,
+        help="stop the run after this long and report the layers done and a projection",
+    )
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the config, as `orch submit --set` "
+        "(e.g. params.teacher.precision=bfloat16); repeatable",
+    )
     ap.add_argument("--name", default="", help="suffix of the results' file name (a run with --set)")
     args = ap.parse_args()
     console = Console()
@@ -147,12 +177,20 @@ def main() -> None:
         params = json.loads(run_dir.spec_file.read_text())["run"]["params"]
     else:
         run_dir = RunDir(Path(tempfile.mkdtemp(prefix="esn_distill_e2e_")))
-        run_dir.create({"run": {**run.to_dict(), "params": params}, "run_id": "bench", "experiment_id": "0",
-                        "cpus": args.cpus, "gpus": 0})
+        run_dir.create(
+            {
+                "run": {**run.to_dict(), "params": params},
+                "run_id": "bench",
+                "experiment_id": "0",
+                "cpus": args.cpus,
+                "gpus": 0,
+            }
+        )
     peaks = gemm_peaks(args.cpus)
     load_before = os.getloadavg()
-    console.print(f"run dir {run_dir.path}; load average before: {load_before[0]:.1f} "
-                  f"(1 min) on {os.cpu_count()} cores")
+    console.print(
+        f"run dir {run_dir.path}; load average before: {load_before[0]:.1f} (1 min) on {os.cpu_count()} cores"
+    )
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "orchestrator.job.worker", str(run_dir.path)], cwd=REPO)
     try:
@@ -186,49 +224,95 @@ def main() -> None:
         ("layers x units", f"{len(layers)} x {params['esn']['units']} per direction ({params['esn']['direction']})"),
         ("wall time, all included", f"{wall / 60:.1f} min (target < 15 min)"),
         ("  teacher forward", f"{timings['teacher_s']:.0f} s ({params['teacher'].get('precision', 'float32')})"),
-        ("  per layer (mean, max)", f"{sum(timings['layers_s']) / len(timings['layers_s']):.0f} s, "
-                                    f"{max(timings['layers_s']):.0f} s"),
-        ("arithmetic floor at this host's gemm peak", f"{floor['total'] / 60:.1f} min (teacher {floor['teacher']:.0f}"
-                                                      f" s, per layer {floor['per_layer']:.0f} s); wall / floor "
-                                                      f"{wall / floor['total']:.2f}"),
-        ("  gemm peak float32 / float64 / bfloat16", f"{peaks['float32'] / 1e9:.0f} / {peaks['float64'] / 1e9:.0f}"
-                                                     f" / {peaks['bfloat16'] / 1e9:.0f} GFLOP/s ({args.cpus} threads, "
-                                                     "best before / after the run)"),
-        ("  flops teacher / per layer (f32 + f64)", f"{work['teacher'].float32:.3g} / "
-                                                    f"{work['per_layer'].float32:.3g} + {work['per_layer'].float64:.3g}"),
+        (
+            "  per layer (mean, max)",
+            f"{sum(timings['layers_s']) / len(timings['layers_s']):.0f} s, {max(timings['layers_s']):.0f} s",
+        ),
+        (
+            "arithmetic floor at this host's gemm peak",
+            f"{floor['total'] / 60:.1f} min (teacher {floor['teacher']:.0f}"
+            f" s, per layer {floor['per_layer']:.0f} s); wall / floor "
+            f"{wall / floor['total']:.2f}",
+        ),
+        (
+            "  gemm peak float32 / float64 / bfloat16",
+            f"{peaks['float32'] / 1e9:.0f} / {peaks['float64'] / 1e9:.0f}"
+            f" / {peaks['bfloat16'] / 1e9:.0f} GFLOP/s ({args.cpus} threads, "
+            "best before / after the run)",
+        ),
+        (
+            "  flops teacher / per layer (f32 + f64)",
+            f"{work['teacher'].float32:.3g} / {work['per_layer'].float32:.3g} + {work['per_layer'].float64:.3g}",
+        ),
         ("peak resident memory", f"{peak_gib:.2f} GiB (target < 8 GiB)"),
         ("load average 1 min (before, after)", f"{load_before[0]:.1f}, {load_after[0]:.1f} on {os.cpu_count()} cores"),
         ("threads; numpy BLAS kernels", f"{args.cpus}; {blas_kernels()}"),
         ("mean_nmse (ESN)", f"{final['mean_nmse']:.4f}"),
-        ("mean_mse (ESN) / linear / identity", f"{final['mean_mse']:.4f} / {final['mean_baseline_linear_mse']:.4f}"
-                                               f" / {final['mean_baseline_identity_mse']:.4f}"),
-        ("probe accuracy teacher / student / embeddings", " / ".join(
-            f"{final.get(f'probe_{k}_acc', float('nan')):.3f}" for k in ("teacher", "student", "embeddings"))),
+        (
+            "mean_mse (ESN) / linear / identity",
+            f"{final['mean_mse']:.4f} / {final['mean_baseline_linear_mse']:.4f}"
+            f" / {final['mean_baseline_identity_mse']:.4f}",
+        ),
+        (
+            "probe accuracy teacher / student / embeddings",
+            " / ".join(
+                f"{final.get(f'probe_{k}_acc', float('nan')):.3f}" for k in ("teacher", "student", "embeddings")
+            ),
+        ),
         ("mean linear-baseline nmse", f"{final['mean_baseline_linear_nmse']:.4f}"),
         ("chained_final_nmse", f"{final.get('chained_final_nmse', float('nan')):.4f}"),
         ("params ESN total / teacher layers", f"{final['params_esn_total']:.3g} / {final['params_teacher']:.3g}"),
     ]
     print_measures(console, "esn_distill end to end (the lab's run: ~5 h)", summary)
-    per_layer = ["| layer | mse | nmse | linear mse | linear nmse | identity mse | identity nmse | chained mse | "
-                 "chained nmse | r2 | ridge | state scale | seconds |", "|" + "---|" * 13]
-    for r, s in zip(layers, timings["layers_s"]):
-        per_layer.append(f"| {r['layer']} | {r['mse']:.4f} | {r['nmse']:.4f} | {r['baseline_linear_mse']:.4f} | "
-                         f"{r['baseline_linear_nmse']:.4f} | {r['baseline_identity_mse']:.4f} | "
-                         f"{r['baseline_identity_nmse']:.4f} | {r.get('chained_mse', float('nan')):.4f} | "
-                         f"{r.get('chained_nmse', float('nan')):.4f} | {r['r2']:.4f} | {r['ridge']:g} | "
-                         f"{r['state_scale']:g} | {s:.0f} |")
+    per_layer = [
+        "| layer | mse | nmse | linear mse | linear nmse | identity mse | identity nmse | chained mse | "
+        "chained nmse | r2 | ridge | state scale | seconds |",
+        "|" + "---|" * 13,
+    ]
+    for r, s in zip(layers, timings["layers_s"], strict=False):
+        per_layer.append(
+            f"| {r['layer']} | {r['mse']:.4f} | {r['nmse']:.4f} | {r['baseline_linear_mse']:.4f} | "
+            f"{r['baseline_linear_nmse']:.4f} | {r['baseline_identity_mse']:.4f} | "
+            f"{r['baseline_identity_nmse']:.4f} | {r.get('chained_mse', float('nan')):.4f} | "
+            f"{r.get('chained_nmse', float('nan')):.4f} | {r['r2']:.4f} | {r['ridge']:g} | "
+            f"{r['state_scale']:g} | {s:.0f} |"
+        )
     name = result_name(args)
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
-    meta = {"cpus_given": args.cpus, "cores": os.cpu_count(), "load_before": load_before, "load_after": load_after,
-            "python": platform.python_version(), "blas": blas_kernels(), "params": params,
-            "gemm_peak_flops": peaks, "flops": {k: vars(f) for k, f in work.items()}, "layers": n_layers,
-            "floor_s": floor}
-    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "wall_s": wall, "peak_rss_gib": peak_gib,
-                                                  "timings": timings, "final": final, "layers": layers}, indent=1))
+    meta = {
+        "cpus_given": args.cpus,
+        "cores": os.cpu_count(),
+        "load_before": load_before,
+        "load_after": load_after,
+        "python": platform.python_version(),
+        "blas": blas_kernels(),
+        "params": params,
+        "gemm_peak_flops": peaks,
+        "flops": {k: vars(f) for k, f in work.items()},
+        "layers": n_layers,
+        "floor_s": floor,
+    }
+    (out / f"{name}.json").write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "wall_s": wall,
+                "peak_rss_gib": peak_gib,
+                "timings": timings,
+                "final": final,
+                "layers": layers,
+            },
+            indent=1,
+        )
+    )
     (out / f"{name}.md").write_text(
         "# esn_distill end to end\n\n| measure | value |\n|---|---|\n"
-        + "\n".join(f"| {k} | {v} |" for k, v in summary) + "\n\n" + "\n".join(per_layer) + "\n")
+        + "\n".join(f"| {k} | {v} |" for k, v in summary)
+        + "\n\n"
+        + "\n".join(per_layer)
+        + "\n"
+    )
     console.print(f"artifacts in {run_dir.artifacts}")
 
 
@@ -246,8 +330,14 @@ def attempts_wall(records) -> float:
 
 def result_name(args) -> str:
     stem = Path(args.config).stem.removeprefix("esn_distill").removeprefix("_").removesuffix("lab")
-    parts = ["esn_distill_e2e", stem, f"{args.layers}layers" if args.layers else "",
-             f"{args.samples}samples" if args.samples else "", "quick" if args.quick else "", args.name]
+    parts = [
+        "esn_distill_e2e",
+        stem,
+        f"{args.layers}layers" if args.layers else "",
+        f"{args.samples}samples" if args.samples else "",
+        "quick" if args.quick else "",
+        args.name,
+    ]
     return "_".join(p for p in parts if p)
 
 
@@ -257,29 +347,47 @@ def partial(console, run_dir, records, wall, peak_gib, load_before, args) -> Non
     steps = [r for r in records if r["event"] == "metrics"]
     markers = list((run_dir.path / "teacher_cache").glob("*/complete.json"))
     teacher_done = markers[0].stat().st_mtime - start if markers else None
-    summary = [("status", f"stopped by --timeout-min after {wall / 60:.1f} min, {len(steps)} layers done"),
-               ("start -> teacher cache written (imports, teacher forward)",
-                f"{teacher_done / 60:.1f} min" if teacher_done else "not finished")]
+    summary = [
+        ("status", f"stopped by --timeout-min after {wall / 60:.1f} min, {len(steps)} layers done"),
+        (
+            "start -> teacher cache written (imports, teacher forward)",
+            f"{teacher_done / 60:.1f} min" if teacher_done else "not finished",
+        ),
+    ]
     if steps and teacher_done:
         times = [start + teacher_done] + [r["t"] for r in steps]
-        per_layer = [b - a for a, b in zip(times[:-1], times[1:])]
+        per_layer = [b - a for a, b in itertools.pairwise(times)]
         layer_s = sum(per_layer) / len(per_layer)
         n_layers = json.loads(markers[0].read_text())["n_states"] - 1
-        summary += [("per layer (mean of those done)", f"{layer_s:.0f} s"),
-                    (f"projected wall time, {n_layers} layers",
-                     f"{(teacher_done + n_layers * layer_s) / 60:.1f} min")]
-    summary += [("peak resident memory so far", f"{peak_gib:.2f} GiB (target < 8 GiB)"),
-                ("load average 1 min (before, now)", f"{load_before[0]:.1f}, {os.getloadavg()[0]:.1f} on "
-                                                     f"{os.cpu_count()} cores")]
-    summary += [(f"layer {r['step']} nmse / linear nmse", f"{r['metrics']['nmse']:.4f} / "
-                 f"{r['metrics']['baseline_linear_nmse']:.4f}") for r in steps]
+        summary += [
+            ("per layer (mean of those done)", f"{layer_s:.0f} s"),
+            (f"projected wall time, {n_layers} layers", f"{(teacher_done + n_layers * layer_s) / 60:.1f} min"),
+        ]
+    summary += [
+        ("peak resident memory so far", f"{peak_gib:.2f} GiB (target < 8 GiB)"),
+        (
+            "load average 1 min (before, now)",
+            f"{load_before[0]:.1f}, {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
+        ),
+    ]
+    summary += [
+        (
+            f"layer {r['step']} nmse / linear nmse",
+            f"{r['metrics']['nmse']:.4f} / {r['metrics']['baseline_linear_nmse']:.4f}",
+        )
+        for r in steps
+    ]
     print_measures(console, "esn_distill end to end (partial)", summary)
     name = result_name(args)
     (ROOT / "results").mkdir(exist_ok=True)
-    (ROOT / "results" / f"{name}.json").write_text(json.dumps({"partial": True, "wall_s": wall,
-                                                               "peak_rss_gib": peak_gib, "summary": summary}, indent=1))
-    (ROOT / "results" / f"{name}.md").write_text("# esn_distill end to end (partial)\n\n| measure | value |\n|---|---|\n"
-                                                 + "\n".join(f"| {k} | {v} |" for k, v in summary) + "\n")
+    (ROOT / "results" / f"{name}.json").write_text(
+        json.dumps({"partial": True, "wall_s": wall, "peak_rss_gib": peak_gib, "summary": summary}, indent=1)
+    )
+    (ROOT / "results" / f"{name}.md").write_text(
+        "# esn_distill end to end (partial)\n\n| measure | value |\n|---|---|\n"
+        + "\n".join(f"| {k} | {v} |" for k, v in summary)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

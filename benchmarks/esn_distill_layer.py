@@ -52,10 +52,11 @@ def layer_pair(samples: int, seed: int) -> tuple[list[np.ndarray], list[np.ndarr
     model = random_teacher("bert-base", 2, 30522, 512, seed, init_range=0.1).eval()
     xs, ys = [], []
     for i in range(0, samples, 16):
-        ids, mask = pad(seqs[i:i + 16])
+        ids, mask = pad(seqs[i : i + 16])
         with torch.inference_mode():
-            hs = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
-                       output_hidden_states=True).hidden_states
+            hs = model(
+                input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True
+            ).hidden_states
         for b, L in enumerate(mask.sum(1)):
             xs.append(hs[0][b, :L].double().numpy())
             ys.append(hs[1][b, :L].double().numpy())
@@ -78,7 +79,7 @@ def ours(W, W_in, bias, leak, ridge, xs, ys, dtype, batch_tokens=32768):
     i = 0
     while i < len(order):
         T = len(xs[order[i]])
-        idx = order[i:i + max(1, batch_tokens // T)]
+        idx = order[i : i + max(1, batch_tokens // T)]
         lengths = np.array([len(xs[k]) for k in idx])
         real = np.flatnonzero((np.arange(T)[None, :] < lengths[:, None]).ravel())
         u = np.zeros((len(idx) * T, D), dtype=np_dtype)
@@ -92,17 +93,18 @@ def ours(W, W_in, bias, leak, ridge, xs, ys, dtype, batch_tokens=32768):
 
 def ours_predict(sol, mats, leak, xs):
     Wt, Wit, bt = mats
-    return [sol.predict(esn_states(Wt, Wit, torch.from_numpy(x[None]).to(Wt.dtype), leak, bt)[0].numpy())
-            for x in xs]
+    return [sol.predict(esn_states(Wt, Wit, torch.from_numpy(x[None]).to(Wt.dtype), leak, bt)[0].numpy()) for x in xs]
 
 
 def reference(W, W_in, bias, leak, ridge, xs, ys, workers=1):
     from reservoirpy.nodes import Reservoir, Ridge
     from scipy import sparse
+
     t = time.perf_counter()
     # Sparse W and W_in, as reservoirpy's own initialisers return them at these densities (its fast path).
-    model = (Reservoir(W=sparse.csr_matrix(W), Win=sparse.csr_matrix(W_in), bias=bias, lr=leak, dtype=np.float64)
-             >> Ridge(ridge=ridge))
+    model = Reservoir(
+        W=sparse.csr_matrix(W), Win=sparse.csr_matrix(W_in), bias=bias, lr=leak, dtype=np.float64
+    ) >> Ridge(ridge=ridge)
     # A list: every sequence starts from the zero state (reservoirpy 0.4); `workers` runs sequences in
     # parallel (joblib), reservoirpy's own way of using more than one core.
     model.fit(xs, ys, workers=workers)
@@ -127,12 +129,15 @@ def main() -> None:
     teacher_s = time.perf_counter() - t0
     n_train = int(0.8 * len(xs))
     (xtr, ytr), (xte, yte) = (xs[:n_train], ys[:n_train]), (xs[n_train:], ys[n_train:])
-    W, W_in, bias = random_reservoir(args.units, xs[0].shape[1], sr=0.9, input_scaling=0.1, rc_connectivity=0.1,
-                                     input_connectivity=0.1, seed=1)
+    W, W_in, bias = random_reservoir(
+        args.units, xs[0].shape[1], sr=0.9, input_scaling=0.1, rc_connectivity=0.1, input_connectivity=0.1, seed=1
+    )
     leak = 0.5
     tokens = sum(len(x) for x in xtr)
-    console.print(f"{tokens} training tokens, {sum(len(x) for x in xte)} test tokens, {args.units} units, "
-                  f"teacher forward {teacher_s:.1f} s; load average {os.getloadavg()[0]:.1f}")
+    console.print(
+        f"{tokens} training tokens, {sum(len(x) for x in xte)} test tokens, {args.units} units, "
+        f"teacher forward {teacher_s:.1f} s; load average {os.getloadavg()[0]:.1f}"
+    )
 
     rows = []
     for threads in (int(t) for t in args.threads.split(",")):
@@ -147,18 +152,32 @@ def main() -> None:
             ref_s, _, ref_model = min(refs, key=lambda r: r[0])
             ref_model.reset()  # fit left the reservoir in the last training sequence's final state
             ref_pred = ref_model.run(xte)
-            ref_mse = float(np.mean(np.concatenate([(p - y) ** 2 for p, y in zip(ref_pred, yte)])))
+            ref_mse = float(np.mean(np.concatenate([(p - y) ** 2 for p, y in zip(ref_pred, yte, strict=False)])))
             for seconds, workers, _ in refs:
-                rows.append({"threads": threads, "engine": f"reservoirpy (Reservoir >> Ridge).fit, float64, "
-                             f"workers={workers}", "seconds": seconds, "test_mse": ref_mse,
-                             "speedup": ref_s / seconds, "mse_rel_diff": 0.0})
+                rows.append(
+                    {
+                        "threads": threads,
+                        "engine": f"reservoirpy (Reservoir >> Ridge).fit, float64, workers={workers}",
+                        "seconds": seconds,
+                        "test_mse": ref_mse,
+                        "speedup": ref_s / seconds,
+                        "mse_rel_diff": 0.0,
+                    }
+                )
             for dtype in ("float64", "float32"):
                 s, sol, mats = ours(W, W_in, bias, leak, args.ridge, xtr, ytr, dtype, args.batch_tokens)
                 pred = ours_predict(sol, mats, leak, xte)
-                mse = float(np.mean(np.concatenate([(p - y) ** 2 for p, y in zip(pred, yte)])))
-                rows.append({"threads": threads, "engine": f"ours esn_states + RidgeAccumulator, {dtype}",
-                             "seconds": s, "test_mse": mse, "speedup": ref_s / s,
-                             "mse_rel_diff": abs(mse - ref_mse) / ref_mse})
+                mse = float(np.mean(np.concatenate([(p - y) ** 2 for p, y in zip(pred, yte, strict=False)])))
+                rows.append(
+                    {
+                        "threads": threads,
+                        "engine": f"ours esn_states + RidgeAccumulator, {dtype}",
+                        "seconds": s,
+                        "test_mse": mse,
+                        "speedup": ref_s / s,
+                        "mse_rel_diff": abs(mse - ref_mse) / ref_mse,
+                    }
+                )
 
     columns = ("threads", "engine", "run + fit (s)", "speed-up", "test MSE", "rel. diff vs reservoirpy")
     table = Table(title=f"esn_distill one layer: {tokens} tokens x {args.units} units, 768 -> 768")
@@ -166,16 +185,32 @@ def main() -> None:
         table.add_column(col)
     md = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for r in rows:
-        cells = [str(r["threads"]), r["engine"], f"{r['seconds']:.2f}", f"{r['speedup']:.1f}x",
-                 f"{r['test_mse']:.6g}", f"{r['mse_rel_diff']:.1e}"]
+        cells = [
+            str(r["threads"]),
+            r["engine"],
+            f"{r['seconds']:.2f}",
+            f"{r['speedup']:.1f}x",
+            f"{r['test_mse']:.6g}",
+            f"{r['mse_rel_diff']:.1e}",
+        ]
         table.add_row(*cells)
         md.append("| " + " | ".join(cells) + " |")
     console.print(table)
     blas = blas_kernels()
-    meta = {"tokens_train": tokens, "units": args.units, "batch_tokens": args.batch_tokens, "samples": args.samples,
-            "ridge": args.ridge, "quick": args.quick, "threads": args.threads, "blas": blas,
-            "load_average_1min": os.getloadavg()[0], "cpus": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__}
+    meta = {
+        "tokens_train": tokens,
+        "units": args.units,
+        "batch_tokens": args.batch_tokens,
+        "samples": args.samples,
+        "ridge": args.ridge,
+        "quick": args.quick,
+        "threads": args.threads,
+        "blas": blas,
+        "load_average_1min": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
     name = args.out_name or ("esn_distill_layer_quick" if args.quick else "esn_distill_layer")
@@ -183,7 +218,9 @@ def main() -> None:
     (out / f"{name}.md").write_text(
         f"# esn_distill, one layer: ours vs reservoirpy\n\n{tokens} training tokens, {args.units} units, "
         f"numpy BLAS {blas}, load average {meta['load_average_1min']:.1f} on {meta['cpus']} cores.\n\n"
-        + "\n".join(md) + "\n")
+        + "\n".join(md)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -32,20 +32,20 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import numpy as np  # noqa: E402
-import reservoirpy  # noqa: E402
-import torch  # noqa: E402
-from reservoirpy.nodes import Reservoir, Ridge  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import numpy as np
+import reservoirpy
+import torch
+from reservoirpy.nodes import Reservoir, Ridge
+from rich.console import Console
+from rich.table import Table
 
-from workloads.evo_topo import Params  # noqa: E402
-from workloads.evo_topo.evaluate import EvalData, mean_scores  # noqa: E402
-from workloads.evo_topo.experiment import dynamics, layout, seed_draws  # noqa: E402
-from workloads.evo_topo.genome import CellLaw, random_genome  # noqa: E402
-from workloads.evo_topo.nets import decode  # noqa: E402
-from workloads.evo_topo.readout import OnlineReadout  # noqa: E402
-from workloads.evo_topo.task import N_POS, N_STEPS  # noqa: E402
+from workloads.evo_topo import Params
+from workloads.evo_topo.evaluate import EvalData, mean_scores
+from workloads.evo_topo.experiment import dynamics, layout, seed_draws
+from workloads.evo_topo.genome import CellLaw, random_genome
+from workloads.evo_topo.nets import decode
+from workloads.evo_topo.readout import OnlineReadout
+from workloads.evo_topo.task import N_POS, N_STEPS
 
 ROOT = Path(__file__).resolve().parent
 
@@ -62,8 +62,9 @@ def reference_fitness(nets, data: EvalData, p: Params, draws) -> np.ndarray:
         n = net.n
         W_fb = draws.W_fb[:n]
         res = Reservoir(W=net.W, Win=np.c_[net.W_in, W_fb], bias=net.bias, lr=dyn.leak, dtype=np.float64)
-        readout = OnlineReadout(np.array([n]), n, dyn.width, n_train, dyn.online,
-                                np.random.default_rng(readout_rng_seed))
+        readout = OnlineReadout(
+            np.array([n]), n, dyn.width, n_train, dyn.online, np.random.default_rng(readout_rng_seed)
+        )
         node = Ridge(output_dim=N_POS, Wout=readout.W_out[0].copy(), bias=np.zeros(N_POS))
         noise = np.random.default_rng(noise_seed)
         y = np.zeros(N_POS)
@@ -107,9 +108,8 @@ def main() -> None:
     population = args.population or p.population
     lay = layout(p)
     rows = []
-    for n, population in ((5, population), (p.max_neurons, population), (p.max_neurons, 60)):
-        genomes = [random_genome(n, rng, CellLaw(p.values, p.density, p.input_density), lay.k)
-                   for _ in range(population)]
+    for n, size in ((5, population), (p.max_neurons, population), (p.max_neurons, 60)):
+        genomes = [random_genome(n, rng, CellLaw(p.values, p.density, p.input_density), lay.k) for _ in range(size)]
         nets = [decode(g, lay, draws) for g in genomes]
         times: dict[str, list[float]] = {k: [] for k in ("f32", "f64", "ref", "f32_wall", "f64_wall", "ref_wall")}
         for _ in range(args.rounds):
@@ -122,53 +122,95 @@ def main() -> None:
                     ours = fit
             sub = nets[: args.ref_genomes]
             ref, cpu, wall = _time(lambda: reference_fitness(sub, data, p, draws))  # noqa: B023
-            times["ref"].append(cpu * population / len(sub))  # per-genome cost, scaled to the population
-            times["ref_wall"].append(wall * population / len(sub))
+            times["ref"].append(cpu * size / len(sub))  # per-genome cost, scaled to the population
+            times["ref_wall"].append(wall * size / len(sub))
         med = {k: statistics.median(v) for k, v in times.items()}
-        rows.append({"neurons": n, "population": population, "trials": len(data.train) + len(data.test),
-                     "steps_per_trial": N_STEPS,
-                     "ours_f32_evals_per_cpu_s": population / med["f32"],
-                     "ours_f64_evals_per_cpu_s": population / med["f64"],
-                     "ref_evals_per_cpu_s": population / med["ref"],
-                     "speedup_f32": med["ref"] / med["f32"], "speedup_f64": med["ref"] / med["f64"],
-                     "speedup_f32_wall": med["ref_wall"] / med["f32_wall"],
-                     "max_abs_fitness_diff_f64": float(np.abs(ours[: len(ref)] - ref).max()),
-                     "mean_fitness": float(ref.mean())})
+        rows.append(
+            {
+                "neurons": n,
+                "population": size,
+                "trials": len(data.train) + len(data.test),
+                "steps_per_trial": N_STEPS,
+                "ours_f32_evals_per_cpu_s": size / med["f32"],
+                "ours_f64_evals_per_cpu_s": size / med["f64"],
+                "ref_evals_per_cpu_s": size / med["ref"],
+                "speedup_f32": med["ref"] / med["f32"],
+                "speedup_f64": med["ref"] / med["f64"],
+                "speedup_f32_wall": med["ref_wall"] / med["f32_wall"],
+                "max_abs_fitness_diff_f64": float(np.abs(ours[: len(ref)] - ref).max()),
+                "mean_fitness": float(ref.mean()),
+            }
+        )
     load_after = os.getloadavg()
     table = Table(title="evo_topo fitness evaluations per CPU-second, paper protocol (1 thread)")
-    for col in ("N", "pop", "trials x steps", "ours f32", "ours f64", "reference way", "speedup f32 (cpu)",
-                "speedup f64 (cpu)", "speedup f32 (wall)", "max |dfit| f64"):
+    for col in (
+        "N",
+        "pop",
+        "trials x steps",
+        "ours f32",
+        "ours f64",
+        "reference way",
+        "speedup f32 (cpu)",
+        "speedup f64 (cpu)",
+        "speedup f32 (wall)",
+        "max |dfit| f64",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["neurons"]), str(r["population"]), f"{r['trials']} x {r['steps_per_trial']}",
-                      f"{r['ours_f32_evals_per_cpu_s']:.2f}", f"{r['ours_f64_evals_per_cpu_s']:.2f}",
-                      f"{r['ref_evals_per_cpu_s']:.3f}", f"{r['speedup_f32']:.0f}x", f"{r['speedup_f64']:.0f}x",
-                      f"{r['speedup_f32_wall']:.0f}x", f"{r['max_abs_fitness_diff_f64']:.3g}")
+        table.add_row(
+            str(r["neurons"]),
+            str(r["population"]),
+            f"{r['trials']} x {r['steps_per_trial']}",
+            f"{r['ours_f32_evals_per_cpu_s']:.2f}",
+            f"{r['ours_f64_evals_per_cpu_s']:.2f}",
+            f"{r['ref_evals_per_cpu_s']:.3f}",
+            f"{r['speedup_f32']:.0f}x",
+            f"{r['speedup_f64']:.0f}x",
+            f"{r['speedup_f32_wall']:.0f}x",
+            f"{r['max_abs_fitness_diff_f64']:.3g}",
+        )
     Console().print(table)
     load = f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1-min, 2 cores)"
     print(load)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-    env = {"torch": torch.__version__, "reservoirpy": reservoirpy.__version__, "numpy": np.__version__,
-           "python": platform.python_version(), "when": stamp, "rounds": args.rounds,
-           "loadavg_before": load_before, "loadavg_after": load_after}
+    env = {
+        "torch": torch.__version__,
+        "reservoirpy": reservoirpy.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "when": stamp,
+        "rounds": args.rounds,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+    }
     results = ROOT / "results"
     results.mkdir(exist_ok=True)
     (results / "evo_topo_fitness.json").write_text(json.dumps({"rows": rows, "env": env}, indent=2))
-    lines = ["# evo_topo fitness throughput (paper protocol)", "",
-             "| neurons | population | trials x steps | ours f32 evals/cpu-s | ours f64 evals/cpu-s | reference way "
-             "evals/cpu-s | speedup f32 (cpu) | speedup f64 (cpu) | speedup f32 (wall) | max abs fitness diff (f64) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['neurons']} | {r['population']} | {r['trials']} x {r['steps_per_trial']} | "
-              f"{r['ours_f32_evals_per_cpu_s']:.2f} | {r['ours_f64_evals_per_cpu_s']:.2f} | "
-              f"{r['ref_evals_per_cpu_s']:.3f} | {r['speedup_f32']:.0f}x | {r['speedup_f64']:.0f}x | "
-              f"{r['speedup_f32_wall']:.0f}x | {r['max_abs_fitness_diff_f64']:.3g} |" for r in rows]
-    lines += ["", "Ours: the workload's fitness (online readout, carried state, feedback, noise, bias gene), the "
-              "population batched through workloads/esn/stepper.py. Reference way: reservoirpy Reservoir.step and a "
-              "Ridge readout node's step per step, per trial, per genome, the online rule in numpy between trials "
-              "(feedback as extra input columns, noise added to the state: the same update and draws), timed on "
-              f"{args.ref_genomes} genomes per row and scaled per genome. Speedups in CPU time (process_time); median of "
-              f"{args.rounds} interleaved rounds, one thread; torch {torch.__version__}, reservoirpy "
-              f"{reservoirpy.__version__}, {stamp}; {load}.", ""]
+    lines = [
+        "# evo_topo fitness throughput (paper protocol)",
+        "",
+        "| neurons | population | trials x steps | ours f32 evals/cpu-s | ours f64 evals/cpu-s | reference way "
+        "evals/cpu-s | speedup f32 (cpu) | speedup f64 (cpu) | speedup f32 (wall) | max abs fitness diff (f64) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['neurons']} | {r['population']} | {r['trials']} x {r['steps_per_trial']} | "
+        f"{r['ours_f32_evals_per_cpu_s']:.2f} | {r['ours_f64_evals_per_cpu_s']:.2f} | "
+        f"{r['ref_evals_per_cpu_s']:.3f} | {r['speedup_f32']:.0f}x | {r['speedup_f64']:.0f}x | "
+        f"{r['speedup_f32_wall']:.0f}x | {r['max_abs_fitness_diff_f64']:.3g} |"
+        for r in rows
+    ]
+    lines += [
+        "",
+        "Ours: the workload's fitness (online readout, carried state, feedback, noise, bias gene), the "
+        "population batched through workloads/esn/stepper.py. Reference way: reservoirpy Reservoir.step and a "
+        "Ridge readout node's step per step, per trial, per genome, the online rule in numpy between trials "
+        "(feedback as extra input columns, noise added to the state: the same update and draws), timed on "
+        f"{args.ref_genomes} genomes per row and scaled per genome. Speedups in CPU time (process_time); median of "
+        f"{args.rounds} interleaved rounds, one thread; torch {torch.__version__}, reservoirpy "
+        f"{reservoirpy.__version__}, {stamp}; {load}.",
+        "",
+    ]
     (results / "evo_topo_fitness.md").write_text("\n".join(lines))
 
 

@@ -19,16 +19,16 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
 
-from orchestrator.spec.spec import load_spec  # noqa: E402
-from workloads.evo_topo import Params  # noqa: E402
-from workloads.evo_topo.evaluate import EvalData, PopulationEvaluator  # noqa: E402
-from workloads.evo_topo.experiment import FITNESS_TRIALS, draws_of, dynamics, seed_draws  # noqa: E402
-from workloads.evo_topo.nets import random_net  # noqa: E402
+from orchestrator.spec.spec import load_spec
+from workloads.evo_topo import Params
+from workloads.evo_topo.evaluate import EvalData, PopulationEvaluator
+from workloads.evo_topo.experiment import FITNESS_TRIALS, draws_of, dynamics, seed_draws
+from workloads.evo_topo.nets import random_net
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -36,8 +36,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def generation_cpu_s(p: Params, size: int, rounds: int) -> float:
     p = p.model_copy(update={"max_neurons": max(size, p.max_neurons), "units": max(size, p.units)})
-    nets = [random_net(size, p.sr, p.input_scaling, p.rc_connectivity, p.input_connectivity, p.bias_scaling,
-                       seed=np.random.default_rng([size, k])) for k in range(p.population)]
+    nets = [
+        random_net(
+            size,
+            p.sr,
+            p.input_scaling,
+            p.rc_connectivity,
+            p.input_connectivity,
+            p.bias_scaling,
+            seed=np.random.default_rng([size, k]),
+        )
+        for k in range(p.population)
+    ]
     evaluator = PopulationEvaluator(dynamics(p), seed_draws(p, 0), workers=1)
     times = []
     for r in range(rounds):
@@ -61,24 +71,45 @@ def main() -> None:
     for size in args.sizes:
         cpu = generation_cpu_s(p, size, args.rounds)
         run_h = cpu * p.generations / 3600
-        rows.append({"neurons": size, "generation_cpu_s": round(cpu, 3), "run_cpu_h": round(run_h, 3),
-                     "ten_seeds_cpu_h": round(10 * run_h, 2)})
+        rows.append(
+            {
+                "neurons": size,
+                "generation_cpu_s": round(cpu, 3),
+                "run_cpu_h": round(run_h, 3),
+                "ten_seeds_cpu_h": round(10 * run_h, 2),
+            }
+        )
     load_after = os.getloadavg()
-    table = Table(title=f"one generation: {p.population} genomes x {p.val_draws} draws of {p.n_train} + {p.n_val} "
-                        f"trials (load {load_before[0]:.2f} before, {load_after[0]:.2f} after)")
+    table = Table(
+        title=f"one generation: {p.population} genomes x {p.val_draws} draws of {p.n_train} + {p.n_val} "
+        f"trials (load {load_before[0]:.2f} before, {load_after[0]:.2f} after)"
+    )
     for column in ("neurons", "CPU s / generation", f"CPU h / run ({p.generations} gen.)", "CPU h / 10 seeds"):
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
     Console().print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "load_before": load_before, "load_after": load_after,
-            "population": p.population, "val_draws": p.val_draws, "n_train": p.n_train, "n_val": p.n_val,
-            "generations": p.generations, "cpu": os.uname().machine}
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "load_before": load_before,
+        "load_after": load_after,
+        "population": p.population,
+        "val_draws": p.val_draws,
+        "n_train": p.n_train,
+        "n_val": p.n_val,
+        "generations": p.generations,
+        "cpu": os.uname().machine,
+    }
     (RESULTS / "evo_topo_generation.json").write_text(json.dumps({**meta, "rows": rows}, indent=1))
-    lines = [f"# evo_topo: one generation of configs/evo_topo_lab.yaml by size ({meta['date']})", "",
-             f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; one thread; CPU seconds", "",
-             "| neurons | CPU s / generation | CPU h / run | CPU h / 10 seeds |", "|---|---|---|---|"]
+    lines = [
+        f"# evo_topo: one generation of configs/evo_topo_lab.yaml by size ({meta['date']})",
+        "",
+        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; one thread; CPU seconds",
+        "",
+        "| neurons | CPU s / generation | CPU h / run | CPU h / 10 seeds |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {r['neurons']} | {r['generation_cpu_s']} | {r['run_cpu_h']} | {r['ten_seeds_cpu_h']} |" for r in rows]
     (RESULTS / "evo_topo_generation.md").write_text("\n".join(lines) + "\n")
 

@@ -46,6 +46,7 @@ def load_params(variant: str, **overrides) -> Params:
     import yaml
 
     from orchestrator.spec.spec import deep_merge, nest
+
     doc = yaml.safe_load((ROOT.parent / "configs" / "looped_tf_cpu.yaml").read_text())
     tree = deep_merge(nest(doc["params"]), nest(doc["variants"][variant]))
     return Params.model_validate(deep_merge(tree, overrides))
@@ -61,6 +62,7 @@ def prepare(path: Path, params: Params, seed: int) -> RunDir:
 
 def final_of(run_dir: RunDir) -> dict | None:
     from orchestrator.job.journal import read_journal
+
     records, _ = read_journal(run_dir.journal)
     ends = [r for r in records if r["event"] == "end" and r["status"] == "FINISHED"]
     return ends[-1]["final"] if ends else None
@@ -70,6 +72,7 @@ def evaluate_checkpoint(checkpoint: Path, path: Path, variant: str, seed: int, d
     """The final evaluation of the model in ``checkpoint``: a run of the same params with steps = its step + 1
     resumes there and only evaluates. Its metrics, step, CPU time and load go to ``doc[key]``."""
     import pickle
+
     with open(checkpoint, "rb") as f:
         step = pickle.load(f)["step"]
     shutil.rmtree(path, ignore_errors=True)
@@ -77,8 +80,14 @@ def evaluate_checkpoint(checkpoint: Path, path: Path, variant: str, seed: int, d
     shutil.copy2(checkpoint, eval_dir.checkpoint)
     load, cpu, wall = os.getloadavg(), time.process_time(), time.monotonic()
     worker.execute(eval_dir.path)
-    doc[key] = {"trained_steps": step + 1, "eval_cpu_s": time.process_time() - cpu, "eval_wall_s": time.monotonic() - wall,
-                "load_start": load, "load_end": os.getloadavg(), "metrics": final_of(eval_dir)}
+    doc[key] = {
+        "trained_steps": step + 1,
+        "eval_cpu_s": time.process_time() - cpu,
+        "eval_wall_s": time.monotonic() - wall,
+        "load_start": load,
+        "load_end": os.getloadavg(),
+        "metrics": final_of(eval_dir),
+    }
     return step
 
 
@@ -88,8 +97,11 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5.0, help="wall-time budget of this slice")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--evaluate", choices=["smoke", "latest"], help="evaluate a checkpoint, train nothing")
-    parser.add_argument("--mask-sweep", help="with --evaluate: also sweep the state mask over these Ns (e.g. 0,1,2,4,8,11), "
-                        "the headline at b (the sweep costs 2 evaluations per N at the headline loop count)")
+    parser.add_argument(
+        "--mask-sweep",
+        help="with --evaluate: also sweep the state mask over these Ns (e.g. 0,1,2,4,8,11), "
+        "the headline at b (the sweep costs 2 evaluations per N at the headline loop count)",
+    )
     args = parser.parse_args()
     params = load_params(args.variant, checkpoint_every=CHECKPOINT_EVERY)
     work = WORK / args.variant
@@ -101,10 +113,16 @@ def main() -> None:
         result: dict = {"variant": args.variant, "seed": args.seed}
         name, overrides = args.evaluate, {}
         if args.mask_sweep:
-            name, overrides = f"{args.evaluate}_mask", {"mask_sweep": [int(n) for n in args.mask_sweep.split(",")], "headline": "b"}
+            name, overrides = (
+                f"{args.evaluate}_mask",
+                {"mask_sweep": [int(n) for n in args.mask_sweep.split(",")], "headline": "b"},
+            )
         step = evaluate_checkpoint(snapshot, work / name, args.variant, args.seed, result, "evaluation", **overrides)
         if args.mask_sweep:  # the figure, next to the numbers
-            shutil.copy2(work / name / "artifacts" / "mask_sweep.png", ROOT / "results" / f"looped_tf_cpu_preset_{args.variant}_{name}.png")
+            shutil.copy2(
+                work / name / "artifacts" / "mask_sweep.png",
+                ROOT / "results" / f"looped_tf_cpu_preset_{args.variant}_{name}.png",
+            )
         (ROOT / "results" / f"looped_tf_cpu_preset_{args.variant}_{name}.json").write_text(json.dumps(result, indent=1))
         print("evaluated the checkpoint at step", step)
         return
@@ -123,8 +141,14 @@ def main() -> None:
             raise StopAfterCheckpoint(f"slice over at step {step}")
 
     status = worker.execute(run_dir.path, extra_callbacks=[slice_guard])
-    slice_info = {"status": status, "wall_s": time.monotonic() - start_wall, "cpu_s": time.process_time() - start_cpu,
-                  "load_start": load_start, "load_end": os.getloadavg(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+    slice_info = {
+        "status": status,
+        "wall_s": time.monotonic() - start_wall,
+        "cpu_s": time.process_time() - start_cpu,
+        "load_start": load_start,
+        "load_end": os.getloadavg(),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     doc["slices"].append(slice_info)
     final = final_of(run_dir)
     if final is not None:

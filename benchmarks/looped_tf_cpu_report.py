@@ -54,13 +54,22 @@ def rows_for(variant: str) -> list[list[str]]:
         m, steps, at = entry["metrics"], f"{entry['trained_steps']:,}", load(entry["load_start"])
         if variant == "looped":
             loops = int(m["headline_loops"])
-            rows.append([f"looped L=1 (b=10, T=5), {loops} loops (final_err)", steps] + [fmt(m[f"err_k{k}"]) for k in KS]
-                        + [f"{int(m['converge_step']):,}", at])
-            rows.append(["looped L=1 (b=10, T=5), b = 10 loops (final_err_b)", steps]
-                        + [fmt(m[f"err_k{k}_loops10"]) for k in KS] + ["", ""])
+            rows.append(
+                [f"looped L=1 (b=10, T=5), {loops} loops (final_err)", steps]
+                + [fmt(m[f"err_k{k}"]) for k in KS]
+                + [f"{int(m['converge_step']):,}", at]
+            )
+            rows.append(
+                ["looped L=1 (b=10, T=5), b = 10 loops (final_err_b)", steps]
+                + [fmt(m[f"err_k{k}_loops10"]) for k in KS]
+                + ["", ""]
+            )
         else:
-            rows.append(["4-layer transformer", steps] + [fmt(m[f"err_k{k}"]) for k in KS]
-                        + [f"{int(m['converge_step']):,}", at])
+            rows.append(
+                ["4-layer transformer", steps]
+                + [fmt(m[f"err_k{k}"]) for k in KS]
+                + [f"{int(m['converge_step']):,}", at]
+            )
         rows.append(["least squares (same prompts)", ""] + [fmt(m[f"ls_err_k{k}"]) for k in KS] + ["", ""])
     return rows
 
@@ -72,9 +81,14 @@ def main() -> None:
         lines += ["| " + " | ".join(r) + " |" for r in rows_for(variant)]
     ref = ["| reference (d = 20, 41 points) | k=10 | k=19 | k=20 | k=40 |", "|---|---|---|---|---|"]
     ref += [f"| {name} | " + " | ".join(v) + " |" for name, v in REFERENCE.items()]
-    text = ("# looped_tf on CPU (d = 5, 11 points) beside the reference (d = 20, 41 points)\n\n"
-            "Squared error / d at in-context position k (labelled points seen), mean over 1,280 prompts, seed 0.\n\n"
-            + "\n".join(lines) + "\n\n" + "\n".join(ref) + "\n")
+    text = (
+        "# looped_tf on CPU (d = 5, 11 points) beside the reference (d = 20, 41 points)\n\n"
+        "Squared error / d at in-context position k (labelled points seen), mean over 1,280 prompts, seed 0.\n\n"
+        + "\n".join(lines)
+        + "\n\n"
+        + "\n".join(ref)
+        + "\n"
+    )
     (RESULTS / "looped_tf_cpu_preset.md").write_text(text)
     print(text)
 

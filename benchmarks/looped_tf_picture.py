@@ -39,6 +39,7 @@ def load_params(variant: str, sets: list[str] | None = None) -> Params:
     import yaml
 
     from orchestrator.spec.spec import apply_sets, deep_merge, nest
+
     doc = yaml.safe_load(CONFIG.read_text())
     merged = deep_merge(nest(doc["params"]), nest(doc["variants"][variant]))
     return Params.model_validate(apply_sets({"params": merged}, sets or [])["params"])
@@ -56,9 +57,19 @@ def train(variant: str, seed: int, name: str | None = None, sets: list[str] | No
     load, started = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M:%S")
     cpu, wall = time.process_time(), time.monotonic()
     status = worker.execute(run_dir.path)
-    entry = {"status": status, "variant": variant, "overrides": overrides, "seed": seed, "cpu_s": time.process_time() - cpu, "wall_s": time.monotonic() - wall,
-             "load_start": load, "load_end": os.getloadavg(), "started": started,
-             "ended": time.strftime("%Y-%m-%d %H:%M:%S"), "params": params.model_dump(mode="json")}
+    entry = {
+        "status": status,
+        "variant": variant,
+        "overrides": overrides,
+        "seed": seed,
+        "cpu_s": time.process_time() - cpu,
+        "wall_s": time.monotonic() - wall,
+        "load_start": load,
+        "load_end": os.getloadavg(),
+        "started": started,
+        "ended": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "params": params.model_dump(mode="json"),
+    }
     records, _ = read_journal(run_dir.journal)
     ends = [r for r in records if r["event"] == "end"]
     entry["final"] = ends[-1].get("final", {}) if ends else {}
@@ -77,34 +88,53 @@ def report() -> None:
     runs = doc["runs"]
     n = next(iter(runs.values()))["params"]["n_points"]
     ks = range(n)
-    lines = ["# looped_tf: the picture preset (configs/looped_tf_picture.yaml)", "",
-             "Written by `benchmarks/looped_tf_picture.py --report` from `looped_tf_picture.json`. Seed 0, one thread,",
-             "squared error / d at in-context position k, mean over the evaluation prompts. A run named other than",
-             "its variant is the variant with the overrides listed in the second table (`--set`).", "",
-             "| run | model | " + " | ".join(f"k={k}" for k in ks) + " |", "|---|---|" + "---|" * n]
+    lines = [
+        "# looped_tf: the picture preset (configs/looped_tf_picture.yaml)",
+        "",
+        "Written by `benchmarks/looped_tf_picture.py --report` from `looped_tf_picture.json`. Seed 0, one thread,",
+        "squared error / d at in-context position k, mean over the evaluation prompts. A run named other than",
+        "its variant is the variant with the overrides listed in the second table (`--set`).",
+        "",
+        "| run | model | " + " | ".join(f"k={k}" for k in ks) + " |",
+        "|---|---|" + "---|" * n,
+    ]
     ls = None
     for name, entry in runs.items():
         f, p = entry["final"], entry["params"]
         if p["model"] == "looped":
             model = f"looped L={p['n_layer']}, b={p['n_loops']}, T={p['loop_window']}"
-            lines.append(f"| {name} | {model}, {int(f['headline_loops'])} loops | "
-                         + " | ".join(fmt(f[f"err_k{k}"]) for k in ks) + " |")
+            lines.append(
+                f"| {name} | {model}, {int(f['headline_loops'])} loops | "
+                + " | ".join(fmt(f[f"err_k{k}"]) for k in ks)
+                + " |"
+            )
             if int(f["headline_loops"]) != p["n_loops"]:
-                lines.append(f"| {name} | {model}, {p['n_loops']} loops | "
-                             + " | ".join(fmt(f[f"err_k{k}_loops{p['n_loops']}"]) for k in ks) + " |")
+                lines.append(
+                    f"| {name} | {model}, {p['n_loops']} loops | "
+                    + " | ".join(fmt(f[f"err_k{k}_loops{p['n_loops']}"]) for k in ks)
+                    + " |"
+                )
         else:
-            lines.append(f"| {name} | standard, {p['n_layer']} layers | " + " | ".join(fmt(f[f"err_k{k}"]) for k in ks) + " |")
+            lines.append(
+                f"| {name} | standard, {p['n_layer']} layers | " + " | ".join(fmt(f[f"err_k{k}"]) for k in ks) + " |"
+            )
         ls = f
     if ls is not None:
         lines.append("| | least squares | " + " | ".join(fmt(ls[f"ls_err_k{k}"]) for k in ks) + " |")
-    lines += ["", "| run | variant | overrides | status | CPU-min | wall-min | load avg start (1/5/15) | load avg end | started |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| run | variant | overrides | status | CPU-min | wall-min | load avg start (1/5/15) | load avg end | started "
+        "|",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, e in runs.items():
         la = "/".join(f"{x:.2f}" for x in e["load_start"])
         lb = "/".join(f"{x:.2f}" for x in e["load_end"])
         over = ", ".join(f"{k}={v}" for k, v in e.get("overrides", {}).items()) or "-"
-        lines.append(f"| {name} | {e.get('variant', name)} | {over} | {e['status']} | {e['cpu_s'] / 60:.1f} | "
-                     f"{e['wall_s'] / 60:.1f} | {la} | {lb} | {e['started']} |")
+        lines.append(
+            f"| {name} | {e.get('variant', name)} | {over} | {e['status']} | {e['cpu_s'] / 60:.1f} | "
+            f"{e['wall_s'] / 60:.1f} | {la} | {lb} | {e['started']} |"
+        )
     (OUT.with_suffix(".md")).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if "looped" in runs and "standard" in runs:
@@ -115,22 +145,33 @@ def plot(looped: dict, standard: dict, path: Path) -> None:
     """The paper's Figure 2 at this scale: error by in-context position, the preset's two models and
     least squares (exact from k = d on: drawn at the plot's floor)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     f, p = looped["final"], looped["params"]
     ks = list(range(p["n_points"]))
     floor = 1e-4
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(ks, [f[f"err_k{k}"] for k in ks], "o-", label=f"looped L={p['n_layer']}, b={p['n_loops']}, "
-            f"T={p['loop_window']}, {int(f['headline_loops'])} loops")
+    ax.plot(
+        ks,
+        [f[f"err_k{k}"] for k in ks],
+        "o-",
+        label=f"looped L={p['n_layer']}, b={p['n_loops']}, T={p['loop_window']}, {int(f['headline_loops'])} loops",
+    )
     ax.plot(ks, [f[f"err_k{k}_loops{p['n_loops']}"] for k in ks], "o:", label=f"looped, b = {p['n_loops']} loops")
     s = standard["final"]
     ax.plot(ks, [s[f"err_k{k}"] for k in ks], "s-", label=f"standard, {standard['params']['n_layer']} layers")
     ax.plot(ks, [max(f[f"ls_err_k{k}"], floor) for k in ks], "k--", label="least squares (floor: exact)")
     ax.axvline(p["n_dims"], color="grey", lw=0.8)
     ax.set_xticks(ks)
-    ax.set(yscale="log", ylim=(floor / 2, 2), xlabel="in-context examples k", ylabel="squared error / d",
-           title=f"d = {p['n_dims']}, seed 0, one CPU thread")
+    ax.set(
+        yscale="log",
+        ylim=(floor / 2, 2),
+        xlabel="in-context examples k",
+        ylabel="squared error / d",
+        title=f"d = {p['n_dims']}, seed 0, one CPU thread",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -141,8 +182,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("variant", nargs="?", choices=["looped", "standard"])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a param of the variant (dotted keys, YAML values); repeatable")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a param of the variant (dotted keys, YAML values); repeatable",
+    )
     parser.add_argument("--name", help="store the run under this name (default: the variant)")
     parser.add_argument("--report", action="store_true", help="render the results file, train nothing")
     args = parser.parse_args()

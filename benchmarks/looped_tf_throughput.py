@@ -39,8 +39,16 @@ class ReferenceLooped(nn.Module):
 
     def __init__(self, p: Params):
         super().__init__()
-        config = GPT2Config(n_positions=2 * p.n_points, n_embd=p.n_embd, n_layer=p.n_layer, n_head=p.n_head,
-                            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False)
+        config = GPT2Config(
+            n_positions=2 * p.n_points,
+            n_embd=p.n_embd,
+            n_layer=p.n_layer,
+            n_head=p.n_head,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            use_cache=False,
+        )
         self.read_in = nn.Linear(p.n_dims, p.n_embd)
         self.backbone = GPT2Model(config)
         self.read_out = nn.Linear(p.n_embd, 1)
@@ -108,11 +116,23 @@ def cpu_rows(presets: dict[str, Params], steps: int) -> list[dict]:
         tokens = p.batch_size * 2 * p.n_points
         o = 1 / statistics.median(cpu for _, cpu in times_ours)
         r = 1 / statistics.median(cpu for _, cpu in times_ref)
-        rows.append({"model": name, "device": "cpu, 1 thread", "b": ours.b, "T": ours.window, "n_layer": p.n_layer,
-                     "ours_steps_s": o, "ref_steps_s": r, "ours_tokens_s": o * tokens, "ref_tokens_s": r * tokens,
-                     "speedup": o / r, "steps_timed": steps,
-                     "ours_wall_steps_s": 1 / statistics.median(w for w, _ in times_ours),
-                     "ref_wall_steps_s": 1 / statistics.median(w for w, _ in times_ref)})
+        rows.append(
+            {
+                "model": name,
+                "device": "cpu, 1 thread",
+                "b": ours.b,
+                "T": ours.window,
+                "n_layer": p.n_layer,
+                "ours_steps_s": o,
+                "ref_steps_s": r,
+                "ours_tokens_s": o * tokens,
+                "ref_tokens_s": r * tokens,
+                "speedup": o / r,
+                "steps_timed": steps,
+                "ours_wall_steps_s": 1 / statistics.median(w for w, _ in times_ours),
+                "ref_wall_steps_s": 1 / statistics.median(w for w, _ in times_ref),
+            }
+        )
     return rows
 
 
@@ -123,8 +143,12 @@ def gpu_row(paper: Params, steps: int) -> dict | None:
         return None
     device = torch.device("cuda")
     torch.backends.cuda.matmul.allow_tf32 = paper.tf32
-    row: dict = {"model": "looped (paper preset)", "device": torch.cuda.get_device_name(), "b": paper.n_loops,
-                 "T": paper.loop_window}
+    row: dict = {
+        "model": "looped (paper preset)",
+        "device": torch.cuda.get_device_name(),
+        "b": paper.n_loops,
+        "T": paper.loop_window,
+    }
     for name, bf16 in (("fp32", False), ("bf16", True)):
         torch.manual_seed(0)
         trainer = Trainer(build_model(paper), paper, device, bf16=bf16)
@@ -142,6 +166,7 @@ def load_params(path: Path, variant: str | None) -> Params:
     import yaml
 
     from orchestrator.spec.spec import deep_merge, nest
+
     doc = yaml.safe_load(path.read_text())
     tree = nest(doc.get("params", {}))
     if variant:
@@ -160,38 +185,73 @@ def main() -> None:
     gpu = gpu_row(load_params(configs / "looped_tf_paper.yaml", "looped_b30"), max(args.steps, 50))
 
     table = Table(title="looped_tf training throughput: ours vs transformers GPT2Model reference")
-    for col in ("model", "device", "b / T / layers", "ours steps/s", "ref steps/s", "ours tokens/s", "ref tokens/s", "speedup"):
+    for col in (
+        "model",
+        "device",
+        "b / T / layers",
+        "ours steps/s",
+        "ref steps/s",
+        "ours tokens/s",
+        "ref tokens/s",
+        "speedup",
+    ):
         table.add_column(col, justify="right" if col not in ("model", "device") else "left")
-    md = ["| model | device | b / T / layers | ours steps/s | ref steps/s | ours tokens/s | ref tokens/s | speedup |",
-          "|---|---|---|---|---|---|---|---|"]
+    md = [
+        "| model | device | b / T / layers | ours steps/s | ref steps/s | ours tokens/s | ref tokens/s | speedup |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        cells = [r["model"], r["device"], f"{r['b']} / {r['T']} / {r['n_layer']}", f"{r['ours_steps_s']:.1f}",
-                 f"{r['ref_steps_s']:.1f}", f"{r['ours_tokens_s']:,.0f}", f"{r['ref_tokens_s']:,.0f}", f"{r['speedup']:.2f}x"]
+        cells = [
+            r["model"],
+            r["device"],
+            f"{r['b']} / {r['T']} / {r['n_layer']}",
+            f"{r['ours_steps_s']:.1f}",
+            f"{r['ref_steps_s']:.1f}",
+            f"{r['ours_tokens_s']:,.0f}",
+            f"{r['ref_tokens_s']:,.0f}",
+            f"{r['speedup']:.2f}x",
+        ]
         table.add_row(*cells)
         md.append("| " + " | ".join(cells) + " |")
     if gpu:
-        gpu_line = "; ".join(f"GPU ({gpu['device']}), paper preset b={gpu['b']}, {name}: {gpu[f'{name}_steps_s']:.1f} steps/s, "
-                             f"projected {PAPER_STEPS:,} steps {gpu[f'{name}_projected_500k_h']:.1f} h" for name in ("fp32", "bf16"))
+        gpu_line = "; ".join(
+            f"GPU ({gpu['device']}), paper preset b={gpu['b']}, {name}: {gpu[f'{name}_steps_s']:.1f} steps/s, "
+            f"projected {PAPER_STEPS:,} steps {gpu[f'{name}_projected_500k_h']:.1f} h"
+            for name in ("fp32", "bf16")
+        )
     else:
-        gpu_line = "GPU: none on this machine; the paper preset's fp32 and bf16 throughput were not measured (GPU path untested)."
+        gpu_line = (
+            "GPU: none on this machine; the paper preset's fp32 and bf16 throughput were not measured "
+            "(GPU path untested)."
+        )
     console = Console()
     console.print(table)
     console.print(gpu_line)
 
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
-    meta = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "steps": args.steps, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "load_avg_start": load_start, "load_avg_end": os.getloadavg()}
-    load = f"load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in load_start)} at the start, " \
-           f"{'/'.join(f'{x:.1f}' for x in meta['load_avg_end'])} at the end"
+    meta = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "steps": args.steps,
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load_avg_start": load_start,
+        "load_avg_end": os.getloadavg(),
+    }
+    load = (
+        f"load average (1/5/15 min) {'/'.join(f'{x:.1f}' for x in load_start)} at the start, "
+        f"{'/'.join(f'{x:.1f}' for x in meta['load_avg_end'])} at the end"
+    )
     (out / "looped_tf_throughput.json").write_text(json.dumps({"meta": meta, "cpu": rows, "gpu": gpu}, indent=1))
     (out / "looped_tf_throughput.md").write_text(
         "# looped_tf training throughput\n\n" + "\n".join(md) + f"\n\n{gpu_line}\n\n"
         f"Reference: read_in + transformers GPT2Model (sdpa) called b times + read_out, same sizes and data. "
         f"steps/s = 1 / median CPU time of a step (one thread; wall time is unreliable on this shared machine, "
-        f"wall medians in the JSON), {args.steps} steps each, ours and reference alternating step by step; torch {torch.__version__}, "
-        f"{meta['time']}; the machine was shared with other jobs: {load}.\n")
+        f"wall medians in the JSON), {args.steps} steps each, ours and reference alternating step by step; torch "
+        f"{torch.__version__}, "
+        f"{meta['time']}; the machine was shared with other jobs: {load}.\n"
+    )
 
 
 if __name__ == "__main__":

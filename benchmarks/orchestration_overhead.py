@@ -59,22 +59,44 @@ def plain_loop(n: int, tmp: Path) -> float:
 
 def submit_overhead(n: int, tmp: Path) -> dict:
     from orchestrator.tracking.ledger import Ledger
+
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     Ledger(uri)  # the store's one-time creation (schema migrations) is not per-run overhead
     spec = tmp / "overhead.yaml"
-    spec.write_text(yaml.safe_dump({"name": "overhead", "workload": "smoke", "params": {"steps": 1, "noise": 0.0},
-                                    "seeds": n, "workdir": str(tmp / "jobs")}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "overhead",
+                "workload": "smoke",
+                "params": {"steps": 1, "noise": 0.0},
+                "seeds": n,
+                "workdir": str(tmp / "jobs"),
+            }
+        )
+    )
     loop_s = plain_loop(n, tmp / "loop")
     cpu0, load0 = children_cpu(), os.getloadavg()[0]
     start = time.perf_counter()
-    subprocess.run([*ORCH, "submit", str(spec), "--tracking-uri", uri],
-                   check=True, cwd=tmp, stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [*ORCH, "submit", str(spec), "--tracking-uri", uri],
+        check=True,
+        cwd=tmp,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     submit_s = time.perf_counter() - start
     span_s = runs_span(tmp / "jobs" / "overhead")
-    return {"runs": n, "plain_loop_s": loop_s, "orch_submit_s": submit_s, "orch_cpu_s": children_cpu() - cpu0,
-            "overhead_ms_per_run": (submit_s - loop_s) / n * 1000, "runs_span_s": span_s,
-            "marginal_ms_per_run": (span_s - loop_s) / n * 1000, "fixed_s": submit_s - span_s,
-            "load_avg": (load0 + os.getloadavg()[0]) / 2}
+    return {
+        "runs": n,
+        "plain_loop_s": loop_s,
+        "orch_submit_s": submit_s,
+        "orch_cpu_s": children_cpu() - cpu0,
+        "overhead_ms_per_run": (submit_s - loop_s) / n * 1000,
+        "runs_span_s": span_s,
+        "marginal_ms_per_run": (span_s - loop_s) / n * 1000,
+        "fixed_s": submit_s - span_s,
+        "load_avg": (load0 + os.getloadavg()[0]) / 2,
+    }
 
 
 def runs_span(workdir: Path) -> float:
@@ -98,16 +120,29 @@ def reconcile_time(n: int, tmp: Path) -> dict:
 
     uri = f"sqlite:///{tmp / 'reconcile.db'}"
     spec_path = tmp / "big.yaml"
-    spec_path.write_text(yaml.safe_dump({"name": "big", "workload": "smoke", "grid": {"offset": list(range(n // 10))},
-                                         "seeds": 10, "workdir": str(tmp / "jobs-big")}))
+    spec_path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "big",
+                "workload": "smoke",
+                "grid": {"offset": list(range(n // 10))},
+                "seeds": 10,
+                "workdir": str(tmp / "jobs-big"),
+            }
+        )
+    )
     ledger = Ledger(uri)
     spec = load_spec(spec_path)
     runs = expand(spec)
     experiment_id = ledger.experiment_id("big", create=True)
     for run in runs:  # populate: every run already FINISHED
-        run_id = ledger.create_run(experiment_id, run.label, {"orch.role": "seed", "orch.key": run.key,
-                                                              "orch.group": run.group, "orch.backend": "local"},
-                                   flat_params(run), status="RUNNING")
+        run_id = ledger.create_run(
+            experiment_id,
+            run.label,
+            {"orch.role": "seed", "orch.key": run.key, "orch.group": run.group, "orch.backend": "local"},
+            flat_params(run),
+            status="RUNNING",
+        )
         ledger.client.set_terminated(run_id, "FINISHED")
     start = time.perf_counter()
     spec = load_spec(spec_path)
@@ -117,8 +152,14 @@ def reconcile_time(n: int, tmp: Path) -> dict:
     in_process_s = time.perf_counter() - start
     assert len(reconciled.done) == n and not reconciled.todo, "every run must be found FINISHED"
     start = time.perf_counter()
-    out = subprocess.run([*ORCH, "submit", str(spec_path), "--tracking-uri", uri],
-                         check=True, cwd=tmp, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    out = subprocess.run(
+        [*ORCH, "submit", str(spec_path), "--tracking-uri", uri],
+        check=True,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     cli_s = time.perf_counter() - start
     assert "0 to run" in " ".join(out.stdout.split()), out.stdout
     return {"runs": n, "plan_reconcile_s": in_process_s, "orch_submit_cli_s": cli_s, "load_avg": os.getloadavg()[0]}
@@ -142,12 +183,20 @@ def main() -> None:
         (f"plain loop, {overhead['runs']} smoke calls", f"{overhead['plain_loop_s']:.2f} s", "", ""),
         (f"orch submit, {overhead['runs']} runs (wall)", f"{overhead['orch_submit_s']:.2f} s", "", ""),
         ("orch submit CPU (all processes)", f"{overhead['orch_cpu_s']:.2f} s", "", ""),
-        ("overhead per run (all of the submission / runs)", f"{overhead['overhead_ms_per_run']:.0f} ms", "<= 50 ms",
-         "yes" if overhead["overhead_ms_per_run"] <= 50 else "no"),
+        (
+            "overhead per run (all of the submission / runs)",
+            f"{overhead['overhead_ms_per_run']:.0f} ms",
+            "<= 50 ms",
+            "yes" if overhead["overhead_ms_per_run"] <= 50 else "no",
+        ),
         ("  of which paid per run (first start to last end)", f"{overhead['marginal_ms_per_run']:.0f} ms", "", ""),
         ("  of which paid once (start-up, MLflow, aggregates)", f"{overhead['fixed_s']:.2f} s", "", ""),
-        (f"plan + reconcile, {reconcile['runs']} existing runs", f"{reconcile['plan_reconcile_s']:.2f} s", "< 2 s",
-         "yes" if reconcile["plan_reconcile_s"] < 2 else "no"),
+        (
+            f"plan + reconcile, {reconcile['runs']} existing runs",
+            f"{reconcile['plan_reconcile_s']:.2f} s",
+            "< 2 s",
+            "yes" if reconcile["plan_reconcile_s"] < 2 else "no",
+        ),
         ("orch submit CLI with nothing to run (incl. start-up)", f"{reconcile['orch_submit_cli_s']:.2f} s", "", ""),
         ("load average during the runs (2 cores)", f"{overhead['load_avg']:.1f}", "", ""),
     ]
@@ -155,7 +204,9 @@ def main() -> None:
         table.add_row(*row)
     Console().print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "orchestration_overhead.json").write_text(json.dumps({"overhead": overhead, "reconcile": reconcile}, indent=1))
+    (RESULTS / "orchestration_overhead.json").write_text(
+        json.dumps({"overhead": overhead, "reconcile": reconcile}, indent=1)
+    )
     lines = ["| measure | value | target | ok |", "|---|---|---|---|"] + [f"| {' | '.join(r)} |" for r in rows]
     (RESULTS / "orchestration_overhead.md").write_text("\n".join(lines) + "\n")
 

@@ -32,10 +32,21 @@ def submit(root: Path, name: str, backend: str, runs: int) -> float:
     from typer.testing import CliRunner
 
     from orchestrator.cli import app
+
     spec = root / f"{name}.yaml"
-    spec.write_text(yaml.safe_dump({"name": name, "workload": "smoke", "params": {"steps": 20}, "seeds": runs,
-                                    "backend": backend, "workdir": str(root / "jobs"),
-                                    "resources": {"cpus": 1, "mem_gb": 0.5}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "workload": "smoke",
+                "params": {"steps": 20},
+                "seeds": runs,
+                "backend": backend,
+                "workdir": str(root / "jobs"),
+                "resources": {"cpus": 1, "mem_gb": 0.5},
+            }
+        )
+    )
     start = time.perf_counter()
     result = CliRunner().invoke(app, ["submit", str(spec), "--tracking-uri", f"sqlite:///{root / 'm.db'}"])
     assert result.exit_code == 0, result.output
@@ -44,21 +55,38 @@ def submit(root: Path, name: str, backend: str, runs: int) -> float:
 
 def sweep(root: Path, name: str, trials: int, reuse: bool) -> float:
     import orchestrator.tune.sweep as tune_mod
+
     spec = root / f"{name}.yaml"
-    spec.write_text(yaml.safe_dump({"name": name, "workload": "smoke", "params": {"steps": 20},
-                                    "workdir": str(root / "jobs"), "resources": {"cpus": 1, "mem_gb": 0.5},
-                                    "tune": {"report": "loss", "num_samples": trials, "max_concurrent": 2,
-                                             "space": {"offset": {"uniform": [0.0, 1.0]}}}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "workload": "smoke",
+                "params": {"steps": 20},
+                "workdir": str(root / "jobs"),
+                "resources": {"cpus": 1, "mem_gb": 0.5},
+                "tune": {
+                    "report": "loss",
+                    "num_samples": trials,
+                    "max_concurrent": 2,
+                    "space": {"offset": {"uniform": [0.0, 1.0]}},
+                },
+            }
+        )
+    )
     original = tune_mod._tune_config
 
     def with_reuse(config):
         tc = original(config)
         tc.reuse_actors = reuse
         return tc
+
     tune_mod._tune_config = with_reuse
     try:
         start = time.perf_counter()
-        result = tune_mod.run_sweep(spec, tracking_uri=f"sqlite:///{root / 'm.db'}", best_path=None, echo=lambda *a: None)
+        result = tune_mod.run_sweep(
+            spec, tracking_uri=f"sqlite:///{root / 'm.db'}", best_path=None, echo=lambda *a: None
+        )
         assert sum(r.status == "FINISHED" for r in result.rows) == trials
         return time.perf_counter() - start
     finally:
@@ -75,11 +103,13 @@ def main() -> None:
     try:
         rows = []
         from orchestrator.tracking.ledger import Ledger  # the MLflow store exists before anything is timed
+
         Ledger(f"sqlite:///{root / 'm.db'}").client.search_experiments()
         local_s = submit(root, "bench_local", "local", args.runs)
         rows.append(("submit, local backend (peer)", args.runs, local_s, 1.0))
         from orchestrator.backends.ray_connect import connect
         from orchestrator.backends.ray_settings import RaySettings
+
         start = time.perf_counter()
         ray = connect(None, RaySettings(num_cpus=os.cpu_count()))
         init_s = time.perf_counter() - start
@@ -94,8 +124,7 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    table = Table(title=f"Ray backend and orch tune: {args.runs} smoke runs/trials (20 steps), "
-                        f"{os.cpu_count()} cores")
+    table = Table(title=f"Ray backend and orch tune: {args.runs} smoke runs/trials (20 steps), {os.cpu_count()} cores")
     for col in ("what", "runs", "wall s", "s per run", "x local"):
         table.add_column(col, justify="left" if col == "what" else "right")
     for what, n, secs, ratio in rows:
@@ -103,14 +132,20 @@ def main() -> None:
     Console().print(table)
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
-    data = {"runs": args.runs, "cpus": os.cpu_count(), "python": platform.python_version(),
-            "load_avg": os.getloadavg(), "rows": [dict(zip(("what", "runs", "wall_s", "x_local"), r)) for r in rows]}
+    data = {
+        "runs": args.runs,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_avg": os.getloadavg(),
+        "rows": [dict(zip(("what", "runs", "wall_s", "x_local"), r, strict=False)) for r in rows],
+    }
     (out / "ray_tune.json").write_text(json.dumps(data, indent=1))
     md = ["| what | runs | wall s | s per run | x local |", "|---|---|---|---|---|"]
     md += [f"| {w} | {n} | {s:.1f} | {(s / n if n else 0):.2f} | {r:.2f} |" for w, n, s, r in rows]
     (out / "ray_tune.md").write_text(
         f"# Ray backend and orch tune ({args.runs} smoke runs, {os.cpu_count()} cores, load "
-        f"{os.getloadavg()[0]:.1f})\n\n" + "\n".join(md) + "\n")
+        f"{os.getloadavg()[0]:.1f})\n\n" + "\n".join(md) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -27,19 +27,45 @@ from orchestrator.tracking.ledger import Ledger  # noqa: E402
 
 def submit(tmp: Path, name: str, runs: int, per_job: int) -> dict:
     spec = tmp / f"{name}.yaml"
-    spec.write_text(f"name: {name}\nworkload: smoke\nworkdir: {tmp / 'jobs'}\nparams: {{steps: 6, sleep_s: 0.5}}\n"
-                    f"resources: {{cpus: 1, mem_gb: 0.5, time_min: 60, runs_per_job: {per_job}}}\n")
+    spec.write_text(
+        f"name: {name}\nworkload: smoke\nworkdir: {tmp / 'jobs'}\nparams: {{steps: 6, sleep_s: 0.5}}\n"
+        f"resources: {{cpus: 1, mem_gb: 0.5, time_min: 60, runs_per_job: {per_job}}}\n"
+    )
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "submit", str(spec), "--seeds", str(runs),
-                           "--backend", "slurm", "--cluster", "local-slurm", "--wait", "--tracking-uri", uri],
-                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "submit",
+            str(spec),
+            "--seeds",
+            str(runs),
+            "--backend",
+            "slurm",
+            "--cluster",
+            "local-slurm",
+            "--wait",
+            "--tracking-uri",
+            uri,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     wall = time.perf_counter() - start
     ledger = Ledger(uri)
     records = ledger.runs(ledger.experiment_id(name))
-    return {"runs": len(records), "jobs": len({r.tags["orch.job_id"] for r in records}), "wall_s": round(wall, 1),
-            "finished": sum(r.status == "FINISHED" for r in records), "exit": proc.returncode,
-            "final": {r.tags["orch.seed"]: r.metrics.get("final_loss") for r in records}}
+    return {
+        "runs": len(records),
+        "jobs": len({r.tags["orch.job_id"] for r in records}),
+        "wall_s": round(wall, 1),
+        "finished": sum(r.status == "FINISHED" for r in records),
+        "exit": proc.returncode,
+        "final": {r.tags["orch.seed"]: r.metrics.get("final_loss") for r in records},
+    }
 
 
 def main() -> None:
@@ -53,15 +79,23 @@ def main() -> None:
     one = submit(tmp, "pack_bench_1", args.runs, 1)
     packed = submit(tmp, f"pack_bench_{args.per_job}", args.runs, args.per_job)
     load = os.getloadavg()[0]
-    result = {"runs": args.runs, "per_job": args.per_job, "unpacked": one, "packed": packed,
-              "identical_finals": one["final"] == packed["final"], "load_1min": round(load, 2)}
+    result = {
+        "runs": args.runs,
+        "per_job": args.per_job,
+        "unpacked": one,
+        "packed": packed,
+        "identical_finals": one["final"] == packed["final"],
+        "load_1min": round(load, 2),
+    }
     (ROOT / "results").mkdir(exist_ok=True)
     (ROOT / "results" / "slurm_pack.json").write_text(json.dumps(result, indent=1))
     md = ["| submission | runs | jobs | finished | wall s |", "|---|---|---|---|---|"]
     for label, r in (("one run per job", one), (f"runs_per_job: {args.per_job}", packed)):
         md.append(f"| {label} | {r['runs']} | {r['jobs']} | {r['finished']} | {r['wall_s']} |")
-    md.append(f"\nSame final metric per seed packed and unpacked: {result['identical_finals']}. "
-              f"Load average at the end: {result['load_1min']} (2 cores, shared).")
+    md.append(
+        f"\nSame final metric per seed packed and unpacked: {result['identical_finals']}. "
+        f"Load average at the end: {result['load_1min']} (2 cores, shared)."
+    )
     (ROOT / "results" / "slurm_pack.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 

@@ -54,9 +54,11 @@ def main() -> None:
         subprocess.run([str(REPO / "cluster" / "dev" / "start-slurm.sh")], check=True)
     tmp = Path(tempfile.mkdtemp(prefix="slurm_bench_"))
     spec_path = tmp / "spec.yaml"
-    spec_path.write_text(f"name: slurm_bench\nworkload: smoke\nworkdir: {tmp / 'jobs'}\ncluster: local-slurm\n"
-                         f"backend: slurm\nparams: {{steps: 3}}\nseeds: {args.runs}\n"
-                         "resources: {cpus: 1, mem_gb: 0.5, time_min: 60}\n")
+    spec_path.write_text(
+        f"name: slurm_bench\nworkload: smoke\nworkdir: {tmp / 'jobs'}\ncluster: local-slurm\n"
+        f"backend: slurm\nparams: {{steps: 3}}\nseeds: {args.runs}\n"
+        "resources: {cpus: 1, mem_gb: 0.5, time_min: 60}\n"
+    )
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     spec = load_spec(spec_path)
     runs = expand(spec)
@@ -76,24 +78,41 @@ def main() -> None:
         poller = SlurmBackend()
         records, t_search = timed(lambda: ledger.runs(experiment_id))
         _, t_refresh = timed(lambda: driver.refresh(ledger, records, lambda name: poller))
-        _, t_summary = timed(lambda: (groups.update_groups(ledger, experiment_id), experiment_status(ledger, experiment_id)))
+        _, t_summary = timed(
+            lambda: (groups.update_groups(ledger, experiment_id), experiment_status(ledger, experiment_id))
+        )
         return poller, t_search, t_refresh, t_summary
+
     (poller, t_search, t_refresh, t_summary), t_status = timed(status)
     _, t_status2 = timed(status)
-    cli, t_cli = timed(lambda: subprocess.run([sys.executable, "-m", "orchestrator", "status", spec.name,
-                                               "--tracking-uri", uri], capture_output=True, text=True, cwd=REPO))
+    cli, t_cli = timed(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "orchestrator", "status", spec.name, "--tracking-uri", uri],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+    )
 
     # peer: one scheduler call per job
-    sample = job_ids[:args.sample]
-    _, t_naive_poll = timed(lambda: [subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", j],
-                                                    capture_output=True) for j in sample])
+    sample = job_ids[: args.sample]
+    _, t_naive_poll = timed(
+        lambda: [
+            subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", j], capture_output=True)
+            for j in sample
+        ]
+    )
     held: list[str] = []
 
     def naive_submit():
         for _ in sample:
-            out = subprocess.run(["sbatch", "--hold", "--parsable", "-J", "orch-bench-naive", "--wrap", "true"],
-                                 capture_output=True, text=True).stdout.strip()
+            out = subprocess.run(
+                ["sbatch", "--hold", "--parsable", "-J", "orch-bench-naive", "--wrap", "true"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
             held.append(out.split(";")[0])
+
     _, t_naive_submit = timed(naive_submit)
     subprocess.run(["scancel", *held], capture_output=True)
 
@@ -109,7 +128,12 @@ def main() -> None:
         ("arrays (MaxArraySize split)", f"{len(arrays)}", "", ""),
         ("check request (sbatch --test-only)", f"{t_check:.2f} s", "", ""),
         ("MLflow runs + run directories", f"{t_prepare:.2f} s", "", ""),
-        ("sbatch of the arrays (submitit)", f"{t_sbatch:.2f} s", f"{t_naive_submit * per_500:.2f} s", f"{t_naive_submit * per_500 / t_sbatch:.1f}x"),
+        (
+            "sbatch of the arrays (submitit)",
+            f"{t_sbatch:.2f} s",
+            f"{t_naive_submit * per_500:.2f} s",
+            f"{t_naive_submit * per_500 / t_sbatch:.1f}x",
+        ),
         ("record job ids in MLflow", f"{t_record:.2f} s", "", ""),
         ("queue all, total", f"{t_check + t_prepare + t_sbatch + t_record:.2f} s", "", ""),
         ("scheduler calls to submit (incl. --test-only)", json.dumps(submit_calls), f"{n} sbatch", ""),
@@ -118,33 +142,61 @@ def main() -> None:
         ("  refresh: 500 journals + scheduler query", f"{t_refresh:.2f} s", "", ""),
         ("  group summary (2 more MLflow searches)", f"{t_summary:.2f} s", "", ""),
         ("orch status, in process (2nd)", f"{t_status2:.2f} s", "", ""),
-        ("scheduler calls per status", json.dumps(dict(poller.calls)), f"{n} sacct",
-         f"{n / max(1, sum(poller.calls.values())):.0f}x fewer"),
+        (
+            "scheduler calls per status",
+            json.dumps(dict(poller.calls)),
+            f"{n} sacct",
+            f"{n / max(1, sum(poller.calls.values())):.0f}x fewer",
+        ),
         ("polling the scheduler", "", f"{t_naive_poll * per_500:.2f} s", ""),
         ("orch status, whole CLI process", f"{t_cli:.2f} s (rc {cli.returncode})", "", ""),
         ("orch cancel (one scancel + wait)", f"{t_cancel:.2f} s, calls {json.dumps(dict(canceller.calls))}", "", ""),
     ]
-    table = Table(title=f"Slurm backend, {n} smoke runs (peer: one scheduler call per job, {len(sample)} "
-                        f"measured, x{per_500:.0f})")
+    table = Table(
+        title=f"Slurm backend, {n} smoke runs (peer: one scheduler call per job, {len(sample)} "
+        f"measured, x{per_500:.0f})"
+    )
     for col in ("what", "orch (arrays, batched)", "peer per 500", "ratio"):
         table.add_column(col)
     for row in rows:
         table.add_row(*row)
     console.print(table)
     load = os.getloadavg()
-    result = {"runs": n, "arrays": len(arrays), "check_s": t_check, "prepare_s": t_prepare, "sbatch_s": t_sbatch,
-              "record_s": t_record, "submit_calls": submit_calls, "status_s": t_status, "status_again_s": t_status2,
-              "status_search_s": t_search, "status_refresh_s": t_refresh, "status_summary_s": t_summary,
-              "status_calls": dict(poller.calls), "status_cli_s": t_cli, "cancel_s": t_cancel,
-              "cancel_calls": dict(canceller.calls), "peer_sample": len(sample),
-              "peer_poll_per_500_s": t_naive_poll * per_500, "peer_sbatch_per_500_s": t_naive_submit * per_500,
-              "load_average_1min_after": load[0], "cores": os.cpu_count()}
+    result = {
+        "runs": n,
+        "arrays": len(arrays),
+        "check_s": t_check,
+        "prepare_s": t_prepare,
+        "sbatch_s": t_sbatch,
+        "record_s": t_record,
+        "submit_calls": submit_calls,
+        "status_s": t_status,
+        "status_again_s": t_status2,
+        "status_search_s": t_search,
+        "status_refresh_s": t_refresh,
+        "status_summary_s": t_summary,
+        "status_calls": dict(poller.calls),
+        "status_cli_s": t_cli,
+        "cancel_s": t_cancel,
+        "cancel_calls": dict(canceller.calls),
+        "peer_sample": len(sample),
+        "peer_poll_per_500_s": t_naive_poll * per_500,
+        "peer_sbatch_per_500_s": t_naive_submit * per_500,
+        "load_average_1min_after": load[0],
+        "cores": os.cpu_count(),
+    }
     out = ROOT / "results"
     out.mkdir(exist_ok=True)
     (out / "slurm_submit.json").write_text(json.dumps(result, indent=1))
-    md = ["# Slurm backend: 500 runs as arrays", "", f"Dev Slurm (one node, {os.cpu_count()} cores, shared machine, "
-          f"load average {load[0]:.1f} at the end). `.venv/bin/python benchmarks/slurm_submit.py`", "",
-          "| what | orch (arrays, batched) | peer per 500 | ratio |", "|---|---|---|---|"]
+    md = [
+        "# Slurm backend: 500 runs as arrays",
+        "",
+        f"Dev Slurm (one node, {os.cpu_count()} cores, shared machine, "
+        f"load average {load[0]:.1f} at the end). `.venv/bin/python benchmarks/slurm_submit.py`",
+        "",
+        "| what | orch (arrays, batched) | peer per 500 | ratio |",
+        "|---|---|---|---|",
+    ]
     md += [f"| {' | '.join(r)} |" for r in rows]
     (out / "slurm_submit.md").write_text("\n".join(md) + "\n")
 

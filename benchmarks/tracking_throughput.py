@@ -11,7 +11,8 @@
   ... (server/PG, 2 workers)    the same with `orch server start --workers 2`
 
 Wall time runs from the moment every process is ready (imports done, barrier) to every row stored; the
-count of rows is checked in the store. Run: .venv/bin/python benchmarks/tracking_throughput.py [--runs 16 --metrics 2000]
+count of rows is checked in the store.
+Run: .venv/bin/python benchmarks/tracking_throughput.py [--runs 16 --metrics 2000]
 Writes benchmarks/results/tracking_throughput.{json,md}."""
 
 from __future__ import annotations
@@ -51,29 +52,33 @@ def rows_for(run_index: int, n: int, base_ms: int) -> list[tuple[str, float, int
 def direct_writer(uri: str, run_id: str, index: int, n: int, barrier) -> None:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
+
     client = MlflowClient(uri)
     rows = [Metric(*r) for r in rows_for(index, n, 1_700_000_000_000)]
     client.get_run(run_id)  # connection and schema check done before the clock starts
     barrier.wait()
     for i in range(0, n, BATCH):
-        client.log_batch(run_id, metrics=rows[i:i + BATCH])
+        client.log_batch(run_id, metrics=rows[i : i + BATCH])
 
 
 def rest_writer(uri: str, run_id: str, index: int, n: int, barrier) -> None:
     import requests
+
     session = requests.Session()
     rows = [{"key": k, "value": v, "timestamp": t, "step": s} for k, v, t, s in rows_for(index, n, 1_700_000_000_000)]
     session.get(f"{uri}/health").raise_for_status()
     barrier.wait()
     for i in range(0, n, BATCH):
-        r = session.post(f"{uri}/api/2.0/mlflow/runs/log-batch", json={"run_id": run_id, "metrics": rows[i:i + BATCH]},
-                         timeout=300)
+        r = session.post(
+            f"{uri}/api/2.0/mlflow/runs/log-batch", json={"run_id": run_id, "metrics": rows[i : i + BATCH]}, timeout=300
+        )
         r.raise_for_status()
 
 
 def journal_writer(run_dir: str, index: int, n: int, barrier) -> None:
     from orchestrator.job.journal import JournalWriter
     from orchestrator.job.rundir import RunDir
+
     journal = JournalWriter(RunDir(Path(run_dir)).journal)
     journal.write("start", attempt=1, pid=os.getpid(), host="bench", resumed_from_step=None)
     barrier.wait()
@@ -87,6 +92,7 @@ def worker_job(run_dir: str, barrier) -> None:
     import requests  # noqa: F401 - imported before the clock, like a job's warm-up
 
     from orchestrator.job import worker
+
     barrier.wait()
     worker.execute(run_dir)
 
@@ -109,13 +115,17 @@ def run_processes(target, arg_lists: list[tuple]) -> float:
 # -- modes ---------------------------------------------------------------------------------------------
 def make_runs(uri: str, name: str, count: int) -> list[str]:
     from orchestrator.tracking.ledger import Ledger
+
     ledger = Ledger(uri)
     experiment_id = ledger.experiment_id(name, create=True)
-    return [ledger.create_run(experiment_id, f"r{i}", {"orch.role": "seed"}, {}, status="RUNNING") for i in range(count)]
+    return [
+        ledger.create_run(experiment_id, f"r{i}", {"orch.role": "seed"}, {}, status="RUNNING") for i in range(count)
+    ]
 
 
 def count_rows(uri: str, run_ids: list[str], key: str = "loss") -> int:
     from mlflow.tracking import MlflowClient
+
     client = MlflowClient(uri)
     rows = 0
     for run_id in run_ids:
@@ -135,20 +145,23 @@ def mode_direct(uri: str, name: str, runs: int, n: int, rest: bool) -> tuple[flo
 def make_run_dirs(uri: str, name: str, runs: int, steps: int, workload_params: dict | None = None):
     from orchestrator.job.rundir import RunDir
     from orchestrator.spec.plan import Run
+
     run_ids = make_runs(uri, name, runs)
     dirs = []
     for i, run_id in enumerate(run_ids):
         run_dir = RunDir(WORK / "jobs" / name / f"r{i}")
         shutil.rmtree(run_dir.path, ignore_errors=True)
         run = Run("smoke", workload_params or {"steps": steps}, i, "default", {})
-        run_dir.create({"run": run.to_dict(), "run_id": run_id, "experiment_id": "0", "tracking_uri": uri,
-                        "cpus": 1, "gpus": 0})
+        run_dir.create(
+            {"run": run.to_dict(), "run_id": run_id, "experiment_id": "0", "tracking_uri": uri, "cpus": 1, "gpus": 0}
+        )
         dirs.append(run_dir)
     return run_ids, dirs
 
 
 def ingest_all(uri: str, dirs) -> None:
     from orchestrator.tracking.ledger import Ledger
+
     ledger = Ledger(uri)
     for run_dir in dirs:
         assert ledger.ingest(run_dir) == "FINISHED"
@@ -157,6 +170,7 @@ def ingest_all(uri: str, dirs) -> None:
 def mode_journal_ingest(uri: str, name: str, runs: int, n: int) -> tuple[float, int]:
     run_ids, dirs = make_run_dirs(uri, name, runs, n)
     from orchestrator.tracking.ledger import Ledger
+
     Ledger(uri)  # client and store ready before the clock, like a running orchestrator
     start = run_processes(journal_writer, [(str(d.path), i, n) for i, d in enumerate(dirs)])
     ingest_all(uri, dirs)
@@ -170,7 +184,12 @@ def mode_live(uri: str, name: str, runs: int, n: int) -> tuple[float, int, int]:
     start = run_processes(worker_job, [(str(d.path),) for d in dirs])
     jobs_s = time.perf_counter() - start  # every job ended: its pusher flushed (or gave up) before exit
     from orchestrator.job.push import read_state
-    pushed = sum(1 for d, rid in zip(dirs, run_ids) if (read_state(d, rid) or {}).get("offset") == d.journal.stat().st_size)
+
+    pushed = sum(
+        1
+        for d, rid in zip(dirs, run_ids, strict=False)
+        if (read_state(d, rid) or {}).get("offset") == d.journal.stat().st_size
+    )
     ingest_all(uri, dirs)  # tags, status, final metrics, and anything a pusher could not send
     wall = time.perf_counter() - start
     return wall, count_rows(uri, run_ids), pushed, jobs_s
@@ -182,7 +201,9 @@ def start_postgres() -> tuple[str, dict]:
     for p in (REPO / "benchmarks" / "_work", WORK):
         p.chmod(0o755)  # the 'postgres' user must reach its data directory
     env = {**os.environ, "ORCH_PG_DIR": str(WORK / "pg"), "ORCH_PG_PORT": str(free_port())}
-    out = subprocess.run([str(REPO / "cluster/dev/start-postgres.sh")], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(REPO / "cluster/dev/start-postgres.sh")], env=env, capture_output=True, text=True, check=True
+    )
     return out.stdout.strip().splitlines()[-1], env
 
 
@@ -195,6 +216,7 @@ def main() -> None:
     from rich.table import Table
 
     from orchestrator.tracking import server
+
     console = Console()
     shutil.rmtree(WORK, ignore_errors=True)
     runs, n = args.runs, args.metrics
@@ -205,8 +227,11 @@ def main() -> None:
     try:
         sqlite_uri = f"sqlite:///{WORK / 'direct.db'}"
         from orchestrator.tracking.ledger import Ledger
+
         Ledger(sqlite_uri).experiment_id("warm", create=True)  # schema created once, before any writer
-        srv_sqlite = server.start(f"sqlite:///{WORK / 'server.db'}", WORK / "art1", port=free_port(), run_dir=WORK / "srv1")
+        srv_sqlite = server.start(
+            f"sqlite:///{WORK / 'server.db'}", WORK / "art1", port=free_port(), run_dir=WORK / "srv1"
+        )
         servers.append(WORK / "srv1")
         srv_pg = server.start(pg_uri, WORK / "art2", port=free_port(), run_dir=WORK / "srv2")
         servers.append(WORK / "srv2")
@@ -215,28 +240,51 @@ def main() -> None:
         console.print(f"stack up: server/sqlite {srv_sqlite.uri}, server/PostgreSQL {srv_pg.uri}")
 
         def record(path: str, wall: float, stored: int, note: str = "") -> None:
-            results.append({"path": path, "runs": runs, "metrics": total, "stored": stored, "wall_s": round(wall, 2),
-                            "metrics_per_s": round(stored / wall), "note": note})
+            results.append(
+                {
+                    "path": path,
+                    "runs": runs,
+                    "metrics": total,
+                    "stored": stored,
+                    "wall_s": round(wall, 2),
+                    "metrics_per_s": round(stored / wall),
+                    "note": note,
+                }
+            )
             console.print(f"{path}: {stored}/{total} in {wall:.2f} s -> {stored / wall:,.0f}/s")
 
         record("sqlite direct", *mode_direct(sqlite_uri, "direct", runs, n, rest=False))
         record("server on sqlite", *mode_direct(srv_sqlite.uri, "srv_sqlite", runs, n, rest=True))
         record("server on PostgreSQL", *mode_direct(srv_pg.uri, "srv_pg", runs, n, rest=True))
-        record("journal + ingest (sqlite)", *mode_journal_ingest(f"sqlite:///{WORK / 'ingest.db'}", "ingest", runs, n),
-               "orch default without a server")
-        record("journal + ingest (PostgreSQL direct)", *mode_journal_ingest(server.normalise_backend(pg_uri), "ingest_pgd", runs, n),
-               "orchestrator writes PostgreSQL itself")
+        record(
+            "journal + ingest (sqlite)",
+            *mode_journal_ingest(f"sqlite:///{WORK / 'ingest.db'}", "ingest", runs, n),
+            "orch default without a server",
+        )
+        record(
+            "journal + ingest (PostgreSQL direct)",
+            *mode_journal_ingest(server.normalise_backend(pg_uri), "ingest_pgd", runs, n),
+            "orchestrator writes PostgreSQL itself",
+        )
         os.environ["ORCH_LIVE"] = "0"
         record("journal + ingest (server/PostgreSQL)", *mode_journal_ingest(srv_pg.uri, "ingest_pg", runs, n))
         os.environ.pop("ORCH_LIVE")
         wall, stored, pushed, jobs_s = mode_live(srv_pg.uri, "live_pg", runs, n)
-        record("journal + live push (server/PostgreSQL)", wall, stored,
-               f"orch cluster default; {pushed}/{runs} runs fully pushed by their jobs, all jobs ended after "
-               f"{jobs_s:.1f} s ({stored / jobs_s:,.0f}/s), then tags/status ingestion")
+        record(
+            "journal + live push (server/PostgreSQL)",
+            wall,
+            stored,
+            f"orch cluster default; {pushed}/{runs} runs fully pushed by their jobs, all jobs ended after "
+            f"{jobs_s:.1f} s ({stored / jobs_s:,.0f}/s), then tags/status ingestion",
+        )
         wall, stored, pushed, jobs_s = mode_live(srv_pg2.uri, "live_pg2", runs, n)
-        record("journal + live push (server/PostgreSQL, 2 workers)", wall, stored,
-               f"{pushed}/{runs} runs fully pushed by their jobs, all jobs ended after {jobs_s:.1f} s "
-               f"({stored / jobs_s:,.0f}/s)")
+        record(
+            "journal + live push (server/PostgreSQL, 2 workers)",
+            wall,
+            stored,
+            f"{pushed}/{runs} runs fully pushed by their jobs, all jobs ended after {jobs_s:.1f} s "
+            f"({stored / jobs_s:,.0f}/s)",
+        )
     finally:
         for run_dir in servers:
             server.stop(run_dir)
@@ -248,19 +296,37 @@ def main() -> None:
         table.add_column(col, justify="left" if col in ("path", "note") else "right")
     for r in results:
         r["vs_sqlite_direct"] = round(r["metrics_per_s"] / baseline, 2)
-        table.add_row(r["path"], f"{r['stored']:,}", f"{r['wall_s']:.2f}", f"{r['metrics_per_s']:,}",
-                      f"{r['vs_sqlite_direct']:.2f}x", r["note"])
+        table.add_row(
+            r["path"],
+            f"{r['stored']:,}",
+            f"{r['wall_s']:.2f}",
+            f"{r['metrics_per_s']:,}",
+            f"{r['vs_sqlite_direct']:.2f}x",
+            r["note"],
+        )
     console.print(table)
-    meta = {"machine": f"{platform.node()} {os.cpu_count()} cores, {platform.platform()}", "python": platform.python_version(),
-            "load_avg_at_end": os.getloadavg()[0], "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    meta = {
+        "machine": f"{platform.node()} {os.cpu_count()} cores, {platform.platform()}",
+        "python": platform.python_version(),
+        "load_avg_at_end": os.getloadavg()[0],
+        "time": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "tracking_throughput.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    lines = [f"# Tracking throughput ({meta['time']})", "",
-             f"{runs} concurrent runs x {n} metrics = {total:,} rows; {meta['machine']}; load average at the end "
-             f"{meta['load_avg_at_end']:.1f} (machine shared). Wall time from all processes ready to all rows stored.", "",
-             "| path | stored | wall s | metrics/s | vs sqlite direct | note |", "|---|---:|---:|---:|---:|---|"]
-    lines += [f"| {r['path']} | {r['stored']:,} | {r['wall_s']:.2f} | {r['metrics_per_s']:,} | {r['vs_sqlite_direct']:.2f}x | {r['note']} |"
-              for r in results]
+    lines = [
+        f"# Tracking throughput ({meta['time']})",
+        "",
+        f"{runs} concurrent runs x {n} metrics = {total:,} rows; {meta['machine']}; load average at the end "
+        f"{meta['load_avg_at_end']:.1f} (machine shared). Wall time from all processes ready to all rows stored.",
+        "",
+        "| path | stored | wall s | metrics/s | vs sqlite direct | note |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    lines += [
+        f"| {r['path']} | {r['stored']:,} | {r['wall_s']:.2f} | {r['metrics_per_s']:,} | {r['vs_sqlite_direct']:.2f}x "
+        f"| {r['note']} |"
+        for r in results
+    ]
     (RESULTS / "tracking_throughput.md").write_text("\n".join(lines) + "\n")
 
 

@@ -20,6 +20,7 @@ API = ("submit", "status", "runs", "compare", "cancel", "sync", "find_run", "run
 def __getattr__(name: str) -> Any:
     if name in API:
         from orchestrator import api
+
         return getattr(api, name)
     raise AttributeError(f"module 'orch' has no attribute '{name}'")
 

@@ -18,13 +18,26 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-API = ("submit", "plan_submission", "run_in_process", "status", "runs", "compare", "reproduce", "cancel", "sync",
-       "run_logs", "find_run", "open_experiment")
+API = (
+    "submit",
+    "plan_submission",
+    "run_in_process",
+    "status",
+    "runs",
+    "compare",
+    "reproduce",
+    "cancel",
+    "sync",
+    "run_logs",
+    "find_run",
+    "open_experiment",
+)
 
 
 def __getattr__(name: str) -> Any:
     if name in API:
         from orchestrator import api
+
         return getattr(api, name)
     raise AttributeError(f"module 'orchestrator' has no attribute '{name}'")
 

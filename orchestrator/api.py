@@ -49,7 +49,6 @@ from orchestrator.tracking.records import FINISHED, RunRecord, Tag, by_key
 from orchestrator.tracking.uri import resolve_uri
 
 if TYPE_CHECKING:  # the analysis modules are imported where they are used
-
     pass
 
 
@@ -57,6 +56,7 @@ if TYPE_CHECKING:  # the analysis modules are imported where they are used
 @dataclass
 class Submission:
     """One ``orch submit``: the validated spec and its runs, then what reconciling and launching found."""
+
     spec: Spec
     runs: list[Run]
     uri: str
@@ -73,8 +73,9 @@ class Submission:
     def reconcile(self) -> driver.Reconciled:
         """Build the backend (it refuses an impossible request before anything exists), open the experiment,
         bring its runs up to date and sort the planned runs into done / active / to run."""
-        self.backend = make_backend(self.spec.backend, self.spec, max_parallel=self.max_parallel,
-                                    ray_address=self.ray_address)
+        self.backend = make_backend(
+            self.spec.backend, self.spec, max_parallel=self.max_parallel, ray_address=self.ray_address
+        )
         # Held until launch() handed the runs to the backend: another submit of this experiment waits, then
         # finds them queued instead of creating them twice (orchestrator/tracking/lock.py).
         if not self._experiment_exists():  # a new experiment runs everything: refused before the store is touched
@@ -85,8 +86,11 @@ class Submission:
             # created in launch(), once it is sure to run something (and, locally, once its runs started)
             self.experiment_id = self.ledger.experiment_id(self.spec.name) or ""
             backend = self.backend
-            records = driver.refresh(self.ledger, self.ledger.runs(self.experiment_id) if self.experiment_id else [],
-                                     lambda name: backend if name == self.spec.backend else make_backend(name))
+            records = driver.refresh(
+                self.ledger,
+                self.ledger.runs(self.experiment_id) if self.experiment_id else [],
+                lambda name: backend if name == self.spec.backend else make_backend(name),
+            )
             if self.experiment_id:  # runs recorded under key scheme 1 get scheme-2 keys: found, not rerun
                 records = rekey.adopt(self.ledger, self.experiment_id, self.runs, records)
             self.reconciled = driver.reconcile(self.runs, records)
@@ -122,8 +126,9 @@ class Submission:
         experiment_id = ledger.experiment_id(self.spec.name)
         if not experiment_id:
             return driver.reconcile(self.runs, [])
-        return driver.reconcile(self.runs, rekey.adopt(ledger, experiment_id, self.runs, ledger.runs(experiment_id),
-                                                       write=False))
+        return driver.reconcile(
+            self.runs, rekey.adopt(ledger, experiment_id, self.runs, ledger.runs(experiment_id), write=False)
+        )
 
     def launch(self) -> list[driver.Prepared]:
         """Create the MLflow runs and run directories of what is to run, and hand them to the backend."""
@@ -136,9 +141,15 @@ class Submission:
                     self._start_then_record()
                 else:
                     self.experiment_id = self.ledger.experiment_id(self.spec.name, create=True)
-                    self.prepared = driver.prepare(self.ledger, self.experiment_id, self.spec, self.reconciled.todo,
-                                                   self.spec.backend, job_id=self.backend.job_id,
-                                                   code=self.provenance)
+                    self.prepared = driver.prepare(
+                        self.ledger,
+                        self.experiment_id,
+                        self.spec,
+                        self.reconciled.todo,
+                        self.spec.backend,
+                        job_id=self.backend.job_id,
+                        code=self.provenance,
+                    )
                     self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
                     driver.record_job_ids(self.ledger, self.prepared, self.job_ids)
         finally:
@@ -158,14 +169,23 @@ class Submission:
         # or a record half made, would be worse than a Ctrl-C that takes a second), then acted on.
         with deferred_interrupt() as interrupted:
             decided = driver.decide(self.spec, self.reconciled.todo)
-            self.prepared = driver.write_run_dirs(self.spec, decided, self.ledger.uri, self.provenance.job_fields(),
-                                                  job_id)
+            self.prepared = driver.write_run_dirs(
+                self.spec, decided, self.ledger.uri, self.provenance.job_fields(), job_id
+            )
             self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
             jobs = [Job(job_id, p.run_dir) for p in self.prepared]
             try:
                 self.experiment_id = self.ledger.experiment_id(self.spec.name, create=True)
-                driver.record_runs(self.ledger, self.experiment_id, self.spec, decided, self.spec.backend, job_id,
-                                   self.provenance, keep_ids=True)
+                driver.record_runs(
+                    self.ledger,
+                    self.experiment_id,
+                    self.spec,
+                    decided,
+                    self.spec.backend,
+                    job_id,
+                    self.provenance,
+                    keep_ids=True,
+                )
             except BaseException:
                 self.backend.cancel(jobs)
                 raise
@@ -197,6 +217,7 @@ def deferred_interrupt() -> Iterator[Callable[[], bool]]:
     """SIGINT held back for the block (main thread only): yields whether one came."""
     import signal
     import threading
+
     came: list[object] = []
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
@@ -208,14 +229,19 @@ def deferred_interrupt() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def load_any(spec: str | Path | Mapping[str, Any], sets: list[str] | None = None, seeds: int | None = None,
-             backend: str | None = None) -> Spec:
+def load_any(
+    spec: str | Path | Mapping[str, Any],
+    sets: list[str] | None = None,
+    seeds: int | None = None,
+    backend: str | None = None,
+) -> Spec:
     """A spec from its file, or from a mapping (a notebook's dict, validated exactly as a file is)."""
     if not isinstance(spec, Mapping):
         return load_spec(spec, sets=sets, seeds=seeds, backend=backend)
     import tempfile
 
     import yaml
+
     with tempfile.TemporaryDirectory(prefix="orch-spec-") as tmp:
         path = Path(tmp) / "spec.yaml"
         path.write_text(yaml.safe_dump(dict(spec), sort_keys=False))
@@ -230,9 +256,16 @@ def load_any(spec: str | Path | Mapping[str, Any], sets: list[str] | None = None
 SPEC_MAPPING = "<spec mapping>"  # the source a spec given as a dict is named by, in errors and in MLflow
 
 
-def plan_submission(spec_path: str | Path | Mapping[str, Any], seeds: int | None = None, backend: str | None = None,
-                    sets: list[str] | None = None, tracking_uri: str | None = None, cluster: str | None = None,
-                    max_parallel: int | None = None, ray_address: str | None = None) -> Submission:
+def plan_submission(
+    spec_path: str | Path | Mapping[str, Any],
+    seeds: int | None = None,
+    backend: str | None = None,
+    sets: list[str] | None = None,
+    tracking_uri: str | None = None,
+    cluster: str | None = None,
+    max_parallel: int | None = None,
+    ray_address: str | None = None,
+) -> Submission:
     """Validate everything a submission needs; nothing is created yet (``--dry-run`` stops here)."""
     if cluster:
         sets = [*(sets or []), f"cluster={cluster}"]
@@ -241,6 +274,7 @@ def plan_submission(spec_path: str | Path | Mapping[str, Any], seeds: int | None
     runs = expand(spec)
     if spec.tune is not None:  # `orch submit` ignores the section, but a typo in it is still a typo
         from orchestrator.tune.section import check_section
+
         check_section(spec)
     if max_parallel is not None and max_parallel < 1:
         raise InputError(f"expected at least 1, got {max_parallel}", "--max-parallel")
@@ -249,8 +283,14 @@ def plan_submission(spec_path: str | Path | Mapping[str, Any], seeds: int | None
     return submission
 
 
-def submit(spec_path: str | Path | Mapping[str, Any], seeds: int | None = None, backend: str | None = None,
-           wait: bool = True, sink: follow.ProgressSink | None = None, **options: Any) -> Submission:
+def submit(
+    spec_path: str | Path | Mapping[str, Any],
+    seeds: int | None = None,
+    backend: str | None = None,
+    wait: bool = True,
+    sink: follow.ProgressSink | None = None,
+    **options: Any,
+) -> Submission:
     """Every step of ``orch submit`` (a spec file or a mapping); follows the jobs to their end unless
     ``wait=False`` on a queueing backend (Slurm). The run statuses are in ``follow``'s result, the records
     in MLflow; ``runs(name)`` reads them back."""
@@ -258,15 +298,21 @@ def submit(spec_path: str | Path | Mapping[str, Any], seeds: int | None = None, 
     submission = plan_submission(spec_path, seeds=seeds, backend=backend, **options)
     submission.reconcile()
     submission.launch()
-    if submission.prepared and (submission.backend is not None and submission.backend.blocking or wait):
+    if submission.prepared and ((submission.backend is not None and submission.backend.blocking) or wait):
         submission.follow(sink)
     return submission
 
 
-def run_in_process(spec_path: str | Path, seed: int = 0, variant: str | None = None, sets: list[str] | None = None,
-                   tracking_uri: str | None = None, started: Callable[[Run, str], None] | None = None,
-                   force: bool = False,
-                   on_failure: Callable[[BaseException], None] | None = None) -> tuple[Run, str, RunRecord]:
+def run_in_process(
+    spec_path: str | Path,
+    seed: int = 0,
+    variant: str | None = None,
+    sets: list[str] | None = None,
+    tracking_uri: str | None = None,
+    started: Callable[[Run, str], None] | None = None,
+    force: bool = False,
+    on_failure: Callable[[BaseException], None] | None = None,
+) -> tuple[Run, str, RunRecord]:
     """``orch run``: one run in this process (a debugger and print() work), recorded like any other.
     A seed that already FINISHED is refused: every reader counts one run per key. ``force`` runs it again
     and, once the new run finished, marks the old record superseded and deletes it from the experiment
@@ -279,16 +325,23 @@ def run_in_process(spec_path: str | Path, seed: int = 0, variant: str | None = N
     names = list(dict.fromkeys(r.variant for r in runs))
     chosen = variant or names[0]
     if chosen not in names:
-        raise InputError(f"unknown variant '{chosen}'{did_you_mean(chosen, names)}; known: {', '.join(names)}", "--variant")
+        raise InputError(
+            f"unknown variant '{chosen}'{did_you_mean(chosen, names)}; known: {', '.join(names)}", "--variant"
+        )
     run = next(r for r in runs if r.variant == chosen)
     ledger = Ledger(resolve_uri(tracking_uri, spec.tracking.uri))
     experiment_id = ledger.experiment_id(spec.name, create=True)
     # scheme-1 runs matched in memory only: the params fallback of a full submit stays open to the rest
-    attempts = by_key(rekey.adopt(ledger, experiment_id, [run], ledger.runs(experiment_id), write=False)).get(run.key, [])
+    attempts = by_key(rekey.adopt(ledger, experiment_id, [run], ledger.runs(experiment_id), write=False)).get(
+        run.key, []
+    )
     finished = [r for r in attempts if r.status == FINISHED]
     if finished and not force:
-        raise InputError(f"seed {run.seed} of {run.label} already FINISHED (run {finished[0].run_id}); "
-                         "--force runs it again and supersedes that record", "--seed")
+        raise InputError(
+            f"seed {run.seed} of {run.label} already FINISHED (run {finished[0].run_id}); "
+            "--force runs it again and supersedes that record",
+            "--seed",
+        )
     previous = next(iter(attempts), None)
     (prepared,) = driver.prepare(ledger, experiment_id, spec, [(run, previous)], "local", fresh=True)
     ledger.set_tags(prepared.run_id, {Tag.JOB_ID: "in-process", Tag.VIA: "orch run"})
@@ -304,6 +357,26 @@ def run_in_process(spec_path: str | Path, seed: int = 0, variant: str | None = N
     return run, status, ledger.get(prepared.run_id)
 
 
-__all__ = ["ExperimentStatus", "ExperimentSummary", "Submission", "cancel", "compare", "created_folder", "deferred_interrupt",
-           "delete_experiment", "experiment_name", "find_run", "list_experiments", "load_any", "open_experiment",
-           "plan_submission", "reproduce", "run_in_process", "run_logs", "runs", "status", "submit", "sync"]
+__all__ = [
+    "ExperimentStatus",
+    "ExperimentSummary",
+    "Submission",
+    "cancel",
+    "compare",
+    "created_folder",
+    "deferred_interrupt",
+    "delete_experiment",
+    "experiment_name",
+    "find_run",
+    "list_experiments",
+    "load_any",
+    "open_experiment",
+    "plan_submission",
+    "reproduce",
+    "run_in_process",
+    "run_logs",
+    "runs",
+    "status",
+    "submit",
+    "sync",
+]

@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections import deque
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -29,23 +30,39 @@ from orchestrator.tracking.records import FINISHED, Tag
 
 @app.command()
 @handles_input_errors
-def submit(spec_path: SpecArg,
-           seeds: Annotated[Optional[int], typer.Option("--seeds", help="number of seeds (base+0 .. base+N-1)")] = None,
-           backend: Annotated[Optional[str], typer.Option("--backend", help="local, slurm, ray or a backend an installed "
-                                                                            "package registers (orch.backends)")] = None,
-           sets: SetOpt = None, tracking_uri: UriOpt = None,
-           dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and exit")] = False,
-           max_parallel: Annotated[Optional[int], typer.Option("--max-parallel", help="local: runs at once")] = None,
-           ray_address: RayAddressOpt = None,
-           wait: Annotated[bool, typer.Option("--wait/--no-wait", help="follow queued jobs until they end "
-                                              "(slurm; local and ray always follow)")] = False,
-           cluster: Annotated[Optional[str], typer.Option("--cluster", help="slurm: cluster profile "
-                                                          "(cluster/<name>.yaml)")] = None):
+def submit(
+    spec_path: SpecArg,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="number of seeds (base+0 .. base+N-1)")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", help="local, slurm, ray or a backend an installed package registers (orch.backends)"),
+    ] = None,
+    sets: SetOpt = None,
+    tracking_uri: UriOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan and exit")] = False,
+    max_parallel: Annotated[int | None, typer.Option("--max-parallel", help="local: runs at once")] = None,
+    ray_address: RayAddressOpt = None,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait/--no-wait", help="follow queued jobs until they end (slurm; local and ray always follow)"),
+    ] = False,
+    cluster: Annotated[
+        str | None, typer.Option("--cluster", help="slurm: cluster profile (cluster/<name>.yaml)")
+    ] = None,
+):
     """Run every seed of every variant and grid point that MLflow does not already hold as FINISHED."""
     from orchestrator import api, render
 
-    sub = api.plan_submission(spec_path, seeds=seeds, backend=backend, sets=sets, tracking_uri=tracking_uri,
-                              cluster=cluster, max_parallel=max_parallel, ray_address=ray_address)
+    sub = api.plan_submission(
+        spec_path,
+        seeds=seeds,
+        backend=backend,
+        sets=sets,
+        tracking_uri=tracking_uri,
+        cluster=cluster,
+        max_parallel=max_parallel,
+        ray_address=ray_address,
+    )
     if dry_run:
         planned = sub.preview()
         console.print(render.plan_table(sub.runs, planned))
@@ -60,16 +77,20 @@ def submit(spec_path: SpecArg,
     described = sub.backend.describe()
     if described:
         console.print(described, highlight=False)
-    console.print(f"[bold]{sub.spec.name}[/]: {len(sub.runs)} runs planned, {len(reconciled.done)} already finished, "
-                  f"{len(reconciled.active)} in progress, [bold]{len(reconciled.todo)} to run[/] on {sub.spec.backend}  "
-                  f"(tracking: {sub.uri})")
+    console.print(
+        f"[bold]{sub.spec.name}[/]: {len(sub.runs)} runs planned, {len(reconciled.done)} already finished, "
+        f"{len(reconciled.active)} in progress, [bold]{len(reconciled.todo)} to run[/] on {sub.spec.backend}  "
+        f"(tracking: {sub.uri})"
+    )
     for line in render.drift_lines({k: (d.runs, d.changes) for k, d in reconciled.drifted.items()}):
         err_console.print(f"[yellow]{escape(line)}[/]")
     try:
         launched = sub.launch()
     except KeyboardInterrupt:  # local runs start before they are recorded: recorded, then cancelled
-        err_console.print("[yellow]cancelled: the started runs were stopped and recorded as KILLED; "
-                          "submit again to finish what is missing[/]")
+        err_console.print(
+            "[yellow]cancelled: the started runs were stopped and recorded as KILLED; "
+            "submit again to finish what is missing[/]"
+        )
         raise typer.Exit(130) from None
     if not launched:
         _print_groups(sub.ledger, sub.experiment_id, sub.spec.name)
@@ -77,8 +98,10 @@ def submit(spec_path: SpecArg,
     if not sub.backend.blocking and not wait:
         arrays = sorted({j.split("_")[0] for j in sub.job_ids if "_" in j})  # Slurm arrays (a Ray driver: none)
         where = f", arrays {', '.join(arrays)}" if arrays else ""
-        console.print(f"queued {len(sub.prepared)} runs (job ids {sub.job_ids[0]} .. {sub.job_ids[-1]}{where}); follow "
-                      f"with: orch status {sub.spec.name}  (orch logs RUN, orch cancel {sub.spec.name})")
+        console.print(
+            f"queued {len(sub.prepared)} runs (job ids {sub.job_ids[0]} .. {sub.job_ids[-1]}{where}); follow "
+            f"with: orch status {sub.spec.name}  (orch logs RUN, orch cancel {sub.spec.name})"
+        )
         return
     try:
         with render.ProgressBar(len(sub.prepared)) as bar:
@@ -86,11 +109,15 @@ def submit(spec_path: SpecArg,
     except KeyboardInterrupt:
         sub.stop()  # the runs follow() had not taken over yet (a Ctrl-C just before it)
         if not sub.backend.blocking:
-            err_console.print(f"[yellow]stopped following; the jobs stay queued: orch status {sub.spec.name}, "
-                              f"or orch cancel {sub.spec.name}[/]")
+            err_console.print(
+                f"[yellow]stopped following; the jobs stay queued: orch status {sub.spec.name}, "
+                f"or orch cancel {sub.spec.name}[/]"
+            )
         else:
-            err_console.print("[yellow]cancelled: running runs were stopped and recorded as KILLED; "
-                              "submit again to finish what is missing[/]")
+            err_console.print(
+                "[yellow]cancelled: running runs were stopped and recorded as KILLED; "
+                "submit again to finish what is missing[/]"
+            )
         raise typer.Exit(130) from None
     _print_groups(sub.ledger, sub.experiment_id, sub.spec.name)
     failed = [rid for rid, status in results.items() if status != FINISHED]
@@ -99,8 +126,12 @@ def submit(spec_path: SpecArg,
         assert sub.ledger is not None
         for run_id in failed[:5]:
             record = sub.ledger.get(run_id)
-            err_console.print(f"  {record.tags.get('mlflow.runName', run_id)}  {run_id}  {record.status}: "
-                              f"{record.tags.get(Tag.ERROR, '')}", highlight=False, markup=False)
+            err_console.print(
+                f"  {record.tags.get('mlflow.runName', run_id)}  {run_id}  {record.status}: "
+                f"{record.tags.get(Tag.ERROR, '')}",
+                highlight=False,
+                markup=False,
+            )
         err_console.print(f"{'  ...' if len(failed) > 5 else ''}the output and traceback of each: orch logs RUN_ID")
         raise typer.Exit(1)
 
@@ -109,32 +140,54 @@ def _print_groups(ledger, experiment_id: str, name: str) -> None:
     """The status table, then what to run next: a comparison across seeds once groups have finished runs."""
     from orchestrator import render
     from orchestrator.analysis.status import experiment_status
+
     groups = experiment_status(ledger, experiment_id)
     console.print(render.status_table(name, groups))
     if sum(g.finished > 0 for g in groups) > 1:
-        console.print(f"next: orch compare {name}   (across seeds, with a statistical test; --baseline GROUP)",
-                      highlight=False)
+        console.print(
+            f"next: orch compare {name}   (across seeds, with a statistical test; --baseline GROUP)", highlight=False
+        )
 
 
 @app.command("run")
 @handles_input_errors
-def run_one(spec_path: SpecArg, seed: Annotated[int, typer.Option("--seed", help="the seed to run")] = 0,
-            variant: Annotated[Optional[str], typer.Option("--variant", help="which variant (default: first)")] = None,
-            sets: SetOpt = None, tracking_uri: UriOpt = None,
-            force: Annotated[bool, typer.Option("--force", help="run a seed that already FINISHED again "
-                                                "(the old record is superseded)")] = False,
-            pdb: Annotated[bool, typer.Option("--pdb", help="on a workload error, a pdb post-mortem at the "
-                                              "failing line (the run is recorded FAILED first)")] = False):
+def run_one(
+    spec_path: SpecArg,
+    seed: Annotated[int, typer.Option("--seed", help="the seed to run")] = 0,
+    variant: Annotated[str | None, typer.Option("--variant", help="which variant (default: first)")] = None,
+    sets: SetOpt = None,
+    tracking_uri: UriOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="run a seed that already FINISHED again (the old record is superseded)")
+    ] = False,
+    pdb: Annotated[
+        bool,
+        typer.Option(
+            "--pdb",
+            help="on a workload error, a pdb post-mortem at the failing line (the run is recorded FAILED first)",
+        ),
+    ] = False,
+):
     """One run, in this process (a debugger and print() work), recorded in MLflow like any other."""
     from orchestrator import api
+
     def post_mortem(err: BaseException) -> None:
         import pdb as debugger
+
         debugger.post_mortem(err.__traceback__)
 
-    run, status, final = api.run_in_process(spec_path, seed, variant, sets, tracking_uri, force=force,
-                                            on_failure=post_mortem if pdb else None,
-                                            started=lambda run, run_id: console.print(
-                                                f"running {escape(run.label)} seed {run.seed} in this process (run {run_id})"))
+    _run, status, final = api.run_in_process(
+        spec_path,
+        seed,
+        variant,
+        sets,
+        tracking_uri,
+        force=force,
+        on_failure=post_mortem if pdb else None,
+        started=lambda run, run_id: console.print(
+            f"running {escape(run.label)} seed {run.seed} in this process (run {run_id})"
+        ),
+    )
     console.print(f"{status}: " + ", ".join(f"{k}={v:.6g}" for k, v in sorted(final.metrics.items())))
     if status != FINISHED:
         console.print(f"error: {escape(final.tags.get(Tag.ERROR, ''))}")
@@ -143,10 +196,15 @@ def run_one(spec_path: SpecArg, seed: Annotated[int, typer.Option("--seed", help
 
 @app.command()
 @handles_input_errors
-def tune(spec_path: SpecArg, sets: SetOpt = None, tracking_uri: UriOpt = None, ray_address: RayAddressOpt = None,
-         resume: Annotated[bool, typer.Option("--resume", help="continue this spec's last sweep (its driver died)")] = False,
-         best: Annotated[Path, typer.Option("--best", help="where to write the best trial's spec")] = Path("best.yaml"),
-         top: Annotated[int, typer.Option("--top", help="trials shown in the table")] = 10):
+def tune(
+    spec_path: SpecArg,
+    sets: SetOpt = None,
+    tracking_uri: UriOpt = None,
+    ray_address: RayAddressOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue this spec's last sweep (its driver died)")] = False,
+    best: Annotated[Path, typer.Option("--best", help="where to write the best trial's spec")] = Path("best.yaml"),
+    top: Annotated[int, typer.Option("--top", help="trials shown in the table")] = 10,
+):
     """A Ray Tune sweep over the spec's `tune:` section; MLflow: one parent run, one child per trial.
     Writes the best trial as a complete spec: validate it with `orch submit best.yaml --seeds N`."""
     from orchestrator import render
@@ -154,43 +212,77 @@ def tune(spec_path: SpecArg, sets: SetOpt = None, tracking_uri: UriOpt = None, r
 
     if console.is_terminal:  # a live trial table; to a file or a pipe, one line per ended trial
         with render.TrialBoard() as board:
-            result = run_sweep(spec_path, sets=sets, tracking_uri=tracking_uri, ray_address=ray_address,
-                               resume=resume, best_path=best, echo=console.print, sink=board)
+            result = run_sweep(
+                spec_path,
+                sets=sets,
+                tracking_uri=tracking_uri,
+                ray_address=ray_address,
+                resume=resume,
+                best_path=best,
+                echo=console.print,
+                sink=board,
+            )
     else:
-        result = run_sweep(spec_path, sets=sets, tracking_uri=tracking_uri, ray_address=ray_address, resume=resume,
-                           best_path=best, echo=console.print)
+        result = run_sweep(
+            spec_path,
+            sets=sets,
+            tracking_uri=tracking_uri,
+            ray_address=ray_address,
+            resume=resume,
+            best_path=best,
+            echo=console.print,
+        )
     console.print(render.trials_table(result, top))
     counts = {s: sum(1 for r in result.rows if r.status == s) for s in render.TRIAL_COLOURS}
-    console.print(f"{len(result.rows)} trials: {counts['FINISHED']} finished, {counts['STOPPED']} stopped early, "
-                  f"{counts['FAILED']} failed  (MLflow parent run {result.parent_run_id})")
+    console.print(
+        f"{len(result.rows)} trials: {counts['FINISHED']} finished, {counts['STOPPED']} stopped early, "
+        f"{counts['FAILED']} failed  (MLflow parent run {result.parent_run_id})"
+    )
     if result.best_yaml is None or result.best is None:
         err_console.print("[red]no trial finished[/]: nothing to write; see the failed trials in MLflow")
         raise typer.Exit(1)
-    console.print(f"best: trial {result.best.trial_id}, {result.metric} = {result.best.score:.6g} -> "
-                  f"[bold]{result.best_yaml}[/]; validate it: orch submit {result.best_yaml} --seeds 10")
+    console.print(
+        f"best: trial {result.best.trial_id}, {result.metric} = {result.best.score:.6g} -> "
+        f"[bold]{result.best_yaml}[/]; validate it: orch submit {result.best_yaml} --seeds 10"
+    )
 
 
 @app.command()
 @handles_input_errors
-def status(experiment: ExperimentArg, tracking_uri: UriOpt = None, as_json: JsonOpt = False,
-           watch: Annotated[bool, typer.Option("--watch", "-w", help="redraw every 2 s, with each running "
-                                               "run's step and rate, until nothing runs (Ctrl-C stops)")] = False,
-           where: Annotated[Optional[str], typer.Option("--where", help="only the groups matching this filter, "
-                                                        "e.g. \"params.noise > 0.1\"")] = None,
-           runs: Annotated[bool, typer.Option("--runs", help="also list every seed run: its id (for orch logs, "
-                                              "orch reproduce), seed, status and main metric")] = False):
+def status(
+    experiment: ExperimentArg,
+    tracking_uri: UriOpt = None,
+    as_json: JsonOpt = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            "-w",
+            help="redraw every 2 s, with each running run's step and rate, until nothing runs (Ctrl-C stops)",
+        ),
+    ] = False,
+    where: Annotated[
+        str | None, typer.Option("--where", help='only the groups matching this filter, e.g. "params.noise > 0.1"')
+    ] = None,
+    runs: Annotated[
+        bool,
+        typer.Option(
+            "--runs",
+            help="also list every seed run: its id (for orch logs, orch reproduce), seed, status and main metric",
+        ),
+    ] = False,
+):
     """Per group: finished / running / queued / failed / killed / missing runs, and the main metric's mean; per
     `orch tune` sweep: trials finished / running / stopped early / failed, and the best score."""
     from orchestrator import api, render
+
     state = api.status(experiment, tracking_uri, where)
     if as_json:
         print(json.dumps(state.to_dict(), indent=1))
         return
     if watch:
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             render.watch_status(lambda: api.status(experiment, tracking_uri, where))
-        except KeyboardInterrupt:
-            pass
         return
     if state.groups or not state.sweeps:
         console.print(render.status_table(state.name, state.groups))
@@ -205,16 +297,20 @@ def status(experiment: ExperimentArg, tracking_uri: UriOpt = None, as_json: Json
 
 @app.command()
 @handles_input_errors
-def logs(run: Annotated[str, typer.Argument(help="MLflow run id or orch run key")],
-         lines: Annotated[int, typer.Option("--lines", "-n", help="lines of each log to show")] = 40,
-         follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing the run's output until "
-                                              "it ends")] = False,
-         tracking_uri: UriOpt = None):
+def logs(
+    run: Annotated[str, typer.Argument(help="MLflow run id or orch run key")],
+    lines: Annotated[int, typer.Option("--lines", "-n", help="lines of each log to show")] = 40,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="keep printing the run's output until it ends")
+    ] = False,
+    tracking_uri: UriOpt = None,
+):
     """The tail of a run's stdout and stderr (from its run directory), and the traceback of a failed run."""
     import time
 
     from orchestrator import api
     from orchestrator.job.journal import last_event
+
     record, run_dir, files = api.run_logs(run, tracking_uri)
     console.print(f"[bold]{record.run_id}[/] {record.status}  {run_dir.path}")
     if record.tags.get(Tag.ERROR):
@@ -248,21 +344,28 @@ def logs(run: Annotated[str, typer.Argument(help="MLflow run id or orch run key"
 
 @app.command()
 @handles_input_errors
-def reproduce(run: Annotated[str, typer.Argument(help="MLflow run id or orch run key")],
-              tracking_uri: UriOpt = None, as_json: JsonOpt = False):
+def reproduce(
+    run: Annotated[str, typer.Argument(help="MLflow run id or orch run key")],
+    tracking_uri: UriOpt = None,
+    as_json: JsonOpt = False,
+):
     """Run a recorded run again from its code snapshot and params (nothing is recorded) and say whether
     every metric is identical. Exit code 1 when one differs."""
     from orchestrator import api
     from orchestrator.reproduce import to_dict
+
     result = api.reproduce(run, tracking_uri)
     if as_json:
         print(json.dumps(to_dict(result), indent=1))
     elif result.identical:
-        console.print(f"[green]identical[/]: {result.compared} metric values of run {result.record.run_id} "
-                      f"(code {result.code or 'live'})")
+        console.print(
+            f"[green]identical[/]: {result.compared} metric values of run {result.record.run_id} "
+            f"(code {result.code or 'live'})"
+        )
     else:
-        console.print(f"[red]differs[/]: {len(result.differences)} of {result.compared} values "
-                      f"(code {result.code or 'live'})")
+        console.print(
+            f"[red]differs[/]: {len(result.differences)} of {result.compared} values (code {result.code or 'live'})"
+        )
         for line in result.differences[:10]:
             console.print(f"  {line}", highlight=False, markup=False)
     if not result.identical:
@@ -271,69 +374,115 @@ def reproduce(run: Annotated[str, typer.Argument(help="MLflow run id or orch run
 
 @app.command()
 @handles_input_errors
-def sync(workdir: Annotated[Path, typer.Option("--workdir", help="root of the run directories")] = Path("mlruns/jobs"),
-         tracking_uri: UriOpt = None):
+def sync(
+    workdir: Annotated[Path, typer.Option("--workdir", help="root of the run directories")] = Path("mlruns/jobs"),
+    tracking_uri: UriOpt = None,
+):
     """Ingest run journals that did not reach MLflow (runs on nodes without network, a crashed orchestrator)."""
     from orchestrator import api
+
     counts = api.sync(workdir, tracking_uri)
-    console.print(f"synced {counts['ingested']} run directories with new journal lines "
-                  f"({counts['ended']} ended) under {workdir}")
+    console.print(
+        f"synced {counts['ingested']} run directories with new journal lines ({counts['ended']} ended) under {workdir}"
+    )
 
 
 @app.command()
 @handles_input_errors
-def cancel(experiment: ExperimentArg,
-           run: Annotated[Optional[str], typer.Option("--run", help="only this run (run id, key, "
-                                                      "Slurm job id) or group (group hash)")] = None,
-           tracking_uri: UriOpt = None):
+def cancel(
+    experiment: ExperimentArg,
+    run: Annotated[
+        str | None, typer.Option("--run", help="only this run (run id, key, Slurm job id) or group (group hash)")
+    ] = None,
+    tracking_uri: UriOpt = None,
+):
     """Stop the queued and running runs of an experiment (or one run); they end KILLED."""
     from orchestrator import api
+
     name, count = api.cancel(experiment, run, tracking_uri)
     console.print(f"cancelled {count} run(s) of {name}")
 
 
 @app.command()
 @handles_input_errors
-def compare(experiment: ExperimentArg,
-            metric: Annotated[Optional[str], typer.Option("--metric", help="final metric (default: the spec's)")] = None,
-            mode: Annotated[Optional[str], typer.Option("--mode", help="min | max: which way is better")] = None,
-            baseline: Annotated[Optional[str], typer.Option("--baseline", help="compare every group to this one "
-                                                            "(default: all pairs)")] = None,
-            by: Annotated[Optional[str], typer.Option("--by", help="group by these params/tags, comma-separated: "
-                                                      "variant, grid, params.X, tags.X (default: variant x grid point)")] = None,
-            alpha: Annotated[float, typer.Option("--alpha", help="significance level, after Holm correction")] = 0.05,
-            curve: Annotated[Optional[str], typer.Option("--curve", help="per-step metric for the learning curves")] = None,
-            out: Annotated[Optional[Path], typer.Option("--out", help="also keep the report and plots in this folder")] = None,
-            log: Annotated[bool, typer.Option("--log/--no-log", help="log the report to MLflow (a comparison run, "
-                                              "and the aggregates on each group's parent run)")] = True,
-            where: Annotated[Optional[str], typer.Option("--where", help="only the groups matching this MLflow "
-                                                         "filter, e.g. \"params.noise > 0.1\"")] = None,
-            test: Annotated[str, typer.Option("--test", help="the primary test: t (paired t-test on shared seeds, "
-                                              "else Welch's) or permutation (Fisher's randomization test on shared "
-                                              "seeds, else the permutation test)")] = "t",
-            as_json: JsonOpt = False, tracking_uri: UriOpt = None):
+def compare(
+    experiment: ExperimentArg,
+    metric: Annotated[str | None, typer.Option("--metric", help="final metric (default: the spec's)")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="min | max: which way is better")] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="compare every group to this one (default: all pairs)")
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            help="group by these params/tags, comma-separated: "
+            "variant, grid, params.X, tags.X (default: variant x grid point)",
+        ),
+    ] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="significance level, after Holm correction")] = 0.05,
+    curve: Annotated[str | None, typer.Option("--curve", help="per-step metric for the learning curves")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="also keep the report and plots in this folder")] = None,
+    log: Annotated[
+        bool,
+        typer.Option(
+            "--log/--no-log",
+            help="log the report to MLflow (a comparison run, and the aggregates on each group's parent run)",
+        ),
+    ] = True,
+    where: Annotated[
+        str | None,
+        typer.Option("--where", help='only the groups matching this MLflow filter, e.g. "params.noise > 0.1"'),
+    ] = None,
+    test: Annotated[
+        str,
+        typer.Option(
+            "--test",
+            help="the primary test: t (paired t-test on shared seeds, "
+            "else Welch's) or permutation (Fisher's randomization test on shared "
+            "seeds, else the permutation test)",
+        ),
+    ] = "t",
+    as_json: JsonOpt = False,
+    tracking_uri: UriOpt = None,
+):
     """Do the groups differ across seeds? Per group statistics, tests against the baseline, plain verdicts."""
     from orchestrator import api
     from orchestrator.analysis.report import print_report
-    result = api.compare(experiment, metric=metric, mode=mode, baseline=baseline, by=by.split(",") if by else None,
-                         alpha=alpha, curve=curve, log=log, out=out, tracking_uri=tracking_uri, where=where, test=test)
+
+    result = api.compare(
+        experiment,
+        metric=metric,
+        mode=mode,
+        baseline=baseline,
+        by=by.split(",") if by else None,
+        alpha=alpha,
+        curve=curve,
+        log=log,
+        out=out,
+        tracking_uri=tracking_uri,
+        where=where,
+        test=test,
+    )
     if as_json:
         print(json.dumps(result.to_dict(), indent=1))
         return
     print_report(result, console)
     if log:
-        console.print(f"report logged to MLflow run {result.compare_run_id} ('compare {result.metric}'); "
-                      f"browse it with: orch ui")
+        console.print(
+            f"report logged to MLflow run {result.compare_run_id} ('compare {result.metric}'); browse it with: orch ui"
+        )
     if out:
         console.print(f"report and plots in {out}")
 
 
 @app.command()
 @handles_input_errors
-def workloads(name: Annotated[Optional[str], typer.Argument(help="one workload (default: all)")] = None):
+def workloads(name: Annotated[str | None, typer.Argument(help="one workload (default: all)")] = None):
     """The registered workloads, their main metric and their params with defaults."""
     from orchestrator import render
     from orchestrator.spec import registry
+
     known = registry.available()
     if name is not None and name not in known:
         raise InputError(f"unknown workload '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}", "NAME")
@@ -352,6 +501,7 @@ def main() -> None:
     import atexit
     import os
     import threading
+
     try:
         app()
         code = 0
@@ -367,10 +517,8 @@ def main() -> None:
     threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (orch status | head): nothing more to say
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (orch status | head): nothing more to say
-            pass
     os._exit(code)
 
 

@@ -49,8 +49,8 @@ class Prepared:
 @dataclass
 class Reconciled:
     todo: list[tuple[Run, RunRecord | None]]  # to (re)run, with the latest earlier record if any
-    done: list[Run]                           # FINISHED already: never repeated
-    active: list[Run]                         # queued or running under a live job
+    done: list[Run]  # FINISHED already: never repeated
+    active: list[Run]  # queued or running under a live job
     # finished runs recorded under another default (identity.py: they keep their key): label -> changes
     drifted: dict[str, Drift] = field(default_factory=dict)
 
@@ -112,7 +112,7 @@ def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str
             states = backend.poll([job for _, job in items])
         except Exception:  # a backend this installation cannot query: leave the records as they are
             continue
-        for (record, job), state in zip(items, states):
+        for (record, job), state in zip(items, states, strict=False):
             if state.state not in (DONE, LOST):
                 continue
             reason = state.reason or "the job ended without recording an end"
@@ -131,6 +131,7 @@ def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str
 class Decided:
     """A run to execute, and where: its run directory and MLflow run (``reused``: an earlier attempt's,
     continued; else a new one, whose id ``record_runs`` either takes from ``run_id`` or fills in)."""
+
     run: Run
     run_dir: RunDir
     run_id: str
@@ -150,47 +151,98 @@ def decide(spec: Spec, todo: list[tuple[Run, RunRecord | None]], fresh: bool = F
         never_started = previous is not None and not started and not previous.metrics
         reuse = previous is not None and not fresh and (run_dir.has_checkpoint() or never_started)
         if run_dir.path.exists() and not reuse:
-            archived = run_dir.path.with_name(f"{run.key}.{previous.run_id[:8] if previous else content_hash(time.time(), 8)}")
+            archived = run_dir.path.with_name(
+                f"{run.key}.{previous.run_id[:8] if previous else content_hash(time.time(), 8)}"
+            )
             shutil.move(run_dir.path, archived)
-        decided.append(Decided(run, run_dir, previous.run_id if reuse and previous is not None else uuid.uuid4().hex,
-                               reuse))
+        decided.append(
+            Decided(run, run_dir, previous.run_id if reuse and previous is not None else uuid.uuid4().hex, reuse)
+        )
     return decided
 
 
-def record_runs(ledger: Ledger, experiment_id: str, spec: Spec, decided: list[Decided], backend_name: str,
-                job_id: str, code: Provenance, keep_ids: bool = False) -> None:
+def record_runs(
+    ledger: Ledger,
+    experiment_id: str,
+    spec: Spec,
+    decided: list[Decided],
+    backend_name: str,
+    job_id: str,
+    code: Provenance,
+    keep_ids: bool = False,
+) -> None:
     """The MLflow side of ``decided``: the group parents, the new runs (in one transaction, sqlwrite.py;
     with the ids chosen in ``decide`` when ``keep_ids``, else the store's, written back), the continued
     ones tagged with this submission's code and SCHEDULED."""
     parents = groups.ensure_groups(ledger, experiment_id, spec, [d.run for d in decided], code)
     code_tags = code.tags()
-    tags = {Tag.ROLE: Role.SEED, Tag.BACKEND: backend_name, Tag.DRIVER_HOST: socket.gethostname(), Tag.JOB_ID: job_id,
-            **code_tags}
+    tags = {
+        Tag.ROLE: Role.SEED,
+        Tag.BACKEND: backend_name,
+        Tag.DRIVER_HOST: socket.gethostname(),
+        Tag.JOB_ID: job_id,
+        **code_tags,
+    }
     new = [d for d in decided if not d.reused]
-    ids = ledger.create_runs(experiment_id, [
-        (f"{d.run.label}/seed{d.run.seed}", {**tags, **groups.identity_tags(d.run), Tag.KEY: d.run.key, Tag.GROUP: d.run.group,
-                                             Tag.VARIANT: d.run.variant,
-                                             Tag.SEED: str(d.run.seed), Tag.WORKLOAD: d.run.workload,
-                                             Tag.RUN_DIR: str(d.run_dir.path)}, flat_params(d.run), parents[d.run.group])
-        for d in new], run_ids=[d.run_id for d in new] if keep_ids else None)
-    for item, run_id in zip(new, ids):
+    ids = ledger.create_runs(
+        experiment_id,
+        [
+            (
+                f"{d.run.label}/seed{d.run.seed}",
+                {
+                    **tags,
+                    **groups.identity_tags(d.run),
+                    Tag.KEY: d.run.key,
+                    Tag.GROUP: d.run.group,
+                    Tag.VARIANT: d.run.variant,
+                    Tag.SEED: str(d.run.seed),
+                    Tag.WORKLOAD: d.run.workload,
+                    Tag.RUN_DIR: str(d.run_dir.path),
+                },
+                flat_params(d.run),
+                parents[d.run.group],
+            )
+            for d in new
+        ],
+        run_ids=[d.run_id for d in new] if keep_ids else None,
+    )
+    for item, run_id in zip(new, ids, strict=False):
         item.run_id = run_id
     for item in decided:
         if item.reused:
-            ledger.set_tags(item.run_id, {Tag.BACKEND: backend_name, Tag.RUN_DIR: str(item.run_dir.path),
-                                          Tag.JOB_ID: job_id, **code_tags, **groups.identity_tags(item.run)})  # what it runs now
+            ledger.set_tags(
+                item.run_id,
+                {
+                    Tag.BACKEND: backend_name,
+                    Tag.RUN_DIR: str(item.run_dir.path),
+                    Tag.JOB_ID: job_id,
+                    **code_tags,
+                    **groups.identity_tags(item.run),
+                },
+            )  # what it runs now
             ledger.set_status(item.run_id, SCHEDULED)
 
 
-def write_run_dirs(spec: Spec, decided: list[Decided], tracking_uri: str, code_fields: dict[str, object],
-                   job_id: str = "") -> list[Prepared]:
+def write_run_dirs(
+    spec: Spec, decided: list[Decided], tracking_uri: str, code_fields: dict[str, object], job_id: str = ""
+) -> list[Prepared]:
     """Each run's directory with its run.json: what a worker needs, and nothing it has to ask the store."""
     metric, mode = groups.metric_of(spec)
     prepared = []
     for item in decided:
-        item.run_dir.create({"run": item.run.to_dict(), "run_id": item.run_id, "tracking_uri": tracking_uri,
-                             "cpus": spec.resources.cpus, "gpus": spec.resources.gpus,
-                             "mem_gb": spec.resources.mem_gb, "metric": metric, "mode": mode, **code_fields})
+        item.run_dir.create(
+            {
+                "run": item.run.to_dict(),
+                "run_id": item.run_id,
+                "tracking_uri": tracking_uri,
+                "cpus": spec.resources.cpus,
+                "gpus": spec.resources.gpus,
+                "mem_gb": spec.resources.mem_gb,
+                "metric": metric,
+                "mode": mode,
+                **code_fields,
+            }
+        )
         if item.reused and item.run_dir.cursor.exists():
             cursor = item.run_dir.read_cursor()
             cursor["ended"] = None
@@ -199,8 +251,16 @@ def write_run_dirs(spec: Spec, decided: list[Decided], tracking_uri: str, code_f
     return prepared
 
 
-def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run, RunRecord | None]],
-            backend_name: str, fresh: bool = False, job_id: str = "", code: Provenance | None = None) -> list[Prepared]:
+def prepare(
+    ledger: Ledger,
+    experiment_id: str,
+    spec: Spec,
+    todo: list[tuple[Run, RunRecord | None]],
+    backend_name: str,
+    fresh: bool = False,
+    job_id: str = "",
+    code: Provenance | None = None,
+) -> list[Prepared]:
     """Create (or reuse) the MLflow run and the run directory of each run to execute (``decide``), the
     records first. (A local submission on an sqlite store starts its runs before recording them:
     ``api.Submission.launch``.)"""
@@ -215,7 +275,7 @@ def prepare(ledger: Ledger, experiment_id: str, spec: Spec, todo: list[tuple[Run
 
 def record_job_ids(ledger: Ledger, prepared: list[Prepared], job_ids: list[str]) -> None:
     """Tag each run with its scheduler job id (skipped when prepare already knew it, as for local)."""
-    for item, job_id in zip(prepared, job_ids):
+    for item, job_id in zip(prepared, job_ids, strict=False):
         if item.job_id != job_id:
             item.job_id = job_id
             ledger.set_tags(item.run_id, {Tag.JOB_ID: job_id})

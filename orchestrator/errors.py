@@ -33,8 +33,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-def invalid(err: pydantic.ValidationError, source: str | None, prefix: str = "",
-            model: type[pydantic.BaseModel] | None = None, hint: str = "", hidden: Iterable[str] = ()) -> InputError:
+def invalid(
+    err: pydantic.ValidationError,
+    source: str | None,
+    prefix: str = "",
+    model: type[pydantic.BaseModel] | None = None,
+    hint: str = "",
+    hidden: Iterable[str] = (),
+) -> InputError:
     """pydantic's ValidationError as one InputError: its first problem (an unknown key first: it usually
     explains a "missing" one), at its dotted path under ``prefix``, in our words: "unknown field (did you
     mean ...); expected one of ..." for an unknown key (the list when ``model`` is given), else the message and the
@@ -58,6 +64,7 @@ def _model_at(model: type[pydantic.BaseModel], path: tuple) -> type[pydantic.Bas
     import typing
 
     import pydantic
+
     for part in path:
         info = model.model_fields.get(str(part))
         for annotation in (info.annotation, *typing.get_args(info.annotation)) if info else ():
@@ -88,11 +95,16 @@ def storage_error(err: BaseException, doing: str = "") -> StorageError | None:
     errno_ = getattr(err, "errno", None)
     text = str(err)
     if "database is locked" in text.lower():
-        return StorageError("the sqlite store stayed locked by another process's write while orch waited for it "
-                            "(a long `sqlite3` session, a backup, another tool): nothing was lost; run the command "
-                            "again once it is done, or use a tracking server for many writers (orch server start)")
+        return StorageError(
+            "the sqlite store stayed locked by another process's write while orch waited for it "
+            "(a long `sqlite3` session, a backup, another tool): nothing was lost; run the command "
+            "again once it is done, or use a tracking server for many writers (orch server start)"
+        )
     if errno_ not in _NO_SPACE_ERRNOS and not any(w in text.lower() for w in _NO_SPACE_WORDS):
         return None
     what = getattr(err, "strerror", None) or text.splitlines()[0][:300]
-    return StorageError(f"{what}{f' while {doing}' if doing else ''}; free space, then run the command again: "
-                        "runs continue from their journals, nothing is lost", getattr(err, "filename", None))
+    return StorageError(
+        f"{what}{f' while {doing}' if doing else ''}; free space, then run the command again: "
+        "runs continue from their journals, nothing is lost",
+        getattr(err, "filename", None),
+    )

@@ -59,29 +59,39 @@ class ExperimentStatus:
     records: list[RunRecord]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"experiment": self.name, "groups": [g.to_dict() for g in self.groups],
-                "sweeps": [s.to_dict() for s in self.sweeps]}
+        return {
+            "experiment": self.name,
+            "groups": [g.to_dict() for g in self.groups],
+            "sweeps": [s.to_dict() for s in self.sweeps],
+        }
 
 
 def status(experiment: str, tracking_uri: str | None = None, where: str | None = None) -> ExperimentStatus:
     """Runs brought up to date (journals ingested, dead jobs closed), then counted per group and per sweep;
     with ``where`` (``params.noise > 0.1 and variant = low``), only the matching groups and their runs."""
     from orchestrator.analysis.status import experiment_status, sweep_status
+
     ledger, experiment_id, name = open_experiment(experiment, tracking_uri)
     records = driver.refresh(ledger, ledger.runs(experiment_id), make_backend)
     parents = groups.update_groups(ledger, experiment_id, records)
     if where:
         from orchestrator.analysis.grouping import group_parents
+
         kept = {p.data.tags.get(Tag.GROUP) for p in group_parents(ledger, experiment_id, where)}
         parents = [p for p in parents if p.tags.get(Tag.GROUP) in kept]
         records = [r for r in records if r.tags.get(Tag.GROUP) in kept]
-    return ExperimentStatus(name, experiment_status(ledger, experiment_id, records, parents),
-                            [] if where else sweep_status(ledger, experiment_id), records)
+    return ExperimentStatus(
+        name,
+        experiment_status(ledger, experiment_id, records, parents),
+        [] if where else sweep_status(ledger, experiment_id),
+        records,
+    )
 
 
 def find_run(ledger: Ledger, run: str) -> RunRecord:
     """A run by MLflow run id, by orch key (as printed by --dry-run and status) or by scheduler job id."""
     from mlflow.exceptions import MlflowException
+
     if not re.fullmatch(r"[\w.:\-]{1,200}", run):  # it goes into an MLflow filter string: nothing that could quote
         raise InputError(f"{run!r} is not a run id, key or job id (letters, digits, '_', '.', ':', '-')", "RUN")
     if len(run) == 32:
@@ -104,12 +114,21 @@ def run_logs(run: str, tracking_uri: str | None = None) -> tuple[RunRecord, RunD
     if not record.tags.get(Tag.RUN_DIR):  # a group, a sweep or a comparison: no process, no logs of its own
         role = record.tags.get(Tag.ROLE, "run")
         experiment_id = ledger.client.get_run(record.run_id).info.experiment_id
-        seeds = [r for r in ledger.runs(experiment_id) if r.tags.get(Tag.GROUP) == record.tags.get(Tag.GROUP)] \
-            if role == Role.GROUP else []
+        seeds = (
+            [r for r in ledger.runs(experiment_id) if r.tags.get(Tag.GROUP) == record.tags.get(Tag.GROUP)]
+            if role == Role.GROUP
+            else []
+        )
         listed = ", ".join(f"{r.run_id} (seed {r.tags.get(Tag.SEED, '?')}, {r.status})" for r in seeds[:10])
-        raise InputError(f"{run} is a {role} run, with no logs of its own" +
-                         (f"; its seeds: {listed}: orch logs SEED_RUN_ID" if listed else
-                          "; orch status EXPERIMENT --runs lists the seed runs"), "RUN")
+        raise InputError(
+            f"{run} is a {role} run, with no logs of its own"
+            + (
+                f"; its seeds: {listed}: orch logs SEED_RUN_ID"
+                if listed
+                else "; orch status EXPERIMENT --runs lists the seed runs"
+            ),
+            "RUN",
+        )
     run_dir = RunDir(Path(record.tags[Tag.RUN_DIR]))
     try:  # Slurm: what happened before and after Python ran
         scheduler = [Path(p) for p in json.loads(run_dir.scheduler_record.read_text()).get("logs", [])]
@@ -122,6 +141,7 @@ def runs(experiment: str, tracking_uri: str | None = None) -> pandas.DataFrame:
     """One row per seed run that counts (the attempt that stands for its key, as status and compare count
     them): run_id, key, group, variant, seed, status, ``params.*`` (typed) and ``metrics.*`` (latest)."""
     from orchestrator.analysis.table import runs_frame
+
     ledger, experiment_id, _ = open_experiment(experiment, tracking_uri)
     return runs_frame(ledger, experiment_id, driver.refresh(ledger, ledger.runs(experiment_id), make_backend))
 
@@ -130,6 +150,7 @@ def reproduce(run: str, tracking_uri: str | None = None) -> Reproduction:
     """Run a recorded run again from its code snapshot and resolved params (nothing recorded) and compare
     every metric with the record (``Reproduction.identical``)."""
     from orchestrator.reproduce import reproduce as rerun
+
     ledger = Ledger(resolve_uri(tracking_uri), create=False)
     return rerun(find_run(ledger, run))
 
@@ -182,10 +203,20 @@ def sync(workdir: Path = Path("mlruns/jobs"), tracking_uri: str | None = None) -
     return counts
 
 
-def compare(experiment: str, metric: str | None = None, mode: str | None = None, baseline: str | None = None,
-            by: list[str] | None = None, alpha: float = 0.05, curve: str | None = None, log: bool = True,
-            out: Path | None = None, tracking_uri: str | None = None, where: str | None = None,
-            test: str = "t") -> Report:
+def compare(
+    experiment: str,
+    metric: str | None = None,
+    mode: str | None = None,
+    baseline: str | None = None,
+    by: list[str] | None = None,
+    alpha: float = 0.05,
+    curve: str | None = None,
+    log: bool = True,
+    out: Path | None = None,
+    tracking_uri: str | None = None,
+    where: str | None = None,
+    test: str = "t",
+) -> Report:
     """Do the groups differ across seeds? The report (statistics, tests, verdicts); with ``log`` it is also
     logged to MLflow with its plots, with ``out`` kept in that folder too. ``test``: "t" (paired t-test on
     shared seeds, else Welch's) or "permutation" (Fisher's randomization test, else the permutation test)."""
@@ -196,8 +227,18 @@ def compare(experiment: str, metric: str | None = None, mode: str | None = None,
 
     name, spec_uri = experiment_name(experiment)
     ledger = Ledger(resolve_uri(tracking_uri, spec_uri), create=False)
-    result = run_compare(ledger, name, metric=metric, mode=mode, baseline=baseline, by=by, alpha=alpha, curve=curve,
-                         where=where, test=test)
+    result = run_compare(
+        ledger,
+        name,
+        metric=metric,
+        mode=mode,
+        baseline=baseline,
+        by=by,
+        alpha=alpha,
+        curve=curve,
+        where=where,
+        test=test,
+    )
     with tempfile.TemporaryDirectory(prefix="orch-compare-") as tmp:
         files = out or Path(tmp)
         if log or out:  # the plots cost a matplotlib import: only when they go somewhere
@@ -212,15 +253,16 @@ def compare(experiment: str, metric: str | None = None, mode: str | None = None,
 @dataclass
 class ExperimentSummary:
     name: str
-    runs: int                  # seed runs (attempts), all statuses
+    runs: int  # seed runs (attempts), all statuses
     groups: int
-    finished: int              # run keys with a FINISHED attempt
+    finished: int  # run keys with a FINISHED attempt
     last_activity: float | None  # seconds since the epoch: the latest run start
 
 
 def list_experiments(tracking_uri: str | None = None) -> list[ExperimentSummary]:
     """``orch ls``: the store's experiments with orch runs, most recently active first."""
     from orchestrator.tracking.records import Role, latest_per_key
+
     ledger = Ledger(resolve_uri(tracking_uri), create=False)
     out = []
     for experiment in ledger.client.search_experiments():
@@ -229,9 +271,15 @@ def list_experiments(tracking_uri: str | None = None) -> list[ExperimentSummary]
         if not seeds and not groups:
             continue
         starts = [r.start_time for r in seeds + groups if r.start_time]
-        out.append(ExperimentSummary(experiment.name, len(seeds), len(groups),
-                                     sum(r.status == FINISHED for r in latest_per_key(seeds)),
-                                     max(starts) / 1000 if starts else None))
+        out.append(
+            ExperimentSummary(
+                experiment.name,
+                len(seeds),
+                len(groups),
+                sum(r.status == FINISHED for r in latest_per_key(seeds)),
+                max(starts) / 1000 if starts else None,
+            )
+        )
     return sorted(out, key=lambda e: e.last_activity or 0, reverse=True)
 
 
@@ -262,6 +310,7 @@ def delete_experiment(name: str, tracking_uri: str | None = None) -> tuple[int, 
     import time
 
     from orchestrator.tracking.records import search_all
+
     ledger, experiment_id, name = open_experiment(name, tracking_uri)
     active = [r for r in ledger.runs(experiment_id) if r.status in ACTIVE]
     if active:

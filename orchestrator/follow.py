@@ -23,23 +23,24 @@ PROGRESS_EVERY_S = 1.0  # running runs' steps read from their journals' tails
 @dataclass
 class RunProgress:
     """Where a running run stands, from the tail of its journal."""
+
     label: str
-    step: int | None                 # the last logged step (None: nothing logged yet)
-    metrics: dict[str, float]        # the values logged at that step
-    rate: float | None               # steps per second since the run started
+    step: int | None  # the last logged step (None: nothing logged yet)
+    metrics: dict[str, float]  # the values logged at that step
+    rate: float | None  # steps per second since the run started
 
 
 class ProgressSink(Protocol):
     """What ``follow`` reports to (the CLI draws a progress bar and a table of running runs; tests and
     notebooks may pass nothing). ``active`` is refreshed about once a second."""
 
-    def update(self, done: int, running: int, failed: int, killed: int, total: int,
-               active: list[RunProgress]) -> None: ...
+    def update(
+        self, done: int, running: int, failed: int, killed: int, total: int, active: list[RunProgress]
+    ) -> None: ...
 
 
 class _Silent:
-    def update(self, done: int, running: int, failed: int, killed: int, total: int,
-               active: list[RunProgress]) -> None:
+    def update(self, done: int, running: int, failed: int, killed: int, total: int, active: list[RunProgress]) -> None:
         pass
 
 
@@ -59,8 +60,9 @@ def run_progress(label: str, run_dir: RunDir, started_at: dict[str, float]) -> R
     return RunProgress(label, record["step"], {k: decode_number(v) for k, v in record["metrics"].items()}, rate)
 
 
-def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: ProgressSink | None = None,
-           poll_s: float = 0.05) -> dict[str, str]:
+def follow(
+    ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: ProgressSink | None = None, poll_s: float = 0.05
+) -> dict[str, str]:
     """Poll until every job ended, ingesting journals (live every few seconds, fully at the end).
     Ctrl-C cancels: running jobs end KILLED, their journals ingested, nothing half-written."""
     sink = sink or _Silent()
@@ -76,21 +78,26 @@ def follow(ledger: Ledger, backend: Backend, prepared: list[Prepared], sink: Pro
             pending_ids = [rid for rid in jobs if rid not in results]
             states = backend.poll([jobs[rid] for rid in pending_ids])
             running, ended = [], []
-            for run_id, state in zip(pending_ids, states):
+            for run_id, state in zip(pending_ids, states, strict=False):
                 if state.state in (DONE, LOST):
                     ended.append((run_id, state.reason))
                 elif state.state == JOB_RUNNING:
                     running.append(run_id)
             if ended:  # the runs that ended since the last poll: one write (Ledger.ingest_many)
-                for (run_id, reason), status in zip(ended, ledger.ingest_many([jobs[r].run_dir for r, _ in ended])):
-                    results[run_id] = status or ledger.close_dead(jobs[run_id].run_dir,
-                                                                  reason or "the job ended without recording an end")
+                for (run_id, reason), status in zip(
+                    ended, ledger.ingest_many([jobs[r].run_dir for r, _ in ended]), strict=False
+                ):
+                    results[run_id] = status or ledger.close_dead(
+                        jobs[run_id].run_dir, reason or "the job ended without recording an end"
+                    )
             if time.monotonic() - last_live > LIVE_INGEST_EVERY_S:
                 ledger.ingest_many([jobs[run_id].run_dir for run_id in running])
                 last_live = time.monotonic()
             if time.monotonic() - last_shown > PROGRESS_EVERY_S:
-                active = [run_progress(f"{by_id[r].run.label}/seed{by_id[r].run.seed}", by_id[r].run_dir, started_at)
-                          for r in running]
+                active = [
+                    run_progress(f"{by_id[r].run.label}/seed{by_id[r].run.seed}", by_id[r].run_dir, started_at)
+                    for r in running
+                ]
                 last_shown = time.monotonic()
             killed = sum(1 for s in results.values() if s == KILLED)  # cancelled or interrupted: not a failure
             failed = sum(1 for s in results.values() if s not in (FINISHED, KILLED))

@@ -33,13 +33,22 @@ def chance_tag(spec: Spec) -> dict[str, str]:
     return {Tag.CHANCE: json.dumps(chance, sort_keys=True)} if chance else {}
 
 
-def _group_tags(spec: Spec, run: Run, seeds_requested: int, code: Provenance,
-                chance: dict[str, str]) -> dict[str, str]:
+def _group_tags(spec: Spec, run: Run, seeds_requested: int, code: Provenance, chance: dict[str, str]) -> dict[str, str]:
     metric, mode = metric_of(spec)
-    return {Tag.ROLE: Role.GROUP, Tag.GROUP: run.group, Tag.VARIANT: run.variant,
-            Tag.GRID_POINT: yaml.safe_dump(run.grid_point, default_flow_style=True).strip() if run.grid_point else "",
-            Tag.WORKLOAD: run.workload, Tag.SPEC: spec.source, Tag.METRIC: metric, Tag.MODE: mode,
-            Tag.SEEDS_REQUESTED: str(seeds_requested), **identity_tags(run), **chance, **code.tags()}
+    return {
+        Tag.ROLE: Role.GROUP,
+        Tag.GROUP: run.group,
+        Tag.VARIANT: run.variant,
+        Tag.GRID_POINT: yaml.safe_dump(run.grid_point, default_flow_style=True).strip() if run.grid_point else "",
+        Tag.WORKLOAD: run.workload,
+        Tag.SPEC: spec.source,
+        Tag.METRIC: metric,
+        Tag.MODE: mode,
+        Tag.SEEDS_REQUESTED: str(seeds_requested),
+        **identity_tags(run),
+        **chance,
+        **code.tags(),
+    }
 
 
 def identity_tags(run: Run) -> dict[str, str]:
@@ -47,8 +56,9 @@ def identity_tags(run: Run) -> dict[str, str]:
     return {Tag.KEY_SCHEME: str(KEY_SCHEME), Tag.DEFAULTS: defaults_tag(run.defaulted)}
 
 
-def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run],
-                  code: Provenance | None = None) -> dict[str, str]:
+def ensure_groups(
+    ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run], code: Provenance | None = None
+) -> dict[str, str]:
     """One parent run per group; records how many seeds were asked for, so status can count missing ones,
     and the code each submission ran (``code/<snapshot>/`` artifacts, once per snapshot)."""
     code = code or Provenance(spec)
@@ -64,8 +74,13 @@ def ensure_groups(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run
         parent = parents.get(run.group)
         requested = seeds_by_group[run.group]
         if parent is None:
-            run_id = ledger.create_run(experiment_id, run.label, _group_tags(spec, run, requested, code, chance),
-                                       flat_params(run), status=RUNNING)
+            run_id = ledger.create_run(
+                experiment_id,
+                run.label,
+                _group_tags(spec, run, requested, code, chance),
+                flat_params(run),
+                status=RUNNING,
+            )
             ledger.log_text(run_id, spec_text, "spec.yaml")
         else:
             run_id = parent.run_id
@@ -130,6 +145,7 @@ def update_groups(ledger: Ledger, experiment_id: str, records: list[RunRecord] |
 def log_aggregates(ledger: Ledger, parent: RunRecord, seeds: list[RunRecord]) -> None:
     """``<metric>_mean``, ``_std``, ``_ci_low``, ``_ci_high``, ``_n`` of the group's FINISHED seeds."""
     from orchestrator.analysis.interval import aggregates  # scipy.special: only when a group completes
+
     metric = parent.tags.get(Tag.METRIC, "")
     values = [r.metrics[metric] for r in seeds if r.status == FINISHED and metric in r.metrics]
     if metric and values:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.markup import escape
@@ -15,18 +15,33 @@ from orchestrator.errors import InputError, StorageError, storage_error
 
 # Plain (click) help: typer's rich help imports rich's markdown renderer and half of rich, ~0.2 s that every
 # `orch --help` and usage error paid (measured: benchmarks/command_latency.py).
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="orch: declare experiments in YAML, run every seed locally, on Slurm or on Ray, "
-                       "record everything in MLflow, and compare across seeds.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="orch: declare experiments in YAML, run every seed locally, on Slurm or on Ray, "
+    "record everything in MLflow, and compare across seeds.",
+)
 
 SpecArg = Annotated[Path, typer.Argument(help="the experiment spec (YAML)")]
 ExperimentArg = Annotated[str, typer.Argument(help="experiment name or spec path")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="override KEY=VALUE (YAML-typed), repeatable")]
-UriOpt = Annotated[Optional[str], typer.Option("--tracking-uri", help="MLflow tracking URI (default: "
-                                                "MLFLOW_TRACKING_URI, then the spec's, then sqlite:///mlruns/mlflow.db)")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="override KEY=VALUE (YAML-typed), repeatable")]
+UriOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, then the spec's, then sqlite:///mlruns/mlflow.db)",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output")]
-RayAddressOpt = Annotated[Optional[str], typer.Option("--ray-address", help="ray: a running cluster ('auto' or "
-                          "host:port; default RAY_ADDRESS, cluster/ray.yaml, else a local Ray)")]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="ray: a running cluster ('auto' or host:port; default RAY_ADDRESS, cluster/ray.yaml, else a local Ray)",
+    ),
+]
 
 
 def handles_input_errors(fn):
@@ -46,29 +61,38 @@ def handles_input_errors(fn):
                 raise
             err_console.print(f"[bold red]error:[/] {escape(str(full))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+
     return wrapper
-
-
 
 
 def _print_version(asked: bool) -> None:
     if asked:
         from orchestrator import __version__
+
         print(f"orch {__version__}")
         raise typer.Exit()
 
 
 @app.callback()
 @handles_input_errors
-def main(max_runs: Annotated[Optional[int], typer.Option(
-        "--max-runs", min=1, help="refuse a submission planning more runs than this (default 10,000; "
-                                  "env ORCH_MAX_RUNS)")] = None,
-         version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                               help="print orch's version and exit")] = False) -> None:
+def main(
+    max_runs: Annotated[
+        int | None,
+        typer.Option(
+            "--max-runs",
+            min=1,
+            help="refuse a submission planning more runs than this (default 10,000; env ORCH_MAX_RUNS)",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="print orch's version and exit")
+    ] = False,
+) -> None:
     """orch: declare experiments in YAML, run every seed locally, on Slurm or on Ray, record everything in
     MLflow, and compare across seeds."""
     from orchestrator import privacy
     from orchestrator.spec import spec
+
     privacy.apply()  # before anything is written: the store and every job's files private to their owner
     # read where the plan is counted (spec.check_plan_size); set on every invocation, so an in-process
     # caller (a notebook, the tests' CliRunner) does not keep one command's limit for the next

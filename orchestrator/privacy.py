@@ -22,7 +22,6 @@ def apply() -> int:
     except ValueError:
         mask = -1
     if not 0 <= mask <= 0o777:
-        raise InputError(f"expected an octal umask such as 077 (private) or 007 (a lab group), got {raw!r}",
-                         UMASK_ENV)
+        raise InputError(f"expected an octal umask such as 077 (private) or 007 (a lab group), got {raw!r}", UMASK_ENV)
     os.umask(mask)
     return mask

@@ -36,11 +36,15 @@ class Provenance:
             return None
         top = self.workload.import_path.split(".")[0]
         try:
-            return snapshot.plan(root, self.code_store, top,
-                                 exclude=[Path(self.spec.workdir).resolve(), Path("mlruns").resolve()])
+            return snapshot.plan(
+                root, self.code_store, top, exclude=[Path(self.spec.workdir).resolve(), Path("mlruns").resolve()]
+            )
         except snapshot.SnapshotTooLarge as err:
-            raise InputError(f"{err}: keep data and outputs out of it (.gitignore), or set 'snapshot: false' to "
-                             "run the live code", self.spec.source, "snapshot") from None
+            raise InputError(
+                f"{err}: keep data and outputs out of it (.gitignore), or set 'snapshot: false' to run the live code",
+                self.spec.source,
+                "snapshot",
+            ) from None
 
     @property
     def code_store(self) -> Path:
@@ -72,8 +76,10 @@ class Provenance:
     def artifacts(self) -> dict[str, str]:
         """Artifact path -> text, for a group parent that has not recorded this snapshot yet."""
         folder = f"code/{self.snapshot.digest if self.snapshot else self.version.commit[:12]}"
-        files = {f"{folder}/requirements.txt": codeversion.pip_freeze(),
-                 f"{folder}/command_line.txt": codeversion.command_line() + "\n"}
+        files = {
+            f"{folder}/requirements.txt": codeversion.pip_freeze(),
+            f"{folder}/command_line.txt": codeversion.command_line() + "\n",
+        }
         if self.version.dirty:
             files[f"{folder}/code.diff"] = self.version.diff
         return files

@@ -34,12 +34,14 @@ def _recorded_as(value: object) -> str:
 def params_agree(run: Run, recorded: dict[str, str]) -> bool:
     """The run's resolved params are what was recorded; a param the record lacks is at its default."""
     planned = flat_params(run)
-    return (all(path in planned and _recorded_as(planned[path]) == text for path, text in recorded.items())
-            and all(path in recorded or path in run.defaulted for path in planned))
+    return all(path in planned and _recorded_as(planned[path]) == text for path, text in recorded.items()) and all(
+        path in recorded or path in run.defaulted for path in planned
+    )
 
 
-def match(record: RunRecord, runs_by_legacy_key: dict[str, Run], candidates: list[Run],
-          recorded: dict[str, str] | None) -> Run | None:
+def match(
+    record: RunRecord, runs_by_legacy_key: dict[str, Run], candidates: list[Run], recorded: dict[str, str] | None
+) -> Run | None:
     run = runs_by_legacy_key.get(record.key)
     if run is not None or recorded is None:
         return run
@@ -50,8 +52,9 @@ def match(record: RunRecord, runs_by_legacy_key: dict[str, Run], candidates: lis
     return None
 
 
-def adopt(ledger: Ledger, experiment_id: str, runs: list[Run], records: list[RunRecord],
-          write: bool = True) -> list[RunRecord]:
+def adopt(
+    ledger: Ledger, experiment_id: str, runs: list[Run], records: list[RunRecord], write: bool = True
+) -> list[RunRecord]:
     """Re-tag the scheme-1 seed runs (and their group parents) that ``runs`` plans; returns ``records`` as
     they are now. ``write=False`` (``--dry-run``): the same records, re-tagged in memory only. A store with
     no scheme-1 run costs nothing; the params of a scheme-1 run are read once: one that matches no planned
@@ -73,8 +76,12 @@ def adopt(ledger: Ledger, experiment_id: str, runs: list[Run], records: list[Run
         else:
             # what the run left at its default then: the defaulted params it recorded (all, for a key match)
             defaulted = {p: v for p, v in run.defaulted.items() if recorded is None or p in recorded}
-            tags = {Tag.KEY: run.key, Tag.GROUP: run.group, Tag.KEY_SCHEME: str(KEY_SCHEME),
-                    Tag.DEFAULTS: defaults_tag(defaulted)}
+            tags = {
+                Tag.KEY: run.key,
+                Tag.GROUP: run.group,
+                Tag.KEY_SCHEME: str(KEY_SCHEME),
+                Tag.DEFAULTS: defaults_tag(defaulted),
+            }
             groups[record.tags.get(Tag.GROUP, "")] = run
         if tags and write:
             ledger.set_tags(record.run_id, tags)
@@ -83,6 +90,8 @@ def adopt(ledger: Ledger, experiment_id: str, runs: list[Run], records: list[Run
         for parent in ledger.runs(experiment_id, role=Role.GROUP):
             run = groups.get(parent.tags.get(Tag.GROUP, "")) if Tag.KEY_SCHEME not in parent.tags else None
             if run is not None:
-                ledger.set_tags(parent.run_id, {Tag.GROUP: run.group, Tag.KEY_SCHEME: str(KEY_SCHEME),
-                                                Tag.DEFAULTS: defaults_tag(run.defaulted)})
+                ledger.set_tags(
+                    parent.run_id,
+                    {Tag.GROUP: run.group, Tag.KEY_SCHEME: str(KEY_SCHEME), Tag.DEFAULTS: defaults_tag(run.defaulted)},
+                )
     return out

@@ -34,11 +34,19 @@ TRIAL_COLOURS = {"FINISHED": "green", "STOPPED": "yellow", "FAILED": "red"}
 class ProgressBar:
     """A ``driver.ProgressSink`` drawn live: a bar of runs done / running / failed with an eta, and below it
     each running run's step, latest metrics and rate (a summary line past ``MAX_ROWS`` runs)."""
+
     MAX_ROWS = 10
 
     def __init__(self, total: int):
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+        )
         self.task = self.progress.add_task("runs", total=total)
         self.active: list[RunProgress] = []
         self.live = Live(self._view(), console=console, refresh_per_second=4, transient=False)
@@ -52,25 +60,31 @@ class ProgressBar:
         self.live.update(self._view())
         self.live.stop()
         if not console.is_terminal:  # rich leaves the last picture without its newline in a pipe or a log file:
-            console.line()           # the next table (or error) was glued onto it
+            console.line()  # the next table (or error) was glued onto it
 
-    def update(self, done: int, running: int, failed: int, killed: int, total: int,
-               active: list[RunProgress]) -> None:
+    def update(self, done: int, running: int, failed: int, killed: int, total: int, active: list[RunProgress]) -> None:
         stopped = f"  [yellow]{killed} killed[/]" if killed else ""
-        self.progress.update(self.task, completed=done, total=total,
-                             description=f"runs  [green]{done - failed - killed} done[/]  [cyan]{running} running[/]  "
-                                         f"[red]{failed} failed[/]{stopped}")
+        self.progress.update(
+            self.task,
+            completed=done,
+            total=total,
+            description=f"runs  [green]{done - failed - killed} done[/]  [cyan]{running} running[/]  "
+            f"[red]{failed} failed[/]{stopped}",
+        )
         self.active = active
         self.live.update(self._view())
 
     def _view(self) -> Group:
-        return Group(self.progress.get_renderable(), *([running_table(self.active, self.MAX_ROWS)] if self.active else []))
+        return Group(
+            self.progress.get_renderable(), *([running_table(self.active, self.MAX_ROWS)] if self.active else [])
+        )
 
 
 class TrialBoard:
     """``orch tune``'s live trial table (a ``recorder.TrialSink``): every trial's status, reports, last step
     and latest metric, redrawn at most 4 times a second; past ``MAX_ROWS`` trials, the running ones and a
     count of the rest."""
+
     MAX_ROWS = 20
 
     def __init__(self) -> None:
@@ -89,6 +103,7 @@ class TrialBoard:
 
     def __call__(self, trials: list[TrialState], metric: str) -> None:
         import time
+
         self.trials, self.metric = trials, metric
         if time.monotonic() - self._drawn > 0.25:
             self._drawn = time.monotonic()
@@ -96,19 +111,32 @@ class TrialBoard:
 
     def _view(self) -> Table:
         shown = self.trials if len(self.trials) <= self.MAX_ROWS else [t for t in self.trials if t.status == RUNNING]
-        counts = {status: sum(t.status == status for t in self.trials) for status in
-                  ("PENDING", RUNNING, "FINISHED", "STOPPED", "FAILED")}
-        table = Table(title=", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n) or "no trial yet",
-                      title_justify="left", box=None, pad_edge=False)
+        counts = {
+            status: sum(t.status == status for t in self.trials)
+            for status in ("PENDING", RUNNING, "FINISHED", "STOPPED", "FAILED")
+        }
+        table = Table(
+            title=", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n) or "no trial yet",
+            title_justify="left",
+            box=None,
+            pad_edge=False,
+        )
         for col in ("trial", "status", "reports", "step", self.metric or "metric", "config"):
-            table.add_column(col, justify="right" if col in ("reports", "step", self.metric) else "left",
-                             no_wrap=col != "config")
+            table.add_column(
+                col, justify="right" if col in ("reports", "step", self.metric) else "left", no_wrap=col != "config"
+            )
         for t in shown:
             colour = TRIAL_COLOURS.get(t.status, "cyan" if t.status == RUNNING else "dim")
             value = t.latest.get(self.metric)
             config = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.config.items())
-            table.add_row(t.trial_id, f"[{colour}]{t.status.lower()}[/]", str(t.reports),
-                          "-" if t.step is None else str(t.step), "-" if value is None else f"{value:.5g}", config)
+            table.add_row(
+                t.trial_id,
+                f"[{colour}]{t.status.lower()}[/]",
+                str(t.reports),
+                "-" if t.step is None else str(t.step),
+                "-" if value is None else f"{value:.5g}",
+                config,
+            )
         return table
 
 
@@ -125,8 +153,9 @@ def running_table(active: list[RunProgress], max_rows: int) -> Table | Text:
         table.add_column(col, justify="left" if col in ("running", "latest") else "right", no_wrap=col != "latest")
     for a in active:
         latest = ", ".join(f"{k}={v:.4g}" for k, v in list(a.metrics.items())[:3])
-        table.add_row(escape(a.label), "-" if a.step is None else str(a.step), latest or "-",
-                      f"{a.rate:.3g}" if a.rate else "-")
+        table.add_row(
+            escape(a.label), "-" if a.step is None else str(a.step), latest or "-", f"{a.rate:.3g}" if a.rate else "-"
+        )
     return table
 
 
@@ -141,8 +170,9 @@ def plan_table(runs: list[Run], reconciled: Reconciled | None = None) -> Table:
         table.add_column(col, no_wrap=True)
     for run in runs:
         point = ", ".join(f"{k}={v}" for k, v in run.grid_point.items())
-        table.add_row(run.key, escape(run.group), escape(run.variant), escape(point), str(run.seed),
-                      state.get(run.key, "new"))
+        table.add_row(
+            run.key, escape(run.group), escape(run.variant), escape(point), str(run.seed), state.get(run.key, "new")
+        )
     return table
 
 
@@ -150,9 +180,14 @@ def drift_lines(drifted: dict[str, tuple[int, dict[str, tuple[Any, Any]]]]) -> l
     """Finished runs recorded under another default (spec/identity.py): kept, and said so, field by field.
     ``drifted``: group label -> (runs, param path -> (the default they ran with, the default now))."""
     from orchestrator.spec.identity import describe_drift
-    return [f"note: {n} finished run{'s' if n > 1 else ''} of {label} ran with {describe_drift(changes)}; kept, as a "
-            "run's key leaves its defaults out (docs/architecture.md, Run identity): submit under another name to "
-            "run them under the new default" for label, (n, changes) in drifted.items() if n]
+
+    return [
+        f"note: {n} finished run{'s' if n > 1 else ''} of {label} ran with {describe_drift(changes)}; kept, as a "
+        "run's key leaves its defaults out (docs/architecture.md, Run identity): submit under another name to "
+        "run them under the new default"
+        for label, (n, changes) in drifted.items()
+        if n
+    ]
 
 
 def print_status_drift(groups: list[GroupStatus]) -> None:
@@ -173,8 +208,16 @@ def status_table(name: str, groups: list[GroupStatus]) -> Table:
     for g in groups:
         mean = f"{g.metric_mean:.4g}" if g.metric_mean is not None else "-"
         stopped = [f"[yellow]{g.killed}[/]" if g.killed else "0"] if killed else []
-        table.add_row(escape(g.label), f"[green]{g.finished}[/]", str(g.running), str(g.pending),
-                      f"[red]{g.failed}[/]" if g.failed else "0", *stopped, str(g.missing), mean)
+        table.add_row(
+            escape(g.label),
+            f"[green]{g.finished}[/]",
+            str(g.running),
+            str(g.pending),
+            f"[red]{g.failed}[/]" if g.failed else "0",
+            *stopped,
+            str(g.missing),
+            mean,
+        )
     return table
 
 
@@ -190,8 +233,13 @@ def runs_table(groups: list[GroupStatus], records: list[RunRecord]) -> Table:
         label, metric = labels[r.tags[Tag.GROUP]]
         value = r.metrics.get(metric)
         colour = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow"}.get(r.status, "cyan")
-        table.add_row(r.run_id, escape(label), r.tags.get(Tag.SEED, "?"), f"[{colour}]{r.status.lower()}[/]",
-                      "-" if value is None else f"{metric} {value:.4g}")
+        table.add_row(
+            r.run_id,
+            escape(label),
+            r.tags.get(Tag.SEED, "?"),
+            f"[{colour}]{r.status.lower()}[/]",
+            "-" if value is None else f"{metric} {value:.4g}",
+        )
     return table
 
 
@@ -199,9 +247,12 @@ def print_active(records: list[RunRecord], limit: int = 10) -> None:
     """Queued and running runs with their job ids (what `orch logs` / `orch cancel --run` take)."""
     active = sorted((r for r in records if r.status in ACTIVE), key=lambda r: r.status != RUNNING)
     for r in active[:limit]:
-        console.print(f"  {'running' if r.status == RUNNING else 'queued '}  {r.run_id}  seed "
-                      f"{r.tags.get(Tag.SEED, '?'):>3}  {r.tags.get(Tag.BACKEND, '')} job "
-                      f"{r.tags.get(Tag.JOB_ID) or '-'}", highlight=False)
+        console.print(
+            f"  {'running' if r.status == RUNNING else 'queued '}  {r.run_id}  seed "
+            f"{r.tags.get(Tag.SEED, '?'):>3}  {r.tags.get(Tag.BACKEND, '')} job "
+            f"{r.tags.get(Tag.JOB_ID) or '-'}",
+            highlight=False,
+        )
     if len(active) > limit:
         console.print(f"  ... and {len(active) - limit} more queued or running")
 
@@ -213,19 +264,28 @@ def watch_status(read: Callable[[], ExperimentStatus], every_s: float = 2.0) -> 
 
     from orchestrator.follow import run_progress
     from orchestrator.job.rundir import RunDir
+
     started_at: dict[str, float] = {}
     with Live(console=console, refresh_per_second=2) as live:
         while True:
             state = read()
             running = [r for r in state.records if r.status == RUNNING]
-            active = [run_progress(r.tags.get("mlflow.runName", r.run_id), RunDir(Path(r.tags.get(Tag.RUN_DIR, ""))),
-                                   started_at) for r in running]
+            active = [
+                run_progress(
+                    r.tags.get("mlflow.runName", r.run_id), RunDir(Path(r.tags.get(Tag.RUN_DIR, ""))), started_at
+                )
+                for r in running
+            ]
             queued = sum(r.status in ACTIVE for r in state.records) - len(running)
             parts: list[Any] = [status_table(state.name, state.groups)]
             if active:
                 parts.append(running_table(active, ProgressBar.MAX_ROWS))
-            parts.append(Text(f"{len(running)} running, {queued} queued" + ("" if running or queued else
-                                                                           ": nothing left to watch")))
+            parts.append(
+                Text(
+                    f"{len(running)} running, {queued} queued"
+                    + ("" if running or queued else ": nothing left to watch")
+                )
+            )
             live.update(Group(*parts))
             if not running and not queued:
                 return
@@ -234,20 +294,32 @@ def watch_status(read: Callable[[], ExperimentStatus], every_s: float = 2.0) -> 
 
 def print_sweeps(name: str, sweeps: list[SweepStatus]) -> None:
     """One row per `orch tune` sweep of the experiment (fits 80 columns); the best trials below."""
-    table = Table(title=f"{name}: sweeps", caption="trials per sweep; stopped = stopped early by the scheduler",
-                  caption_justify="left")
+    table = Table(
+        title=f"{name}: sweeps",
+        caption="trials per sweep; stopped = stopped early by the scheduler",
+        caption_justify="left",
+    )
     table.add_column("sweep", overflow="fold")
     for col in ("state", "done", "running", "stopped", "failed", "best"):
         table.add_column(col, justify="right", no_wrap=True)
     for s in sweeps:
-        table.add_row(s.sweep, s.status.lower(), f"[green]{s.finished}[/]", str(s.running), str(s.stopped_early),
-                      f"[red]{s.failed}[/]" if s.failed else "0",
-                      f"{s.best_score:.4g}" if s.best_score is not None else "-")
+        table.add_row(
+            s.sweep,
+            s.status.lower(),
+            f"[green]{s.finished}[/]",
+            str(s.running),
+            str(s.stopped_early),
+            f"[red]{s.failed}[/]" if s.failed else "0",
+            f"{s.best_score:.4g}" if s.best_score is not None else "-",
+        )
     console.print(table)
     for s in sweeps:
         if s.best_trial:
-            console.print(f"  {s.sweep}: best trial {s.best_trial}, {s.metric} {s.best_score:.6g} ({s.mode}, mean "
-                          "over its seeds)", highlight=False)
+            console.print(
+                f"  {s.sweep}: best trial {s.best_trial}, {s.metric} {s.best_score:.6g} ({s.mode}, mean "
+                "over its seeds)",
+                highlight=False,
+            )
 
 
 def trials_table(result: SweepResult, top: int) -> Table:
@@ -258,8 +330,14 @@ def trials_table(result: SweepResult, top: int) -> Table:
     for rank, row in enumerate(result.rows[:top], 1):
         score = f"{row.score:.6g}" if row.score is not None else "-"
         values = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (row.config.get(n, "") for n in names)]
-        table.add_row(str(rank), row.trial_id, f"[{TRIAL_COLOURS[row.status]}]{row.status.lower()}[/]", score,
-                      str(row.reports), *values)
+        table.add_row(
+            str(rank),
+            row.trial_id,
+            f"[{TRIAL_COLOURS[row.status]}]{row.status.lower()}[/]",
+            score,
+            str(row.reports),
+            *values,
+        )
     return table
 
 
@@ -268,6 +346,7 @@ def workload_table(name: str) -> Table:
     from orchestrator.spec import registry
     from orchestrator.spec.identity import excluded_paths
     from orchestrator.spec.spec import flatten
+
     workload = registry.get(name)
     table = Table(title=f"{name}  (main metric: {workload.metric}, {workload.mode})", title_justify="left")
     for col in ("param", "default", "description"):
@@ -277,12 +356,15 @@ def workload_table(name: str) -> Table:
     settings = excluded_paths(workload.params_model)
     for key, value in defaults.items():
         note = " (execution setting: not part of the run key)" if key in settings else ""
-        table.add_row(escape(key), escape(json.dumps(value)), escape(descriptions.get(key, "") + note))  # "[u; x]" is text
+        table.add_row(
+            escape(key), escape(json.dumps(value)), escape(descriptions.get(key, "") + note)
+        )  # "[u; x]" is text
     return table
 
 
 def _descriptions(model: Any, prefix: str = "") -> dict[str, str]:
     from pydantic import BaseModel
+
     out = {}
     for name, field in model.model_fields.items():
         if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):

@@ -21,10 +21,10 @@ from orchestrator.tracking.records import RunRecord, Tag
 @dataclass
 class Reproduction:
     record: RunRecord
-    status: str                                   # the re-run's end status
-    compared: int                                 # metric values compared (every step, every name, finals)
+    status: str  # the re-run's end status
+    compared: int  # metric values compared (every step, every name, finals)
     differences: list[str] = field(default_factory=list)  # the first few, as "step 3 loss: 0.2 != 0.21"
-    code: str = ""                                # the snapshot digest the re-run used ("" = live code)
+    code: str = ""  # the snapshot digest the re-run used ("" = live code)
 
     @property
     def identical(self) -> bool:
@@ -46,8 +46,9 @@ def logged(journal: Path) -> tuple[dict[tuple[int, str], float], dict[str, float
 def reproduce(record: RunRecord, timeout_s: float | None = None) -> Reproduction:
     run_dir = RunDir(Path(record.tags.get(Tag.RUN_DIR, "")))
     if not run_dir.spec_file.is_file():
-        raise InputError(f"run {record.run_id}: its run directory {run_dir.path} (run.json) is gone: nothing to "
-                         "reproduce from")
+        raise InputError(
+            f"run {record.run_id}: its run directory {run_dir.path} (run.json) is gone: nothing to reproduce from"
+        )
     job: dict[str, Any] = run_dir.load()
     gone = snapshot.missing(job.get("code"))
     if gone:
@@ -57,8 +58,12 @@ def reproduce(record: RunRecord, timeout_s: float | None = None) -> Reproduction
         scratch = RunDir(Path(tmp) / "run")
         # no tracking URI and no run id: the re-run must not push into the recorded run
         scratch.create({**job, "tracking_uri": "", "run_id": "", "reproduces": record.run_id})
-        subprocess.run([sys.executable, "-m", "orchestrator.job.worker", str(scratch.path)], timeout=timeout_s,
-                       cwd=job.get("submit_dir") or None, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "orchestrator.job.worker", str(scratch.path)],
+            timeout=timeout_s,
+            cwd=job.get("submit_dir") or None,
+            check=False,
+        )
         again, again_final, status = logged(scratch.journal)
         ends = events(scratch.journal, "end")
         error = ends[-1].get("error") if ends else "the re-run wrote no end"
@@ -78,5 +83,11 @@ def reproduce(record: RunRecord, timeout_s: float | None = None) -> Reproduction
 
 
 def to_dict(result: Reproduction) -> dict[str, Any]:
-    return {"run_id": result.record.run_id, "identical": result.identical, "status": result.status,
-            "compared": result.compared, "differences": result.differences, "code": result.code}
+    return {
+        "run_id": result.record.run_id,
+        "identical": result.identical,
+        "status": result.status,
+        "compared": result.compared,
+        "differences": result.differences,
+        "code": result.code,
+    }

@@ -41,9 +41,14 @@ class Store:
     def orch(self, *args: str, check: bool = False):
         """The CLI in this process (fast); returns typer's Result (exit_code, output)."""
         from orchestrator.cli import app
-        result = CliRunner().invoke(app, [*args, "--tracking-uri", self.uri] if args[0] in _URI_COMMANDS else list(args))
+
+        result = CliRunner().invoke(
+            app, [*args, "--tracking-uri", self.uri] if args[0] in _URI_COMMANDS else list(args)
+        )
         if check and result.exit_code != 0:
-            raise AssertionError(f"orch {' '.join(args)} exited {result.exit_code}:\n{result.output}\n{result.exception!r}")
+            raise AssertionError(
+                f"orch {' '.join(args)} exited {result.exit_code}:\n{result.output}\n{result.exception!r}"
+            )
         return result
 
     def orch_process(self, *args: str, **kwargs) -> subprocess.Popen:
@@ -51,11 +56,19 @@ class Store:
         cmd = [*ORCH, *args]
         if args[0] in _URI_COMMANDS:
             cmd += ["--tracking-uri", self.uri]
-        return subprocess.Popen(cmd, cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "PYTHONPATH": str(REPO)}, **kwargs)
+        return subprocess.Popen(
+            cmd,
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            **kwargs,
+        )
 
     def ledger(self):
         from orchestrator.tracking.ledger import Ledger
+
         return Ledger(self.uri)
 
     def seed_runs(self, experiment: str):
@@ -73,8 +86,14 @@ def store(tmp_path: Path) -> Store:
 
 
 # -- the real services some tests share -----------------------------------------------------------------
-RAY_ENV = ("RAY_TMPDIR", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED", "RAY_ADDRESS",
-           "RAY_AIR_NEW_OUTPUT")
+RAY_ENV = (
+    "RAY_TMPDIR",
+    "RAY_AUTH_TOKEN_PATH",
+    "RAY_AUTH_MODE",
+    "RAY_USAGE_STATS_ENABLED",
+    "RAY_ADDRESS",
+    "RAY_AIR_NEW_OUTPUT",
+)
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +107,7 @@ def ray_local():
     os.environ["RAY_AUTH_TOKEN_PATH"] = str(root / "auth_token")
     from orchestrator.backends.ray_connect import connect
     from orchestrator.backends.ray_settings import RaySettings
+
     ray = connect(None, RaySettings(num_cpus=2))
     yield ray
     ray.shutdown()
@@ -105,6 +125,7 @@ def stack():
     ``mlflow server`` on it, on loopback: started once per session, brought back up when a test killed the
     server and failed before restarting it, stopped at exit (tests/support.py)."""
     from support import shared_stack
+
     return shared_stack()
 
 

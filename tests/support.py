@@ -5,6 +5,7 @@ that the server tests share."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -42,10 +43,8 @@ def stop_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        pass
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -62,8 +61,9 @@ class Stack:
         self.root = Path(tempfile.mkdtemp(prefix="orch-stack-"))
         self.root.chmod(0o755)
         self.pg_env = {**os.environ, "ORCH_PG_DIR": str(self.root / "pg"), "ORCH_PG_PORT": str(free_port())}
-        out = subprocess.run([str(REPO / "cluster/dev/start-postgres.sh")], env=self.pg_env, capture_output=True,
-                             text=True, timeout=900)
+        out = subprocess.run(
+            [str(REPO / "cluster/dev/start-postgres.sh")], env=self.pg_env, capture_output=True, text=True, timeout=900
+        )
         if out.returncode != 0:
             raise RuntimeError(f"start-postgres.sh failed:\n{out.stdout}\n{out.stderr}")
         uri_file = Path(out.stdout.strip().splitlines()[-1])

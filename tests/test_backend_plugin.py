@@ -23,9 +23,11 @@ def registered(store, monkeypatch):
     info = store.root / "site" / "orch_detached-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: orch-detached\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[orch.backends]\ndetached = detached_backend:DetachedBackend\n"
-                                           "notabackend = detached_backend:ended_last\n"
-                                           "local = detached_backend:DetachedBackend\n")
+    (info / "entry_points.txt").write_text(
+        "[orch.backends]\ndetached = detached_backend:DetachedBackend\n"
+        "notabackend = detached_backend:ended_last\n"
+        "local = detached_backend:DetachedBackend\n"
+    )
     monkeypatch.syspath_prepend(str(store.root / "site"))
     monkeypatch.syspath_prepend(str(PLUGINS))
     backends.backends.cache_clear()

@@ -10,7 +10,7 @@ import pytest
 from orchestrator.job import metric_rules
 
 # one command, whose output is chosen by the `case` param: each case is a variant of one experiment
-SCRIPT = '''
+SCRIPT = """
 import json, os, sys
 case = sys.argv[1]
 lines = {
@@ -26,17 +26,30 @@ lines = {
 with open(os.environ["ORCH_METRICS"], "a") as f:
     for line in lines:
         f.write(json.dumps(line) + "\\n")
-'''
-CASES = {"dotdot": "resolves to", "long": "600 characters", "dollar": "only letters", "empty": "non-empty",
-         "huge_step": "64-bit", "inf_final": "infinite", "bad_final_name": "'/abs'"}
+"""
+CASES = {
+    "dotdot": "resolves to",
+    "long": "600 characters",
+    "dollar": "only letters",
+    "empty": "non-empty",
+    "huge_step": "64-bit",
+    "inf_final": "infinite",
+    "bad_final_name": "'/abs'",
+}
 
 
 def test_each_bad_output_fails_its_own_run_and_nothing_else(store, monkeypatch):
     monkeypatch.chdir(store.root)
     (store.root / "emit.py").write_text(SCRIPT)
-    spec = store.spec({"name": "bad", "command": ["python", "emit.py", "{case}"], "params": {"case": "good"},
-                       "metric": {"name": "acc", "mode": "max"},
-                       "variants": {"good": {}, **{c: {"case": c} for c in CASES}}})
+    spec = store.spec(
+        {
+            "name": "bad",
+            "command": ["python", "emit.py", "{case}"],
+            "params": {"case": "good"},
+            "metric": {"name": "acc", "mode": "max"},
+            "variants": {"good": {}, **{c: {"case": c} for c in CASES}},
+        }
+    )
     result = store.orch("submit", str(spec), "--seeds", "1")
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     runs = {r.tags["orch.variant"]: r for r in store.seed_runs("bad")}
@@ -71,14 +84,32 @@ def test_ingestion_drops_what_mlflow_refuses_and_records_the_rest(store, monkeyp
     assert "a/../b" in run.tags["orch.warning"] and "64-bit" in run.tags["orch.warning"]
 
 
-NAMES = ["loss", "val/acc", "a b:c-d.e_f", "é", "a/../b", "../a", "/a", "a/", "a//b", ".", "", "bad$", "x" * 250,
-         "x" * 251, "a\nb", "tab\t", "ok:1"]
+NAMES = [
+    "loss",
+    "val/acc",
+    "a b:c-d.e_f",
+    "é",
+    "a/../b",
+    "../a",
+    "/a",
+    "a/",
+    "a//b",
+    ".",
+    "",
+    "bad$",
+    "x" * 250,
+    "x" * 251,
+    "a\nb",
+    "tab\t",
+    "ok:1",
+]
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_rules_are_mlflows_own(name):
     from mlflow.exceptions import MlflowException
     from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, _validate_length_limit, _validate_metric_name
+
     try:
         _validate_metric_name(name)
         _validate_length_limit("Metric name", MAX_ENTITY_KEY_LENGTH, name)

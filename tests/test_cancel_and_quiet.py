@@ -37,7 +37,7 @@ def test_atomic_write_survives_two_concurrent_writers(tmp_path):
         try:
             for i in range(150):
                 atomic_write(target, f'{{"{tag}": {i}}}'.encode())
-        except BaseException as err:  # noqa: BLE001 - collected for the assertion below
+        except BaseException as err:
             errors.append(err)
 
     threads = [threading.Thread(target=writer, args=(tag,)) for tag in "ab"]
@@ -134,16 +134,25 @@ def test_a_refused_slurm_requeue_ends_the_run_saying_why(store, tmp_path, monkey
 
     def scontrol_requeue(job_id: str) -> subprocess.CompletedProcess:
         asked.append(job_id)
-        return subprocess.CompletedProcess(["scontrol", "requeue", job_id], 1 if refused else 0, "",
-                                           answer + "\n" if refused else "")
+        return subprocess.CompletedProcess(
+            ["scontrol", "requeue", job_id], 1 if refused else 0, "", answer + "\n" if refused else ""
+        )
 
     monkeypatch.setattr(slurm, "scontrol_requeue", scontrol_requeue)
     ledger = store.ledger()
     experiment_id = ledger.experiment_id("cq", create=True)
     run_id = ledger.create_run(experiment_id, "base/seed0", {"orch.role": "seed"}, {})
     run_dir = RunDir(tmp_path / "run")
-    run_dir.create({"run": Run("smoke", {"steps": 400, "sleep_s": 0.02}, 0, "base").to_dict(), "run_id": run_id,
-                    "experiment_id": experiment_id, "tracking_uri": store.uri, "cpus": 1, "gpus": 0})
+    run_dir.create(
+        {
+            "run": Run("smoke", {"steps": 400, "sleep_s": 0.02}, 0, "base").to_dict(),
+            "run_id": run_id,
+            "experiment_id": experiment_id,
+            "tracking_uri": store.uri,
+            "cpus": 1,
+            "gpus": 0,
+        }
+    )
     job = slurm.SlurmRun(max_requeues=3)
     delayed = DelayedSubmission(job, str(run_dir.path))
     delayed.set_timeout(60, 3)
@@ -182,20 +191,30 @@ def test_a_refused_slurm_requeue_ends_the_run_saying_why(store, tmp_path, monkey
 # -- item 9: a clean terminal ------------------------------------------------------------------------------
 def _smoke_run_dir(root: Path, store, params: dict) -> RunDir:
     from orchestrator.spec.plan import Run
+
     run_dir = RunDir(root / "run")
-    run_dir.create({"run": Run("smoke", params, 0, "base").to_dict(), "run_id": "x", "tracking_uri": store.uri,
-                    "cpus": 1, "gpus": 0})
+    run_dir.create(
+        {
+            "run": Run("smoke", params, 0, "base").to_dict(),
+            "run_id": "x",
+            "tracking_uri": store.uri,
+            "cpus": 1,
+            "gpus": 0,
+        }
+    )
     return run_dir
 
 
 def _interrupted_while_setting_up(path: str) -> None:
     from orchestrator.job import worker
+
     worker.set_threads = lambda cpus: signal.raise_signal(signal.SIGINT)  # Ctrl-C before the workload runs
     worker.child_main(path)
 
 
 def _interrupted_twice(path: str) -> None:
     from orchestrator.job import journal, worker
+
     write = journal.JournalWriter.write
 
     def write_under_ctrl_c(self, event, **fields):
@@ -215,6 +234,7 @@ def test_a_local_worker_interrupted_by_ctrl_c_exits_without_a_traceback(store, t
     # A Ctrl-C reaches every worker with orch; one landing outside the workload (or a second one) made
     # multiprocessing print "Process ForkServerProcess-N: Traceback ..." for each worker on orch's terminal.
     import multiprocessing
+
     run_dir = _smoke_run_dir(tmp_path, store, {"steps": 50, "sleep_s": 0.01})
     target = _interrupted_while_setting_up if how == "setting_up" else _interrupted_twice
     proc = multiprocessing.get_context("fork").Process(target=target, args=(str(run_dir.path),))
@@ -235,8 +255,13 @@ def test_ctrl_c_on_submit_leaves_a_clean_terminal_and_every_run_killed(store):
     path = store.spec({**SMOKE, "params": {"steps": 2000, "sleep_s": 0.05}, "seeds": 3})
     submit = store.orch_process("submit", str(path), "--max-parallel", "2", start_new_session=True)
     try:
-        wait_for(lambda: sum(any(r["event"] == "start" for r in records)
-                             for records in journals(store.workdir).values()) == 2, timeout=90, what="two workers")
+        wait_for(
+            lambda: (
+                sum(any(r["event"] == "start" for r in records) for records in journals(store.workdir).values()) == 2
+            ),
+            timeout=90,
+            what="two workers",
+        )
         os.killpg(submit.pid, signal.SIGINT)
         out, _ = submit.communicate(timeout=90)
     finally:
@@ -272,10 +297,17 @@ def test_mlflow_prints_no_info_lines_or_progress_bars(tmp_path, order):
     import sys
 
     from conftest import REPO
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_LOGGING_LEVEL", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")}
-    proc = subprocess.run([sys.executable, "-c", QUIET_SCRIPT, order, f"sqlite:///{tmp_path / 'mlflow.db'}",
-                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120,
-                          env={**env, "PYTHONPATH": str(REPO)})
+
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MLFLOW_LOGGING_LEVEL", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", QUIET_SCRIPT, order, f"sqlite:///{tmp_path / 'mlflow.db'}", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(REPO)},
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "downloaded", proc.stderr
     assert "MLflow database tables" not in proc.stderr and "Downloading artifacts" not in proc.stderr, proc.stderr
     assert (tmp_path / "out" / "a2.txt").exists()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-GUESSER = '''
+GUESSER = """
 from pydantic import BaseModel, ConfigDict
 
 METRIC, MODE = "acc", "max"
@@ -25,7 +25,7 @@ def run(params, ctx):
     for step in range(2):
         ctx.log(step, acc=0.25 + params.skill * step + noise)
     return {{"acc": 0.25 + params.skill + noise}}
-'''
+"""
 
 
 def _guesser(store, chance: str) -> str:
@@ -35,8 +35,14 @@ def _guesser(store, chance: str) -> str:
 
 
 def _spec(store, module: str):
-    return store.spec({"name": "guess", "workload": module, "seeds": 5,
-                       "variants": {"random": {"skill": 0.0}, "learned": {"skill": 0.3}}})
+    return store.spec(
+        {
+            "name": "guess",
+            "workload": module,
+            "seeds": 5,
+            "variants": {"random": {"skill": 0.0}, "learned": {"skill": 0.3}},
+        }
+    )
 
 
 def test_compare_marks_the_declared_chance_level(store, monkeypatch):
@@ -48,7 +54,7 @@ def test_compare_marks_the_declared_chance_level(store, monkeypatch):
 
     result = store.orch("compare", "guess", "--baseline", "random", "--json")
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output[result.output.index("{"):])
+    out = json.loads(result.output[result.output.index("{") :])
     assert out["chance"] == 0.25
     at_chance = [n for n in out["notes"] if "at chance" in n]
     assert len(at_chance) == 1 and "`random`" in at_chance[0] and "0.25" in at_chance[0]
@@ -60,6 +66,7 @@ def test_compare_marks_the_declared_chance_level(store, monkeypatch):
 
 def test_the_plot_draws_the_chance_line(store, monkeypatch, tmp_path):
     from orchestrator.analysis import compare, plots
+
     monkeypatch.chdir(store.root)
     store.orch("submit", str(_spec(store, _guesser(store, '{"acc": 0.25}'))), check=True)
     report = compare.run_compare(store.ledger(), "guess", baseline="random")
@@ -69,7 +76,7 @@ def test_the_plot_draws_the_chance_line(store, monkeypatch, tmp_path):
     assert with_line != without
 
 
-@pytest.mark.parametrize("chance", ['{"acc": "a quarter"}', '[0.25]', '{"acc": float("nan")}'])
+@pytest.mark.parametrize("chance", ['{"acc": "a quarter"}', "[0.25]", '{"acc": float("nan")}'])
 def test_a_bad_chance_declaration_is_refused_before_anything_is_written(store, monkeypatch, chance):
     monkeypatch.chdir(store.root)
     result = store.orch("submit", str(_spec(store, _guesser(store, chance))))

@@ -15,14 +15,23 @@ ARTIFACTS = REPO / "test-artifacts" / "compare"
 # offset moves the loss; a different noise scale makes the paired differences vary (a real paired test);
 # sleep_s changes nothing in the values (checkpoint_every, an execution setting, would be the same run): `low_copy`
 # is `low` under another name
-SPEC = {"name": "cmp", "workload": "smoke", "params": {"steps": 6, "noise": 0.05}, "seeds": 4,
-        "variants": {"low": {"offset": 0.0}, "high": {"offset": 0.3, "noise": 0.08},
-                     "low_copy": {"offset": 0.0, "sleep_s": 0.001}}}
+SPEC = {
+    "name": "cmp",
+    "workload": "smoke",
+    "params": {"steps": 6, "noise": 0.05},
+    "seeds": 4,
+    "variants": {
+        "low": {"offset": 0.0},
+        "high": {"offset": 0.3, "noise": 0.08},
+        "low_copy": {"offset": 0.0, "sleep_s": 0.001},
+    },
+}
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     from conftest import Store
+
     store = Store(tmp_path_factory.mktemp("compare"))
     store.orch("submit", str(store.spec(SPEC)), check=True)
     return store
@@ -31,7 +40,7 @@ def smoke(tmp_path_factory):
 def compare_json(store, *args):
     result = store.orch("compare", "cmp", "--json", *args)
     assert result.exit_code == 0, result.output
-    return json.loads(result.output[result.output.index("{"):])
+    return json.loads(result.output[result.output.index("{") :])
 
 
 def test_detects_a_real_difference_and_not_an_identical_copy(smoke):
@@ -48,14 +57,21 @@ def test_detects_a_real_difference_and_not_an_identical_copy(smoke):
     assert high["significant"] is True and high["outcome"] == "worse"
     assert high["primary"] == "paired_t" and high["n_pairs"] == 4
     assert high["diff_low"] < 0.3 < high["diff_high"] and high["diff"] == pytest.approx(0.3, abs=0.1)
-    assert set(high["p_values"]) == {"welch_t", "mann_whitney_u", "paired_t", "wilcoxon", "permutation",
-                                     "permutation_paired"}
+    assert set(high["p_values"]) == {
+        "welch_t",
+        "mann_whitney_u",
+        "paired_t",
+        "wilcoxon",
+        "permutation",
+        "permutation_paired",
+    }
     assert high["p_holm"] < 0.05 and high["p_holm"] >= high["p_value"]
     assert high["verdict"].startswith("`low` is better than `high`")
     copy = cmp["low_copy"]
     assert copy["significant"] is False and copy["outcome"] == "identical" and copy["diff"] == 0
-    assert groups["low_copy"]["values"] == groups["low"]["values"] or \
-        sorted(groups["low_copy"]["values"]) == sorted(groups["low"]["values"])
+    assert groups["low_copy"]["values"] == groups["low"]["values"] or sorted(groups["low_copy"]["values"]) == sorted(
+        groups["low"]["values"]
+    )
     # learning curves: the per-step loss aggregated over the 4 seeds
     curve = groups["high"]["curve"]
     assert out["curve_metric"] == "loss" and curve["steps"] == list(range(6)) and set(curve["n"]) == {4}
@@ -107,11 +123,13 @@ def test_terminal_table_and_bad_input(smoke):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "(baseline)" in text and "low is better than high" in text and "no difference: low_copy and low" in text
-    for args, message in ((["--metric", "final_los"], "unknown metric 'final_los' (did you mean 'final_loss'?)"),
-                          (["--baseline", "lo"], "no group named 'lo'"),
-                          (["--by", "params.nope"], "unknown grouping field 'params.nope'"),
-                          (["--alpha", "2"], "--alpha"),
-                          (["--curve", "nope"], "no history of metric 'nope'")):
+    for args, message in (
+        (["--metric", "final_los"], "unknown metric 'final_los' (did you mean 'final_loss'?)"),
+        (["--baseline", "lo"], "no group named 'lo'"),
+        (["--by", "params.nope"], "unknown grouping field 'params.nope'"),
+        (["--alpha", "2"], "--alpha"),
+        (["--curve", "nope"], "no history of metric 'nope'"),
+    ):
         result = smoke.orch("compare", "cmp", "--no-log", *args)
         assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
     result = smoke.orch("compare", "nothere")
@@ -121,8 +139,13 @@ def test_terminal_table_and_bad_input(smoke):
 def test_nan_failed_single_and_empty_groups(store):
     """Diverged (NaN) and failed runs, a group with one run, an experiment with nothing finished: no crash,
     no p-value. (NaN values of FINISHED runs are left out with a note: see test_stats.)"""
-    spec = {"name": "edge", "workload": "smoke", "params": {"steps": 3, "noise": 0.05}, "seeds": 2,
-            "variants": {"fine": {}, "nan": {"nan_at_step": 0}, "broken": {"fail_at_step": 1}}}
+    spec = {
+        "name": "edge",
+        "workload": "smoke",
+        "params": {"steps": 3, "noise": 0.05},
+        "seeds": 2,
+        "variants": {"fine": {}, "nan": {"nan_at_step": 0}, "broken": {"fail_at_step": 1}},
+    }
     result = store.orch("submit", str(store.spec(spec)))
     assert result.exit_code == 1  # the broken runs failed, as asked
     out = json.loads(store.orch("compare", "edge", "--json", "--no-log").output)
@@ -131,19 +154,26 @@ def test_nan_failed_single_and_empty_groups(store):
     assert groups["nan"]["n"] == 0 and groups["nan"]["runs"]["failed"] == 2 and groups["nan"]["mean"] is None
     assert groups["broken"]["runs"]["failed"] == 2 and groups["broken"]["n"] == 0
     assert groups["fine"]["n"] == 2 and groups["fine"]["runs"]["failed"] == 0
-    assert all(c["p_value"] is None and c["significant"] is False and c["outcome"] == "too_few_runs"
-               for c in out["comparisons"])
+    assert all(
+        c["p_value"] is None and c["significant"] is False and c["outcome"] == "too_few_runs"
+        for c in out["comparisons"]
+    )
     text = " ".join(store.orch("compare", "edge", "--no-log").output.split())
     assert "cannot tell: fine has 2 and nan has 0 finished run(s)" in text and "(2 failed)" in text
     # one seed per group
-    store.orch("submit", str(store.spec({**spec, "name": "single", "seeds": 1,
-                                          "variants": {"a": {}, "b": {"offset": 1.0}}})), check=True)
+    store.orch(
+        "submit",
+        str(store.spec({**spec, "name": "single", "seeds": 1, "variants": {"a": {}, "b": {"offset": 1.0}}})),
+        check=True,
+    )
     out = json.loads(store.orch("compare", "single", "--json", "--no-log").output)
     assert [g["std"] for g in out["groups"]] == [None, None]
     (c,) = out["comparisons"]
     assert c["p_value"] is None and not c["significant"] and "cannot tell" in c["verdict"]
     # an experiment whose runs all failed
-    store.orch("submit", str(store.spec({**spec, "name": "dead", "seeds": 1, "variants": {"broken": {"fail_at_step": 0}}})))
+    store.orch(
+        "submit", str(store.spec({**spec, "name": "dead", "seeds": 1, "variants": {"broken": {"fail_at_step": 0}}}))
+    )
     result = store.orch("compare", "dead")
     assert result.exit_code == 2 and "no FINISHED runs yet" in result.output and "1 failed" in result.output
 
@@ -151,8 +181,13 @@ def test_nan_failed_single_and_empty_groups(store):
 def test_configurations_sharing_a_variant_name_are_not_pooled_unless_asked(store):
     """The same spec submitted again with other --set values, under the same experiment: `low` of the first
     config and `low` of the second are different groups; `--by variant` pools them and says so."""
-    spec = {"name": "two", "workload": "smoke", "params": {"steps": 4, "noise": 0.0}, "seeds": 3,
-            "variants": {"low": {"offset": 0.0}, "high": {"offset": 0.2}}}
+    spec = {
+        "name": "two",
+        "workload": "smoke",
+        "params": {"steps": 4, "noise": 0.0},
+        "seeds": 3,
+        "variants": {"low": {"offset": 0.0}, "high": {"offset": 0.2}},
+    }
     path = store.spec(spec)
     store.orch("submit", str(path), check=True)
     store.orch("submit", str(path), "--set", "params.steps=5", "--set", "params.noise=0.5", check=True)
@@ -164,7 +199,9 @@ def test_configurations_sharing_a_variant_name_are_not_pooled_unless_asked(store
     assert first["high (noise=0.0, steps=4)"] - first["low (noise=0.0, steps=4)"] > 0.19  # no noise: exactly 0.2
     ambiguous = store.orch("compare", "two", "--no-log", "--baseline", "low")
     assert ambiguous.exit_code == 2 and "names 2 groups" in ambiguous.output
-    chosen = json.loads(store.orch("compare", "two", "--json", "--no-log", "--baseline", "low (noise=0.0, steps=4)").output)
+    chosen = json.loads(
+        store.orch("compare", "two", "--json", "--no-log", "--baseline", "low (noise=0.0, steps=4)").output
+    )
     verdicts = {(c["a"], c["b"]): c["outcome"] for c in chosen["comparisons"]}
     assert verdicts[("high (noise=0.0, steps=4)", "low (noise=0.0, steps=4)")] != "no_difference"
     pooled = json.loads(store.orch("compare", "two", "--json", "--no-log", "--by", "variant").output)

@@ -18,8 +18,13 @@ from orchestrator.errors import InputError
 from orchestrator.job.journal import events
 from orchestrator.tracking.lock import SubmitLock, submit_lock
 
-SPEC = {"name": "race", "workload": "smoke", "params": {"steps": 6, "sleep_s": 0.05}, "seeds": 4,
-        "variants": {"a": {"offset": 0.0}, "b": {"offset": 1.0}}}
+SPEC = {
+    "name": "race",
+    "workload": "smoke",
+    "params": {"steps": 6, "sleep_s": 0.05},
+    "seeds": 4,
+    "variants": {"a": {"offset": 0.0}, "b": {"offset": 1.0}},
+}
 
 
 def count_per_key(store):
@@ -39,7 +44,7 @@ def test_two_submits_at_once_make_one_run_per_key(store):
     parents = ledger.runs(ledger.experiment_id(SPEC["name"]), role="group")
     assert len(parents) == 2, [p.tags for p in parents]
     for record in runs:  # each run directory executed once: one `start`, one `end`, one final metric row
-        journal = (store.workdir / SPEC["name"] / record.key / "journal.jsonl")
+        journal = store.workdir / SPEC["name"] / record.key / "journal.jsonl"
         assert len(events(journal, "start")) == 1 and len(events(journal, "end")) == 1
         history = ledger.client.get_metric_history(record.run_id, "final_loss")
         assert len(history) == 1, history
@@ -81,8 +86,9 @@ def test_a_dead_holder_on_this_host_is_broken(tmp_path):
 def test_a_reused_pid_does_not_keep_a_lock(tmp_path):
     """The holder's pid is alive, but that process started after the lock was taken: another process."""
     path = tmp_path / "x.lock"
-    path.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "at": 1000.0,
-                                "started": 1000.0, "token": "old"}))
+    path.write_text(
+        json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "at": 1000.0, "started": 1000.0, "token": "old"})
+    )
     with SubmitLock(path, "x", wait_s=5) as lock:
         assert json.loads(path.read_text())["token"] == lock.token
 
@@ -127,6 +133,7 @@ def test_a_waiting_submit_says_what_it_waits_for(tmp_path, caplog):
     path = tmp_path / "x.lock"
     path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "at": time.time(), "token": "theirs"}))
     import orchestrator.tracking.lock as lock_module
+
     lock_module.TELL_AFTER_S, saved = 0.0, lock_module.TELL_AFTER_S
     try:
         with caplog.at_level("WARNING", logger="orch"), pytest.raises(InputError):

@@ -56,8 +56,17 @@ def test_submit_then_more_seeds_runs_only_the_missing_ones(store):
     parents = store.ledger().runs(second[0].tags and store.ledger().experiment_id("core"), role="group")
     assert len(parents) == 1 and parents[0].status == "FINISHED"
     assert all(r.tags["mlflow.parentRunId"] == parents[0].run_id for r in second)
-    for tag in ("orch.key", "orch.group", "orch.variant", "orch.seed", "orch.workload", "orch.backend",
-                "orch.git_commit", "orch.git_dirty", "orch.pkg.mlflow"):
+    for tag in (
+        "orch.key",
+        "orch.group",
+        "orch.variant",
+        "orch.seed",
+        "orch.workload",
+        "orch.backend",
+        "orch.git_commit",
+        "orch.git_dirty",
+        "orch.pkg.mlflow",
+    ):
         assert tag in second[0].tags, tag
     artifacts = {a.path for a in store.ledger().client.list_artifacts(parents[0].run_id)}
     assert "spec.yaml" in artifacts
@@ -78,8 +87,9 @@ def test_a_failed_run_is_rerun_and_a_finished_one_never(store):
 
 
 def test_failures_are_recorded_and_do_not_touch_other_runs(store):
-    path = store.spec({**SMOKE, "variants": {"ok": {}, "boom": {"fail_at_step": 2}, "nan": {"nan_at_step": 3}},
-                       "seeds": 2})
+    path = store.spec(
+        {**SMOKE, "variants": {"ok": {}, "boom": {"fail_at_step": 2}, "nan": {"nan_at_step": 3}}, "seeds": 2}
+    )
     result = store.orch("submit", str(path))
     assert result.exit_code == 1
     runs = store.seed_runs("core")
@@ -174,8 +184,11 @@ def test_a_dead_orchestrator_leaves_nothing_running_and_resume_continues_the_sam
     assert int(resumed.tags["orch.resumed_from_step"]) >= 9
     reference = type(store)(store.root / "reference")
     reference.root.mkdir()
-    reference.orch("submit", str(reference.spec({**SMOKE, "params": {"steps": 60, "sleep_s": 0.0, "checkpoint_every": 10}})),
-                   check=True)
+    reference.orch(
+        "submit",
+        str(reference.spec({**SMOKE, "params": {"steps": 60, "sleep_s": 0.0, "checkpoint_every": 10}})),
+        check=True,
+    )
     (uninterrupted,) = reference.seed_runs("core")
     assert history(store, resumed.run_id) == history(reference, uninterrupted.run_id)
     assert resumed.metrics["final_loss"] == uninterrupted.metrics["final_loss"]
@@ -187,8 +200,15 @@ def test_sync_ingests_journals_written_without_the_orchestrator_idempotently(sto
     (run,) = store.seed_runs("core")
     # a job that ran where MLflow was unreachable: its run directory has a journal nobody ingested
     ledger = store.ledger()
-    offline = Run("smoke", run.tags and json.loads(RunDir(Path(run.tags["orch.run_dir"])).spec_file.read_text())["run"]["params"], 7, "base")
-    run_id = ledger.create_run(ledger.experiment_id("core"), "offline", {"orch.role": "seed", "orch.key": offline.key}, {})
+    offline = Run(
+        "smoke",
+        run.tags and json.loads(RunDir(Path(run.tags["orch.run_dir"])).spec_file.read_text())["run"]["params"],
+        7,
+        "base",
+    )
+    run_id = ledger.create_run(
+        ledger.experiment_id("core"), "offline", {"orch.role": "seed", "orch.key": offline.key}, {}
+    )
     run_dir = RunDir(store.workdir / "core" / offline.key)
     run_dir.create({"run": offline.to_dict(), "run_id": run_id, "tracking_uri": store.uri, "cpus": 1, "gpus": 0})
     assert worker.execute(run_dir.path) == "FINISHED"
@@ -233,6 +253,7 @@ def test_read_only_commands_do_not_create_a_store(store):
 
 def test_a_deleted_run_directory_does_not_duplicate_steps(store):
     import shutil
+
     path = store.spec({**SMOKE, "params": {"steps": 5, "noise": 0.1, "checkpoint_every": 1000}})
     store.orch("submit", str(path), check=True)
     (run,) = store.seed_runs("core")
@@ -251,33 +272,50 @@ def test_fast_run_listing_equals_mlflow_search(store):
     experiment_id = ledger.experiment_id("core")
     for role in ("seed", "group"):
         fast = sorted(ledger.runs(experiment_id, role), key=lambda r: r.run_id)
-        slow = sorted(ledger.client.search_runs([experiment_id], f"tags.`orch.role` = '{role}'"), key=lambda r: r.info.run_id)
+        slow = sorted(
+            ledger.client.search_runs([experiment_id], f"tags.`orch.role` = '{role}'"), key=lambda r: r.info.run_id
+        )
         assert [r.run_id for r in fast] == [r.info.run_id for r in slow] and len(fast) == (4 if role == "seed" else 2)
-        for mine, theirs in zip(fast, slow):
-            assert (mine.status, mine.tags, mine.start_time) == (theirs.info.status, theirs.data.tags, theirs.info.start_time)
-            assert json.dumps(mine.metrics, sort_keys=True) == json.dumps(theirs.data.metrics, sort_keys=True)  # NaN too
+        for mine, theirs in zip(fast, slow, strict=False):
+            assert (mine.status, mine.tags, mine.start_time) == (
+                theirs.info.status,
+                theirs.data.tags,
+                theirs.info.start_time,
+            )
+            assert json.dumps(mine.metrics, sort_keys=True) == json.dumps(
+                theirs.data.metrics, sort_keys=True
+            )  # NaN too
 
 
 def test_set_threads_resizes_blas_pools_already_loaded():
     """A forkserver child has numpy's OpenBLAS loaded, sized for the whole machine: set_threads must shrink
     the live pool, not only the environment (two runs side by side would spin 2x the cores' threads)."""
-    code = ("import numpy, torch\n"
-            "from threadpoolctl import threadpool_info\n"
-            "from orchestrator.job.worker import set_threads\n"
-            "set_threads(1)\n"
-            "import json\n"
-            "blas = [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']\n"
-            "print(json.dumps([blas, torch.get_num_threads()]))\n")
+    code = (
+        "import numpy, torch\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from orchestrator.job.worker import set_threads\n"
+        "set_threads(1)\n"
+        "import json\n"
+        "blas = [p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas']\n"
+        "print(json.dumps([blas, torch.get_num_threads()]))\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
     env["OPENBLAS_NUM_THREADS"] = "2"  # as if the machine default were 2 cores' worth
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
-                         cwd=Path(__file__).resolve().parents[1]).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    ).stdout
     blas, torch_threads = json.loads(out)
     assert blas and set(blas) == {1} and torch_threads == 1
 
 
 def test_the_python_api_submits_reads_and_compares_like_the_cli(store):
     import orchestrator
+
     path = store.spec({**SMOKE, "variants": {"low": {"noise": 0.0}, "high": {"noise": 0.5}}})
     submission = orchestrator.submit(path, seeds=3, tracking_uri=store.uri)
     assert len(submission.prepared) == 6 and submission.reconciled is not None
@@ -293,12 +331,22 @@ def test_status_shows_a_run_running_as_soon_as_its_journal_says_it_started(store
     from orchestrator import driver
     from orchestrator.backends.base import make as make_backend
     from orchestrator.job.journal import JournalWriter
+
     ledger = store.ledger()
     run = Run("smoke", {"steps": 3}, 0, "base")
     run_dir = RunDir(tmp_path / "r")
-    run_id = ledger.create_run(ledger.experiment_id("starting", create=True), "r",
-                               {"orch.role": "seed", "orch.key": run.key, "orch.run_dir": str(run_dir.path),
-                                "orch.backend": "local", "orch.job_id": "elsewhere:1"}, {})
+    run_id = ledger.create_run(
+        ledger.experiment_id("starting", create=True),
+        "r",
+        {
+            "orch.role": "seed",
+            "orch.key": run.key,
+            "orch.run_dir": str(run_dir.path),
+            "orch.backend": "local",
+            "orch.job_id": "elsewhere:1",
+        },
+        {},
+    )
     run_dir.create({"run": run.to_dict(), "run_id": run_id, "tracking_uri": store.uri, "cpus": 1, "gpus": 0})
     journal = JournalWriter(run_dir.journal)
     journal.write("start", attempt=1, pid=os.getpid(), host="h", resumed_from_step=None)  # a live pid: running
@@ -312,10 +360,19 @@ def test_logs_follow_prints_a_running_runs_output_until_it_ends(store):
     path = store.spec({**SMOKE, "params": {"steps": 16, "sleep_s": 0.5, "noise": 0.1}})
     submit = store.orch_process("submit", str(path))
     try:
-        run = wait_for(lambda: next(iter(r for r in store.seed_runs("core") if r.status == "RUNNING"), None),
-                       timeout=60, what="a running run")
-        follow = subprocess.run([*ORCH, "logs", run.key, "-f", "--tracking-uri", store.uri], cwd=store.root,
-                                capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+        run = wait_for(
+            lambda: next(iter(r for r in store.seed_runs("core") if r.status == "RUNNING"), None),
+            timeout=60,
+            what="a running run",
+        )
+        follow = subprocess.run(
+            [*ORCH, "logs", run.key, "-f", "--tracking-uri", store.uri],
+            cwd=store.root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
         assert follow.returncode == 0, follow.stderr
         # -f returned only once the run had ended
         assert RunDir(Path(run.tags["orch.run_dir"])).journal.read_text().count('"event": "end"') == 1
@@ -365,22 +422,36 @@ def test_status_and_an_idle_submit_import_no_mlflow(store):
     """The lever behind commands that answer in under a second: reads of an sqlite store go to the file."""
     path = store.spec(SMOKE)
     store.orch("submit", str(path), "--seeds", "2", check=True)
-    code = ("import sys\nfrom orchestrator.cli import app\n"
-            "for args in (['status', 'core'], ['submit', sys.argv[2]]):\n"
-            "    try:\n        app([*args, '--tracking-uri', sys.argv[1]])\n    except SystemExit as e:\n"
-            "        assert not e.code, e.code\n"
-            "print('MLFLOW' if 'mlflow' in sys.modules else 'NO-MLFLOW')")
-    out = subprocess.run([sys.executable, "-c", code, store.uri, str(path)], cwd=store.root, capture_output=True,
-                         text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys\nfrom orchestrator.cli import app\n"
+        "for args in (['status', 'core'], ['submit', sys.argv[2]]):\n"
+        "    try:\n        app([*args, '--tracking-uri', sys.argv[1]])\n    except SystemExit as e:\n"
+        "        assert not e.code, e.code\n"
+        "print('MLFLOW' if 'mlflow' in sys.modules else 'NO-MLFLOW')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, store.uri, str(path)],
+        cwd=store.root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("NO-MLFLOW") and "0 to run" in " ".join(out.stdout.split())
 
 
 def test_orch_run_pdb_opens_a_post_mortem_at_the_failing_line(store):
     path = store.spec({**SMOKE, "params": {"steps": 3, "fail_at_step": 1}})
-    out = subprocess.run([*ORCH, "run", str(path), "--pdb", "--tracking-uri", store.uri], cwd=store.root,
-                         input="p step\nq\n", capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    out = subprocess.run(
+        [*ORCH, "run", str(path), "--pdb", "--tracking-uri", store.uri],
+        cwd=store.root,
+        input="p step\nq\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert out.returncode == 1, out.stderr
     assert "(Pdb)" in out.stdout and "workloads/smoke" in out.stdout  # stopped in the workload's frame
     assert "(Pdb) 1\n" in out.stdout  # `p step` printed the failing step

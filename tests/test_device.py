@@ -23,15 +23,24 @@ def test_a_gpu_run_that_finds_no_cuda_fails_saying_so_and_never_trains(tmp_path,
     without GPUs before anything starts; a cluster job only finds out on its node)."""
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # what Slurm's gres binding sets
     run_dir = RunDir(tmp_path / "gpu")
-    run_dir.create({"run": Run("smoke", {"steps": 3}, 0, "base").to_dict(), "run_id": "x", "experiment_id": "0",
-                    "cpus": 1, "gpus": 1})
+    run_dir.create(
+        {
+            "run": Run("smoke", {"steps": 3}, 0, "base").to_dict(),
+            "run_id": "x",
+            "experiment_id": "0",
+            "cpus": 1,
+            "gpus": 1,
+        }
+    )
     assert worker.execute(run_dir.path) == "FAILED"
     records, _ = read_journal(run_dir.journal)
     kinds = [r["event"] for r in records]
     assert kinds == ["start", "device", "end"]  # no metrics: nothing was trained on the CPU
     assert records[1]["tags"][device.CUDA_VISIBLE] == "0" and records[1]["tags"][device.DEVICE] == "cpu"
     error = records[-1]["error"]
-    assert "NoCudaError" in error and "resources.gpus=1 but no CUDA device" in error and "CUDA_VISIBLE_DEVICES=0" in error
+    assert (
+        "NoCudaError" in error and "resources.gpus=1 but no CUDA device" in error and "CUDA_VISIBLE_DEVICES=0" in error
+    )
 
 
 def test_the_local_backend_refuses_gpus_on_a_machine_without(store):

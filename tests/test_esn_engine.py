@@ -15,8 +15,9 @@ def _reference(W, W_in, bias, leak, u):
 
 
 def test_random_reservoir_matches_reservoirpy_initialisation():
-    W, W_in, bias = random_reservoir(40, 6, sr=0.8, input_scaling=0.4, rc_connectivity=0.1,
-                                     input_connectivity=0.5, seed=11)
+    W, W_in, bias = random_reservoir(
+        40, 6, sr=0.8, input_scaling=0.4, rc_connectivity=0.1, input_connectivity=0.5, seed=11
+    )
     res = Reservoir(40, sr=0.8, input_scaling=0.4, rc_connectivity=0.1, input_connectivity=0.5, seed=11)
     res.initialize(np.zeros((1, 6)))
     dense = lambda m: m.toarray() if hasattr(m, "toarray") else np.asarray(m)  # noqa: E731
@@ -29,8 +30,9 @@ def test_random_reservoir_matches_reservoirpy_initialisation():
 
 @pytest.mark.parametrize("leak", [1.0, 0.3])
 def test_states_match_reservoirpy(leak):
-    W, W_in, bias = random_reservoir(25, 4, sr=1.1, input_scaling=0.7, rc_connectivity=0.2,
-                                     input_connectivity=0.8, seed=3, bias_scaling=0.3)
+    W, W_in, bias = random_reservoir(
+        25, 4, sr=1.1, input_scaling=0.7, rc_connectivity=0.2, input_connectivity=0.8, seed=3, bias_scaling=0.3
+    )
     assert np.any(bias != 0)
     u = np.random.default_rng(0).normal(size=(5, 30, 4))
     ref = _reference(W, W_in, bias, leak, u)
@@ -125,8 +127,9 @@ def test_sparse_recurrence_matches_dense_and_reservoirpy(monkeypatch, threads):
     through torch's BLAS): same states as the dense path and as reservoirpy, to float64 rounding."""
     import workloads.esn.reservoir as engine
 
-    W, W_in, bias = random_reservoir(150, 6, sr=0.9, input_scaling=0.5, rc_connectivity=0.1,
-                                     input_connectivity=0.5, seed=7, bias_scaling=0.2)
+    W, W_in, bias = random_reservoir(
+        150, 6, sr=0.9, input_scaling=0.5, rc_connectivity=0.1, input_connectivity=0.5, seed=7, bias_scaling=0.2
+    )
     u = np.random.default_rng(4).normal(size=(3, 40, 6))
     assert engine.steps_sparse(torch.from_numpy(W))
     previous = torch.get_num_threads()

@@ -30,8 +30,17 @@ def _trials_through_stepper(pop, u, carry):
 
 def test_stepper_with_bias_and_carried_state_equals_reservoirpy():
     # reservoirpy 0.3's bias: +-1 with the input connectivity as density (most units non-zero)
-    W, W_in, bias = random_reservoir(40, 16, sr=0.9, input_scaling=1.0, rc_connectivity=0.2,
-                                     input_connectivity=0.9, seed=2, bias_scaling=1.0, bias_connectivity=0.9)
+    W, W_in, bias = random_reservoir(
+        40,
+        16,
+        sr=0.9,
+        input_scaling=1.0,
+        rc_connectivity=0.2,
+        input_connectivity=0.9,
+        seed=2,
+        bias_scaling=1.0,
+        bias_connectivity=0.9,
+    )
     assert 0.75 < np.mean(bias != 0) < 1 and set(np.unique(bias)) <= {-1.0, 0.0, 1.0}
     u = np.random.default_rng(0).random((6, 30, 16)) < 0.2
     ref = Reservoir(W=W, Win=W_in, bias=bias, lr=0.055, dtype=np.float64)
@@ -42,7 +51,9 @@ def test_stepper_with_bias_and_carried_state_equals_reservoirpy():
     reset = _trials_through_stepper(Population.build(W[None], W_in[None], bias[None], 0.055), u, carry=False)
     per_trial = np.asarray(Reservoir(W=W, Win=W_in, bias=bias, lr=0.055).run(u.astype(float)))[:, -1]
     assert np.abs(reset[0] - per_trial).max() < 1e-9
-    assert np.abs(esn_states(W, W_in, u.astype(float), 0.055, bias=bias, last_only=True).numpy() - per_trial).max() < 1e-9
+    assert (
+        np.abs(esn_states(W, W_in, u.astype(float), 0.055, bias=bias, last_only=True).numpy() - per_trial).max() < 1e-9
+    )
     assert np.abs(carried[0] - reset[0]).max() > 1e-3  # carrying the state changes the states: the check can fail
 
 
@@ -50,7 +61,7 @@ def _naive(W, W_in, b, W_fb, W_out, leak, gain, xi, u):
     """x_t = (1-a) x + a tanh(W x + W_in u + b + W_fb y) + gain xi_t, y_t = W_out^T x_t, one step at a time."""
     x, y = np.zeros(len(W)), np.zeros(W_out.shape[1])
     for t in range(len(u)):
-        x = (1 - leak) * x + leak * np.tanh(W @ x + W_in @ u[t] + b + W_fb @ y) + gain * xi[t, :len(W)]
+        x = (1 - leak) * x + leak * np.tanh(W @ x + W_in @ u[t] + b + W_fb @ y) + gain * xi[t, : len(W)]
         y = W_out.T @ x
     return x, y
 
@@ -58,10 +69,23 @@ def _naive(W, W_in, b, W_fb, W_out, leak, gain, xi, u):
 def test_stepper_feedback_and_noise_equal_the_formula_and_padding_stays_zero():
     rng = np.random.default_rng(1)
     sizes, n, width = (5, 9), 9, 12
-    nets = [(rng.normal(size=(k, k)) * 0.3, rng.normal(size=(k, 16)), rng.uniform(-1, 1, k),
-             rng.normal(size=(k, 4)) * 0.5, rng.uniform(size=(k, 4))) for k in sizes]
-    W, W_in, b, W_fb, W_out = (np.zeros((2, n, n)), np.zeros((2, n, 16)), np.zeros((2, n)), np.zeros((2, n, 4)),
-                               np.zeros((2, n, 4)))
+    nets = [
+        (
+            rng.normal(size=(k, k)) * 0.3,
+            rng.normal(size=(k, 16)),
+            rng.uniform(-1, 1, k),
+            rng.normal(size=(k, 4)) * 0.5,
+            rng.uniform(size=(k, 4)),
+        )
+        for k in sizes
+    ]
+    W, W_in, b, W_fb, W_out = (
+        np.zeros((2, n, n)),
+        np.zeros((2, n, 16)),
+        np.zeros((2, n)),
+        np.zeros((2, n, 4)),
+        np.zeros((2, n, 4)),
+    )
     valid = np.zeros((2, n))
     for p, (w, wi, bb, fb, wo) in enumerate(nets):
         k = len(w)
@@ -93,8 +117,9 @@ def test_fast_batched_path_equals_the_stepper_path():
     u = EvalData.draw(30, 8, [0]).train.inputs
     dyn = dynamics(p)
     fast = last_states(batch, u, dyn, None)  # all trials in one batch
-    sequential = last_states(batch, u, dyn.__class__(**{**dyn.__dict__, "noise_rc": 1e-300}),
-                             np.random.default_rng(0))  # forced through the stepper (noise ~0)
+    sequential = last_states(
+        batch, u, dyn.__class__(**{**dyn.__dict__, "noise_rc": 1e-300}), np.random.default_rng(0)
+    )  # forced through the stepper (noise ~0)
     assert np.abs(fast - sequential).max() < 1e-5  # float32 engine
 
 

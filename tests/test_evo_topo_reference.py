@@ -13,8 +13,13 @@ INIT, END, LENGTH = 5, 1, 30
 
 def reference_timings() -> set[tuple[int, int, int]]:
     """The reference's "overlap" options: the second stimulus starts while the first is on."""
-    return {(t1, d, t2) for t1 in range(5, 20) for d in range(21) for t2 in range(5, 20)
-            if INIT + d + t2 + END == LENGTH and d < t1}
+    return {
+        (t1, d, t2)
+        for t1 in range(5, 20)
+        for d in range(21)
+        for t2 in range(5, 20)
+        if INIT + d + t2 + END == LENGTH and d < t1
+    }
 
 
 def reference_boards() -> set[bytes]:
@@ -57,8 +62,8 @@ def test_every_board_and_timing_follows_the_reference_schedule():
         expected = np.zeros((LENGTH, INPUT_DIM))
         # The reference's chronogram: first stimulus after INIT blank steps for t1 steps; the second after
         # INIT + d for t2 steps, then END blank steps; block = [position one-hot, cue one-hot].
-        expected[INIT:INIT + t1, [p1, 4 + c1]] = 1.0
-        expected[INIT + d:INIT + d + t2, [8 + p2, 12 + c2]] = 1.0
+        expected[INIT : INIT + t1, [p1, 4 + c1]] = 1.0
+        expected[INIT + d : INIT + d + t2, [8 + p2, 12 + c2]] = 1.0
         assert INIT + d + t2 + END == LENGTH
         np.testing.assert_array_equal(u[k], expected)
     assert np.all(u[:, -1] == 0)  # the decision step is blank

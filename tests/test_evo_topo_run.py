@@ -19,14 +19,24 @@ from workloads.evo_topo.genome import CellLaw, random_genome
 from workloads.evo_topo.nets import decode, random_net
 
 # The protocol (online readout, carried state, feedback, noise, bias gene) on small trial counts.
-SMALL = dict(population=8, generations=5, max_neurons=6, p_add_neuron=0.5, n_train=144, n_val=72, n_test=72,
-             val_draws=1, eval_draws=2)
+SMALL = dict(
+    population=8,
+    generations=5,
+    max_neurons=6,
+    p_add_neuron=0.5,
+    n_train=144,
+    n_val=72,
+    n_test=72,
+    val_draws=1,
+    eval_draws=2,
+)
 
 
 def _execute(tmp_path, params, seed=0, name="r"):
     rd = RunDir(tmp_path / name)
-    rd.create({"run": Run("evo_topo", params, seed, "v").to_dict(), "run_id": "x", "experiment_id": "0",
-               "cpus": 1, "gpus": 0})
+    rd.create(
+        {"run": Run("evo_topo", params, seed, "v").to_dict(), "run_id": "x", "experiment_id": "0", "cpus": 1, "gpus": 0}
+    )
     status = worker.execute(rd.path)
     records, _ = read_journal(rd.journal)
     end = [r for r in records if r["event"] == "end"][-1]
@@ -58,8 +68,12 @@ def test_ga_config_takes_every_value_from_params():
         GAConfig()  # no defaults of its own: Params is the one source
     p = Params()
     cfg = ga_config(p)
-    assert (cfg.population, cfg.max_neurons, cfg.n_elite, cfg.redraw) == (p.population, p.max_neurons, p.n_elite,
-                                                                         p.val_redraw)
+    assert (cfg.population, cfg.max_neurons, cfg.n_elite, cfg.redraw) == (
+        p.population,
+        p.max_neurons,
+        p.n_elite,
+        p.val_redraw,
+    )
     assert cfg.n_inputs == 17  # W_in (16) + the bias gene
     assert ga_config(Params(evolve_input=False, bias="fixed")).n_inputs == 0
 
@@ -75,8 +89,14 @@ def test_short_search_improves_and_writes_artifacts(tmp_path):
     assert [s["step"] for s in steps] == list(range(5))
     metrics = [s["metrics"] for s in steps]
     for m in metrics:
-        assert set(m) == {"best_fitness", "mean_fitness", "std_fitness", "n_neurons_best", "n_connections_best",
-                          "n_species"}
+        assert set(m) == {
+            "best_fitness",
+            "mean_fitness",
+            "std_fitness",
+            "n_neurons_best",
+            "n_connections_best",
+            "n_species",
+        }
     assert metrics[-1]["best_fitness"] > metrics[0]["best_fitness"]
     assert metrics[0]["n_neurons_best"] == 1 and max(m["n_neurons_best"] for m in metrics) > 1  # grows
     assert 0.2 < final["test_accuracy"] <= 1 and final["n_neurons"] >= 1
@@ -131,8 +151,10 @@ def test_same_seed_same_result_and_resume_equals_uninterrupted(tmp_path):
     b = np.load(tmp_path / "killed" / "artifacts" / "best_net.npz")
     for key in ("W", "W_in", "bias", "genome"):
         np.testing.assert_array_equal(a[key], b[key])
-    journal = lambda p: [(r["step"], r["metrics"]) for r in read_journal(p / "journal.jsonl")[0]  # noqa: E731
-                         if r["event"] == "metrics"]
+
+    def journal(p):
+        return [(r["step"], r["metrics"]) for r in read_journal(p / "journal.jsonl")[0] if r["event"] == "metrics"]
+
     assert journal(tmp_path / "killed") == journal(tmp_path / "whole")  # steps 0-2, then 3-4 after resume
 
 
@@ -142,13 +164,18 @@ def test_random_baseline_matched_baseline_and_options(tmp_path):
     assert len(steps) == 1 and steps[0]["metrics"]["n_neurons_best"] == 50 and final["n_neurons"] == 50
     assert final["winner_fitness"] == final["best_fitness"] == steps[0]["metrics"]["best_fitness"]
     # random_matched runs no search: one step, its own validation score, the size the config gives n_init
-    matched, steps, _ = _execute(tmp_path, {**SMALL, "generations": 30, "n_init": 4, "mode": "random_matched"},
-                                 name="matched")
+    matched, steps, _ = _execute(
+        tmp_path, {**SMALL, "generations": 30, "n_init": 4, "mode": "random_matched"}, name="matched"
+    )
     assert len(steps) == 1 and matched["n_neurons"] == 4 == steps[0]["metrics"]["n_neurons_best"]
     assert matched["best_fitness"] == matched["winner_fitness"] == steps[0]["metrics"]["best_fitness"]
-    for option in ({"evolve_input": False, "bias": "fixed"}, {"values": "continuous", "sr_rescale": False},
-                   {"size_penalty": 0.01, "reward": "stochastic"}, {"readout": "ridge", "fb_scaling": 0.0},
-                   {"carry_state": False, "noise_rc": 0.0, "fb_scaling": 0.0, "bias": "none"}):
+    for option in (
+        {"evolve_input": False, "bias": "fixed"},
+        {"values": "continuous", "sr_rescale": False},
+        {"size_penalty": 0.01, "reward": "stochastic"},
+        {"readout": "ridge", "fb_scaling": 0.0},
+        {"carry_state": False, "noise_rc": 0.0, "fb_scaling": 0.0, "bias": "none"},
+    ):
         final, steps, _ = _execute(tmp_path, {**SMALL, "generations": 2, **option}, name=str(sorted(option)))
         assert len(steps) == 2 and 0 <= final["test_accuracy"] <= 1, option
     assert json.dumps(final)  # plain floats

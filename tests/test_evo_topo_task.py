@@ -31,7 +31,7 @@ def test_72_distinct_trials_of_two_cues_at_two_positions():
 def test_timing_rule_overlap_and_a_blank_decision_step():
     opts = timing_options()
     t1, delay, t2 = opts.T
-    assert np.all((5 <= t1) & (t1 <= 19) & (5 <= t2) & (t2 <= 19) & (0 <= delay) & (delay <= 20))
+    assert np.all((t1 >= 5) & (t1 <= 19) & (t2 >= 5) & (t2 <= 19) & (delay >= 0) & (delay <= 20))
     assert np.all(delay < t1)  # the second stimulus starts while the first is on
     assert np.all(N_BLANK + delay + t2 + N_END == N_STEPS)
     assert delay.min() == 5 and delay.max() == 18  # t2 <= 19 and the end at step 29; d < t1 <= 19
@@ -57,7 +57,7 @@ def test_encoding_rectangular_time_courses():
 def test_epochs_cover_all_72_and_reshuffle():
     tr = make_trials(216, np.random.default_rng(0))
     canon = np.sort(tr.stimuli, axis=1)  # undo the presentation order
-    keys = [[c.tobytes() for c in canon[e * 72:(e + 1) * 72]] for e in range(3)]
+    keys = [[c.tobytes() for c in canon[e * 72 : (e + 1) * 72]] for e in range(3)]
     base = {np.sort(t, axis=0).tobytes() for t in all_trials()}
     for epoch in keys:
         assert set(epoch) == base and len(epoch) == 72

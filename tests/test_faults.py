@@ -169,8 +169,9 @@ def test_status_reports_an_undecodable_line_and_goes_on(store):
     (journal,) = journal_of(store, "report")
     with open(journal, "a") as f:
         f.write(TORN + "\n" + json.dumps({"t": time.time(), "event": "checkpoint", "step": 2}) + "\n")
-    (record,) = store.seed_runs("report")
+    (_record,) = store.seed_runs("report")
     from orchestrator.job.rundir import RunDir
+
     skipped: list = []
     read_journal(RunDir(journal.parent).journal, 0, skipped)
     assert len(skipped) == 1

@@ -30,8 +30,9 @@ def tiny_fs(tmp_path, request):
     mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs these as root)")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -59,12 +60,17 @@ def fill(mount: Path) -> Path:
 
 def test_a_full_disk_during_ingestion_is_a_clear_error_and_loses_nothing(store, tiny_fs):
     store.workdir = tiny_fs / "jobs"
-    doc = {"name": "full", "workload": "smoke", "params": {"steps": 40, "sleep_s": 0.1, "checkpoint_every": 5},
-           "seeds": 1}
+    doc = {
+        "name": "full",
+        "workload": "smoke",
+        "params": {"steps": 40, "sleep_s": 0.1, "checkpoint_every": 5},
+        "seeds": 1,
+    }
     path = store.spec(doc)
     proc = store.orch_process("submit", str(path), start_new_session=True)
-    journal = wait_for(lambda: next(iter(store.workdir.glob("full/*/journal.jsonl")), None), timeout=120,
-                       what="a journal")
+    journal = wait_for(
+        lambda: next(iter(store.workdir.glob("full/*/journal.jsonl")), None), timeout=120, what="a journal"
+    )
     wait_for(lambda: len(events(journal, "metrics")) >= 6, timeout=120, what="some steps")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -125,8 +131,11 @@ def test_a_disk_filling_under_running_runs_is_a_few_clear_lines_not_worker_trace
     store.workdir = tiny_fs / "jobs"
     path = store.spec({"name": "filling", "workload": "smoke", "params": {"steps": 400, "sleep_s": 0.05}, "seeds": 2})
     proc = store.orch_process("submit", str(path), start_new_session=True)
-    wait_for(lambda: sum(len(events(j, "metrics")) >= 5 for j in store.workdir.glob("filling/*/journal.jsonl")) == 2,
-             timeout=120, what="both runs logging")
+    wait_for(
+        lambda: sum(len(events(j, "metrics")) >= 5 for j in store.workdir.glob("filling/*/journal.jsonl")) == 2,
+        timeout=120,
+        what="both runs logging",
+    )
     fill(tiny_fs)
     out, _ = proc.communicate(timeout=180)
     (tiny_fs / "filler").unlink()

@@ -64,16 +64,17 @@ def test_two_writers_sending_the_same_rows_at_once_record_them_once(tmp_path):
     ledgers = [Ledger(uri), Ledger(uri)]
     run_id = ledgers[0].create_run(ledgers[0].experiment_id("race", create=True), "r", {}, {}, status="RUNNING")
     for round_ in range(10):
-        rows = [Metric("loss", 1.0 / (i + 1), 1_700_000_000_000 + round_ * 1000 + i, round_ * 1000 + i)
-                for i in range(200)]
+        rows = [
+            Metric("loss", 1.0 / (i + 1), 1_700_000_000_000 + round_ * 1000 + i, round_ * 1000 + i) for i in range(200)
+        ]
         start = threading.Barrier(2)
         errors: list[BaseException] = []
 
-        def send(ledger: Ledger) -> None:
+        def send(ledger: Ledger, start=start, rows=rows, errors=errors) -> None:
             start.wait()
             try:
                 ledger._log_batch(run_id, rows)
-            except BaseException as err:  # noqa: BLE001 - reported below
+            except BaseException as err:
                 errors.append(err)
 
         threads = [threading.Thread(target=send, args=(ledger,)) for ledger in ledgers]

@@ -22,7 +22,7 @@ def rows() -> dict[str, tuple[int, int]]:
     """Module or folder -> (floor, row of the table): the names of one row are one room (``cli.py`` and
     ``cli_tracking.py`` are the commands; they may import each other)."""
     text = DOC.read_text()
-    table = text[text.index("## The rooms and their floors"):]
+    table = text[text.index("## The rooms and their floors") :]
     found: dict[str, tuple[int, int]] = {}
     for n, line in enumerate(table.splitlines()):
         match = re.match(r"\| (\d+) \| (.+?) \|", line)
@@ -80,10 +80,13 @@ def modules() -> list[Path]:
 def test_the_doc_places_every_module_of_the_package_in_a_room():
     rooms = floors()
     assert len(rooms) > 15 and rooms["errors.py"] == 0 and rooms["cli.py"] > rooms["api.py"] > rooms["spec/"]
-    unplaced = [str(p.relative_to(PACKAGE)) for p in modules()
-                if p.name != "__init__.py" or p.parent == PACKAGE
-                if room_of(".".join(("orchestrator", *p.relative_to(PACKAGE).with_suffix("").parts)), rooms) is None
-                and p.name not in ("__init__.py", "__main__.py")]
+    unplaced = [
+        str(p.relative_to(PACKAGE))
+        for p in modules()
+        if p.name != "__init__.py" or p.parent == PACKAGE
+        if room_of(".".join(("orchestrator", *p.relative_to(PACKAGE).with_suffix("").parts)), rooms) is None
+        and p.name not in ("__init__.py", "__main__.py")
+    ]
     assert not unplaced, f"modules docs/architecture.md places on no floor: {unplaced}"
 
 
@@ -100,8 +103,10 @@ def test_no_import_runs_up_a_floor_and_the_core_never_imports_the_workloads():
                 continue
             theirs = room_of(target, rooms)
             if theirs is not None and same_room[theirs] != same_room[mine] and rooms[theirs] >= rooms[mine]:
-                upward.append(f"{path.relative_to(REPO)}:{line} ({mine}, floor {rooms[mine]}) imports {target} "
-                              f"({theirs}, floor {rooms[theirs]})")
+                upward.append(
+                    f"{path.relative_to(REPO)}:{line} ({mine}, floor {rooms[mine]}) imports {target} "
+                    f"({theirs}, floor {rooms[theirs]})"
+                )
     assert not upward, "imports that run up (or across) a floor:\n" + "\n".join(upward)
     assert not lab, "the core imports the lab's workloads:\n" + "\n".join(lab)
 

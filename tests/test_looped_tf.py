@@ -4,6 +4,7 @@ spec files."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -34,10 +35,25 @@ from workloads.looped_tf.state_mask import Keep
 from workloads.looped_tf.train import curriculum_at, lr_at
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"n_dims": 3, "n_points": 7, "n_embd": 16, "n_head": 2, "n_loops": 4, "loop_window": 2, "batch_size": 16,
-        "eval_prompts": 64, "bootstrap_trials": 50, "eval_every": 10, "log_every": 5, "eval_horizon": 8,
-        "curriculum": {"dims": {"start": 2, "interval": 10}, "points": {"start": 5, "inc": 2, "interval": 10},
-                       "loops": {"inc": 2, "interval": 10}}}
+TINY = {
+    "n_dims": 3,
+    "n_points": 7,
+    "n_embd": 16,
+    "n_head": 2,
+    "n_loops": 4,
+    "loop_window": 2,
+    "batch_size": 16,
+    "eval_prompts": 64,
+    "bootstrap_trials": 50,
+    "eval_every": 10,
+    "log_every": 5,
+    "eval_horizon": 8,
+    "curriculum": {
+        "dims": {"start": 2, "interval": 10},
+        "points": {"start": 5, "inc": 2, "interval": 10},
+        "loops": {"inc": 2, "interval": 10},
+    },
+}
 
 
 # ---------------------------------------------------------------- data
@@ -97,7 +113,7 @@ def test_lr_schedule_constant_by_default_warmup_and_cosine():
     assert lr_at(cos, 4) == pytest.approx(1e-3) and lr_at(cos, 10) == pytest.approx(2e-3)
     assert lr_at(cos, 55) == pytest.approx(1e-3)  # half way through the cosine
     values = [lr_at(cos, s) for s in range(10, 100)]
-    assert all(a > b for a, b in zip(values, values[1:])) and 0 < values[-1] < 1e-5
+    assert all(a > b for a, b in itertools.pairwise(values)) and 0 < values[-1] < 1e-5
 
 
 # ---------------------------------------------------------------- baselines
@@ -152,7 +168,7 @@ def test_loop_runs_b_iterations_with_input_injection(injection):
         assert torch.allclose(calls[i], h, atol=1e-6)
         z = model.backbone(h)
         by_hand.append(model.read_out(z[:, ::2]).squeeze(-1))
-    for got, want in zip(preds, by_hand[3:]):
+    for got, want in zip(preds, by_hand[3:], strict=False):
         assert torch.allclose(got, want, atol=1e-6)
 
 
@@ -185,7 +201,7 @@ def test_more_loops_extend_the_same_trajectory_and_standard_is_one_pass():
     with torch.no_grad():
         short = model(prompt, n_loops=4)
         long = model(prompt, n_loops=8)
-        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(short, long[:4]))
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(short, long[:4], strict=False))
         one = model(prompt, n_loops=1)[0]
         direct = model.read_out(model.backbone(model.read_in(prompt))[:, ::2]).squeeze(-1)
         assert torch.allclose(one, direct)
@@ -216,8 +232,9 @@ def test_keep_positions_count_pairs_from_either_end():
     assert Keep("last", 9).positions(10).all() and not Keep("first", 0).positions(10).any()
 
 
-@pytest.mark.parametrize("injection,side,pairs", [("add", "last", 2), ("add", "first", 3), ("mul", "last", 1),
-                                                   ("mul", "first", 0)])
+@pytest.mark.parametrize(
+    "injection,side,pairs", [("add", "last", 2), ("add", "first", 3), ("mul", "last", 1), ("mul", "first", 0)]
+)
 def test_masked_loop_matches_a_direct_computation(injection, side, pairs):
     model, prompt = _model(injection), _prompt()  # 5 pairs, 10 positions
     neutral = 0.0 if injection == "add" else 1.0
@@ -231,11 +248,11 @@ def test_masked_loop_matches_a_direct_computation(injection, side, pairs):
             if side == "last":
                 z[:, : 2 * (5 - pairs)] = neutral  # everything before the last `pairs` pairs
             else:
-                z[:, 2 * pairs :] = neutral        # everything after the first `pairs` pairs
+                z[:, 2 * pairs :] = neutral  # everything after the first `pairs` pairs
             z = model.backbone(z + e if injection == "add" else z * e)
             want.append(model.read_out(z[:, ::2]).squeeze(-1))
         unmasked = model(prompt, n_loops=4)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=False):
         assert torch.allclose(a, b, atol=1e-6)
     assert torch.allclose(got[0], unmasked[0])  # iteration 1 starts from the neutral state either way
     assert not torch.allclose(got[-1], unmasked[-1])  # and the mask does change later iterations
@@ -300,7 +317,9 @@ def test_seeded_run_is_deterministic_and_writes_its_artifacts(tmp_path):
     for prefix in ("", "ls_", "knn_", "avg_"):
         assert all(f"{prefix}{k}" in final for k in k_keys)
     assert all(f"err_k{k}_loops{b}" in final for k in range(7) for b in (4, 8)) and final["n_params"] > 0
-    assert final["final_err"] == final["err_k6"] and final["final_err_lo"] <= final["final_err"] <= final["final_err_hi"]
+    assert (
+        final["final_err"] == final["err_k6"] and final["final_err_lo"] <= final["final_err"] <= final["final_err_hi"]
+    )
     # The headline is the long horizon (8 loops here), reported beside the error at b = 4.
     assert final["final_err"] == final["final_err_long"] == final["err_k6_loops8"] and final["headline_loops"] == 8
     assert final["final_err_b"] == final["err_k6_loops4"] != final["final_err"]
@@ -316,7 +335,9 @@ def test_seeded_run_is_deterministic_and_writes_its_artifacts(tmp_path):
     for png in ("error_vs_k.png", "loop_err.png"):
         assert (artifacts / png).stat().st_size > 1000
     # loop_err: one point per loop count 1..N (step = loop count); it agrees with the curves at b and N.
-    loop_err = {r["step"]: r["metrics"]["loop_err"] for r in rec_a if r["event"] == "metrics" and "loop_err" in r["metrics"]}
+    loop_err = {
+        r["step"]: r["metrics"]["loop_err"] for r in rec_a if r["event"] == "metrics" and "loop_err" in r["metrics"]
+    }
     assert sorted(loop_err) == list(range(1, 9))
     assert loop_err[4] == pytest.approx(final["final_err_b"]) and loop_err[8] == pytest.approx(final["final_err_long"])
     by_loop = json.loads((artifacts / "loop_err.json").read_text())["by_loop"]
@@ -361,6 +382,7 @@ def test_the_logged_lr_follows_the_schedule(tmp_path):
 def test_T_above_b_trains_every_iteration_with_gradient(tmp_path, monkeypatch):
     # The reference: horizon_start = max(0, n_loops - T), so T > b puts every iteration in the loss.
     from workloads.looped_tf import train as train_module
+
     backward_calls: list[int] = []
     build = train_module.build_model
 
@@ -397,7 +419,11 @@ def test_headline_b_and_the_mask_sweep(tmp_path):
     # keeping all 7 pairs is no mask; keeping 0 makes every iteration see the neutral state (= one iteration)
     assert final["mask_last7_err"] == pytest.approx(final["final_err"]) == pytest.approx(final["mask_first7_err"])
     assert final["mask_last0_err"] == pytest.approx(final["mask_first0_err"])
-    one_loop = [r["metrics"]["loop_err"] for r in records if r["event"] == "metrics" and r["step"] == 1 and "loop_err" in r["metrics"]]
+    one_loop = [
+        r["metrics"]["loop_err"]
+        for r in records
+        if r["event"] == "metrics" and r["step"] == 1 and "loop_err" in r["metrics"]
+    ]
     assert final["mask_last0_err"] == pytest.approx(one_loop[0])
     logged = {r["step"]: r["metrics"] for r in records if r["event"] == "metrics" and "mask_last_err" in r["metrics"]}
     assert sorted(logged) == [0, 2, 7] and logged[2]["mask_first_err"] == final["mask_first2_err"]
@@ -408,9 +434,21 @@ def test_headline_b_and_the_mask_sweep(tmp_path):
 def test_short_training_beats_the_averaging_baseline_at_k_2d(tmp_path):
     # Small but real: d = 2, 5 points, a 2-layer standard transformer, 700 steps on one core (~10 s).
     # Averaging sits near 0.7 at k = 4; the trained model gets well below it (about 0.25 with this seed).
-    params = {"n_dims": 2, "n_points": 5, "model": "standard", "n_layer": 2, "n_embd": 32, "n_head": 2,
-              "steps": 700, "batch_size": 64, "lr": 3e-3, "eval_every": 0, "eval_prompts": 512,
-              "bootstrap_trials": 100, "curriculum": {"dims": {"start": None}, "points": {"start": None}}}
+    params = {
+        "n_dims": 2,
+        "n_points": 5,
+        "model": "standard",
+        "n_layer": 2,
+        "n_embd": 32,
+        "n_head": 2,
+        "steps": 700,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "eval_every": 0,
+        "eval_prompts": 512,
+        "bootstrap_trials": 100,
+        "curriculum": {"dims": {"start": None}, "points": {"start": None}},
+    }
     status, records = _execute(tmp_path, "learn", params)
     assert status == "FINISHED"
     final = _final(records)
@@ -438,7 +476,14 @@ def test_cpu_spec_files_are_valid_and_variants_differ(name):
     assert set(variants) == {"looped", "standard"}
     assert variants["looped"].group != variants["standard"].group
     p = Params(**variants["looped"].params)
-    assert (p.model, p.n_layer, p.n_loops, p.loop_window, p.headline, p.eval_horizon) == ("looped", 1, 10, 5, "horizon", 100)
+    assert (p.model, p.n_layer, p.n_loops, p.loop_window, p.headline, p.eval_horizon) == (
+        "looped",
+        1,
+        10,
+        5,
+        "horizon",
+        100,
+    )
 
 
 def test_the_cpu_preset_is_the_smoke_preset_trained_longer():
@@ -455,8 +500,14 @@ def test_the_picture_preset_is_what_its_docs_report():
     # benchmarks/looped_tf_picture.py from the same file.
     v = _variants("looped_tf_picture.yaml")
     looped, standard = v["looped"], v["standard"]
-    assert (looped.n_dims, looped.n_points, looped.n_layer, looped.n_loops, looped.loop_window, looped.steps) == \
-        (2, 5, 1, 20, 10, 14000)
+    assert (looped.n_dims, looped.n_points, looped.n_layer, looped.n_loops, looped.loop_window, looped.steps) == (
+        2,
+        5,
+        1,
+        20,
+        10,
+        14000,
+    )
     assert (standard.model, standard.n_layer, standard.steps) == ("standard", 4, 24000)
     assert (looped.lr_schedule, looped.headline, looped.eval_horizon) == ("cosine", "horizon", 100)
     assert curriculum_at(looped, 0) == (2, 5, 10) and curriculum_at(looped, 10**6) == (2, 5, 20)
@@ -467,9 +518,24 @@ def test_paper_spec_follows_the_reference():
     assert set(v) == {"looped_b30", "looped_b20", "standard"}
     for name, b in (("looped_b30", 30), ("looped_b20", 20)):
         p = v[name]
-        assert (p.n_dims, p.n_points, p.n_embd, p.n_head, p.n_layer, p.n_loops, p.loop_window, p.steps) == \
-            (20, 41, 256, 8, 1, b, 15, 500_000)
-        assert (p.bf16, p.tf32, p.eval_horizon, p.headline, p.eval_prompts, p.lr) == (False, True, 500, "horizon", 1280, 1e-4)
+        assert (p.n_dims, p.n_points, p.n_embd, p.n_head, p.n_layer, p.n_loops, p.loop_window, p.steps) == (
+            20,
+            41,
+            256,
+            8,
+            1,
+            b,
+            15,
+            500_000,
+        )
+        assert (p.bf16, p.tf32, p.eval_horizon, p.headline, p.eval_prompts, p.lr) == (
+            False,
+            True,
+            500,
+            "horizon",
+            1280,
+            1e-4,
+        )
         assert curriculum_at(p, 0) == (5, 11, 15) and curriculum_at(p, 10**6) == (20, 41, b)
     assert v["standard"].n_layer == 12 and v["standard"].model == "standard"
 
@@ -491,11 +557,14 @@ def test_lab_spec_plans_as_a_whole():
 
 def test_a_grid_over_b_and_T_with_T_above_b_plans(tmp_path):
     spec = tmp_path / "grid.yaml"
-    spec.write_text("name: g\nworkload: looped_tf\nparams: {model: looped}\n"
-                    "grid: {n_loops: [5, 10, 20, 25], loop_window: [10, 20]}\n")
+    spec.write_text(
+        "name: g\nworkload: looped_tf\nparams: {model: looped}\n"
+        "grid: {n_loops: [5, 10, 20, 25], loop_window: [10, 20]}\n"
+    )
     runs = expand(load_spec(spec))
-    assert sorted((r.params["n_loops"], r.params["loop_window"]) for r in runs) == \
-        sorted((b, t) for b in (5, 10, 20, 25) for t in (10, 20))
+    assert sorted((r.params["n_loops"], r.params["loop_window"]) for r in runs) == sorted(
+        (b, t) for b in (5, 10, 20, 25) for t in (10, 20)
+    )
 
 
 def test_bad_params_are_rejected():
@@ -503,7 +572,7 @@ def test_bad_params_are_rejected():
         Params(n_embd=30, n_head=4)
     with pytest.raises(ValueError, match="eval_loops"):
         Params(eval_loops=[0, 20])
-    with pytest.raises(ValueError, match="curriculum.dims.start"):
+    with pytest.raises(ValueError, match=r"curriculum\.dims\.start"):
         Params(n_dims=3, curriculum={"dims": {"start": 4}})
     with pytest.raises(ValueError, match="loop_err_k"):
         Params(n_points=11, loop_err_k=[11])

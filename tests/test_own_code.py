@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 _names = itertools.count()
 
-TRAIN = '''
+TRAIN = """
 from pydantic import BaseModel, ConfigDict
 
 METRIC, MODE = "score", "max"
@@ -41,7 +41,7 @@ def run(params, ctx):
     if params.lr > 1:
         ctx.warn(f"lr {{params.lr}} is at the edge of what this model tolerates")
     return {{"score": params.lr * 2 + ctx.seed, "version": VERSION}}
-'''
+"""
 
 
 def lab_package(root: Path, version: int = 1) -> str:
@@ -72,7 +72,7 @@ def test_a_workload_by_import_path_runs_from_where_it_lives(store, monkeypatch):
     assert (store.workdir / ".code" / runs[0].tags["orch.code"] / package / "train.py").is_file()
 
 
-PRELOADED = '''
+PRELOADED = """
 import os
 import signal
 import sys
@@ -91,7 +91,7 @@ class Params(BaseModel):
 def run(params, ctx):
     return {"imported_in": float(IMPORTED_IN), "ran_in": float(os.getpid()), "snapshot": float("/.code/" in __file__),
             "main_rerun": float(id(sys.modules["__main__"]) != MAIN_AT_IMPORT)}  # a child that ran the script again
-'''
+"""
 
 
 def test_local_runs_fork_from_a_process_that_imported_the_snapshot_and_the_main_script_once(store):
@@ -101,8 +101,13 @@ def test_local_runs_fork_from_a_process_that_imported_the_snapshot_and_the_main_
     (store.root / package / "pre.py").write_text(PRELOADED)
     spec = store.spec({"name": "pre", "workload": f"{package}.pre", "seeds": 3})
     script = Path(sys.executable).with_name("orch")  # what users run: a script, re-run by each child before the fix
-    subprocess.run([str(script), "submit", str(spec), "--tracking-uri", store.uri], cwd=store.root, check=True,
-                   capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [str(script), "submit", str(spec), "--tracking-uri", store.uri],
+        cwd=store.root,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     rows = list(finals(store, "pre").values())
     assert len(rows) == 3 and len({r["imported_in"] for r in rows}) == 1  # one import, in the forkserver
     assert [(r["ran_in"] != r["imported_in"], r["snapshot"], r["main_rerun"]) for r in rows] == [(True, 1.0, 0.0)] * 3
@@ -111,8 +116,9 @@ def test_local_runs_fork_from_a_process_that_imported_the_snapshot_and_the_main_
 def test_a_workload_warning_reaches_the_run_as_a_tag(store, monkeypatch):
     monkeypatch.chdir(store.root)
     package = lab_package(store.root)
-    store.orch("submit", str(store.spec({"name": "warn", "workload": f"{package}.train", "params": {"lr": 2.0}})),
-               check=True)
+    store.orch(
+        "submit", str(store.spec({"name": "warn", "workload": f"{package}.train", "params": {"lr": 2.0}})), check=True
+    )
     (run,) = store.seed_runs("warn")
     assert run.status == "FINISHED" and run.tags["orch.warning"] == "lr 2.0 is at the edge of what this model tolerates"
     assert "WARNING: lr 2.0" in Path(run.tags["orch.run_dir"], "stderr.log").read_text()
@@ -122,9 +128,11 @@ def test_bad_workload_modules_are_refused_before_anything_is_written(store, monk
     monkeypatch.chdir(store.root)
     package = lab_package(store.root)
     (store.root / package / "broken.py").write_text("import numpy\nMETRIC = 'x'\n")  # no Params, no run
-    cases = {f"{package}.nope": f"unknown workload '{package}.nope'",
-             "smokee": "did you mean 'smoke'",
-             f"{package}.broken": "does not define Params, run"}
+    cases = {
+        f"{package}.nope": f"unknown workload '{package}.nope'",
+        "smokee": "did you mean 'smoke'",
+        f"{package}.broken": "does not define Params, run",
+    }
     for workload, expected in cases.items():
         result = store.orch("submit", str(store.spec({"name": "bad", "workload": workload})))
         assert result.exit_code == 2, result.output
@@ -142,6 +150,7 @@ def test_an_entry_point_names_a_lab_workload(store, monkeypatch):
     (info / "entry_points.txt").write_text(f"[orch.workloads]\nmytask = {package}.train\n")
     monkeypatch.syspath_prepend(str(site))
     from orchestrator.spec import registry
+
     assert registry.registered()["mytask"] == f"{package}.train" and "mytask" in registry.available()
     store.orch("submit", str(store.spec({"name": "ep", "workload": "mytask"})), check=True)
     (run,) = store.seed_runs("ep")
@@ -182,9 +191,10 @@ def test_a_job_runs_the_submitted_code_not_the_edited_checkout(store, monkeypatc
     assert len(list((store.workdir / ".code").iterdir())) == 2  # identical code is stored once
     parent = store.ledger().runs(store.ledger().experiment_id("snap"), role="group")[0]
     artifacts = {a.path for a in store.ledger().client.list_artifacts(parent.run_id, "code")}
-    assert {f"code/{digest}" for digest in first | {runs[2].tags['orch.code']}} <= artifacts
-    freeze = store.ledger().client.download_artifacts(parent.run_id, f"code/{runs[2].tags['orch.code']}/requirements.txt",
-                                                      str(store.root))
+    assert {f"code/{digest}" for digest in first | {runs[2].tags["orch.code"]}} <= artifacts
+    freeze = store.ledger().client.download_artifacts(
+        parent.run_id, f"code/{runs[2].tags['orch.code']}/requirements.txt", str(store.root)
+    )
     assert "mlflow==" in Path(freeze).read_text()
 
 
@@ -206,12 +216,13 @@ def test_snapshots_keep_git_files_and_new_untracked_ones_and_record_them_in_the_
     assert files == ["mylab/__init__.py", "mylab/new_model.py", "mylab/train.py"]
     assert snapshot.take(repo / "mylab", tmp_path / "store", "mylab").digest == taken.digest
     from orchestrator.tracking import codeversion
+
     version = codeversion.of(repo / "mylab")
     assert version.dirty and "new_model.py" in version.diff and "+B = 2" in version.diff
 
 
 # -- commands --------------------------------------------------------------------------------------------
-SCRIPT = '''
+SCRIPT = """
 import json, os, sys, time
 lr, seed = float(sys.argv[2]), int(sys.argv[4])
 print("hello from train.py", lr, seed)
@@ -222,13 +233,20 @@ orch.log(1, loss=0.5 + lr + seed, acc=0.25)
 if lr > 1:
     sys.exit(3)
 orch.final(loss=0.1 + lr + seed)
-'''
+"""
 
 
 def command_spec(store, **extra):
     (store.root / "train.py").write_text(SCRIPT)
-    return store.spec({"name": "cmd", "command": ["python", "train.py", "--lr", "{lr}", "--seed", "{seed}"],
-                       "params": {"lr": 0.5}, "metric": {"name": "loss", "mode": "min"}, **extra})
+    return store.spec(
+        {
+            "name": "cmd",
+            "command": ["python", "train.py", "--lr", "{lr}", "--seed", "{seed}"],
+            "params": {"lr": 0.5},
+            "metric": {"name": "loss", "mode": "min"},
+            **extra,
+        }
+    )
 
 
 def test_a_command_runs_with_its_params_and_reports_through_json_lines(store, monkeypatch):
@@ -251,18 +269,22 @@ def test_a_command_runs_with_its_params_and_reports_through_json_lines(store, mo
 
 def test_command_specs_are_checked_before_anything_is_written(store, monkeypatch):
     monkeypatch.chdir(store.root)
-    cases = [({"command": ["python", "t.py", "{lr}"], "params": {"lr": 1}}, "needs 'metric:"),
-             ({"command": ["python", "t.py", "{lrr}"], "params": {"lr": 1}, "metric": {"name": "x"}},
-              "placeholder '{lrr}' names no param"),
-             ({"command": [], "metric": {"name": "x"}}, "non-empty list"),
-             ({"command": ["x"], "workload": "smoke", "metric": {"name": "x"}}, "exactly one of 'workload'")]
+    cases = [
+        ({"command": ["python", "t.py", "{lr}"], "params": {"lr": 1}}, "needs 'metric:"),
+        (
+            {"command": ["python", "t.py", "{lrr}"], "params": {"lr": 1}, "metric": {"name": "x"}},
+            "placeholder '{lrr}' names no param",
+        ),
+        ({"command": [], "metric": {"name": "x"}}, "non-empty list"),
+        ({"command": ["x"], "workload": "smoke", "metric": {"name": "x"}}, "exactly one of 'workload'"),
+    ]
     for doc, expected in cases:
         result = store.orch("submit", str(store.spec({"name": "c", **doc})))
         assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output
     assert not (store.root / "mlflow.db").exists()
 
 
-RESUMABLE = '''
+RESUMABLE = """
 import json, os, sys
 from pathlib import Path
 import orch
@@ -273,7 +295,7 @@ for step in range(start, 6):
     state.write_text(str(step))
     if step == 2 and not orch.resuming() and not Path(os.environ["ORCH_SUBMIT_DIR"], "go").exists():
         sys.exit("preempted")  # the first attempt dies after step 2, with a checkpoint
-'''
+"""
 
 
 def test_a_failed_command_resumes_from_its_checkpoint_dir_in_the_same_run(store, monkeypatch):
@@ -313,8 +335,13 @@ def test_reproduce_reruns_from_the_snapshot_and_compares_every_metric(store, mon
 
 def test_the_python_api_submits_a_mapping_and_reads_one_row_per_run_key(store, monkeypatch):
     monkeypatch.chdir(store.root)
-    doc = {"name": "nb", "workload": "smoke", "params": {"steps": 4}, "workdir": str(store.workdir),
-           "variants": {"low": {"offset": 0.0}, "high": {"offset": 1.0}}}
+    doc = {
+        "name": "nb",
+        "workload": "smoke",
+        "params": {"steps": 4},
+        "workdir": str(store.workdir),
+        "variants": {"low": {"offset": 0.0}, "high": {"offset": 1.0}},
+    }
     submission = orch.submit(doc, seeds=3, tracking_uri=store.uri)
     assert len(submission.prepared) == 6 and submission.spec.source == "<spec mapping>"
     runs = orch.runs("nb", tracking_uri=store.uri)
@@ -333,6 +360,7 @@ def test_the_python_api_submits_a_mapping_and_reads_one_row_per_run_key(store, m
 def test_orch_log_outside_orch_warns_once_and_writes_nothing(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("ORCH_METRICS", raising=False)
     from orch import client
+
     monkeypatch.setattr(client, "_warned", False)
     orch.log(0, loss=1.0)
     orch.log(1, loss=0.5)
@@ -348,6 +376,7 @@ def test_orch_log_outside_orch_warns_once_and_writes_nothing(tmp_path, monkeypat
 @pytest.fixture(scope="module")
 def slurm():
     from test_slurm import dev_slurm
+
     yield from dev_slurm()
 
 
@@ -362,7 +391,7 @@ def test_a_queued_slurm_job_runs_the_submitted_code(slurm, store, monkeypatch):
     assert {r.metrics["version"] for r in runs} == {1.0} and "VERSION = 2" in module.read_text()
 
 
-STEPPING = '''
+STEPPING = """
 import os, time
 import orch
 state = orch.checkpoint_dir() / "step"
@@ -371,21 +400,24 @@ for step in range(start, 16):
     orch.log(step, loss=1.0 / (step + 1), resumed=float(orch.resuming()))
     state.write_text(str(step))
     time.sleep(0.4)
-'''
+"""
 
 
 def test_a_command_requeued_by_slurm_resumes_in_the_same_run(slurm, store, monkeypatch):
     from test_slurm import SLURM, status_until, wait_for
 
     from orchestrator.job.journal import read_journal
+
     monkeypatch.chdir(store.root)
     (store.root / "stepping.py").write_text(STEPPING)
     spec = store.spec({"name": "cmd_requeue", "command": ["python", "stepping.py"], "metric": {"name": "loss"}})
     store.orch("submit", str(spec), *SLURM, check=True)
     (run,) = store.seed_runs("cmd_requeue")
     journal = Path(run.tags["orch.run_dir"]) / "journal.jsonl"
-    wait_for(lambda: any(r["event"] == "metrics" and r["step"] >= 4 for r in read_journal(journal)[0]),
-             what="the command to log a few steps")
+    wait_for(
+        lambda: any(r["event"] == "metrics" and r["step"] >= 4 for r in read_journal(journal)[0]),
+        what="the command to log a few steps",
+    )
     subprocess.run(["scancel", "--signal=USR2", run.tags["orch.job_id"]], check=True)
     (final,) = status_until(store, "cmd_requeue", {"FINISHED", "FAILED", "KILLED"})
     assert final.run_id == run.run_id and final.status == "FINISHED", final.tags.get("orch.error")
@@ -411,11 +443,11 @@ def test_a_command_on_ray_gives_the_same_metrics_as_local(store, ray_local, monk
 
 
 # -- the Python API from a plain script ------------------------------------------------------------------
-UNGUARDED = '''
+UNGUARDED = """
 import orch
 submission = orch.submit({spec!r}, seeds=2, tracking_uri={uri!r})
 print("submitted", sorted(orch.runs("api", tracking_uri={uri!r})["status"]), flush=True)
-'''
+"""
 
 
 @pytest.mark.parametrize("how", ["script", "-c"])
@@ -426,8 +458,9 @@ def test_the_readme_api_works_from_a_plain_script_without_a_main_guard(store, ho
     code = UNGUARDED.format(spec=str(spec), uri=store.uri)
     (store.root / "s.py").write_text(code)
     argv = [sys.executable, "s.py"] if how == "script" else [sys.executable, "-c", code]
-    result = subprocess.run(argv, cwd=store.root, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        argv, cwd=store.root, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "submitted ['FINISHED', 'FINISHED']" in result.stdout
 
@@ -435,8 +468,14 @@ def test_the_readme_api_works_from_a_plain_script_without_a_main_guard(store, ho
 def test_ctrl_c_stops_a_plain_script_using_the_api(store):
     spec = store.spec({"name": "api", "workload": "smoke", "params": {"steps": 200, "sleep_s": 0.2}})
     (store.root / "s.py").write_text(UNGUARDED.format(spec=str(spec), uri=store.uri))
-    proc = subprocess.Popen([sys.executable, "s.py"], cwd=store.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "s.py"],
+        cwd=store.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not any(store.root.glob("jobs/api/*/journal.jsonl")):
         time.sleep(0.2)

@@ -11,8 +11,9 @@ from orchestrator.spec.plan import Run
 
 def _arm(path) -> RunDir:
     run_dir = RunDir(path)
-    run_dir.create({"run": Run("smoke", {"steps": 3}, 0, "v").to_dict(), "run_id": "x", "experiment_id": "0",
-                    "cpus": 1, "gpus": 0})
+    run_dir.create(
+        {"run": Run("smoke", {"steps": 3}, 0, "v").to_dict(), "run_id": "x", "experiment_id": "0", "cpus": 1, "gpus": 0}
+    )
     return run_dir
 
 

@@ -20,10 +20,19 @@ def write(tmp_path, doc):
 
 
 def test_expansion_is_variants_times_grid_times_seeds(tmp_path):
-    spec = load_spec(write(tmp_path, {
-        "name": "e", "workload": "smoke", "params": {"steps": 3},
-        "variants": {"a": {"offset": 0.0}, "b": {"offset": 1.0}},
-        "grid": {"noise": [0.1, 0.2, 0.3], "sleep_s": [0.0, 0.01]}, "seeds": {"count": 4, "base": 10}}))
+    spec = load_spec(
+        write(
+            tmp_path,
+            {
+                "name": "e",
+                "workload": "smoke",
+                "params": {"steps": 3},
+                "variants": {"a": {"offset": 0.0}, "b": {"offset": 1.0}},
+                "grid": {"noise": [0.1, 0.2, 0.3], "sleep_s": [0.0, 0.01]},
+                "seeds": {"count": 4, "base": 10},
+            },
+        )
+    )
     runs = expand(spec)
     assert len(runs) == 2 * 3 * 2 * 4
     assert len({r.key for r in runs}) == len(runs)
@@ -35,8 +44,11 @@ def test_expansion_is_variants_times_grid_times_seeds(tmp_path):
 
 
 def test_overrides_from_cli(tmp_path):
-    spec = load_spec(write(tmp_path, {"name": "e", "workload": "smoke", "seeds": 2}),
-                     sets=["steps=7", "resources.cpus=2", "params.noise=0.5"], seeds=5)
+    spec = load_spec(
+        write(tmp_path, {"name": "e", "workload": "smoke", "seeds": 2}),
+        sets=["steps=7", "resources.cpus=2", "params.noise=0.5"],
+        seeds=5,
+    )
     runs = expand(spec)
     assert len(runs) == 5 and spec.resources.cpus == 2
     assert runs[0].params["steps"] == 7 and runs[0].params["noise"] == 0.5
@@ -47,16 +59,25 @@ def test_key_is_stable_across_dict_order_and_processes():
     b = Run("smoke", {"nested": {"y": 2, "x": 1}, "noise": 0.1, "steps": 3}, 4, "other-name")
     assert a.key == b.key and a.group == b.group  # identity is content, not names or order
     assert Run("smoke", a.params, 5, "v").group == a.group and Run("smoke", a.params, 5, "v").key != a.key
-    code = ("from orchestrator.spec.plan import Run; "
-            "print(Run('smoke', {'steps': 3, 'noise': 0.1, 'nested': {'x': 1, 'y': 2}}, 4, 'v').key)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=str(tmp_repo()))
+    code = (
+        "from orchestrator.spec.plan import Run; "
+        "print(Run('smoke', {'steps': 3, 'noise': 0.1, 'nested': {'x': 1, 'y': 2}}, 4, 'v').key)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": ""},
+        cwd=str(tmp_repo()),
+    )
     assert out.stdout.strip() == a.key
     assert content_hash({"b": 1, "a": [1, 2]}) == content_hash({"a": [1, 2], "b": 1})
 
 
 def tmp_repo():
     from pathlib import Path
+
     return Path(__file__).resolve().parent.parent
 
 
@@ -66,8 +87,13 @@ def record(run: Run, status: str, start: int = 0) -> RunRecord:
 
 def test_reconcile_skips_finished_keeps_active_reruns_failed_and_missing():
     runs = [Run("smoke", {"steps": 1}, seed, "base") for seed in range(5)]
-    records = [record(runs[0], "FINISHED"), record(runs[1], "FAILED"), record(runs[2], "RUNNING"),
-               record(runs[3], "KILLED"), record(runs[3], "FINISHED", start=-1)]
+    records = [
+        record(runs[0], "FINISHED"),
+        record(runs[1], "FAILED"),
+        record(runs[2], "RUNNING"),
+        record(runs[3], "KILLED"),
+        record(runs[3], "FINISHED", start=-1),
+    ]
     out = reconcile(runs, records)
     assert [r.seed for r in out.done] == [0, 3]  # a FINISHED attempt wins over a later KILLED one
     assert [r.seed for r in out.active] == [2]

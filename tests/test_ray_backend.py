@@ -24,6 +24,7 @@ pytestmark = pytest.mark.ray
 
 def smoke_dir(root: Path, name: str, **params) -> RunDir:
     from workloads.smoke import Params
+
     run_dir = RunDir(root / name)
     run = Run("smoke", Params(**params).model_dump(mode="json"), 0, "base")
     run_dir.create({"run": run.to_dict(), "run_id": "x", "experiment_id": "0", "cpus": 1, "gpus": 0})
@@ -38,14 +39,21 @@ def seed_results(store, name: str) -> dict[str, tuple[str, float, list[float]]]:
     ledger = store.ledger()
     out = {}
     for record in store.seed_runs(name):
-        history = [m.value for m in sorted(ledger.client.get_metric_history(record.run_id, "loss"), key=lambda m: m.step)]
+        history = [
+            m.value for m in sorted(ledger.client.get_metric_history(record.run_id, "loss"), key=lambda m: m.step)
+        ]
         out[record.tags["orch.seed"]] = (record.status, record.metrics["final_loss"], history)
     return out
 
 
 def test_ray_backend_gives_the_same_metrics_as_local(store, ray_local):
-    doc = {"name": "same_local", "workload": "smoke", "params": {"steps": 8, "noise": 0.3}, "seeds": 2,
-           "resources": {"cpus": 1, "mem_gb": 0.5}}
+    doc = {
+        "name": "same_local",
+        "workload": "smoke",
+        "params": {"steps": 8, "noise": 0.3},
+        "seeds": 2,
+        "resources": {"cpus": 1, "mem_gb": 0.5},
+    }
     store.orch("submit", str(store.spec(doc, "local.yaml")), check=True)
     store.orch("submit", str(store.spec({**doc, "name": "same_ray", "backend": "ray"}, "ray.yaml")), check=True)
     local, on_ray = seed_results(store, "same_local"), seed_results(store, "same_ray")
@@ -59,6 +67,7 @@ def test_ray_backend_gives_the_same_metrics_as_local(store, ray_local):
 
 def test_failure_cancel_and_foreign_jobs(tmp_path, ray_local):
     from orchestrator.backends.ray import RayBackend
+
     backend = RayBackend(mem_gb=0.5)
     slow, failing = smoke_dir(tmp_path, "slow", steps=400, sleep_s=0.05), smoke_dir(tmp_path, "fail", fail_at_step=2)
     ids = backend.submit([slow, failing])
@@ -89,25 +98,51 @@ def test_submit_to_a_ray_start_cluster(store, ray_local, monkeypatch):
     # SIGTERM drains a `ray start --block` node for 30 s by default; a test cluster stops at once
     env = {**os.environ, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     ray_cli = str(Path(sys.executable).parent / "ray")
-    head = subprocess.Popen([ray_cli, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    head = subprocess.Popen(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
+
         def listening() -> bool:
             with socket.socket() as s:
                 return s.connect_ex(("127.0.0.1", port)) == 0
+
         wait_for(listening, 90, "the Ray head to listen")
-        spec = store.spec({"name": "on_cluster", "workload": "smoke", "params": {"steps": 6, "noise": 0.3},
-                           "seeds": 2, "backend": "ray", "resources": {"cpus": 1, "mem_gb": 0.5}})
+        spec = store.spec(
+            {
+                "name": "on_cluster",
+                "workload": "smoke",
+                "params": {"steps": 6, "noise": 0.3},
+                "seeds": 2,
+                "backend": "ray",
+                "resources": {"cpus": 1, "mem_gb": 0.5},
+            }
+        )
         wait_for(lambda: (cluster_tmp / "ray" / "ray_current_cluster").exists(), 30, "the cluster's address file")
         proc = store.orch_process("submit", str(spec), "--ray-address", "auto")
         out, _ = proc.communicate(timeout=240)
         assert proc.returncode == 0, out
+
         # on a cluster orch submit returns once a detached driver submitted the runs (tests/test_ray_cluster.py)
         def settled():
             store.orch("status", "on_cluster", check=True)
             runs = store.seed_runs("on_cluster")
             return runs if runs and all(r.status in ("FINISHED", "FAILED", "KILLED") for r in runs) else None
+
         wait_for(settled, 180, "the runs on the cluster to end", every=1.0)
         results = seed_results(store, "on_cluster")
         assert {k: v[0] for k, v in results.items()} == {"0": "FINISHED", "1": "FINISHED"}
@@ -120,8 +155,9 @@ def test_submit_to_a_ray_start_cluster(store, ray_local, monkeypatch):
 
 
 def test_a_run_no_node_can_hold_is_refused_before_submission(store, ray_local):
-    spec = store.spec({"name": "too_big", "workload": "smoke", "backend": "ray",
-                       "resources": {"cpus": 64, "mem_gb": 0.5}})
+    spec = store.spec(
+        {"name": "too_big", "workload": "smoke", "backend": "ray", "resources": {"cpus": 64, "mem_gb": 0.5}}
+    )
     result = store.orch("submit", str(spec))
     assert result.exit_code == 2, result.output
     assert "resources" in result.output and "CPU=64" in result.output and "largest node has CPU=2" in result.output

@@ -20,7 +20,7 @@ def section_blocks() -> list[tuple[str, str]]:
     text = (REPO / "README.md").read_text()
     start = text.index(SECTION)
     end = text.find("\n## ", start + len(SECTION))
-    return BLOCK.findall(text[start:end if end > 0 else None])
+    return BLOCK.findall(text[start : end if end > 0 else None])
 
 
 def test_bring_your_own_experiment_works_as_written(tmp_path):
@@ -37,13 +37,15 @@ def test_bring_your_own_experiment_works_as_written(tmp_path):
             for line in filter(None, (ln.split("#")[0].strip() for ln in body.splitlines())):
                 argv = shlex.split(line)
                 assert argv[0] == "orch", line
-                done = subprocess.run([*ORCH, *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
-                                      timeout=600)
+                done = subprocess.run(
+                    [*ORCH, *argv[1:]], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+                )
                 assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
                 ran["commands"] += 1
         elif lang == "python":
-            done = subprocess.run([sys.executable, "-c", body], cwd=tmp_path, env=env, capture_output=True, text=True,
-                                  timeout=600)
+            done = subprocess.run(
+                [sys.executable, "-c", body], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+            )
             assert done.returncode == 0, f"{body}\n{done.stdout}\n{done.stderr}"
             assert "params.lr" in done.stdout and "0.05" in done.stdout  # the DataFrame's grouped means
             ran["snippets"] += 1

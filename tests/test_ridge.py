@@ -27,7 +27,7 @@ def data(rng, n=600, f=7, d=3, offset=5.0):
 def feed(X, Y, batch, mask=None, dtype=np.float64, F=None) -> RidgeAccumulator:
     acc = RidgeAccumulator(F or X.shape[-1], Y.shape[-1], product_dtype=dtype)
     for i in range(0, len(X), batch):
-        acc.update(X[i:i + batch], Y[i:i + batch], None if mask is None else mask[i:i + batch])
+        acc.update(X[i : i + batch], Y[i : i + batch], None if mask is None else mask[i : i + batch])
     return acc
 
 
@@ -52,7 +52,7 @@ def test_penalty_list_from_one_eigendecomposition_equals_single_solves():
     X, Y = data(rng)
     acc = feed(X, Y, 64)
     ridges = [1e-3, 1e-1, 1.0, 100.0]
-    for sol, lam in zip(acc.solve(ridges), ridges):
+    for sol, lam in zip(acc.solve(ridges), ridges, strict=False):
         W, b = direct(X, Y, lam)
         np.testing.assert_allclose(sol.W, W, rtol=1e-7, atol=1e-9)
         np.testing.assert_allclose(sol.b, b, rtol=1e-7, atol=1e-9)
@@ -72,7 +72,7 @@ def test_sse_objective_and_validation_selection_from_statistics():
         sol = tr.solve(lam)
         sse_train = np.sum((X[:300] @ W + b - Y[:300]) ** 2)
         assert tr.sse(sol) == pytest.approx(sse_train, rel=1e-8)
-        assert tr.objective(sol) == pytest.approx(sse_train + lam * np.sum(W ** 2), rel=1e-8)
+        assert tr.objective(sol) == pytest.approx(sse_train + lam * np.sum(W**2), rel=1e-8)
         assert scores[lam] == pytest.approx(direct_scores[lam], rel=1e-8)
     assert best.ridge == min(direct_scores, key=direct_scores.get)
 
@@ -114,12 +114,14 @@ def test_ridge_solve_batched_numpy_and_torch():
             ref = np.linalg.solve(XtX[i, j] + lam[i, j] * np.eye(6), XtY[i, j])
             np.testing.assert_allclose(W[i, j], ref, rtol=1e-10)
             np.testing.assert_allclose(Wt[i, j].numpy(), ref, rtol=1e-10)
-    np.testing.assert_allclose(ridge_solve(XtX[0, 0], XtY[0, 0], 0.5),
-                               np.linalg.solve(XtX[0, 0] + 0.5 * np.eye(6), XtY[0, 0]), rtol=1e-10)
+    np.testing.assert_allclose(
+        ridge_solve(XtX[0, 0], XtY[0, 0], 0.5), np.linalg.solve(XtX[0, 0] + 0.5 * np.eye(6), XtY[0, 0]), rtol=1e-10
+    )
 
 
 def test_matches_reservoirpy_ridge():
     from reservoirpy.nodes import Ridge
+
     rng = np.random.default_rng(6)
     X, Y = data(rng, n=300, f=10)
     ref = Ridge(ridge=0.7).fit(X, Y)
@@ -153,10 +155,10 @@ def test_overwrite_x_gives_the_same_statistics_and_only_then_touches_x():
     X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
     kept, shifted = RidgeAccumulator(7, 3, np.float32), RidgeAccumulator(7, 3, np.float32)
     for i in range(0, len(X), 100):
-        batch = X32[i:i + 100].copy()
-        kept.update(batch, Y32[i:i + 100])
-        np.testing.assert_array_equal(batch, X32[i:i + 100])  # the default leaves the caller's X alone
-        shifted.update(batch, Y32[i:i + 100], overwrite_x=True)
+        batch = X32[i : i + 100].copy()
+        kept.update(batch, Y32[i : i + 100])
+        np.testing.assert_array_equal(batch, X32[i : i + 100])  # the default leaves the caller's X alone
+        shifted.update(batch, Y32[i : i + 100], overwrite_x=True)
     np.testing.assert_array_equal(kept.Sxx, shifted.Sxx)
     np.testing.assert_array_equal(kept.Sxy, shifted.Sxy)
     np.testing.assert_array_equal(kept.sx, shifted.sx)
@@ -164,12 +166,13 @@ def test_overwrite_x_gives_the_same_statistics_and_only_then_touches_x():
 
 def _filled(F: int, D: int, n: int, seed: int):
     from workloads.esn.ridge import RidgeAccumulator
+
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, F)) @ rng.normal(size=(F, F)) * 0.3 + 2.0  # correlated, off-centre features
     Y = X[:, :D] * 0.5 + rng.normal(size=(n, D))
     acc = RidgeAccumulator(F, D)
     for a in range(0, n, 97):
-        acc.update(X[a:a + 97], Y[a:a + 97])
+        acc.update(X[a : a + 97], Y[a : a + 97])
     return acc
 
 
@@ -191,6 +194,7 @@ def test_select_and_refit_equals_the_plain_path_with_at_most_4_FxF_matrices():
     ref = train.merged(val).scaled(best[2]).solve(best[1])
     tr, va = train.copy(), val.copy()
     import scipy.linalg  # noqa: F401  (its first import allocates megabytes of Python objects: not the solve's)
+
     tracemalloc.start()
     base, _ = tracemalloc.get_traced_memory()
     fit, c, scores = select_and_refit(tr, va, ridges, scales)
@@ -215,9 +219,9 @@ def test_merge_into_equals_merged():
     ref = a.merged(b)
     merge_into(a, b)
     assert a.n == ref.n
-    for got, want in zip(a.centred(), ref.centred()):
+    for got, want in zip(a.centred(), ref.centred(), strict=False):
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-7)
-    for got, want in zip(a.means(), ref.means()):
+    for got, want in zip(a.means(), ref.means(), strict=False):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
@@ -228,14 +232,14 @@ def test_torch_statistics_give_the_numpy_readout():
     rng = np.random.default_rng(5)
     F, D = 60, 4
     X = rng.normal(size=(700, F)) + 1.5
-    Y = X[:, :D] - 0.3 * X[:, D:2 * D] + rng.normal(size=(700, D))
+    Y = X[:, :D] - 0.3 * X[:, D : 2 * D] + rng.normal(size=(700, D))
     accs = {}
     for dev in (None, "cpu"):
         pair = []
         for part in (slice(0, 500), slice(500, 700)):
             acc = RidgeAccumulator(F, D, device=dev)
             for a in range(part.start, part.stop, 90):
-                acc.update(X[a:min(a + 90, part.stop)], Y[a:min(a + 90, part.stop)])
+                acc.update(X[a : min(a + 90, part.stop)], Y[a : min(a + 90, part.stop)])
             pair.append(acc)
         accs[dev] = pair
     tr, va = accs["cpu"]

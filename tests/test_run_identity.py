@@ -23,7 +23,7 @@ from orchestrator.tracking.records import Tag
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "key_scheme_1"
 
-TRAIN = '''
+TRAIN = """
 from pydantic import BaseModel, ConfigDict, Field
 METRIC, MODE = "score", "max"
 
@@ -37,14 +37,19 @@ def run(params, ctx):
     for step in range(params.steps):
         ctx.log(step, score=params.lr * step + ctx.seed)
     return {{"score": params.lr * params.steps + ctx.seed}}
-'''
+"""
 
 
 def orch(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """The CLI as a fresh process: each one imports the workload as it is on disk now."""
-    proc = subprocess.run([*ORCH, *args, "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"], cwd=root,
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
-                          timeout=300)
+    proc = subprocess.run(
+        [*ORCH, *args, "--tracking-uri", f"sqlite:///{root / 'mlflow.db'}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+        timeout=300,
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"orch {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -64,8 +69,13 @@ def lab(tmp_path):
         (tmp_path / "ident_lab" / "train.py").write_text(TRAIN.format(lr=lr, extra=extra))
 
     write()
-    spec = {"name": "ident", "workload": "ident_lab.train", "workdir": str(tmp_path / "jobs"), "seeds": 2,
-            "variants": {"short": {"steps": 2}, "long": {"steps": 4}}}
+    spec = {
+        "name": "ident",
+        "workload": "ident_lab.train",
+        "workdir": str(tmp_path / "jobs"),
+        "seeds": 2,
+        "variants": {"short": {"steps": 2}, "long": {"steps": 4}},
+    }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return tmp_path, write
 
@@ -73,18 +83,28 @@ def lab(tmp_path):
 def seed_rows(root: Path, experiment: str) -> list[dict[str, str]]:
     """Every seed run's tags, straight from the store."""
     with sqlite3.connect(root / "mlflow.db") as conn:
-        ids = [r[0] for r in conn.execute(
-            "SELECT r.run_uuid FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id JOIN tags t "
-            "ON t.run_uuid = r.run_uuid WHERE e.name = ? AND t.key = 'orch.role' AND t.value = 'seed' "
-            "AND r.lifecycle_stage = 'active'", (experiment,))]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT r.run_uuid FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id JOIN tags t "
+                "ON t.run_uuid = r.run_uuid WHERE e.name = ? AND t.key = 'orch.role' AND t.value = 'seed' "
+                "AND r.lifecycle_stage = 'active'",
+                (experiment,),
+            )
+        ]
         return [dict(conn.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (i,)).fetchall()) for i in ids]
 
 
 def group_rows(root: Path, experiment: str) -> list[dict[str, str]]:
     with sqlite3.connect(root / "mlflow.db") as conn:
-        ids = [r[0] for r in conn.execute(
-            "SELECT r.run_uuid FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id JOIN tags t "
-            "ON t.run_uuid = r.run_uuid WHERE e.name = ? AND t.key = 'orch.role' AND t.value = 'group'", (experiment,))]
+        ids = [
+            r[0]
+            for r in conn.execute(
+                "SELECT r.run_uuid FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id JOIN tags t "
+                "ON t.run_uuid = r.run_uuid WHERE e.name = ? AND t.key = 'orch.role' AND t.value = 'group'",
+                (experiment,),
+            )
+        ]
         return [dict(conn.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (i,)).fetchall()) for i in ids]
 
 
@@ -166,8 +186,14 @@ def test_a_built_in_workloads_execution_settings_are_not_identity(store):
 def test_a_command_spec_names_its_execution_settings(store, monkeypatch):
     monkeypatch.chdir(store.root)
     shutil.copy(FIXTURE / "score.py", store.root / "score.py")
-    spec = {"name": "cmd", "command": ["python", "score.py", "{lr}"], "metric": {"name": "score", "mode": "max"},
-            "params": {"lr": 0.5, "workers": 2}, "identity_exclude": ["workers"], "seeds": 2}
+    spec = {
+        "name": "cmd",
+        "command": ["python", "score.py", "{lr}"],
+        "metric": {"name": "score", "mode": "max"},
+        "params": {"lr": 0.5, "workers": 2},
+        "identity_exclude": ["workers"],
+        "seeds": 2,
+    }
     store.orch("submit", str(store.spec(spec)), check=True)
     again = store.orch("submit", str(store.spec(spec)), "--set", "params.workers=16", check=True)
     assert "0 to run" in " ".join(again.output.split())
@@ -191,8 +217,9 @@ def legacy_store(tmp_path):
     with gzip.open(FIXTURE / "mlflow.db.gz") as src, open(tmp_path / "mlflow.db", "wb") as dst:
         shutil.copyfileobj(src, dst)
     with sqlite3.connect(tmp_path / "mlflow.db") as conn:  # its artifacts and run directories live here now
-        conn.execute("UPDATE experiments SET artifact_location = replace(artifact_location, '/tmp/v1store', ?)",
-                     (str(tmp_path),))
+        conn.execute(
+            "UPDATE experiments SET artifact_location = replace(artifact_location, '/tmp/v1store', ?)", (str(tmp_path),)
+        )
         conn.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, '/tmp/v1store', ?)", (str(tmp_path),))
     for name in ("legacy.yaml", "legacy_cmd.yaml", "score.py"):
         (tmp_path / name).write_text((FIXTURE / name).read_text().replace("/tmp/v1store", str(tmp_path)))

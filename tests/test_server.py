@@ -29,8 +29,17 @@ pytestmark = pytest.mark.server
 
 def write_spec(tmp_path: Path, name: str, steps: int, seeds: int, sleep_s: float) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "workload": "smoke", "seeds": seeds, "workdir": str(tmp_path / "jobs"),
-                                    "params": {"steps": steps, "sleep_s": sleep_s}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "workload": "smoke",
+                "seeds": seeds,
+                "workdir": str(tmp_path / "jobs"),
+                "params": {"steps": steps, "sleep_s": sleep_s},
+            }
+        )
+    )
     return path
 
 
@@ -58,6 +67,7 @@ def prepare(ledger: Ledger, spec_path: Path) -> list[driver.Prepared]:
 
 def wait_jobs(backend: LocalBackend, prepared: list[driver.Prepared], timeout: float = 120) -> None:
     from orchestrator.backends.base import Job
+
     jobs = [Job(p.job_id, p.run_dir) for p in prepared]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -69,6 +79,7 @@ def wait_jobs(backend: LocalBackend, prepared: list[driver.Prepared], timeout: f
 
 def sync(workdir: Path, uri: str):
     from orchestrator.cli import app
+
     result = CliRunner().invoke(app, ["sync", "--workdir", str(workdir), "--tracking-uri", uri])
     assert result.exit_code == 0, result.output
     return result
@@ -77,12 +88,17 @@ def sync(workdir: Path, uri: str):
 def metric_rows(stack, run_ids: list[str]) -> dict[str, tuple[int, int]]:
     """Straight from PostgreSQL: per run, (rows of 'loss', distinct (step, timestamp, value) among them)."""
     import sqlalchemy
+
     engine = sqlalchemy.create_engine(stack.db_uri)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sqlalchemy.text(
-                "SELECT run_uuid, count(*), count(DISTINCT (step, timestamp, value)) FROM metrics "
-                "WHERE key = 'loss' AND run_uuid = ANY(:ids) GROUP BY run_uuid"), {"ids": run_ids}).all()
+            rows = conn.execute(
+                sqlalchemy.text(
+                    "SELECT run_uuid, count(*), count(DISTINCT (step, timestamp, value)) FROM metrics "
+                    "WHERE key = 'loss' AND run_uuid = ANY(:ids) GROUP BY run_uuid"
+                ),
+                {"ids": run_ids},
+            ).all()
     finally:
         engine.dispose()
     return {run_id: (total, distinct) for run_id, total, distinct in rows}
@@ -90,6 +106,7 @@ def metric_rows(stack, run_ids: list[str]) -> dict[str, tuple[int, int]]:
 
 def test_64_concurrent_runs_x_500_metrics_through_the_server_none_lost_none_duplicated(stack, tmp_path):
     from orchestrator.cli import app
+
     spec = write_spec(tmp_path, "many", steps=500, seeds=64, sleep_s=0.004)
     result = CliRunner().invoke(app, ["submit", str(spec), "--tracking-uri", stack.uri, "--max-parallel", "64"])
     assert result.exit_code == 0, result.output
@@ -119,7 +136,7 @@ def test_server_killed_mid_run_and_restarted_loses_nothing(stack, tmp_path):
     prepared = prepare(ledger, write_spec(tmp_path, "crash", steps=300, seeds=4, sleep_s=0.03))
     backend = LocalBackend(4)
     job_ids = backend.submit([p.run_dir for p in prepared])
-    for item, job_id in zip(prepared, job_ids):
+    for item, job_id in zip(prepared, job_ids, strict=False):
         item.job_id = job_id
     deadline = time.monotonic() + 60
     while not all(read_state(p.run_dir, p.run_id) for p in prepared):  # every job has pushed something live
@@ -145,6 +162,7 @@ def test_a_job_that_cannot_reach_the_server_finishes_and_sync_brings_it_in(stack
         job = item.run_dir.load()
         item.run_dir.create({**job, "tracking_uri": dead})
     from orchestrator.job.worker import execute
+
     for item in prepared:
         assert execute(item.run_dir.path) == "FINISHED"
         assert read_state(item.run_dir, item.run_id) is None  # nothing was acknowledged
@@ -157,6 +175,7 @@ def test_a_job_that_cannot_reach_the_server_finishes_and_sync_brings_it_in(stack
 
 def test_exact_duplicate_rows_are_dropped_by_the_sqlite_store_too(tmp_path):
     from mlflow.entities import Metric
+
     ledger = Ledger(f"sqlite:///{tmp_path / 'm.db'}")
     run_id = ledger.create_run(ledger.experiment_id("dups", create=True), "r", {}, {}, status="RUNNING")
     rows = [Metric("loss", 1.0 / (i + 1), 1_700_000_000_000 + i, i) for i in range(300)]
@@ -171,7 +190,7 @@ import json, sys
 from orchestrator.spec.plan import Run
 from orchestrator.job.rundir import RunDir
 from orchestrator.job.worker import execute
-run_dir = RunDir(__import__('pathlib').Path({str(tmp_path / 'r')!r}))
+run_dir = RunDir(__import__('pathlib').Path({str(tmp_path / "r")!r}))
 run = Run('smoke', {{'steps': 5}}, 0, 'default', {{}})
 run_dir.create({{'run': run.to_dict(), 'run_id': 'x', 'experiment_id': '0', 'cpus': 1, 'gpus': 0,
                 'tracking_uri': 'sqlite:////nonexistent/m.db'}})
@@ -189,10 +208,14 @@ def test_a_signalled_job_flushes_its_metrics_to_the_server_before_it_ends(stack,
     limit) flushes before the previous handler (here the default: the process ends)."""
     import os
     import signal as signals
+
     ledger = Ledger(stack.uri)
     (item,) = prepare(ledger, write_spec(tmp_path, f"sig{signum}", steps=100_000, seeds=1, sleep_s=0.002))
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.job.worker", str(item.run_dir.path)], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.job.worker", str(item.run_dir.path)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     deadline = time.monotonic() + 60
     while len(journal_losses(item.run_dir)) < 200:
         assert time.monotonic() < deadline and proc.poll() is None, "the job did not get going"
@@ -213,10 +236,20 @@ def test_a_sigkilled_live_job_resumed_from_its_checkpoint_records_every_step_onc
     """Attempt 1 pushes live, is SIGKILLed between checkpoints; attempt 2 resumes and replays the steps after
     the checkpoint (new timestamps). The pusher skips replays by the same rule as ingestion: one row per step."""
     import os
+
     ledger = Ledger(stack.uri)
     spec = tmp_path / "resume.yaml"
-    spec.write_text(yaml.safe_dump({"name": "resume", "workload": "smoke", "seeds": 1, "workdir": str(tmp_path / "jobs"),
-                                    "params": {"steps": 1500, "sleep_s": 0.004, "checkpoint_every": 400}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "resume",
+                "workload": "smoke",
+                "seeds": 1,
+                "workdir": str(tmp_path / "jobs"),
+                "params": {"steps": 1500, "sleep_s": 0.004, "checkpoint_every": 400},
+            }
+        )
+    )
     (item,) = prepare(ledger, spec)
     command = [sys.executable, "-m", "orchestrator.job.worker", str(item.run_dir.path)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}

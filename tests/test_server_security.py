@@ -43,8 +43,9 @@ def as_other_user(code: str) -> subprocess.CompletedProcess:
     if os.geteuid() != 0:
         pytest.skip("running as another uid needs root (CI runs these as root)")
     pwd.getpwnam("nobody")
-    return subprocess.run(["runuser", "-u", "nobody", "--", PYTHON, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd="/")
+    return subprocess.run(
+        ["runuser", "-u", "nobody", "--", PYTHON, "-c", code], capture_output=True, text=True, timeout=60, cwd="/"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +58,22 @@ def secured(tmp_path_factory):
     port = free_port()
     run_dir = root / "server"
     from orchestrator.cli import app
-    result = CliRunner().invoke(app, ["server", "start", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                                      "--artifacts", str(root / "artifacts"), "--port", str(port),
-                                      "--run-dir", str(run_dir)])
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "server",
+            "start",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts",
+            str(root / "artifacts"),
+            "--port",
+            str(port),
+            "--run-dir",
+            str(run_dir),
+        ],
+    )
     try:
         assert result.exit_code == 0, result.output
         info = server.read_info(run_dir)
@@ -88,10 +102,13 @@ def test_the_server_refuses_requests_without_credentials(secured):
 
 
 def test_credentials_are_the_owners_alone_and_never_printed(secured):
-    user, password = credentials(secured)
+    _user, password = credentials(secured)
     assert password not in secured["output"] and password not in Path(secured["info"].log).read_text()
-    for path in (secured["run_dir"] / "auth" / "credentials.json", secured["run_dir"] / "auth" / "basic_auth.ini",
-                 next(secured["creds"].glob("*.json"))):
+    for path in (
+        secured["run_dir"] / "auth" / "credentials.json",
+        secured["run_dir"] / "auth" / "basic_auth.ini",
+        next(secured["creds"].glob("*.json")),
+    ):
         info = path.stat()
         assert info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o600, (path, oct(info.st_mode))
     for folder in (secured["run_dir"] / "auth", secured["creds"]):
@@ -111,8 +128,8 @@ for name, path, data in (("list", "/api/2.0/mlflow/experiments/search?max_result
         out[name] = urllib.request.urlopen(req, timeout=10).status
     except urllib.error.HTTPError as err:
         out[name] = err.code
-for name, path in (("credentials", "{secured['run_dir'] / 'auth' / 'credentials.json'}"),
-                   ("environ", "/proc/{secured['info'].pid}/environ")):
+for name, path in (("credentials", "{secured["run_dir"] / "auth" / "credentials.json"}"),
+                   ("environ", "/proc/{secured["info"].pid}/environ")):
     try:
         open(path, "rb").read()
         out[name] = "read"
@@ -134,10 +151,12 @@ def test_the_owners_runs_still_log(secured, tmp_path, monkeypatch):
     spec = tmp_path / "spec.yaml"
     spec.write_text(f"name: secure\nworkload: smoke\nparams: {{steps: 4}}\nseeds: 2\nworkdir: {tmp_path / 'jobs'}\n")
     from orchestrator.cli import app
+
     result = CliRunner().invoke(app, ["submit", str(spec), "--tracking-uri", uri])
     assert result.exit_code == 0, result.output
     assert credentials(secured)[1] not in result.output
     from orchestrator.tracking.ledger import Ledger
+
     ledger = Ledger(uri)
     runs = ledger.runs(ledger.experiment_id("secure"))
     assert len(runs) == 2 and {r.status for r in runs} == {"FINISHED"}
@@ -155,6 +174,7 @@ def test_kill_9_of_the_leader_leaves_no_orphan_behind(secured):
     state = server.status(run_dir)
     assert state["running"] and state["orphaned"] == left, state  # not "no server"
     from orchestrator.errors import InputError
+
     with pytest.raises(InputError, match="already running"):
         server.start(info.backend_store_uri, Path(info.artifacts), port=info.port, run_dir=run_dir)
     assert server.stop(run_dir), "stop reaches the group, though its leader is gone"
@@ -165,11 +185,13 @@ def test_kill_9_of_the_leader_leaves_no_orphan_behind(secured):
 
 def test_start_refuses_a_port_in_use(tmp_path):
     import socket
+
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         from orchestrator.errors import InputError
+
         began = time.monotonic()
         with pytest.raises(InputError, match=f"port {port}"):
             server.start(f"sqlite:///{tmp_path / 'x.db'}", tmp_path / "a", port=port, run_dir=tmp_path / "run")

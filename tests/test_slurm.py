@@ -56,10 +56,12 @@ def dev_slurm():
         if os.geteuid() != 0:
             pytest.fail("the Slurm tests need the dev cluster: run cluster/dev/start-slurm.sh as root first")
         subprocess.run([str(DEV / "start-slurm.sh")], check=True, timeout=600)
+
     # start-slurm.sh also restarts what a test stopped (slurmdbd): idempotent
     def restart():
         proc = subprocess.run([str(DEV / "start-slurm.sh")], timeout=120, capture_output=True, text=True)
         assert proc.returncode == 0, f"start-slurm.sh failed:\n{proc.stdout}\n{proc.stderr}"
+
     yield restart
     if not already:
         subprocess.run([str(DEV / "stop-slurm.sh")], check=False, timeout=120)
@@ -89,10 +91,12 @@ def statuses(store, name: str) -> dict[int, str]:
 
 def status_until(store, name: str, done: set[str], timeout: float = 120.0):
     """`orch status` (which ingests journals and asks Slurm) until every run is in ``done``."""
+
     def settled():
         store.orch("status", name, check=True)
         runs = store.seed_runs(name)
         return runs if runs and all(r.status in done for r in runs) else None
+
     return wait_for(settled, timeout, f"{name}: all runs in {done}", every=1.0)
 
 
@@ -114,19 +118,26 @@ def test_job_ids_and_states_parse():
 def test_profiles_map_resources_and_refuse_the_impossible(tmp_path):
     plafrim = load_profile("plafrim")
     assert plafrim.own_jobs_only and plafrim.max_requeues >= 1 and plafrim.setup
-    profile = ClusterProfile(name="gpu", partition="gpu", account="proj", gpu_type="a100", setup=["module load cuda"],
-                             limits=Limits(gpus=4, time_min=600), sbatch={"exclusive": True})
+    profile = ClusterProfile(
+        name="gpu",
+        partition="gpu",
+        account="proj",
+        gpu_type="a100",
+        setup=["module load cuda"],
+        limits=Limits(gpus=4, time_min=600),
+        sbatch={"exclusive": True},
+    )
     params = profile.slurm_parameters(Resources(cpus=4, gpus=2, mem_gb=8, time_min=120))
     assert params["gres"] == "gpu:a100:2" and params["cpus_per_task"] == 4 and params["mem"] == "8192M"
     assert params["partition"] == "gpu" and params["account"] == "proj" and params["time"] == 120
     assert params["setup"] == ["module load cuda"]
     assert params["additional_parameters"] == {"requeue": True, "exclusive": True}  # --requeue unless requeue: false
-    with pytest.raises(InputError, match="limits.gpus") as err:
+    with pytest.raises(InputError, match=r"limits\.gpus") as err:
         profile.check(Resources(gpus=8))
     assert err.value.field == "resources.gpus"
     with pytest.raises(InputError, match="has no GPU"):
         ClusterProfile(name="cpu", limits=Limits(gpus=0)).check(Resources(gpus=1))
-    with pytest.raises(InputError, match="no cluster profile 'plafrm'.*did you mean 'plafrim'"):
+    with pytest.raises(InputError, match=r"no cluster profile 'plafrm'.*did you mean 'plafrim'"):
         load_profile("plafrm")
     bad = tmp_path / "bad.yaml"
     bad.write_text("partition: x\narray_paralelism: 3\n")
@@ -138,6 +149,7 @@ def test_requeues_are_bounded_by_the_profile(tmp_path, monkeypatch):
     """submitit calls checkpoint() on SIGUSR2: it resubmits the same call and tells the worker a requeue
     is under way, until max_requeues restarts; then it declines (the run ends FAILED, saying why)."""
     from orchestrator.backends.slurm_job import SlurmRun
+
     job = SlurmRun(max_requeues=2)
     monkeypatch.setattr(worker, "_requeue_reason", None)
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
@@ -158,11 +170,14 @@ def array_run(slurm, tmp_path_factory):
     """One submission: 4 seeds of a good variant and 4 of a failing one, as job arrays (a profile with
     MaxArraySize 5 splits the 8 into 5 + 3), followed with --wait; and the 4 good seeds on the local backend."""
     from conftest import Store
+
     store = Store(tmp_path_factory.mktemp("array"))
     profile = store.root / "small-arrays.yaml"
     profile.write_text((REPO / "orchestrator" / "profiles" / "local-slurm.yaml").read_text() + "max_array_size: 5\n")
     spec = store.spec({"name": "sl_array", **SMOKE, "variants": {"ok": {}, "bad": {"fail_at_step": 3}}})
-    submitted = store.orch("submit", str(spec), "--seeds", "4", "--backend", "slurm", "--cluster", str(profile), "--wait")
+    submitted = store.orch(
+        "submit", str(spec), "--seeds", "4", "--backend", "slurm", "--cluster", str(profile), "--wait"
+    )
     local = store.spec({"name": "sl_local", **SMOKE}, name="local.yaml")
     store.orch("submit", str(local), "--seeds", "4", check=True)
     return store, submitted
@@ -202,7 +217,9 @@ def test_a_failing_run_is_failed_with_its_traceback_and_the_others_finish(array_
 
 def uninterrupted(tmp_path: Path, params: dict, seed: int) -> tuple[float, list[tuple[int, float]]]:
     run_dir = RunDir(tmp_path / "reference")
-    run_dir.create({"run": Run("smoke", params, seed, "base").to_dict(), "run_id": "x", "experiment_id": "0", "cpus": 1, "gpus": 0})
+    run_dir.create(
+        {"run": Run("smoke", params, seed, "base").to_dict(), "run_id": "x", "experiment_id": "0", "cpus": 1, "gpus": 0}
+    )
     assert worker.execute(run_dir.path) == "FINISHED"
     records, _ = read_journal(run_dir.journal)
     curve = [(r["step"], r["metrics"]["loss"]) for r in records if r["event"] == "metrics"]
@@ -219,8 +236,10 @@ def test_requeue_resumes_the_same_mlflow_run_from_its_checkpoint(slurm, store, t
     store.orch("submit", str(spec), *SLURM, check=True)
     (run,) = store.seed_runs("sl_requeue")
     run_dir = RunDir(Path(run.tags["orch.run_dir"]))
-    wait_for(lambda: any(r["event"] == "checkpoint" and r["step"] >= 4 for r in read_journal(run_dir.journal)[0]),
-             what="the run to checkpoint a few steps")
+    wait_for(
+        lambda: any(r["event"] == "checkpoint" and r["step"] >= 4 for r in read_journal(run_dir.journal)[0]),
+        what="the run to checkpoint a few steps",
+    )
     job_id = run.tags["orch.job_id"]
     shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
     assert "Requeue=1" in shown  # --requeue, although this cluster's slurm.conf says JobRequeue=0
@@ -243,14 +262,25 @@ def test_orch_cancel_ends_running_and_queued_runs_killed(slurm, store):
     spec = store.spec({"name": "sl_cancel", "workload": "smoke", "params": {"steps": 400, "sleep_s": 0.1}})
     store.orch("submit", str(spec), "--seeds", "3", *SLURM, check=True)  # 2 cores: 2 run, 1 waits
     workdir = store.workdir
-    wait_for(lambda: sum("start" in events(j) for j in journals(workdir, "sl_cancel").values()) >= 1,
-             what="a run to start")
+    wait_for(
+        lambda: sum("start" in events(j) for j in journals(workdir, "sl_cancel").values()) >= 1, what="a run to start"
+    )
     result = store.orch("cancel", "sl_cancel", check=True)
     assert "cancelled 3 run(s)" in result.output
     assert set(statuses(store, "sl_cancel").values()) == {"KILLED"}
     ids = {r.tags["orch.job_id"] for r in store.seed_runs("sl_cancel")}
-    wait_for(lambda: not ids & set(subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i"], capture_output=True,
-                                                  text=True).stdout.split()), 30, "the jobs to leave the queue")
+    wait_for(
+        lambda: (
+            not ids
+            & set(
+                subprocess.run(
+                    ["squeue", "--me", "-h", "-r", "-o", "%i"], capture_output=True, text=True
+                ).stdout.split()
+            )
+        ),
+        30,
+        "the jobs to leave the queue",
+    )
     for records in journals(workdir, "sl_cancel").values():
         assert records[-1]["event"] == "end" and records[-1]["status"] == "KILLED"
 
@@ -260,8 +290,10 @@ def test_status_falls_back_to_squeue_when_accounting_is_down(slurm, store):
     subprocess.run([str(DEV / "stop-slurm.sh"), "slurmdbd"], check=True, capture_output=True)
     try:
         store.orch("submit", str(spec), "--seeds", "2", *SLURM, check=True)
-        wait_for(lambda: sum("start" in events(j) for j in journals(store.workdir, "sl_nodb").values()) == 2,
-                 what="both runs to start")
+        wait_for(
+            lambda: sum("start" in events(j) for j in journals(store.workdir, "sl_nodb").values()) == 2,
+            what="both runs to start",
+        )
         runs = store.seed_runs("sl_nodb")
         backend = SlurmBackend()
         states = backend.poll([Job(r.tags["orch.job_id"], RunDir(Path(r.tags["orch.run_dir"]))) for r in runs])
@@ -269,10 +301,22 @@ def test_status_falls_back_to_squeue_when_accounting_is_down(slurm, store):
         assert backend.sacct_ok is False and backend.calls == {"sacct": 1, "squeue": 1}  # one batched query
         # a job that dies without telling (SIGKILL, as the OOM killer does): found dead through squeue
         victim = runs[0]
-        pid = [r for r in read_journal(RunDir(Path(victim.tags["orch.run_dir"])).journal)[0] if r["event"] == "start"][-1]["pid"]
+        pid = [r for r in read_journal(RunDir(Path(victim.tags["orch.run_dir"])).journal)[0] if r["event"] == "start"][
+            -1
+        ]["pid"]
         os.kill(pid, 9)
-        wait_for(lambda: "FAILED" in subprocess.run(["squeue", "--me", "-h", "-t", "all", "-r", "-j", victim.tags["orch.job_id"],
-                                                     "-o", "%T"], capture_output=True, text=True).stdout, 60, "Slurm to see it")
+        wait_for(
+            lambda: (
+                "FAILED"
+                in subprocess.run(
+                    ["squeue", "--me", "-h", "-t", "all", "-r", "-j", victim.tags["orch.job_id"], "-o", "%T"],
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            ),
+            60,
+            "Slurm to see it",
+        )
         store.orch("status", "sl_nodb", check=True)
         now = {r.run_id: r for r in store.seed_runs("sl_nodb")}
         assert now[victim.run_id].status == "KILLED" and "Slurm: FAILED" in now[victim.run_id].tags["orch.error"]
@@ -302,9 +346,24 @@ def test_orch_killed_mid_submission_is_reconciled_without_duplicates(slurm, stor
     queues twice."""
     name = f"sl_crash_{fault.split('-')[0]}"
     spec = store.spec({"name": name, "workload": "smoke", "params": {"steps": 4}})
-    proc = subprocess.run([sys.executable, "-m", "orchestrator", "submit", str(spec), "--seeds", "3", *SLURM,
-                           "--tracking-uri", store.uri], env={**os.environ, "ORCH_FAULT": fault},
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "submit",
+            str(spec),
+            "--seeds",
+            "3",
+            *SLURM,
+            "--tracking-uri",
+            store.uri,
+        ],
+        env={**os.environ, "ORCH_FAULT": fault},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 70, proc.stdout + proc.stderr  # died at the fault point
     first = store.seed_runs(name)
     assert len(first) == 3 and not any(r.tags.get("orch.job_id") for r in first)
@@ -326,8 +385,14 @@ def test_a_requeue_slurm_refuses_ends_the_run_with_slurms_answer(slurm, store):
     Slurm will not requeue it: SIGUSR2 -> submitit asks `scontrol requeue`, Slurm answers "Requested operation
     is presently disabled", and that answer is the run's orch.error (it was journaled `requeue`, then closed
     KILLED with only "Slurm: FAILED (NonZeroExitCode)")."""
-    spec = store.spec({"name": "sl_norequeue", "workload": "smoke", "params": {"steps": 400, "sleep_s": 0.1},
-                       "slurm": {"requeue": False}})
+    spec = store.spec(
+        {
+            "name": "sl_norequeue",
+            "workload": "smoke",
+            "params": {"steps": 400, "sleep_s": 0.1},
+            "slurm": {"requeue": False},
+        }
+    )
     store.orch("submit", str(spec), *SLURM, check=True)
     (run,) = store.seed_runs("sl_norequeue")
     run_dir = RunDir(Path(run.tags["orch.run_dir"]))

@@ -37,16 +37,21 @@ def slurm():
 
 
 def sbatch_lines(profile: ClusterProfile, resources: Resources, jobs: int = 3) -> list[str]:
-    return [line for line in SlurmBackend(profile, resources).job_script(jobs).splitlines() if line.startswith("#SBATCH")]
+    return [
+        line for line in SlurmBackend(profile, resources).job_script(jobs).splitlines() if line.startswith("#SBATCH")
+    ]
 
 
 # -- no Slurm needed ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("form, expected, absent", [
-    ("gres", ["#SBATCH --gres=gpu:a100:2"], ["--gpus", "--exclusive"]),
-    ("gpus", ["#SBATCH --gpus=a100:2"], ["--gres", "--exclusive"]),
-    ("gpus-per-node", ["#SBATCH --gpus-per-node=a100:2"], ["--gres", "--exclusive"]),
-    ("constraint", ["#SBATCH --constraint='sirocco&a100'", "#SBATCH --exclusive"], ["--gres", "--gpus"]),
-])
+@pytest.mark.parametrize(
+    "form, expected, absent",
+    [
+        ("gres", ["#SBATCH --gres=gpu:a100:2"], ["--gpus", "--exclusive"]),
+        ("gpus", ["#SBATCH --gpus=a100:2"], ["--gres", "--exclusive"]),
+        ("gpus-per-node", ["#SBATCH --gpus-per-node=a100:2"], ["--gres", "--exclusive"]),
+        ("constraint", ["#SBATCH --constraint='sirocco&a100'", "#SBATCH --exclusive"], ["--gres", "--gpus"]),
+    ],
+)
 def test_the_gpu_request_form_is_the_profiles_choice(form, expected, absent):
     profile = ClusterProfile(name="site", gpu_type="a100", gpu_request=form, constraint="sirocco&a100")
     lines = sbatch_lines(profile, Resources(cpus=2, gpus=2))
@@ -65,7 +70,7 @@ def test_requeue_is_emitted_by_default_and_the_profile_can_leave_it_to_the_site(
 def test_a_packed_job_asks_for_its_runs_cores_memory_and_shared_gpus():
     lines = sbatch_lines(ClusterProfile(name="a"), Resources(cpus=2, mem_gb=3, gpus=1, runs_per_job=8, runs_per_gpu=4))
     assert {"#SBATCH --cpus-per-task=16", "#SBATCH --mem=24576M", "#SBATCH --gres=gpu:2"} <= set(lines)
-    assert gpu_slices(8, 0.25, ["4", "7"]) == ["4"] * 4 + ["7"] * 4   # four runs per GPU
+    assert gpu_slices(8, 0.25, ["4", "7"]) == ["4"] * 4 + ["7"] * 4  # four runs per GPU
     assert gpu_slices(2, 2.0, ["0", "1", "2", "3"]) == ["0,1", "2,3"]  # two GPUs per run
     with pytest.raises(InputError, match="runs_per_job") as err:  # a fraction of a GPU, alone in its job
         ClusterProfile(name="a").check(Resources(gpus=0.25))
@@ -103,8 +108,9 @@ def test_the_device_tags_are_names_records_knows_and_a_gpu_run_without_cuda_is_r
     class Journal:
         def write(self, event, **fields):
             written.append((event, fields))
+
     assert device.claim({"gpus": 0}, Journal()) == "cpu"
-    with pytest.raises(device.NoCudaError, match="resources.gpus=0.5 but no CUDA device.*refuses"):
+    with pytest.raises(device.NoCudaError, match=r"resources\.gpus=0\.5 but no CUDA device.*refuses"):
         device.claim({"gpus": 0.5}, Journal())
     assert [e for e, _ in written] == ["device", "device"]
     assert written[0][1]["tags"][device.DEVICE] == "cpu" and device.CUDA_VISIBLE in written[1][1]["tags"]
@@ -112,17 +118,19 @@ def test_the_device_tags_are_names_records_knows_and_a_gpu_run_without_cuda_is_r
 
 def test_the_shared_filesystem_checks(tmp_path):
     mounts = tmp_path / "mounts"
-    mounts.write_text("/dev/sda1 / ext4 rw 0 0\nserver:/home /home nfs4 rw 0 0\ntmpfs /tmp tmpfs rw 0 0\n"
-                      "lfs@o2ib:/scratch /scratch lustre rw 0 0\n")
+    mounts.write_text(
+        "/dev/sda1 / ext4 rw 0 0\nserver:/home /home nfs4 rw 0 0\ntmpfs /tmp tmpfs rw 0 0\n"
+        "lfs@o2ib:/scratch /scratch lustre rw 0 0\n"
+    )
     assert sharedfs.mount_of("/home/u/jobs/x", str(mounts)) == ("/home", "nfs4")
     assert sharedfs.mount_of("/tmp/jobs", str(mounts)) == ("/tmp", "tmpfs")
     m = str(mounts)
     assert sharedfs.job_folder_problem("/tmp/jobs", {"127.0.0.1"}, m) is None  # the nodes are this host
     kind, message = sharedfs.job_folder_problem("/tmp/orch-jobs", {"node042"}, m)
     assert kind == "error" and "node-local" in message and "tmpfs" in message
-    assert sharedfs.job_folder_problem("/home/u/jobs", {"node042"}, m) is None       # NFS: shared
-    assert sharedfs.job_folder_problem("/scratch/u/jobs", {"node042"}, m) is None    # Lustre: shared
-    kind, message = sharedfs.job_folder_problem("/opt/jobs", {"node042"}, m)        # a local disk: cannot tell
+    assert sharedfs.job_folder_problem("/home/u/jobs", {"node042"}, m) is None  # NFS: shared
+    assert sharedfs.job_folder_problem("/scratch/u/jobs", {"node042"}, m) is None  # Lustre: shared
+    kind, message = sharedfs.job_folder_problem("/opt/jobs", {"node042"}, m)  # a local disk: cannot tell
     assert kind == "warning" and "cannot tell" in message
     assert "SQLite's file locking is unsafe" in sharedfs.sqlite_problem("sqlite:////home/u/mlruns/mlflow.db", m)
     assert "lustre" in sharedfs.sqlite_problem("sqlite:////scratch/u/mlflow.db", m)
@@ -132,8 +140,9 @@ def test_the_shared_filesystem_checks(tmp_path):
 
 # -- against the two-node dev Slurm -----------------------------------------------------------------
 def node_of(job_id: str) -> str:
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,NodeList"], capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "JobID,NodeList"], capture_output=True, text=True
+    ).stdout
     return next((line.split("|")[1] for line in out.splitlines() if line.split("|")[0] == job_id), "")
 
 
@@ -151,8 +160,16 @@ def test_a_gpu_job_lands_on_the_gpu_node_and_refuses_to_train_on_the_cpu(slurm, 
     """The fake GPU has no CUDA behind it: the run must fail saying so, with its device recorded."""
     for form, extra in (("gres", {"partition": "gpu"}), ("constraint", {"constraint": "fakegpu"})):
         name = f"sl_gpu_{form}"
-        spec = store.spec({"name": name, "workload": "smoke", "params": {"steps": 2}, "resources": {"gpus": 1},
-                           "slurm": {"gpu_request": form, **extra}}, name=f"{name}.yaml")
+        spec = store.spec(
+            {
+                "name": name,
+                "workload": "smoke",
+                "params": {"steps": 2},
+                "resources": {"gpus": 1},
+                "slurm": {"gpu_request": form, **extra},
+            },
+            name=f"{name}.yaml",
+        )
         result = store.orch("submit", str(spec), *SLURM, "--wait")
         assert result.exit_code == 1, result.output
         (run,) = store.seed_runs(name)
@@ -168,8 +185,7 @@ def test_packed_runs_equal_unpacked_runs_and_each_is_requeued_and_resumed(slurm,
     cluster: --requeue is what makes it work), both of its runs resume from their own checkpoints in their
     own MLflow runs, and every run's history equals the same seed run alone."""
     params = {"steps": 20, "sleep_s": 0.25, "noise": 0.1}
-    spec = store.spec({"name": "sl_pack", "workload": "smoke", "params": params,
-                       "resources": {"runs_per_job": 2}})
+    spec = store.spec({"name": "sl_pack", "workload": "smoke", "params": params, "resources": {"runs_per_job": 2}})
     store.orch("submit", str(spec), "--seeds", "4", *SLURM, check=True)
     runs = store.seed_runs("sl_pack")
     by_job: dict[str, list] = {}
@@ -178,8 +194,12 @@ def test_packed_runs_equal_unpacked_runs_and_each_is_requeued_and_resumed(slurm,
     assert len(runs) == 4 and sorted(len(v) for v in by_job.values()) == [2, 2], by_job.keys()
     victim_job, victims = sorted(by_job.items())[0]
     victim_dirs = [RunDir(Path(r.tags[Tag.RUN_DIR])) for r in victims]
-    wait_for(lambda: all(any(e["event"] == "checkpoint" and e["step"] >= 3 for e in read_journal(d.journal)[0])
-                         for d in victim_dirs), what="both packed runs to checkpoint")
+    wait_for(
+        lambda: all(
+            any(e["event"] == "checkpoint" and e["step"] >= 3 for e in read_journal(d.journal)[0]) for d in victim_dirs
+        ),
+        what="both packed runs to checkpoint",
+    )
     subprocess.run(["scancel", "--signal=USR2", victim_job], check=True)
     final = status_until(store, "sl_pack", {"FINISHED", "FAILED", "KILLED"}, timeout=240)
     assert {r.status for r in final} == {"FINISHED"}, {r.run_id: r.tags.get(Tag.ERROR) for r in final}
@@ -209,8 +229,9 @@ def test_a_submission_over_the_job_limit_is_refused_before_anything_is_queued(sl
 
 
 def test_dry_run_shows_the_job_script_and_sbatch_test_only_and_creates_nothing(slurm, store):
-    spec = store.spec({"name": "sl_dry", **SMOKE, "resources": {"runs_per_job": 2, "cpus": 1},
-                       "slurm": {"partition": "gpu"}})
+    spec = store.spec(
+        {"name": "sl_dry", **SMOKE, "resources": {"runs_per_job": 2, "cpus": 1}, "slurm": {"partition": "gpu"}}
+    )
     result = store.orch("submit", str(spec), "--seeds", "3", *SLURM, "--dry-run", check=True)
     out = result.output
     assert "#SBATCH --array=0-1%2" in out and "#SBATCH --requeue" in out and "#SBATCH --cpus-per-task=2" in out
@@ -223,14 +244,22 @@ def test_dry_run_shows_the_job_script_and_sbatch_test_only_and_creates_nothing(s
 
 
 def test_cancelling_one_packed_run_leaves_the_others_of_its_job_running(slurm, store):
-    spec = store.spec({"name": "sl_pack_cancel", "workload": "smoke", "params": {"steps": 40, "sleep_s": 0.2},
-                       "resources": {"runs_per_job": 2}})
+    spec = store.spec(
+        {
+            "name": "sl_pack_cancel",
+            "workload": "smoke",
+            "params": {"steps": 40, "sleep_s": 0.2},
+            "resources": {"runs_per_job": 2},
+        }
+    )
     store.orch("submit", str(spec), "--seeds", "2", *SLURM, check=True)
     runs = sorted(store.seed_runs("sl_pack_cancel"), key=lambda r: int(r.tags[Tag.SEED]))
     assert len({r.tags[Tag.JOB_ID] for r in runs}) == 1  # one job holds both
     dirs = [RunDir(Path(r.tags[Tag.RUN_DIR])) for r in runs]
-    wait_for(lambda: all(any(e["event"] == "metrics" for e in read_journal(d.journal)[0]) for d in dirs),
-             what="both packed runs to log")
+    wait_for(
+        lambda: all(any(e["event"] == "metrics" for e in read_journal(d.journal)[0]) for d in dirs),
+        what="both packed runs to log",
+    )
     assert "cancelled 1 run(s)" in store.orch("cancel", "sl_pack_cancel", "--run", runs[0].run_id, check=True).output
     final = status_until(store, "sl_pack_cancel", {"FINISHED", "FAILED", "KILLED"})
     status = {r.run_id: r.status for r in final}
@@ -243,13 +272,22 @@ def test_a_packed_job_slurm_will_not_requeue_ends_each_run_with_slurms_answer(sl
     """`requeue: false` on this JobRequeue=0 cluster: SIGUSR2 -> each packed run journals `requeue` and stops,
     Slurm refuses `scontrol requeue`, and the job's process closes each run KILLED with Slurm's answer
     (instead of leaving them waiting for an attempt that never comes)."""
-    spec = store.spec({"name": "sl_pack_norequeue", "workload": "smoke", "params": {"steps": 400, "sleep_s": 0.1},
-                       "resources": {"runs_per_job": 2}, "slurm": {"requeue": False}})
+    spec = store.spec(
+        {
+            "name": "sl_pack_norequeue",
+            "workload": "smoke",
+            "params": {"steps": 400, "sleep_s": 0.1},
+            "resources": {"runs_per_job": 2},
+            "slurm": {"requeue": False},
+        }
+    )
     store.orch("submit", str(spec), "--seeds", "2", *SLURM, check=True)
     runs = store.seed_runs("sl_pack_norequeue")
     dirs = [RunDir(Path(r.tags[Tag.RUN_DIR])) for r in runs]
-    wait_for(lambda: all(any(e["event"] == "checkpoint" for e in read_journal(d.journal)[0]) for d in dirs),
-             what="both packed runs to checkpoint")
+    wait_for(
+        lambda: all(any(e["event"] == "checkpoint" for e in read_journal(d.journal)[0]) for d in dirs),
+        what="both packed runs to checkpoint",
+    )
     subprocess.run(["scancel", "--signal=USR2", runs[0].tags[Tag.JOB_ID]], check=True)
     final = status_until(store, "sl_pack_norequeue", {"FINISHED", "FAILED", "KILLED"})
     for run in final:
@@ -260,8 +298,9 @@ def test_a_packed_job_slurm_will_not_requeue_ends_each_run_with_slurms_answer(sl
 def test_a_packed_job_larger_than_any_node_says_what_it_asked_for(slurm, store):
     """runs_per_job x cpus over a node's cores: Slurm says only "Requested node configuration is not
     available"; orch adds the arithmetic, the partition and the profile file to set limits in."""
-    spec = store.spec({"name": "sl_big", "workload": "smoke", "params": {"steps": 2},
-                       "resources": {"cpus": 1, "runs_per_job": 64}})
+    spec = store.spec(
+        {"name": "sl_big", "workload": "smoke", "params": {"steps": 2}, "resources": {"cpus": 1, "runs_per_job": 64}}
+    )
     result = store.orch("submit", str(spec), "--seeds", "64", *SLURM)
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and "resources.runs_per_job" in text, result.output  # sbatch --test-only's refusal
@@ -271,7 +310,9 @@ def test_a_packed_job_larger_than_any_node_says_what_it_asked_for(slurm, store):
 
 def test_the_node_hint_only_answers_slurms_node_refusal():
     backend = SlurmBackend(ClusterProfile(name="site", partition="cpu"), Resources(cpus=2, runs_per_job=8))
-    hint = backend._node_hint("sbatch: error: Batch job submission failed: Requested node configuration is not available")
+    hint = backend._node_hint(
+        "sbatch: error: Batch job submission failed: Requested node configuration is not available"
+    )
     assert "one job asked for 16 cpus = runs_per_job 8 x 2 cpus" in hint and "partition cpu" in hint
     assert backend._node_hint("sbatch: error: Invalid account") == ""
 
@@ -279,13 +320,23 @@ def test_the_node_hint_only_answers_slurms_node_refusal():
 def test_cancelled_packed_runs_resume_when_submitted_again(slurm, store):
     """The issue's repro: packed runs cancelled mid-way, then the same submission again with --wait: every
     run resumes from its checkpoint in its pack (they were skipped for the KILLED end of the cancel)."""
-    spec = store.spec({"name": "sl_repack", "workload": "smoke", "params": {"steps": 30, "sleep_s": 0.3},
-                       "resources": {"runs_per_job": 2}})
+    spec = store.spec(
+        {
+            "name": "sl_repack",
+            "workload": "smoke",
+            "params": {"steps": 30, "sleep_s": 0.3},
+            "resources": {"runs_per_job": 2},
+        }
+    )
     store.orch("submit", str(spec), "--seeds", "2", *SLURM, check=True)
+
     def both_checkpointed():
         found = journals(store.workdir, "sl_repack").values()
-        return len(found) == 2 and all(any(e["event"] == "checkpoint" and e["step"] >= 3 for e in records)
-                                       for records in found) or None
+        return (
+            len(found) == 2
+            and all(any(e["event"] == "checkpoint" and e["step"] >= 3 for e in records) for records in found)
+        ) or None
+
     wait_for(both_checkpointed, what="both packed runs checkpointed")
     store.orch("cancel", "sl_repack", check=True)
     status_until(store, "sl_repack", {"KILLED"})

@@ -24,10 +24,16 @@ def _pair(tmp_path) -> tuple[Ledger, Ledger, str]:
 def _seen(ledger: Ledger, run_id: str) -> dict:
     run = ledger.client.get_run(run_id)
     tags = {k: v for k, v in run.data.tags.items() if k != "mlflow.runName"}
-    return {"name": run.info.run_name, "status": run.info.status, "tags": tags, "params": run.data.params,
-            "metrics": {k: repr(v) for k, v in run.data.metrics.items()}, "ended": run.info.end_time is not None,
-            "artifact_uri": run.info.artifact_uri.replace(run_id, "<id>"),
-            "history": sorted((m.step, m.value) for m in ledger.client.get_metric_history(run_id, "loss"))}
+    return {
+        "name": run.info.run_name,
+        "status": run.info.status,
+        "tags": tags,
+        "params": run.data.params,
+        "metrics": {k: repr(v) for k, v in run.data.metrics.items()},
+        "ended": run.info.end_time is not None,
+        "artifact_uri": run.info.artifact_uri.replace(run_id, "<id>"),
+        "history": sorted((m.step, m.value) for m in ledger.client.get_metric_history(run_id, "loss")),
+    }
 
 
 def test_the_fast_writer_records_what_the_client_records(tmp_path):
@@ -35,16 +41,29 @@ def test_the_fast_writer_records_what_the_client_records(tmp_path):
     parent = slow.create_run(experiment, "parent", {"orch.role": "group"}, {})
     ids = []
     for ledger in (fast, slow):
-        run_id = ledger.create_run(experiment, "a/seed0", {"orch.role": "seed", "orch.key": "k"},
-                                   {"lr": 0.1, "layers": [1, 2]}, parent_id=parent)
-        ledger._record(run_id, [Metric("loss", 1.0, 1000, 0), Metric("loss", 0.5, 1001, 1),
-                                Metric("loss", 0.5, 1001, 1)],  # an exact duplicate: one row
-                       {"orch.attempt": 1}, "RUNNING")
-        ledger._record(run_id, [Metric("loss", 0.7, 999, 1), Metric("acc", math.nan, 1002, 1)],
-                       {"orch.error": "earlier attempt"})  # an older timestamp at step 1: not the latest
+        run_id = ledger.create_run(
+            experiment,
+            "a/seed0",
+            {"orch.role": "seed", "orch.key": "k"},
+            {"lr": 0.1, "layers": [1, 2]},
+            parent_id=parent,
+        )
+        ledger._record(
+            run_id,
+            [
+                Metric("loss", 1.0, 1000, 0),
+                Metric("loss", 0.5, 1001, 1),
+                Metric("loss", 0.5, 1001, 1),
+            ],  # an exact duplicate: one row
+            {"orch.attempt": 1},
+            "RUNNING",
+        )
+        ledger._record(
+            run_id, [Metric("loss", 0.7, 999, 1), Metric("acc", math.nan, 1002, 1)], {"orch.error": "earlier attempt"}
+        )  # an older timestamp at step 1: not the latest
         ledger._record(run_id, [], {}, "FINISHED", ended=True)  # FINISHED drops the earlier attempt's error
         ids.append(run_id)
-    seen_fast, seen_slow = (_seen(ledger, run_id) for ledger, run_id in zip((fast, slow), ids))
+    seen_fast, seen_slow = (_seen(ledger, run_id) for ledger, run_id in zip((fast, slow), ids, strict=False))
     assert seen_fast == seen_slow
     assert seen_fast["status"] == "FINISHED" and seen_fast["ended"]
     assert seen_fast["metrics"] == {"loss": "0.5", "acc": "nan"}

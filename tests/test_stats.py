@@ -32,8 +32,9 @@ def test_bootstrap_is_seeded_stable_and_scipy_s():
     first, second = stats.summarize(A), stats.summarize(A)
     assert (first.boot_low, first.boot_high) == (second.boot_low, second.boot_high)
     assert first.boot_method == "BCa"
-    ref = sps.bootstrap((A,), np.mean, n_resamples=stats.BOOT_RESAMPLES, method="BCa",
-                        rng=np.random.default_rng(stats.BOOT_SEED)).confidence_interval
+    ref = sps.bootstrap(
+        (A,), np.mean, n_resamples=stats.BOOT_RESAMPLES, method="BCa", rng=np.random.default_rng(stats.BOOT_SEED)
+    ).confidence_interval
     assert (first.boot_low, first.boot_high) == pytest.approx((ref.low, ref.high))
     assert first.boot_low < A.mean() < first.boot_high
     other = stats.summarize(A, seed=1)
@@ -104,19 +105,26 @@ def test_seeds_needed_matches_cohens_tables():
 
 def test_paired_selection_by_shared_seeds():
     rng = np.random.default_rng(3)
-    base = rng.normal(0, 1.0, 10)                      # large seed-to-seed spread, shared by both groups
+    base = rng.normal(0, 1.0, 10)  # large seed-to-seed spread, shared by both groups
     a, b = base + 0.2 + rng.normal(0, 0.02, 10), base
     seeds = [str(s) for s in range(10)]
     paired = stats.compare("a", a, "b", b, seeds, seeds)
     assert paired.paired and paired.primary == "paired_t" and paired.n_pairs == 10
-    assert set(paired.tests) == {"welch_t", "mann_whitney_u", "paired_t", "wilcoxon", "permutation", "permutation_paired"}
+    assert set(paired.tests) == {
+        "welch_t",
+        "mann_whitney_u",
+        "paired_t",
+        "wilcoxon",
+        "permutation",
+        "permutation_paired",
+    }
     assert paired.tests["paired_t"].pvalue < 1e-6 < 0.05 < paired.tests["welch_t"].pvalue  # pairing removes the spread
     unpaired = stats.compare("a", a, "b", b, seeds, [str(s + 10) for s in range(10)])
     assert not unpaired.paired and unpaired.primary == "welch_t" and "paired_t" not in unpaired.tests
     partial = stats.compare("a", a, "b", b, seeds, seeds[:3] + [str(s + 10) for s in range(7)])
     assert partial.n_pairs == 3 and partial.primary == "paired_t"
     assert partial.tests["paired_t"].pvalue == pytest.approx(sps.ttest_rel(a[:3], b[:3]).pvalue)
-    pooled = stats.compare("a", a, "b", b, ["1", "1"] + seeds[2:], seeds)  # a seed twice: no pairing
+    pooled = stats.compare("a", a, "b", b, ["1", "1", *seeds[2:]], seeds)  # a seed twice: no pairing
     assert not pooled.paired and pooled.primary == "welch_t"
     nan_pair = stats.compare("a", np.r_[a[:9], np.nan], "b", b, seeds, seeds)
     assert nan_pair.n_a == 9 and nan_pair.n_pairs == 9
@@ -143,7 +151,7 @@ def test_no_misleading_p_values_on_constant_data():
 
 
 def _verdict(a, b, mode="min", alpha=0.05, seeds=False, n_comparisons=1):
-    c = stats.compare("new", a, "old", b, *( (list(range(len(a))), list(range(len(b)))) if seeds else (None, None)))
+    c = stats.compare("new", a, "old", b, *((list(range(len(a))), list(range(len(b)))) if seeds else (None, None)))
     family = [c] + [stats.compare("x", A, "y", A + 0.001) for _ in range(n_comparisons - 1)]
     stats.correct(family, alpha)
     return c, verdict(c, "loss", mode, alpha)
@@ -178,7 +186,10 @@ def test_verdict_text():
 
     assert _verdict([1.0], A)[1][0] == "too_few_runs"
     assert "at least 2 per group" in _verdict([1.0], A)[1][1]
-    assert _verdict([1.0, 1.0], [1.0, 1.0])[1] == ("identical", "no difference: `new` and `old` give identical loss in every run.")
+    assert _verdict([1.0, 1.0], [1.0, 1.0])[1] == (
+        "identical",
+        "no difference: `new` and `old` give identical loss in every run.",
+    )
     _, (outcome, text) = _verdict([1.0, 1.0], [2.0, 2.0])
     assert outcome == "constant" and "no test applies" in text and text.startswith("`new` is better")
 

@@ -84,8 +84,18 @@ def _damage(kind: str, bundle: Path) -> None:
         (bundle / "experiment.json").write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("kind", ["garbage experiment.json", "missing run.json", "garbage metrics", "bogus status",
-                                  "missing run folder", "run outside the bundle", "name walks out"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "garbage experiment.json",
+        "missing run.json",
+        "garbage metrics",
+        "bogus status",
+        "missing run folder",
+        "run outside the bundle",
+        "name walks out",
+    ],
+)
 def test_a_damaged_bundle_is_refused_whole_before_anything_is_written(exported, tmp_path, kind):
     _, bundle, _ = exported
     _damage(kind, bundle)
@@ -109,8 +119,7 @@ def test_import_name_cannot_leave_the_store_and_a_self_import_is_refused(exporte
 
 
 def _modes(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")]
-            if not p.is_symlink()}
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777 for p in [root, *root.rglob("*")] if not p.is_symlink()}
 
 
 @pytest.mark.parametrize("umask, others, group", [(None, 0, 0), ("007", 0, 0o060)])
@@ -120,12 +129,20 @@ def test_the_store_is_private_to_its_owner_unless_a_lab_group_shares_it(tmp_path
     import os
     import subprocess
     import sys
+
     env = {**os.environ, "ORCH_UMASK": umask} if umask else {k: v for k, v in os.environ.items() if k != "ORCH_UMASK"}
     store = Store(tmp_path / "s")
     store.root.mkdir()
     spec = store.spec(SMOKE)
-    subprocess.run(f"umask 022 && {sys.executable} -m orchestrator submit {spec} --seeds 2 --tracking-uri {store.uri}",
-                   shell=True, cwd=store.root, env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        f"umask 022 && {sys.executable} -m orchestrator submit {spec} --seeds 2 --tracking-uri {store.uri}",
+        shell=True,
+        cwd=store.root,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     made = {**_modes(store.workdir), "mlflow.db": (store.root / "mlflow.db").stat().st_mode & 0o777}
     made.update({f"artifacts/{k}": v for k, v in _modes(store.root / "artifacts").items()})
     assert len(made) > 10 and any("journal.jsonl" in k for k in made)
@@ -148,10 +165,16 @@ def test_export_returns_when_run_as_a_command(exported, tmp_path):
     the `orch` script printed "exported" and then waited on them forever (a cron job calling it hung)."""
     import subprocess
     import sys
+
     source, _, _ = exported
     orch = str(Path(sys.executable).with_name("orch"))
-    result = subprocess.run([orch, "export", "iso", "-o", str(tmp_path / "again"), "--tracking-uri", source.uri],
-                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [orch, "export", "iso", "-o", str(tmp_path / "again"), "--tracking-uri", source.uri],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0 and "exported" in result.stdout, result.stderr
 
 
@@ -162,14 +185,20 @@ def test_a_store_locked_by_another_process_is_one_clear_error(tmp_path):
     import sqlite3
     import subprocess
     import sys
+
     store = Store(tmp_path)
     spec = store.spec(SMOKE)
     store.orch("submit", str(spec), "--seeds", "1", check=True)
     holder = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        result = subprocess.run([sys.executable, "-m", "orchestrator", "submit", str(spec), "--seeds", "2",
-                                 "--tracking-uri", store.uri], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "submit", str(spec), "--seeds", "2", "--tracking-uri", store.uri],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -180,6 +209,7 @@ def test_a_store_locked_by_another_process_is_one_clear_error(tmp_path):
 
 def test_database_is_locked_reads_as_a_storage_error():
     from orchestrator.errors import StorageError, storage_error
+
     err = storage_error(RuntimeError("(sqlite3.OperationalError) database is locked"))
     assert isinstance(err, StorageError) and "stayed locked" in str(err)
     assert storage_error(RuntimeError("something else")) is None
@@ -192,11 +222,17 @@ def test_cancel_during_a_first_submit_waits_for_it_instead_of_saying_there_is_no
     import time
 
     from orchestrator.tracking.lock import submit_lock
+
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     lock = submit_lock("iso", uri, tmp_path).acquire()
     try:
-        cancel = subprocess.Popen([sys.executable, "-m", "orchestrator", "cancel", "iso", "--tracking-uri", uri],
-                                  cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        cancel = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "cancel", "iso", "--tracking-uri", uri],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         time.sleep(3)
         assert cancel.poll() is None  # waiting for the submission, not answering "no MLflow store"
     finally:

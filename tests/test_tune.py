@@ -37,11 +37,21 @@ def journal_end(path: Path) -> dict:
 
 def test_asha_sweep_stops_trials_early_records_all_under_one_parent_and_best_yaml_runs(store, ray_local):
     offsets = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]  # trials arrive best first: later ones fall below ASHA's cutoffs
-    spec = store.spec({"name": "asha", "workload": "smoke", "params": {"steps": 12, "noise": 0.01},
-                       "resources": RESOURCES,
-                       "tune": {"metric": "final_loss", "report": "loss", "max_concurrent": 2,
-                                "scheduler": {"type": "asha", "grace_period": 2, "max_t": 12, "reduction_factor": 2},
-                                "space": {"offset": {"grid": offsets}}}})
+    spec = store.spec(
+        {
+            "name": "asha",
+            "workload": "smoke",
+            "params": {"steps": 12, "noise": 0.01},
+            "resources": RESOURCES,
+            "tune": {
+                "metric": "final_loss",
+                "report": "loss",
+                "max_concurrent": 2,
+                "scheduler": {"type": "asha", "grace_period": 2, "max_t": 12, "reduction_factor": 2},
+                "space": {"offset": {"grid": offsets}},
+            },
+        }
+    )
     best_path = store.root / "best.yaml"
     result = run_sweep(spec, tracking_uri=store.uri, best_path=best_path, echo=quiet)
 
@@ -69,8 +79,13 @@ def test_asha_sweep_stops_trials_early_records_all_under_one_parent_and_best_yam
     # orch status shows the sweep: its trials by outcome and the best one
     (sweep,) = json.loads(store.orch("status", "asha", "--json", check=True).output)["sweeps"]
     counts = {s: sum(row.status == s for row in result.rows) for s in ("FINISHED", "STOPPED", "FAILED")}
-    assert (sweep["status"], sweep["finished"], sweep["stopped_early"], sweep["failed"], sweep["running"]) == \
-        ("FINISHED", counts["FINISHED"], counts["STOPPED"], counts["FAILED"], 0)
+    assert (sweep["status"], sweep["finished"], sweep["stopped_early"], sweep["failed"], sweep["running"]) == (
+        "FINISHED",
+        counts["FINISHED"],
+        counts["STOPPED"],
+        counts["FAILED"],
+        0,
+    )
     assert sweep["best_trial"] == result.best.trial_id and sweep["best_score"] == pytest.approx(result.best.score)
     table = store.orch("status", "asha", check=True).output
     assert "sweeps" in table and f"best trial {result.best.trial_id}" in table
@@ -88,12 +103,24 @@ def test_asha_sweep_stops_trials_early_records_all_under_one_parent_and_best_yam
     assert again.metrics["final_loss"] == result.best.score
 
 
-def test_grid_is_covered_exactly_failing_trials_do_not_stop_the_sweep_and_scores_are_seed_means(store, ray_local,
-                                                                                               capfd):
-    spec = store.spec({"name": "grid", "workload": "smoke", "params": {"steps": 5, "noise": 0.3},
-                       "resources": RESOURCES,
-                       "tune": {"metric": "final_loss", "report": "loss", "search": "grid", "seeds_per_trial": 2,
-                                "space": {"offset": {"grid": [0.0, 0.5]}, "fail_at_step": {"grid": [None, 3]}}}})
+def test_grid_is_covered_exactly_failing_trials_do_not_stop_the_sweep_and_scores_are_seed_means(
+    store, ray_local, capfd
+):
+    spec = store.spec(
+        {
+            "name": "grid",
+            "workload": "smoke",
+            "params": {"steps": 5, "noise": 0.3},
+            "resources": RESOURCES,
+            "tune": {
+                "metric": "final_loss",
+                "report": "loss",
+                "search": "grid",
+                "seeds_per_trial": 2,
+                "space": {"offset": {"grid": [0.0, 0.5]}, "fail_at_step": {"grid": [None, 3]}},
+            },
+        }
+    )
     result = run_sweep(spec, tracking_uri=store.uri, best_path=store.root / "best.yaml", echo=quiet)
 
     points = sorted((r.config["offset"], r.config["fail_at_step"] or -1) for r in result.rows)
@@ -103,8 +130,9 @@ def test_grid_is_covered_exactly_failing_trials_do_not_stop_the_sweep_and_scores
             assert row.status == "FAILED" and "failing at step 3" in row.error
         else:
             assert row.status == "FINISHED"
-            finals = [journal_end(result.path / "runs" / row.trial_id / f"seed{s}")["final"]["final_loss"]
-                      for s in (0, 1)]
+            finals = [
+                journal_end(result.path / "runs" / row.trial_id / f"seed{s}")["final"]["final_loss"] for s in (0, 1)
+            ]
             assert finals[0] != finals[1] and row.score == pytest.approx(statistics.fmean(finals))
     assert result.best.config == {"offset": 0.0, "fail_at_step": None}
     records = {r.tags["orch.tune.trial_id"]: r for r in trial_runs(store, "grid")}
@@ -116,16 +144,29 @@ def test_grid_is_covered_exactly_failing_trials_do_not_stop_the_sweep_and_scores
             assert "fail_at_step" in records[row.trial_id].tags["orch.error"]
     progress = [line for line in capfd.readouterr().out.splitlines() if line.strip().startswith("trial ")]
     assert len(progress) == 4  # one line per trial as it ended, while the sweep ran
-    assert sum("finished: final_loss" in line for line in progress) == 2 and sum("failed:" in line for line in progress) == 2
+    assert (
+        sum("finished: final_loss" in line for line in progress) == 2
+        and sum("failed:" in line for line in progress) == 2
+    )
 
 
 def test_resume_after_the_driver_is_killed(store, ray_local, tmp_path):
     offsets = [0.0, 0.5, 1.0]  # trials 0 and 1 run together and finish; the driver is killed during trial 2
-    spec = store.spec({"name": "resume", "workload": "smoke", "params": {"steps": 30, "sleep_s": 0.2, "noise": 0.2},
-                       "resources": RESOURCES,
-                       "tune": {"metric": "final_loss", "report": "loss", "max_concurrent": 2,
-                                "checkpoint_every_s": 0,  # every report also carries the checkpoint to Tune
-                                "space": {"offset": {"grid": offsets}}}})
+    spec = store.spec(
+        {
+            "name": "resume",
+            "workload": "smoke",
+            "params": {"steps": 30, "sleep_s": 0.2, "noise": 0.2},
+            "resources": RESOURCES,
+            "tune": {
+                "metric": "final_loss",
+                "report": "loss",
+                "max_concurrent": 2,
+                "checkpoint_every_s": 0,  # every report also carries the checkpoint to Tune
+                "space": {"offset": {"grid": offsets}},
+            },
+        }
+    )
     best = store.root / "best.yaml"
     # the drivers join the session's Ray (an existing cluster, as on a lab's head node): no Ray start per driver
     address = ray_local.get_runtime_context().gcs_address
@@ -141,16 +182,22 @@ def test_resume_after_the_driver_is_killed(store, ray_local, tmp_path):
             raise AssertionError(f"the driver ended early ({driver.returncode}):\n{driver.stdout.read()}")
         states = [[e["event"] for e in j] for j in journals()]
         return any("end" in s for s in states) and any("end" not in s and 3 <= s.count("metrics") <= 15 for s in states)
+
     try:
         wait_for(one_done_one_midway, 180, "a finished trial and one halfway")
     finally:
         driver.send_signal(signal.SIGKILL)  # the driver dies; Ray stops the trials it owned
         driver.wait(30)
         stop_group(driver, timeout=5)
-    midway = [p.parents[1].name for p in runs_root.glob("*/runs/*/seed0/journal.jsonl")
-              if "end" not in (events := [e["event"] for e in read_journal(p)[0]]) and "checkpoint" in events]
-    assert midway and not best.exists() and list(runs_root.glob(f"*/*{midway[0]}*/checkpoint_*")), [[(e["event"], e.get("status"), e.get("error")) for e in j if e["event"] not in ("metrics", "checkpoint")]
-                                          for j in journals()]
+    midway = [
+        p.parents[1].name
+        for p in runs_root.glob("*/runs/*/seed0/journal.jsonl")
+        if "end" not in (events := [e["event"] for e in read_journal(p)[0]]) and "checkpoint" in events
+    ]
+    assert midway and not best.exists() and list(runs_root.glob(f"*/*{midway[0]}*/checkpoint_*")), [
+        [(e["event"], e.get("status"), e.get("error")) for e in j if e["event"] not in ("metrics", "checkpoint")]
+        for j in journals()
+    ]
 
     resumed = store.orch_process(*args, "--resume")
     out, _ = resumed.communicate(timeout=240)
@@ -159,7 +206,8 @@ def test_resume_after_the_driver_is_killed(store, ray_local, tmp_path):
 
     records = trial_runs(store, "resume")
     assert len(records) == 3 and {r.status for r in records} == {"FINISHED"}, [  # one run per trial, none repeated
-        r.tags.get("orch.error") for r in records]
+        r.tags.get("orch.error") for r in records
+    ]
     assert len(store.ledger().runs(store.ledger().experiment_id("resume"), role="sweep")) == 1
     # the interrupted trial continued from its checkpoint to the result of an uninterrupted run
     trial_dir = next(runs_root.glob(f"*/runs/{midway[0]}/seed0"))
@@ -173,11 +221,13 @@ def test_resume_after_the_driver_is_killed(store, ray_local, tmp_path):
 def _uninterrupted(trial_dir: Path, tmp_path: Path) -> float:
     """The same run (params, seed) from scratch, in a subprocess so it cannot share state with this one."""
     import json
+
     job = json.loads((trial_dir / "run.json").read_text())
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    (fresh / "run.json").write_text(json.dumps({**job, "run": {**job["run"], "params": {**job["run"]["params"],
-                                                                                         "sleep_s": 0.0}}}))
+    (fresh / "run.json").write_text(
+        json.dumps({**job, "run": {**job["run"], "params": {**job["run"]["params"], "sleep_s": 0.0}}})
+    )
     subprocess.run([os.sys.executable, "-m", "orchestrator.job.worker", str(fresh)], check=True, timeout=120)
     return journal_end(fresh)["final"]["final_loss"]
 
@@ -188,10 +238,21 @@ def test_the_live_trial_table_sees_every_trial_run_and_end(store, ray_local, cap
     from rich.console import Console
 
     from orchestrator import render
-    spec = store.spec({"name": "board", "workload": "smoke", "params": {"steps": 6, "sleep_s": 0.05},
-                       "resources": RESOURCES,
-                       "tune": {"metric": "final_loss", "report": "loss", "search": "grid",
-                                "space": {"offset": {"grid": [0.0, 0.5]}, "fail_at_step": {"grid": [None, 4]}}}})
+
+    spec = store.spec(
+        {
+            "name": "board",
+            "workload": "smoke",
+            "params": {"steps": 6, "sleep_s": 0.05},
+            "resources": RESOURCES,
+            "tune": {
+                "metric": "final_loss",
+                "report": "loss",
+                "search": "grid",
+                "space": {"offset": {"grid": [0.0, 0.5]}, "fail_at_step": {"grid": [None, 4]}},
+            },
+        }
+    )
     seen: list[list] = []
     board = render.TrialBoard()
 
@@ -217,16 +278,32 @@ def test_optuna_searches_three_seeds_per_trial_on_a_two_cpu_cluster(store, ray_l
     """The lab's random50 sweep as it is set up (configs/evo_topo_random50_tune.yaml): Optuna's TPE, whose
     per-step reports lack the final metric, and 3 seeds of 1 CPU per trial on 2 CPUs, which Ray would wait on
     forever as one placement group: the seeds run in waves, each trial's score the mean of its 3 seeds."""
-    spec = store.spec({"name": "tpe", "workload": "smoke", "params": {"steps": 4, "noise": 0.1},
-                       "resources": RESOURCES,
-                       "tune": {"metric": "final_loss", "report": "loss", "search": "optuna", "num_samples": 4,
-                                "seeds_per_trial": 3, "space": {"offset": {"uniform": [0.0, 1.0]}}}})
+    spec = store.spec(
+        {
+            "name": "tpe",
+            "workload": "smoke",
+            "params": {"steps": 4, "noise": 0.1},
+            "resources": RESOURCES,
+            "tune": {
+                "metric": "final_loss",
+                "report": "loss",
+                "search": "optuna",
+                "num_samples": 4,
+                "seeds_per_trial": 3,
+                "space": {"offset": {"uniform": [0.0, 1.0]}},
+            },
+        }
+    )
     said: list[str] = []
-    result = run_sweep(spec, tracking_uri=store.uri, best_path=None, echo=lambda *a, **_: said.append(" ".join(map(str, a))))
+    result = run_sweep(
+        spec, tracking_uri=store.uri, best_path=None, echo=lambda *a, **_: said.append(" ".join(map(str, a)))
+    )
     assert any("they run 2 at a time" in line for line in said)
     assert [r.status for r in result.rows] == ["FINISHED"] * 4
     offsets = {r.config["offset"] for r in result.rows}
     assert len(offsets) == 4  # TPE proposed 4 points
     for row in result.rows:
-        finals = [journal_end(result.path / "runs" / row.trial_id / f"seed{s}")["final"]["final_loss"] for s in (0, 1, 2)]
+        finals = [
+            journal_end(result.path / "runs" / row.trial_id / f"seed{s}")["final"]["final_loss"] for s in (0, 1, 2)
+        ]
         assert row.score == pytest.approx(statistics.fmean(finals))

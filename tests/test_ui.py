@@ -28,19 +28,36 @@ def chromium() -> Path:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         install = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "chromium"]
         if subprocess.run(install, env=env, capture_output=True).returncode != 0:
-            subprocess.run(["apt-get", "-o", "DPkg::Lock::Timeout=600", "update"], env=env, check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["apt-get", "-o", "DPkg::Lock::Timeout=600", "update"], env=env, check=True, capture_output=True
+            )
             subprocess.run(install, env=env, check=True, capture_output=True)
     assert CHROMIUM.exists()
     return CHROMIUM
 
 
 def headless(chromium: Path, url: str, tmp: Path, *action: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                           "--disable-sync", f"--user-data-dir={tmp}", "--window-size=1400,900",
-                           "--virtual-time-budget=8000", *action, url],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [
+            str(chromium),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp}",
+            "--window-size=1400,900",
+            "--virtual-time-budget=8000",
+            *action,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def make_experiment(uri: str) -> tuple[str, list[str]]:
@@ -48,17 +65,26 @@ def make_experiment(uri: str) -> tuple[str, list[str]]:
     from mlflow.entities import Metric
 
     from orchestrator.tracking.ledger import Ledger
+
     ledger = Ledger(uri)
     experiment_id = ledger.experiment_id("ui_demo", create=True)
     names = []
     for variant, offset in (("baseline_net", 0.5), ("evolved_net", 0.2)):
-        parent = ledger.create_run(experiment_id, variant, {"orch.role": "group", "orch.variant": variant,
-                                                           "orch.group": variant, "orch.metric": "final_loss"},
-                                   {"offset": offset}, status="RUNNING")
+        parent = ledger.create_run(
+            experiment_id,
+            variant,
+            {"orch.role": "group", "orch.variant": variant, "orch.group": variant, "orch.metric": "final_loss"},
+            {"offset": offset},
+            status="RUNNING",
+        )
         for seed in (0, 1):
-            run_id = ledger.create_run(experiment_id, f"{variant}/seed{seed}",
-                                       {"orch.role": "seed", "orch.variant": variant, "orch.seed": str(seed)},
-                                       {"offset": offset}, parent_id=parent)
+            run_id = ledger.create_run(
+                experiment_id,
+                f"{variant}/seed{seed}",
+                {"orch.role": "seed", "orch.variant": variant, "orch.seed": str(seed)},
+                {"offset": offset},
+                parent_id=parent,
+            )
             ledger.client.log_batch(run_id, metrics=[Metric("final_loss", offset + 0.01 * seed, 0, 0)])
             ledger.set_status(run_id, "FINISHED")
         ledger.log_text(parent, f"# report of {variant}\n", "report.md")
@@ -90,9 +116,14 @@ def server_processes(port: int) -> list[int]:
 def start_ui(store) -> tuple[subprocess.Popen, int]:
     """`orch ui` over the store, as a real process on a free port."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "orchestrator", "ui", "--port", str(port), "--tracking-uri",
-                             store.uri], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=store.root, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "ui", "--port", str(port), "--tracking-uri", store.uri],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=store.root,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "200"},
+    )
     return proc, port
 
 
@@ -116,14 +147,16 @@ def test_orch_ui_serves_the_store_to_rest_and_a_browser(store, chromium, tmp_pat
     try:
         found = wait_for_experiment(proc, base, "ui_demo")
         assert found["experiment"]["experiment_id"] == experiment_id
-        runs = rest(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id], "max_results": 50})["runs"]
+        runs = rest(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id], "max_results": 50})[
+            "runs"
+        ]
         assert len(runs) == 6
-        groups = {r["info"]["run_name"] for r in runs
-                  if {"key": "orch.role", "value": "group"} in r["data"]["tags"]}
+        groups = {r["info"]["run_name"] for r in runs if {"key": "orch.role", "value": "group"} in r["data"]["tags"]}
         assert groups == set(names)
         parent = next(r for r in runs if r["info"]["run_name"] == "evolved_net")
-        with urllib.request.urlopen(f"{base}/get-artifact?path=report.md&run_uuid={parent['info']['run_id']}",
-                                    timeout=10) as resp:  # what the UI's artifact viewer fetches
+        with urllib.request.urlopen(
+            f"{base}/get-artifact?path=report.md&run_uuid={parent['info']['run_id']}", timeout=10
+        ) as resp:  # what the UI's artifact viewer fetches
             assert resp.read().decode() == "# report of evolved_net\n"
 
         page = f"{base}/#/experiments/{experiment_id}/runs"
@@ -136,6 +169,7 @@ def test_orch_ui_serves_the_store_to_rest_and_a_browser(store, chromium, tmp_pat
         result = headless(chromium, page, tmp_path / "chrome", f"--screenshot={shot}")
         assert result.returncode == 0 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         import matplotlib.image
+
         pixels = matplotlib.image.imread(shot)
         assert pixels.shape[:2] == (900, 1400) and pixels.std() > 0.05  # a rendered page, not a blank one
     finally:
@@ -173,6 +207,7 @@ def page_text(chromium: Path, url: str, tmp: Path) -> str:
     """The text a person sees on the page, once the app rendered it."""
     import html
     import re
+
     dom = headless(chromium, url, tmp, "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
     body = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom.stdout, flags=re.S)
@@ -184,8 +219,15 @@ def test_the_ui_opens_on_training_runs_and_a_parent_shows_its_group_mean(store, 
     """What a lab member clicks: the link `orch ui` prints opens the experiment's runs (not MLflow 3's GenAI
     traces page), and a group's parent run shows its seeds' mean as soon as they finished."""
     from orchestrator.tracking.ui import page
-    spec = store.spec({"name": "ui_real", "workload": "smoke", "params": {"steps": 4},
-                       "variants": {"low": {"offset": 0.0}, "high": {"offset": 1.0}}})
+
+    spec = store.spec(
+        {
+            "name": "ui_real",
+            "workload": "smoke",
+            "params": {"steps": 4},
+            "variants": {"low": {"offset": 0.0}, "high": {"offset": 1.0}},
+        }
+    )
     store.orch("submit", str(spec), "--seeds", "2", check=True)
     ledger = store.ledger()
     experiment_id = ledger.experiment_id("ui_real")

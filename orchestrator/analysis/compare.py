@@ -37,22 +37,31 @@ class Curve:
 @dataclass
 class Group:
     name: str
-    parents: list[str]                       # MLflow run ids of the parent runs merged into this group
+    parents: list[str]  # MLflow run ids of the parent runs merged into this group
     seeds: list[str] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ("finished", "running", "pending", "failed", "killed", "missing", "no_metric"), 0))
+    counts: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(
+            ("finished", "running", "pending", "failed", "killed", "missing", "no_metric"), 0
+        )
+    )
     summary: stats.Summary | None = None
     curve: Curve | None = None
-    drifted: int = 0                         # finished seeds recorded under another default (status.default_drift)
+    drifted: int = 0  # finished seeds recorded under another default (status.default_drift)
     drift: dict[str, list] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "runs": self.counts, "seeds": self.seeds, "values": self.values,
-                "run_ids": self.run_ids, "parent_run_ids": self.parents,
-                **(self.summary.to_dict() if self.summary else {}),
-                "curve": self.curve.__dict__ if self.curve else None}
+        return {
+            "name": self.name,
+            "runs": self.counts,
+            "seeds": self.seeds,
+            "values": self.values,
+            "run_ids": self.run_ids,
+            "parent_run_ids": self.parents,
+            **(self.summary.to_dict() if self.summary else {}),
+            "curve": self.curve.__dict__ if self.curve else None,
+        }
 
 
 @dataclass
@@ -71,7 +80,7 @@ class Report:
     confidence: float = stats.CONFIDENCE
     compare_run_id: str | None = None
     chance: dict[str, float] = field(default_factory=dict)  # metric -> the workload's declared chance level
-    test: str = "t"                                          # the primary test's family (stats.PRIMARY)
+    test: str = "t"  # the primary test's family (stats.PRIMARY)
 
     @property
     def chance_level(self) -> float | None:
@@ -86,16 +95,29 @@ class Report:
             data = c.to_dict()
             data["p_values"] = {name: t.pvalue for name, t in c.tests.items()}
             comparisons.append(data)
-        return {"experiment": self.experiment, "experiment_id": self.experiment_id, "metric": self.metric,
-                "mode": self.mode, "alpha": self.alpha, "confidence": self.confidence, "correction": "holm",
-                "test": self.test,
-                "intervals": {"ci": "Student t interval of the mean",
-                              "boot": f"bootstrap interval of the mean ({stats.BOOT_RESAMPLES} resamples, "
-                                      f"seed {stats.BOOT_SEED}; BCa, percentile when BCa is undefined)"},
-                "baseline": self.baseline, "by": self.by, "curve_metric": self.curve_metric, "notes": self.notes,
-                "compare_run_id": self.compare_run_id, "chance": self.chance_level,
-                "groups": [g.to_dict() for g in self.groups],
-                "comparisons": comparisons}
+        return {
+            "experiment": self.experiment,
+            "experiment_id": self.experiment_id,
+            "metric": self.metric,
+            "mode": self.mode,
+            "alpha": self.alpha,
+            "confidence": self.confidence,
+            "correction": "holm",
+            "test": self.test,
+            "intervals": {
+                "ci": "Student t interval of the mean",
+                "boot": f"bootstrap interval of the mean ({stats.BOOT_RESAMPLES} resamples, "
+                f"seed {stats.BOOT_SEED}; BCa, percentile when BCa is undefined)",
+            },
+            "baseline": self.baseline,
+            "by": self.by,
+            "curve_metric": self.curve_metric,
+            "notes": self.notes,
+            "compare_run_id": self.compare_run_id,
+            "chance": self.chance_level,
+            "groups": [g.to_dict() for g in self.groups],
+            "comparisons": comparisons,
+        }
 
 
 # -- gathering ----------------------------------------------------------------------------------------
@@ -111,8 +133,14 @@ def gather(ledger: Ledger, experiment_id: str, metric: str, names: dict[str, str
         group = groups.setdefault(name, Group(name, []))
         group.parents.append(status.run_id)
         by_group_tag[status.group] = group
-        for count, value in (("finished", status.finished), ("running", status.running), ("pending", status.pending),
-                             ("failed", status.failed), ("killed", status.killed), ("missing", status.missing)):
+        for count, value in (
+            ("finished", status.finished),
+            ("running", status.running),
+            ("pending", status.pending),
+            ("failed", status.failed),
+            ("killed", status.killed),
+            ("missing", status.missing),
+        ):
             group.counts[count] += value
         group.drifted += status.drifted
         group.drift.update(status.drift)
@@ -137,11 +165,16 @@ def gather(ledger: Ledger, experiment_id: str, metric: str, names: dict[str, str
         for g in groups.values():
             for k, v in g.counts.items():
                 counts[k] += v
-        raise InputError(f"no FINISHED runs yet ({counts['running']} running, {counts['pending']} queued, "
-                         f"{counts['failed']} failed, {counts['missing']} missing): nothing to compare")
+        raise InputError(
+            f"no FINISHED runs yet ({counts['running']} running, {counts['pending']} queued, "
+            f"{counts['failed']} failed, {counts['missing']} missing): nothing to compare"
+        )
     if metric not in known_metrics:
-        raise InputError(f"unknown metric '{metric}'{did_you_mean(metric, known_metrics)}; the finished runs "
-                         f"have: {', '.join(sorted(known_metrics))}", "--metric")
+        raise InputError(
+            f"unknown metric '{metric}'{did_you_mean(metric, known_metrics)}; the finished runs "
+            f"have: {', '.join(sorted(known_metrics))}",
+            "--metric",
+        )
     return list(groups.values())
 
 
@@ -168,11 +201,15 @@ def chance_notes(groups: list[Group], metric: str, mode: str, chance: float) -> 
             continue
         worse = s.ci_high < chance if mode == "max" else s.ci_low > chance
         if s.ci_low <= chance <= s.ci_high:
-            notes.append(f"`{g.name}` is at chance on {metric}: its interval [{fmt(s.ci_low)}, {fmt(s.ci_high)}] "
-                         f"holds the chance level {chance:g}")
+            notes.append(
+                f"`{g.name}` is at chance on {metric}: its interval [{fmt(s.ci_low)}, {fmt(s.ci_high)}] "
+                f"holds the chance level {chance:g}"
+            )
         elif worse:
-            notes.append(f"`{g.name}` is worse than chance on {metric} ({fmt(s.mean)} vs {chance:g}): a "
-                         f"systematic bias, not a learned solution")
+            notes.append(
+                f"`{g.name}` is worse than chance on {metric} ({fmt(s.mean)} vs {chance:g}): a "
+                f"systematic bias, not a learned solution"
+            )
     return notes
 
 
@@ -193,10 +230,11 @@ def pick_curve_metric(ledger: Ledger, groups: list[Group], metric: str, curve: s
     if curve:
         if not ledger.client.get_metric_history(run_id, curve):
             known = sorted(ledger.client.get_run(run_id).data.metrics)
-            raise InputError(f"no history of metric '{curve}'{did_you_mean(curve, known)}; known: {', '.join(known)}",
-                             "--curve")
+            raise InputError(
+                f"no history of metric '{curve}'{did_you_mean(curve, known)}; known: {', '.join(known)}", "--curve"
+            )
         return curve
-    candidates = [metric] + [metric[len(p):] for p in ("final_", "test_", "val_") if metric.startswith(p)]
+    candidates = [metric] + [metric[len(p) :] for p in ("final_", "test_", "val_") if metric.startswith(p)]
     for name in candidates:
         if len(ledger.client.get_metric_history(run_id, name)) > 1:
             return name
@@ -216,55 +254,78 @@ def build_curve(ledger: Ledger, run_ids: list[str], name: str, confidence: float
 
 
 # -- verdicts -----------------------------------------------------------------------------------------
-TEST_NAMES = {"welch_t": "Welch's t-test", "paired_t": "paired t-test", "mann_whitney_u": "Mann-Whitney U",
-              "wilcoxon": "Wilcoxon signed-rank", "permutation": "permutation test",
-              "permutation_paired": "Fisher's randomization test"}
+TEST_NAMES = {
+    "welch_t": "Welch's t-test",
+    "paired_t": "paired t-test",
+    "mann_whitney_u": "Mann-Whitney U",
+    "wilcoxon": "Wilcoxon signed-rank",
+    "permutation": "permutation test",
+    "permutation_paired": "Fisher's randomization test",
+}
 
 
-def verdict(c: stats.Comparison, metric: str, mode: str, alpha: float, confidence: float = stats.CONFIDENCE) -> tuple[str, str]:
+def verdict(
+    c: stats.Comparison, metric: str, mode: str, alpha: float, confidence: float = stats.CONFIDENCE
+) -> tuple[str, str]:
     """(outcome, one plain-language sentence or two) for one comparison, after Holm correction."""
     a, b = f"`{c.a}`", f"`{c.b}`"
     if c.n_a < 2 or c.n_b < 2:
-        return "too_few_runs", (f"cannot tell: {a} has {c.n_a} and {b} has {c.n_b} finished run(s) with a finite "
-                           f"{metric}; at least 2 per group are needed for any test.")
+        return "too_few_runs", (
+            f"cannot tell: {a} has {c.n_a} and {b} has {c.n_b} finished run(s) with a finite "
+            f"{metric}; at least 2 per group are needed for any test."
+        )
     direction = "lower" if mode == "min" else "higher"
     tw = "on every shared seed" if c.paired else "in every run"
     if c.identical:
         return "identical", f"no difference: {a} and {b} give identical {metric} {tw}."
     assert c.diff is not None, "two groups with values have a difference"
     a_better = (c.diff < 0) == (mode == "min")
-    (lead, lead_mean), (trail, trail_mean) = ((a, c.mean_a), (b, c.mean_b))[::1 if a_better else -1]
-    word = ("lower" if mode == "min" else "higher")
+    (lead, lead_mean), (trail, trail_mean) = ((a, c.mean_a), (b, c.mean_b))[:: 1 if a_better else -1]
+    word = "lower" if mode == "min" else "higher"
     by_how_much = f"{lead} {fmt(lead_mean)} vs {trail} {fmt(trail_mean)}, {word} by {fmt(abs(c.diff))}"
     if c.p_value is None:
-        return "constant", (f"{lead} is better than {trail} ({direction} {metric} is better): {by_how_much}, with no "
-                            f"spread at all: every run gives the same value, so no test applies; the difference is "
-                            f"exact, not estimated.")
+        return "constant", (
+            f"{lead} is better than {trail} ({direction} {metric} is better): {by_how_much}, with no "
+            f"spread at all: every run gives the same value, so no test applies; the difference is "
+            f"exact, not estimated."
+        )
     level = f"{round(confidence * 100)}%"
     interval = f"{c.a} - {c.b} = {fmt(c.diff)}, {level} CI {fmt(c.diff_low)} to {fmt(c.diff_high)}"
-    evidence = (f"{TEST_NAMES[c.primary]} p = {fmt_p(c.p_value)}, Holm p = {fmt_p(c.p_holm)}; "
-                f"n = {c.n_a} vs {c.n_b}" + (f", {c.n_pairs} paired seeds" if c.uses_pairs else "")
-                + (f"; Hedges' g {fmt(c.hedges_g, 2)}" if c.hedges_g is not None else "")
-                + (f", Cliff's delta {c.cliffs_delta:+.2f}" if c.cliffs_delta is not None else ""))
+    evidence = (
+        f"{TEST_NAMES[c.primary]} p = {fmt_p(c.p_value)}, Holm p = {fmt_p(c.p_holm)}; "
+        f"n = {c.n_a} vs {c.n_b}"
+        + (f", {c.n_pairs} paired seeds" if c.uses_pairs else "")
+        + (f"; Hedges' g {fmt(c.hedges_g, 2)}" if c.hedges_g is not None else "")
+        + (f", Cliff's delta {c.cliffs_delta:+.2f}" if c.cliffs_delta is not None else "")
+    )
     if c.significant:
         return ("better" if a_better else "worse"), (
             f"{lead} is better than {trail} ({direction} {metric} is better): {by_how_much} ({interval}). "
-            f"Significant at alpha = {alpha:g} after Holm correction ({evidence}).")
-    text = (f"no significant difference between {a} and {b} at alpha = {alpha:g} after Holm correction: "
-            f"observed {by_how_much} ({interval}; {evidence}).")
+            f"Significant at alpha = {alpha:g} after Holm correction ({evidence})."
+        )
+    text = (
+        f"no significant difference between {a} and {b} at alpha = {alpha:g} after Holm correction: "
+        f"observed {by_how_much} ({interval}; {evidence})."
+    )
     effect = c.effect_for_power
     name = "d_z" if c.uses_pairs else "d"
     n_now = c.n_pairs if c.uses_pairs else min(c.n_a, c.n_b)
     unit = "paired seeds" if c.uses_pairs else "seeds per group"
     if c.seeds_needed is None:
-        text += (f" The observed effect is negligible ({name} = {fmt(effect, 2)}): no practical number of seeds "
-                 f"would detect it." if effect is not None else "")
+        text += (
+            f" The observed effect is negligible ({name} = {fmt(effect, 2)}): no practical number of seeds "
+            f"would detect it."
+            if effect is not None
+            else ""
+        )
         return "no_difference", text
     if c.seeds_needed > n_now:
-        text += (f" Too few seeds to tell: for the observed effect ({name} = {fmt(effect, 2)}) about "
-                 f"{c.seeds_needed} {unit} would give 80% power; there are {n_now}.")
+        text += (
+            f" Too few seeds to tell: for the observed effect ({name} = {fmt(effect, 2)}) about "
+            f"{c.seeds_needed} {unit} would give 80% power; there are {n_now}."
+        )
         return "underpowered", text
-    text += (f" ({c.seeds_needed} {unit} give 80% power for an effect of this size, {name} = {fmt(effect, 2)}.)")
+    text += f" ({c.seeds_needed} {unit} give 80% power for an effect of this size, {name} = {fmt(effect, 2)}.)"
     return "not_significant", text
 
 
@@ -277,16 +338,29 @@ def _baseline_name(baseline: str | None, names: list[str]) -> str | None:
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise InputError(f"'{baseline}' names {len(matches)} groups (the same variant in other configurations): "
-                         f"{'; '.join(matches)}; pass one of them", "--baseline")
-    raise InputError(f"no group named '{baseline}'{did_you_mean(baseline, names)}; groups: {', '.join(names)}",
-                     "--baseline")
+        raise InputError(
+            f"'{baseline}' names {len(matches)} groups (the same variant in other configurations): "
+            f"{'; '.join(matches)}; pass one of them",
+            "--baseline",
+        )
+    raise InputError(
+        f"no group named '{baseline}'{did_you_mean(baseline, names)}; groups: {', '.join(names)}", "--baseline"
+    )
 
 
-def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode: str | None = None,
-                baseline: str | None = None, by: list[str] | None = None, alpha: float = 0.05,
-                curve: str | None = None, confidence: float = stats.CONFIDENCE, where: str | None = None,
-                test: str = "t") -> Report:
+def run_compare(
+    ledger: Ledger,
+    experiment: str,
+    metric: str | None = None,
+    mode: str | None = None,
+    baseline: str | None = None,
+    by: list[str] | None = None,
+    alpha: float = 0.05,
+    curve: str | None = None,
+    confidence: float = stats.CONFIDENCE,
+    where: str | None = None,
+    test: str = "t",
+) -> Report:
     if test not in stats.PRIMARY:
         raise InputError(f"expected one of: {', '.join(stats.PRIMARY)}, got '{test}'", "--test")
     experiment_id = ledger.experiment_id(experiment)
@@ -327,8 +401,9 @@ def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode
         pairs = [(g, base) for g in groups if g is not base]
     else:
         pairs = [(groups[i], groups[j]) for i in range(len(groups)) for j in range(i + 1, len(groups))]
-    comparisons = [stats.compare(x.name, x.values, y.name, y.values, x.seeds, y.seeds, confidence, test)
-                   for x, y in pairs]
+    comparisons = [
+        stats.compare(x.name, x.values, y.name, y.values, x.seeds, y.seeds, confidence, test) for x, y in pairs
+    ]
     stats.correct(comparisons, alpha)
     notes += [f"`{c.a}` vs `{c.b}`: {c.primary_why}" for c in comparisons if c.primary_why]
     for c in comparisons:
@@ -343,8 +418,22 @@ def run_compare(ledger: Ledger, experiment: str, metric: str | None = None, mode
     if curve_metric:
         for g in groups:
             g.curve = build_curve(ledger, g.run_ids, curve_metric, confidence)
-    return Report(experiment, experiment_id, metric, mode, alpha, baseline, by, groups, comparisons,
-                  curve_metric, notes, confidence, chance=chance, test=test)
+    return Report(
+        experiment,
+        experiment_id,
+        metric,
+        mode,
+        alpha,
+        baseline,
+        by,
+        groups,
+        comparisons,
+        curve_metric,
+        notes,
+        confidence,
+        chance=chance,
+        test=test,
+    )
 
 
 # -- writing back to MLflow ---------------------------------------------------------------------------
@@ -355,23 +444,36 @@ def log_to_mlflow(ledger: Ledger, report: Report, files: Path) -> str:
         if len(group.parents) == 1 and group.summary is not None:
             ledger.log_values(group.parents[0], aggregates(report.metric, group.values, report.confidence))
     verdicts = "\n".join(f"- {c.verdict}" for c in report.comparisons) or "(no comparison)"
-    tags = {Tag.ROLE: Role.COMPARE, Tag.METRIC: report.metric, Tag.MODE: report.mode,
-            Tag.BASELINE: report.baseline or "", Tag.BY: ",".join(report.by) or "group",
-            "mlflow.note.content": f"orch compare {report.metric} ({report.mode})\n\n{verdicts}"[:5000]}
-    settings = {"metric": report.metric, "mode": report.mode, "alpha": report.alpha,
-                "baseline": report.baseline or "(all pairs)", "by": ",".join(report.by) or "group"}
+    tags = {
+        Tag.ROLE: Role.COMPARE,
+        Tag.METRIC: report.metric,
+        Tag.MODE: report.mode,
+        Tag.BASELINE: report.baseline or "",
+        Tag.BY: ",".join(report.by) or "group",
+        "mlflow.note.content": f"orch compare {report.metric} ({report.mode})\n\n{verdicts}"[:5000],
+    }
+    settings = {
+        "metric": report.metric,
+        "mode": report.mode,
+        "alpha": report.alpha,
+        "baseline": report.baseline or "(all pairs)",
+        "by": ",".join(report.by) or "group",
+    }
     # one report run per metric, updated by each `orch compare` (the settings of the latest are its tags)
     tags.update({f"orch.compare.{k}": str(v) for k, v in settings.items()})
-    found = search_all(ledger.client, report.experiment_id,
-                       f"{role_filter(Role.COMPARE)} and tags.`{Tag.METRIC}` = '{report.metric}'")
+    found = search_all(
+        ledger.client, report.experiment_id, f"{role_filter(Role.COMPARE)} and tags.`{Tag.METRIC}` = '{report.metric}'"
+    )
     if found:
         run_id = found[0].info.run_id
         ledger.set_tags(run_id, tags)
         ledger.set_status(run_id, RUNNING)
     else:
         run_id = ledger.create_run(report.experiment_id, f"compare {report.metric}", tags, {}, status=RUNNING)
-    ledger.log_values(run_id, {f"groups_significant_{o}": sum(c.outcome == o for c in report.comparisons)
-                               for o in ("better", "worse")})
+    ledger.log_values(
+        run_id,
+        {f"groups_significant_{o}": sum(c.outcome == o for c in report.comparisons) for o in ("better", "worse")},
+    )
     ledger.client.log_artifacts(run_id, str(files))
     ledger.set_status(run_id, FINISHED)
     report.compare_run_id = run_id

@@ -18,9 +18,9 @@ def _field_value(run, name: str) -> str | None:
     if name in ("grid", "grid_point"):
         return tags.get(Tag.GRID_POINT) or "-"
     if name.startswith("params."):
-        return params.get(name[len("params."):])
+        return params.get(name[len("params.") :])
     if name.startswith("tags."):
-        return tags.get(name[len("tags."):])
+        return tags.get(name[len("tags.") :])
     for source in (params, tags):
         if name in source:
             return source[name]
@@ -55,8 +55,9 @@ def group_names(parents: list, by: list[str]) -> dict[str, str]:
     for name in by:
         if all(_field_value(p, name) is None for p in parents):
             known = sorted({f"params.{k}" for p in parents for k in p.data.params} | {"variant", "grid"})
-            raise InputError(f"unknown grouping field '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}",
-                             "--by")
+            raise InputError(
+                f"unknown grouping field '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}", "--by"
+            )
     names = {}
     for p in parents:
         parts = [f"{_field_value(p, n)}" if n == "variant" else f"{_short(n)}={_field_value(p, n)}" for n in by]
@@ -71,8 +72,10 @@ def pooling_notes(parents: list, names: dict[str, str]) -> list[str]:
         pooled = [p for p in parents if names[p.info.run_id] == name]
         keys = _differing_params(pooled)
         if len(pooled) > 1 and keys:
-            notes.append(f"`{name}` pools {len(pooled)} configurations that differ in {', '.join(keys)} "
-                         "(asked for by --by): its spread mixes those settings with seed noise")
+            notes.append(
+                f"`{name}` pools {len(pooled)} configurations that differ in {', '.join(keys)} "
+                "(asked for by --by): its spread mixes those settings with seed noise"
+            )
     return notes
 
 
@@ -82,13 +85,16 @@ def group_parents(ledger: Ledger, experiment_id: str, where: str | None = None) 
     parents = search_all(ledger.client, experiment_id, role_filter(Role.GROUP))
     if parents and where:
         from orchestrator.analysis.where import matches, parse
+
         clauses = parse(where)
         parents = [p for p in parents if matches(p, clauses)]
         if not parents:
             raise InputError(f"no group matches '{where}'", "--where")
     if not parents:
         if search_all(ledger.client, experiment_id, role_filter(Role.SWEEP)):
-            raise InputError("the experiment holds only `orch tune` sweeps (compared in its trial table): compare "
-                             "seeds of `orch submit`, e.g. orch submit best.yaml --seeds 10")
+            raise InputError(
+                "the experiment holds only `orch tune` sweeps (compared in its trial table): compare "
+                "seeds of `orch submit`, e.g. orch submit best.yaml --seeds 10"
+            )
         raise InputError("the experiment has no orch runs (no parent run with tag orch.role=group)")
     return parents

@@ -9,8 +9,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 COLORS = plt.get_cmap("tab10").colors  # type: ignore[attr-defined]  # a ListedColormap
 
@@ -40,24 +40,56 @@ def final_metric(report, path: Path) -> Path:
         if g.name == report.baseline:
             ax.axvspan(x - 0.45, x + 0.45, color="0.92", zorder=0)
         if len(values) > 1:
-            ax.boxplot([values], positions=[x], widths=0.5, showfliers=False, manage_ticks=False,
-                       medianprops={"color": "0.3"}, boxprops={"color": "0.55"}, whiskerprops={"color": "0.55"},
-                       capprops={"color": "0.55"})
-        ax.scatter(x - 0.08 + rng.uniform(-0.1, 0.1, len(values)), values, s=22, color=color, alpha=0.85,
-                   edgecolor="white", linewidth=0.5, zorder=3)
+            ax.boxplot(
+                [values],
+                positions=[x],
+                widths=0.5,
+                showfliers=False,
+                manage_ticks=False,
+                medianprops={"color": "0.3"},
+                boxprops={"color": "0.55"},
+                whiskerprops={"color": "0.55"},
+                capprops={"color": "0.55"},
+            )
+        ax.scatter(
+            x - 0.08 + rng.uniform(-0.1, 0.1, len(values)),
+            values,
+            s=22,
+            color=color,
+            alpha=0.85,
+            edgecolor="white",
+            linewidth=0.5,
+            zorder=3,
+        )
         s = g.summary
         if s is not None and s.mean is not None:
             if s.ci_low is not None:
-                ax.errorbar(x + 0.3, s.mean, yerr=[[s.mean - s.ci_low], [s.ci_high - s.mean]], fmt="D",
-                            color="black", markersize=4, capsize=3, zorder=4)
+                ax.errorbar(
+                    x + 0.3,
+                    s.mean,
+                    yerr=[[s.mean - s.ci_low], [s.ci_high - s.mean]],
+                    fmt="D",
+                    color="black",
+                    markersize=4,
+                    capsize=3,
+                    zorder=4,
+                )
             else:
                 ax.plot(x + 0.3, s.mean, "D", color="black", markersize=4, zorder=4)
-    ax.set_xticks(range(1, len(groups) + 1), [_wrap(g.name) + ("\n(baseline)" if g.name == report.baseline else "")
-                                              + f"\nn={len(g.values)}" for g in groups])
+    ax.set_xticks(
+        range(1, len(groups) + 1),
+        [
+            _wrap(g.name) + ("\n(baseline)" if g.name == report.baseline else "") + f"\nn={len(g.values)}"
+            for g in groups
+        ],
+    )
     better = "lower" if report.mode == "min" else "higher"
     ax.set_ylabel(report.metric)
-    ax.set_title(f"{report.experiment}: {report.metric} per seed ({better} is better)\n"
-                 f"box: quartiles; diamond: mean and {round(report.confidence * 100)}% t-interval", fontsize=9)
+    ax.set_title(
+        f"{report.experiment}: {report.metric} per seed ({better} is better)\n"
+        f"box: quartiles; diamond: mean and {round(report.confidence * 100)}% t-interval",
+        fontsize=9,
+    )
     ax.grid(axis="y", alpha=0.3)
     ax.set_xlim(0.4, len(groups) + 0.6)
     _chance_line(ax, report.chance_level)
@@ -85,8 +117,10 @@ def curves(report, path: Path) -> Path | None:
         ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
     ax.set_xlabel("step")
     ax.set_ylabel(report.curve_metric)
-    ax.set_title(f"{report.experiment}: {report.curve_metric} across seeds "
-                 f"(mean, {round(report.confidence * 100)}% t-interval)", fontsize=9)
+    ax.set_title(
+        f"{report.experiment}: {report.curve_metric} across seeds (mean, {round(report.confidence * 100)}% t-interval)",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _chance_line(ax, report.chance.get(report.curve_metric or ""))

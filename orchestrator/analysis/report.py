@@ -17,11 +17,39 @@ from orchestrator.analysis import plots
 from orchestrator.analysis.compare import TEST_NAMES, Report
 from orchestrator.analysis.numbers import fmt, fmt_p
 
-GROUP_COLUMNS = ("group", "n", "missing", "failed", "killed", "running", "mean", "std", "SE", "median", "min", "max",
-                 "CI (t)", "CI (bootstrap)")
-COMPARE_COLUMNS = ("comparison", "difference", "CI", "test", "p", "p (Holm)", "significant",
-                   "Welch p", "Mann-Whitney p", "paired t p", "Wilcoxon p", "Hedges' g", "Cliff's delta",
-                   "permutation p", "randomization p")
+GROUP_COLUMNS = (
+    "group",
+    "n",
+    "missing",
+    "failed",
+    "killed",
+    "running",
+    "mean",
+    "std",
+    "SE",
+    "median",
+    "min",
+    "max",
+    "CI (t)",
+    "CI (bootstrap)",
+)
+COMPARE_COLUMNS = (
+    "comparison",
+    "difference",
+    "CI",
+    "test",
+    "p",
+    "p (Holm)",
+    "significant",
+    "Welch p",
+    "Mann-Whitney p",
+    "paired t p",
+    "Wilcoxon p",
+    "Hedges' g",
+    "Cliff's delta",
+    "permutation p",
+    "randomization p",
+)
 
 
 def _interval(low, high) -> str:
@@ -34,9 +62,24 @@ def group_rows(report: Report) -> list[list[str]]:
         s, c = g.summary, g.counts
         assert s is not None, "run_compare summarises every group"
         boot = _interval(s.boot_low, s.boot_high) + (f" {s.boot_method}" if s.boot_method not in ("", "BCa") else "")
-        rows.append([g.name, str(s.n), str(c["missing"]), str(c["failed"]), str(c["killed"]), str(c["running"] + c["pending"]),
-                     fmt(s.mean), fmt(s.std), fmt(s.sem), fmt(s.median), fmt(s.min), fmt(s.max),
-                     _interval(s.ci_low, s.ci_high), boot])
+        rows.append(
+            [
+                g.name,
+                str(s.n),
+                str(c["missing"]),
+                str(c["failed"]),
+                str(c["killed"]),
+                str(c["running"] + c["pending"]),
+                fmt(s.mean),
+                fmt(s.std),
+                fmt(s.sem),
+                fmt(s.median),
+                fmt(s.min),
+                fmt(s.max),
+                _interval(s.ci_low, s.ci_high),
+                boot,
+            ]
+        )
     return rows
 
 
@@ -44,28 +87,46 @@ def comparison_rows(report: Report) -> list[list[str]]:
     rows = []
     for c in report.comparisons:
         p = {k: fmt_p(t.pvalue) for k, t in c.tests.items()}
-        rows.append([f"{c.a} vs {c.b}", fmt(c.diff), _interval(c.diff_low, c.diff_high),
-                     TEST_NAMES.get(c.primary, c.primary), fmt_p(c.p_value), fmt_p(c.p_holm),
-                     "yes" if c.significant else "no", p.get("welch_t", "-"), p.get("mann_whitney_u", "-"),
-                     p.get("paired_t", "-"), p.get("wilcoxon", "-"), fmt(c.hedges_g, 3),
-                     "-" if c.cliffs_delta is None else f"{c.cliffs_delta:+.2f}",
-                     p.get("permutation", "-"), p.get("permutation_paired", "-")])
+        rows.append(
+            [
+                f"{c.a} vs {c.b}",
+                fmt(c.diff),
+                _interval(c.diff_low, c.diff_high),
+                TEST_NAMES.get(c.primary, c.primary),
+                fmt_p(c.p_value),
+                fmt_p(c.p_holm),
+                "yes" if c.significant else "no",
+                p.get("welch_t", "-"),
+                p.get("mann_whitney_u", "-"),
+                p.get("paired_t", "-"),
+                p.get("wilcoxon", "-"),
+                fmt(c.hedges_g, 3),
+                "-" if c.cliffs_delta is None else f"{c.cliffs_delta:+.2f}",
+                p.get("permutation", "-"),
+                p.get("permutation_paired", "-"),
+            ]
+        )
     return rows
 
 
 def method_text(report: Report) -> str:
     level = f"{round(report.confidence * 100)}%"
-    return (f"Only FINISHED runs count. Intervals: {level} Student t interval of the mean (CI (t)) and {level} "
-            f"bootstrap interval of the mean (BCa, 9999 resamples, seed 0; percentile when BCa is undefined). "
-            f"Tests: Welch's t-test, Mann-Whitney U and a permutation test of the difference of means; when two "
-            f"groups share seeds, the paired t-test, Wilcoxon signed-rank test and Fisher's randomization test "
-            f"(sign flips of each seed's difference) on the shared seeds. Permutation tests: scipy's "
-            f"permutation_test, exact up to 9999 permutations, else 9999 seeded resamples. The primary test: "
-            + ("Fisher's randomization test on shared seeds, else the permutation test (--test permutation)"
-               if report.test == "permutation" else "the paired t-test on shared seeds, else Welch's (--test t)")
-            + f". The primary p-values are Holm-corrected across the {len(report.comparisons)} comparison(s); "
-            f"significant = Holm p < {report.alpha:g}. Difference = first group minus second, with the "
-            f"{'t-tests' if report.test == 'permutation' else 'primary test'}'s {level} interval.")
+    return (
+        f"Only FINISHED runs count. Intervals: {level} Student t interval of the mean (CI (t)) and {level} "
+        f"bootstrap interval of the mean (BCa, 9999 resamples, seed 0; percentile when BCa is undefined). "
+        f"Tests: Welch's t-test, Mann-Whitney U and a permutation test of the difference of means; when two "
+        f"groups share seeds, the paired t-test, Wilcoxon signed-rank test and Fisher's randomization test "
+        f"(sign flips of each seed's difference) on the shared seeds. Permutation tests: scipy's "
+        f"permutation_test, exact up to 9999 permutations, else 9999 seeded resamples. The primary test: "
+        + (
+            "Fisher's randomization test on shared seeds, else the permutation test (--test permutation)"
+            if report.test == "permutation"
+            else "the paired t-test on shared seeds, else Welch's (--test t)"
+        )
+        + f". The primary p-values are Holm-corrected across the {len(report.comparisons)} comparison(s); "
+        f"significant = Holm p < {report.alpha:g}. Difference = first group minus second, with the "
+        f"{'t-tests' if report.test == 'permutation' else 'primary test'}'s {level} interval."
+    )
 
 
 # -- terminal -----------------------------------------------------------------------------------------
@@ -85,14 +146,14 @@ def print_report(report: Report, console: Console) -> None:
     labels = ["n", "mean", "std", "SE", "median", "min", "max", f"{level} CI (t)", f"{level} CI (bootstrap)"]
     rows = group_rows(report)
     names = [escape(f"{r[0]} (baseline)" if r[0] == report.baseline else r[0]) for r in rows]
-    cells = [[_runs_cell(g)] + r[6:] for g, r in zip(report.groups, rows)]
+    cells = [[_runs_cell(g), *r[6:]] for g, r in zip(report.groups, rows, strict=False)]
     wide = console.width >= 24 + 12 * len(labels)
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     if wide or len(rows) > (console.width - 22) // 19:
         table.add_column("group", no_wrap=True)
         for label in labels:
             table.add_column(label, justify="right")
-        for name, row in zip(names, cells):
+        for name, row in zip(names, cells, strict=False):
             table.add_row(name, *row)
     else:
         table.add_column("")
@@ -102,23 +163,28 @@ def print_report(report: Report, console: Console) -> None:
             table.add_row(label, *(row[i] for row in cells))
     console.print(table)
     if report.chance_level is not None:
-        console.print(f"chance level of {report.metric} (declared by the workload): {report.chance_level:g}",
-                      highlight=False)
+        console.print(
+            f"chance level of {report.metric} (declared by the workload): {report.chance_level:g}", highlight=False
+        )
     if report.comparisons:
-        table = Table(title=f"comparisons (Holm-corrected, alpha = {report.alpha:g})", title_justify="left",
-                      box=box.SIMPLE_HEAD)
+        table = Table(
+            title=f"comparisons (Holm-corrected, alpha = {report.alpha:g})", title_justify="left", box=box.SIMPLE_HEAD
+        )
         narrow = console.width < 120  # then the test and effect sizes are left to the verdicts below
         cols = ["comparison", f"difference ({level} CI)", "test", "p", "Holm p", "signif.", "Hedges' g", "Cliff's d"]
         for col in cols[:2] + cols[3:6] if narrow else cols:
-            table.add_column(col, justify="left" if col in ("comparison", "test") else "right",
-                             no_wrap=col.startswith("diff"))
-        for c, cr in zip(report.comparisons, comparison_rows(report)):
+            table.add_column(
+                col, justify="left" if col in ("comparison", "test") else "right", no_wrap=col.startswith("diff")
+            )
+        for c, cr in zip(report.comparisons, comparison_rows(report), strict=False):
             sig = "[bold green]yes[/]" if c.significant else "no"
             shown = [escape(cr[0]), f"{cr[1]} {cr[2]}", cr[3], cr[4], cr[5], sig, cr[11], cr[12]]
             table.add_row(*(shown[:2] + shown[3:6] if narrow else shown))
         console.print(table)
         for c in report.comparisons:
-            color = {"better": "green", "worse": "red"}.get(c.outcome, "yellow" if c.outcome == "underpowered" else "white")
+            color = {"better": "green", "worse": "red"}.get(
+                c.outcome, "yellow" if c.outcome == "underpowered" else "white"
+            )
             console.print(f"[{color}]*[/] " + escape(c.verdict.replace("`", "")), highlight=False)
     for note in report.notes:
         console.print(f"[yellow]note:[/] {escape(note.replace('`', ''))}", highlight=False)
@@ -134,12 +200,20 @@ def _md_table(header, rows) -> str:
 
 def markdown(report: Report, images: dict[str, str]) -> str:
     better = "lower" if report.mode == "min" else "higher"
-    parts = [f"# {report.experiment}: `{report.metric}` across seeds ({better} is better)", "",
-             f"Baseline: `{report.baseline}`" if report.baseline else "All pairs compared.",
-             f"Grouped by: {', '.join(report.by) if report.by else 'group (variant x grid point)'}.",
-             *([f"Chance level (declared by the workload): {report.chance_level:g}."]
-               if report.chance_level is not None else []), "",
-             "## Verdicts", ""]
+    parts = [
+        f"# {report.experiment}: `{report.metric}` across seeds ({better} is better)",
+        "",
+        f"Baseline: `{report.baseline}`" if report.baseline else "All pairs compared.",
+        f"Grouped by: {', '.join(report.by) if report.by else 'group (variant x grid point)'}.",
+        *(
+            [f"Chance level (declared by the workload): {report.chance_level:g}."]
+            if report.chance_level is not None
+            else []
+        ),
+        "",
+        "## Verdicts",
+        "",
+    ]
     parts += [f"- {c.verdict}" for c in report.comparisons] or ["(a single group: nothing to compare)"]
     parts += ["", "## Groups", "", _md_table(GROUP_COLUMNS, group_rows(report)), ""]
     if report.comparisons:
@@ -164,22 +238,33 @@ def _inline_code(text: str) -> str:
     return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
 
 
-CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
-       "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;"
-       "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
-       "li{margin:.4em 0}img{max-width:100%;border:1px solid #eee}code{background:#f3f3f3;padding:0 3px}")
+CSS = (
+    "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 7px;"
+    "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
+    "li{margin:.4em 0}img{max-width:100%;border:1px solid #eee}code{background:#f3f3f3;padding:0 3px}"
+)
 
 
 def html_report(report: Report, files: Path, images: dict[str, str]) -> str:
     better = "lower" if report.mode == "min" else "higher"
     title = f"{report.experiment}: {report.metric} across seeds ({better} is better)"
     verdicts = "".join(f"<li>{_inline_code(c.verdict)}</li>" for c in report.comparisons)
-    body = [f"<h1>{html.escape(title)}</h1>",
-            f"<p>{'Baseline: <code>' + html.escape(report.baseline) + '</code>' if report.baseline else 'All pairs compared.'}</p>",
-            *([f"<p>Chance level (declared by the workload): {report.chance_level:g}</p>"]
-              if report.chance_level is not None else []),
-            "<h2>Verdicts</h2>", f"<ul>{verdicts or '<li>a single group: nothing to compare</li>'}</ul>",
-            "<h2>Groups</h2>", _html_table(GROUP_COLUMNS, group_rows(report))]
+    body = [
+        f"<h1>{html.escape(title)}</h1>",
+        "<p>"
+        + (f"Baseline: <code>{html.escape(report.baseline)}</code>" if report.baseline else "All pairs compared.")
+        + "</p>",
+        *(
+            [f"<p>Chance level (declared by the workload): {report.chance_level:g}</p>"]
+            if report.chance_level is not None
+            else []
+        ),
+        "<h2>Verdicts</h2>",
+        f"<ul>{verdicts or '<li>a single group: nothing to compare</li>'}</ul>",
+        "<h2>Groups</h2>",
+        _html_table(GROUP_COLUMNS, group_rows(report)),
+    ]
     if report.comparisons:
         body += ["<h2>Comparisons</h2>", _html_table(COMPARE_COLUMNS, comparison_rows(report))]
     if report.notes:
@@ -188,8 +273,10 @@ def html_report(report: Report, files: Path, images: dict[str, str]) -> str:
     for name, alt in images.items():  # embedded: the MLflow UI shows the HTML alone, without its neighbours
         data = base64.b64encode((files / name).read_bytes()).decode()
         body.append(f'<p><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"></p>')
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(body)}</body></html>"
+    )
 
 
 def write(report: Report, files: Path) -> list[Path]:

@@ -29,12 +29,6 @@ POWER = 0.8
 MAX_SEEDS = 100_000  # beyond this "seeds needed" is reported as None: the effect is practically nil
 
 
-
-
-
-
-
-
 def _num(value) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
@@ -44,30 +38,27 @@ def _num(value) -> float | None:
 @dataclass
 class Summary:
     n: int
-    n_nonfinite: int                 # NaN/inf values left out (a diverged run still FINISHED)
+    n_nonfinite: int  # NaN/inf values left out (a diverged run still FINISHED)
     mean: float | None
-    std: float | None                # sample standard deviation (ddof=1)
-    sem: float | None                # standard error of the mean
+    std: float | None  # sample standard deviation (ddof=1)
+    sem: float | None  # standard error of the mean
     median: float | None
     min: float | None
     max: float | None
-    ci_low: float | None             # Student t interval of the mean
+    ci_low: float | None  # Student t interval of the mean
     ci_high: float | None
-    boot_low: float | None           # bootstrap interval of the mean
+    boot_low: float | None  # bootstrap interval of the mean
     boot_high: float | None
-    boot_method: str = ""            # "BCa", "percentile", or "" when no interval could be formed
+    boot_method: str = ""  # "BCa", "percentile", or "" when no interval could be formed
     confidence: float = CONFIDENCE
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-
-
-
-
-def bootstrap_interval(x: np.ndarray, confidence: float = CONFIDENCE, seed: int = BOOT_SEED,
-                       n_resamples: int = BOOT_RESAMPLES) -> tuple[float | None, float | None, str]:
+def bootstrap_interval(
+    x: np.ndarray, confidence: float = CONFIDENCE, seed: int = BOOT_SEED, n_resamples: int = BOOT_RESAMPLES
+) -> tuple[float | None, float | None, str]:
     """Bootstrap interval of the mean, seeded so that a report is reproducible. BCa (bias-corrected and
     accelerated) when it is defined, else percentile: BCa can fail on very small or tied samples."""
     if len(x) < 2:
@@ -77,8 +68,14 @@ def bootstrap_interval(x: np.ndarray, confidence: float = CONFIDENCE, seed: int 
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DegenerateDataWarning on tiny samples: checked below instead
-            res = stats.bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                                  method=method, rng=np.random.default_rng(seed))
+            res = stats.bootstrap(
+                (x,),
+                np.mean,
+                n_resamples=n_resamples,
+                confidence_level=confidence,
+                method=method,
+                rng=np.random.default_rng(seed),
+            )
         low, high = res.confidence_interval
         if np.isfinite(low) and np.isfinite(high):
             return float(low), float(high), method
@@ -95,8 +92,22 @@ def summarize(values: Sequence[float], confidence: float = CONFIDENCE, seed: int
     sem = std / math.sqrt(n) if std is not None else None
     ci_low, ci_high = t_interval(x, confidence)
     boot_low, boot_high, method = bootstrap_interval(x, confidence, seed)
-    return Summary(n, len(raw) - n, exact_mean(x), std, sem, float(np.median(x)), float(np.min(x)),
-                   float(np.max(x)), ci_low, ci_high, boot_low, boot_high, method, confidence)
+    return Summary(
+        n,
+        len(raw) - n,
+        exact_mean(x),
+        std,
+        sem,
+        float(np.median(x)),
+        float(np.min(x)),
+        float(np.max(x)),
+        ci_low,
+        ci_high,
+        boot_low,
+        boot_high,
+        method,
+        confidence,
+    )
 
 
 def mean_curve(rows: Sequence[Sequence[float]], confidence: float = CONFIDENCE):
@@ -243,8 +254,15 @@ def permutation(a: np.ndarray, b: np.ndarray) -> TestResult:
         return TestResult("permutation", None, None, "needs 2 values per group")
     if _is_constant(np.concatenate([a, b])):
         return TestResult("permutation", None, None, "all values equal")
-    res = stats.permutation_test((a, b), _mean_difference, permutation_type="independent", vectorized=True,
-                                 n_resamples=PERMUTATIONS, alternative="two-sided", random_state=PERMUTATION_SEED)
+    res = stats.permutation_test(
+        (a, b),
+        _mean_difference,
+        permutation_type="independent",
+        vectorized=True,
+        n_resamples=PERMUTATIONS,
+        alternative="two-sided",
+        random_state=PERMUTATION_SEED,
+    )
     return TestResult("permutation", _num(res.statistic), _num(res.pvalue))
 
 
@@ -256,8 +274,15 @@ def permutation_paired(a: np.ndarray, b: np.ndarray) -> TestResult:
         return TestResult("permutation_paired", None, None, "needs 2 shared seeds")
     if np.all(diff == 0):
         return TestResult("permutation_paired", None, None, "identical on every shared seed")
-    res = stats.permutation_test((a, b), _mean_of_differences, permutation_type="samples", vectorized=True,
-                                 n_resamples=PERMUTATIONS, alternative="two-sided", random_state=PERMUTATION_SEED)
+    res = stats.permutation_test(
+        (a, b),
+        _mean_of_differences,
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=PERMUTATIONS,
+        alternative="two-sided",
+        random_state=PERMUTATION_SEED,
+    )
     return TestResult("permutation_paired", _num(res.statistic), _num(res.pvalue))
 
 
@@ -278,30 +303,31 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
 @dataclass
 class Comparison:
     """``a`` against ``b`` (the baseline when there is one). ``diff`` = mean(a) - mean(b)."""
+
     a: str
     b: str
     n_a: int
     n_b: int
     n_pairs: int
     paired: bool
-    identical: bool                  # the same values (seed by seed when paired): nothing to test
+    identical: bool  # the same values (seed by seed when paired): nothing to test
     mean_a: float | None
     mean_b: float | None
     diff: float | None
-    diff_low: float | None           # interval of the difference, from the primary test
+    diff_low: float | None  # interval of the difference, from the primary test
     diff_high: float | None
     tests: dict[str, TestResult] = field(default_factory=dict)
-    primary: str = ""                # the test whose p-value enters the Holm correction
-    primary_why: str = ""            # why the primary test is not the paired t-test though the seeds pair up
+    primary: str = ""  # the test whose p-value enters the Holm correction
+    primary_why: str = ""  # why the primary test is not the paired t-test though the seeds pair up
     p_value: float | None = None
     p_holm: float | None = None
     significant: bool = False
     cohens_d: float | None = None
     hedges_g: float | None = None
     cliffs_delta: float | None = None
-    effect_for_power: float | None = None   # d (unpaired) or d_z (paired) used for seeds_needed
+    effect_for_power: float | None = None  # d (unpaired) or d_z (paired) used for seeds_needed
     seeds_needed: int | None = None
-    outcome: str = ""                # set with the verdict (compare.verdict)
+    outcome: str = ""  # set with the verdict (compare.verdict)
     verdict: str = ""
 
     @property
@@ -318,9 +344,16 @@ class Comparison:
 PRIMARY = ("t", "permutation")  # `orch compare --test`: which family of tests decides
 
 
-def compare(a_name: str, a: Sequence[float], b_name: str, b: Sequence[float],
-            seeds_a: Sequence | None = None, seeds_b: Sequence | None = None,
-            confidence: float = CONFIDENCE, test: str = "t") -> Comparison:
+def compare(
+    a_name: str,
+    a: Sequence[float],
+    b_name: str,
+    b: Sequence[float],
+    seeds_a: Sequence | None = None,
+    seeds_b: Sequence | None = None,
+    confidence: float = CONFIDENCE,
+    test: str = "t",
+) -> Comparison:
     """Every test between two groups. Pairing is by seed: when the groups share at least two seeds the
     paired tests run on the shared ones and the paired t-test is the primary test (``test="permutation"``:
     Fisher's randomization test on the pairs, else the unpaired permutation test)."""
@@ -334,21 +367,42 @@ def _compare(a_name, a, b_name, b, seeds_a, seeds_b, confidence, test="t") -> Co
     xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     pairs: list[tuple[float, float]] = []
     # a seed repeated inside a group (e.g. grid points pooled by --by) leaves no one-to-one pairing
-    unique = seeds_a is not None and seeds_b is not None and len(set(seeds_a)) == len(seeds_a) \
+    unique = (
+        seeds_a is not None
+        and seeds_b is not None
+        and len(set(seeds_a)) == len(seeds_a)
         and len(set(seeds_b)) == len(seeds_b)
+    )
     if unique:
-        by_seed_b = {s: v for s, v in zip(seeds_b, xb) if np.isfinite(v)}
-        pairs = [(v, by_seed_b[s]) for s, v in zip(seeds_a, xa) if np.isfinite(v) and s in by_seed_b]
+        by_seed_b = {s: v for s, v in zip(seeds_b, xb, strict=False) if np.isfinite(v)}
+        pairs = [(v, by_seed_b[s]) for s, v in zip(seeds_a, xa, strict=False) if np.isfinite(v) and s in by_seed_b]
     xa, xb = _clean(xa), _clean(xb)
     pa, pb = (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])) if pairs else (np.empty(0), np.empty(0))
     paired = len(pairs) >= 2
     mean_a = exact_mean(xa) if len(xa) else None
     mean_b = exact_mean(xb) if len(xb) else None
-    identical = bool(len(xa) and len(xb) and (
-        (paired and len(pairs) == len(xa) == len(xb) and np.all(pa == pb))
-        or (_is_constant(xa) and _is_constant(xb) and xa[0] == xb[0])))
-    cmp = Comparison(a_name, b_name, len(xa), len(xb), len(pairs), paired, identical, mean_a, mean_b,
-                     None if mean_a is None or mean_b is None else mean_a - mean_b, None, None)
+    identical = bool(
+        len(xa)
+        and len(xb)
+        and (
+            (paired and len(pairs) == len(xa) == len(xb) and np.all(pa == pb))
+            or (_is_constant(xa) and _is_constant(xb) and xa[0] == xb[0])
+        )
+    )
+    cmp = Comparison(
+        a_name,
+        b_name,
+        len(xa),
+        len(xb),
+        len(pairs),
+        paired,
+        identical,
+        mean_a,
+        mean_b,
+        None if mean_a is None or mean_b is None else mean_a - mean_b,
+        None,
+        None,
+    )
     welch_res, welch_ci = welch(xa, xb, confidence)
     cmp.tests = {"welch_t": welch_res, "mann_whitney_u": mann_whitney(xa, xb), "permutation": permutation(xa, xb)}
     cmp.cohens_d, cmp.hedges_g, cmp.cliffs_delta = cohens_d(xa, xb), hedges_g(xa, xb), cliffs_delta(xa, xb)
@@ -364,8 +418,10 @@ def _compare(a_name, a, b_name, b, seeds_a, seeds_b, confidence, test="t") -> Co
         if paired_res.pvalue is not None:
             primary, ci = "paired_t", paired_ci
         elif not identical:
-            cmp.primary_why = ("every shared seed differs by the same amount, so the paired t-test is undefined "
-                               "(no spread); Welch's test on the two groups is the primary test")
+            cmp.primary_why = (
+                "every shared seed differs by the same amount, so the paired t-test is undefined "
+                "(no spread); Welch's test on the two groups is the primary test"
+            )
     if primary == "welch_t":
         cmp.effect_for_power = cmp.cohens_d
     if test == "permutation":  # the interval stays the t-test's: a permutation test gives a p-value only
@@ -380,7 +436,7 @@ def _compare(a_name, a, b_name, b, seeds_a, seeds_b, confidence, test="t") -> Co
 def correct(comparisons: list[Comparison], alpha: float) -> None:
     """Holm across the comparisons made (their primary p-values), then significance and seeds needed."""
     family = sum(1 for c in comparisons if c.p_value is not None)
-    for cmp, adjusted in zip(comparisons, holm([c.p_value for c in comparisons])):
+    for cmp, adjusted in zip(comparisons, holm([c.p_value for c in comparisons]), strict=False):
         cmp.p_holm = adjusted
         cmp.significant = adjusted is not None and adjusted < alpha
         # Bonferroni's alpha/m is the bar Holm's first step sets: a fair, slightly conservative target

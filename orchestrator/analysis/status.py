@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from orchestrator.spec.identity import drift, read_defaults_tag
@@ -60,8 +61,9 @@ def default_drift(parent: RunRecord, seeds: list[RunRecord]) -> tuple[int, dict[
     return count, changes
 
 
-def experiment_status(ledger: Ledger, experiment_id: str, records: list[RunRecord] | None = None,
-                      parents: list[RunRecord] | None = None) -> list[GroupStatus]:
+def experiment_status(
+    ledger: Ledger, experiment_id: str, records: list[RunRecord] | None = None, parents: list[RunRecord] | None = None
+) -> list[GroupStatus]:
     """Pass the seed and group records when the caller already searched MLflow (a search of 500 runs
     costs about a second on sqlite: do it once per command)."""
     records = ledger.runs(experiment_id) if records is None else records
@@ -74,18 +76,34 @@ def experiment_status(ledger: Ledger, experiment_id: str, records: list[RunRecor
         group = parent.tags.get(Tag.GROUP, "")
         recs = per_group.get(group, [])
         metric = parent.tags.get(Tag.METRIC, "")
-        count = lambda *states: sum(1 for r in recs if r.status in states)  # noqa: E731
-        values = [r.metrics[metric] for r in recs if r.status == FINISHED and metric in r.metrics
-                  and not math.isnan(r.metrics[metric])]
+        statuses = Counter(r.status for r in recs)
+        values = [
+            r.metrics[metric]
+            for r in recs
+            if r.status == FINISHED and metric in r.metrics and not math.isnan(r.metrics[metric])
+        ]
         requested = int(parent.tags.get(Tag.SEEDS_REQUESTED, 0))
         drifted, changes = default_drift(parent, recs)
-        out.append(GroupStatus(
-            group=group, label=parent.tags.get("mlflow.runName", group), variant=parent.tags.get(Tag.VARIANT, ""),
-            finished=count(FINISHED), running=count(RUNNING), pending=count(SCHEDULED),
-            failed=count(FAILED), killed=count(KILLED), missing=max(0, requested - len(recs)),
-            metric=metric, mode=parent.tags.get(Tag.MODE, "min"),
-            metric_mean=statistics.fmean(values) if values else None, metric_values=values, run_id=parent.run_id,
-            drifted=drifted, drift=changes))
+        out.append(
+            GroupStatus(
+                group=group,
+                label=parent.tags.get("mlflow.runName", group),
+                variant=parent.tags.get(Tag.VARIANT, ""),
+                finished=statuses[FINISHED],
+                running=statuses[RUNNING],
+                pending=statuses[SCHEDULED],
+                failed=statuses[FAILED],
+                killed=statuses[KILLED],
+                missing=max(0, requested - len(recs)),
+                metric=metric,
+                mode=parent.tags.get(Tag.MODE, "min"),
+                metric_mean=statistics.fmean(values) if values else None,
+                metric_values=values,
+                run_id=parent.run_id,
+                drifted=drifted,
+                drift=changes,
+            )
+        )
     return out
 
 
@@ -118,14 +136,26 @@ def sweep_status(ledger: Ledger, experiment_id: str) -> list[SweepStatus]:
         name = sweep.tags.get(Tag.SWEEP, "")
         mine = trials.get(name, [])
         early = [t for t in mine if t.status == KILLED and t.tags.get(Tag.EARLY_STOPPED) == "true"]
-        scored = [(t.metrics["score"], t.tags.get(Tag.TRIAL_ID, "")) for t in mine
-                  if t.status == FINISHED and not math.isnan(t.metrics.get("score", math.nan))]
+        scored = [
+            (t.metrics["score"], t.tags.get(Tag.TRIAL_ID, ""))
+            for t in mine
+            if t.status == FINISHED and not math.isnan(t.metrics.get("score", math.nan))
+        ]
         mode = sweep.tags.get(Tag.MODE, "min")
         best = (min if mode == "min" else max)(scored) if scored else (None, "")
-        out.append(SweepStatus(
-            sweep=name, status=sweep.status, finished=sum(t.status == FINISHED for t in mine),
-            running=sum(t.status in (RUNNING, SCHEDULED) for t in mine), stopped_early=len(early),
-            failed=sum(t.status in (FAILED, KILLED) for t in mine) - len(early),
-            metric=sweep.tags.get(Tag.METRIC, ""), mode=mode, best_score=best[0], best_trial=best[1],
-            run_id=sweep.run_id))
+        out.append(
+            SweepStatus(
+                sweep=name,
+                status=sweep.status,
+                finished=sum(t.status == FINISHED for t in mine),
+                running=sum(t.status in (RUNNING, SCHEDULED) for t in mine),
+                stopped_early=len(early),
+                failed=sum(t.status in (FAILED, KILLED) for t in mine) - len(early),
+                metric=sweep.tags.get(Tag.METRIC, ""),
+                mode=mode,
+                best_score=best[0],
+                best_trial=best[1],
+                run_id=sweep.run_id,
+            )
+        )
     return out

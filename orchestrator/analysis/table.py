@@ -29,13 +29,19 @@ def runs_frame(ledger: Ledger, experiment_id: str, records: list[RunRecord]) -> 
     import pandas
 
     kept = latest_per_key(records)
-    params = {run.info.run_id: run.data.params
-              for run in search_all(ledger.client, experiment_id, role_filter(Role.SEED))}
+    params = {
+        run.info.run_id: run.data.params for run in search_all(ledger.client, experiment_id, role_filter(Role.SEED))
+    }
     rows = []
     for record in kept:
-        row: dict[str, Any] = {"run_id": record.run_id, "key": record.key, "group": record.tags.get(Tag.GROUP, ""),
-                               "variant": record.tags.get(Tag.VARIANT, ""), "seed": int(record.tags.get(Tag.SEED, -1)),
-                               "status": record.status}
+        row: dict[str, Any] = {
+            "run_id": record.run_id,
+            "key": record.key,
+            "group": record.tags.get(Tag.GROUP, ""),
+            "variant": record.tags.get(Tag.VARIANT, ""),
+            "seed": int(record.tags.get(Tag.SEED, -1)),
+            "status": record.status,
+        }
         row.update({f"params.{k}": _typed(v) for k, v in sorted(params.get(record.run_id, {}).items())})
         row.update({f"metrics.{k}": v for k, v in sorted(record.metrics.items())})
         rows.append(row)

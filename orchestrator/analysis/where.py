@@ -13,10 +13,18 @@ from orchestrator.errors import InputError
 from orchestrator.tracking.records import Tag
 
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
-    "<=": operator.le, ">=": operator.ge, "!=": operator.ne, "==": operator.eq, "=": operator.eq,
-    "<": operator.lt, ">": operator.gt}
-CLAUSE = re.compile(r"^\s*(?P<field>(?:params|tags|metrics)\.[\w.\-]+|variant)\s*(?P<op><=|>=|!=|==|=|<|>)\s*"
-                    r"(?P<value>'[^']*'|\"[^\"]*\"|\S+)\s*$")
+    "<=": operator.le,
+    ">=": operator.ge,
+    "!=": operator.ne,
+    "==": operator.eq,
+    "=": operator.eq,
+    "<": operator.lt,
+    ">": operator.gt,
+}
+CLAUSE = re.compile(
+    r"^\s*(?P<field>(?:params|tags|metrics)\.[\w.\-]+|variant)\s*(?P<op><=|>=|!=|==|=|<|>)\s*"
+    r"(?P<value>'[^']*'|\"[^\"]*\"|\S+)\s*$"
+)
 
 
 def _number(text: str) -> float | None:
@@ -31,8 +39,11 @@ def parse(where: str) -> list[tuple[str, Callable[[Any, Any], bool], str]]:
     for part in re.split(r"\s+and\s+", where.strip(), flags=re.IGNORECASE):
         found = CLAUSE.match(part)
         if not found:
-            raise InputError(f"cannot read '{part}': expected FIELD OP VALUE (FIELD: params.X, tags.X, metrics.X "
-                             f"or variant; OP: {' '.join(OPERATORS)}), clauses joined by 'and'", "--where")
+            raise InputError(
+                f"cannot read '{part}': expected FIELD OP VALUE (FIELD: params.X, tags.X, metrics.X "
+                f"or variant; OP: {' '.join(OPERATORS)}), clauses joined by 'and'",
+                "--where",
+            )
         clauses.append((found["field"], OPERATORS[found["op"]], found["value"].strip("'\"")))
     return clauses
 

@@ -24,7 +24,7 @@ PENDING, RUNNING, DONE, LOST = "PENDING", "RUNNING", "DONE", "LOST"
 
 @dataclass(frozen=True)
 class JobState:
-    state: str                 # PENDING | RUNNING | DONE (the process ended) | LOST (no trace of it left)
+    state: str  # PENDING | RUNNING | DONE (the process ended) | LOST (no trace of it left)
     reason: str | None = None  # how it ended, when the journal may not say (signal, OOM, node failure)
 
 
@@ -73,11 +73,11 @@ class Backend(ABC):
         """One line ``orch submit`` prints once the backend is made (Slurm: which profile file it read)."""
         return None
 
-    def check_submission(self, n_runs: int) -> None:
+    def check_submission(self, n_runs: int) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Refuse (``InputError``) a submission of ``n_runs`` runs before anything is created (Slurm: the
         profile's job limit)."""
 
-    def warm(self, job: dict[str, Any]) -> None:
+    def warm(self, job: dict[str, Any]) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Get ready while the orchestrator creates the runs (local: a forkserver importing the workload
         from the snapshot); ``job``: the fields every run.json of this submission shares."""
 
@@ -110,8 +110,9 @@ def backend_class(name: str) -> type[Backend]:
     except (ImportError, AttributeError) as err:
         raise InputError(f"backend '{name}' ({path}) cannot be imported: {err}", "backend") from None
     if not (isinstance(found, type) and issubclass(found, Backend)):
-        raise InputError(f"backend '{name}' ({path}) is not a subclass of orchestrator.backends.base.Backend",
-                         "backend")
+        raise InputError(
+            f"backend '{name}' ({path}) is not a subclass of orchestrator.backends.base.Backend", "backend"
+        )
     return cast("type[Backend]", found)
 
 

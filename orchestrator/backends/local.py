@@ -82,6 +82,7 @@ def _main_not_rerun() -> Iterator[None]:
     ``if __name__ == "__main__":`` guard, which would then submit again from inside its own run and wait
     forever for the submit lock its parent holds. So the processes orch starts are told no main to re-run."""
     from multiprocessing import spawn
+
     original = spawn.get_preparation_data
 
     def without_main(name: str) -> dict[str, Any]:
@@ -99,6 +100,7 @@ def _main_not_rerun() -> Iterator[None]:
 
 def _forkserver_started() -> bool:
     from multiprocessing import forkserver
+
     return forkserver._forkserver._forkserver_pid is not None  # type: ignore[attr-defined]
 
 
@@ -116,8 +118,9 @@ class LocalBackend(Backend):
         self._mp = multiprocessing.get_context("forkserver")
         # job.preload: the main script, the workload from the submission's snapshot, and what every run
         # needs, imported once by the forkserver (its docstring)
-        self._mp.set_forkserver_preload(["orchestrator.job.jobpath", "orchestrator.job.worker",
-                                         "orchestrator.job.preload"])
+        self._mp.set_forkserver_preload(
+            ["orchestrator.job.jobpath", "orchestrator.job.worker", "orchestrator.job.preload"]
+        )
         self._queue: deque[RunDir] = deque()
         self._procs: dict[str, multiprocessing.process.BaseProcess] = {}
         self._skipped: dict[str, str] = {}  # queued runs cancelled before they started: path -> reason
@@ -133,15 +136,24 @@ class LocalBackend(Backend):
         ``--cluster`` only means something to a cluster backend."""
         cores = os.cpu_count() or 1
         if spec.resources.cpus > cores:
-            raise InputError(f"{spec.resources.cpus} cores per run, but this machine has {cores} (backend local)",
-                             spec.source, "resources.cpus")
+            raise InputError(
+                f"{spec.resources.cpus} cores per run, but this machine has {cores} (backend local)",
+                spec.source,
+                "resources.cpus",
+            )
         gpus = local_gpus()
         if spec.resources.gpus > gpus:
-            raise InputError(f"{spec.resources.gpus:g} GPUs per run, but this machine has {gpus} (backend local)",
-                             spec.source, "resources.gpus")
+            raise InputError(
+                f"{spec.resources.gpus:g} GPUs per run, but this machine has {gpus} (backend local)",
+                spec.source,
+                "resources.gpus",
+            )
         if "cluster" in set_paths:
-            raise InputError(f"a cluster profile ('{spec.cluster}') is for the slurm backend; this spec runs on "
-                             "local: add --backend slurm", "--cluster")
+            raise InputError(
+                f"a cluster profile ('{spec.cluster}') is for the slurm backend; this spec runs on "
+                "local: add --backend slurm",
+                "--cluster",
+            )
         return spec
 
     @classmethod
@@ -174,6 +186,7 @@ class LocalBackend(Backend):
         from multiprocessing.connection import wait
 
         from orchestrator.job.worker import INTERRUPTED_EXIT
+
         while True:
             with self._lock:
                 if any(p.exitcode == INTERRUPTED_EXIT for p in self._procs.values()):
@@ -193,12 +206,16 @@ class LocalBackend(Backend):
                 self.warm(self._warm_job())
         while self._queue and running < self.max_parallel:
             from orchestrator.job.worker import child_main
+
             run_dir = self._queue.popleft()
             # `orch cancel` runs in another process than this queue's: all it can do to a queued run is
             # leave a marker in its run directory (and journal its end), so look before forking. A marker
             # rather than "the journal has an end": a resumed run's journal holds its earlier attempt's end.
-            reason = run_dir.cancelled() or (None if run_dir.spec_file.exists() else
-                                             f"its run directory {run_dir.path} was deleted while it was queued")
+            reason = run_dir.cancelled() or (
+                None
+                if run_dir.spec_file.exists()
+                else f"its run directory {run_dir.path} was deleted while it was queued"
+            )
             if reason is not None:
                 self._skipped[str(run_dir.path)] = reason
                 continue
@@ -254,6 +271,7 @@ class LocalBackend(Backend):
         """Sleep until one of our workers ends or ``timeout`` passes (``driver.follow`` between polls): a
         freed slot is refilled at once instead of at the next tick, which bounded short runs."""
         from multiprocessing.connection import wait
+
         with self._lock:
             sentinels = [p.sentinel for p in self._procs.values() if p.exitcode is None]
         if sentinels:
@@ -270,7 +288,12 @@ class LocalBackend(Backend):
         worker_pid = start["pid"] if start else None
         if start is not None and same_process(start["pid"], start["t"]):  # not a reused pid
             return JobState(RUNNING)
-        if driver_pid.isdigit() and int(driver_pid) != os.getpid() and pid_alive(int(driver_pid)) and worker_pid is None:
+        if (
+            driver_pid.isdigit()
+            and int(driver_pid) != os.getpid()
+            and pid_alive(int(driver_pid))
+            and worker_pid is None
+        ):
             return JobState(PENDING)
         return JobState(LOST, "the orchestrator or the worker process died before the run ended")
 
@@ -286,8 +309,7 @@ class LocalBackend(Backend):
             victims = [p for path, p in self._procs.items() if path in paths and p.is_alive()]
             self._kill(victims)
             ours = set(self._procs)
-        terminate_workers([job.run_dir.journal for job in jobs if str(job.run_dir.path) not in ours],
-                          TERMINATE_GRACE_S)
+        terminate_workers([job.run_dir.journal for job in jobs if str(job.run_dir.path) not in ours], TERMINATE_GRACE_S)
 
     @staticmethod
     def _kill(victims: list[multiprocessing.process.BaseProcess]) -> None:

@@ -51,15 +51,19 @@ def task_options(spec_resources: Any, n_runs: int, max_retries: int) -> dict[str
     """What one task asks Ray for: ``n_runs`` runs' cores, memory and GPUs (each run gets
     gpus / runs_per_gpu of a GPU; Ray accepts fractions)."""
     share = spec_resources.gpus / spec_resources.runs_per_gpu
-    options: dict[str, Any] = {"num_cpus": float(spec_resources.cpus * n_runs), "num_gpus": float(share * n_runs),
-                               "max_retries": max_retries, "retry_exceptions": False}
+    options: dict[str, Any] = {
+        "num_cpus": float(spec_resources.cpus * n_runs),
+        "num_gpus": float(share * n_runs),
+        "max_retries": max_retries,
+        "retry_exceptions": False,
+    }
     if spec_resources.mem_gb:
         options["memory"] = int(spec_resources.mem_gb * n_runs * 2**30)
     return options
 
 
 def packs_of(run_dirs: list[RunDir], per_job: int) -> list[list[RunDir]]:
-    return [run_dirs[i:i + per_job] for i in range(0, len(run_dirs), per_job)]
+    return [run_dirs[i : i + per_job] for i in range(0, len(run_dirs), per_job)]
 
 
 @dataclass
@@ -72,8 +76,14 @@ class RayBackend(Backend):
     name = "ray"
     blocking = True  # a Ray task is owned by the driver process and dies with it
 
-    def __init__(self, address: str | None = None, mem_gb: float | None = None, settings: RaySettings | None = None,
-                 resources: Any = None, time_limit_s: int | None = None):
+    def __init__(
+        self,
+        address: str | None = None,
+        mem_gb: float | None = None,
+        settings: RaySettings | None = None,
+        resources: Any = None,
+        time_limit_s: int | None = None,
+    ):
         self.address, self.settings = address, settings
         self.mem_gb = mem_gb
         self.resources = resources  # the spec's Resources (None: poll and cancel only)
@@ -92,13 +102,21 @@ class RayBackend(Backend):
         kind: type[RayBackend] = DetachedRayBackend if detached else cls
         if spec is None:
             return kind(ray_address, settings=settings)
-        backend = kind(ray_address, mem_gb=spec.resources.mem_gb, settings=settings, resources=spec.resources,
-                       time_limit_s=spec.resources.time_min * 60)
+        backend = kind(
+            ray_address,
+            mem_gb=spec.resources.mem_gb,
+            settings=settings,
+            resources=spec.resources,
+            time_limit_s=spec.resources.time_min * 60,
+        )
         # a run no node can hold would wait forever: refuse it before anything is created
         options = task_options(spec.resources, spec.resources.runs_per_job, 0)
-        backend.require(backend.request(options["num_cpus"], options["num_gpus"],
-                                        spec.resources.mem_gb * spec.resources.runs_per_job),
-                        f"{spec.source}: resources")
+        backend.require(
+            backend.request(
+                options["num_cpus"], options["num_gpus"], spec.resources.mem_gb * spec.resources.runs_per_job
+            ),
+            f"{spec.source}: resources",
+        )
         if detached:
             backend.check_filesystems(spec)
         return backend
@@ -107,6 +125,7 @@ class RayBackend(Backend):
         """As for Slurm (backends/sharedfs.py): the run directories must be visible from every Ray node (node-
         local storage refused when some node is another host), and a sqlite store on NFS is warned about."""
         from orchestrator.backends import sharedfs
+
         nodes = {str(n.get("NodeManagerAddress", "")) for n in self.ray.nodes() if n.get("Alive")} - {""}
         problem = sharedfs.job_folder_problem(spec.workdir, nodes)
         if problem is not None and problem[0] == "error":
@@ -140,6 +159,7 @@ class RayBackend(Backend):
     def _resources(self) -> Any:
         if self.resources is None:
             from orchestrator.spec.spec import Resources
+
             return Resources(mem_gb=self.mem_gb or 4.0)
         return self.resources
 
@@ -173,7 +193,7 @@ class RayBackend(Backend):
             for n in detached:
                 states[n] = detached_state(jobs[n])
             rest = [n for n in range(len(jobs)) if n not in set(detached)]
-            for n, state in zip(rest, self._poll_owned([jobs[n] for n in rest]) if rest else []):
+            for n, state in zip(rest, self._poll_owned([jobs[n] for n in rest]) if rest else [], strict=False):
                 states[n] = state
             return [s for s in states if s is not None]
         return self._poll_owned(jobs)
@@ -202,7 +222,7 @@ class RayBackend(Backend):
         try:
             self.ray.get(ref, timeout=0)
             return None
-        except Exception as err:  # noqa: BLE001 - any Ray error is the job's end reason
+        except Exception as err:
             return f"ray task ended: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
 
     def _foreign(self, job: Job) -> JobState:
@@ -220,8 +240,12 @@ class RayBackend(Backend):
         if detached:
             cancel_detached(detached)
             jobs = [j for j in jobs if not j.job_id.startswith(DETACHED_PREFIX)]
-        tasks = list({id(t.ref): t for t in (self._tasks[str(j.run_dir.path)] for j in jobs
-                                             if str(j.run_dir.path) in self._tasks)}.values())  # a pack: one task
+        tasks = list(
+            {
+                id(t.ref): t
+                for t in (self._tasks[str(j.run_dir.path)] for j in jobs if str(j.run_dir.path) in self._tasks)
+            }.values()
+        )  # a pack: one task
         for task in tasks:
             self.ray.cancel(task.ref)  # KeyboardInterrupt in the task: the worker journals KILLED
         deadline = time.monotonic() + CANCEL_GRACE_S
@@ -241,10 +265,10 @@ class RayBackend(Backend):
 
 # -- runs owned by a detached driver (ray_driver.py) ----------------------------------------------------
 DETACHED_PREFIX = "raydrv:"
-DRIVER_FILE = "driver.json"     # the driver's heartbeat: pid, host, t, ended, failures
-HEARTBEAT_S = 2.0               # the driver rewrites driver.json this often
-STALE_S = 30.0                  # a heartbeat older than this: the driver is gone
-DRIVER_START_S = 180.0          # how long submit waits for the driver to connect and submit
+DRIVER_FILE = "driver.json"  # the driver's heartbeat: pid, host, t, ended, failures
+HEARTBEAT_S = 2.0  # the driver rewrites driver.json this often
+STALE_S = 30.0  # a heartbeat older than this: the driver is gone
+DRIVER_START_S = 180.0  # how long submit waits for the driver to connect and submit
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -275,8 +299,11 @@ def detached_state(job: Job) -> JobState:
     if beat.get("ended"):
         return JobState(DONE, "the detached Ray driver ended before the run journaled its end")
     if time.time() - float(beat.get("t", 0)) > STALE_S:
-        return JobState(DONE, f"the detached Ray driver ({beat.get('host')}:{beat.get('pid')}) stopped reporting "
-                              f"{time.time() - float(beat.get('t', 0)):.0f} s ago: its tasks died with it")
+        return JobState(
+            DONE,
+            f"the detached Ray driver ({beat.get('host')}:{beat.get('pid')}) stopped reporting "
+            f"{time.time() - float(beat.get('t', 0)):.0f} s ago: its tasks died with it",
+        )
     return JobState(RUNNING if running_now(job.run_dir.journal) else PENDING)
 
 
@@ -305,26 +332,51 @@ class DetachedRayBackend(RayBackend):
         folder.mkdir(parents=True)
         resources = self._resources()
         for index, run_dir in enumerate(run_dirs):
-            atomic_write(run_dir.scheduler_record, json.dumps({  # `logs`: what `orch logs` shows besides the run's own
-                "scheduler": "ray", "token": token, "index": index, "folder": str(folder),
-                "logs": [str(folder / "driver.log")]}).encode())
-        manifest = {"address": self.address, "runs": [str(r.path) for r in run_dirs],
-                    "resources": resources.model_dump(), "time_limit_s": self.time_limit_s,
-                    "max_retries": self.max_retries}
+            atomic_write(
+                run_dir.scheduler_record,
+                json.dumps(
+                    {  # `logs`: what `orch logs` shows besides the run's own
+                        "scheduler": "ray",
+                        "token": token,
+                        "index": index,
+                        "folder": str(folder),
+                        "logs": [str(folder / "driver.log")],
+                    }
+                ).encode(),
+            )
+        manifest = {
+            "address": self.address,
+            "runs": [str(r.path) for r in run_dirs],
+            "resources": resources.model_dump(),
+            "time_limit_s": self.time_limit_s,
+            "max_retries": self.max_retries,
+        }
         atomic_write(folder / "manifest.json", json.dumps(manifest).encode())
-        log = open(folder / "driver.log", "ab")
+        log = open(folder / "driver.log", "ab")  # noqa: SIM115 - the detached driver inherits it, then we close ours
         # its own session and no terminal: closing the shell (SIGHUP) or Ctrl-C in it never reaches the driver
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.backends.ray_driver", str(folder)],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                                env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                    [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")])})
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.backends.ray_driver", str(folder)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(
+                    [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]
+                ),
+            },
+        )
         log.close()
         deadline = time.monotonic() + DRIVER_START_S
         while not read_json(folder / DRIVER_FILE).get("submitted"):
             if proc.poll() is not None:
                 tail = (folder / "driver.log").read_text(errors="replace")[-2000:]
-                raise InputError(f"the detached Ray driver failed to submit the runs (exit {proc.returncode}); "
-                                 f"its log {folder / 'driver.log'} ends with:\n{tail}", "--backend ray")
+                raise InputError(
+                    f"the detached Ray driver failed to submit the runs (exit {proc.returncode}); "
+                    f"its log {folder / 'driver.log'} ends with:\n{tail}",
+                    "--backend ray",
+                )
             if time.monotonic() > deadline:
                 break  # still connecting: the runs are its; status will say what became of them
             time.sleep(0.2)
@@ -335,6 +387,3 @@ class DetachedRayBackend(RayBackend):
 
     def cancel(self, jobs: list[Job]) -> None:
         cancel_detached(jobs)
-
-
-

@@ -32,8 +32,9 @@ def set_defaults(settings: RaySettings) -> dict[str, str]:
     for name, value in env.items():
         os.environ.setdefault(name, value)
     if os.environ["RAY_AUTH_MODE"] == "token" and not os.environ.get("RAY_AUTH_TOKEN"):
-        token = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or settings.auth_token_path
-                     or Path.home() / ".ray" / "auth_token").expanduser()
+        token = Path(
+            os.environ.get("RAY_AUTH_TOKEN_PATH") or settings.auth_token_path or Path.home() / ".ray" / "auth_token"
+        ).expanduser()
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
         if not token.exists() or not token.read_text().strip():
             # Ray creates ~/.ray/auth_token only for a local ray.init; a worker joining a cluster, or a
@@ -65,6 +66,7 @@ def connect(address: str | None = None, settings: RaySettings | None = None):
     settings = settings or load_ray_settings()
     set_defaults(settings)
     import ray
+
     if ray.is_initialized():
         return ray
     address = resolve_address(address, settings)
@@ -73,14 +75,21 @@ def connect(address: str | None = None, settings: RaySettings | None = None):
     kwargs: dict[str, Any] = dict(log_to_driver=settings.log_to_driver, configure_logging=True, logging_level="WARNING")
     try:
         if address is None:
-            ray.init(num_cpus=settings.num_cpus or os.cpu_count(), num_gpus=settings.num_gpus,
-                     include_dashboard=settings.include_dashboard, **kwargs)
+            ray.init(
+                num_cpus=settings.num_cpus or os.cpu_count(),
+                num_gpus=settings.num_gpus,
+                include_dashboard=settings.include_dashboard,
+                **kwargs,
+            )
         else:
             ray.init(address=address, **kwargs)
     except ConnectionError as err:
-        raise InputError(f"cannot reach a Ray cluster at '{address}': {err}. Start one with `ray start --head` "
-                         "(same RAY_TMPDIR and auth token as orch, see docs/ray.md) or drop --ray-address "
-                         "to use a local Ray", "--ray-address") from None
+        raise InputError(
+            f"cannot reach a Ray cluster at '{address}': {err}. Start one with `ray start --head` "
+            "(same RAY_TMPDIR and auth token as orch, see docs/ray.md) or drop --ray-address "
+            "to use a local Ray",
+            "--ray-address",
+        ) from None
     return ray
 
 
@@ -92,9 +101,15 @@ def require(ray, needs: dict[str, float], source: str) -> None:
         return
 
     def show(res: dict[str, float]) -> str:  # a fixed order: Ray's resource dicts have none
-        return ", ".join(f"{k}={res[k] / 2**30:.1f}GB" if k == "memory" else f"{k}={res[k]:g}"
-                         for k in ("CPU", "GPU", "memory") if k in res)
+        return ", ".join(
+            f"{k}={res[k] / 2**30:.1f}GB" if k == "memory" else f"{k}={res[k]:g}"
+            for k in ("CPU", "GPU", "memory")
+            if k in res
+        )
+
     largest: dict[str, float] = max(nodes, key=lambda n: (n.get("CPU", 0), n.get("memory", 0)), default={})
-    raise InputError(f"no node of the Ray cluster can hold one run ({show(needs)}); the largest node has "
-                     f"{show(largest) or 'nothing'}: lower resources.cpus/gpus/mem_gb or join a bigger cluster",
-                     source)
+    raise InputError(
+        f"no node of the Ray cluster can hold one run ({show(needs)}); the largest node has "
+        f"{show(largest) or 'nothing'}: lower resources.cpus/gpus/mem_gb or join a bigger cluster",
+        source,
+    )

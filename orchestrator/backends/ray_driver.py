@@ -34,8 +34,12 @@ class Driver:
         self.folder = folder
         self.manifest = read_json(folder / "manifest.json")
         self.failures: dict[str, str] = {}
-        self.state: dict[str, Any] = {"pid": os.getpid(), "host": socket.gethostname(), "submitted": False,
-                                      "ended": False}
+        self.state: dict[str, Any] = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "submitted": False,
+            "ended": False,
+        }
 
     def beat(self, **update: Any) -> None:
         self.state.update(update, t=time.time(), failures=self.failures)
@@ -43,10 +47,15 @@ class Driver:
 
     def run(self) -> int:
         from orchestrator.spec.spec import Resources
+
         self.beat()
         resources = Resources.model_validate(self.manifest["resources"])
-        backend = RayBackend(self.manifest.get("address"), mem_gb=resources.mem_gb, resources=resources,
-                             time_limit_s=self.manifest.get("time_limit_s"))
+        backend = RayBackend(
+            self.manifest.get("address"),
+            mem_gb=resources.mem_gb,
+            resources=resources,
+            time_limit_s=self.manifest.get("time_limit_s"),
+        )
         tasks = backend.submit_tasks([RunDir(Path(p)) for p in self.manifest["runs"]])
         ray = backend.ray
         self.beat(submitted=True, tasks=len(tasks))
@@ -77,7 +86,7 @@ class Driver:
         try:
             ray.get(ref, timeout=0)
             reason = "the Ray task returned without the run journaling an end"
-        except Exception as err:  # noqa: BLE001 - any Ray error is the run's end reason
+        except Exception as err:
             first = str(err).splitlines()[0] if str(err) else ""
             reason = f"ray task ended: {type(err).__name__}: {first}"
         for run_dir in pack:

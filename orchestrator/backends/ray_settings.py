@@ -18,22 +18,33 @@ class RaySettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    address: str | None = Field(None, description="null: a private local Ray on this machine; 'auto' or "
-                                                  "host:port: join a running cluster (ray start --head)")
+    address: str | None = Field(
+        None,
+        description="null: a private local Ray on this machine; 'auto' or "
+        "host:port: join a running cluster (ray start --head)",
+    )
     num_cpus: int | None = Field(None, gt=0, description="local Ray only: cores Ray may use (null: all)")
     num_gpus: int | None = Field(None, ge=0, description="local Ray only: GPUs Ray may use (null: detect)")
-    temp_dir: str | None = Field(None, description="RAY_TMPDIR (null: $RAY_TMPDIR, else /tmp/orch-ray-<user>); "
-                                                   "'auto' finds a cluster through it")
+    temp_dir: str | None = Field(
+        None, description="RAY_TMPDIR (null: $RAY_TMPDIR, else /tmp/orch-ray-<user>); 'auto' finds a cluster through it"
+    )
     auth_mode: Literal["token", "disabled"] = Field("token", description="RAY_AUTH_MODE, set explicitly")
-    auth_token_path: str | None = Field(None, description="RAY_AUTH_TOKEN_PATH (null: ~/.ray/auth_token, "
-                                                          "created if missing)")
+    auth_token_path: str | None = Field(
+        None, description="RAY_AUTH_TOKEN_PATH (null: ~/.ray/auth_token, created if missing)"
+    )
     usage_stats: bool = Field(False, description="Ray's usage statistics reporting")
     include_dashboard: bool = Field(False, description="start Ray's dashboard with a local Ray")
     log_to_driver: bool = Field(False, description="echo every task's output in the orch terminal")
-    max_retries: int = Field(3, ge=0, description="times Ray runs a task again when its worker or node dies; "
-                                                  "the run resumes from its checkpoint")
-    detach: bool = Field(True, description="on a Ray cluster (an address), runs outlive `orch submit`: a detached "
-                                           "driver process owns them; false: orch submit follows them to the end")
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="times Ray runs a task again when its worker or node dies; the run resumes from its checkpoint",
+    )
+    detach: bool = Field(
+        True,
+        description="on a Ray cluster (an address), runs outlive `orch submit`: a detached "
+        "driver process owns them; false: orch submit follows them to the end",
+    )
 
 
 def ray_profile_path() -> Path | None:

@@ -19,12 +19,14 @@ def time_limit(seconds: int | None) -> Iterator[None]:
     """Raise ``Terminated`` in the run once ``seconds`` passed (the worker journals KILLED with the reason).
     A Ray task runs in its worker's main thread, where SIGALRM is delivered."""
     from orchestrator.job import worker
+
     if not seconds or threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def expired(signum: int, frame: Any) -> None:
         raise worker.Terminated(f"time limit reached: resources.time_min={seconds / 60:g} (enforced by orch on Ray)")
+
     previous = signal.signal(signal.SIGALRM, expired)
     signal.alarm(seconds)
     try:
@@ -37,6 +39,7 @@ def time_limit(seconds: int | None) -> Iterator[None]:
 def run_in_task(path: str, time_limit_s: int | None = None) -> str:
     """Body of a Ray task: the same worker as every other backend. Returns the run's status."""
     from orchestrator.job import jobpath, worker
+
     jobpath.drop_working_directory()
     run_dir = RunDir(Path(path))
     with output_to(run_dir), time_limit(time_limit_s):

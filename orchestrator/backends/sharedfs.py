@@ -8,16 +8,49 @@ apart from a disk the nodes reach some other way, so that is a warning, not a re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
 
 from orchestrator.spec.tracking_uri import sqlite_path
 
-NETWORK_FS = {"nfs", "nfs4", "lustre", "beegfs", "gpfs", "cifs", "smb3", "smbfs", "ceph", "fuse.ceph", "fuse.sshfs",
-              "panfs", "wekafs", "glusterfs", "fuse.glusterfs", "9p", "orangefs", "pvfs2", "fuse.beegfs", "afs"}
-SQLITE_UNSAFE_FS = {"nfs", "nfs4", "lustre", "beegfs", "fuse.beegfs", "gpfs", "cifs", "smb3", "smbfs", "glusterfs",
-                    "fuse.glusterfs", "fuse.sshfs"}
+NETWORK_FS = {
+    "nfs",
+    "nfs4",
+    "lustre",
+    "beegfs",
+    "gpfs",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "ceph",
+    "fuse.ceph",
+    "fuse.sshfs",
+    "panfs",
+    "wekafs",
+    "glusterfs",
+    "fuse.glusterfs",
+    "9p",
+    "orangefs",
+    "pvfs2",
+    "fuse.beegfs",
+    "afs",
+}
+SQLITE_UNSAFE_FS = {
+    "nfs",
+    "nfs4",
+    "lustre",
+    "beegfs",
+    "fuse.beegfs",
+    "gpfs",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "glusterfs",
+    "fuse.glusterfs",
+    "fuse.sshfs",
+}
 NODE_LOCAL_FS = {"tmpfs", "ramfs", "devtmpfs"}
 NODE_LOCAL_DIRS = ("/tmp", "/var/tmp", "/dev/shm", "/run", "/scratch/local", "/local")
 
@@ -48,10 +81,8 @@ def mount_of(path: str | Path, mounts: str = "/proc/self/mounts") -> tuple[str, 
 def local_addresses() -> set[str]:
     """This host's names and IPv4 addresses (Ray names a node by the address it picked, e.g. 192.0.2.2)."""
     names = {"localhost", "127.0.0.1", "::1", socket.gethostname(), socket.getfqdn()}
-    try:
+    with contextlib.suppress(OSError):
         names |= set(socket.gethostbyname_ex(socket.gethostname())[2])
-    except OSError:
-        pass
     try:  # every local IPv4 address: the kernel's table marks them "/32 host LOCAL"
         lines = Path("/proc/net/fib_trie").read_text().splitlines()
         names |= {lines[i - 1].split()[-1] for i, line in enumerate(lines) if i and "/32 host LOCAL" in line}
@@ -60,8 +91,9 @@ def local_addresses() -> set[str]:
     return names
 
 
-def job_folder_problem(folder: str | Path, node_hosts: set[str],
-                       mounts: str = "/proc/self/mounts") -> tuple[str, str] | None:
+def job_folder_problem(
+    folder: str | Path, node_hosts: set[str], mounts: str = "/proc/self/mounts"
+) -> tuple[str, str] | None:
     """("error" | "warning", message) when ``folder`` may not be visible from the nodes ``node_hosts``
     (their names or addresses); None when it is (a network filesystem, or every node is this host)."""
     if node_hosts and node_hosts <= local_addresses():
@@ -72,11 +104,17 @@ def job_folder_problem(folder: str | Path, node_hosts: set[str],
     absolute = os.path.realpath(os.path.abspath(folder))
     where = f"{folder} ({fstype} mounted at {point})"
     if fstype in NODE_LOCAL_FS or any(absolute == d or absolute.startswith(d + "/") for d in NODE_LOCAL_DIRS):
-        return ("error", f"the job folder {where} is node-local storage: jobs on other nodes cannot read their "
-                         "run directories and their logs would stay on the node. Put it on the shared filesystem "
-                         "(the spec's workdir, or job_folder in the cluster profile)")
-    return ("warning", f"cannot tell whether the job folder {where} is shared with the compute nodes (a local "
-                       "disk type); if jobs fail at once with no journal, put it on the shared filesystem")
+        return (
+            "error",
+            f"the job folder {where} is node-local storage: jobs on other nodes cannot read their "
+            "run directories and their logs would stay on the node. Put it on the shared filesystem "
+            "(the spec's workdir, or job_folder in the cluster profile)",
+        )
+    return (
+        "warning",
+        f"cannot tell whether the job folder {where} is shared with the compute nodes (a local "
+        "disk type); if jobs fail at once with no journal, put it on the shared filesystem",
+    )
 
 
 def sqlite_problem(uri: str, mounts: str = "/proc/self/mounts") -> str | None:
@@ -87,7 +125,9 @@ def sqlite_problem(uri: str, mounts: str = "/proc/self/mounts") -> str | None:
     path = str(database)  # `sqlite:////abs/x.db` is absolute, `sqlite:///mlruns/x.db` relative to the cwd
     point, fstype = mount_of(Path(path).absolute().parent, mounts)
     if fstype in SQLITE_UNSAFE_FS:
-        return (f"the MLflow sqlite store {path} is on {fstype} ({point}): SQLite's file locking is unsafe there "
-                "and the store can be corrupted; keep it on a local disk of the login node (MLFLOW_TRACKING_URI, "
-                "--tracking-uri) or use `orch server`")
+        return (
+            f"the MLflow sqlite store {path} is on {fstype} ({point}): SQLite's file locking is unsafe there "
+            "and the store can be corrupted; keep it on a local disk of the login node (MLFLOW_TRACKING_URI, "
+            "--tracking-uri) or use `orch server`"
+        )
     return None

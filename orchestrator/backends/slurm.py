@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
 
 JOB_NAME_PREFIX = "orch-"
-QUERY_CACHE_S = 2.0       # follow() polls often; the scheduler is asked at most this often
-CANCEL_WAIT_S = 15.0      # how long cancel waits for running jobs to journal their end
+QUERY_CACHE_S = 2.0  # follow() polls often; the scheduler is asked at most this often
+CANCEL_WAIT_S = 15.0  # how long cancel waits for running jobs to journal their end
 DEFAULT_MAX_ARRAY_SIZE = 1001
 
 UNREACHABLE = "Unable to contact slurm controller"
@@ -67,7 +67,7 @@ class SlurmBackend(Backend):
         self.source = "resources"
         self.min_query_interval_s = min_query_interval_s
         self.calls: Counter[str] = Counter()  # scheduler commands run by this instance (benchmarks)
-        self.sacct_ok: bool | None = None      # None: not tried yet; False: accounting disabled/unreachable
+        self.sacct_ok: bool | None = None  # None: not tried yet; False: accounting disabled/unreachable
         self.last_error: str | None = None
         self._cache: dict[str, tuple[str, str]] = {}
         self._cache_time = 0.0
@@ -80,6 +80,7 @@ class SlurmBackend(Backend):
     @classmethod
     def preview(cls, spec: Spec, n_runs: int) -> str | None:
         from orchestrator.backends.slurm_preview import preview_text
+
         return preview_text(spec, n_runs)
 
     def describe(self) -> str | None:
@@ -92,8 +93,9 @@ class SlurmBackend(Backend):
         an impossible one queues nothing."""
         if spec is None:
             return cls()
-        backend = cls(load_profile(cluster or spec.cluster, f"{spec.source}: cluster", spec.slurm, spec.source),
-                      spec.resources)
+        backend = cls(
+            load_profile(cluster or spec.cluster, f"{spec.source}: cluster", spec.slurm, spec.source), spec.resources
+        )
         backend.source = spec.source
         if check:
             backend.check_request(spec.source)
@@ -114,8 +116,9 @@ class SlurmBackend(Backend):
     # -- submission ----------------------------------------------------------------------------------
     def parameters(self) -> dict[str, Any]:
         if self.profile is None or self.resources is None:
-            raise SchedulerError("this SlurmBackend was made without a cluster profile: it can poll and cancel, "
-                                 "not submit")
+            raise SchedulerError(
+                "this SlurmBackend was made without a cluster profile: it can poll and cancel, not submit"
+            )
         return self.profile.slurm_parameters(self.resources)
 
     def _executor(self, folder: Path, job_name: str) -> submitit.SlurmExecutor:
@@ -136,25 +139,48 @@ class SlurmBackend(Backend):
             script.write_text(self._executor(Path(tmp), "orch-check")._make_submission_file_text("true", "check"))
             proc = self._run(["sbatch", "--test-only", str(script)], check=False)
         if proc.returncode != 0:
-            message = " ".join(line.removeprefix("sbatch: error: ").strip()
-                               for line in proc.stderr.splitlines() if "error" in line) or proc.stderr.strip()
+            message = (
+                " ".join(
+                    line.removeprefix("sbatch: error: ").strip() for line in proc.stderr.splitlines() if "error" in line
+                )
+                or proc.stderr.strip()
+            )
             if UNREACHABLE in message:  # not a refusal of the request: nobody answered it
-                raise InputError(f"Slurm's controller does not answer ({message}); check `scontrol ping` on this "
-                                 f"host (cluster profile '{self.profile.name}')", source, "backend")
-            raise InputError(f"Slurm refuses this request with cluster profile '{self.profile.name}': {message} "
-                             f"(asked: {self._request_summary()}){self._node_hint(message)}", source,
-                             "resources.runs_per_job" if self.resources.runs_per_job > 1 else "resources")
+                raise InputError(
+                    f"Slurm's controller does not answer ({message}); check `scontrol ping` on this "
+                    f"host (cluster profile '{self.profile.name}')",
+                    source,
+                    "backend",
+                )
+            raise InputError(
+                f"Slurm refuses this request with cluster profile '{self.profile.name}': {message} "
+                f"(asked: {self._request_summary()}){self._node_hint(message)}",
+                source,
+                "resources.runs_per_job" if self.resources.runs_per_job > 1 else "resources",
+            )
 
     def _request_summary(self) -> str:
         p = {**self.parameters().get("additional_parameters", {}), **self.parameters()}
-        keys = ("partition", "account", "qos", "constraint", "gres", "gpus", "gpus_per_node", "exclusive",
-                "cpus_per_task", "mem", "time")
+        keys = (
+            "partition",
+            "account",
+            "qos",
+            "constraint",
+            "gres",
+            "gpus",
+            "gpus_per_node",
+            "exclusive",
+            "cpus_per_task",
+            "mem",
+            "time",
+        )
         return ", ".join(f"{k}={p[k]}" for k in keys if k in p)
 
     def node_hosts(self) -> set[str]:
         """The nodes this profile's jobs may land on, each by its address (NodeAddr), or by its host name
         when that is this host (the dev cluster's nodes are 127.0.0.1 under other names); one sinfo call."""
         from orchestrator.backends.sharedfs import local_addresses
+
         cmd = ["sinfo", "-h", "-N", "-o", "%n|%o"]
         if self.profile is not None and self.profile.partition:
             cmd[1:1] = ["-p", self.profile.partition]
@@ -169,6 +195,7 @@ class SlurmBackend(Backend):
         """The job folder must be visible from the nodes (refused when it is node-local storage, a warning
         when it cannot be told); the sqlite store must not be on NFS/Lustre/BeeGFS (a warning)."""
         from orchestrator.backends import sharedfs
+
         if self.profile is not None and not self.profile.shared_fs_check:
             return
         problem = sharedfs.job_folder_problem(spec.workdir, self.node_hosts())
@@ -181,7 +208,7 @@ class SlurmBackend(Backend):
     def packs(self, run_dirs: list[RunDir]) -> list[list[RunDir]]:
         """The runs of each job: ``runs_per_job`` at a time (1: one job per run)."""
         n = self.resources.runs_per_job if self.resources is not None else 1
-        return [run_dirs[i:i + n] for i in range(0, len(run_dirs), n)]
+        return [run_dirs[i : i + n] for i in range(0, len(run_dirs), n)]
 
     def check_job_count(self, jobs: int) -> None:
         """Refuse a submission that would pass the profile's ``max_jobs`` (QOS MaxSubmitJobs), counting the
@@ -223,7 +250,7 @@ class SlurmBackend(Backend):
         size = self.max_array_size()  # array indices go 0 .. MaxArraySize-1
         ids: list[str] = []
         for start in range(0, len(packs), size):
-            ids += self._submit_array(packs[start:start + size])
+            ids += self._submit_array(packs[start : start + size])
         return ids
 
     def _node_hint(self, message: str) -> str:
@@ -232,12 +259,17 @@ class SlurmBackend(Backend):
         if "node configuration is not available" not in message:
             return ""
         job = job_resources(self.resources)
-        packed = (f" = runs_per_job {self.resources.runs_per_job} x {self.resources.cpus} cpus"
-                  if self.resources.runs_per_job > 1 else "")
-        return (f"; one job asked for {job['cpus']} cpus{packed}, {job['mem_gb']:g} GB and {job['gpus']} GPUs on one node "
-                f"of partition {self.profile.partition or '(default)'}: no node there has that much. Lower "
-                f"resources.runs_per_job or resources.cpus, or set limits: in {self.profile._file or self.profile.name} "
-                "so that orch refuses it before sbatch (`sinfo -o '%P %c %m %G'` shows what the nodes offer)")
+        packed = (
+            f" = runs_per_job {self.resources.runs_per_job} x {self.resources.cpus} cpus"
+            if self.resources.runs_per_job > 1
+            else ""
+        )
+        return (
+            f"; one job asked for {job['cpus']} cpus{packed}, {job['mem_gb']:g} GB and {job['gpus']} GPUs on one node "
+            f"of partition {self.profile.partition or '(default)'}: no node there has that much. Lower "
+            f"resources.runs_per_job or resources.cpus, or set limits: in {self.profile._file or self.profile.name} "
+            "so that orch refuses it before sbatch (`sinfo -o '%P %c %m %G'` shows what the nodes offer)"
+        )
 
     def _submit_array(self, packs: list[list[RunDir]]) -> list[str]:
         token = uuid.uuid4().hex[:12]
@@ -245,26 +277,44 @@ class SlurmBackend(Backend):
         submitter = f"{socket.gethostname()}:{os.getpid()}"
         for index, pack in enumerate(packs):  # the token first, so a crash after sbatch is recoverable
             for run_dir in pack:
-                write_record(run_dir, {"scheduler": "slurm", "token": token, "index": index, "submitter": submitter,
-                                       "submitted_at": time.time(), "folder": str(folder),
-                                       "pack": [str(r.path) for r in pack]})
+                write_record(
+                    run_dir,
+                    {
+                        "scheduler": "slurm",
+                        "token": token,
+                        "index": index,
+                        "submitter": submitter,
+                        "submitted_at": time.time(),
+                        "folder": str(folder),
+                        "pack": [str(r.path) for r in pack],
+                    },
+                )
         executor = self._executor(folder, f"{JOB_NAME_PREFIX}{token}")
         _fault("before-sbatch")
         self.calls["sbatch"] += 1
         packed = any(len(pack) > 1 for pack in packs)
-        function: Any = (SlurmPack(self.profile.max_requeues, self.resources.gpus / self.resources.runs_per_gpu)
-                         if packed else SlurmRun(self.profile.max_requeues))
+        function: Any = (
+            SlurmPack(self.profile.max_requeues, self.resources.gpus / self.resources.runs_per_gpu)
+            if packed
+            else SlurmRun(self.profile.max_requeues)
+        )
         args = [[str(r.path) for r in pack] if packed else str(pack[0].path) for pack in packs]
         try:
             jobs = executor.map_array(function, args)
-        except Exception as err:  # noqa: BLE001 - sbatch's own message is what the user needs
+        except Exception as err:
             raise SchedulerError(f"sbatch failed: {err}{self._node_hint(str(err))}") from None
         _fault("after-sbatch")
         ids = []
-        for pack, job in zip(packs, jobs):
+        for pack, job in zip(packs, jobs, strict=False):
             for run_dir in pack:
-                write_record(run_dir, {**read_record(run_dir), "job_id": job.job_id,
-                                       "logs": [str(job.paths.stdout), str(job.paths.stderr)]})
+                write_record(
+                    run_dir,
+                    {
+                        **read_record(run_dir),
+                        "job_id": job.job_id,
+                        "logs": [str(job.paths.stdout), str(job.paths.stderr)],
+                    },
+                )
                 ids.append(job.job_id)
         return ids
 
@@ -275,7 +325,7 @@ class SlurmBackend(Backend):
         if wanted - self._cache.keys() or time.monotonic() - self._cache_time > self.min_query_interval_s:
             self._cache = self._query(wanted)
             self._cache_time = time.monotonic()
-        return [self._state(job, job_id) for job, job_id in zip(jobs, ids)]
+        return [self._state(job, job_id) for job, job_id in zip(jobs, ids, strict=False)]
 
     def _state(self, job: Job, job_id: str | None) -> JobState:
         if job_id is None:
@@ -317,12 +367,14 @@ class SlurmBackend(Backend):
         proc = self._run(["squeue", "--me", "-h", "-t", "all", "--name", names, "-o", "%F|%j"], check=False)
         lines = proc.stdout.splitlines() if proc.returncode == 0 else []
         if not lines and self.sacct_ok is not False:
-            proc = self._run(["sacct", "-X", "-n", "-P", "-S", "now-7days", "--name", names, "-o", "JobIDRaw,JobName,JobID"],
-                             check=False)
+            proc = self._run(
+                ["sacct", "-X", "-n", "-P", "-S", "now-7days", "--name", names, "-o", "JobIDRaw,JobName,JobID"],
+                check=False,
+            )
             if proc.returncode == 0:
                 lines = []
                 for line in proc.stdout.splitlines():
-                    raw, name, job_id = line.split("|")
+                    _raw, name, job_id = line.split("|")
                     lines.append(f"{job_id.split('_')[0]}|{name}")
         for line in lines:
             base, _, name = line.partition("|")
@@ -337,8 +389,9 @@ class SlurmBackend(Backend):
         states: dict[str, tuple[str, str]] = {}
         if self.sacct_ok is not False:
             arrays = sorted({i.split("_")[0] for i in ids}, key=int)
-            proc = self._run(["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason", "-j", ",".join(arrays)],
-                             check=False)
+            proc = self._run(
+                ["sacct", "-X", "-n", "-P", "-o", "JobID,State,ExitCode,Reason", "-j", ",".join(arrays)], check=False
+            )
             if proc.returncode == 0:
                 self.sacct_ok = True
                 for line in proc.stdout.splitlines():
@@ -367,7 +420,7 @@ class SlurmBackend(Backend):
         ids = self._job_ids(jobs)
         asked = {str(job.run_dir.path) for job in jobs}
         live: list[str] = []
-        for job, job_id in zip(jobs, ids):
+        for job, job_id in zip(jobs, ids, strict=False):
             # Marked before scancel: a worker still starting up (submitit ignores SIGTERM until our worker
             # installs its handler) sees the mark itself and journals KILLED instead of running on
             # until Slurm's KillWait SIGKILL. A run of a pack with other runs is stopped by its pack alone.
@@ -379,7 +432,7 @@ class SlurmBackend(Backend):
         if live:
             self._run(["scancel", *live], check=False)
         # scancel only asks: give running workers the moment they need to journal KILLED themselves
-        started = [job for job, job_id in zip(jobs, ids) if job_id and running_now(job.run_dir.journal)]
+        started = [job for job, job_id in zip(jobs, ids, strict=False) if job_id and running_now(job.run_dir.journal)]
         deadline = time.monotonic() + CANCEL_WAIT_S
         while started and time.monotonic() < deadline:
             started = [job for job in started if not ended_last(job.run_dir.journal)]
@@ -398,5 +451,6 @@ def _submitter_alive(submitter: str) -> bool:
     host, _, pid = submitter.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    return pid_alive(int(pid)) and int(pid) != os.getpid()  # this very process: its submission failed, nothing is coming
-
+    return (
+        pid_alive(int(pid)) and int(pid) != os.getpid()
+    )  # this very process: its submission failed, nothing is coming

@@ -26,6 +26,7 @@ class SlurmRun(Checkpointable):
 
     def __call__(self, run_dir: str) -> str:
         from orchestrator.job import jobpath, worker
+
         jobpath.drop_working_directory()
         worker.requeue_probe = requeued_by_slurm
         # submitit requeues with `subprocess.check_call(["scontrol", "requeue", ...])`: a refusal raises a
@@ -33,6 +34,7 @@ class SlurmRun(Checkpointable):
         # Its SlurmJobEnvironment is made inside submitit's process_job, so the method is replaced here, in
         # the job's own process only.
         from submitit.slurm.slurm import SlurmJobEnvironment
+
         SlurmJobEnvironment._requeue = _requeue_or_say_why  # type: ignore[method-assign, assignment]
         with output_to(RunDir(Path(run_dir))):
             return worker.execute(run_dir)
@@ -40,13 +42,18 @@ class SlurmRun(Checkpointable):
     def checkpoint(self, run_dir: str) -> DelayedSubmission | None:  # type: ignore[override]  # None: no requeue
         """Called by submitit's SIGUSR2 handler (preemption, or the time limit approaching)."""
         from orchestrator.job import worker
+
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))
         if restarts >= self.max_requeues:
-            print(f"orch: requeued {restarts} times already (max_requeues={self.max_requeues}): the run ends here",
-                  file=sys.stderr, flush=True)
+            print(
+                f"orch: requeued {restarts} times already (max_requeues={self.max_requeues}): the run ends here",
+                file=sys.stderr,
+                flush=True,
+            )
             return None  # submitit raises UncompletedJobError in the workload: the run ends FAILED, saying why
-        worker.request_requeue(f"Slurm signal (preemption or time limit); requeue {restarts + 1} of at most "
-                               f"{self.max_requeues}")
+        worker.request_requeue(
+            f"Slurm signal (preemption or time limit); requeue {restarts + 1} of at most {self.max_requeues}"
+        )
         return DelayedSubmission(self, run_dir)
 
 
@@ -63,6 +70,7 @@ class SlurmPack(Checkpointable):
     def __call__(self, run_dirs: list[str]) -> str:
         global _current_pack
         from submitit.slurm.slurm import SlurmJobEnvironment
+
         SlurmJobEnvironment._requeue = _requeue_or_say_why  # type: ignore[method-assign, assignment]
         _current_pack = Pack(run_dirs, self.gpu_share, self.max_requeues, probe=f"{__name__}:requeued_by_slurm")
         return ",".join(_current_pack.run())
@@ -97,6 +105,7 @@ def _requeue_or_say_why(env: Any, countdown: int) -> None:
 
 def _refused(message: str) -> None:
     from orchestrator.job import worker
+
     if _current_pack is not None:  # the runs already journaled `requeue` in their own processes: close them
         _current_pack.close_requeued(message)
     worker.requeue_refused(message)

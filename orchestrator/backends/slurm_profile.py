@@ -18,12 +18,24 @@ from orchestrator.spec.spec import Resources, deep_merge, load_yaml
 SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "profiles"  # package data: plafrim, local-slurm, ray
 
 
-TASK_LAYOUT = ("nodes", "ntasks", "ntasks_per_node", "tasks_per_node", "cpus_per_task", "gpus_per_task",
-               "ntasks_per_gpu", "ntasks_per_socket", "ntasks_per_core", "array", "wrap")
+TASK_LAYOUT = (
+    "nodes",
+    "ntasks",
+    "ntasks_per_node",
+    "tasks_per_node",
+    "cpus_per_task",
+    "gpus_per_task",
+    "ntasks_per_gpu",
+    "ntasks_per_socket",
+    "ntasks_per_core",
+    "array",
+    "wrap",
+)
 
 
 class Limits(BaseModel):
     """What one job may ask for on this cluster; None = not known, the scheduler will judge."""
+
     model_config = ConfigDict(extra="forbid")
 
     cpus: int | None = Field(None, gt=0, description="most CPU cores per task on one node")
@@ -44,24 +56,40 @@ class ClusterProfile(BaseModel):
     constraint: str | None = Field(None, description="sbatch --constraint (node features, e.g. a GPU model)")
     gpu_type: str | None = Field(None, description="GPU model in the request: gres=gpu:<type>:<n>, --gpus=<type>:<n>")
     gpu_request: Literal["gres", "gpus", "gpus-per-node", "constraint"] = Field(
-        "gres", description="how a job asks for GPUs: --gres=gpu:[type:]n | --gpus=[type:]n | --gpus-per-node=[type:]n "
-                            "| constraint: the node feature in `constraint` and --exclusive, no GPU count (sites that "
-                            "select GPU nodes by feature)")
-    requeue: bool = Field(True, description="sbatch --requeue, so preemption and time limits requeue even where "
-                                            "the site's JobRequeue=0; false: the site's default")
-    shared_fs_check: bool = Field(True, description="at submit, refuse a job folder on node-local storage (/tmp, "
-                                                    "tmpfs) and warn about a sqlite store on NFS/Lustre/BeeGFS")
-    max_jobs: int | None = Field(None, gt=0, description="jobs (array tasks) one user may have queued (QOS "
-                                                          "MaxSubmitJobs): a larger submission is refused before "
-                                                          "anything is queued")
+        "gres",
+        description="how a job asks for GPUs: --gres=gpu:[type:]n | --gpus=[type:]n | --gpus-per-node=[type:]n "
+        "| constraint: the node feature in `constraint` and --exclusive, no GPU count (sites that "
+        "select GPU nodes by feature)",
+    )
+    requeue: bool = Field(
+        True,
+        description="sbatch --requeue, so preemption and time limits requeue even where "
+        "the site's JobRequeue=0; false: the site's default",
+    )
+    shared_fs_check: bool = Field(
+        True,
+        description="at submit, refuse a job folder on node-local storage (/tmp, "
+        "tmpfs) and warn about a sqlite store on NFS/Lustre/BeeGFS",
+    )
+    max_jobs: int | None = Field(
+        None,
+        gt=0,
+        description="jobs (array tasks) one user may have queued (QOS "
+        "MaxSubmitJobs): a larger submission is refused before "
+        "anything is queued",
+    )
     setup: list[str] = Field([], description="shell lines run before the job (module load, activate an env)")
     array_parallelism: int = Field(64, gt=0, description="array tasks of one submission running at once")
-    max_array_size: int | None = Field(None, gt=0, description="the cluster's MaxArraySize (asked from "
-                                                               "scontrol when not set)")
-    signal_delay_s: int = Field(120, ge=0, description="SIGUSR2 this long before the time limit: checkpoint and requeue")
+    max_array_size: int | None = Field(
+        None, gt=0, description="the cluster's MaxArraySize (asked from scontrol when not set)"
+    )
+    signal_delay_s: int = Field(
+        120, ge=0, description="SIGUSR2 this long before the time limit: checkpoint and requeue"
+    )
     max_requeues: int = Field(3, ge=0, description="requeues (preemption or time limit) before a run is failed")
-    job_folder: str | None = Field(None, description="root of the run directories on the shared filesystem "
-                                                     "(replaces the spec's default workdir)")
+    job_folder: str | None = Field(
+        None, description="root of the run directories on the shared filesystem (replaces the spec's default workdir)"
+    )
     own_jobs_only: bool = Field(False, description="squeue/sacct show only the user's own jobs (informative)")
     sbatch: dict[str, Any] = Field({}, description="any other sbatch option, e.g. {exclusive: true}")
     limits: Limits = Limits()
@@ -73,8 +101,10 @@ class ClusterProfile(BaseModel):
         (each task journaling it again). orch sets the layout itself."""
         for key in value:
             if key.replace("-", "_") in TASK_LAYOUT:
-                raise ValueError(f"sbatch.{key}: orch runs one task per run and sets the task layout itself; "
-                                 f"remove it (these are refused: {', '.join(TASK_LAYOUT)})")
+                raise ValueError(
+                    f"sbatch.{key}: orch runs one task per run and sets the task layout itself; "
+                    f"remove it (these are refused: {', '.join(TASK_LAYOUT)})"
+                )
         return value
 
     def check(self, resources: Resources, source: str = "resources") -> None:
@@ -89,17 +119,28 @@ class ClusterProfile(BaseModel):
             if limit is not None and value > limit:
                 what = "has no GPU" if field == "gpus" and limit == 0 else f"allows at most {limit}"
                 per = f" for one job of {resources.runs_per_job} packed runs" if packed and field != "time_min" else ""
-                raise InputError(f"asks for {value:g}{per} but cluster profile '{self.name}' {what} "
-                                 f"({self._file or f'cluster/{self.name}.yaml'}: limits.{field})", source,
-                                 "resources.runs_per_job" if per else f"resources.{field}")
+                raise InputError(
+                    f"asks for {value:g}{per} but cluster profile '{self.name}' {what} "
+                    f"({self._file or f'cluster/{self.name}.yaml'}: limits.{field})",
+                    source,
+                    "resources.runs_per_job" if per else f"resources.{field}",
+                )
         if job["gpus"] and self.gpu_request == "constraint" and not self.constraint:
-            raise InputError(f"cluster profile '{self.name}' asks for GPUs by node feature (gpu_request: constraint) "
-                             "but sets no 'constraint': the job would land on any node", source, "resources.gpus")
+            raise InputError(
+                f"cluster profile '{self.name}' asks for GPUs by node feature (gpu_request: constraint) "
+                "but sets no 'constraint': the job would land on any node",
+                source,
+                "resources.gpus",
+            )
         if resources.gpus != int(resources.gpus) and resources.runs_per_job == 1:
             # a fraction of a GPU is a share of one GPU between the runs of one job: with one run per job
             # Slurm would still give it a whole GPU
-            raise InputError(f"gpus: {resources.gpus:g} on Slurm shares one GPU between the runs of one job: set "
-                             f"resources.runs_per_job (e.g. {math.ceil(1 / resources.gpus)})", source, "resources.gpus")
+            raise InputError(
+                f"gpus: {resources.gpus:g} on Slurm shares one GPU between the runs of one job: set "
+                f"resources.runs_per_job (e.g. {math.ceil(1 / resources.gpus)})",
+                source,
+                "resources.gpus",
+            )
 
     def check_job_count(self, jobs: int, queued: int, source: str = "resources") -> None:
         """A submission of ``jobs`` array tasks, with ``queued`` jobs of this user already in the queue: refused
@@ -107,17 +148,29 @@ class ClusterProfile(BaseModel):
         if self.max_jobs is None or jobs + queued <= self.max_jobs:
             return
         room = self.max_jobs - queued
-        hint = "wait for queued jobs to end" if room <= 0 else f"pack runs: resources.runs_per_job so that at most {room} jobs are needed"
-        raise InputError(f"{jobs} jobs plus the {queued} already queued exceed cluster profile '{self.name}' "
-                         f"max_jobs={self.max_jobs} (the QOS limit): {hint}", source, "resources.runs_per_job")
+        hint = (
+            "wait for queued jobs to end"
+            if room <= 0
+            else f"pack runs: resources.runs_per_job so that at most {room} jobs are needed"
+        )
+        raise InputError(
+            f"{jobs} jobs plus the {queued} already queued exceed cluster profile '{self.name}' "
+            f"max_jobs={self.max_jobs} (the QOS limit): {hint}",
+            source,
+            "resources.runs_per_job",
+        )
 
     def slurm_parameters(self, resources: Resources) -> dict[str, Any]:
         """submitit SlurmExecutor parameters for one job: one run, or ``runs_per_job`` runs packed together."""
         job = job_resources(resources)
         params: dict[str, Any] = {
-            "cpus_per_task": job["cpus"], "mem": f"{int(job['mem_gb'] * 1024)}M",
-            "time": resources.time_min, "nodes": 1, "ntasks_per_node": 1,
-            "signal_delay_s": self.signal_delay_s, "array_parallelism": self.array_parallelism,
+            "cpus_per_task": job["cpus"],
+            "mem": f"{int(job['mem_gb'] * 1024)}M",
+            "time": resources.time_min,
+            "nodes": 1,
+            "ntasks_per_node": 1,
+            "signal_delay_s": self.signal_delay_s,
+            "array_parallelism": self.array_parallelism,
         }
         for key in ("partition", "account", "qos", "constraint"):
             if getattr(self, key):
@@ -147,8 +200,11 @@ def job_resources(resources: Resources) -> dict[str, Any]:
     ``runs_per_gpu`` of them share one (each run gets gpus/runs_per_gpu of a GPU)."""
     n = resources.runs_per_job
     share = resources.gpus / resources.runs_per_gpu
-    return {"cpus": resources.cpus * n, "mem_gb": resources.mem_gb * n,
-            "gpus": math.ceil(n * share - 1e-9) if share else 0}
+    return {
+        "cpus": resources.cpus * n,
+        "mem_gb": resources.mem_gb * n,
+        "gpus": math.ceil(n * share - 1e-9) if share else 0,
+    }
 
 
 def search_path() -> list[Path]:
@@ -162,21 +218,27 @@ def available() -> list[str]:
     return sorted(names - {"ray"})  # cluster/ray.yaml is the Ray profile (RaySettings), not a Slurm one
 
 
-def load_profile(name: str | None, source: str = "cluster", overrides: dict[str, Any] | None = None,
-                 overrides_source: str = "spec") -> ClusterProfile:
+def load_profile(
+    name: str | None, source: str = "cluster", overrides: dict[str, Any] | None = None, overrides_source: str = "spec"
+) -> ClusterProfile:
     """A profile by name (``plafrim``) or path (``my/cluster.yaml``), with a spec's ``slurm:`` section
     (``overrides``) merged over it and validated by the same schema (errors name ``slurm.<field>``)."""
     if not name:
-        raise InputError(f"the slurm backend needs a cluster profile: --cluster NAME or 'cluster:' in the "
-                         f"spec; known: {', '.join(available()) or 'none'}", source)
+        raise InputError(
+            f"the slurm backend needs a cluster profile: --cluster NAME or 'cluster:' in the "
+            f"spec; known: {', '.join(available()) or 'none'}",
+            source,
+        )
     if name.endswith((".yaml", ".yml")):
         path = Path(name)
     else:
         found = next((d / f"{name}.yaml" for d in search_path() if (d / f"{name}.yaml").is_file()), None)
         if found is None:
-            raise InputError(f"no cluster profile '{name}'{did_you_mean(name, available())}; known: "
-                             f"{', '.join(available()) or 'none'} (looked in {', '.join(map(str, search_path()))})",
-                             source)
+            raise InputError(
+                f"no cluster profile '{name}'{did_you_mean(name, available())}; known: "
+                f"{', '.join(available()) or 'none'} (looked in {', '.join(map(str, search_path()))})",
+                source,
+            )
         path = found
     doc = {k: v for k, v in load_yaml(path).items() if v is not None}  # `limits:` with only comments under it
     try:
@@ -187,8 +249,13 @@ def load_profile(name: str | None, source: str = "cluster", overrides: dict[str,
         try:
             profile = ClusterProfile.model_validate(deep_merge(doc, overrides))
         except pydantic.ValidationError as err:
-            raise invalid(err, overrides_source, "slurm", ClusterProfile, "; the spec's slurm: section takes the "
-                          "fields of a cluster profile (docs/slurm.md)") from None
+            raise invalid(
+                err,
+                overrides_source,
+                "slurm",
+                ClusterProfile,
+                "; the spec's slurm: section takes the fields of a cluster profile (docs/slurm.md)",
+            ) from None
     profile.name = profile.name or path.stem
     profile._file = str(path.resolve())
     return profile
@@ -197,6 +264,7 @@ def load_profile(name: str | None, source: str = "cluster", overrides: dict[str,
 def apply_profile(spec):
     """The spec with the profile's job folder as its workdir, unless the spec chose one itself."""
     from orchestrator.spec.spec import Spec
+
     profile = load_profile(spec.cluster, f"{spec.source}: cluster", spec.slurm, spec.source)
     if profile.job_folder and spec.workdir == Spec.model_fields["workdir"].default:
         return spec.model_copy(update={"workdir": os.path.expandvars(os.path.expanduser(profile.job_folder))})

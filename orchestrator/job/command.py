@@ -101,16 +101,27 @@ def environment(ctx: Any, code: dict[str, Any] | None, submit_dir: str, metrics:
     checkpoints = ctx.run_dir.checkpoints
     resuming = checkpoints.is_dir() and any(checkpoints.iterdir())
     checkpoints.mkdir(parents=True, exist_ok=True)
-    env.update(ORCH_METRICS=str(metrics), ORCH_CHECKPOINT_DIR=str(checkpoints), ORCH_RESUME="1" if resuming else "0",
-               ORCH_SEED=str(ctx.seed), ORCH_RUN_DIR=str(ctx.run_dir.path), ORCH_ARTIFACT_DIR=str(ctx.artifact_dir),
-               ORCH_SUBMIT_DIR=submit_dir)
+    env.update(
+        ORCH_METRICS=str(metrics),
+        ORCH_CHECKPOINT_DIR=str(checkpoints),
+        ORCH_RESUME="1" if resuming else "0",
+        ORCH_SEED=str(ctx.seed),
+        ORCH_RUN_DIR=str(ctx.run_dir.path),
+        ORCH_ARTIFACT_DIR=str(ctx.artifact_dir),
+        ORCH_SUBMIT_DIR=submit_dir,
+    )
     if code:  # the command's own Python modules come from the snapshot too
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [code["workdir"], env.get("PYTHONPATH", "")]))
     return env
 
 
-def run_command(argv_template: list[str] | tuple[str, ...], params: BaseModel, ctx: Any,
-                code: dict[str, Any] | None = None, submit_dir: str = "") -> dict[str, float]:
+def run_command(
+    argv_template: list[str] | tuple[str, ...],
+    params: BaseModel,
+    ctx: Any,
+    code: dict[str, Any] | None = None,
+    submit_dir: str = "",
+) -> dict[str, float]:
     argv = substitute(list(argv_template), flatten(params.model_dump(mode="json")), ctx.seed)
     if argv[0] in PYTHONS:  # the interpreter orch runs on (its venv, where `import orch` works), not PATH's first
         argv[0] = sys.executable
@@ -137,8 +148,11 @@ def run_command(argv_template: list[str] | tuple[str, ...], params: BaseModel, c
         # handler a moment, so the run is journaled as the requeue or cancel it is, not as a failed command.
         time.sleep(SIGNAL_RACE_S)
     if proc.returncode != 0:
-        how = (f"killed by signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
-               else f"exited with status {proc.returncode}")
+        how = (
+            f"killed by signal {signal.Signals(-proc.returncode).name}"
+            if proc.returncode < 0
+            else f"exited with status {proc.returncode}"
+        )
         raise CommandFailed(f"command {argv[0]!r} {how} (its output: orch logs)")
     return dict(reader.final if reader.final is not None else reader.last)
 

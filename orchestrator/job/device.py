@@ -17,11 +17,11 @@ import subprocess
 import sys
 from typing import Any, Protocol
 
-DEVICE = "orch.device"                     # cuda | cpu: what ctx.device says
-GPU_MODEL = "orch.gpu.model"               # e.g. NVIDIA A100-SXM4-40GB (the first visible one)
-GPU_COUNT = "orch.gpu.count"               # CUDA devices the run sees
-GPU_DRIVER = "orch.gpu.driver"             # NVIDIA driver version (nvidia-smi)
-CUDA_VERSION = "orch.cuda.version"         # the CUDA runtime torch was built with
+DEVICE = "orch.device"  # cuda | cpu: what ctx.device says
+GPU_MODEL = "orch.gpu.model"  # e.g. NVIDIA A100-SXM4-40GB (the first visible one)
+GPU_COUNT = "orch.gpu.count"  # CUDA devices the run sees
+GPU_DRIVER = "orch.gpu.driver"  # NVIDIA driver version (nvidia-smi)
+CUDA_VERSION = "orch.cuda.version"  # the CUDA runtime torch was built with
 CUDA_VISIBLE = "orch.cuda_visible_devices"  # CUDA_VISIBLE_DEVICES as the run saw it ("unset" if not set)
 CPU_MODEL = "orch.cpu.model"
 TAGS = (DEVICE, GPU_MODEL, GPU_COUNT, GPU_DRIVER, CUDA_VERSION, CUDA_VISIBLE, CPU_MODEL)
@@ -46,7 +46,8 @@ def claim(job: dict[str, Any], journal: Journal) -> str:
             f"resources.gpus={gpus:g} but no CUDA device is usable on {platform.node()} "
             f"(CUDA_VISIBLE_DEVICES={facts[CUDA_VISIBLE]}; {facts.get('why', 'torch.cuda.is_available() is False')}): "
             "orch refuses to run a GPU request on the CPU. Check the job's GPU request (cluster profile "
-            "gpu_request / constraint) and the CUDA module in the profile's setup lines")
+            "gpu_request / constraint) and the CUDA module in the profile's setup lines"
+        )
     facts.pop("why", None)
     return str(facts[DEVICE])
 
@@ -54,8 +55,11 @@ def claim(job: dict[str, Any], journal: Journal) -> str:
 def describe(gpus: float) -> dict[str, Any]:
     """Facts about this process's device. Torch is imported only for a run that asks for GPUs (a CPU run
     does not pay its 2 s import)."""
-    facts: dict[str, Any] = {DEVICE: "cpu", CUDA_VISIBLE: os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
-                             CPU_MODEL: cpu_model()}
+    facts: dict[str, Any] = {
+        DEVICE: "cpu",
+        CUDA_VISIBLE: os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
+        CPU_MODEL: cpu_model(),
+    }
     if gpus <= 0:
         return facts
     try:
@@ -66,8 +70,15 @@ def describe(gpus: float) -> dict[str, Any]:
     if not torch.cuda.is_available():
         facts["why"] = f"torch {torch.__version__}: torch.cuda.is_available() is False"
         return facts
-    facts.update({DEVICE: "cuda", GPU_COUNT: torch.cuda.device_count(), GPU_MODEL: torch.cuda.get_device_name(0),
-                  CUDA_VERSION: torch.version.cuda or "unknown", GPU_DRIVER: driver_version()})
+    facts.update(
+        {
+            DEVICE: "cuda",
+            GPU_COUNT: torch.cuda.device_count(),
+            GPU_MODEL: torch.cuda.get_device_name(0),
+            CUDA_VERSION: torch.version.cuda or "unknown",
+            GPU_DRIVER: driver_version(),
+        }
+    )
     return facts
 
 
@@ -75,8 +86,12 @@ def driver_version() -> str:
     if shutil.which("nvidia-smi") is None:
         return "unknown"
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=15).stdout
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=15,
+        ).stdout
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.splitlines()[0].strip() if out.strip() else "unknown"

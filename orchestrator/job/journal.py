@@ -34,7 +34,7 @@ def decode_number(value: Any) -> float:
 class JournalWriter:
     def __init__(self, path: Path):
         self.path = path
-        self._file: IO[str] = open(path, "a", buffering=1)
+        self._file: IO[str] = open(path, "a", buffering=1)  # noqa: SIM115 - held until close()
         if torn_tail(path):
             # An earlier writer died mid-line (disk full, quota, SIGKILL in a write): start on a fresh line, so
             # the fragment stays one undecodable line that readers skip, not glued to this writer's first one.
@@ -45,7 +45,7 @@ class JournalWriter:
         record = {"t": time.time(), "event": event, **fields}
         if "metrics" in record:
             record["metrics"] = {k: _jsonable(float(v)) for k, v in record["metrics"].items()}
-        if "final" in record and record["final"]:
+        if record.get("final"):
             record["final"] = {k: _jsonable(float(v)) for k, v in record["final"].items()}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
@@ -69,8 +69,9 @@ def torn_tail(path: Path) -> bool:
         return False
 
 
-def read_journal(path: Path, offset: int = 0,
-                 skipped: list[tuple[int, bytes]] | None = None) -> tuple[list[dict[str, Any]], int]:
+def read_journal(
+    path: Path, offset: int = 0, skipped: list[tuple[int, bytes]] | None = None
+) -> tuple[list[dict[str, Any]], int]:
     """Complete lines from byte ``offset``; returns the records and the offset after the last one.
     A complete line that is not a JSON object (the fragment a full disk left, then a newline) is skipped;
     its byte offset and text are appended to ``skipped`` when given, so the caller can say so."""

@@ -3,6 +3,7 @@ of an earlier orchestrator, the Slurm submitter check, the tracking server and U
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -58,6 +59,7 @@ def terminate_workers(journals: list[Path], grace_s: float) -> None:
     (a worker of another orchestrator process, on this host), then wait up to ``grace_s`` for each to
     journal its own KILLED end: a canceller that closes the run meanwhile would record a second end."""
     from orchestrator.job.journal import ended_last, last_event
+
     signalled = []
     for journal in journals:
         start = last_event(journal, "start")
@@ -66,17 +68,18 @@ def terminate_workers(journals: list[Path], grace_s: float) -> None:
             signalled.append((journal, start))
     deadline = time.monotonic() + grace_s
     while signalled and time.monotonic() < deadline:
-        signalled = [(journal, start) for journal, start in signalled
-                     if not ended_last(journal) and same_process(start["pid"], start["t"])]
+        signalled = [
+            (journal, start)
+            for journal, start in signalled
+            if not ended_last(journal) and same_process(start["pid"], start["t"])
+        ]
         time.sleep(0.05)
 
 
 def reap(pid: int) -> None:
     """Collect ``pid`` when it is our exited child, so that it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def group_alive(pgid: int) -> bool:

@@ -10,8 +10,8 @@ import functools
 import posixpath
 import re
 
-MAX_NAME = 250                       # MLflow's MAX_ENTITY_KEY_LENGTH
-STEP_RANGE = (-(2**63), 2**63 - 1)   # a step is a 64-bit integer in every MLflow store
+MAX_NAME = 250  # MLflow's MAX_ENTITY_KEY_LENGTH
+STEP_RANGE = (-(2**63), 2**63 - 1)  # a step is a 64-bit integer in every MLflow store
 _ALLOWED = re.compile(r"^[/\w.\- :]*$")  # alphanumerics, _ - . space : and /
 
 
@@ -24,8 +24,10 @@ def name_problem(name: object) -> str | None:
     if len(name) > MAX_NAME:
         return f"metric name {name[:40]!r}... is {len(name)} characters long; MLflow takes at most {MAX_NAME}"
     if not _ALLOWED.match(name):
-        return (f"metric name {name!r}: only letters, digits, underscores, dashes, periods, spaces, colons and "
-                "slashes are allowed")
+        return (
+            f"metric name {name!r}: only letters, digits, underscores, dashes, periods, spaces, colons and "
+            "slashes are allowed"
+        )
     norm = posixpath.normpath(name)
     if norm != name or norm == "." or norm.startswith("..") or norm.startswith("/"):
         return f"metric name {name!r} reads as a path that resolves to {norm!r}; MLflow refuses it"
@@ -47,4 +49,3 @@ def check(step: int | None, metrics: dict[str, float]) -> None:
         problem = problem or name_problem(name)
     if problem:
         raise ValueError(problem)
-

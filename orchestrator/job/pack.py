@@ -13,6 +13,7 @@ job's process) each run decides as an unpacked run would: journal ``requeue`` an
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
@@ -52,8 +53,14 @@ def visible_devices(job_gpus: int) -> list[str]:
 class Pack:
     """The runs of one job. ``run()`` starts every run not yet ended and waits for them all."""
 
-    def __init__(self, paths: Sequence[str], gpu_share: float = 0.0, max_requeues: int = 0,
-                 probe: str | None = None, time_limit_s: int | None = None):
+    def __init__(
+        self,
+        paths: Sequence[str],
+        gpu_share: float = 0.0,
+        max_requeues: int = 0,
+        probe: str | None = None,
+        time_limit_s: int | None = None,
+    ):
         self.run_dirs = [RunDir(Path(p)) for p in paths]
         self.gpu_share = gpu_share
         self.max_requeues = max_requeues
@@ -61,17 +68,24 @@ class Pack:
         self.time_limit_s = time_limit_s  # None: the scheduler enforces the time limit (Slurm)
         self.procs: list[subprocess.Popen] = []
         self.owner: dict[int, RunDir] = {}  # pid -> its run directory
-        self.stopped: set[int] = set()      # pids already told to stop by a cancel marker
+        self.stopped: set[int] = set()  # pids already told to stop by a cancel marker
 
     def command(self, run_dir: RunDir) -> list[str]:
-        cmd = [sys.executable, "-m", "orchestrator.job.pack", str(run_dir.path), "--max-requeues", str(self.max_requeues)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "orchestrator.job.pack",
+            str(run_dir.path),
+            "--max-requeues",
+            str(self.max_requeues),
+        ]
         cmd += ["--probe", self.probe] if self.probe else []
         return cmd + (["--time-limit-s", str(self.time_limit_s)] if self.time_limit_s else [])
 
     def start(self) -> None:
         job_gpus = math.ceil(len(self.run_dirs) * self.gpu_share - 1e-9) if self.gpu_share else 0
         slices = gpu_slices(len(self.run_dirs), self.gpu_share, visible_devices(job_gpus))
-        for run_dir, gpus in zip(self.run_dirs, slices):
+        for run_dir, gpus in zip(self.run_dirs, slices, strict=False):
             if ended_since_armed(run_dir) or run_dir.cancelled() is not None:
                 continue  # ended in an earlier attempt of this submission (never run twice), or cancelled
             env = dict(os.environ)
@@ -113,10 +127,8 @@ class Pack:
     def signal(self, signum: int) -> None:
         for proc in self.procs:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signum)
-                except ProcessLookupError:
-                    pass
 
     def checkpoint(self) -> None:
         """The scheduler's "checkpoint now": pass SIGUSR2 on to each run and wait until they all stopped (each
@@ -182,8 +194,9 @@ def child_main(argv: list[str]) -> int:
         restarts = int(os.environ.get("SLURM_RESTART_COUNT", 0))
         if restarts >= max_requeues:
             raise RequeueLimit(f"requeued {restarts} times already (max_requeues={max_requeues}): the run ends here")
-        worker.request_requeue(f"scheduler signal (preemption or time limit); requeue {restarts + 1} of at most "
-                               f"{max_requeues}")
+        worker.request_requeue(
+            f"scheduler signal (preemption or time limit); requeue {restarts + 1} of at most {max_requeues}"
+        )
         raise worker.Terminated("checkpoint and requeue")
 
     if early:  # asked to stop before the run started: nothing journaled, the next attempt starts it afresh
@@ -194,6 +207,7 @@ def child_main(argv: list[str]) -> int:
 
         def on_alarm(signum: int, frame: object) -> None:
             raise worker.Terminated(f"time limit reached: resources.time_min={limit // 60}")
+
         signal.signal(signal.SIGALRM, on_alarm)
         signal.alarm(limit)
     try:
@@ -206,4 +220,5 @@ def child_main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     from orchestrator.job import jobpath  # noqa: F401 - `python -m` put the working directory first on sys.path
+
     sys.exit(child_main(sys.argv[1:]))

@@ -31,7 +31,7 @@ def _import_workload(wanted: dict) -> None:
     try:
         with snapshot.activated(wanted.get("code"), keep=True):
             importlib.import_module(module)
-    except Exception as err:  # noqa: BLE001 - the run itself reports a broken workload, with its traceback
+    except Exception as err:
         print(f"orch: preloading {module} failed ({err}); each run imports it", file=sys.stderr)
 
 

@@ -31,13 +31,13 @@ from orchestrator.job.journal import decode_number
 from orchestrator.job.rundir import RunDir, atomic_write
 
 LIVE_FILE = "live.json"
-MAX_BATCH = 1000            # MLflow's limit of metrics per log_batch request
-MAX_READ = 1 << 20          # journal bytes read per round: bounds the thread's memory
-FLUSH_EVERY_S = 1.0         # a curve is at most this stale on the server while the server is up
+MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch request
+MAX_READ = 1 << 20  # journal bytes read per round: bounds the thread's memory
+FLUSH_EVERY_S = 1.0  # a curve is at most this stale on the server while the server is up
 CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 3.0, 60.0
 MAX_BACKOFF_S = 30.0
 MAX_PACE_S = 10.0
-CLOSE_BUDGET_S = 15.0       # at exit, wait at most this long for the last push (the journal has it anyway)
+CLOSE_BUDGET_S = 15.0  # at exit, wait at most this long for the last push (the journal has it anyway)
 
 
 def is_http(uri: str | None) -> bool:
@@ -77,10 +77,10 @@ class LivePusher:
         state = self._initial_state()
         self.offset: int = state["offset"]
         self.max_step: dict[str, int] = dict(state["max_step"])
-        self.pushed = 0                 # rows acknowledged by the server in this process
-        self.failures = 0               # consecutive failed requests
+        self.pushed = 0  # rows acknowledged by the server in this process
+        self.failures = 0  # consecutive failed requests
         self.last_error: str | None = None
-        self._pending = 0               # rows logged since the last push (a hint, not a count of record)
+        self._pending = 0  # rows logged since the last push (a hint, not a count of record)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cond = threading.Condition()
@@ -105,7 +105,7 @@ class LivePusher:
         return max(candidates, key=lambda c: c["offset"])
 
     # -- the job's side: never blocks --------------------------------------------------------------
-    def start(self) -> "LivePusher":
+    def start(self) -> LivePusher:
         self._thread.start()
         return self
 
@@ -158,10 +158,10 @@ class LivePusher:
                 self._push_available()
                 self._pace = max(self.flush_every_s, min(MAX_PACE_S, 4 * (time.monotonic() - began)))
                 backoff, self.failures, self.last_error = 0.0, 0, None
-            except Exception as err:  # noqa: BLE001 - unreachable server, 5xx, ...: the journal has it all
+            except Exception as err:
                 self.failures += 1
                 self.last_error = f"{type(err).__name__}: {err}"
-                backoff = min(MAX_BACKOFF_S, 0.5 * 2 ** self.failures)
+                backoff = min(MAX_BACKOFF_S, 0.5 * 2**self.failures)
                 self._failed_at = time.monotonic()
             with self._cond:
                 self._done = requested
@@ -179,8 +179,10 @@ class LivePusher:
                 self._send(rows)
                 self.pushed += len(rows)
             self.offset, self.max_step = offset, max_step
-            atomic_write(live_file(self.run_dir), json.dumps(
-                {"run_id": self.run_id, "offset": offset, "max_step": max_step}).encode())
+            atomic_write(
+                live_file(self.run_dir),
+                json.dumps({"run_id": self.run_id, "offset": offset, "max_step": max_step}).encode(),
+            )
 
     def _next_batch(self) -> tuple[list[dict[str, Any]], int, dict[str, int]]:
         """Rows of the complete journal lines after ``self.offset``, up to MAX_BATCH rows (a record is
@@ -219,14 +221,18 @@ class LivePusher:
 
     def _send(self, rows: list[dict[str, Any]]) -> None:
         import requests  # only jobs that track through a server pay for it
+
         if self._session is None:
             self._session = requests.Session()
             user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
             if user and password:  # an authenticated `orch server` (tracking/auth.py): the job's own credentials
                 self._session.auth = (user, password)
         for i in range(0, len(rows), MAX_BATCH):
-            response = self._session.post(self.endpoint, json={"run_id": self.run_id, "metrics": rows[i:i + MAX_BATCH]},
-                                          timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+            response = self._session.post(
+                self.endpoint,
+                json={"run_id": self.run_id, "metrics": rows[i : i + MAX_BATCH]},
+                timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+            )
             if response.status_code != 200:
                 raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
 
@@ -256,4 +262,5 @@ def flush_on_signal(pusher: LivePusher, signum: int = signal.SIGUSR2, timeout: f
     def restore() -> None:
         if signal.getsignal(signum) is handler and previous is not None:
             signal.signal(signum, previous)
+
     return restore

@@ -61,12 +61,19 @@ def open_trusted(path: Path) -> IO[bytes]:
     checks are made on the opened descriptor, so the file cannot be swapped between the check and the read."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     info = os.fstat(fd)
-    problem = ("owned by uid %d, not you" % info.st_uid if info.st_uid != os.getuid()
-               else "writable by group or others" if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) else None)
+    problem = (
+        f"owned by uid {info.st_uid}, not you"
+        if info.st_uid != os.getuid()
+        else "writable by group or others"
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        else None
+    )
     if problem:
         os.close(fd)
-        raise UntrustedFile(f"refusing to unpickle {path}: {problem}. Loading a pickle runs code; if you trust it, "
-                            f"make it yours and private (chown $USER; chmod go-w), or delete it to start over")
+        raise UntrustedFile(
+            f"refusing to unpickle {path}: {problem}. Loading a pickle runs code; if you trust it, "
+            f"make it yours and private (chown $USER; chmod go-w), or delete it to start over"
+        )
     return os.fdopen(fd, "rb")
 
 
@@ -175,6 +182,6 @@ def output_to(run_dir: RunDir) -> Iterator[None]:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        for stream, fd in zip((1, 2), saved):
+        for stream, fd in zip((1, 2), saved, strict=False):
             os.dup2(fd, stream)
             os.close(fd)

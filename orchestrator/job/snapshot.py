@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,11 @@ class SnapshotTooLarge(Exception):
 @dataclass(frozen=True)
 class Snapshot:
     digest: str
-    path: str            # <store>/<digest>
-    sys_path: str        # the entry put first on the job's sys.path
-    workdir: str         # where a command runs (the copy of its working directory)
-    package: str         # the top-level module to re-import from the copy ("" for a command)
-    source: str          # the live tree it was taken from
+    path: str  # <store>/<digest>
+    sys_path: str  # the entry put first on the job's sys.path
+    workdir: str  # where a command runs (the copy of its working directory)
+    package: str  # the top-level module to re-import from the copy ("" for a command)
+    source: str  # the live tree it was taken from
     files: int
 
     def to_dict(self) -> dict[str, Any]:
@@ -50,8 +50,12 @@ class Snapshot:
 def _git_files(root: Path) -> list[str] | None:
     """Files git would keep (tracked, plus untracked that no .gitignore excludes); None outside git."""
     try:
-        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                             capture_output=True, timeout=30, check=True).stdout
+        out = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+            timeout=30,
+            check=True,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return sorted({name for name in out.decode(errors="surrogateescape").split("\0") if name})
@@ -85,6 +89,7 @@ def source_files(root: Path, exclude: list[Path]) -> list[str]:
 @dataclass(frozen=True)
 class Plan:
     """What a snapshot of ``root`` will hold and its content digest, known before anything is written."""
+
     root: Path
     names: list[str]
     key: str
@@ -103,8 +108,10 @@ def plan(root: Path, store: Path, top_module: str = "", exclude: list[Path] | No
     sizes = {name: (root / name).stat().st_size for name in names}
     if sum(sizes.values()) > MAX_BYTES:
         largest = max(sizes, key=sizes.__getitem__)
-        raise SnapshotTooLarge(f"{root} holds {sum(sizes.values()) >> 20} MB to snapshot (limit {MAX_BYTES >> 20} MB; "
-                               f"the largest file: {largest}, {sizes[largest] >> 20} MB)")
+        raise SnapshotTooLarge(
+            f"{root} holds {sum(sizes.values()) >> 20} MB to snapshot (limit {MAX_BYTES >> 20} MB; "
+            f"the largest file: {largest}, {sizes[largest] >> 20} MB)"
+        )
     digest = hashlib.sha256(f"{'package' if package else 'dir'}:{root.name}\n".encode())
     for name in names:
         with open(root / name, "rb") as f:
@@ -178,10 +185,8 @@ def activated(code: dict[str, Any] | None, keep: bool = False) -> Iterator[None]
     try:
         yield
     finally:
-        try:
+        with suppress(ValueError):
             sys.path.remove(code["sys_path"])
-        except ValueError:
-            pass
         # `orch run` executes in orch's own process: give it back the modules it had, so objects it holds
         # keep pickling as instances of the classes sys.modules names
         if not (keep or ours):

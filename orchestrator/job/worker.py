@@ -75,6 +75,7 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     if "torch" in sys.modules:  # only workloads that use torch pay for importing it
         import torch
+
         torch.manual_seed(seed)
 
 
@@ -89,11 +90,13 @@ def set_threads(cpus: int) -> None:
     if "numpy" in sys.modules or "torch" in sys.modules:
         if THREADPOOLS is None:
             from threadpoolctl import threadpool_limits
+
             threadpool_limits(cpus)
         else:  # the forkserver's scan of the loaded libraries (job/preload.py): ~10 ms a run saved
             THREADPOOLS.limit(limits=cpus)
     if "torch" in sys.modules:
         import torch
+
         torch.set_num_threads(cpus)
 
 
@@ -129,8 +132,9 @@ def judge_final(final: Any, metric: str) -> tuple[dict[str, float], str, str | N
     return kept, FINISHED, None
 
 
-def execute(path: str | Path, extra_callbacks: list | None = None,
-            on_failure: Callable[[BaseException], None] | None = None) -> str:
+def execute(
+    path: str | Path, extra_callbacks: list | None = None, on_failure: Callable[[BaseException], None] | None = None
+) -> str:
     """Run the job described by ``<path>/run.json``; return its final status. Never raises for a
     workload error: the error is the run's outcome, written to the journal. ``on_failure`` (``orch run
     --pdb``: a post-mortem) sees the workload's exception once its end is journaled."""
@@ -150,8 +154,12 @@ def execute(path: str | Path, extra_callbacks: list | None = None,
         return _execute(run_dir, job, extra_callbacks, on_failure)
 
 
-def _execute(run_dir: RunDir, job: dict[str, Any], extra_callbacks: list | None,
-             on_failure: Callable[[BaseException], None] | None) -> str:
+def _execute(
+    run_dir: RunDir,
+    job: dict[str, Any],
+    extra_callbacks: list | None,
+    on_failure: Callable[[BaseException], None] | None,
+) -> str:
     run, cpus = job["run"], int(job.get("cpus", 1))
     workload = registry.for_job(run, job)
     params = workload.params_model.model_validate(run["params"])
@@ -168,8 +176,15 @@ def _execute(run_dir: RunDir, job: dict[str, Any], extra_callbacks: list | None,
     resumed_from = None
     if run_dir.checkpoint.exists():  # its step, from the journal: unpickling is left to ctx.load_checkpoint's checks
         resumed_from = (last_event(run_dir.journal, "checkpoint") or {}).get("step")
-    journal.write("start", attempt=attempt, pid=os.getpid(), host=socket.gethostname(), armed=job.get("armed"),
-                  resumed_from_step=resumed_from, restart_count=int(os.environ.get("SLURM_RESTART_COUNT", 0)))
+    journal.write(
+        "start",
+        attempt=attempt,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        armed=job.get("armed"),
+        resumed_from_step=resumed_from,
+        restart_count=int(os.environ.get("SLURM_RESTART_COUNT", 0)),
+    )
     main = _main_thread()
     previous_term = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
     previous_int = signal.getsignal(signal.SIGINT) if main else None
@@ -182,13 +197,14 @@ def _execute(run_dir: RunDir, job: dict[str, Any], extra_callbacks: list | None,
         ctx.device = device.claim(job, journal)  # journals the device facts (tags); gpus > 0 without CUDA: FAILED
         if workload.command:
             from orchestrator.job.command import run_command
+
             final = run_command(workload.command, params, ctx, job.get("code"), job.get("submit_dir", ""))
         else:
             assert workload.runner is not None
             final = workload.runner(params, ctx) or {}
         final, status, error = judge_final(final, workload.metric)
         journal.write("end", status=status, final=final, error=error)
-    except BaseException as err:  # noqa: BLE001 - the run's failure is data, not a crash of the worker
+    except BaseException as err:
         if main:  # a second Ctrl-C, or the orchestrator's SIGTERM after its own Ctrl-C, must not cut the end short
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -200,8 +216,9 @@ def _execute(run_dir: RunDir, job: dict[str, Any], extra_callbacks: list | None,
             journal.write("end", status=status, final={}, error=str(err) or "interrupted")
         else:
             status = FAILED
-            journal.write("end", status=status, final={}, error=f"{type(err).__name__}: {err}",
-                          traceback=traceback.format_exc())
+            journal.write(
+                "end", status=status, final={}, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()
+            )
             if on_failure is not None:
                 journal.sync()
                 on_failure(err)
@@ -221,6 +238,7 @@ def _execute(run_dir: RunDir, job: dict[str, Any], extra_callbacks: list | None,
 
 def _main_thread() -> bool:
     import threading
+
     return threading.current_thread() is threading.main_thread()
 
 

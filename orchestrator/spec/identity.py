@@ -21,7 +21,7 @@ import pydantic_core
 
 from orchestrator.spec.spec import flatten
 
-KEY_SCHEME = 2           # scheme 1 hashed every resolved param; its stores are adopted (orchestrator/rekey.py)
+KEY_SCHEME = 2  # scheme 1 hashed every resolved param; its stores are adopted (orchestrator/rekey.py)
 MAX_DEFAULTS_TAG = 6000  # characters: an MLflow tag holds 8000; past it the tag keeps a digest only
 NOT_IDENTITY = "identity"  # the json_schema_extra key a workload sets to False
 
@@ -56,8 +56,9 @@ def _excluded(path: str, excluded: set[str]) -> bool:
     return any(path == e or path.startswith(e + ".") for e in excluded)
 
 
-def split(params: dict[str, Any], model: type[pydantic.BaseModel], exclude: list[str] | tuple[str, ...] = ()
-          ) -> tuple[dict[str, Any], dict[str, Any]]:
+def split(
+    params: dict[str, Any], model: type[pydantic.BaseModel], exclude: list[str] | tuple[str, ...] = ()
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """(identity, defaulted): the resolved params' flat paths that differ from the defaults, and those at
     their default; execution settings (marked, or in ``exclude``) are in neither."""
     excluded = excluded_paths(model) | set(exclude)
@@ -105,10 +106,14 @@ def drift(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[
     if "digest" in recorded or "digest" in current:
         same = recorded.get("digest") == current.get("digest")
         return {} if same else {"(defaults)": ("another set", "this set")}
-    return {path: (then, current[path]) for path, then in recorded.items()
-            if path in current and not _same(then, current[path])}
+    return {
+        path: (then, current[path])
+        for path, then in recorded.items()
+        if path in current and not _same(then, current[path])
+    }
 
 
 def describe_drift(changes: dict[str, tuple[Any, Any]]) -> str:
-    return ", ".join(f"{path} = {json.dumps(then)} (default now {json.dumps(now)})"
-                     for path, (then, now) in sorted(changes.items()))
+    return ", ".join(
+        f"{path} = {json.dumps(then)} (default now {json.dumps(now)})" for path, (then, now) in sorted(changes.items())
+    )

@@ -42,8 +42,10 @@ class StrictLoader(_Base):  # type: ignore[misc, valid-type]
                 break
             if duplicate:
                 line = key_node.start_mark.line + 1
-                raise InputError(f"duplicate key '{key}' (line {line}; first on line {seen[key]}): each key may "
-                                 "appear once in a mapping")
+                raise InputError(
+                    f"duplicate key '{key}' (line {line}; first on line {seen[key]}): each key may "
+                    "appear once in a mapping"
+                )
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep=deep)
 
@@ -56,8 +58,10 @@ def read_text(path: Path, what: str = "spec file") -> str:
         if not stat.S_ISREG(info.st_mode):
             raise InputError(f"not a regular file: expected a YAML {what}", source)
         if info.st_size > MAX_SPEC_BYTES:
-            raise InputError(f"the file is {info.st_size / 2**20:.1f} MiB; a {what} may be at most "
-                             f"{MAX_SPEC_BYTES >> 20} MiB", source)
+            raise InputError(
+                f"the file is {info.st_size / 2**20:.1f} MiB; a {what} may be at most {MAX_SPEC_BYTES >> 20} MiB",
+                source,
+            )
         with open(path, "rb") as f:
             data = f.read(MAX_SPEC_BYTES + 1)  # bounded even if the file grows while read
     except OSError as err:
@@ -69,22 +73,27 @@ def read_text(path: Path, what: str = "spec file") -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise InputError(f"not valid UTF-8 text: byte 0x{data[err.start]:02x} at line {line} "
-                         f"(offset {err.start}); save the {what} as UTF-8", source) from None
+        line = data[: err.start].count(b"\n") + 1
+        raise InputError(
+            f"not valid UTF-8 text: byte 0x{data[err.start]:02x} at line {line} "
+            f"(offset {err.start}); save the {what} as UTF-8",
+            source,
+        ) from None
 
 
 def parse(text: str, source: str) -> Any:
     """Safe-parse YAML text with line numbers in errors and no object-constructing tags."""
     try:
-        return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+        return yaml.load(text, Loader=StrictLoader)
     except InputError as err:
         raise InputError(err.message, source, err.field) from None
     except yaml.constructor.ConstructorError as err:
         line = f" (line {err.problem_mark.line + 1})" if err.problem_mark else ""
         if "tag" not in str(err.problem):  # e.g. "found unhashable key": a list used as a mapping key
             raise InputError(f"malformed YAML{line}: {err.problem}", source) from None
-        raise InputError(f"YAML tag not allowed{line}: {err.problem}; only plain YAML data is accepted", source) from None
+        raise InputError(
+            f"YAML tag not allowed{line}: {err.problem}; only plain YAML data is accepted", source
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -113,8 +122,11 @@ def check_size(doc: Any, source: str) -> None:
         for key, value in children:
             total += size(key, depth + 1) + size(value, depth + 1) if key is not None else size(value, depth + 1)
             if total > MAX_VALUES:
-                raise InputError(f"the document expands to more than {MAX_VALUES:,} values (YAML aliases "
-                                 "repeating a block?); a spec is small data", source)
+                raise InputError(
+                    f"the document expands to more than {MAX_VALUES:,} values (YAML aliases "
+                    "repeating a block?); a spec is small data",
+                    source,
+                )
         sizes[id(node)] = total
         return total
 
@@ -175,8 +187,9 @@ PSEUDO_FS = ("/proc", "/sys", "/dev")
 
 def check_name(name: str) -> str:
     if name in (".", "..") or name.startswith("."):
-        raise ValueError(f"'{name}' is not a usable experiment name: it names a (hidden) directory; "
-                         "start with a letter or digit")
+        raise ValueError(
+            f"'{name}' is not a usable experiment name: it names a (hidden) directory; start with a letter or digit"
+        )
     if len(name) > MAX_NAME:
         raise ValueError(f"expected at most {MAX_NAME} characters, got {len(name)}")
     return name

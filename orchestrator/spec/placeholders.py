@@ -79,6 +79,9 @@ def check_command(spec: Any, source: str) -> None:
                 continue
             for params in resolved:
                 if name not in params:
-                    raise InputError(f"placeholder '{{{name}}}' names no param{did_you_mean(name, params)}; "
-                                     f"expected '{{seed}}' or one of: {', '.join(params) or '(no params)'}",
-                                     source, f"command[{i}]")
+                    raise InputError(
+                        f"placeholder '{{{name}}}' names no param{did_you_mean(name, params)}; "
+                        f"expected '{{seed}}' or one of: {', '.join(params) or '(no params)'}",
+                        source,
+                        f"command[{i}]",
+                    )

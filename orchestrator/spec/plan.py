@@ -27,12 +27,12 @@ def content_hash(payload: Any, length: int = 12) -> str:
 @dataclass(frozen=True)
 class Run:
     workload: str
-    params: dict[str, Any]          # resolved: defaults + spec + variant + grid point, nested
+    params: dict[str, Any]  # resolved: defaults + spec + variant + grid point, nested
     seed: int
     variant: str
     grid_point: dict[str, Any] = field(default_factory=dict)
-    index: int = 0                  # seed index i: seed = base + i
-    command: tuple[str, ...] = ()   # a command workload's argv template: part of what the run is
+    index: int = 0  # seed index i: seed = base + i
+    command: tuple[str, ...] = ()  # a command workload's argv template: part of what the run is
     # flat params that make the run what it is (identity.split: off their defaults, no execution settings);
     # None: every param (a Run made by hand)
     identity: dict[str, Any] | None = None
@@ -40,12 +40,20 @@ class Run:
 
     def _identity(self) -> dict[str, Any]:
         params = self.identity if self.identity is not None else flatten(self.params)
-        return {"scheme": KEY_SCHEME, "workload": self.workload, "params": params,
-                **({"command": list(self.command)} if self.command else {})}
+        return {
+            "scheme": KEY_SCHEME,
+            "workload": self.workload,
+            "params": params,
+            **({"command": list(self.command)} if self.command else {}),
+        }
 
     def _legacy_identity(self) -> dict[str, Any]:
         """Key scheme 1: every resolved param, nested (stores written before scheme 2; rekey.py)."""
-        return {"workload": self.workload, "params": self.params, **({"command": list(self.command)} if self.command else {})}
+        return {
+            "workload": self.workload,
+            "params": self.params,
+            **({"command": list(self.command)} if self.command else {}),
+        }
 
     @property
     def group(self) -> str:
@@ -75,11 +83,13 @@ class Run:
 def grid_points(spec: Spec, params_model) -> list[dict[str, Any]]:
     for key, values in spec.grid.items():
         if not spec.command and not param_path_exists(params_model, key):  # a command's params are free-form
-            raise InputError(f"grid key '{key}' is not a param of workload '{spec.workload}'", spec.source, f"grid.{key}")
+            raise InputError(
+                f"grid key '{key}' is not a param of workload '{spec.workload}'", spec.source, f"grid.{key}"
+            )
         if not values:
             raise InputError("empty list: a grid axis needs at least one value", spec.source, f"grid.{key}")
     keys = list(spec.grid)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(spec.grid[k] for k in keys))] or [{}]
+    return [dict(zip(keys, combo, strict=False)) for combo in itertools.product(*(spec.grid[k] for k in keys))] or [{}]
 
 
 def expand(spec: Spec) -> list[Run]:
@@ -98,8 +108,12 @@ def expand(spec: Spec) -> list[Run]:
         params = validate_params(model, merged, spec.source, f"variants.{name}").model_dump(mode="json")
         fingerprint = content_hash(identity.split(params, model, spec.identity_exclude)[0])
         if fingerprint in seen:
-            raise InputError(f"resolves to the same params as variant '{seen[fingerprint]}' (execution settings "
-                             "aside): two names for one experiment", spec.source, f"variants.{name}")
+            raise InputError(
+                f"resolves to the same params as variant '{seen[fingerprint]}' (execution settings "
+                "aside): two names for one experiment",
+                spec.source,
+                f"variants.{name}",
+            )
         seen[fingerprint] = name
         resolved_variants[name] = merged
 
@@ -111,8 +125,9 @@ def expand(spec: Spec) -> list[Run]:
             params = validate_params(model, tree, spec.source, field_path).model_dump(mode="json")
             ident, defaulted = identity.split(params, model, spec.identity_exclude)
             for i in range(spec.seeds.count):
-                runs.append(Run(workload.name, params, spec.seeds.base + i, name, point, i, workload.command,
-                                ident, defaulted))
+                runs.append(
+                    Run(workload.name, params, spec.seeds.base + i, name, point, i, workload.command, ident, defaulted)
+                )
     return runs
 
 

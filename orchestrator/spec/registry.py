@@ -44,22 +44,23 @@ COMMAND = "command"  # the workload name of every `command:` spec (the command i
 
 class CommandParams(pydantic.BaseModel):
     """A command's params: free-form, typed by YAML (nothing to validate them against)."""
+
     model_config = pydantic.ConfigDict(extra="allow")
 
 
 @dataclass(frozen=True)
 class Workload:
-    name: str                                   # as the spec names it
-    import_path: str                            # the module a job imports ("" for a command)
+    name: str  # as the spec names it
+    import_path: str  # the module a job imports ("" for a command)
     params_model: type[pydantic.BaseModel]
     metric: str
     mode: str
     runner: Callable[[pydantic.BaseModel, Any], dict[str, float]] | None  # a Python workload's run()
-    source_root: Path | None                    # the tree a submission snapshots (None: an installed package)
-    command: tuple[str, ...] = ()               # a command workload's argv template (job/command.py runs it)
-    metrics: tuple[str, ...] = ()               # every metric it can report, when it declares them (METRICS)
+    source_root: Path | None  # the tree a submission snapshots (None: an installed package)
+    command: tuple[str, ...] = ()  # a command workload's argv template (job/command.py runs it)
+    metrics: tuple[str, ...] = ()  # every metric it can report, when it declares them (METRICS)
     chance: tuple[tuple[str, float], ...] = ()  # (metric, level a random guess scores), when declared (CHANCE)
-    packages: tuple[str, ...] = ()              # distributions whose versions a run records (PACKAGES)
+    packages: tuple[str, ...] = ()  # distributions whose versions a run records (PACKAGES)
 
 
 def available() -> list[str]:
@@ -111,22 +112,34 @@ def _probe_import(name: str, path: str) -> None:
         timeout = math.nan
     if not 0 < timeout < math.inf:
         raise InputError(f"{IMPORT_TIMEOUT_ENV}: expected a number of seconds above 0, got {raw!r}", IMPORT_TIMEOUT_ENV)
-    code = ("import importlib, sys\n"  # an exception (sys.exit included) is reported by the import in orch
-            "try:\n    importlib.import_module(sys.argv[1])\n"
-            "except BaseException:\n    pass\n"
-            "print('orch-import-returned', flush=True)\n")
+    code = (
+        "import importlib, sys\n"  # an exception (sys.exit included) is reported by the import in orch
+        "try:\n    importlib.import_module(sys.argv[1])\n"
+        "except BaseException:\n    pass\n"
+        "print('orch-import-returned', flush=True)\n"
+    )
     try:
-        result = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True, timeout=timeout,
-                                cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                                    p for p in sys.path if p)}, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            [sys.executable, "-c", code, path],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=os.getcwd(),
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
-        raise InputError(f"workload '{name}': importing {path} did not return within {timeout:g} s (code that "
-                         f"runs at import? set {IMPORT_TIMEOUT_ENV} for a slow one)") from None
+        raise InputError(
+            f"workload '{name}': importing {path} did not return within {timeout:g} s (code that "
+            f"runs at import? set {IMPORT_TIMEOUT_ENV} for a slow one)"
+        ) from None
     if "orch-import-returned" not in result.stdout:
         last = result.stderr.strip().splitlines()[-1:] or [""]
-        raise InputError(f"workload '{name}': importing {path} ended its process (status {result.returncode}, "
-                         f"os._exit or a signal){': ' + last[0] if last[0] else ''}; a module must not exit when "
-                         "imported")
+        raise InputError(
+            f"workload '{name}': importing {path} ended its process (status {result.returncode}, "
+            f"os._exit or a signal){': ' + last[0] if last[0] else ''}; a module must not exit when "
+            "imported"
+        )
 
 
 def get(name: str, probe: bool = True) -> Workload:
@@ -141,16 +154,18 @@ def get(name: str, probe: bool = True) -> Workload:
         found = None
     if found is None:
         known = available()
-        raise InputError(f"unknown workload '{name}'{did_you_mean(name, known)}: not an installed workload "
-                         f"({', '.join(known)}: '{ENTRY_POINTS}' entry points), and no module '{path}' importable "
-                         f"from {os.getcwd()}")
+        raise InputError(
+            f"unknown workload '{name}'{did_you_mean(name, known)}: not an installed workload "
+            f"({', '.join(known)}: '{ENTRY_POINTS}' entry points), and no module '{path}' importable "
+            f"from {os.getcwd()}"
+        )
     if probe and path not in sys.modules and not _shipped_with_orch(name):
         _probe_import(name, path)
     try:
         module = importlib.import_module(path)
     except SystemExit as err:  # the module's code called sys.exit: orch would exit with its code, silently
         raise InputError(f"workload '{name}': importing {path} called sys.exit({err.code!r})") from None
-    except Exception as err:  # noqa: BLE001 - the user's module failed to import: say so, not a traceback of ours
+    except Exception as err:
         raise InputError(f"workload '{name}': importing {path} failed: {type(err).__name__}: {err}") from None
     return from_module(name, module)
 
@@ -158,8 +173,10 @@ def get(name: str, probe: bool = True) -> Workload:
 def from_module(name: str, module: ModuleType) -> Workload:
     missing = [attr for attr in ("Params", "run", "METRIC") if not hasattr(module, attr)]
     if missing:
-        raise InputError(f"workload '{name}' ({module.__name__}) does not define {', '.join(missing)}: a workload "
-                         "module needs Params (a pydantic model), run(params, ctx) and METRIC (its main metric)")
+        raise InputError(
+            f"workload '{name}' ({module.__name__}) does not define {', '.join(missing)}: a workload "
+            "module needs Params (a pydantic model), run(params, ctx) and METRIC (its main metric)"
+        )
     params = module.Params
     if not (isinstance(params, type) and issubclass(params, pydantic.BaseModel)):
         raise InputError(f"workload '{name}': Params must be a pydantic BaseModel subclass, got {params!r}")
@@ -170,13 +187,24 @@ def from_module(name: str, module: ModuleType) -> Workload:
     packages = getattr(module, "PACKAGES", ())
     if not (isinstance(packages, tuple | list) and all(isinstance(p, str) for p in packages)):
         raise InputError(f"workload '{name}': PACKAGES must list distribution names, got {packages!r}")
-    return Workload(name, module.__name__, params, str(module.METRIC), mode, module.run, source_root(module),
-                    metrics=declared, chance=_chance(name, getattr(module, "CHANCE", {})), packages=tuple(packages))
+    return Workload(
+        name,
+        module.__name__,
+        params,
+        str(module.METRIC),
+        mode,
+        module.run,
+        source_root(module),
+        metrics=declared,
+        chance=_chance(name, getattr(module, "CHANCE", {})),
+        packages=tuple(packages),
+    )
 
 
 def _chance(name: str, declared: Any) -> tuple[tuple[str, float], ...]:
-    if not isinstance(declared, dict) or not all(isinstance(k, str) and isinstance(v, (int, float))
-                                                 and math.isfinite(v) for k, v in declared.items()):
+    if not isinstance(declared, dict) or not all(
+        isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(v) for k, v in declared.items()
+    ):
         raise InputError(f"workload '{name}': CHANCE must map metric names to finite numbers, got {declared!r}")
     return tuple((k, float(v)) for k, v in sorted(declared.items()))
 
@@ -211,4 +239,6 @@ def for_job(run: dict[str, Any], job: dict[str, Any]) -> Workload:
         return command(run["command"], job["metric"], job.get("mode", "min"))
     # the module resolved at submit: an entry point or the cwd of the submission may not exist where the job runs
     module = job.get("module")
-    return from_module(run["workload"], importlib.import_module(module)) if module else get(run["workload"], probe=False)
+    return (
+        from_module(run["workload"], importlib.import_module(module)) if module else get(run["workload"], probe=False)
+    )

@@ -33,8 +33,12 @@ class Resources(Strict):
     gpus: float = Field(0, ge=0, description="GPUs per run; a fraction (0.25) shares one GPU between runs")
     mem_gb: float = Field(4.0, gt=0)
     time_min: int = Field(60, gt=0)
-    runs_per_job: int = Field(1, gt=0, description="runs packed into one scheduler job (Slurm array task, Ray "
-                                                   "task), running at once on its cores and GPUs")
+    runs_per_job: int = Field(
+        1,
+        gt=0,
+        description="runs packed into one scheduler job (Slurm array task, Ray "
+        "task), running at once on its cores and GPUs",
+    )
     runs_per_gpu: int = Field(1, gt=0, description="packed runs sharing one GPU: each gets gpus/runs_per_gpu of it")
 
 
@@ -52,20 +56,29 @@ class MetricSpec(Strict):
 class Spec(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="MLflow experiment name")
     workload: str | None = Field(None, description="a built-in name, an orch.workloads entry point or an import path")
-    command: list[str] | None = Field(None, description="an executable and its arguments, run instead of a workload; "
-                                      "'{param}' and '{seed}' are substituted (job/command.py)")
+    command: list[str] | None = Field(
+        None,
+        description="an executable and its arguments, run instead of a workload; "
+        "'{param}' and '{seed}' are substituted (job/command.py)",
+    )
     snapshot: bool = Field(True, description="jobs run a copy of the workload's code taken at submit (job/snapshot.py)")
     params: dict[str, Any] = {}
     seeds: Seeds = Seeds()
     variants: dict[str, dict[str, Any]] = {}
     grid: dict[str, list[Any]] = {}
-    identity_exclude: list[str] = Field([], description="param paths that cannot change a result (threads, devices, "
-                                        "caches, intervals): left out of the run key, so changing one reruns nothing")
+    identity_exclude: list[str] = Field(
+        [],
+        description="param paths that cannot change a result (threads, devices, "
+        "caches, intervals): left out of the run key, so changing one reruns nothing",
+    )
     resources: Resources = Resources()
     backend: str = Field("local", description="where the runs execute (orchestrator/spec/backends.py)")
     cluster: str | None = Field(None, description="cluster profile name (cluster/<name>.yaml)")
-    slurm: dict[str, Any] = Field({}, description="cluster profile fields for this spec only, merged over the "
-                                                 "profile (validated by the profile schema)")
+    slurm: dict[str, Any] = Field(
+        {},
+        description="cluster profile fields for this spec only, merged over the "
+        "profile (validated by the profile schema)",
+    )
     tracking: Tracking = Tracking()
     workdir: str = Field("mlruns/jobs", description="root of the run directories (shared filesystem on a cluster)")
     metric: MetricSpec | None = None
@@ -90,11 +103,14 @@ class Spec(Strict):
             raise ValueError("expected exactly one of 'workload' (a Python workload) and 'command' (an executable)")
         if self.command is not None:
             if not self.command or not all(isinstance(arg, str) and arg for arg in self.command):
-                raise ValueError("'command' must be a non-empty list of non-empty strings, e.g. "
-                                 "[python, train.py, --lr, '{lr}']")
+                raise ValueError(
+                    "'command' must be a non-empty list of non-empty strings, e.g. [python, train.py, --lr, '{lr}']"
+                )
             if self.metric is None:
-                raise ValueError("a 'command' spec needs 'metric: {name: ..., mode: min|max}': orch cannot know "
-                                 "which of the command's metrics is the main one")
+                raise ValueError(
+                    "a 'command' spec needs 'metric: {name: ..., mode: min|max}': orch cannot know "
+                    "which of the command's metrics is the main one"
+                )
         return self
 
     @pydantic.field_validator("seeds", mode="before")
@@ -103,8 +119,9 @@ class Spec(Strict):
         if isinstance(value, int) and not isinstance(value, bool):
             return {"count": value}
         if not isinstance(value, dict):  # pydantic would only say "a valid dictionary": name the shorthand too
-            raise ValueError(f"expected a positive integer (the number of seeds) or a mapping {{count, base}}, "
-                             f"got {value!r}")
+            raise ValueError(
+                f"expected a positive integer (the number of seeds) or a mapping {{count, base}}, got {value!r}"
+            )
         return value
 
     # The name becomes a directory (workdir/<name>/<key>) and an MLflow experiment; the workdir is created
@@ -165,8 +182,11 @@ def check_param_keys(model: type[BaseModel], tree: dict[str, Any], source: str, 
     for key, value in tree.items():
         fields = model.model_fields
         if key not in fields:
-            raise InputError(f"unknown param '{key}'{did_you_mean(key, fields)}; "
-                             f"known: {', '.join(fields)}", source, f"{field}.{key}")
+            raise InputError(
+                f"unknown param '{key}'{did_you_mean(key, fields)}; known: {', '.join(fields)}",
+                source,
+                f"{field}.{key}",
+            )
         annotation = fields[key].annotation
         if isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, BaseModel):
             check_param_keys(annotation, value, source, f"{field}.{key}")
@@ -222,8 +242,9 @@ def format_validation_error(err: pydantic.ValidationError, source: str) -> Input
     return invalid(err, source, model=Spec, hidden=INTERNAL)
 
 
-def load_spec(path: str | Path, sets: list[str] | None = None, seeds: int | None = None,
-              backend: str | None = None) -> Spec:
+def load_spec(
+    path: str | Path, sets: list[str] | None = None, seeds: int | None = None, backend: str | None = None
+) -> Spec:
     """Read, override and validate a spec. Params are checked against the workload's ``Params``."""
     path = Path(path)
     source = str(path)
@@ -254,23 +275,34 @@ def load_spec(path: str | Path, sets: list[str] | None = None, seeds: int | None
     except InputError as err:
         raise InputError(err.message, source, "workload") from None
     if spec.metric is not None and workload.metrics and spec.metric.name not in workload.metrics:
-        raise InputError(f"workload '{spec.workload}' never reports '{spec.metric.name}'"
-                         f"{did_you_mean(spec.metric.name, workload.metrics)}; it reports: "
-                         f"{', '.join(workload.metrics)}", source, "metric.name")
+        raise InputError(
+            f"workload '{spec.workload}' never reports '{spec.metric.name}'"
+            f"{did_you_mean(spec.metric.name, workload.metrics)}; it reports: "
+            f"{', '.join(workload.metrics)}",
+            source,
+            "metric.name",
+        )
     if spec.command:
         from orchestrator.spec.placeholders import check_command
+
         check_command(spec, source)
         return spec
     for n, path in enumerate(spec.identity_exclude):
         if not param_path_exists(workload.params_model, path):
-            raise InputError(f"'{path}' is not a param of workload '{spec.workload}'"
-                             f"{did_you_mean(path, workload.params_model.model_fields)}", source,
-                             f"identity_exclude[{n}]")
+            raise InputError(
+                f"'{path}' is not a param of workload '{spec.workload}'"
+                f"{did_you_mean(path, workload.params_model.model_fields)}",
+                source,
+                f"identity_exclude[{n}]",
+            )
     for dotted in set_paths:
-        if dotted.startswith("params.") and not param_path_exists(workload.params_model, dotted[len("params."):]):
+        if dotted.startswith("params.") and not param_path_exists(workload.params_model, dotted[len("params.") :]):
             leaf = dotted.rsplit(".", 1)[-1]
-            raise InputError(f"no such param in workload '{spec.workload}'"
-                             f"{did_you_mean(leaf, workload.params_model.model_fields)}", "--set", dotted)
+            raise InputError(
+                f"no such param in workload '{spec.workload}'{did_you_mean(leaf, workload.params_model.model_fields)}",
+                "--set",
+                dotted,
+            )
     if set_paths:  # a bad --set value is the command line's fault, not the file's: check it here, blamed there
         try:
             validate_params(workload.params_model, nest(spec.params), source, "params")
@@ -310,5 +342,9 @@ def max_runs() -> int:
 def check_plan_size(spec: Spec, source: str) -> None:
     count, limit = planned_runs(spec), max_runs()
     if count > limit:
-        raise InputError(f"plans {count:,} runs (variants x grid points x seeds), over the limit of {limit:,}; "
-                         f"raise it with `orch --max-runs N submit ...` (or {MAX_RUNS_ENV}=N) if you mean it", source, "seeds")
+        raise InputError(
+            f"plans {count:,} runs (variants x grid points x seeds), over the limit of {limit:,}; "
+            f"raise it with `orch --max-runs N submit ...` (or {MAX_RUNS_ENV}=N) if you mean it",
+            source,
+            "seeds",
+        )

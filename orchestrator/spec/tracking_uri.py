@@ -13,14 +13,16 @@ URI_SCHEMES = (SQLITE, "http://", "https://", "postgresql://", "postgresql+", "m
 def check_tracking_uri(uri: str | None) -> str | None:
     """A URI MLflow can track to, in a form orch reads (sqlite with an absolute path: three slashes)."""
     if uri is not None and not uri.startswith(URI_SCHEMES):
-        raise ValueError(f"'{uri}' is not a tracking URI orch can use; expected sqlite:///path/to/mlflow.db, "
-                         "http(s)://host:port (an MLflow server) or postgresql://... / mysql://...")
+        raise ValueError(
+            f"'{uri}' is not a tracking URI orch can use; expected sqlite:///path/to/mlflow.db, "
+            "http(s)://host:port (an MLflow server) or postgresql://... / mysql://..."
+        )
     return uri
 
 
 def sqlite_path(uri: str) -> Path | None:
     """The database file of an ``sqlite:///`` URI; None for any other store."""
-    return Path(uri[len(SQLITE):]) if uri.startswith(SQLITE) else None
+    return Path(uri[len(SQLITE) :]) if uri.startswith(SQLITE) else None
 
 
 def default_uri(root: Path | None = None) -> str:

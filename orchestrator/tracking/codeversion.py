@@ -3,6 +3,7 @@ tree a workload comes from, the installed packages, and the command line that su
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
@@ -28,16 +29,20 @@ class CodeVersion:
     versions: dict[str, str]
 
     def tags(self) -> dict[str, str]:
-        tags = {Tag.GIT_COMMIT: self.commit, Tag.GIT_DIRTY: str(self.dirty).lower(),
-                "mlflow.source.git.commit": self.commit}
+        tags = {
+            Tag.GIT_COMMIT: self.commit,
+            Tag.GIT_DIRTY: str(self.dirty).lower(),
+            "mlflow.source.git.commit": self.commit,
+        }
         tags.update({f"orch.pkg.{name}": version for name, version in self.versions.items()})
         return tags
 
 
 def _git(root: Path, *args: str) -> str:
     try:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
-                              timeout=20, check=True).stdout
+        return subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20, check=True
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -47,11 +52,16 @@ def _untracked_diff(root: Path) -> str:
     names = [n for n in _git(root, "ls-files", "-z", "--others", "--exclude-standard").split("\0") if n]
     patches = []
     for name in names:
-        try:  # `git diff --no-index` exits 1 when the files differ, which they always do here
-            patches.append(subprocess.run(["git", "-C", str(root), "diff", "--no-index", "--", "/dev/null", name],
-                                          capture_output=True, text=True, timeout=20).stdout)
-        except (OSError, subprocess.SubprocessError):
-            pass
+        # `git diff --no-index` exits 1 when the files differ, which they always do here
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            patches.append(
+                subprocess.run(
+                    ["git", "-C", str(root), "diff", "--no-index", "--", "/dev/null", name],
+                    capture_output=True,
+                    text=True,
+                    timeout=20,
+                ).stdout
+            )
     return "".join(patches)
 
 
@@ -63,10 +73,8 @@ def of(root: Path, packages: tuple[str, ...] = ()) -> CodeVersion:
     diff = (_git(root, "diff", "HEAD", "--", ".") + _untracked_diff(root)) if status.strip() else ""
     versions = {"python": platform.python_version()}
     for name in dict.fromkeys((*PACKAGES, *packages)):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return CodeVersion(commit, bool(status.strip()), diff, versions)
 
 
@@ -79,12 +87,16 @@ def pip_freeze() -> str:
     """Every installed distribution as ``name==version`` (what ``pip freeze`` prints, without running pip).
     Reading every distribution's metadata costs ~0.5 s, so the list is cached (orchestrator/cache.py) for
     the package directories as they are: installing or removing a distribution changes their mtime."""
+
     def compute() -> str:
         seen = {(d.metadata["Name"] or "?", d.version) for d in importlib.metadata.distributions()}
         return "".join(f"{name}=={version}\n" for name, version in sorted(seen, key=lambda nv: nv[0].lower()))
 
-    state = [(entry, os.stat(entry).st_mtime_ns) for entry in sys.path
-             if os.path.basename(entry) in ("site-packages", "dist-packages") and os.path.isdir(entry)]
+    state = [
+        (entry, os.stat(entry).st_mtime_ns)
+        for entry in sys.path
+        if os.path.basename(entry) in ("site-packages", "dist-packages") and os.path.isdir(entry)
+    ]
     return cached("pip-freeze", f"{sys.prefix}\0{state!r}", compute)
 
 

@@ -28,8 +28,9 @@ log = logging.getLogger("orch")
 LIVE_FRESH_S = 10.0  # a job's pusher that wrote live.json this recently is taken to be alive
 
 
-def live_split(run_dir: RunDir, run_id: str, start: int, records: list[dict[str, Any]],
-               offset: int) -> tuple[int, list[dict[str, Any]], int]:
+def live_split(
+    run_dir: RunDir, run_id: str, start: int, records: list[dict[str, Any]], offset: int
+) -> tuple[int, list[dict[str, Any]], int]:
     """For ``Ledger.ingest`` of the journal ``records`` read from byte ``start`` up to ``offset``: how many
     of them had their metrics pushed live already, and which records to ingest now (with the offset after
     them). While a job's pusher keeps up (``live.json`` written in the last ``LIVE_FRESH_S``) and the
@@ -53,6 +54,7 @@ def live_split(run_dir: RunDir, run_id: str, start: int, records: list[dict[str,
 @dataclass
 class _Pending:
     """An ingestion read but not written yet: its write, and the cursor to store once it is written."""
+
     write: RunWrite
     cursor: dict[str, Any]
 
@@ -64,6 +66,7 @@ def ingest(ledger: Ledger, run_dir: RunDir) -> str | None:
     the cursor then still points before the lines that did not reach MLflow, so nothing is lost."""
     return ingest_many(ledger, [run_dir])[0]
 
+
 def ingest_many(ledger: Ledger, run_dirs: list[RunDir]) -> list[str | None]:
     """``ingest`` of several runs, written in one transaction on an SQL store (a burst of short runs
     that ended together is one commit); each run's cursor moves once its lines are in MLflow."""
@@ -71,7 +74,7 @@ def ingest_many(ledger: Ledger, run_dirs: list[RunDir]) -> list[str | None]:
     for run_dir in run_dirs:
         with disk_errors(run_dir):
             reads.append(_read_new(ledger, run_dir))
-    pending = [(run_dir, read) for run_dir, read in zip(run_dirs, reads) if isinstance(read, _Pending)]
+    pending = [(run_dir, read) for run_dir, read in zip(run_dirs, reads, strict=False) if isinstance(read, _Pending)]
     if pending:
         with disk_errors(pending[0][0]):
             together = ledger._record_many([item.write for _, item in pending])
@@ -82,7 +85,8 @@ def ingest_many(ledger: Ledger, run_dirs: list[RunDir]) -> list[str | None]:
                 run_dir.write_cursor(item.cursor)
     return [read.cursor.get("ended") if isinstance(read, _Pending) else read for read in reads]
 
-def _read_new(ledger: Ledger, run_dir: RunDir) -> str | None | _Pending:
+
+def _read_new(ledger: Ledger, run_dir: RunDir) -> str | _Pending | None:
     """The journal's lines since the cursor, as the write they make (their files uploaded already),
     or the status on record when there is nothing new."""
     job = run_dir.load()
@@ -100,6 +104,7 @@ def _read_new(ledger: Ledger, run_dir: RunDir) -> str | None | _Pending:
     if not records:
         return cursor.get("ended")
     from mlflow.entities import Metric
+
     metrics: list[Metric] = []
     tags: dict[str, str] = {}
     end: dict[str, Any] | None = None
@@ -120,8 +125,14 @@ def _read_new(ledger: Ledger, run_dir: RunDir) -> str | None | _Pending:
                 if index >= pushed_live:
                     metrics.append(Metric(name, decode_number(value), ms, step))
         elif record["event"] == "start":
-            tags.update({Tag.ATTEMPT: record["attempt"], Tag.HOST: record["host"],
-                         Tag.PID: record["pid"], Tag.RESTART_COUNT: record.get("restart_count", 0)})
+            tags.update(
+                {
+                    Tag.ATTEMPT: record["attempt"],
+                    Tag.HOST: record["host"],
+                    Tag.PID: record["pid"],
+                    Tag.RESTART_COUNT: record.get("restart_count", 0),
+                }
+            )
             if record.get("resumed_from_step") is not None:
                 tags[Tag.RESUMED_FROM_STEP] = record["resumed_from_step"]
         elif record["event"] == "checkpoint":
@@ -137,8 +148,11 @@ def _read_new(ledger: Ledger, run_dir: RunDir) -> str | None | _Pending:
             # one ms later than anything journaled before it: MLflow's "latest" value of a name is the one
             # with the highest (step, timestamp, value), and a command's last step line and its final can
             # share a millisecond; the final must win even when it is the smaller value
-            metrics += [Metric(k, decode_number(v), ms + 1, final_step) for k, v in record["final"].items()
-                        if metric_rules.name_problem(k) is None]
+            metrics += [
+                Metric(k, decode_number(v), ms + 1, final_step)
+                for k, v in record["final"].items()
+                if metric_rules.name_problem(k) is None
+            ]
     ended = end["status"] if end is not None else None
     if end is not None:
         if end.get("error"):
@@ -146,8 +160,10 @@ def _read_new(ledger: Ledger, run_dir: RunDir) -> str | None | _Pending:
         _upload_files(ledger, run_id, run_dir, end)  # before the end: a reader that sees it ended finds them
     started = any(r["event"] == "start" for r in records)
     cursor.update(offset=offset, max_step=max_step, ended=ended)
-    return _Pending(ledger._write(run_id, metrics, tags, ended or (RUNNING if started else None),
-                                ended=end is not None), cursor)
+    return _Pending(
+        ledger._write(run_id, metrics, tags, ended or (RUNNING if started else None), ended=end is not None), cursor
+    )
+
 
 def _upload_files(ledger: Ledger, run_id: str, run_dir: RunDir, end: dict[str, Any]) -> None:
     """A run's traceback, artifacts and logs, uploaded when its journal ends."""
@@ -159,6 +175,7 @@ def _upload_files(ledger: Ledger, run_id: str, run_dir: RunDir, end: dict[str, A
     for log in (run_dir.stdout, run_dir.stderr):
         if log.exists() and log.stat().st_size:
             ledger.client.log_artifact(run_id, str(log), "logs")
+
 
 def close_dead(ledger: Ledger, run_dir: RunDir, reason: str, status: str = KILLED) -> str:
     """A job that ended without journaling its end (SIGKILL, OOM, node failure): ingest what it wrote,

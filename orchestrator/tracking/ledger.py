@@ -7,6 +7,7 @@ fresh store at once (docs/architecture.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -63,12 +64,14 @@ class Ledger:
         self.uri = uri
         self.sqlite_path = sqlite_path(uri)
         self._client: MlflowClient | None = None
-        self._writer: SqlWriter | None | Literal[False] = False  # False: not looked up yet
+        self._writer: SqlWriter | Literal[False] | None = False  # False: not looked up yet
         auth.use(uri)  # an `orch server` with auth: its credentials into the environment, for jobs too
         if self.sqlite_path is not None:
             if not create and not self.sqlite_path.exists():
-                raise InputError(f"no MLflow store at {self.sqlite_path} (nothing submitted from here yet?); "
-                                 "pass --tracking-uri or run from the project directory")
+                raise InputError(
+                    f"no MLflow store at {self.sqlite_path} (nothing submitted from here yet?); "
+                    "pass --tracking-uri or run from the project directory"
+                )
             self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             if not self.sqlite_path.exists():
                 # sqlite creates its file 0644 & ~umask: read-only for a lab group that shares the store
@@ -83,6 +86,7 @@ class Ledger:
         store go straight to the file (``runs``, ``experiment_id``)."""
         if self._client is None:
             from mlflow.tracking import MlflowClient
+
             schema.install()
             if self.sqlite_path is None:
                 self._client = MlflowClient(tracking_uri=self.uri)
@@ -90,8 +94,9 @@ class Ledger:
             sqlite.install()
             # Two processes opening a new store at once would both run MLflow's migrations on it, and one
             # fails half-way ("expected to match one row ... in 'alembic_version'"): one at a time.
-            with SubmitLock(self.sqlite_path.with_name(f".{self.sqlite_path.name}.init.lock"), "the MLflow store",
-                            wait_s=300):
+            with SubmitLock(
+                self.sqlite_path.with_name(f".{self.sqlite_path.name}.init.lock"), "the MLflow store", wait_s=300
+            ):
                 client = MlflowClient(tracking_uri=self.uri)
                 client._tracking_client.store  # noqa: B018 - opening it creates or checks the tables, now
             self._client = client
@@ -117,8 +122,9 @@ class Ledger:
     def experiment_id(self, name: str, create: bool = False) -> str | None:
         with self._reader() as conn:  # the common case, an active experiment, without MLflow
             if conn is not None:
-                row = conn.execute("SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?",
-                                   (name,)).fetchone()
+                row = conn.execute(
+                    "SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?", (name,)
+                ).fetchone()
                 if row is not None and row[1] == "active":
                     return str(row[0])
                 if row is None and not create:
@@ -134,8 +140,9 @@ class Ledger:
         if self.sqlite_path is not None:
             location = (self.sqlite_path.parent / "artifacts" / name).resolve().as_uri()
         # MLflow 3's UI opens an experiment of unknown kind on its GenAI "Traces" page: orch's are training runs
-        return self.client.create_experiment(name, artifact_location=location,
-                                             tags={EXPERIMENT_KIND: "custom_model_development"})
+        return self.client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND: "custom_model_development"}
+        )
 
     # -- reading -------------------------------------------------------------------------------
     def runs(self, experiment_id: str, role: str = "seed") -> list[RunRecord]:
@@ -150,23 +157,29 @@ class Ledger:
         engine = getattr(self.client._tracking_client.store, "engine", None)
         if engine is not None:
             return self._runs_sql(engine, experiment_id, role)
-        return [RunRecord(r.info.run_id, r.info.status, r.data.tags, r.data.metrics, r.info.start_time)
-                for r in search_all(self.client, experiment_id, role_filter(role))]
+        return [
+            RunRecord(r.info.run_id, r.info.status, r.data.tags, r.data.metrics, r.info.start_time)
+            for r in search_all(self.client, experiment_id, role_filter(role))
+        ]
 
     @staticmethod
     def _runs_sqlite(conn: sqlite3.Connection, experiment_id: str, role: str) -> list[RunRecord]:
         """The same rows as ``_runs_sql``, with the standard library: no MLflow or SQLAlchemy import."""
-        ids = ("SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid WHERE t.key = ? AND t.value = ? "
-               "AND r.experiment_id = ? AND r.lifecycle_stage = 'active'")
+        ids = (
+            "SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid WHERE t.key = ? AND t.value = ? "
+            "AND r.experiment_id = ? AND r.lifecycle_stage = 'active'"
+        )
         args = (Tag.ROLE, role, int(experiment_id))
         rows = conn.execute(f"SELECT run_uuid, status, start_time FROM runs WHERE run_uuid IN ({ids})", args).fetchall()
         tags: dict[str, dict[str, str]] = {run_id: {} for run_id, _, _ in rows}
-        for run_id, key, value in conn.execute(f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({ids})",
-                                               args):
+        for run_id, key, value in conn.execute(
+            f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({ids})", args
+        ):
             tags[run_id][key] = value
         metrics: dict[str, dict[str, float]] = {run_id: {} for run_id, _, _ in rows}
         for run_id, key, value, is_nan in conn.execute(
-                f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({ids})", args):
+            f"SELECT run_uuid, key, value, is_nan FROM latest_metrics WHERE run_uuid IN ({ids})", args
+        ):
             metrics[run_id][key] = float("nan") if is_nan else value
         return [RunRecord(run_id, status, tags[run_id], metrics[run_id], start) for run_id, status, start in rows]
 
@@ -176,20 +189,33 @@ class Ledger:
         from sqlalchemy import and_, select
 
         runs_t, tags_t, metrics_t = SqlRun.__table__, SqlTag.__table__, SqlLatestMetric.__table__
-        ids = (select(tags_t.c.run_uuid).join(runs_t, runs_t.c.run_uuid == tags_t.c.run_uuid)
-               .where(and_(tags_t.c.key == Tag.ROLE, tags_t.c.value == role,
-                           runs_t.c.experiment_id == int(experiment_id), runs_t.c.lifecycle_stage == "active")))
+        ids = (
+            select(tags_t.c.run_uuid)
+            .join(runs_t, runs_t.c.run_uuid == tags_t.c.run_uuid)
+            .where(
+                and_(
+                    tags_t.c.key == Tag.ROLE,
+                    tags_t.c.value == role,
+                    runs_t.c.experiment_id == int(experiment_id),
+                    runs_t.c.lifecycle_stage == "active",
+                )
+            )
+        )
         with engine.connect() as conn:
-            rows = conn.execute(select(runs_t.c.run_uuid, runs_t.c.status, runs_t.c.start_time)
-                                .where(runs_t.c.run_uuid.in_(ids))).all()
+            rows = conn.execute(
+                select(runs_t.c.run_uuid, runs_t.c.status, runs_t.c.start_time).where(runs_t.c.run_uuid.in_(ids))
+            ).all()
             tags: dict[str, dict[str, str]] = {run_id: {} for run_id, _, _ in rows}
-            for run_id, key, value in conn.execute(select(tags_t.c.run_uuid, tags_t.c.key, tags_t.c.value)
-                                                   .where(tags_t.c.run_uuid.in_(ids))):
+            for run_id, key, value in conn.execute(
+                select(tags_t.c.run_uuid, tags_t.c.key, tags_t.c.value).where(tags_t.c.run_uuid.in_(ids))
+            ):
                 tags[run_id][key] = value
             metrics: dict[str, dict[str, float]] = {run_id: {} for run_id, _, _ in rows}
             for run_id, key, value, is_nan in conn.execute(
-                    select(metrics_t.c.run_uuid, metrics_t.c.key, metrics_t.c.value, metrics_t.c.is_nan)
-                    .where(metrics_t.c.run_uuid.in_(ids))):
+                select(metrics_t.c.run_uuid, metrics_t.c.key, metrics_t.c.value, metrics_t.c.is_nan).where(
+                    metrics_t.c.run_uuid.in_(ids)
+                )
+            ):
                 metrics[run_id][key] = float("nan") if is_nan else value
         return [RunRecord(run_id, status, tags[run_id], metrics[run_id], start) for run_id, status, start in rows]
 
@@ -198,21 +224,41 @@ class Ledger:
         return RunRecord(r.info.run_id, r.info.status, r.data.tags, r.data.metrics, r.info.start_time)
 
     # -- writing -------------------------------------------------------------------------------
-    def create_run(self, experiment_id: str, name: str, tags: dict[str, str], params: dict[str, Any],
-                   parent_id: str | None = None, status: str = SCHEDULED) -> str:
+    def create_run(
+        self,
+        experiment_id: str,
+        name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        parent_id: str | None = None,
+        status: str = SCHEDULED,
+    ) -> str:
         (run_id,) = self.create_runs(experiment_id, [(name, tags, params, parent_id)], status)
         return run_id
 
-    def create_runs(self, experiment_id: str, runs: list[tuple[str, dict[str, str], dict[str, Any], str | None]],
-                    status: str = SCHEDULED, run_ids: list[str] | None = None) -> list[str]:
+    def create_runs(
+        self,
+        experiment_id: str,
+        runs: list[tuple[str, dict[str, str], dict[str, Any], str | None]],
+        status: str = SCHEDULED,
+        run_ids: list[str] | None = None,
+    ) -> list[str]:
         """Create runs given as (name, tags, params, parent id), in one transaction on an SQL store; with
         ``run_ids``, under those ids (an SQL store only: through a tracking server, the server names runs)."""
         if not runs:
             return []
         from orchestrator.tracking.sqlwrite import Fallback, NewRun
-        new = [NewRun(name, {**tags, **({"mlflow.parentRunId": parent} if parent else {})},
-                      {k: str(v)[:6000] for k, v in params.items()}, status) for name, tags, params, parent in runs]
-        for item, run_id in zip(new, run_ids or []):
+
+        new = [
+            NewRun(
+                name,
+                {**tags, **({"mlflow.parentRunId": parent} if parent else {})},
+                {k: str(v)[:6000] for k, v in params.items()},
+                status,
+            )
+            for name, tags, params, parent in runs
+        ]
+        for item, run_id in zip(new, run_ids or [], strict=False):
             item.run_id = run_id
         if self._sql is not None:
             try:
@@ -228,6 +274,7 @@ class Ledger:
 
     def _create_with_client(self, experiment_id: str, new: NewRun) -> str:
         from mlflow.entities import Param
+
         run_id = self.client.create_run(experiment_id, run_name=new.name, tags=new.tags).info.run_id
         for chunk in chunks([Param(k, v) for k, v in new.params.items()], 100):
             self.client.log_batch(run_id, params=chunk)
@@ -240,17 +287,20 @@ class Ledger:
         """The one-transaction writer of an SQL store (tracking/sqlwrite.py); None through a server."""
         if self._writer is False:
             from orchestrator.tracking.sqlwrite import writer_for
+
             self._writer = writer_for(self.client)
         return self._writer or None
 
-    def _record(self, run_id: str, metrics: list[Metric], tags: dict[str, Any], status: str | None = None,
-                ended: bool = False) -> None:
+    def _record(
+        self, run_id: str, metrics: list[Metric], tags: dict[str, Any], status: str | None = None, ended: bool = False
+    ) -> None:
         """Metrics, tags and a status change of one run as one write."""
         self._record_one(self._write(run_id, metrics, tags, status, ended))
 
     @staticmethod
-    def _write(run_id: str, metrics: list[Metric], tags: dict[str, Any], status: str | None = None,
-               ended: bool = False) -> RunWrite:
+    def _write(
+        run_id: str, metrics: list[Metric], tags: dict[str, Any], status: str | None = None, ended: bool = False
+    ) -> RunWrite:
         """The error tag of an earlier attempt is dropped when the run ends FINISHED."""
         drop = (Tag.ERROR,) if ended and status == FINISHED else ()
         return RunWrite(run_id, metrics, {k: str(v)[:5000] for k, v in tags.items()}, status, ended, drop)
@@ -258,6 +308,7 @@ class Ledger:
     def _record_many(self, writes: list[RunWrite]) -> bool:
         """All the writes in one transaction of the fast writer; False when it cannot (nothing written)."""
         from orchestrator.tracking.sqlwrite import Fallback
+
         if self._sql is None:
             return False
         try:
@@ -271,6 +322,7 @@ class Ledger:
             return
         # duplicates of a live push, or a deleted run: the client deduplicates or says why
         from mlflow.entities import RunTag
+
         tag_list = [RunTag(k, v) for k, v in write.tags.items()]
         for i, chunk in enumerate(chunks(write.metrics, BATCH) if write.metrics else [[]]):
             if chunk or (i == 0 and tag_list):  # tags ride with the first batch: one write, not two
@@ -291,6 +343,7 @@ class Ledger:
     def log_values(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
         """Plain values as metrics at ``step``, stamped now (aggregates, report summaries)."""
         from mlflow.entities import Metric
+
         stamp = int(time.time() * 1000)
         if values:
             self.client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, step) for k, v in values.items()])
@@ -298,11 +351,13 @@ class Ledger:
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
-    def _log_batch(self, run_id: str, metrics: list[Metric], tags: list[RunTag] | None = None,
-                   attempts: int = 4) -> None:
+    def _log_batch(
+        self, run_id: str, metrics: list[Metric], tags: list[RunTag] | None = None, attempts: int = 4
+    ) -> None:
         """``log_batch``, retried when two writers (ingestion and a job's live push) inserted the same rows
         at once: MLflow's SQL store drops exact duplicates, but its check races the other's commit."""
         from mlflow.exceptions import MlflowException
+
         for attempt in range(attempts):
             try:
                 self.client.log_batch(run_id, metrics=metrics, tags=tags or [])
@@ -314,10 +369,9 @@ class Ledger:
 
     def _clear_error(self, run_id: str) -> None:
         from mlflow.exceptions import MlflowException
-        try:
+
+        with contextlib.suppress(MlflowException):  # no such tag: the usual case
             self.client.delete_tag(run_id, Tag.ERROR)
-        except MlflowException:  # no such tag: the usual case
-            pass
 
     # -- ingestion of journals (tracking/ingest.py) ----------------------------------------------
     def ingest(self, run_dir: RunDir) -> str | None:

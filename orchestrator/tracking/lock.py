@@ -13,6 +13,7 @@ A waiting submit polls until the lock is free, then reconciles and finds the oth
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,8 +31,8 @@ from orchestrator.job.liveness import same_process, start_time
 from orchestrator.spec.tracking_uri import sqlite_path
 
 HEARTBEAT_S = 10.0
-STALE_S = 120.0        # generous: other hosts' clocks and NFS attribute caching differ by seconds
-WAIT_S = 30 * 60.0     # a submission of thousands of runs to Slurm can hold it for minutes
+STALE_S = 120.0  # generous: other hosts' clocks and NFS attribute caching differ by seconds
+WAIT_S = 30 * 60.0  # a submission of thousands of runs to Slurm can hold it for minutes
 TELL_AFTER_S = 2.0
 log = logging.getLogger("orch")
 
@@ -43,8 +44,9 @@ class LockTimeout(InputError):
 class SubmitLock:
     """``with SubmitLock(path, what):`` or ``acquire()`` / ``release()``."""
 
-    def __init__(self, path: Path, what: str, wait_s: float = WAIT_S, stale_s: float = STALE_S,
-                 heartbeat_s: float = HEARTBEAT_S):
+    def __init__(
+        self, path: Path, what: str, wait_s: float = WAIT_S, stale_s: float = STALE_S, heartbeat_s: float = HEARTBEAT_S
+    ):
         self.path = path
         self.what = what
         self.wait_s = wait_s
@@ -71,12 +73,15 @@ class SubmitLock:
                 self._break(holder)
                 continue
             if not told and time.monotonic() - began > TELL_AFTER_S:  # say why this submit seems to hang
-                log.warning("waiting for another orch submit of %s (%s) to hand its runs over", self.what,
-                            describe(holder))
+                log.warning(
+                    "waiting for another orch submit of %s (%s) to hand its runs over", self.what, describe(holder)
+                )
                 told = True
             if time.monotonic() - began > self.wait_s:
-                raise LockTimeout(f"another orch submit holds the lock of {self.what} ({describe(holder)}) for "
-                                  f"more than {self.wait_s:.0f} s; if that process is gone, remove {self.path}")
+                raise LockTimeout(
+                    f"another orch submit holds the lock of {self.what} ({describe(holder)}) for "
+                    f"more than {self.wait_s:.0f} s; if that process is gone, remove {self.path}"
+                )
             time.sleep(0.1 + random.random() * 0.2)  # jitter: waiters do not all retry in the same instant
 
     def release(self) -> None:
@@ -90,15 +95,19 @@ class SubmitLock:
     def __enter__(self) -> SubmitLock:
         return self.acquire()
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
 
     # -- the file ------------------------------------------------------------------------------------
     def _try_create(self) -> bool:
         pid = os.getpid()
-        payload = {"pid": pid, "started": start_time(pid), "host": socket.gethostname(), "at": time.time(),
-                   "token": self.token}
+        payload = {
+            "pid": pid,
+            "started": start_time(pid),
+            "host": socket.gethostname(),
+            "at": time.time(),
+            "token": self.token,
+        }
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -147,10 +156,8 @@ class SubmitLock:
         except (OSError, ValueError):
             moved = {}
         if holder.get("token") is not None and moved.get("token") not in (None, holder.get("token")):
-            try:
-                os.link(aside, self.path)  # restore unless someone took the free lock meanwhile
-            except FileExistsError:
-                pass
+            with contextlib.suppress(FileExistsError):  # restore unless someone took the free lock meanwhile
+                os.link(aside, self.path)
         aside.unlink(missing_ok=True)
 
     def _heartbeat(self) -> None:
@@ -172,8 +179,5 @@ def submit_lock(experiment: str, uri: str, workdir: str | Path) -> SubmitLock:
     """The lock of one experiment in one store: beside an sqlite store (every submit to that file meets it,
     whatever its workdir), else in the workdir (the shared filesystem the run directories are on)."""
     database = sqlite_path(uri)
-    if database is not None:
-        folder = database.resolve().parent / "locks"
-    else:
-        folder = Path(workdir).resolve() / experiment
+    folder = database.resolve().parent / "locks" if database is not None else Path(workdir).resolve() / experiment
     return SubmitLock(folder / f"{experiment}.submit.lock", f"experiment '{experiment}'")

@@ -16,39 +16,41 @@ from orchestrator.job.journal import FAILED, FINISHED, KILLED
 
 RUNNING, SCHEDULED = "RUNNING", "SCHEDULED"
 EXPERIMENT_KIND = "mlflow.experimentKind"  # an experiment tag: which page the MLflow UI opens it on
-ACTIVE = (RUNNING, SCHEDULED)        # a job may still write to the run
+ACTIVE = (RUNNING, SCHEDULED)  # a job may still write to the run
 TERMINAL = (FINISHED, FAILED, KILLED)
-BATCH = 1000                         # MLflow's limit of metrics (and tags) per log_batch
-PAGE = 10000                         # runs per search_runs page
+BATCH = 1000  # MLflow's limit of metrics (and tags) per log_batch
+PAGE = 10000  # runs per search_runs page
 
 
 class Role:
     """The ``orch.role`` tag: what a run stands for."""
+
     SEED, GROUP, TRIAL, SWEEP, COMPARE = "seed", "group", "trial", "sweep", "compare"
 
 
 class Tag:
     """Every ``orch.*`` tag orch writes. Reading code says ``Tag.GROUP``, not a string that can be mistyped."""
+
     ROLE = "orch.role"
     # identity of a seed run and its group
     KEY, GROUP, VARIANT, GRID_POINT, SEED = "orch.key", "orch.group", "orch.variant", "orch.grid_point", "orch.seed"
     WORKLOAD, SPEC = "orch.workload", "orch.spec"
-    KEY_SCHEME = "orch.key_scheme"                              # how KEY and GROUP were computed (spec/identity.py)
-    DEFAULTS = "orch.defaults"                                  # the params the key left out at their default (JSON)
-    METRIC, MODE = "orch.metric", "orch.mode"                   # the main metric and which way is better
-    CHANCE = "orch.chance"                                      # on a group: the workload's chance levels (JSON)
-    SEEDS_REQUESTED = "orch.seeds_requested"                    # on a group: how many seeds were asked for
+    KEY_SCHEME = "orch.key_scheme"  # how KEY and GROUP were computed (spec/identity.py)
+    DEFAULTS = "orch.defaults"  # the params the key left out at their default (JSON)
+    METRIC, MODE = "orch.metric", "orch.mode"  # the main metric and which way is better
+    CHANCE = "orch.chance"  # on a group: the workload's chance levels (JSON)
+    SEEDS_REQUESTED = "orch.seeds_requested"  # on a group: how many seeds were asked for
     # where and how a seed runs
     BACKEND, JOB_ID, RUN_DIR = "orch.backend", "orch.job_id", "orch.run_dir"
     DRIVER_HOST, VIA = "orch.driver_host", "orch.via"
     HOST, PID, ATTEMPT, RESTART_COUNT = "orch.host", "orch.pid", "orch.attempt", "orch.restart_count"
     RESUMED_FROM_STEP, CHECKPOINT_STEP = "orch.resumed_from_step", "orch.checkpoint_step"
-    DEVICE, GPU_MODEL, GPU_COUNT = "orch.device", "orch.gpu.model", "orch.gpu.count"   # job/device.py: the run's device
+    DEVICE, GPU_MODEL, GPU_COUNT = "orch.device", "orch.gpu.model", "orch.gpu.count"  # job/device.py: the run's device
     GPU_DRIVER, CUDA_VERSION, CUDA_VISIBLE = "orch.gpu.driver", "orch.cuda.version", "orch.cuda_visible_devices"
     CPU_MODEL = "orch.cpu.model"
-    ERROR = "orch.error"                                        # why a run FAILED or was KILLED
-    WARNING = "orch.warning"                                    # ctx.warn: what the run's reader must know
-    SUPERSEDED_BY = "orch.superseded_by"                        # a run redone by `orch run --force`
+    ERROR = "orch.error"  # why a run FAILED or was KILLED
+    WARNING = "orch.warning"  # ctx.warn: what the run's reader must know
+    SUPERSEDED_BY = "orch.superseded_by"  # a run redone by `orch run --force`
     # code version (tracking/codeversion.py)
     GIT_COMMIT, GIT_DIRTY = "orch.git_commit", "orch.git_dirty"
     CODE, CODE_SOURCE, COMMAND_LINE = "orch.code", "orch.code_source", "orch.command_line"  # job/snapshot.py
@@ -65,6 +67,7 @@ class Tag:
 @dataclass(frozen=True)
 class RunRecord:
     """What reconcile, status and compare read of a run: status, tags and latest metrics (no params)."""
+
     run_id: str
     status: str
     tags: dict[str, str]
@@ -114,4 +117,4 @@ def search_all(client: Any, experiment_id: str, filter_string: str = "", page: i
 
 def chunks(items: list[Any], size: int = BATCH) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]

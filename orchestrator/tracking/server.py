@@ -8,6 +8,7 @@ reach 127.0.0.1. It binds to 127.0.0.1 unless told otherwise, and warns when tol
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -88,19 +89,28 @@ def redact(uri: str) -> str:
 def normalise_backend(uri: str) -> str:
     """SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; orch ships psycopg2 (pyproject)."""
     if uri.startswith("postgresql://"):
-        return "postgresql+psycopg2://" + uri[len("postgresql://"):]
+        return "postgresql+psycopg2://" + uri[len("postgresql://") :]
     return uri
 
 
 def _check_backend(uri: str) -> None:
     if not uri.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql")):
-        raise InputError(f"expected a sqlite:/// or postgresql:// database URI, got '{redact(uri)}'",
-                         "--backend-store-uri")
+        raise InputError(
+            f"expected a sqlite:/// or postgresql:// database URI, got '{redact(uri)}'", "--backend-store-uri"
+        )
 
 
-def start(backend_store_uri: str, artifacts: Path, host: str = "127.0.0.1", port: int = 5000,
-          run_dir: Path = RUN_DIR, workers: int = 1, timeout_s: float = READY_TIMEOUT_S,
-          warn=lambda message: print(message, file=sys.stderr), auth: bool = False) -> ServerInfo:
+def start(
+    backend_store_uri: str,
+    artifacts: Path,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    run_dir: Path = RUN_DIR,
+    workers: int = 1,
+    timeout_s: float = READY_TIMEOUT_S,
+    warn=lambda message: print(message, file=sys.stderr),
+    auth: bool = False,
+) -> ServerInfo:
     """Start ``mlflow server`` and wait until it answers /health. Raises RuntimeError with the log's tail
     if it dies or does not answer in time (it is then stopped). ``auth``: MLflow's basic-auth app, one
     admin user whose credentials only this user can read (tracking/auth.py; the CLI's default)."""
@@ -109,20 +119,32 @@ def start(backend_store_uri: str, artifacts: Path, host: str = "127.0.0.1", port
     run_dir = run_dir.resolve()
     current = read_info(run_dir)
     if current is not None and (_is_ours(current.pid) or orphans(current.pid)):
-        raise InputError(f"a server started from {run_dir} is already running (pid {current.pid}, "
-                         f"{current.uri}); `orch server stop` first", str(run_dir))
+        raise InputError(
+            f"a server started from {run_dir} is already running (pid {current.pid}, "
+            f"{current.uri}); `orch server stop` first",
+            str(run_dir),
+        )
     if auth:
         import importlib.util
+
         if importlib.util.find_spec("flask_wtf") is None:  # MLflow's auth app dies on start without it
-            raise InputError("the authenticated server needs Flask-WTF (pip install 'mlflow[auth]'); "
-                             "or --no-auth, if every user of this machine may read and change every run", "--auth")
+            raise InputError(
+                "the authenticated server needs Flask-WTF (pip install 'mlflow[auth]'); "
+                "or --no-auth, if every user of this machine may read and change every run",
+                "--auth",
+            )
     if not port_free(host, port):  # an orphaned server (or anything else) answering there would pass for ours
-        raise InputError(f"port {port} on {host} is in use; stop what listens there (`orch server stop`, or "
-                         "find it with `ss -ltnp`) or pick another with --port", "--port")
+        raise InputError(
+            f"port {port} on {host} is in use; stop what listens there (`orch server stop`, or "
+            "find it with `ss -ltnp`) or pick another with --port",
+            "--port",
+        )
     if host not in LOOPBACK:
-        warn(f"warning: binding the MLflow server to {host}: anyone who can reach port {port} can try it"
-             + ("" if auth else "; it has NO authentication: they can read and change every run")
-             + ". Prefer 127.0.0.1 and an SSH tunnel.")
+        warn(
+            f"warning: binding the MLflow server to {host}: anyone who can reach port {port} can try it"
+            + ("" if auth else "; it has NO authentication: they can read and change every run")
+            + ". Prefer 127.0.0.1 and an SSH tunnel."
+        )
     database = sqlite_path(backend_store_uri)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
@@ -132,9 +154,23 @@ def start(backend_store_uri: str, artifacts: Path, host: str = "127.0.0.1", port
     log = run_dir / "server.log"
     # The server proxies artifacts into a directory (on a cluster: the shared filesystem), so clients
     # anywhere upload through HTTP and need no access to that directory.
-    command = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
-               "--workers", str(workers), "--backend-store-uri", backend_store_uri,
-               "--serve-artifacts", "--artifacts-destination", artifacts.as_uri()]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--backend-store-uri",
+        backend_store_uri,
+        "--serve-artifacts",
+        "--artifacts-destination",
+        artifacts.as_uri(),
+    ]
     if host not in LOOPBACK:
         command += ["--allowed-hosts", "*"]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
@@ -170,22 +206,29 @@ def auth_setup(run_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
     """The basic-auth app's config (its user store beside the server's pid files, nobody but the admin
     allowed anything) and the environment that gives the server its admin password."""
     import secrets
+
     auth_dir = private_dir(run_dir / "auth")
     credentials = server_credentials(auth_dir)
     config = auth_dir / "basic_auth.ini"
-    text = ("[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
-            f"database_uri = sqlite:///{auth_dir / 'basic_auth.db'}\n"
-            f"admin_username = {credentials['username']}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    text = (
+        "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{auth_dir / 'basic_auth.db'}\n"
+        f"admin_username = {credentials['username']}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
     fd = os.open(config, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    return credentials, {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_AUTH_ADMIN_PASSWORD": credentials["password"],
-                         "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16)}
+    return credentials, {
+        "MLFLOW_AUTH_CONFIG_PATH": str(config),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": credentials["password"],
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+    }
 
 
 def port_free(host: str, port: int) -> bool:
     import socket
+
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -218,8 +261,9 @@ def spawn(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Pope
     """Start ``command`` in its own session (its own process group), output appended to ``log``: stopping
     the group then reaches uvicorn's worker processes too."""
     with open(log, "ab") as out:
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
 
 
 def wait_healthy(proc: subprocess.Popen, uri: str, timeout_s: float, log: Path) -> None:
@@ -246,10 +290,8 @@ def stop_group(pgid: int, grace_s: float = STOP_GRACE_S, kill: bool = False) -> 
     while time.monotonic() < deadline and group_alive(pgid):
         time.sleep(0.1)
     if group_alive(pgid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         while group_alive(pgid):
             time.sleep(0.05)
 
@@ -274,10 +316,18 @@ def status(run_dir: Path = RUN_DIR) -> dict:
     leader = _is_ours(info.pid)
     left = [] if leader else orphans(info.pid)
     alive = leader or bool(left)
-    return {"running": alive, "healthy": alive and healthy(info.uri), "uri": info.uri, "pid": info.pid,
-            "orphaned": left, "auth": info.auth,
-            "backend_store_uri": redact(info.backend_store_uri), "artifacts": info.artifacts, "log": info.log,
-            "uptime_s": round(time.time() - info.started_at, 1) if alive else None}
+    return {
+        "running": alive,
+        "healthy": alive and healthy(info.uri),
+        "uri": info.uri,
+        "pid": info.pid,
+        "orphaned": left,
+        "auth": info.auth,
+        "backend_store_uri": redact(info.backend_store_uri),
+        "artifacts": info.artifacts,
+        "log": info.log,
+        "uptime_s": round(time.time() - info.started_at, 1) if alive else None,
+    }
 
 
 def _forget(run_dir: Path) -> None:

@@ -23,7 +23,7 @@ def install() -> None:
     from sqlalchemy.engine import Engine
 
     @event.listens_for(Engine, "connect")
-    def _pragmas(dbapi_connection, connection_record) -> None:  # noqa: ARG001 - sqlalchemy's signature
+    def _pragmas(dbapi_connection, connection_record) -> None:
         if isinstance(dbapi_connection, sqlite3.Connection):
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")

@@ -42,6 +42,7 @@ class NewRun:
 def writer_for(client: MlflowClient) -> SqlWriter | None:
     """The fast writer of the client's store, or None when it is not an SQL store (a tracking server)."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
     store = client._tracking_client.store
     return SqlWriter(store) if isinstance(store, SqlAlchemyStore) else None
 
@@ -49,6 +50,7 @@ def writer_for(client: MlflowClient) -> SqlWriter | None:
 @dataclass
 class RunWrite:
     """What one ingestion writes to one run."""
+
     run_id: str
     metrics: list[Metric]
     tags: dict[str, str]
@@ -86,12 +88,24 @@ class SqlWriter:
                 _validate_tag(key, value)
             for key, value in new.params.items():
                 _validate_param(key, value)
-            rows["runs"].append({
-                "run_uuid": new.run_id, "name": new.name, "source_type": "UNKNOWN", "source_name": "",
-                "entry_point_name": "", "user_id": tags.get(MLFLOW_USER, "unknown"), "status": new.status,
-                "start_time": now, "end_time": None, "deleted_time": None, "source_version": "",
-                "lifecycle_stage": "active", "artifact_uri": append_to_uri_path(root, new.run_id, "artifacts"),
-                "experiment_id": int(experiment_id)})
+            rows["runs"].append(
+                {
+                    "run_uuid": new.run_id,
+                    "name": new.name,
+                    "source_type": "UNKNOWN",
+                    "source_name": "",
+                    "entry_point_name": "",
+                    "user_id": tags.get(MLFLOW_USER, "unknown"),
+                    "status": new.status,
+                    "start_time": now,
+                    "end_time": None,
+                    "deleted_time": None,
+                    "source_version": "",
+                    "lifecycle_stage": "active",
+                    "artifact_uri": append_to_uri_path(root, new.run_id, "artifacts"),
+                    "experiment_id": int(experiment_id),
+                }
+            )
             rows["tags"] += [{"run_uuid": new.run_id, "key": k, "value": v} for k, v in tags.items()]
             rows["params"] += [{"run_uuid": new.run_id, "key": k, "value": v} for k, v in new.params.items()]
         with self.store.ManagedSessionMaker(read_only=False) as session:
@@ -122,17 +136,29 @@ class SqlWriter:
                 _validate_metric(metric.key, metric.value, metric.timestamp, metric.step)
                 is_nan, number = self.store.sanitize_metric_value(metric.value)
                 # exact duplicates in one batch are one row, as the client makes them
-                metric_rows.setdefault((write.run_id, metric.key, metric.timestamp, metric.step, number, is_nan),
-                                       {"run_uuid": write.run_id, "key": metric.key, "value": number,
-                                        "timestamp": metric.timestamp, "step": metric.step, "is_nan": is_nan})
+                metric_rows.setdefault(
+                    (write.run_id, metric.key, metric.timestamp, metric.step, number, is_nan),
+                    {
+                        "run_uuid": write.run_id,
+                        "key": metric.key,
+                        "value": number,
+                        "timestamp": metric.timestamp,
+                        "step": metric.step,
+                        "is_nan": is_nan,
+                    },
+                )
             for key, value in write.tags.items():
                 _validate_tag(key, value)
         run_ids = [w.run_id for w in writes]
         runs, tags, latest = SqlRun.__table__, SqlTag.__table__, SqlLatestMetric.__table__
         try:
             with self.store.ManagedSessionMaker(read_only=False) as session:
-                alive = {row.run_uuid for row in session.execute(
-                    select(runs.c.run_uuid).where(runs.c.run_uuid.in_(run_ids), runs.c.lifecycle_stage == "active"))}
+                alive = {
+                    row.run_uuid
+                    for row in session.execute(
+                        select(runs.c.run_uuid).where(runs.c.run_uuid.in_(run_ids), runs.c.lifecycle_stage == "active")
+                    )
+                }
                 if missing := set(run_ids) - alive:
                     raise Fallback(f"run(s) {', '.join(sorted(missing))} missing or deleted")
                 if metric_rows:
@@ -140,8 +166,11 @@ class SqlWriter:
                     self._update_latest(session, latest, list(metric_rows.values()))
                 self._upsert_tags(session, tags, writes)
                 stamp = int(time.time() * 1000)
-                status_rows = [{"id": w.run_id, "status": w.status, "end": stamp if w.ended else None}
-                               for w in writes if w.status is not None]
+                status_rows = [
+                    {"id": w.run_id, "status": w.status, "end": stamp if w.ended else None}
+                    for w in writes
+                    if w.status is not None
+                ]
                 for ended in (True, False):
                     rows = [r for r in status_rows if (r["end"] is not None) == ended]
                     values: dict[str, Any] = {"status": bindparam("status")}
@@ -160,44 +189,74 @@ class SqlWriter:
         latest value is the one with the highest (step, timestamp, value), compared with the stored one.
         The stored rows are locked in a fixed order (FOR UPDATE, as MLflow does; a no-op on sqlite)."""
         from sqlalchemy import bindparam, insert, select, update
+
         keys = sorted({(r["run_uuid"], r["key"]) for r in rows})
         stored: dict[tuple[str, str], dict[str, Any]] = {}
-        for batch in (keys[i:i + 500] for i in range(0, len(keys), 500)):
-            query = (select(latest).where(latest.c.run_uuid.in_({run for run, _ in batch}),
-                                          latest.c.key.in_({key for _, key in batch}))
-                     .order_by(latest.c.run_uuid, latest.c.key).with_for_update())
+        for batch in (keys[i : i + 500] for i in range(0, len(keys), 500)):
+            query = (
+                select(latest)
+                .where(latest.c.run_uuid.in_({run for run, _ in batch}), latest.c.key.in_({key for _, key in batch}))
+                .order_by(latest.c.run_uuid, latest.c.key)
+                .with_for_update()
+            )
             for row in session.execute(query).mappings():
                 stored[(row["run_uuid"], row["key"])] = dict(row)
         changed: dict[tuple[str, str], dict[str, Any]] = {}
         for row in rows:
             where = (row["run_uuid"], row["key"])
             best = changed.get(where) or stored.get(where)
-            if best is None or (row["step"], row["timestamp"], row["value"]) > (best["step"], best["timestamp"], best["value"]):
+            if best is None or (row["step"], row["timestamp"], row["value"]) > (
+                best["step"],
+                best["timestamp"],
+                best["value"],
+            ):
                 changed[where] = row
         fresh = [row for where, row in changed.items() if where not in stored]
         if fresh:
             session.execute(insert(latest), fresh)
         moved = [{**row, "k": row["key"], "r": row["run_uuid"]} for where, row in changed.items() if where in stored]
         if moved:
-            session.execute(update(latest).where(latest.c.run_uuid == bindparam("r"), latest.c.key == bindparam("k"))
-                            .values(value=bindparam("value"), timestamp=bindparam("timestamp"),
-                                    step=bindparam("step"), is_nan=bindparam("is_nan")), moved)
+            session.execute(
+                update(latest)
+                .where(latest.c.run_uuid == bindparam("r"), latest.c.key == bindparam("k"))
+                .values(
+                    value=bindparam("value"),
+                    timestamp=bindparam("timestamp"),
+                    step=bindparam("step"),
+                    is_nan=bindparam("is_nan"),
+                ),
+                moved,
+            )
 
     @staticmethod
     def _upsert_tags(session: Any, tags: Any, writes: list[RunWrite]) -> None:
         """Tags set (updated when present, inserted when not) and tags dropped, for every run at once."""
         from sqlalchemy import bindparam, delete, insert, select, update
+
         wanted = {(w.run_id, k) for w in writes for k in (*w.tags, *w.drop_tags)}
         if not wanted:
             return
-        present = {(row.run_uuid, row.key) for row in session.execute(
-            select(tags.c.run_uuid, tags.c.key).where(tags.c.run_uuid.in_({run for run, _ in wanted}),
-                                                      tags.c.key.in_({key for _, key in wanted})))}
+        present = {
+            (row.run_uuid, row.key)
+            for row in session.execute(
+                select(tags.c.run_uuid, tags.c.key).where(
+                    tags.c.run_uuid.in_({run for run, _ in wanted}), tags.c.key.in_({key for _, key in wanted})
+                )
+            )
+        }
         upserts = [{"r": w.run_id, "k": k, "v": v} for w in writes for k, v in w.tags.items()]
         if updates := [u for u in upserts if (u["r"], u["k"]) in present]:
-            session.execute(update(tags).where(tags.c.run_uuid == bindparam("r"), tags.c.key == bindparam("k"))
-                            .values(value=bindparam("v")), updates)
-        if inserts := [{"run_uuid": u["r"], "key": u["k"], "value": u["v"]} for u in upserts if (u["r"], u["k"]) not in present]:
+            session.execute(
+                update(tags)
+                .where(tags.c.run_uuid == bindparam("r"), tags.c.key == bindparam("k"))
+                .values(value=bindparam("v")),
+                updates,
+            )
+        if inserts := [
+            {"run_uuid": u["r"], "key": u["k"], "value": u["v"]} for u in upserts if (u["r"], u["k"]) not in present
+        ]:
             session.execute(insert(tags), inserts)
-        if drops := [{"r": w.run_id, "k": k} for w in writes for k in w.drop_tags if k not in w.tags and (w.run_id, k) in present]:
+        if drops := [
+            {"r": w.run_id, "k": k} for w in writes for k in w.drop_tags if k not in w.tags and (w.run_id, k) in present
+        ]:
             session.execute(delete(tags).where(tags.c.run_uuid == bindparam("r"), tags.c.key == bindparam("k")), drops)

@@ -33,6 +33,7 @@ FORMAT = "orch-mlflow-bundle/1"
 
 def _client(uri: str):
     from orchestrator.tracking.ledger import Ledger  # sets MLFLOW_DISABLE_TELEMETRY, creates a sqlite file's folder
+
     return Ledger(uri).client
 
 
@@ -50,19 +51,39 @@ def export_experiment(uri: str, name: str, out: Path) -> int:
         raise InputError(f"no experiment named '{name}' in {uri}")
     out.mkdir(parents=True, exist_ok=True)
     runs = search_all(client, experiment.experiment_id)
-    (out / "experiment.json").write_text(json.dumps(
-        {"format": FORMAT, "name": name, "tags": dict(experiment.tags), "source_uri": _redact(uri),
-         "source_experiment_id": experiment.experiment_id, "runs": [r.info.run_id for r in runs]}, indent=1))
+    (out / "experiment.json").write_text(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "name": name,
+                "tags": dict(experiment.tags),
+                "source_uri": _redact(uri),
+                "source_experiment_id": experiment.experiment_id,
+                "runs": [r.info.run_id for r in runs],
+            },
+            indent=1,
+        )
+    )
     for run in runs:
         folder = out / "runs" / run.info.run_id
         if folder.exists():
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         info = run.info
-        (folder / "run.json").write_text(json.dumps(
-            {"run_id": info.run_id, "run_name": info.run_name, "status": info.status,
-             "start_time": info.start_time, "end_time": info.end_time, "tags": dict(run.data.tags),
-             "params": dict(run.data.params)}, indent=1))
+        (folder / "run.json").write_text(
+            json.dumps(
+                {
+                    "run_id": info.run_id,
+                    "run_name": info.run_name,
+                    "status": info.status,
+                    "start_time": info.start_time,
+                    "end_time": info.end_time,
+                    "tags": dict(run.data.tags),
+                    "params": dict(run.data.params),
+                },
+                indent=1,
+            )
+        )
         with open(folder / "metrics.jsonl", "w") as f:
             for key in sorted(run.data.metrics):
                 for m in client.get_metric_history(info.run_id, key):
@@ -74,6 +95,7 @@ def export_experiment(uri: str, name: str, out: Path) -> int:
 
 def _redact(uri: str) -> str:
     from orchestrator.tracking.server import redact
+
     return redact(uri)
 
 
@@ -110,7 +132,7 @@ def _load(model: type[BaseModel], path: Path) -> Any:
         raise InputError("missing from the bundle", str(path)) from None
     except (OSError, UnicodeDecodeError, ValueError) as err:  # pydantic's ValidationError is a ValueError
         detail = err.errors()[0] if isinstance(err, pydantic.ValidationError) else None
-        what = (f"{'.'.join(map(str, detail['loc']))}: {detail['msg']}" if detail else f"not JSON ({err})")
+        what = f"{'.'.join(map(str, detail['loc']))}: {detail['msg']}" if detail else f"not JSON ({err})"
         raise InputError(f"damaged bundle: {what}", str(path)) from None
 
 
@@ -118,9 +140,10 @@ def _check_metrics(path: Path) -> None:
     """Every line ``[key, value, timestamp, step]``, read before anything is written (all or nothing)."""
     if not path.exists():
         return
+    number = 0  # the line an error is at (0: the file itself could not be read)
     try:
         with open(path) as f:
-            for number, line in enumerate(f, 1):
+            for number, line in enumerate(f, 1):  # noqa: B007 - read by the error below
                 key, value, timestamp, step = json.loads(line)
                 if not (isinstance(key, str) and isinstance(timestamp, int) and isinstance(step, int)):
                     raise ValueError("expected [name, value, timestamp, step]")
@@ -142,8 +165,9 @@ def _read_bundle(bundle: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         folder = bundle / "runs" / run_id
         run = _load(_Run, folder / "run.json")
         if run.run_id != run_id:
-            raise InputError(f"damaged bundle: run.json names run {run.run_id}, its folder {run_id}",
-                             str(folder / "run.json"))
+            raise InputError(
+                f"damaged bundle: run.json names run {run.run_id}, its folder {run_id}", str(folder / "run.json")
+            )
         _check_metrics(folder / "metrics.jsonl")
         runs.append(run.model_dump())
     return meta.model_dump(), runs
@@ -152,8 +176,7 @@ def _read_bundle(bundle: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def check_experiment_name(name: str, field: str = "--name") -> str:
     """An experiment name becomes a folder under the store's artifacts: no path out of it."""
     if not name.strip() or "/" in name or "\\" in name or name in (".", "..") or "\x00" in name:
-        raise InputError(f"expected an experiment name without '/', '\\' or NUL, not '.' or '..', got {name!r}",
-                         field)
+        raise InputError(f"expected an experiment name without '/', '\\' or NUL, not '.' or '..', got {name!r}", field)
     return name
 
 
@@ -173,8 +196,8 @@ def _parents_first(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class Imported:
-    mapping: dict[str, str]   # source run id -> run id here
-    new: int                  # runs this import created (the others were here from an earlier import)
+    mapping: dict[str, str]  # source run id -> run id here
+    new: int  # runs this import created (the others were here from an earlier import)
 
 
 def import_bundle(uri: str, bundle: Path, name: str | None = None) -> Imported:
@@ -197,8 +220,9 @@ def import_bundle(uri: str, bundle: Path, name: str | None = None) -> Imported:
         if experiment.lifecycle_stage == "deleted":
             client.restore_experiment(experiment.experiment_id)
         experiment_id = experiment.experiment_id
-    existing = {r.data.tags[SOURCE_TAG]: r.info.run_id for r in search_all(client, experiment_id)
-                if SOURCE_TAG in r.data.tags}
+    existing = {
+        r.data.tags[SOURCE_TAG]: r.info.run_id for r in search_all(client, experiment_id) if SOURCE_TAG in r.data.tags
+    }
     mapping: dict[str, str] = {}
     new = 0
     for src in _parents_first(runs):
@@ -211,8 +235,9 @@ def import_bundle(uri: str, bundle: Path, name: str | None = None) -> Imported:
             tags[PARENT_TAG] = mapping.get(parent) or existing.get(parent, parent)
         run_id = existing.get(source_id)
         if run_id is None:
-            run_id = client.create_run(experiment_id, start_time=src["start_time"], tags=tags,
-                                       run_name=src["run_name"]).info.run_id
+            run_id = client.create_run(
+                experiment_id, start_time=src["start_time"], tags=tags, run_name=src["run_name"]
+            ).info.run_id
             existing[source_id] = run_id
             new += 1
         mapping[src["run_id"]] = run_id
@@ -236,6 +261,7 @@ def import_bundle(uri: str, bundle: Path, name: str | None = None) -> Imported:
 def _refuse_self_import(client, runs: list[dict[str, Any]], bundle: Path) -> None:
     """A bundle imported into the store it came from would double every run."""
     from mlflow.exceptions import MlflowException
+
     for run in runs[:1]:
         try:
             client.get_run(run["run_id"])

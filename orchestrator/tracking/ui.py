@@ -55,8 +55,9 @@ def check_store(uri: str) -> None:
         raise InputError(f"{uri} is already an MLflow server: open it in a browser", "--tracking-uri")
     database = sqlite_path(uri)
     if database is not None and not database.exists():
-        raise InputError(f"no MLflow store at {database} yet: submit an experiment first, "
-                         "or pass --tracking-uri", "--tracking-uri")
+        raise InputError(
+            f"no MLflow store at {database} yet: submit an experiment first, or pass --tracking-uri", "--tracking-uri"
+        )
 
 
 class Server:
@@ -71,8 +72,20 @@ class Server:
 
     def start(self) -> Server:
         env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.uri,
-               "--host", self.host, "--port", str(self.port), "--workers", "1"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            self.uri,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         self.proc = server.spawn(cmd, self.log, env)
         return self
 

@@ -12,8 +12,11 @@ from orchestrator.spec.tracking_uri import check_tracking_uri, default_uri
 def resolve_uri(cli_uri: str | None = None, spec_uri: str | None = None) -> str:
     """``--tracking-uri``, then ``MLFLOW_TRACKING_URI``, then the spec, then the embedded store; a URI
     MLflow cannot use, or a server that does not answer, is refused before anything is created."""
-    for uri, source in ((cli_uri, "--tracking-uri"), (os.environ.get("MLFLOW_TRACKING_URI"), "MLFLOW_TRACKING_URI"),
-                        (spec_uri, "tracking.uri")):
+    for uri, source in (
+        (cli_uri, "--tracking-uri"),
+        (os.environ.get("MLFLOW_TRACKING_URI"), "MLFLOW_TRACKING_URI"),
+        (spec_uri, "tracking.uri"),
+    ):
         if uri:
             check_uri(uri, source)
             return uri
@@ -34,6 +37,7 @@ def check_uri(uri: str, source: str) -> None:
     if uri.startswith(("http://", "https://")) and uri not in _answered:
         import urllib.error
         import urllib.request
+
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PROBE_TIMEOUT_S) as response:
                 ok = response.status == 200
@@ -44,6 +48,9 @@ def check_uri(uri: str, source: str) -> None:
         else:
             reason = "unexpected answer to /health"
         if not ok:
-            raise InputError(f"no MLflow server answers at {uri} ({reason}, {PROBE_TIMEOUT_S:.0f} s); start one "
-                             "with `orch server start`, or check the address", source)
+            raise InputError(
+                f"no MLflow server answers at {uri} ({reason}, {PROBE_TIMEOUT_S:.0f} s); start one "
+                "with `orch server start`, or check the address",
+                source,
+            )
         _answered.add(uri)

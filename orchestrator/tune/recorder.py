@@ -18,13 +18,14 @@ from orchestrator.tune.section import FINAL_KEY, METRICS_KEY
 @dataclass
 class TrialState:
     """What the live trial table shows of one trial."""
+
     trial_id: str
     config: dict[str, Any]
-    status: str = "PENDING"          # PENDING, RUNNING, FINISHED, STOPPED, FAILED
+    status: str = "PENDING"  # PENDING, RUNNING, FINISHED, STOPPED, FAILED
     reports: int = 0
     step: int | None = None
     latest: dict[str, float] = field(default_factory=dict)
-    started: float | None = None     # time.monotonic() of the first report's trial start
+    started: float | None = None  # time.monotonic() of the first report's trial start
 
 
 TrialSink = Callable[[list[TrialState], str], None]  # every trial's state, and the sweep's metric
@@ -35,8 +36,17 @@ class SweepRecorder:
     saves it with the experiment, for ``Tuner.restore``): the MLflow client is made on first use, and
     trial runs are found again by tag after a restore."""
 
-    def __init__(self, uri: str, experiment_id: str, parent_id: str, sweep: str, metric: str, seeds: list[int],
-                 runs_root: str, flush_s: float = 2.0):
+    def __init__(
+        self,
+        uri: str,
+        experiment_id: str,
+        parent_id: str,
+        sweep: str,
+        metric: str,
+        seeds: list[int],
+        runs_root: str,
+        flush_s: float = 2.0,
+    ):
         self.uri, self.experiment_id, self.parent_id, self.sweep = uri, experiment_id, parent_id, sweep
         self.metric, self.seeds, self.runs_root, self.flush_s = metric, seeds, runs_root, flush_s
         self._ledger = None
@@ -69,6 +79,7 @@ class SweepRecorder:
     def ledger(self):
         if self._ledger is None:
             from orchestrator.tracking.ledger import Ledger
+
             self._ledger = Ledger(self.uri)
         return self._ledger
 
@@ -76,18 +87,30 @@ class SweepRecorder:
         if trial.trial_id in self._run_ids:
             return self._run_ids[trial.trial_id]
         found = self.ledger.client.search_runs(
-            [self.experiment_id], max_results=1,
-            filter_string=f"tags.`orch.tune.sweep` = '{self.sweep}' and tags.`orch.tune.trial_id` = '{trial.trial_id}'")
+            [self.experiment_id],
+            max_results=1,
+            filter_string=f"tags.`orch.tune.sweep` = '{self.sweep}' and tags.`orch.tune.trial_id` = '{trial.trial_id}'",
+        )
         if found:
             run_id = found[0].info.run_id
         else:
             config = {k: v for k, v in flatten(trial.config).items()}
-            tags = {Tag.ROLE: Role.TRIAL, Tag.SWEEP: self.sweep, Tag.TRIAL_ID: trial.trial_id,
-                    Tag.SEEDS: ",".join(map(str, self.seeds)), Tag.METRIC: self.metric,
-                    Tag.RUN_DIR: str(Path(self.runs_root) / trial.trial_id)}
-            run_id = self.ledger.create_run(self.experiment_id, f"{self.sweep}/{trial.trial_id}", tags,
-                                            {**config, "seeds_per_trial": len(self.seeds)},
-                                            parent_id=self.parent_id, status=RUNNING)
+            tags = {
+                Tag.ROLE: Role.TRIAL,
+                Tag.SWEEP: self.sweep,
+                Tag.TRIAL_ID: trial.trial_id,
+                Tag.SEEDS: ",".join(map(str, self.seeds)),
+                Tag.METRIC: self.metric,
+                Tag.RUN_DIR: str(Path(self.runs_root) / trial.trial_id),
+            }
+            run_id = self.ledger.create_run(
+                self.experiment_id,
+                f"{self.sweep}/{trial.trial_id}",
+                tags,
+                {**config, "seeds_per_trial": len(self.seeds)},
+                parent_id=self.parent_id,
+                status=RUNNING,
+            )
         self._run_ids[trial.trial_id] = run_id
         return run_id
 
@@ -102,6 +125,7 @@ class SweepRecorder:
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         from mlflow.entities import Metric
+
         stamp = int(time.time() * 1000)
         step = int(result.get("step", result.get("training_iteration", 0)))
         for name, value in (result.get(METRICS_KEY) or {}).items():
@@ -135,8 +159,7 @@ class SweepRecorder:
             self.ledger.set_status(run_id, FINISHED)
             self._say(trials, trial, f"finished: {self.metric} = {float(last[self.metric]):.6g}")
         else:  # completed without its final report: a scheduler (ASHA) stopped it
-            self.ledger.set_tags(run_id, {Tag.EARLY_STOPPED: "true",
-                                          Tag.STOPPED_AT_ITERATION: iterations})
+            self.ledger.set_tags(run_id, {Tag.EARLY_STOPPED: "true", Tag.STOPPED_AT_ITERATION: iterations})
             self.ledger.set_status(run_id, KILLED, f"stopped early by the scheduler after {iterations} reports")
             self._say(trials, trial, f"stopped early after {iterations} reports")
 
@@ -160,10 +183,12 @@ class SweepRecorder:
         if self.sink is not None:
             return
         ended = sum(1 for t in trials if t.status in ("TERMINATED", "ERROR")) + 1
-        config = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in flatten(trial.config).items())
-        print(f"  trial {trial.trial_id} ({min(ended, len(trials))}/{len(trials)} ended) {what}  [{config}]",
-              flush=True)
+        config = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in flatten(trial.config).items()
+        )
+        print(
+            f"  trial {trial.trial_id} ({min(ended, len(trials))}/{len(trials)} ended) {what}  [{config}]", flush=True
+        )
 
 
 _CALLBACK_CLASS: type | None = None
@@ -176,6 +201,7 @@ def callback_class() -> type:
     global _CALLBACK_CLASS
     if _CALLBACK_CLASS is None:
         from ray import tune
+
         _CALLBACK_CLASS = type("SweepRecorderCallback", (SweepRecorder, tune.Callback), {"__module__": __name__})
     return _CALLBACK_CLASS
 
@@ -184,4 +210,3 @@ def __getattr__(name: str):
     if name == "SweepRecorderCallback":
         return callback_class()
     raise AttributeError(name)
-

@@ -2,7 +2,6 @@
 ``scheduler``) and what to optimise (``metric``, ``mode``). Validated against the workload's Params before
 Ray is imported, so a bad sweep is refused like any bad spec (file, field, what was expected)."""
 
-
 from __future__ import annotations
 
 import importlib.util
@@ -20,8 +19,8 @@ from orchestrator.spec.spec import Spec, flatten, nest, param_path_exists
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid")
 SEARCHERS = ("random", "grid", "optuna")
 SCHEDULERS = ("fifo", "asha")
-FINAL_KEY = "orch_final"       # in a trial's last report: the run ended and its score is the final metric
-METRICS_KEY = "orch_metrics"   # the workload's own metrics (seed means) inside each report
+FINAL_KEY = "orch_final"  # in a trial's last report: the run ended and its score is the final metric
+METRICS_KEY = "orch_metrics"  # the workload's own metrics (seed means) inside each report
 SWEEP_FILE = "orch_sweep.json"
 
 
@@ -51,35 +50,47 @@ class Asha(Strict):
 class TuneSection(Strict):
     metric: str | None = Field(None, description="final metric to optimise (default: the workload's METRIC)")
     mode: Literal["min", "max"] | None = Field(None, description="default: the workload's MODE")
-    report: str | None = Field(None, description="per-step metric (ctx.log) the scheduler compares while "
-                                                 "trials run (default: same name as metric)")
-    num_samples: int | None = Field(None, gt=0, description="samples (default 10; 1 when every dimension is a "
-                                                             "grid); grid dimensions are crossed with each sample")
+    report: str | None = Field(
+        None,
+        description="per-step metric (ctx.log) the scheduler compares while trials run (default: same name as metric)",
+    )
+    num_samples: int | None = Field(
+        None,
+        gt=0,
+        description="samples (default 10; 1 when every dimension is a "
+        "grid); grid dimensions are crossed with each sample",
+    )
     max_concurrent: int | None = Field(None, gt=0, description="trials at once (default: as resources allow)")
     scheduler: Annotated[Fifo | Asha, Field(discriminator="type")] = Field(default_factory=Fifo)
     search: Literal["random", "grid", "optuna"] = "random"
     space: dict[str, dict[str, Any]] = Field(..., description="dotted param key -> {distribution: arguments}")
     seeds_per_trial: int = Field(1, gt=0, description="a trial's score is the mean over this many seeds")
     search_seed: int = Field(0, ge=0, description="seed of the sampler: the same spec samples the same trials")
-    checkpoint_every_s: float = Field(10.0, ge=0, description="how often a trial's latest checkpoints are copied "
-                                                            "into Tune's storage (run directories keep them all)")
+    checkpoint_every_s: float = Field(
+        10.0,
+        ge=0,
+        description="how often a trial's latest checkpoints are copied "
+        "into Tune's storage (run directories keep them all)",
+    )
 
     @pydantic.field_validator("scheduler", mode="before")
     @classmethod
     def _scheduler_shorthand(cls, value: Any) -> Any:
         if isinstance(value, str):
             if value not in SCHEDULERS:
-                raise ValueError(f"unknown scheduler '{value}'{did_you_mean(value, SCHEDULERS)}; "
-                                 f"expected one of: {', '.join(SCHEDULERS)}")
+                raise ValueError(
+                    f"unknown scheduler '{value}'{did_you_mean(value, SCHEDULERS)}; "
+                    f"expected one of: {', '.join(SCHEDULERS)}"
+                )
             return {"type": value}
         return value
 
 
 @dataclass(frozen=True)
 class Dimension:
-    key: str            # dotted param path
-    kind: str           # one of DISTRIBUTIONS
-    args: tuple         # values (choice, grid) or (low, high)
+    key: str  # dotted param path
+    kind: str  # one of DISTRIBUTIONS
+    args: tuple  # values (choice, grid) or (low, high)
 
 
 @dataclass(frozen=True)
@@ -115,18 +126,31 @@ def _dimension(model: type[BaseModel], key: str, dist: dict[str, Any], search: s
     if not param_path_exists(model, key):
         leaf = key.rsplit(".", 1)[-1]
         known = list(flatten(model().model_dump(mode="json")))
-        raise InputError(f"no such param{did_you_mean(key, known) or did_you_mean(leaf, known)}; "
-                         f"known: {', '.join(known)}", source, where)
+        raise InputError(
+            f"no such param{did_you_mean(key, known) or did_you_mean(leaf, known)}; known: {', '.join(known)}",
+            source,
+            where,
+        )
     if not isinstance(dist, dict) or len(dist) != 1:
-        raise InputError(f"expected one distribution, e.g. {{uniform: [0.1, 1.0]}}; one of: "
-                         f"{', '.join(DISTRIBUTIONS)}", source, where)
-    (kind, args), = dist.items()
+        raise InputError(
+            f"expected one distribution, e.g. {{uniform: [0.1, 1.0]}}; one of: {', '.join(DISTRIBUTIONS)}",
+            source,
+            where,
+        )
+    ((kind, args),) = dist.items()
     if kind not in DISTRIBUTIONS:
-        raise InputError(f"unknown distribution '{kind}'{did_you_mean(str(kind), DISTRIBUTIONS)}; expected one of: "
-                         f"{', '.join(DISTRIBUTIONS)}", source, f"{where}.{kind}")
+        raise InputError(
+            f"unknown distribution '{kind}'{did_you_mean(str(kind), DISTRIBUTIONS)}; expected one of: "
+            f"{', '.join(DISTRIBUTIONS)}",
+            source,
+            f"{where}.{kind}",
+        )
     if not isinstance(args, list) or not args:
-        raise InputError(f"expected a non-empty list of {'values' if kind in ('choice', 'grid') else '[low, high]'}",
-                         source, f"{where}.{kind}")
+        raise InputError(
+            f"expected a non-empty list of {'values' if kind in ('choice', 'grid') else '[low, high]'}",
+            source,
+            f"{where}.{kind}",
+        )
     if kind in ("choice", "grid"):
         for i, value in enumerate(args):
             _bound_error(model, key, value, source, f"{where}.{kind}[{i}]")
@@ -143,10 +167,15 @@ def _dimension(model: type[BaseModel], key: str, dist: dict[str, Any], search: s
         _bound_error(model, key, low, source, f"{where}.{kind}[0]")
         _bound_error(model, key, high - 1 if kind == "randint" else high, source, f"{where}.{kind}[1]")
     if search == "grid" and kind != "grid":
-        raise InputError(f"search: grid covers a grid exactly; '{kind}' is not a grid (use {{grid: [...]}} "
-                         "or search: random)", source, f"{where}.{kind}")
+        raise InputError(
+            f"search: grid covers a grid exactly; '{kind}' is not a grid (use {{grid: [...]}} or search: random)",
+            source,
+            f"{where}.{kind}",
+        )
     if search == "optuna" and kind == "grid":
-        raise InputError("optuna samples; it cannot cover a grid (use choice, or search: grid)", source, f"{where}.{kind}")
+        raise InputError(
+            "optuna samples; it cannot cover a grid (use choice, or search: grid)", source, f"{where}.{kind}"
+        )
     return Dimension(key, kind, tuple(args))
 
 
@@ -163,36 +192,55 @@ def parse_tune(spec: Spec) -> TuneConfig:
     InputErrors naming the file and the field path (exit 2, nothing started)."""
     source = spec.source
     if spec.tune is None:
-        raise InputError("no 'tune:' section: say what to search, e.g. tune: {space: {lr: {loguniform: "
-                         "[1e-4, 1e-1]}}}", source, "tune")
+        raise InputError(
+            "no 'tune:' section: say what to search, e.g. tune: {space: {lr: {loguniform: [1e-4, 1e-1]}}}",
+            source,
+            "tune",
+        )
     if spec.variants or spec.grid:
         field = "variants" if spec.variants else "grid"
-        raise InputError(f"a sweep searches params + tune.space; '{field}' is for orch submit (put grid axes in "
-                         "tune.space as {grid: [...]})", source, field)
+        raise InputError(
+            f"a sweep searches params + tune.space; '{field}' is for orch submit (put grid axes in "
+            "tune.space as {grid: [...]})",
+            source,
+            field,
+        )
     section = check_section(spec)
     if not section.space:
         raise InputError("empty: name at least one param to search", source, "tune.space")
     if section.search == "optuna" and importlib.util.find_spec("optuna") is None:
-        raise InputError("search 'optuna' needs the optuna package: pip install optuna (or use random)",
-                         source, "tune.search")
+        raise InputError(
+            "search 'optuna' needs the optuna package: pip install optuna (or use random)", source, "tune.search"
+        )
     if section.search == "grid" and (section.num_samples or 1) != 1:
-        raise InputError("grid search covers the grid exactly once; use seeds_per_trial for repeats",
-                         source, "tune.num_samples")
+        raise InputError(
+            "grid search covers the grid exactly once; use seeds_per_trial for repeats", source, "tune.num_samples"
+        )
     if spec.command:
-        raise InputError("orch tune runs Python workloads (its trials report to Ray in-process); a command spec "
-                         "can be swept with a 'grid:' and orch submit", source, "tune")
+        raise InputError(
+            "orch tune runs Python workloads (its trials report to Ray in-process); a command spec "
+            "can be swept with a 'grid:' and orch submit",
+            source,
+            "tune",
+        )
     assert spec.workload is not None  # a spec names a workload or a command
     workload = registry.get(spec.workload)
     from orchestrator.spec.spec import validate_params
+
     validate_params(workload.params_model, nest(spec.params), source, "params")
-    dims = tuple(_dimension(workload.params_model, key, dist, section.search, source)
-                 for key, dist in section.space.items())
+    dims = tuple(
+        _dimension(workload.params_model, key, dist, section.search, source) for key, dist in section.space.items()
+    )
     metric = section.metric or (spec.metric.name if spec.metric else workload.metric)
     mode = section.mode or (spec.metric.mode if spec.metric else workload.mode)
     for field, name in (("tune.metric", metric), ("tune.report", section.report)):
         if name and workload.metrics and name not in workload.metrics:  # else every trial would fail on it
-            raise InputError(f"workload '{spec.workload}' never reports '{name}'{did_you_mean(name, workload.metrics)}; "
-                             f"it reports: {', '.join(workload.metrics)}", source, field)
+            raise InputError(
+                f"workload '{spec.workload}' never reports '{name}'{did_you_mean(name, workload.metrics)}; "
+                f"it reports: {', '.join(workload.metrics)}",
+                source,
+                field,
+            )
     config = TuneConfig(section, metric, mode, section.report or metric, dims)
     _check_budget(config, source)
     return config
@@ -214,19 +262,33 @@ def grid_points(config: TuneConfig) -> int:
 def _check_budget(config: TuneConfig, source: str) -> None:
     """The cap `orch submit` applies (``--max-runs``), on trials x seeds, before Ray starts."""
     from orchestrator.spec.spec import max_runs
+
     trials = samples(config) * grid_points(config)
     runs = trials * config.section.seeds_per_trial
     if runs > max_runs():
-        field = ("tune.seeds_per_trial" if config.section.seeds_per_trial > max_runs() else
-                 "tune.space" if grid_points(config) > max_runs() else "tune.num_samples")
-        raise InputError(f"the sweep plans {trials:,} trials x {config.section.seeds_per_trial:,} seeds = {runs:,} runs, "
-                         f"more than the limit of {max_runs():,} (raise it with orch --max-runs N)", source, field)
+        field = (
+            "tune.seeds_per_trial"
+            if config.section.seeds_per_trial > max_runs()
+            else "tune.space"
+            if grid_points(config) > max_runs()
+            else "tune.num_samples"
+        )
+        raise InputError(
+            f"the sweep plans {trials:,} trials x {config.section.seeds_per_trial:,} seeds = {runs:,} runs, "
+            f"more than the limit of {max_runs():,} (raise it with orch --max-runs N)",
+            source,
+            field,
+        )
 
 
 def param_space(config: TuneConfig) -> dict[str, Any]:
     from ray import tune
-    makers = {"choice": lambda a: tune.choice(list(a)), "grid": lambda a: tune.grid_search(list(a)),
-              "uniform": lambda a: tune.uniform(*a), "loguniform": lambda a: tune.loguniform(*a),
-              "randint": lambda a: tune.randint(*a)}
-    return {d.key: makers[d.kind](d.args) for d in config.dimensions}
 
+    makers = {
+        "choice": lambda a: tune.choice(list(a)),
+        "grid": lambda a: tune.grid_search(list(a)),
+        "uniform": lambda a: tune.uniform(*a),
+        "loguniform": lambda a: tune.loguniform(*a),
+        "randint": lambda a: tune.randint(*a),
+    }
+    return {d.key: makers[d.kind](d.args) for d in config.dimensions}

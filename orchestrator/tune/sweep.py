@@ -34,7 +34,7 @@ from orchestrator.tune.trial import TrialPlan, trainable
 @dataclass
 class TrialRow:
     trial_id: str
-    status: str               # FINISHED | STOPPED (early) | FAILED
+    status: str  # FINISHED | STOPPED (early) | FAILED
     score: float | None
     config: dict[str, Any]
     reports: int
@@ -76,7 +76,12 @@ def seeds_at_once(cluster: dict[str, float], spec: Spec, seeds: int) -> int:
 
 def _trainable_for(plan: TrialPlan, config: TuneConfig, spec: Spec, at_once: int):
     from ray import tune
-    res: dict[str, float] = {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, "memory": int(spec.resources.mem_gb * 2**30)}
+
+    res: dict[str, float] = {
+        "CPU": spec.resources.cpus,
+        "GPU": spec.resources.gpus,
+        "memory": int(spec.resources.mem_gb * 2**30),
+    }
     if len(plan.seeds) == 1:
         resources = tune.PlacementGroupFactory([res])
     else:  # the trial itself only waits; each seed is a task in a bundle of the trial's placement group
@@ -84,9 +89,16 @@ def _trainable_for(plan: TrialPlan, config: TuneConfig, spec: Spec, at_once: int
     return tune.with_resources(tune.with_parameters(trainable, plan=plan), resources)
 
 
-def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri: str | None = None,
-              ray_address: str | None = None, resume: bool = False, best_path: str | Path | None = "best.yaml",
-              echo=print, sink: TrialSink | None = None) -> SweepResult:
+def run_sweep(
+    spec_path: str | Path,
+    sets: list[str] | None = None,
+    tracking_uri: str | None = None,
+    ray_address: str | None = None,
+    resume: bool = False,
+    best_path: str | Path | None = "best.yaml",
+    echo=print,
+    sink: TrialSink | None = None,
+) -> SweepResult:
     """The sweep, to its end. ``sink`` sees every trial's state at each report (the live trial table)."""
     spec_path = Path(spec_path)
     spec = load_spec(spec_path, sets=sets)
@@ -97,6 +109,7 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
 
     from orchestrator.tracking.ledger import Ledger
     from orchestrator.tracking.uri import resolve_uri
+
     if resume:
         candidates = _sweep_dirs(root)
         if not candidates:
@@ -104,8 +117,11 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
         path = candidates[-1]
         meta = json.loads((path / SWEEP_FILE).read_text())
         if meta["fingerprint"] != fingerprint:
-            raise InputError(f"the spec changed since sweep {meta['sweep']} started; resume it with the same spec "
-                             "and --set values, or start a new sweep", str(spec_path))
+            raise InputError(
+                f"the spec changed since sweep {meta['sweep']} started; resume it with the same spec "
+                "and --set values, or start a new sweep",
+                str(spec_path),
+            )
         uri = meta["uri"]
     else:
         uri = resolve_uri(tracking_uri, spec.tracking.uri)
@@ -113,17 +129,24 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
     experiment_id = ledger.experiment_id(spec.name, create=True)
 
     from orchestrator.backends.ray_connect import connect, require
+
     ray = connect(ray_address)
-    require(ray, {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, "memory": spec.resources.mem_gb * 2**30},
-            f"{spec_path}: resources")
+    require(
+        ray,
+        {"CPU": spec.resources.cpus, "GPU": spec.resources.gpus, "memory": spec.resources.mem_gb * 2**30},
+        f"{spec_path}: resources",
+    )
     at_once = seeds_at_once(ray.cluster_resources(), spec, config.section.seeds_per_trial)
     if at_once < config.section.seeds_per_trial:
-        echo(f"a trial's {config.section.seeds_per_trial} seeds do not fit this Ray cluster at once: "
-             f"they run {at_once} at a time")
+        echo(
+            f"a trial's {config.section.seeds_per_trial} seeds do not fit this Ray cluster at once: "
+            f"they run {at_once} at a time"
+        )
     import logging
     import os
 
     from ray import tune
+
     # A workload may log the scheduler's metric only at some steps (eval every k steps, train loss in
     # between): a report without it is not an error; ASHA decides on the reports that have it.
     os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
@@ -140,22 +163,45 @@ def run_sweep(spec_path: str | Path, sets: list[str] | None = None, tracking_uri
         if not tune.Tuner.can_restore(str(path)):
             raise InputError(f"{path} holds no Tune experiment state to restore", str(spec_path))
         echo(f"resuming sweep {sweep} ({path})")
-        tuner = tune.Tuner.restore(str(path), _trainable_for(plan, config, spec, at_once), resume_unfinished=True,
-                                   resume_errored=False, param_space=param_space(config))
+        tuner = tune.Tuner.restore(
+            str(path),
+            _trainable_for(plan, config, spec, at_once),
+            resume_unfinished=True,
+            resume_errored=False,
+            param_space=param_space(config),
+        )
     else:
         sweep = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{content_hash(time.time(), 4)}"
         path = root / sweep
         seeds = tuple(spec.seeds.base + i for i in range(config.section.seeds_per_trial))
-        plan = TrialPlan(spec.workload or "", nest(spec.params), seeds, spec.resources.cpus, spec.resources.gpus,
-                         str(path / "runs"), config.metric, config.report, config.section.checkpoint_every_s)
+        plan = TrialPlan(
+            spec.workload or "",
+            nest(spec.params),
+            seeds,
+            spec.resources.cpus,
+            spec.resources.gpus,
+            str(path / "runs"),
+            config.metric,
+            config.report,
+            config.section.checkpoint_every_s,
+        )
         parent_id = _create_parent(ledger, experiment_id, spec, config, sweep, path, doc)
         path.mkdir(parents=True, exist_ok=True)
-        meta = {"sweep": sweep, "parent_run_id": parent_id, "experiment_id": experiment_id, "uri": uri,
-                "fingerprint": fingerprint, "plan": {**plan.__dict__, "seeds": list(plan.seeds)}}
+        meta = {
+            "sweep": sweep,
+            "parent_run_id": parent_id,
+            "experiment_id": experiment_id,
+            "uri": uri,
+            "fingerprint": fingerprint,
+            "plan": {**plan.__dict__, "seeds": list(plan.seeds)},
+        }
         (path / SWEEP_FILE).write_text(json.dumps(meta, indent=1))
-        tuner = tune.Tuner(_trainable_for(plan, config, spec, at_once), param_space=param_space(config),
-                           tune_config=_tune_config(config),
-                           run_config=_run_config(root, sweep, uri, experiment_id, parent_id, config, plan, sink))
+        tuner = tune.Tuner(
+            _trainable_for(plan, config, spec, at_once),
+            param_space=param_space(config),
+            tune_config=_tune_config(config),
+            run_config=_run_config(root, sweep, uri, experiment_id, parent_id, config, plan, sink),
+        )
         echo(f"sweep {sweep}: {_describe(config)}; MLflow parent run {parent_id} (tracking: {uri})")
     grid = tuner.fit()
     result = _summarise(grid, sweep, path, parent_id, experiment_id, config)
@@ -169,30 +215,47 @@ def _describe(config: TuneConfig) -> str:
     s = config.section
     grid = grid_points(config)
     trials = f"{samples(config) * grid} trials" + (f" ({samples(config)} x a {grid}-point grid)" if grid > 1 else "")
-    return (f"{s.search} search ({trials}), {s.scheduler.type} scheduler, {config.mode} {config.metric} "
-            f"over {s.seeds_per_trial} seed(s) per trial")
+    return (
+        f"{s.search} search ({trials}), {s.scheduler.type} scheduler, {config.mode} {config.metric} "
+        f"over {s.seeds_per_trial} seed(s) per trial"
+    )
 
 
 def _tune_config(config: TuneConfig):
     from ray import tune
+
     s = config.section
     scheduler = None
     if isinstance(s.scheduler, Asha):
         from ray.tune.schedulers import ASHAScheduler
-        scheduler = ASHAScheduler(time_attr=s.scheduler.time_attr, max_t=s.scheduler.max_t,
-                                  grace_period=s.scheduler.grace_period, reduction_factor=s.scheduler.reduction_factor,
-                                  brackets=s.scheduler.brackets, stop_last_trials=False)
+
+        scheduler = ASHAScheduler(
+            time_attr=s.scheduler.time_attr,
+            max_t=s.scheduler.max_t,
+            grace_period=s.scheduler.grace_period,
+            reduction_factor=s.scheduler.reduction_factor,
+            brackets=s.scheduler.brackets,
+            stop_last_trials=False,
+        )
     search_alg: Any
     if s.search == "optuna":
         from optuna.samplers import TPESampler
+
         search_alg = _final_only_optuna()(sampler=TPESampler(seed=s.search_seed))
     else:
         from ray.tune.search import BasicVariantGenerator
+
         search_alg = BasicVariantGenerator(random_state=s.search_seed)
     num_samples = samples(config)
-    return tune.TuneConfig(metric=config.metric, mode=config.mode, scheduler=scheduler, search_alg=search_alg,
-                           num_samples=num_samples, max_concurrent_trials=s.max_concurrent,
-                           reuse_actors=True)  # a trial costs a task, not a new process importing everything
+    return tune.TuneConfig(
+        metric=config.metric,
+        mode=config.mode,
+        scheduler=scheduler,
+        search_alg=search_alg,
+        num_samples=num_samples,
+        max_concurrent_trials=s.max_concurrent,
+        reuse_actors=True,
+    )  # a trial costs a task, not a new process importing everything
 
 
 def _final_only_optuna() -> type:
@@ -208,28 +271,58 @@ def _final_only_optuna() -> type:
     return FinalOnlyOptuna
 
 
-def _run_config(root: Path, sweep: str, uri: str, experiment_id: str, parent_id: str, config: TuneConfig,
-                plan: TrialPlan, sink: TrialSink | None = None):
+def _run_config(
+    root: Path,
+    sweep: str,
+    uri: str,
+    experiment_id: str,
+    parent_id: str,
+    config: TuneConfig,
+    plan: TrialPlan,
+    sink: TrialSink | None = None,
+):
     from ray import tune
+
     callback = callback_class()(uri, experiment_id, parent_id, sweep, config.metric, list(plan.seeds), plan.runs_root)
     callback.sink = sink
-    return tune.RunConfig(name=sweep, storage_path=str(root), callbacks=[callback], verbose=0,
-                          # 2: the experiment state a killed driver saved last may name the one before the latest
-                          checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                          failure_config=tune.FailureConfig(max_failures=0))
+    return tune.RunConfig(
+        name=sweep,
+        storage_path=str(root),
+        callbacks=[callback],
+        verbose=0,
+        # 2: the experiment state a killed driver saved last may name the one before the latest
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        failure_config=tune.FailureConfig(max_failures=0),
+    )
 
 
-def _create_parent(ledger, experiment_id: str, spec: Spec, config: TuneConfig, sweep: str, path: Path,
-                   doc: dict[str, Any]) -> str:
+def _create_parent(
+    ledger, experiment_id: str, spec: Spec, config: TuneConfig, sweep: str, path: Path, doc: dict[str, Any]
+) -> str:
     from orchestrator.tracking.codeversion import current as code_version
+
     s = config.section
     code = code_version()
-    tags = {Tag.ROLE: Role.SWEEP, Tag.SWEEP: sweep, Tag.WORKLOAD: spec.workload, Tag.SPEC: spec.source,
-            Tag.METRIC: config.metric, Tag.MODE: config.mode, Tag.TUNE_PATH: str(path), **code.tags()}
-    params = {"tune.search": s.search, "tune.scheduler": s.scheduler.type, "tune.num_samples": s.num_samples or "",
-              "tune.seeds_per_trial": s.seeds_per_trial, "tune.metric": config.metric, "tune.mode": config.mode,
-              **{f"tune.space.{d.key}": f"{d.kind}{list(d.args)}" for d in config.dimensions},
-              **flatten(nest(spec.params))}
+    tags = {
+        Tag.ROLE: Role.SWEEP,
+        Tag.SWEEP: sweep,
+        Tag.WORKLOAD: spec.workload,
+        Tag.SPEC: spec.source,
+        Tag.METRIC: config.metric,
+        Tag.MODE: config.mode,
+        Tag.TUNE_PATH: str(path),
+        **code.tags(),
+    }
+    params = {
+        "tune.search": s.search,
+        "tune.scheduler": s.scheduler.type,
+        "tune.num_samples": s.num_samples or "",
+        "tune.seeds_per_trial": s.seeds_per_trial,
+        "tune.metric": config.metric,
+        "tune.mode": config.mode,
+        **{f"tune.space.{d.key}": f"{d.kind}{list(d.args)}" for d in config.dimensions},
+        **flatten(nest(spec.params)),
+    }
     run_id = ledger.create_run(experiment_id, sweep, tags, params, status=RUNNING)
     ledger.log_text(run_id, yaml.safe_dump(doc, sort_keys=False), "spec.yaml")
     return run_id
@@ -248,8 +341,11 @@ def _summarise(grid, sweep: str, path: Path, parent_id: str, experiment_id: str,
         else:
             status, score = "STOPPED", None
         error = str(trial_result.error).strip().splitlines()[-1] if trial_result.error is not None else None
-        result.rows.append(TrialRow(trial_id, status, score, dict(trial_result.config or {}),
-                                    int(last.get("training_iteration", 0)), error))
+        result.rows.append(
+            TrialRow(
+                trial_id, status, score, dict(trial_result.config or {}), int(last.get("training_iteration", 0)), error
+            )
+        )
     finished = [r for r in result.rows if r.score is not None and not math.isnan(r.score)]
     sign = 1 if config.mode == "min" else -1
     result.rows.sort(key=lambda r: (r.score is None, sign * r.score if r.score is not None else 0, r.trial_id))
@@ -263,7 +359,9 @@ def _close_parent(ledger, result: SweepResult) -> None:
     if result.best is not None:
         tags[Tag.BEST_TRIAL] = result.best.trial_id
         ledger.client.log_metric(result.parent_run_id, f"best_{result.metric}", result.best.score)
-        ledger.set_tags(result.parent_run_id, {**tags, **{f"orch.tune.best.{k}": v for k, v in result.best.config.items()}})
+        ledger.set_tags(
+            result.parent_run_id, {**tags, **{f"orch.tune.best.{k}": v for k, v in result.best.config.items()}}
+        )
         ledger.set_status(result.parent_run_id, FINISHED)
     else:
         ledger.set_tags(result.parent_run_id, tags)
@@ -283,13 +381,13 @@ def write_best(doc: dict[str, Any], result: SweepResult, path: Path) -> Path:
     base = seeds.get("base", 0) if isinstance(seeds, dict) else 0
     used = (doc.get("tune") or {}).get("seeds_per_trial", 1)
     best["seeds"] = {**(seeds if isinstance(seeds, dict) else {}), "base": base + used}
-    header = (f"# written by orch tune: sweep {result.sweep}, best trial {result.best.trial_id}\n"
-              f"# {result.metric} = {result.best.score:.6g} ({result.mode}, mean over the trial's seeds "
-              f"{base}-{base + used - 1})\n"
-              f"# validate across seeds: orch submit {path} --seeds 10   (seeds from {base + used}: none the "
-              f"sweep saw)\n")
+    header = (
+        f"# written by orch tune: sweep {result.sweep}, best trial {result.best.trial_id}\n"
+        f"# {result.metric} = {result.best.score:.6g} ({result.mode}, mean over the trial's seeds "
+        f"{base}-{base + used - 1})\n"
+        f"# validate across seeds: orch submit {path} --seeds 10   (seeds from {base + used}: none the "
+        f"sweep saw)\n"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(header + yaml.safe_dump(best, sort_keys=False))
     return path
-
-

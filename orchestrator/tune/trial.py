@@ -22,12 +22,13 @@ from orchestrator.tune.section import FINAL_KEY, METRICS_KEY
 @dataclass(frozen=True)
 class TrialPlan:
     """Everything a trial needs, picklable (it travels to Ray workers)."""
+
     workload: str
-    params: dict[str, Any]        # the spec's params, nested (the sampled ones are merged on top)
+    params: dict[str, Any]  # the spec's params, nested (the sampled ones are merged on top)
     seeds: tuple[int, ...]
     cpus: int
     gpus: float  # fractions share a GPU (Ray)
-    runs_root: str                # run directories: <runs_root>/<trial_id>/seed<seed>
+    runs_root: str  # run directories: <runs_root>/<trial_id>/seed<seed>
     metric: str
     report: str
     checkpoint_every_s: float = 10.0
@@ -42,7 +43,7 @@ class StepMeans:
         self.seeds = seeds
         self.logged: dict[int, list[dict[str, float]]] = defaultdict(lambda: [{} for _ in range(seeds)])
         self.emitted: dict[int, set[str]] = defaultdict(set)
-        self.last = -1   # the last step emitted
+        self.last = -1  # the last step emitted
         self.reached = [-1] * seeds
 
     def add(self, seed_index: int, step: int, metrics: dict[str, float]) -> list[tuple[int, dict[str, float]]]:
@@ -66,6 +67,7 @@ class _Reporter:
 
     def __init__(self, plan: TrialPlan, run_dirs: list[RunDir]):
         from ray import tune
+
         self.tune, self.plan, self.run_dirs = tune, plan, run_dirs
         self.means = StepMeans(len(run_dirs))
         self.saved: dict[str, float] = {}
@@ -94,29 +96,34 @@ class _Reporter:
         folder = self.run_dirs[0].path.parent / "tune_checkpoint"  # in the trial's directory: never left in /tmp
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        for seed, run_dir in zip(self.plan.seeds, self.run_dirs):
+        for seed, run_dir in zip(self.plan.seeds, self.run_dirs, strict=False):
             if run_dir.checkpoint.exists():
                 shutil.copy2(run_dir.checkpoint, folder / f"seed{seed}.pkl")
         from ray.tune import Checkpoint
+
         return Checkpoint.from_directory(str(folder))
 
     def final(self, finals: list[dict[str, float]]) -> None:
         keys = set.intersection(*(set(f) for f in finals))
         if self.plan.metric not in keys:
-            raise RuntimeError(f"tune.metric '{self.plan.metric}' is not among the workload's final metrics "
-                               f"({', '.join(sorted(keys))})")
+            raise RuntimeError(
+                f"tune.metric '{self.plan.metric}' is not among the workload's final metrics "
+                f"({', '.join(sorted(keys))})"
+            )
         means = {k: statistics.fmean(decode_number(f[k]) for f in finals) for k in sorted(keys)}
-        self.tune.report({"step": self.means.last + 1, FINAL_KEY: 1, METRICS_KEY: means,
-                          self.plan.metric: means[self.plan.metric]})
+        self.tune.report(
+            {"step": self.means.last + 1, FINAL_KEY: 1, METRICS_KEY: means, self.plan.metric: means[self.plan.metric]}
+        )
 
 
 def _restore_checkpoints(plan: TrialPlan, run_dirs: list[RunDir]) -> None:
     from ray import tune
+
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
         return
     with checkpoint.as_directory() as folder:
-        for seed, run_dir in zip(plan.seeds, run_dirs):
+        for seed, run_dir in zip(plan.seeds, run_dirs, strict=False):
             saved = Path(folder) / f"seed{seed}.pkl"
             if saved.exists() and not run_dir.checkpoint.exists():  # a run directory's own is never older
                 shutil.copy2(saved, run_dir.checkpoint)
@@ -130,8 +137,16 @@ def trial_run_dirs(plan: TrialPlan, trial_id: str, config: dict[str, Any]) -> li
         run_dir = RunDir(Path(plan.runs_root) / trial_id / f"seed{seed}")
         if not run_dir.spec_file.exists():
             run = Run(plan.workload, params, seed, "tune", dict(config), i)
-            run_dir.create({"run": run.to_dict(), "run_id": None, "experiment_id": None, "trial_id": trial_id,
-                            "cpus": plan.cpus, "gpus": plan.gpus})
+            run_dir.create(
+                {
+                    "run": run.to_dict(),
+                    "run_id": None,
+                    "experiment_id": None,
+                    "trial_id": trial_id,
+                    "cpus": plan.cpus,
+                    "gpus": plan.gpus,
+                }
+            )
         run_dirs.append(run_dir)
     return run_dirs
 
@@ -139,22 +154,25 @@ def trial_run_dirs(plan: TrialPlan, trial_id: str, config: dict[str, Any]) -> li
 def trainable(config: dict[str, Any], plan: TrialPlan) -> None:
     """One trial: the worker on each seed; a seed-mean report per logged step, then the final score."""
     from ray import tune
+
     run_dirs = trial_run_dirs(plan, tune.get_context().get_trial_id(), config)
     _restore_checkpoints(plan, run_dirs)
     reporter = _Reporter(plan, run_dirs)
     if len(run_dirs) == 1:
         from orchestrator.job import worker
         from orchestrator.job.rundir import output_to
+
         with output_to(run_dirs[0]):
             worker.execute(run_dirs[0].path, extra_callbacks=[lambda step, m: reporter.add(0, step, m)])
     else:
         _run_seeds_as_tasks(run_dirs, reporter)
     ends = [last_event(r.journal, "end") for r in run_dirs]
-    failed = [(seed, e) for seed, e in zip(plan.seeds, ends) if not e or e["status"] != FINISHED]
+    failed = [(seed, e) for seed, e in zip(plan.seeds, ends, strict=False) if not e or e["status"] != FINISHED]
     if failed:
         seed, end = failed[0]
-        raise RuntimeError(f"seed {seed} {end['status'] if end else 'ended without status'}: "
-                           f"{(end or {}).get('error')}")
+        raise RuntimeError(
+            f"seed {seed} {end['status'] if end else 'ended without status'}: {(end or {}).get('error')}"
+        )
     reporter.final([e["final"] for e in ends if e is not None])
 
 
@@ -163,10 +181,12 @@ def _run_seeds_as_tasks(run_dirs: list[RunDir], reporter: _Reporter, poll_s: flo
     import ray
 
     from orchestrator.backends.ray_task import run_in_task
+
     remote = ray.remote(run_in_task)
     cpus = reporter.plan.cpus
-    refs = [remote.options(num_cpus=cpus, num_gpus=reporter.plan.gpus, max_retries=0).remote(str(r.path))
-            for r in run_dirs]
+    refs = [
+        remote.options(num_cpus=cpus, num_gpus=reporter.plan.gpus, max_retries=0).remote(str(r.path)) for r in run_dirs
+    ]
     offsets = [0] * len(run_dirs)
     try:
         pending = list(refs)
@@ -184,4 +204,3 @@ def _run_seeds_as_tasks(run_dirs: list[RunDir], reporter: _Reporter, poll_s: flo
     finally:
         for ref in refs:
             ray.cancel(ref)
-

@@ -5,6 +5,7 @@ class's default. Non-blocking, like Slurm: ``orch submit`` returns at once and `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -31,8 +32,12 @@ class DetachedBackend(Backend):
         ids = []
         for run_dir in run_dirs:
             with open(run_dir.path / "detached.log", "ab") as log:
-                proc = subprocess.Popen([sys.executable, "-m", "orchestrator.job.worker", str(run_dir.path)],
-                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "orchestrator.job.worker", str(run_dir.path)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
             ids.append(str(proc.pid))
         return ids
 
@@ -50,7 +55,5 @@ class DetachedBackend(Backend):
     def cancel(self, jobs: list[Job]) -> None:
         for job in jobs:
             if job.job_id.isdigit():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(job.job_id), 15)  # the worker journals KILLED on SIGTERM
-                except ProcessLookupError:
-                    pass

@@ -18,8 +18,14 @@ _DRIVE_ELEMENTS = 1 << 22  # the most drive elements computed by one matmul (32 
 SPARSE_DENSITY = 0.15  # a single reservoir at most this dense steps with a sparse W (CPU; ~even at 0.2)
 SPARSE_MIN_UNITS = 64  # below this, dense BLAS on a tiny W is as fast
 
-__all__ = ["esn_states", "random_reservoir", "spectral_radius", "sparse_spectral_radius", "rescale_spectral_radius",
-           "as_tensor"]
+__all__ = [
+    "as_tensor",
+    "esn_states",
+    "random_reservoir",
+    "rescale_spectral_radius",
+    "sparse_spectral_radius",
+    "spectral_radius",
+]
 
 
 def as_tensor(a, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -31,8 +37,18 @@ def as_tensor(a, like: torch.Tensor | None = None) -> torch.Tensor:
     return t
 
 
-def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False, *,
-               last_only: bool = False, out: torch.Tensor | None = None) -> torch.Tensor:
+def esn_states(
+    W,
+    W_in,
+    inputs,
+    leak,
+    bias=None,
+    x0=None,
+    reverse: bool = False,
+    *,
+    last_only: bool = False,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """States of leaky-tanh reservoirs driven by ``inputs``.
 
     Shapes (leading dims ``...`` broadcast between the arguments, e.g. W (P, N, N) with inputs (B, T, D)
@@ -68,8 +84,8 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
     if leak_t.ndim > 0:  # per-neuron leak (..., N) -> (..., 1, N) against the state (..., B, N)
         leak_t = leak_t.unsqueeze(-2)
     n, steps = W.shape[-1], u.shape[-2]
-    batch_shape = torch.broadcast_shapes(u.shape[:-2], W.shape[:-2] + (1,), W_in.shape[:-2] + (1,))
-    x = torch.zeros(batch_shape + (n,), dtype=W.dtype, device=W.device)
+    batch_shape = torch.broadcast_shapes(u.shape[:-2], (*W.shape[:-2], 1), (*W_in.shape[:-2], 1))
+    x = torch.zeros((*batch_shape, n), dtype=W.dtype, device=W.device)
     if x0 is not None:
         x = x + as_tensor(x0, W)
     recurrent_product, torch_blas = _recurrent_product(W)
@@ -77,10 +93,12 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
     if last_only:
         out = None
     elif out is None:
-        out = torch.empty(batch_shape + (steps, n), dtype=W.dtype, device=W.device)
-    elif out.shape != batch_shape + (steps, n) or out.dtype != W.dtype or out.device != W.device:
-        raise ValueError(f"out is {tuple(out.shape)} {out.dtype} on {out.device}; the states are "
-                         f"{tuple(batch_shape + (steps, n))} {W.dtype} on {W.device}")
+        out = torch.empty((*batch_shape, steps, n), dtype=W.dtype, device=W.device)
+    elif out.shape != (*batch_shape, steps, n) or out.dtype != W.dtype or out.device != W.device:
+        raise ValueError(
+            f"out is {tuple(out.shape)} {out.dtype} on {out.device}; the states are "
+            f"{tuple((*batch_shape, steps, n))} {W.dtype} on {W.device}"
+        )
     # On CPU the per-step elementwise work runs on numpy views of the same memory: torch's own elementwise
     # kernels start OpenMP threads, and with 2+ threads they and BLAS's threads spin against each other on
     # the same cores every step (measured 11x slower, 1,000 units x 112 sequences on 2 cores). numpy's
@@ -94,7 +112,7 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
     per_step = max(1, math.prod(batch_shape) * n)
     chunk = max(1, min(steps, _DRIVE_ELEMENTS // per_step))
     for start in range(0, steps, chunk):
-        block = u[..., start:start + chunk, :]  # (..., B, c, D)
+        block = u[..., start : start + chunk, :]  # (..., B, c, D)
         if block.shape[-3] >= 64:
             # Many sequences: a time-major drive (..., c, B, N), so that step k's drive is one contiguous
             # (..., B, N) block; one (B, D) @ (D, N) product per step and leading index (numpy broadcasts
@@ -102,7 +120,7 @@ def esn_states(W, W_in, inputs, leak, bias=None, x0=None, reverse: bool = False,
             drive = _matmul(block.transpose(-2, -3), W_in_t.unsqueeze(-3), torch_blas)
         else:
             # Few (long) sequences: one (B*c, D) @ (D, N) product per leading index, seen time-major.
-            flat = _matmul(block.reshape(block.shape[:-3] + (-1, block.shape[-1])), W_in_t, torch_blas)
+            flat = _matmul(block.reshape((*block.shape[:-3], -1, block.shape[-1])), W_in_t, torch_blas)
             drive = flat.reshape(flat.shape[:-2] + block.shape[-3:-1] + (n,)).transpose(-2, -3)
         drives = drive.numpy() if cpu else drive  # a fresh array: updated in place
         if b is not None:
@@ -135,8 +153,7 @@ def sparse_enough(units: int, density: float) -> bool:
 
 def steps_sparse(W: torch.Tensor) -> bool:
     """Whether the recurrence of ``W`` runs on a sparse copy: one CPU reservoir, large and sparse enough."""
-    return (W.device.type == "cpu" and W.ndim == 2
-            and sparse_enough(W.shape[0], int(torch.count_nonzero(W)) / W.numel()))
+    return W.device.type == "cpu" and W.ndim == 2 and sparse_enough(W.shape[0], int(torch.count_nonzero(W)) / W.numel())
 
 
 def _recurrent_product(W: torch.Tensor):
@@ -198,8 +215,7 @@ def sparse_spectral_radius(W, seed: int = 0, tol: float = 1e-3, k: int = 6, ncv:
     A = sp.csr_matrix(W, dtype=np.float64)
     v0 = np.random.default_rng(seed).normal(size=n)
     try:
-        vals = eigs(A, k=k, which="LM", tol=tol, ncv=min(ncv, n - 1), v0=v0, return_eigenvectors=False,
-                    maxiter=50 * n)
+        vals = eigs(A, k=k, which="LM", tol=tol, ncv=min(ncv, n - 1), v0=v0, return_eigenvectors=False, maxiter=50 * n)
     except ArpackNoConvergence as err:  # what converged so far, when anything did
         vals = err.eigenvalues
         if len(vals) == 0:
@@ -217,9 +233,19 @@ def rescale_spectral_radius(W, sr: float, eps: float = 1e-9):
     return W * (sr / radius)
 
 
-def random_reservoir(units: int, input_dim: int, sr: float | None, input_scaling: float, rc_connectivity: float,
-                     input_connectivity: float, seed, bias_scaling: float = 0.0, bias_connectivity: float = 1.0,
-                     dtype=np.float64, radius: str = "reservoirpy") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def random_reservoir(
+    units: int,
+    input_dim: int,
+    sr: float | None,
+    input_scaling: float,
+    rc_connectivity: float,
+    input_connectivity: float,
+    seed,
+    bias_scaling: float = 0.0,
+    bias_connectivity: float = 1.0,
+    dtype=np.float64,
+    radius: str = "reservoirpy",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Dense (W, W_in, bias) drawn with reservoirpy.mat_gen exactly as ``Reservoir(units, sr=...,
     input_scaling=..., rc_connectivity=..., input_connectivity=..., seed=seed)`` draws them: W ~ normal
     rescaled to spectral radius ``sr``, W_in ~ bernoulli(+-1) * input_scaling, bias ~ bernoulli * bias_scaling
@@ -233,8 +259,9 @@ def random_reservoir(units: int, input_dim: int, sr: float | None, input_scaling
     from reservoirpy.utils.random import rand_generator
 
     win_rng, w_rng, bias_rng = rand_generator(seed).spawn(3)  # the same split as Reservoir.initialize
-    W_in = bernoulli(units, input_dim, input_scaling=input_scaling, connectivity=input_connectivity,
-                     dtype=dtype, seed=win_rng)
+    W_in = bernoulli(
+        units, input_dim, input_scaling=input_scaling, connectivity=input_connectivity, dtype=dtype, seed=win_rng
+    )
     if radius == "arpack" and sr is not None:
         W = normal(units, units, sr=None, connectivity=rc_connectivity, dtype=dtype, seed=w_rng)
         rho = sparse_spectral_radius(W, seed=units)
@@ -242,8 +269,7 @@ def random_reservoir(units: int, input_dim: int, sr: float | None, input_scaling
     else:
         W = normal(units, units, sr=sr, connectivity=rc_connectivity, dtype=dtype, seed=w_rng)
     if bias_scaling:
-        bias = bernoulli(units, connectivity=bias_connectivity, input_scaling=bias_scaling, dtype=dtype,
-                         seed=bias_rng)
+        bias = bernoulli(units, connectivity=bias_connectivity, input_scaling=bias_scaling, dtype=dtype, seed=bias_rng)
     else:
         bias = np.zeros(units, dtype=dtype)
     dense = [np.asarray(m.toarray() if hasattr(m, "toarray") else m, dtype=dtype) for m in (W, W_in, bias)]

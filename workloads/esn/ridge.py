@@ -37,11 +37,11 @@ def ridge_solve(XtX, XtY, ridge):
     if torch is not None and isinstance(XtX, torch.Tensor):
         eye = torch.eye(XtX.shape[-1], dtype=XtX.dtype, device=XtX.device)
         lam = torch.as_tensor(ridge, dtype=XtX.dtype, device=XtX.device)
-        A = XtX + lam.reshape(lam.shape + (1, 1)) * eye
+        A = XtX + lam.reshape((*lam.shape, 1, 1)) * eye
         return torch.linalg.solve(A, torch.as_tensor(XtY, dtype=XtX.dtype, device=XtX.device))
     XtX, XtY = np.asarray(XtX), np.asarray(XtY)
     lam = np.asarray(ridge, dtype=XtX.dtype)
-    A = XtX + lam.reshape(lam.shape + (1, 1)) * np.eye(XtX.shape[-1], dtype=XtX.dtype)
+    A = XtX + lam.reshape((*lam.shape, 1, 1)) * np.eye(XtX.shape[-1], dtype=XtX.dtype)
     return np.linalg.solve(A, XtY)
 
 
@@ -56,6 +56,7 @@ class RidgeSolution:
         if isinstance(X, np.ndarray):
             return X @ self.W.astype(X.dtype) + self.b.astype(X.dtype)
         import torch
+
         W = torch.as_tensor(self.W, dtype=X.dtype, device=X.device)
         return X @ W + torch.as_tensor(self.b, dtype=X.dtype, device=X.device)
 
@@ -85,6 +86,7 @@ class RidgeAccumulator:
             self.Sxy = np.zeros((self.F, self.D))
         else:
             import torch
+
             self.Sxx = torch.zeros((self.F, self.F), dtype=torch.float64, device=device)
             self.Sxy = torch.zeros((self.F, self.D), dtype=torch.float64, device=device)
         self.syy = np.zeros(self.D)
@@ -124,6 +126,7 @@ class RidgeAccumulator:
         """The GPU form of `update`: products in float64 (a GPU's float64 is fast enough, and the sums need
         it), added in place (``addmm_``: no F x F temporary)."""
         import torch
+
         Xc = torch.as_tensor(X, device=self.device).to(torch.float64)
         Xc -= torch.as_tensor(self.x_shift, device=self.device)
         Yc = torch.as_tensor(Y, device=self.device).to(torch.float64)
@@ -141,8 +144,10 @@ class RidgeAccumulator:
         for acc in (self, other):
             if acc.n == 0:
                 continue
-            s = acc._shifted_to(self.x_shift if self.x_shift is not None else acc.x_shift,
-                                self.y_shift if self.y_shift is not None else acc.y_shift)
+            s = acc._shifted_to(
+                self.x_shift if self.x_shift is not None else acc.x_shift,
+                self.y_shift if self.y_shift is not None else acc.y_shift,
+            )
             if out.x_shift is None:
                 out.x_shift, out.y_shift = s["x_shift"], s["y_shift"]
             out.n += acc.n
@@ -157,8 +162,10 @@ class RidgeAccumulator:
         """The statistics re-expressed around other shifts (exact algebra, no tokens needed)."""
         dx, dy, n = self.x_shift - xs, self.y_shift - ys, self.n  # x - xs = (x - s) + dx
         return {
-            "x_shift": xs, "y_shift": ys,
-            "sx": self.sx + n * dx, "sy": self.sy + n * dy,
+            "x_shift": xs,
+            "y_shift": ys,
+            "sx": self.sx + n * dx,
+            "sy": self.sy + n * dy,
             "Sxx": self.Sxx + np.outer(self.sx, dx) + np.outer(dx, self.sx) + n * np.outer(dx, dx),
             "Sxy": self.Sxy + np.outer(self.sx, dy) + np.outer(dx, self.sy) + n * np.outer(dx, dy),
             "syy": self.syy + 2 * self.sy * dy + n * dy * dy,
@@ -169,8 +176,9 @@ class RidgeAccumulator:
         out.device = self.device
         out.x_shift = None if self.x_shift is None else self.x_shift.copy()
         out.sx = self.sx.copy()
-        out.Sxx, out.Sxy = ((self.Sxx.clone(), self.Sxy.clone()) if self.device is not None
-                            else (self.Sxx.copy(), self.Sxy.copy()))
+        out.Sxx, out.Sxy = (
+            (self.Sxx.clone(), self.Sxy.clone()) if self.device is not None else (self.Sxx.copy(), self.Sxy.copy())
+        )
         return out
 
     def subset(self, features) -> RidgeAccumulator:
@@ -181,6 +189,7 @@ class RidgeAccumulator:
         out.x_shift = None if self.x_shift is None else self.x_shift[idx]
         if self.device is not None:  # a sub-block (the linear baseline's u block): small, to numpy
             import torch
+
             it = torch.as_tensor(idx, device=self.Sxx.device)
             out.sx, out.Sxx, out.Sxy = self.sx[idx], _numpy(self.Sxx[it][:, it]), _numpy(self.Sxy[it])
             return out
@@ -249,6 +258,7 @@ class RidgeAccumulator:
         c = self.y_shift - self.x_shift @ W - sol.b  # residual = (y-t) - (x-s) W + c
         if self.device is not None:  # the F x F product where the statistics are
             import torch
+
             Wt = torch.as_tensor(W, dtype=torch.float64, device=self.Sxx.device)
             quad = float((Wt * (self.Sxx @ Wt)).sum())
             cross = float((Wt * self.Sxy).sum())
@@ -264,8 +274,9 @@ class RidgeAccumulator:
         return self.sse(sol) + sol.ridge * float(np.sum(sol.W * sol.W))
 
 
-def select_ridge(train: RidgeAccumulator, val: RidgeAccumulator, ridges: Sequence[float]
-                 ) -> tuple[RidgeSolution, dict[float, float]]:
+def select_ridge(
+    train: RidgeAccumulator, val: RidgeAccumulator, ridges: Sequence[float]
+) -> tuple[RidgeSolution, dict[float, float]]:
     """Fit on ``train`` for every penalty (one eigendecomposition), score each on ``val`` (MSE per token
     and target dim, from statistics): returns the best train solution and the scores."""
     sols = train.solve(list(ridges))
@@ -301,11 +312,12 @@ def _centred_scaled(acc: RidgeAccumulator, scale: np.ndarray, out=None):
     S = acc.Sxx
     if _is_torch(S):
         import torch
+
         mx_t = torch.as_tensor(mx, device=S.device)
         c = torch.as_tensor(scale, dtype=S.dtype, device=S.device)
         out = S.clone() if out is None else out.copy_(S)
         for a in range(0, acc.F, _ROWS):
-            out[a:a + _ROWS] -= acc.n * mx_t[a:a + _ROWS, None] * mx_t[None, :]
+            out[a : a + _ROWS] -= acc.n * mx_t[a : a + _ROWS, None] * mx_t[None, :]
         out *= c[:, None]
         out *= c[None, :]
         return out
@@ -314,7 +326,7 @@ def _centred_scaled(acc: RidgeAccumulator, scale: np.ndarray, out=None):
     elif out is not S:
         np.copyto(out, S)
     for a in range(0, acc.F, _ROWS):
-        out[a:a + _ROWS] -= acc.n * mx[a:a + _ROWS, None] * mx[None, :]
+        out[a : a + _ROWS] -= acc.n * mx[a : a + _ROWS, None] * mx[None, :]
     out *= scale[:, None]
     out *= scale[None, :]
     return out
@@ -330,16 +342,19 @@ def _eigh(C):
     on C in place, O(F) workspace; dsyevd, numpy's own, needs 2 F^2 more)."""
     if _is_torch(C):
         import torch
+
         return torch.linalg.eigh(C)
     from scipy.linalg import eigh
+
     return eigh(C, overwrite_a=True, check_finite=False, driver="evr")
 
 
 CHOLESKY_RIDGES = 12  # up to this many ridges per scale, one Cholesky per ridge beats one eigendecomposition
 
 
-def select_and_refit(train: RidgeAccumulator, val: RidgeAccumulator, ridges: Sequence[float],
-                     scales: Sequence[np.ndarray]) -> tuple[RidgeSolution, np.ndarray, dict[float, float]]:
+def select_and_refit(
+    train: RidgeAccumulator, val: RidgeAccumulator, ridges: Sequence[float], scales: Sequence[np.ndarray]
+) -> tuple[RidgeSolution, np.ndarray, dict[float, float]]:
     """The readout with the best (scale, ridge) on validation, refitted on train + validation.
 
     For each ``scales`` vector c (per feature; the solve is on features x c, i.e. weights penalised as
@@ -362,7 +377,8 @@ def select_and_refit(train: RidgeAccumulator, val: RidgeAccumulator, ridges: Seq
         Cxy = _centred_xy(train) * c[:, None]
         mx, my = train.means()
 
-        def val_score(Ws, lam: float) -> float:  # Ws: the solution on the scaled features
+        # Ws: the solution on the scaled features; this scale's c, mx, my bound now (the loop moves on)
+        def val_score(Ws, lam: float, c=c, mx=mx, my=my) -> float:
             W = _numpy(Ws) * c[:, None]
             return val.sse(RidgeSolution(W, my - mx @ W, lam)) / (val.n * val.D)
 
@@ -377,6 +393,7 @@ def select_and_refit(train: RidgeAccumulator, val: RidgeAccumulator, ridges: Seq
             evals, V = _eigh(work)  # destroys work on CPU
             if _is_torch(V):
                 import torch
+
                 P = V.T @ torch.as_tensor(Cxy, device=V.device)
             else:
                 P = V.T @ Cxy
@@ -389,8 +406,9 @@ def select_and_refit(train: RidgeAccumulator, val: RidgeAccumulator, ridges: Seq
             best, best_scores = key, scores
     assert best is not None
     if not np.isfinite(best[0]):
-        raise np.linalg.LinAlgError("no ridge of the grid gives a positive definite X^T X + ridge I: "
-                                    "add a larger ridge")
+        raise np.linalg.LinAlgError(
+            "no ridge of the grid gives a positive definite X^T X + ridge I: add a larger ridge"
+        )
     del work
     ridge, c = -best[1], np.asarray(scales[best[2]], dtype=np.float64)
     merge_into(train, val)
@@ -402,6 +420,7 @@ def _factor_solve(C, Cxy: np.ndarray, ridge: float) -> np.ndarray | None:
     matrix); None when C + ridge I is not positive definite."""
     if _is_torch(C):
         import torch
+
         C.diagonal().add_(ridge)
         L, info = torch.linalg.cholesky_ex(C)
         if int(info):
@@ -410,7 +429,8 @@ def _factor_solve(C, Cxy: np.ndarray, ridge: float) -> np.ndarray | None:
         del L
         return out
     from scipy.linalg import LinAlgError, cho_factor, cho_solve
-    C.flat[::C.shape[0] + 1] += ridge
+
+    C.flat[:: C.shape[0] + 1] += ridge
     try:
         factor = cho_factor(C, lower=True, overwrite_a=True, check_finite=False)
     except LinAlgError:
@@ -434,15 +454,19 @@ def merge_into(acc: RidgeAccumulator, other: RidgeAccumulator) -> None:
     torch_stats = _is_torch(S)
     if torch_stats:
         import torch
+
         dxt = torch.as_tensor(dx, device=S.device)
     for a in range(0, acc.F, _ROWS):
-        S[a:a + _ROWS] += So[a:a + _ROWS]
+        S[a : a + _ROWS] += So[a : a + _ROWS]
         if torch_stats:
-            S[a:a + _ROWS] += f * dxt[a:a + _ROWS, None] * dxt[None, :]
+            S[a : a + _ROWS] += f * dxt[a : a + _ROWS, None] * dxt[None, :]
         else:
-            S[a:a + _ROWS] += f * dx[a:a + _ROWS, None] * dx[None, :]
-    Sxy = acc.Sxy + other.Sxy + f * np.outer(dx, dy) if not torch_stats else \
-        acc.Sxy + other.Sxy + f * torch.as_tensor(np.outer(dx, dy), device=S.device)
+            S[a : a + _ROWS] += f * dx[a : a + _ROWS, None] * dx[None, :]
+    Sxy = (
+        acc.Sxy + other.Sxy + f * np.outer(dx, dy)
+        if not torch_stats
+        else acc.Sxy + other.Sxy + f * torch.as_tensor(np.outer(dx, dy), device=S.device)
+    )
     acc.Sxy = Sxy
     acc.syy = acc.syy + other.syy + f * dy * dy
     acc.x_shift = acc.x_shift + dx * n2 / n
@@ -456,13 +480,14 @@ def _centre_in_place(acc: RidgeAccumulator) -> None:
     S = acc.Sxx
     if _is_torch(S):
         import torch
+
         mxt = torch.as_tensor(mx, device=S.device)
         for a in range(0, acc.F, _ROWS):
-            S[a:a + _ROWS] -= acc.n * mxt[a:a + _ROWS, None] * mxt[None, :]
+            S[a : a + _ROWS] -= acc.n * mxt[a : a + _ROWS, None] * mxt[None, :]
         acc.Sxy = acc.Sxy - acc.n * torch.as_tensor(np.outer(mx, my), device=S.device)
     else:
         for a in range(0, acc.F, _ROWS):
-            S[a:a + _ROWS] -= acc.n * mx[a:a + _ROWS, None] * mx[None, :]
+            S[a : a + _ROWS] -= acc.n * mx[a : a + _ROWS, None] * mx[None, :]
         acc.Sxy = acc.Sxy - acc.n * np.outer(mx, my)
     acc.syy = acc.syy - acc.n * my * my
     acc.x_shift, acc.y_shift = acc.x_shift + mx, acc.y_shift + my

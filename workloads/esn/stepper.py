@@ -38,8 +38,9 @@ class Population:
     valid: np.ndarray  # (P, N): 1.0 for real neurons, 0.0 for padding (noise is masked by it)
 
     @classmethod
-    def build(cls, W, W_in, bias=None, leak=1.0, W_fb=None, noise_gain: float = 0.0, valid=None,
-              dtype=np.float64) -> Population:
+    def build(
+        cls, W, W_in, bias=None, leak=1.0, W_fb=None, noise_gain: float = 0.0, valid=None, dtype=np.float64
+    ) -> Population:
         """From W (P, N, N), W_in (P, N, D), bias (P, N), W_fb (P, N, K); ``valid`` defaults to all neurons."""
         W = np.asarray(W, dtype=dtype)
         P, N = W.shape[0], W.shape[-1]
@@ -48,9 +49,15 @@ class Population:
         leak_a = leak_a.reshape(P, -1) if leak_a.ndim else np.full((P, 1), float(leak_a), dtype)
         fb = None if W_fb is None else np.ascontiguousarray(np.swapaxes(np.asarray(W_fb, dtype), -1, -2))
         ok = np.ones((P, N), dtype) if valid is None else np.asarray(valid, dtype)
-        return cls(np.ascontiguousarray(np.swapaxes(W, -1, -2)),
-                   np.ascontiguousarray(np.swapaxes(np.asarray(W_in, dtype), -1, -2)), b, leak_a, fb,
-                   float(noise_gain), ok)
+        return cls(
+            np.ascontiguousarray(np.swapaxes(W, -1, -2)),
+            np.ascontiguousarray(np.swapaxes(np.asarray(W_in, dtype), -1, -2)),
+            b,
+            leak_a,
+            fb,
+            float(noise_gain),
+            ok,
+        )
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -81,8 +88,14 @@ class Population:
         return (self.noise_gain * np.asarray(draws, self.W_t.dtype)[:, None, :n]) * self.valid[None]
 
 
-def step(pop: Population, drive: np.ndarray, x: np.ndarray, y: np.ndarray | None = None,
-         W_out: np.ndarray | None = None, noise: np.ndarray | None = None) -> None:
+def step(
+    pop: Population,
+    drive: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    W_out: np.ndarray | None = None,
+    noise: np.ndarray | None = None,
+) -> None:
     """Advance the population over the S steps of ``drive`` (S, P, N) (from `Population.drive`), in place:
     ``x`` (P, N) the states; with feedback, ``y`` (P, K) the readout's last output (updated to the output
     after the last step) and ``W_out`` (P, N, K) the readout, fixed over these steps; ``noise`` (S, P, N)

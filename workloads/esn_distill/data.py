@@ -63,8 +63,9 @@ def read_paragraphs(path: str | Path | None) -> list[str]:
 
     path = resolve_text(path)
     if not path.is_file():
-        raise InputError(f"text file {path} does not exist (or give one of {sorted(SHIPPED_TEXTS)})",
-                         field="data.text_path")
+        raise InputError(
+            f"text file {path} does not exist (or give one of {sorted(SHIPPED_TEXTS)})", field="data.text_path"
+        )
     raw = path.read_bytes()
     text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
     paragraphs = [" ".join(p.split()) for p in text.split("\n\n")]
@@ -92,15 +93,23 @@ def build_tokenizer(text_path: str | None, vocab_size: int):
     chars = sorted({c for w in counts for c in w})
     vocab = list(dict.fromkeys(SPECIALS + chars + ["##" + c for c in chars]))
     if vocab_size < len(vocab):
-        raise InputError(f"vocab_size {vocab_size} is below the {len(vocab)} specials and characters of the "
-                         "text", field="data.vocab_size")
+        raise InputError(
+            f"vocab_size {vocab_size} is below the {len(vocab)} specials and characters of the text",
+            field="data.vocab_size",
+        )
     known = set(vocab)
     words = sorted((w for w in counts if w not in known), key=lambda w: (-counts[w], w))
-    vocab += words[:vocab_size - len(vocab)]
+    vocab += words[: vocab_size - len(vocab)]
     tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
     tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre, decoders.WordPiece()
-    return BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
-                             cls_token="[CLS]", mask_token="[MASK]")
+    return BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        mask_token="[MASK]",
+    )
 
 
 def text_samples(tokenizer, text_path: str | None, max_len: int, min_len: int) -> list[np.ndarray]:
@@ -111,51 +120,63 @@ def text_samples(tokenizer, text_path: str | None, max_len: int, min_len: int) -
     # verbose=False: no "longer than the maximum length" warning, pieces are cut to max_len below
     for ids in tokenizer(read_paragraphs(text_path), add_special_tokens=False, verbose=False)["input_ids"]:
         for start in range(0, len(ids), body):
-            piece = [tokenizer.cls_token_id, *ids[start:start + body], tokenizer.sep_token_id]
+            piece = [tokenizer.cls_token_id, *ids[start : start + body], tokenizer.sep_token_id]
             if len(piece) >= min_len:
                 out.append(np.asarray(piece, dtype=np.int64))
     return out
 
 
-def packed_samples(tokenizer, text_path: str | None, max_len: int, min_len: int,
-                   rng: np.random.Generator) -> list[np.ndarray]:
+def packed_samples(
+    tokenizer, text_path: str | None, max_len: int, min_len: int, rng: np.random.Generator
+) -> list[np.ndarray]:
     """The paragraphs' tokens as one stream (in text order), cut into consecutive samples whose lengths,
     [CLS] and [SEP] included, are drawn uniformly in [min_len, max_len]; the last, shorter rest is dropped.
 
     What the lab's 212-288-token samples need: most paragraphs are shorter than that, so cutting single
     paragraphs (``text_samples``) gives none of them. A sample may start mid-sentence, as BERT's own
     pre-training segments do."""
-    stream = np.concatenate([np.asarray(ids, dtype=np.int64) for ids in
-                             tokenizer(read_paragraphs(text_path), add_special_tokens=False,
-                                       verbose=False)["input_ids"]])
+    stream = np.concatenate(
+        [
+            np.asarray(ids, dtype=np.int64)
+            for ids in tokenizer(read_paragraphs(text_path), add_special_tokens=False, verbose=False)["input_ids"]
+        ]
+    )
     out: list[np.ndarray] = []
     start = 0
     while True:
         body = int(rng.integers(min_len, max_len + 1)) - 2
         if start + body > len(stream):
             return out
-        out.append(np.concatenate([[tokenizer.cls_token_id], stream[start:start + body],
-                                   [tokenizer.sep_token_id]]).astype(np.int64))
+        out.append(
+            np.concatenate([[tokenizer.cls_token_id], stream[start : start + body], [tokenizer.sep_token_id]]).astype(
+                np.int64
+            )
+        )
         start += body
 
 
-def random_samples(rng: np.random.Generator, n: int, vocab_size: int, max_len: int, min_len: int,
-                   cls_id: int = 2, sep_id: int = 3) -> list[np.ndarray]:
+def random_samples(
+    rng: np.random.Generator, n: int, vocab_size: int, max_len: int, min_len: int, cls_id: int = 2, sep_id: int = 3
+) -> list[np.ndarray]:
     lengths = rng.integers(min_len, max_len + 1, size=n)
     first = len(SPECIALS)  # no special token inside a sample
-    return [np.concatenate([[cls_id], rng.integers(first, vocab_size, size=L - 2), [sep_id]]).astype(np.int64)
-            for L in lengths]
+    return [
+        np.concatenate([[cls_id], rng.integers(first, vocab_size, size=L - 2), [sep_id]]).astype(np.int64)
+        for L in lengths
+    ]
 
 
-def split_samples(samples: list[np.ndarray], rng: np.random.Generator, val_fraction: float,
-                  test_fraction: float) -> Corpus:
+def split_samples(
+    samples: list[np.ndarray], rng: np.random.Generator, val_fraction: float, test_fraction: float
+) -> Corpus:
     n = len(samples)
     n_test, n_val = max(1, round(test_fraction * n)), max(1, round(val_fraction * n))
     if n - n_test - n_val < 1:
-        raise InputError(f"{n} samples leave none for training after {n_val} validation and {n_test} test",
-                         field="data.n_samples")
+        raise InputError(
+            f"{n} samples leave none for training after {n_val} validation and {n_test} test", field="data.n_samples"
+        )
     order = rng.permutation(n)
-    parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+    parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
     canon, bounds = [], {}
     for split in SPLITS:
         idx = sorted(parts[split], key=lambda k: (-len(samples[k]), k))  # longest first, stable
@@ -168,19 +189,24 @@ def make_corpus(data, tokenizer, vocab_size: int, seed: int) -> Corpus:
     """``data``: the workload's DataParams. The sample choice and the split depend only on ``seed``."""
     rng = np.random.default_rng([seed, 7])
     if data.source == "random":
-        samples = random_samples(rng, data.n_samples, vocab_size, data.max_len, data.min_len,
-                                 *(_special_ids(tokenizer)))
+        samples = random_samples(
+            rng, data.n_samples, vocab_size, data.max_len, data.min_len, *(_special_ids(tokenizer))
+        )
     else:
         if data.packing == "pack":  # its own generator: the paragraph mode's draws stay as they were
-            pool = packed_samples(tokenizer, data.text_path, data.max_len, data.min_len,
-                                  np.random.default_rng([seed, 8]))
+            pool = packed_samples(
+                tokenizer, data.text_path, data.max_len, data.min_len, np.random.default_rng([seed, 8])
+            )
         else:
             pool = text_samples(tokenizer, data.text_path, data.max_len, data.min_len)
         if len(pool) < data.n_samples:
-            raise InputError(f"the text gives {len(pool)} samples of {data.min_len}..{data.max_len} tokens, "
-                             f"fewer than n_samples={data.n_samples}: lower n_samples or max_len, give a "
-                             "longer data.text_path (or data.text_path=kjv), data.packing=pack, "
-                             "or data.source=random", field="data.n_samples")
+            raise InputError(
+                f"the text gives {len(pool)} samples of {data.min_len}..{data.max_len} tokens, "
+                f"fewer than n_samples={data.n_samples}: lower n_samples or max_len, give a "
+                "longer data.text_path (or data.text_path=kjv), data.packing=pack, "
+                "or data.source=random",
+                field="data.n_samples",
+            )
         chosen = np.sort(rng.choice(len(pool), size=data.n_samples, replace=False))
         samples = [pool[k] for k in chosen]
     return split_samples(samples, rng, data.val_fraction, data.test_fraction)

@@ -69,7 +69,7 @@ class LayerReservoirs:
         would contend with BLAS's on CPU)."""
         W0 = next(iter(self.mats.values()))[0]
         B, T, D = len(lengths), int(lengths.max()), u.shape[1]
-        spans = [(int(a), int(a + L), int(L)) for a, L in zip(np.cumsum(lengths) - lengths, lengths)]
+        spans = [(int(a), int(a + L), int(L)) for a, L in zip(np.cumsum(lengths) - lengths, lengths, strict=False)]
         z = (u - self.mu) / self.sd
         out_dtype = np.float64 if W0.dtype == torch.float64 else np.float32
         X = self.scratch.array("features", (len(u), D + self.units), out_dtype)
@@ -80,16 +80,16 @@ class LayerReservoirs:
             padded = self.scratch.array("inputs", (B, T, D), np.float32)
             padded.fill(0.0)
             for b, (a, e, L) in enumerate(spans):
-                padded[b, :L] = z[e - 1:None if a == 0 else a - 1:-1] if reverse else z[a:e]
+                padded[b, :L] = z[e - 1 : None if a == 0 else a - 1 : -1] if reverse else z[a:e]
             inputs = torch.from_numpy(padded).to(W0.device, W0.dtype)
             if W0.device.type == "cpu":
                 states_t = torch.from_numpy(self.scratch.array("states", (B, T, W.shape[0]), out_dtype))
                 states = esn_states(W, W_in, inputs, self.leak, bias, out=states_t).numpy()
             else:
                 states = esn_states(W, W_in, inputs, self.leak, bias).cpu().numpy()
-            block = X[:, col:col + W.shape[0]]
+            block = X[:, col : col + W.shape[0]]
             for b, (a, e, L) in enumerate(spans):
-                block[a:e] = states[b, L - 1::-1] if reverse else states[b, :L]
+                block[a:e] = states[b, L - 1 :: -1] if reverse else states[b, :L]
             col += W.shape[0]
         return X
 
@@ -103,32 +103,50 @@ def radius_method(esn) -> str:
     return "arpack" if esn.units >= ARPACK_FROM_UNITS else "reservoirpy"
 
 
-def build_reservoirs(esn, layer: int, seed: int, input_dim: int, mu: np.ndarray, sd: np.ndarray,
-                     device: str, scratch: Scratch | None = None) -> LayerReservoirs:
+def build_reservoirs(
+    esn,
+    layer: int,
+    seed: int,
+    input_dim: int,
+    mu: np.ndarray,
+    sd: np.ndarray,
+    device: str,
+    scratch: Scratch | None = None,
+) -> LayerReservoirs:
     """Layer ``layer``'s reservoirs, drawn with reservoirpy's initialisers from (seed, layer, direction)."""
     dtype = torch.float64 if esn.dtype == "float64" else torch.float32
     mats = {}
     for k, direction in enumerate(DIRECTIONS[esn.direction]):
         sub_seed = int(np.random.SeedSequence([seed, layer, k]).generate_state(1)[0])
-        W, W_in, bias = random_reservoir(esn.units, input_dim, esn.sr, esn.input_scaling, esn.connectivity,
-                                         esn.input_connectivity, sub_seed, bias_scaling=esn.bias_scaling,
-                                         radius=radius_method(esn))
+        W, W_in, bias = random_reservoir(
+            esn.units,
+            input_dim,
+            esn.sr,
+            esn.input_scaling,
+            esn.connectivity,
+            esn.input_connectivity,
+            sub_seed,
+            bias_scaling=esn.bias_scaling,
+            radius=radius_method(esn),
+        )
         mats[direction] = tuple(torch.as_tensor(m, dtype=dtype, device=device) for m in (W, W_in, bias))
     return LayerReservoirs(mats, esn.leak, mu.astype(np.float32), sd.astype(np.float32), scratch or Scratch())
 
 
-def feature_batches(res: LayerReservoirs, H: np.ndarray, base: int, corpus: Corpus, split: str,
-                    batch_tokens: int) -> Iterator[tuple[np.ndarray, int, int]]:
+def feature_batches(
+    res: LayerReservoirs, H: np.ndarray, base: int, corpus: Corpus, split: str, batch_tokens: int
+) -> Iterator[tuple[np.ndarray, int, int]]:
     """(features, t0, t1) per batch of samples of ``split``; ``H`` row j holds token ``base + j``."""
     lengths, offsets = corpus.lengths, corpus.offsets
     first, end = corpus.bounds[split]
     for a, b in batches(lengths, first, end, batch_tokens):
         t0, t1 = int(offsets[a]), int(offsets[b])
-        yield res.features(H[t0 - base:t1 - base], lengths[a:b]), t0, t1
+        yield res.features(H[t0 - base : t1 - base], lengths[a:b]), t0, t1
 
 
-def accumulate(res: LayerReservoirs, H_in: np.ndarray, H_out: np.ndarray, corpus: Corpus, batch_tokens: int,
-               product_dtype) -> dict[str, RidgeAccumulator]:
+def accumulate(
+    res: LayerReservoirs, H_in: np.ndarray, H_out: np.ndarray, corpus: Corpus, batch_tokens: int, product_dtype
+) -> dict[str, RidgeAccumulator]:
     """Readout statistics of the train and validation tokens."""
     D, F = H_out.shape[1], H_in.shape[1] + res.units
     accs = {}
@@ -152,8 +170,14 @@ class LayerFit:
     state_scale: float = 1.0
 
 
-def fit_layer(accs: dict[str, RidgeAccumulator], input_dim: int, ridges, state_scales=(1.0,),
-              readout_input: bool = True, consume: bool = False) -> LayerFit:
+def fit_layer(
+    accs: dict[str, RidgeAccumulator],
+    input_dim: int,
+    ridges,
+    state_scales=(1.0,),
+    readout_input: bool = True,
+    consume: bool = False,
+) -> LayerFit:
     """Penalty chosen on validation (a Cholesky solve per (scale, ridge)), then refitted on train + val
     (`workloads/esn/ridge.py: select_and_refit`, at most 4 F x F matrices).
 
@@ -187,14 +211,14 @@ def fit_layer(accs: dict[str, RidgeAccumulator], input_dim: int, ridges, state_s
     return LayerFit(esn, linear, target_mean, best_scores, float(best_scale[-1]))
 
 
-def score_layer(res: LayerReservoirs, fit: LayerFit, H_in: np.ndarray, H_out: np.ndarray, corpus: Corpus,
-                batch_tokens: int) -> dict[str, float]:
+def score_layer(
+    res: LayerReservoirs, fit: LayerFit, H_in: np.ndarray, H_out: np.ndarray, corpus: Corpus, batch_tokens: int
+) -> dict[str, float]:
     """ESN and baselines on the held-out tokens (teacher inputs)."""
     D = H_in.shape[1]
     sc = ScoreAccumulator(H_out.shape[1])
     for X, t0, t1 in feature_batches(res, H_in, 0, corpus, "test", batch_tokens):
-        sc.update(H_out[t0:t1], esn=fit.esn.predict(X),
-                  **baselines.predictions(X[:, :D], fit.target_mean, fit.linear))
+        sc.update(H_out[t0:t1], esn=fit.esn.predict(X), **baselines.predictions(X[:, :D], fit.target_mean, fit.linear))
     row = sc.scores("esn")
     for name in ("identity", "mean", "linear"):
         row[f"baseline_{name}_nmse"] = sc.scores(name)["nmse"]

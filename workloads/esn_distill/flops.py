@@ -41,12 +41,13 @@ def teacher(lengths: Sequence[int], n_layers: int, hidden: int, intermediate: in
     products QK^T and AV (2 L^2 H); the pooler (H^2 per sample)."""
     tokens = float(sum(lengths))
     squares = float(sum(int(L) ** 2 for L in lengths))
-    per_layer = tokens * (4 * hidden ** 2 + 2 * hidden * intermediate) + squares * 2 * hidden
-    return Flops(float32=2 * (n_layers * per_layer + len(lengths) * hidden ** 2))
+    per_layer = tokens * (4 * hidden**2 + 2 * hidden * intermediate) + squares * 2 * hidden
+    return Flops(float32=2 * (n_layers * per_layer + len(lengths) * hidden**2))
 
 
-def layer(esn, hidden: int, n_fit: int, n_test: int, n_candidates: int, chained: bool = True,
-          n_student: int = 0) -> Flops:
+def layer(
+    esn, hidden: int, n_fit: int, n_test: int, n_candidates: int, chained: bool = True, n_student: int = 0
+) -> Flops:
     """One layer's fit and scores. ``esn``: ESNParams; ``n_fit``: train + validation tokens; ``n_test``: test
     tokens; ``n_candidates``: (state scale, ridge) pairs scored on validation (0 when there is nothing to
     choose); ``n_student``: tokens the fitted layer is run on besides (``train_on: chained``: all of them)."""
@@ -58,19 +59,29 @@ def layer(esn, hidden: int, n_fit: int, n_test: int, n_candidates: int, chained:
     statistics = n_fit * F * F + 2 * n_fit * F * D
     predictions = 2 * n_test * (F * D + hidden * D) + 2 * (n_test * chained + n_student) * F * D
     S = F if esn.readout_input else F - hidden  # the columns the readout is solved on
-    solve = S ** 3 / 3 + 2 * S * S * D
-    return Flops(float32=stepped * per_token_features + statistics + predictions,
-                 float64=n_candidates * (solve + 2 * S * S * D) + solve)
+    solve = S**3 / 3 + 2 * S * S * D
+    return Flops(
+        float32=stepped * per_token_features + statistics + predictions,
+        float64=n_candidates * (solve + 2 * S * S * D) + solve,
+    )
 
 
-def run(params, lengths_by_split: dict[str, Sequence[int]], n_layers: int, hidden: int,
-        intermediate: int) -> dict[str, Flops]:
+def run(
+    params, lengths_by_split: dict[str, Sequence[int]], n_layers: int, hidden: int, intermediate: int
+) -> dict[str, Flops]:
     """The teacher forward and one layer's work of an esn_distill run (``params``: its Params); the run
     does ``n_layers`` such layers."""
     ep = params.esn
     n = {split: int(sum(lengths)) for split, lengths in lengths_by_split.items()}
     all_lengths = [L for lengths in lengths_by_split.values() for L in lengths]
     candidates = len(ep.ridges) * len(ep.state_scales)
-    per_layer = layer(ep, hidden, n["train"] + n["val"], n["test"], candidates if candidates > 1 else 0,
-                      params.chained, sum(n.values()) if params.train_on == "chained" else 0)
+    per_layer = layer(
+        ep,
+        hidden,
+        n["train"] + n["val"],
+        n["test"],
+        candidates if candidates > 1 else 0,
+        params.chained,
+        sum(n.values()) if params.train_on == "chained" else 0,
+    )
     return {"teacher": teacher(all_lengths, n_layers, hidden, intermediate), "per_layer": per_layer}

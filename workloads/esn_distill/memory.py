@@ -72,13 +72,18 @@ def check(est: Estimate, mem_gb: float | None, ctx, device: str) -> None:
     """Refuse (InputError) a run whose estimate exceeds the job's memory or the GPU's."""
     limit, field = host_limit(ctx, mem_gb)
     if est.host > limit:
-        raise InputError(f"{est.describe()}, more than the {limit / GB:.1f} GB this job may use: set "
-                         f"{field} to at least {est.host / GB:.1f} (or lower esn.units / esn.batch_tokens)",
-                         field=field)
+        raise InputError(
+            f"{est.describe()}, more than the {limit / GB:.1f} GB this job may use: set "
+            f"{field} to at least {est.host / GB:.1f} (or lower esn.units / esn.batch_tokens)",
+            field=field,
+        )
     if device == "cuda":
         import torch
+
         total = torch.cuda.get_device_properties(0).total_memory
         if est.device > total:
-            raise InputError(f"{est.describe()}, more than this GPU's {total / GB:.1f} GB: lower esn.units, "
-                             f"or run on a GPU with at least {est.device / GB:.1f} GB (or device: cpu)",
-                             field="esn.units")
+            raise InputError(
+                f"{est.describe()}, more than this GPU's {total / GB:.1f} GB: lower esn.units, "
+                f"or run on a GPU with at least {est.device / GB:.1f} GB (or device: cpu)",
+                field="esn.units",
+            )

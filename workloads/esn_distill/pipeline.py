@@ -18,8 +18,15 @@ import numpy as np
 
 from workloads.esn_distill.data import SPLITS, Corpus
 
-FINAL_KEYS = ("nmse", "mse", "r2", "baseline_linear_nmse", "baseline_identity_nmse", "baseline_linear_mse",
-              "baseline_identity_mse")
+FINAL_KEYS = (
+    "nmse",
+    "mse",
+    "r2",
+    "baseline_linear_nmse",
+    "baseline_identity_nmse",
+    "baseline_linear_mse",
+    "baseline_identity_mse",
+)
 
 
 def split_lengths(corpus: Corpus, split: str) -> np.ndarray:
@@ -41,9 +48,10 @@ def edge_flags(fit, ep) -> dict[str, float]:
     """1.0 where the chosen ridge / state scale sits at an end of a grid of several: the best may lie
     beyond it (widen the grid)."""
     r, c = fit.esn.ridge, fit.state_scale
-    return {"ridge_at_edge": float(len(ep.ridges) > 1 and r in (min(ep.ridges), max(ep.ridges))),
-            "state_scale_at_edge": float(len(ep.state_scales) > 1 and c in (min(ep.state_scales),
-                                                                            max(ep.state_scales)))}
+    return {
+        "ridge_at_edge": float(len(ep.ridges) > 1 and r in (min(ep.ridges), max(ep.ridges))),
+        "state_scale_at_edge": float(len(ep.state_scales) > 1 and c in (min(ep.state_scales), max(ep.state_scales))),
+    }
 
 
 def teacher_and_corpus(params, seed: int):
@@ -59,8 +67,17 @@ def teacher_and_corpus(params, seed: int):
     else:
         tokenizer = build_tokenizer(dp.text_path, dp.vocab_size) if dp.source == "text" else None
         vocab = len(tokenizer) if tokenizer is not None else dp.vocab_size
-        model = random_teacher(tp.config, tp.num_layers, vocab, dp.max_len, seed, tp.hidden_size,
-                               tp.num_attention_heads, tp.intermediate_size, tp.init_range)
+        model = random_teacher(
+            tp.config,
+            tp.num_layers,
+            vocab,
+            dp.max_len,
+            seed,
+            tp.hidden_size,
+            tp.num_attention_heads,
+            tp.intermediate_size,
+            tp.init_range,
+        )
     return model, tokenizer, make_corpus(dp, tokenizer, vocab, seed)
 
 
@@ -81,22 +98,25 @@ def run_distillation(params, ctx) -> dict[str, float]:
     model, tokenizer, corpus = teacher_and_corpus(params, ctx.seed)
     n_layers, hidden = model.config.num_hidden_layers, model.config.hidden_size
     # Refuse before any heavy work a run that cannot fit: the readout statistics grow as units^2.
-    memory.check(memory.estimate(ep, hidden, corpus.n_tokens, device, params.train_on == "chained"),
-                 params.mem_gb, ctx, device)
+    memory.check(
+        memory.estimate(ep, hidden, corpus.n_tokens, device, params.train_on == "chained"), params.mem_gb, ctx, device
+    )
     params_layers, params_all = teacher_params(model)
 
     root = Path(params.cache_dir) if params.cache_dir else ctx.run_dir.path / "teacher_cache"
     attention = params.target == "attention"
-    fingerprint = hashlib.sha256(json.dumps([tp.model_dump(), dp.model_dump(), ctx.seed, attention],
-                                            sort_keys=True).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(
+        json.dumps([tp.model_dump(), dp.model_dump(), ctx.seed, attention], sort_keys=True).encode()
+    ).hexdigest()[:16]
     cache = HiddenStateCache(root / fingerprint, fingerprint, attention=attention)
     t_start = time.perf_counter()
     if not cache.complete():
         cache.write(model, corpus, tp.batch_tokens, device, tp.precision)
     teacher_s = time.perf_counter() - t_start
 
-    student = ReservoirBERT.from_teacher(model, ep, ctx.seed, ep.batch_tokens, tp.batch_tokens, ep.readout_input,
-                                         device)
+    student = ReservoirBERT.from_teacher(
+        model, ep, ctx.seed, ep.batch_tokens, tp.batch_tokens, ep.readout_input, device
+    )
     student_dir = ctx.artifact_dir / "student"
     student.save_config(student_dir, tokenizer)
     probe_set = None
@@ -143,23 +163,34 @@ def run_distillation(params, ctx) -> dict[str, float]:
             sc = ScoreAccumulator(H_out.shape[1])
             sc.update(H_out[test0:test1], chained=chain_test)
             s = sc.scores("chained")
-            row.update(chained_nmse=s["nmse"], chained_mse=s["mse"], chained_r2=s["r2"],
-                       chained_cosine=s["cosine"])
+            row.update(chained_nmse=s["nmse"], chained_mse=s["mse"], chained_r2=s["r2"], chained_cosine=s["cosine"])
         if U_all is not None:
-            U_all = np.concatenate([layer.forward(U_all[slice(*corpus.token_range(sp))], split_lengths(corpus, sp),
-                                                  ep.batch_tokens) for sp in SPLITS])
+            U_all = np.concatenate(
+                [
+                    layer.forward(U_all[slice(*corpus.token_range(sp))], split_lengths(corpus, sp), ep.batch_tokens)
+                    for sp in SPLITS
+                ]
+            )
         timings["layers_s"].append(time.perf_counter() - t0)
         flags = edge_flags(fit, ep)
-        for what, grid, value in (("ridge", ep.ridges, fit.esn.ridge), ("state_scale", ep.state_scales,
-                                                                         fit.state_scale)):
+        for what, grid, value in (
+            ("ridge", ep.ridges, fit.esn.ridge),
+            ("state_scale", ep.state_scales, fit.state_scale),
+        ):
             if flags[f"{what}_at_edge"]:
                 warnings.append(f"layer {i}: {what} {value:g} chosen at the edge of esn.{what}s {grid}")
                 ctx.warn(f"esn_distill: {warnings[-1]}: the best may lie beyond it, widen the grid")  # orch.warning
-        row.update(ridge=fit.esn.ridge, ridge_linear=fit.linear.ridge, state_scale=fit.state_scale, **flags,
-                   params_readout=int(np.count_nonzero(fit.esn.W.any(axis=1)) * fit.esn.W.shape[1]
-                                      + fit.esn.b.size),
-                   params_fixed=res.n_fixed_params(),
-                   train_tokens=n_train, val_tokens=n_val, test_tokens=test1 - test0)
+        row.update(
+            ridge=fit.esn.ridge,
+            ridge_linear=fit.linear.ridge,
+            state_scale=fit.state_scale,
+            **flags,
+            params_readout=int(np.count_nonzero(fit.esn.W.any(axis=1)) * fit.esn.W.shape[1] + fit.esn.b.size),
+            params_fixed=res.n_fixed_params(),
+            train_tokens=n_train,
+            val_tokens=n_val,
+            test_tokens=test1 - test0,
+        )
         rows.append(row)
         ctx.log(i, **{k: v for k, v in row.items() if k != "layer"})
         ctx.save_checkpoint({"rows": rows, "timings": timings})
@@ -167,30 +198,38 @@ def run_distillation(params, ctx) -> dict[str, float]:
             H_in = cache.load(i + 1) if attention else H_out
 
     final = {f"mean_{k}": float(np.mean([r[k] for r in rows])) for k in FINAL_KEYS}
-    final.update({
-        "params_esn_readout": float(sum(r["params_readout"] for r in rows)),
-        "params_esn_total": float(sum(r["params_readout"] + r["params_fixed"] for r in rows)),
-        "params_teacher": float(params_layers),
-        "params_teacher_all": float(params_all),
-        "tokens": float(corpus.n_tokens),
-        "grid_edge_layers": float(sum(r["ridge_at_edge"] or r["state_scale_at_edge"] for r in rows)),
-    })
+    final.update(
+        {
+            "params_esn_readout": float(sum(r["params_readout"] for r in rows)),
+            "params_esn_total": float(sum(r["params_readout"] + r["params_fixed"] for r in rows)),
+            "params_teacher": float(params_layers),
+            "params_teacher_all": float(params_all),
+            "tokens": float(corpus.n_tokens),
+            "grid_edge_layers": float(sum(r["ridge_at_edge"] or r["state_scale_at_edge"] for r in rows)),
+        }
+    )
     if params.chained:
         final["chained_final_nmse"] = rows[-1]["chained_nmse"]
         final["chained_final_mse"] = rows[-1]["chained_mse"]
     if probe_set is not None:
         samples, labels, teacher_hs = probe_set
         lengths = np.array([len(s) for s in samples])
-        for name, states in (("teacher", teacher_hs), ("student", student.encode(samples)),
-                             ("embeddings", teacher_hs[:1])):
+        for name, states in (
+            ("teacher", teacher_hs),
+            ("student", student.encode(samples)),
+            ("embeddings", teacher_hs[:1]),
+        ):
             feats = probe.pool(states, lengths, pp.tokens, pp.layers, pp.last_n)
             final[f"probe_{name}_acc"] = probe.accuracy(feats, labels, pp.ridges)
     plots.write_table(rows, final, ctx.artifact_dir)
     (ctx.artifact_dir / "timings.json").write_text(json.dumps(timings, indent=2))
     plots.bar_chart(rows, ctx.artifact_dir / "layers.png")
     if warnings:  # the run's last line says it too: a flag read where the final metrics are read
-        print(f"WARNING esn_distill: {len(warnings)} grid-edge choice(s): " + "; ".join(warnings),
-              file=sys.stderr, flush=True)
+        print(
+            f"WARNING esn_distill: {len(warnings)} grid-edge choice(s): " + "; ".join(warnings),
+            file=sys.stderr,
+            flush=True,
+        )
     if not params.keep_cache:
         cache.remove()
     return final

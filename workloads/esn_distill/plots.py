@@ -7,14 +7,28 @@ from pathlib import Path
 
 import numpy as np
 
-SERIES = (("nmse", "ESN"), ("baseline_identity_nmse", "identity"), ("baseline_mean_nmse", "mean"),
-          ("baseline_linear_nmse", "linear ridge"))
+SERIES = (
+    ("nmse", "ESN"),
+    ("baseline_identity_nmse", "identity"),
+    ("baseline_mean_nmse", "mean"),
+    ("baseline_linear_nmse", "linear ridge"),
+)
 
 
 def write_table(rows: list[dict], final: dict, out_dir: Path) -> None:
     (out_dir / "layers.json").write_text(json.dumps({"layers": rows, "final": final}, indent=2))
-    cols = ["layer", "nmse", "r2", "cosine", "mse", "baseline_identity_nmse", "baseline_mean_nmse",
-            "baseline_linear_nmse", "chained_nmse", "ridge"]
+    cols = [
+        "layer",
+        "nmse",
+        "r2",
+        "cosine",
+        "mse",
+        "baseline_identity_nmse",
+        "baseline_mean_nmse",
+        "baseline_linear_nmse",
+        "chained_nmse",
+        "ridge",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
@@ -31,6 +45,7 @@ def _fmt(v) -> str:
 
 def bar_chart(rows: list[dict], path: Path) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

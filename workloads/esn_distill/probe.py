@@ -36,16 +36,19 @@ def passages(tokenizer, n_per_class: int, length: int, seed: int) -> tuple[list[
         pieces: list[np.ndarray] = []
         order = rng.permutation(pool)
         for start in range(0, len(order), 16):
-            chunk = [chapters[k] for k in order[start:start + 16]]
+            chunk = [chapters[k] for k in order[start : start + 16]]
             for ids in tokenizer(chunk, add_special_tokens=False, verbose=False)["input_ids"]:
                 for a in range(0, len(ids) - body + 1, body):
-                    pieces.append(np.asarray([tokenizer.cls_token_id, *ids[a:a + body], tokenizer.sep_token_id],
-                                             dtype=np.int64))
+                    pieces.append(
+                        np.asarray([tokenizer.cls_token_id, *ids[a : a + body], tokenizer.sep_token_id], dtype=np.int64)
+                    )
             if len(pieces) >= 4 * n_per_class:  # enough to choose from
                 break
         if len(pieces) < n_per_class:
-            raise ValueError(f"the probe text gives {len(pieces)} passages of {length} tokens for class "
-                             f"{label}, fewer than n_per_class={n_per_class}")
+            raise ValueError(
+                f"the probe text gives {len(pieces)} passages of {length} tokens for class "
+                f"{label}, fewer than n_per_class={n_per_class}"
+            )
         chosen = rng.choice(len(pieces), size=n_per_class, replace=False)
         out += [pieces[k] for k in chosen]
         labels += [label] * n_per_class
@@ -53,8 +56,9 @@ def passages(tokenizer, n_per_class: int, length: int, seed: int) -> tuple[list[
     return [out[k] for k in order], np.asarray(labels)[order]
 
 
-def teacher_states(model, samples: list[np.ndarray], batch_tokens: int, device: str,
-                   precision: str = "float32") -> list[np.ndarray]:
+def teacher_states(
+    model, samples: list[np.ndarray], batch_tokens: int, device: str, precision: str = "float32"
+) -> list[np.ndarray]:
     """The teacher's hidden_states[0..L] for the real tokens of ``samples`` (flat, float32), its forward at
     ``precision`` as the cache's."""
     lengths = np.array([len(s) for s in samples])
@@ -65,11 +69,14 @@ def teacher_states(model, samples: list[np.ndarray], batch_tokens: int, device: 
     for a, b in batches(lengths, 0, len(samples), batch_tokens):
         ids, mask = pad(samples[a:b])
         with forward_mode(device, precision):
-            hs = model(input_ids=torch.from_numpy(ids).to(device), attention_mask=torch.from_numpy(mask).to(device),
-                       output_hidden_states=True).hidden_states
+            hs = model(
+                input_ids=torch.from_numpy(ids).to(device),
+                attention_mask=torch.from_numpy(mask).to(device),
+                output_hidden_states=True,
+            ).hidden_states
         keep = torch.from_numpy(mask).to(device).bool()
         for k, h in enumerate(hs):
-            out[k][offsets[a]:offsets[b]] = h[keep].float().cpu().numpy()
+            out[k][offsets[a] : offsets[b]] = h[keep].float().cpu().numpy()
     return out
 
 
@@ -77,7 +84,7 @@ def pool(states: list[np.ndarray], lengths: np.ndarray, tokens: str, layers: str
     """One vector per sample from flat per-layer states [h_0, ..., h_L]: ``tokens`` first ([CLS]) or mean
     (over the sample's real tokens); ``layers`` last (h_L), sum or concat of the last ``last_n`` states."""
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    chosen = states[-1:] if layers == "last" else states[-min(last_n, len(states)):]
+    chosen = states[-1:] if layers == "last" else states[-min(last_n, len(states)) :]
     per_layer = []
     for h in chosen:
         if tokens == "first":

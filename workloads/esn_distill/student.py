@@ -57,17 +57,31 @@ class ReservoirBERT:
 
     # ---------------------------------------------------------------- building
     @classmethod
-    def from_teacher(cls, model, esn, seed: int, esn_batch_tokens: int, embed_batch_tokens: int,
-                     readout_input: bool, device: str = "cpu") -> ReservoirBERT:
+    def from_teacher(
+        cls,
+        model,
+        esn,
+        seed: int,
+        esn_batch_tokens: int,
+        embed_batch_tokens: int,
+        readout_input: bool,
+        device: str = "cpu",
+    ) -> ReservoirBERT:
         """A student with the teacher's embeddings and no layer yet (``esn``: the workload's ESNParams)."""
         from transformers.models.bert.modeling_bert import BertEmbeddings
 
         emb = BertEmbeddings(model.config)
         emb.load_state_dict(model.embeddings.state_dict())
-        config = {"format": FORMAT, "esn": esn.model_dump(), "seed": int(seed),
-                  "hidden": int(model.config.hidden_size), "readout_input": bool(readout_input),
-                  "esn_batch_tokens": int(esn_batch_tokens), "embed_batch_tokens": int(embed_batch_tokens),
-                  "bert_config": model.config.to_dict()}
+        config = {
+            "format": FORMAT,
+            "esn": esn.model_dump(),
+            "seed": int(seed),
+            "hidden": int(model.config.hidden_size),
+            "readout_input": bool(readout_input),
+            "esn_batch_tokens": int(esn_batch_tokens),
+            "embed_batch_tokens": int(embed_batch_tokens),
+            "bert_config": model.config.to_dict(),
+        }
         return cls(config, emb, device)
 
     def add_layer(self, res: LayerReservoirs, readout: RidgeSolution) -> StudentLayer:
@@ -80,8 +94,7 @@ class ReservoirBERT:
         from workloads.esn_distill import ESNParams
 
         esn = ESNParams.model_validate(self.config["esn"])
-        res = build_reservoirs(esn, i, self.config["seed"], self.config["hidden"], mu, sd, self.device,
-                               self.scratch)
+        res = build_reservoirs(esn, i, self.config["seed"], self.config["hidden"], mu, sd, self.device, self.scratch)
         return StudentLayer(res, readout)
 
     # ---------------------------------------------------------------- disk
@@ -96,8 +109,14 @@ class ReservoirBERT:
     def save_layer(root: Path, i: int, layer: StudentLayer) -> None:
         """Layer i's arrays, float64 readout as fitted (what the run predicted with)."""
         tmp = root / f".layer_{i}.tmp.npz"
-        np.savez(tmp, mu=layer.res.mu, sd=layer.res.sd, W=layer.readout.W, b=layer.readout.b,
-                 ridge=np.float64(layer.readout.ridge))
+        np.savez(
+            tmp,
+            mu=layer.res.mu,
+            sd=layer.res.sd,
+            W=layer.readout.W,
+            b=layer.readout.b,
+            ridge=np.float64(layer.readout.ridge),
+        )
         tmp.replace(root / f"layer_{i}.npz")  # whole or absent: a resumed run overwrites it
 
     @classmethod
@@ -126,6 +145,7 @@ class ReservoirBERT:
     @staticmethod
     def tokenizer(root: str | Path):
         from transformers import AutoTokenizer
+
         return AutoTokenizer.from_pretrained(str(Path(root) / "tokenizer"), local_files_only=True)
 
     # ---------------------------------------------------------------- encoding
@@ -140,7 +160,7 @@ class ReservoirBERT:
             with torch.inference_mode():
                 h = self.embeddings(input_ids=torch.from_numpy(ids).to(self.device))
             keep = torch.from_numpy(mask).to(self.device).bool()
-            out[offsets[a]:offsets[b]] = h[keep].float().cpu().numpy()
+            out[offsets[a] : offsets[b]] = h[keep].float().cpu().numpy()
         return out
 
     def encode(self, samples: list[np.ndarray], layers: int | None = None) -> list[np.ndarray]:

@@ -46,23 +46,39 @@ def load_pretrained(name: str, allow_download: bool = False):
             "or download it once on a machine with internet (huggingface-cli download NAME) and run with "
             "HF_HOME pointing at that cache, or set teacher.allow_download=true where the hub is reachable, "
             "or drop teacher.pretrained to use a seeded random teacher (teacher.config).",
-            field="teacher.pretrained") from None
+            field="teacher.pretrained",
+        ) from None
     return model, tokenizer
 
 
-def random_teacher(preset: str, num_layers: int, vocab_size: int, max_len: int, seed: int,
-                   hidden_size: int | None = None, num_heads: int | None = None,
-                   intermediate_size: int | None = None, init_range: float = 0.02):
+def random_teacher(
+    preset: str,
+    num_layers: int,
+    vocab_size: int,
+    max_len: int,
+    seed: int,
+    hidden_size: int | None = None,
+    num_heads: int | None = None,
+    intermediate_size: int | None = None,
+    init_range: float = 0.02,
+):
     from transformers import BertConfig, BertModel
 
     hidden, heads, inter = PRESETS[preset]
-    config = BertConfig(vocab_size=vocab_size, hidden_size=hidden_size or hidden,
-                        num_hidden_layers=num_layers, num_attention_heads=num_heads or heads,
-                        intermediate_size=intermediate_size or inter,
-                        max_position_embeddings=max(512, max_len), initializer_range=init_range)
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size or hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads or heads,
+        intermediate_size=intermediate_size or inter,
+        max_position_embeddings=max(512, max_len),
+        initializer_range=init_range,
+    )
     if config.hidden_size % config.num_attention_heads:
-        raise InputError(f"hidden_size {config.hidden_size} is not a multiple of num_attention_heads "
-                         f"{config.num_attention_heads}", field="teacher.hidden_size")
+        raise InputError(
+            f"hidden_size {config.hidden_size} is not a multiple of num_attention_heads {config.num_attention_heads}",
+            field="teacher.hidden_size",
+        )
     torch.manual_seed(seed)  # the weights are a function of the seed alone
     return BertModel(config)
 
@@ -116,22 +132,36 @@ class HiddenStateCache:
         if self.attention:
             paths += [self.attn_path(i) for i in range(n_states - 1)]
         for path in paths:
-            f = open(path, "wb")
+            f = open(path, "wb")  # noqa: SIM115 - kept open while the states are streamed in
             np.lib.format.write_array_header_1_0(
-                f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-                    "shape": (corpus.n_tokens, hidden)})
+                f,
+                {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                    "fortran_order": False,
+                    "shape": (corpus.n_tokens, hidden),
+                },
+            )
             files.append(f)
         captured: list[torch.Tensor] = []
-        hooks = [layer.attention.register_forward_hook(lambda _m, _i, out: captured.append(out[0]))
-                 for layer in model.encoder.layer] if self.attention else []
+        hooks = (
+            [
+                layer.attention.register_forward_hook(lambda _m, _i, out: captured.append(out[0]))
+                for layer in model.encoder.layer
+            ]
+            if self.attention
+            else []
+        )
         try:
             for first, end in batches(corpus.lengths, 0, len(corpus.samples), batch_tokens):
                 ids, mask = pad(corpus.samples[first:end])
                 with forward_mode(device, precision):
-                    out = model(input_ids=torch.from_numpy(ids).to(device),
-                                attention_mask=torch.from_numpy(mask).to(device), output_hidden_states=True)
+                    out = model(
+                        input_ids=torch.from_numpy(ids).to(device),
+                        attention_mask=torch.from_numpy(mask).to(device),
+                        output_hidden_states=True,
+                    )
                 lengths = mask.sum(axis=1)
-                for f, h in zip(files, [*out.hidden_states, *captured]):
+                for f, h in zip(files, [*out.hidden_states, *captured], strict=False):
                     h = h.float().cpu().contiguous()  # no copy for float32 CPU states
                     for b, L in enumerate(lengths):  # each sample's real tokens, straight from h's memory:
                         f.write(h[b, :L].numpy().data)  # row-major b, t = canonical order, no gather copy
@@ -141,8 +171,11 @@ class HiddenStateCache:
                 hook.remove()
             for f in files:
                 f.close()
-        self.marker.write_text(json.dumps({"fingerprint": self.fingerprint, "n_states": n_states,
-                                           "hidden": hidden, "n_tokens": corpus.n_tokens}))
+        self.marker.write_text(
+            json.dumps(
+                {"fingerprint": self.fingerprint, "n_states": n_states, "hidden": hidden, "n_tokens": corpus.n_tokens}
+            )
+        )
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
@@ -176,8 +209,9 @@ class OneDNNLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1]).contiguous()
         if self.packed:  # "none" as the algorithm: the exact (erf) GELU, BERT's "gelu"
-            y = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, self.activation, [],
-                                                   "none" if self.activation == "gelu" else "")
+            y = torch.ops.mkldnn._linear_pointwise(
+                flat, self.weight, self.bias, self.activation, [], "none" if self.activation == "gelu" else ""
+            )
         else:
             y = torch.ops.aten.mkldnn_linear(flat.to_mkldnn(), self.weight, self.bias).to_dense()
             if self.activation == "gelu":
@@ -246,6 +280,7 @@ def _linear_before_exact_gelu(module: torch.nn.Module) -> torch.nn.Linear | None
     """``module.dense`` where ``module`` is BERT's intermediate block with the exact (erf) GELU: ``dense``
     (float32) then ``intermediate_act_fn`` (transformers' GELUActivation, F.gelu without approximation)."""
     from transformers.activations import GELUActivation
+
     act = getattr(module, "intermediate_act_fn", None)
     dense = getattr(module, "dense", None)
     exact = isinstance(act, GELUActivation) and act.act is torch.nn.functional.gelu
@@ -273,6 +308,6 @@ def pad(samples: list[np.ndarray], fill: int = 0) -> tuple[np.ndarray, np.ndarra
     ids = np.full((len(samples), T), fill, dtype=np.int64)
     mask = np.zeros((len(samples), T), dtype=np.int64)
     for b, s in enumerate(samples):
-        ids[b, :len(s)] = s
-        mask[b, :len(s)] = 1
+        ids[b, : len(s)] = s
+        mask[b, : len(s)] = 1
     return ids, mask

@@ -40,8 +40,12 @@ def score_choices(chosen: np.ndarray, test: Trials) -> dict[str, np.ndarray]:
     """(P,) scores of (P, B) choices on the test trials."""
     correct = chosen == test.correct[None]
     first = test.best_first
-    return {"accuracy": correct.mean(1), "best_first_accuracy": correct[:, first].mean(1),
-            "best_last_accuracy": correct[:, ~first].mean(1), "legal_rate": test.legal(chosen).mean(1)}
+    return {
+        "accuracy": correct.mean(1),
+        "best_first_accuracy": correct[:, first].mean(1),
+        "best_last_accuracy": correct[:, ~first].mean(1),
+        "legal_rate": test.legal(chosen).mean(1),
+    }
 
 
 def scores(nets: list[Net], data: EvalData, dyn: Dynamics, draws: SeedDraws) -> dict[str, np.ndarray]:
@@ -84,8 +88,12 @@ class PopulationEvaluator:
         if self.workers == 1 or len(nets) < 2 * self.workers:
             return mean_scores(nets, datas, self.dyn, self.draws)["accuracy"]
         if self._pool is None:  # spawn: a clean interpreter, no forked torch/BLAS thread state
-            self._pool = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                                initializer=_init_worker, initargs=(self.dyn, self.draws))
+            self._pool = cf.ProcessPoolExecutor(
+                self.workers,
+                mp_context=mp.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.dyn, self.draws),
+            )
         chunks = np.array_split(np.arange(len(nets)), self.workers)
         futures = [self._pool.submit(_worker_accuracy, [nets[i] for i in c], datas) for c in chunks]
         return np.concatenate([f.result() for f in futures])

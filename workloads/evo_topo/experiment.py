@@ -33,20 +33,36 @@ def width(p) -> int:
 
 def dynamics(p) -> Dynamics:
     rule = OnlineRule(p.eta, p.beta, p.r_th, p.epsilon_decay, p.output_connectivity, p.reward == "stochastic")
-    return Dynamics(p.leak, p.carry_state, p.noise_rc, p.fb_scaling > 0, p.readout, p.ridge, rule, width(p),
-                    p.dtype)
+    return Dynamics(p.leak, p.carry_state, p.noise_rc, p.fb_scaling > 0, p.readout, p.ridge, rule, width(p), p.dtype)
 
 
 def seed_draws(p, seed: int) -> SeedDraws:
-    return SeedDraws.draw(width(p), p.input_density, p.bias_scaling, p.fb_scaling, p.fb_connectivity,
-                          [seed, SEED_DRAWS])
+    return SeedDraws.draw(
+        width(p), p.input_density, p.bias_scaling, p.fb_scaling, p.fb_connectivity, [seed, SEED_DRAWS]
+    )
 
 
 def ga_config(p) -> GAConfig:
-    return GAConfig(p.population, p.n_init, p.max_neurons, layout(p).k,
-                    CellLaw(p.values, p.density, p.input_density), p.cxpb, p.mutpb, p.mutation_fraction,
-                    p.p_add_neuron, p.p_remove_neuron, p.tournament, p.n_elite, p.hof_size, p.speciation,
-                    p.species_target, p.species_threshold, p.stagnation, p.val_redraw)
+    return GAConfig(
+        p.population,
+        p.n_init,
+        p.max_neurons,
+        layout(p).k,
+        CellLaw(p.values, p.density, p.input_density),
+        p.cxpb,
+        p.mutpb,
+        p.mutation_fraction,
+        p.p_add_neuron,
+        p.p_remove_neuron,
+        p.tournament,
+        p.n_elite,
+        p.hof_size,
+        p.speciation,
+        p.species_target,
+        p.species_threshold,
+        p.stagnation,
+        p.val_redraw,
+    )
 
 
 def draws_of(p, stream: int, seed: int, n_test: int, key: int = 0) -> list[EvalData]:
@@ -90,13 +106,30 @@ def random_candidates(p, ctx, evaluator, units: int) -> tuple[Net, list[dict]]:
     """``candidates`` random reservoirs of ``units`` neurons, the best on the fitness draws kept, and the
     metrics of that choice, logged as generation 0 so that the curves line up: with one candidate (no
     choice), ``best_fitness`` is the reservoir's own unbiased validation score."""
-    nets = [random_net(units, p.sr, p.input_scaling, p.rc_connectivity, p.input_connectivity, p.bias_scaling,
-                       seed=np.random.default_rng([ctx.seed, BASELINE, units, k])) for k in range(p.candidates)]
+    nets = [
+        random_net(
+            units,
+            p.sr,
+            p.input_scaling,
+            p.rc_connectivity,
+            p.input_connectivity,
+            p.bias_scaling,
+            seed=np.random.default_rng([ctx.seed, BASELINE, units, k]),
+        )
+        for k in range(p.candidates)
+    ]
     fit = evaluator(nets, draws_of(p, FITNESS_TRIALS, ctx.seed, p.n_val))
     best = int(np.argmax(fit))
-    return nets[best], [{"best_fitness": float(fit[best]), "mean_fitness": float(fit.mean()),
-                         "std_fitness": float(fit.std()), "n_neurons_best": float(units),
-                         "n_connections_best": float(n_connections(nets[best])), "n_species": 1.0}]
+    return nets[best], [
+        {
+            "best_fitness": float(fit[best]),
+            "mean_fitness": float(fit.mean()),
+            "std_fitness": float(fit.std()),
+            "n_neurons_best": float(units),
+            "n_connections_best": float(n_connections(nets[best])),
+            "n_species": 1.0,
+        }
+    ]
 
 
 def n_connections(net: Net) -> int:
@@ -118,12 +151,17 @@ def run_experiment(p, ctx) -> dict[str, float]:
     finally:
         evaluator.close()
     test = mean_scores([net], draws_of(p, TEST_TRIALS, ctx.seed, p.n_test), dynamics(p), draws)
-    final = {"test_accuracy": float(test["accuracy"][0]), "test_accuracy_std": float(test["accuracy_std"][0]),
-             "test_best_first_accuracy": float(test["best_first_accuracy"][0]),
-             "test_best_last_accuracy": float(test["best_last_accuracy"][0]),
-             "test_legal_rate": float(test["legal_rate"][0]),
-             "n_neurons": float(net.n), "n_connections": float(n_connections(net)),
-             "best_fitness": float(max(h["best_fitness"] for h in history)), "winner_fitness": winner_fitness}
+    final = {
+        "test_accuracy": float(test["accuracy"][0]),
+        "test_accuracy_std": float(test["accuracy_std"][0]),
+        "test_best_first_accuracy": float(test["best_first_accuracy"][0]),
+        "test_best_last_accuracy": float(test["best_last_accuracy"][0]),
+        "test_legal_rate": float(test["legal_rate"][0]),
+        "n_neurons": float(net.n),
+        "n_connections": float(n_connections(net)),
+        "best_fitness": float(max(h["best_fitness"] for h in history)),
+        "winner_fitness": winner_fitness,
+    }
     out = ctx.artifact_dir
     title = f"{p.mode}, seed {ctx.seed}: test {final['test_accuracy']:.3f}"
     plots.fitness_curve(history, out / "fitness_curve.png", title)

@@ -4,9 +4,10 @@ structural mutations that let a reservoir grow from one neuron and optional NEAT
 One generation = select -> vary (crossover, cell mutation, add/remove neuron) -> evaluate the changed
 genomes as one population batch -> keep elites. With ``redraw`` every generation is scored on fresh trials
 (``evaluate(genomes, generation)`` decides which): then every individual, elites included, is evaluated again,
-so that a generation is compared on one draw and no genome keeps a lucky score from an earlier one. ``GA.state()``/``GA.restore()`` hold everything the rest of
-the search depends on (population with fitness, hall of fame, species, both RNG states), so a search
-resumed from a checkpoint continues exactly as an uninterrupted one.
+so that a generation is compared on one draw and no genome keeps a lucky score from an earlier one.
+``GA.state()``/``GA.restore()`` hold everything the rest of the search depends on (population with fitness,
+hall of fame, species, both RNG states), so a search resumed from a checkpoint continues exactly as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -78,8 +79,9 @@ class GA:
         self.generation = -1
         self.population: list[Individual] = []
         self.hof = tools.HallOfFame(cfg.hof_size, similar=np.array_equal)
-        self.speciation = (Speciation(cfg.species_threshold, cfg.species_target, stagnation=cfg.stagnation)
-                           if cfg.speciation else None)
+        self.speciation = (
+            Speciation(cfg.species_threshold, cfg.species_target, stagnation=cfg.stagnation) if cfg.speciation else None
+        )
         self.n_species = 1
         tb = base.Toolbox()
         tb.register("mate", self._mate)
@@ -118,15 +120,16 @@ class GA:
                 del ind.fitness.values
         invalid = [ind for ind in population if not ind.fitness.valid]
         if invalid:
-            for ind, f in zip(invalid, self.evaluate([np.asarray(ind) for ind in invalid], generation)):
+            for ind, f in zip(invalid, self.evaluate([np.asarray(ind) for ind in invalid], generation), strict=False):
                 ind.fitness.values = (float(f),)
 
     def step(self) -> dict[str, float]:
         """Make (generation 0: draw) and evaluate the next generation; return its metrics."""
         cfg = self.cfg
         if self.generation < 0:
-            new = [individual(gn.random_genome(cfg.n_init, self.rng, cfg.law, cfg.n_inputs))
-                   for _ in range(cfg.population)]
+            new = [
+                individual(gn.random_genome(cfg.n_init, self.rng, cfg.law, cfg.n_inputs)) for _ in range(cfg.population)
+            ]
         elif self.speciation is None:
             elites = [self.toolbox.clone(e) for e in tools.selBest(self.population, cfg.n_elite)]
             parents = self.toolbox.select(self.population, cfg.population - len(elites))
@@ -145,7 +148,7 @@ class GA:
         fit = np.array([ind.fitness.values[0] for ind in self.population])
         counts = self.speciation.offspring_counts(fit, self.cfg.population, self.generation)
         new: list[Individual] = []
-        for species, count in zip(self.speciation.species, counts):
+        for species, count in zip(self.speciation.species, counts, strict=False):
             if count == 0:
                 continue
             members = [self.population[i] for i in species.members]
@@ -157,10 +160,14 @@ class GA:
     def metrics(self) -> dict[str, float]:
         fit = np.array([ind.fitness.values[0] for ind in self.population])
         best = self.population[int(np.argmax(fit))]
-        return {"best_fitness": float(fit.max()), "mean_fitness": float(fit.mean()),
-                "std_fitness": float(fit.std()), "n_neurons_best": float(gn.n_neurons(best)),
-                "n_connections_best": float(gn.n_connections(np.asarray(best))),
-                "n_species": float(self.n_species)}
+        return {
+            "best_fitness": float(fit.max()),
+            "mean_fitness": float(fit.mean()),
+            "std_fitness": float(fit.std()),
+            "n_neurons_best": float(gn.n_neurons(best)),
+            "n_connections_best": float(gn.n_connections(np.asarray(best))),
+            "n_species": float(self.n_species),
+        }
 
     @property
     def best(self) -> tuple[np.ndarray, float]:
@@ -170,9 +177,15 @@ class GA:
     # --- checkpoints: plain arrays and RNG states, nothing that depends on DEAP's pickling ---
     def state(self) -> dict:
         pack = lambda inds: [(_compact(np.asarray(i)), tuple(i.fitness.values)) for i in inds]  # noqa: E731
-        return {"generation": self.generation, "population": pack(self.population), "hof": pack(self.hof),
-                "speciation": self.speciation, "n_species": self.n_species,
-                "rng": self.rng.bit_generator.state, "random": random.getstate()}
+        return {
+            "generation": self.generation,
+            "population": pack(self.population),
+            "hof": pack(self.hof),
+            "speciation": self.speciation,
+            "n_species": self.n_species,
+            "rng": self.rng.bit_generator.state,
+            "random": random.getstate(),
+        }
 
     def restore(self, state: dict) -> None:
         self.generation = state["generation"]

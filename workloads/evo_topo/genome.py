@@ -94,7 +94,7 @@ def mutate_cells(g: np.ndarray, rng: np.random.Generator, fraction: float, law: 
     out = np.array(g, copy=True)
     n = out.shape[0]
     size = out.size
-    k = max(1, int(round(fraction * size)))
+    k = max(1, round(fraction * size))
     flat = rng.choice(size, size=k, replace=False)
     rows, cols = np.divmod(flat, out.shape[1])
     out[rows, cols] = law.draw_cells(rng, n, cols)

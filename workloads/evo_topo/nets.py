@@ -63,15 +63,25 @@ class SeedDraws:
     W_fb: np.ndarray  # (width, 4), +-fb_scaling with density fb_connectivity; zeros when fb_scaling is 0
 
     @classmethod
-    def draw(cls, width: int, input_density: float, bias_scaling: float, fb_scaling: float,
-             fb_connectivity: float, seed_seq: list[int]) -> SeedDraws:
+    def draw(
+        cls,
+        width: int,
+        input_density: float,
+        bias_scaling: float,
+        fb_scaling: float,
+        fb_connectivity: float,
+        seed_seq: list[int],
+    ) -> SeedDraws:
         rng = np.random.default_rng(seed_seq)
 
         def pm(shape, density, scale):
             return scale * rng.choice(np.array([-1.0, 1.0]), size=shape) * (rng.random(shape) < density)
 
-        return cls(pm((width, INPUT_DIM), input_density, 1.0), pm(width, input_density, bias_scaling),
-                   pm((width, N_POS), fb_connectivity, fb_scaling))
+        return cls(
+            pm((width, INPUT_DIM), input_density, 1.0),
+            pm(width, input_density, bias_scaling),
+            pm((width, N_POS), fb_connectivity, fb_scaling),
+        )
 
 
 def decode(g: np.ndarray, layout: Layout, draws: SeedDraws) -> Net:
@@ -94,16 +104,31 @@ def decode(g: np.ndarray, layout: Layout, draws: SeedDraws) -> Net:
     return Net(np.array(W), W_in * layout.input_scaling, np.array(bias, dtype=np.float64))
 
 
-def random_net(units: int, sr: float, input_scaling: float, rc_connectivity: float, input_connectivity: float,
-               bias_scaling: float, seed) -> Net:
+def random_net(
+    units: int,
+    sr: float,
+    input_scaling: float,
+    rc_connectivity: float,
+    input_connectivity: float,
+    bias_scaling: float,
+    seed,
+) -> Net:
     """A random reservoir drawn as reservoirpy 0.3's ``Reservoir`` draws one (see the module docstring).
     reservoirpy's sparse eigen-solver cannot take a 1- or 2-unit W (a size the search can reach, for
     random_matched): those are drawn unscaled and rescaled with a dense eigendecomposition (the same draw; a
     nilpotent W, radius ~0, is left as is)."""
     tiny = units <= 2
-    W, W_in, bias = random_reservoir(units, INPUT_DIM, None if tiny else sr, input_scaling, rc_connectivity,
-                                     input_connectivity, seed=seed, bias_scaling=bias_scaling,
-                                     bias_connectivity=input_connectivity)
+    W, W_in, bias = random_reservoir(
+        units,
+        INPUT_DIM,
+        None if tiny else sr,
+        input_scaling,
+        rc_connectivity,
+        input_connectivity,
+        seed=seed,
+        bias_scaling=bias_scaling,
+        bias_connectivity=input_connectivity,
+    )
     return Net(rescale_spectral_radius(W, sr) if tiny else W, W_in, bias)
 
 
@@ -112,8 +137,14 @@ def pad(nets: list[Net], draws: SeedDraws) -> dict[str, np.ndarray]:
     valid (P, N) and sizes (P,), N the largest net. Padding neurons have no weights at all: they stay 0."""
     sizes = np.array([net.n for net in nets])
     n, P = int(sizes.max()), len(nets)
-    out = {"W": np.zeros((P, n, n)), "W_in": np.zeros((P, n, INPUT_DIM)), "bias": np.zeros((P, n)),
-           "W_fb": np.zeros((P, n, N_POS)), "valid": np.zeros((P, n)), "sizes": sizes}
+    out = {
+        "W": np.zeros((P, n, n)),
+        "W_in": np.zeros((P, n, INPUT_DIM)),
+        "bias": np.zeros((P, n)),
+        "W_fb": np.zeros((P, n, N_POS)),
+        "valid": np.zeros((P, n)),
+        "sizes": sizes,
+    }
     for p, net in enumerate(nets):
         k = net.n
         out["W"][p, :k, :k], out["W_in"][p, :k], out["bias"][p, :k] = net.W, net.W_in, net.bias

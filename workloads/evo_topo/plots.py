@@ -9,10 +9,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from workloads.evo_topo.nets import Net  # noqa: E402
+from workloads.evo_topo.nets import Net
 
 POS_CUE = [f"pos{i}" for i in range(4)] + [f"cue{i}" for i in range(4)]
 INPUT_LABELS = [f"s1 {x}" for x in POS_CUE] + [f"s2 {x}" for x in POS_CUE] + ["bias"]
@@ -37,8 +37,13 @@ def fitness_curve(history: list[dict], path: Path, title: str) -> None:
 def adjacency(net: Net, path: Path, title: str) -> None:
     """Each panel on its own colour scale: W is rescaled to a small spectral radius, W_in is not."""
     W, W_in = net.W, np.c_[net.W_in, net.bias]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), constrained_layout=True,
-                             gridspec_kw={"width_ratios": [max(W.shape[1], 1), W_in.shape[1]]})
+    fig, axes = plt.subplots(
+        1,
+        2,
+        figsize=(10, 4.5),
+        constrained_layout=True,
+        gridspec_kw={"width_ratios": [max(W.shape[1], 1), W_in.shape[1]]},
+    )
     for ax, m, name in ((axes[0], W, "W (row = into neuron)"), (axes[1], W_in, "W_in | bias")):
         lim = max(float(np.abs(m).max(initial=0)), 1e-12)
         im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest", aspect="auto")
@@ -59,14 +64,25 @@ def neuron_pca(net: Net, path: Path, title: str) -> None:
     centred = vectors - vectors.mean(axis=0)
     fig, ax = plt.subplots(figsize=(6, 5), constrained_layout=True)
     if len(vectors) >= 2:
-        u, s, vt = np.linalg.svd(centred, full_matrices=False)
+        _u, s, vt = np.linalg.svd(centred, full_matrices=False)
         proj = centred @ vt[:2].T if vt.shape[0] >= 2 else np.c_[centred @ vt[:1].T, np.zeros(len(vectors))]
         explained = s**2 / max(float((s**2).sum()), 1e-12)
         scale = max(float(np.abs(W).max(initial=0)), 1e-12)
-        for i, j in zip(*np.nonzero(W)):  # W[i, j]: from neuron j into neuron i
-            ax.annotate("", proj[i], proj[j], arrowprops={
-                "arrowstyle": "-|>", "color": "tab:red" if W[i, j] > 0 else "tab:blue", "alpha": 0.5,
-                "lw": 0.4 + 1.6 * abs(W[i, j]) / scale, "shrinkA": 4, "shrinkB": 4}, zorder=1)
+        for i, j in zip(*np.nonzero(W), strict=False):  # W[i, j]: from neuron j into neuron i
+            ax.annotate(
+                "",
+                proj[i],
+                proj[j],
+                arrowprops={
+                    "arrowstyle": "-|>",
+                    "color": "tab:red" if W[i, j] > 0 else "tab:blue",
+                    "alpha": 0.5,
+                    "lw": 0.4 + 1.6 * abs(W[i, j]) / scale,
+                    "shrinkA": 4,
+                    "shrinkB": 4,
+                },
+                zorder=1,
+            )
         ax.plot([], [], color="tab:red", label="positive edge")
         ax.plot([], [], color="tab:blue", label="negative edge")
         ax.legend(loc="best", fontsize=7)
@@ -74,8 +90,7 @@ def neuron_pca(net: Net, path: Path, title: str) -> None:
         fig.colorbar(points, ax=ax, shrink=0.8, label="input drive: sum |W_in| of the neuron")
         for i, (x, y) in enumerate(proj):
             ax.annotate(str(i), (x, y), fontsize=7)
-        ax.set(xlabel=f"PC1 ({explained[0]:.0%})",
-               ylabel=f"PC2 ({explained[1]:.0%})" if len(explained) > 1 else "PC2")
+        ax.set(xlabel=f"PC1 ({explained[0]:.0%})", ylabel=f"PC2 ({explained[1]:.0%})" if len(explained) > 1 else "PC2")
     else:
         ax.text(0.5, 0.5, "one neuron: nothing to project", ha="center", transform=ax.transAxes)
     ax.set_title(title)

@@ -42,9 +42,16 @@ class Dynamics:
 
 
 def _population(batch: dict, dyn: Dynamics) -> Population:
-    return Population.build(batch["W"], batch["W_in"], batch["bias"], dyn.leak,
-                            batch["W_fb"] if dyn.feedback else None, dyn.noise_rc, batch["valid"],
-                            dtype=np.dtype(dyn.dtype))
+    return Population.build(
+        batch["W"],
+        batch["W_in"],
+        batch["bias"],
+        dyn.leak,
+        batch["W_fb"] if dyn.feedback else None,
+        dyn.noise_rc,
+        batch["valid"],
+        dtype=np.dtype(dyn.dtype),
+    )
 
 
 def _noise_draws(rng: np.random.Generator | None, n_trials: int, width: int) -> np.ndarray | None:
@@ -55,14 +62,24 @@ def last_states(batch: dict, inputs: np.ndarray, dyn: Dynamics, noise_rng: np.ra
     """(P, B, N) float64 last state of every trial of ``inputs`` (B, T, 16), no feedback."""
     dt = np.dtype(dyn.dtype)
     if not dyn.carry_state and noise_rng is None:
-        return esn_states(batch["W"].astype(dt), batch["W_in"].astype(dt), inputs.astype(dt), dyn.leak,
-                          bias=batch["bias"].astype(dt), last_only=True).double().numpy()
+        return (
+            esn_states(
+                batch["W"].astype(dt),
+                batch["W_in"].astype(dt),
+                inputs.astype(dt),
+                dyn.leak,
+                bias=batch["bias"].astype(dt),
+                last_only=True,
+            )
+            .double()
+            .numpy()
+        )
     pop = _population(batch, dyn)
     P, N = pop.shape
     x = np.zeros((P, N), dt)
     out = np.empty((P, len(inputs), N))
     for start in range(0, len(inputs), BLOCK):
-        block = inputs[start:start + BLOCK]
+        block = inputs[start : start + BLOCK]
         drive = pop.drive(block.reshape(-1, block.shape[-1]))
         noise = pop.noise(_noise_draws(noise_rng, len(block), dyn.width)) if noise_rng is not None else None
         for k in range(len(block)):
@@ -74,8 +91,14 @@ def last_states(batch: dict, inputs: np.ndarray, dyn: Dynamics, noise_rng: np.ra
     return out
 
 
-def _online_with_feedback(batch: dict, train: Trials, test: Trials, dyn: Dynamics, rng: np.random.Generator,
-                          noise_rng: np.random.Generator | None) -> np.ndarray:
+def _online_with_feedback(
+    batch: dict,
+    train: Trials,
+    test: Trials,
+    dyn: Dynamics,
+    rng: np.random.Generator,
+    noise_rng: np.random.Generator | None,
+) -> np.ndarray:
     """Stepper and online readout alternating trial by trial; (P, B_test) test choices."""
     pop = _population(batch, dyn)
     P, N = pop.shape
@@ -86,7 +109,7 @@ def _online_with_feedback(batch: dict, train: Trials, test: Trials, dyn: Dynamic
     n_train = len(train)
     chosen = np.empty((P, len(test)), dtype=np.int64)
     for start in range(0, len(inputs), BLOCK):
-        block = inputs[start:start + BLOCK]
+        block = inputs[start : start + BLOCK]
         drive = pop.drive(block.reshape(-1, block.shape[-1]))
         noise = pop.noise(_noise_draws(noise_rng, len(block), dyn.width)) if noise_rng is not None else None
         for k in range(len(block)):

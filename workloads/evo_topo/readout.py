@@ -51,8 +51,9 @@ class OnlineRule:
 class OnlineReadout:
     """W_out of P individuals learning in step, one trial at a time: `choose` then `learn`."""
 
-    def __init__(self, n_neurons: np.ndarray, n: int, width: int, n_train: int, rule: OnlineRule,
-                 rng: np.random.Generator):
+    def __init__(
+        self, n_neurons: np.ndarray, n: int, width: int, n_train: int, rule: OnlineRule, rng: np.random.Generator
+    ):
         self.rule, self.P = rule, len(n_neurons)
         valid = np.arange(n)[None, :] < np.asarray(n_neurons)[:, None]  # (P, n): real (non-padding) neurons
         init = rng.uniform(0.0, 1.0, size=(width, N_POS)) * (rng.random((width, N_POS)) < rule.output_connectivity)
@@ -90,8 +91,15 @@ class OnlineReadout:
         return np.einsum("pn,pnk->pk", x, self.W_out)
 
 
-def online_choices(X_train, stimuli_train: np.ndarray, X_test, n_neurons: np.ndarray, width: int,
-                   rule: OnlineRule, rng: np.random.Generator) -> np.ndarray:
+def online_choices(
+    X_train,
+    stimuli_train: np.ndarray,
+    X_test,
+    n_neurons: np.ndarray,
+    width: int,
+    rule: OnlineRule,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """The online readout on precomputed last states (valid when the states do not depend on the readout:
     no feedback): learn over the (P, B, N) training states, then the greedy (P, B_test) test choices."""
     X = np.asarray(X_train, dtype=np.float64)

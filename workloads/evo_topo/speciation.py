@@ -83,9 +83,14 @@ class Speciation:
         """How many of the next generation's ``total`` genomes each species breeds: proportional to its mean
         fitness (fitness sharing), stagnant species excluded; largest remainders fill the rounding gap."""
         best_species = max(range(len(self.species)), key=lambda k: self.species[k].best)
-        share = np.array([np.mean(fitness[s.members]) if (generation - s.last_improved < self.stagnation
-                                                           or k == best_species) else 0.0
-                          for k, s in enumerate(self.species)])
+        share = np.array(
+            [
+                np.mean(fitness[s.members])
+                if (generation - s.last_improved < self.stagnation or k == best_species)
+                else 0.0
+                for k, s in enumerate(self.species)
+            ]
+        )
         share = np.maximum(share, 0.0)
         if share.sum() <= 0:
             share = np.ones(len(self.species))

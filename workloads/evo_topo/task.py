@@ -25,16 +25,24 @@ PENALTY = -0.01  # reward for choosing an empty position
 
 def all_trials() -> np.ndarray:
     """The 72 distinct trials as (72, 2, 2) int: trial[k] = [[cue_a, pos_a], [cue_b, pos_b]] (cue_a < cue_b)."""
-    return np.array([[[ca, pa], [cb, pb]] for ca, cb in combinations(range(N_CUE), 2)
-                     for pa, pb in permutations(range(N_POS), 2)])
+    return np.array(
+        [[[ca, pa], [cb, pb]] for ca, cb in combinations(range(N_CUE), 2) for pa, pb in permutations(range(N_POS), 2)]
+    )
 
 
 def timing_options() -> np.ndarray:
     """Every allowed (t1, delay, t2), the reference's "overlap" options: t1 and t2 in 5..19, delay in 0..20,
     the second starts while the first is on (delay < t1) and ends one blank decision step before the end
     (N_BLANK + delay + t2 + N_END == N_STEPS): 105 triplets."""
-    return np.array([(t1, d, t2) for t1 in range(5, 20) for d in range(0, 21) for t2 in range(5, 20)
-                     if N_BLANK + d + t2 + N_END == N_STEPS and d < t1])
+    return np.array(
+        [
+            (t1, d, t2)
+            for t1 in range(5, 20)
+            for d in range(0, 21)
+            for t2 in range(5, 20)
+            if N_BLANK + d + t2 + N_END == N_STEPS and d < t1
+        ]
+    )
 
 
 @dataclass
@@ -73,8 +81,13 @@ def encode(stimuli: np.ndarray, timing: np.ndarray) -> np.ndarray:
     t = np.arange(N_STEPS)
     t1, delay = timing[:, 0:1], timing[:, 1:2]
     t2 = timing[:, 2:3]
-    on = np.stack([(t >= N_BLANK) & (t < N_BLANK + t1),  # first stimulus
-                   (t >= N_BLANK + delay) & (t < N_BLANK + delay + t2)], axis=1)  # second: off at the decision
+    on = np.stack(
+        [
+            (t >= N_BLANK) & (t < N_BLANK + t1),  # first stimulus
+            (t >= N_BLANK + delay) & (t < N_BLANK + delay + t2),
+        ],
+        axis=1,
+    )  # second: off at the decision
     code = np.zeros((b, 2, 8))
     rows = np.arange(b)[:, None]
     code[rows, [0, 1], stimuli[..., 1]] = 1.0  # position one-hot

@@ -23,7 +23,9 @@ class Ramp(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    start: int | None = Field(None, ge=1, description="value at step 0; null = the final value from the start (no curriculum)")
+    start: int | None = Field(
+        None, ge=1, description="value at step 0; null = the final value from the start (no curriculum)"
+    )
     inc: int = Field(1, ge=1, description="increment applied every `interval` steps")
     interval: int = Field(1000, ge=1, description="steps between increments")
 
@@ -33,8 +35,10 @@ class Curriculum(BaseModel):
 
     dims: Ramp = Field(Ramp(start=2, inc=1, interval=200), description="active dimensions (up to n_dims)")
     points: Ramp = Field(Ramp(start=5, inc=2, interval=200), description="points per prompt (up to n_points)")
-    loops: Ramp = Field(Ramp(start=None, inc=2, interval=500),
-                        description="loop iterations (up to n_loops; null start = T, as in the reference scripts, capped at b)")
+    loops: Ramp = Field(
+        Ramp(start=None, inc=2, interval=500),
+        description="loop iterations (up to n_loops; null start = T, as in the reference scripts, capped at b)",
+    )
 
 
 class StateMask(BaseModel):
@@ -44,9 +48,13 @@ class StateMask(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    keep: Literal["all", "first", "last"] = Field("all", description="all: no mask; first / last: keep the first / last `pairs` pairs")
+    keep: Literal["all", "first", "last"] = Field(
+        "all", description="all: no mask; first / last: keep the first / last `pairs` pairs"
+    )
     pairs: int = Field(0, ge=0, description="N: pairs kept (more than the prompt holds = all of them)")
-    during: Literal["eval", "always"] = Field("eval", description="eval: evaluation only; always: training and evaluation")
+    during: Literal["eval", "always"] = Field(
+        "eval", description="eval: evaluation only; always: training and evaluation"
+    )
 
 
 class Params(BaseModel):
@@ -57,37 +65,78 @@ class Params(BaseModel):
     n_points: int = Field(11, ge=2, description="points per prompt (in-context examples + 1)")
     noise_std: float = Field(0.0, ge=0, description="std of Gaussian noise added to the labels y = w.x")
     # model
-    model: Literal["looped", "standard"] = Field("looped", description="looped: n_layer layers applied n_loops times; standard: n_layer layers once")
+    model: Literal["looped", "standard"] = Field(
+        "looped", description="looped: n_layer layers applied n_loops times; standard: n_layer layers once"
+    )
     n_embd: int = Field(64, ge=1, description="embedding width")
     n_head: int = Field(4, ge=1, description="attention heads (must divide n_embd)")
     n_layer: int = Field(1, ge=1, description="layers in the backbone (L for looped, the depth for standard)")
     n_loops: int = Field(10, ge=1, description="b: loop iterations at the end of the loops curriculum (looped only)")
-    loop_window: int = Field(5, ge=1, description="T: the loss covers the last min(T, b) iterations; earlier ones run without gradient (looped only; T > b = every iteration gets gradient, as in the reference)")
-    injection: Literal["add", "mul"] = Field("add", description="input injection: z <- f(z + e) or f(z * e) (looped only)")
+    loop_window: int = Field(
+        5,
+        ge=1,
+        description=(
+            "T: the loss covers the last min(T, b) iterations; earlier ones run without gradient (looped "
+            "only; T > b = every iteration gets gradient, as in the reference)"
+        ),
+    )
+    injection: Literal["add", "mul"] = Field(
+        "add", description="input injection: z <- f(z + e) or f(z * e) (looped only)"
+    )
     state_mask: StateMask = Field(StateMask(), description="mask the carried state before each injection (looped only)")
     # training
     steps: int = Field(3000, ge=1, description="training steps (one fresh batch of tasks each)")
     batch_size: int = Field(64, ge=1, description="prompts per step")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate (the peak one under lr_schedule: cosine or warmup_steps)")
-    lr_schedule: Literal["constant", "cosine"] = Field("constant", description="constant: lr at every step (the reference); cosine: after the warmup, lr * (1 + cos(pi * progress)) / 2, 0 after the last step")
-    warmup_steps: int = Field(0, ge=0, description="linear warmup: lr * (step + 1) / warmup_steps for the first warmup_steps steps (0 = none)")
+    lr: float = Field(
+        1e-3, gt=0, description="Adam learning rate (the peak one under lr_schedule: cosine or warmup_steps)"
+    )
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant",
+        description=(
+            "constant: lr at every step (the reference); cosine: after the warmup, lr * (1 + cos(pi * "
+            "progress)) / 2, 0 after the last step"
+        ),
+    )
+    warmup_steps: int = Field(
+        0, ge=0, description="linear warmup: lr * (step + 1) / warmup_steps for the first warmup_steps steps (0 = none)"
+    )
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
     curriculum: Curriculum = Field(Curriculum(), description="dims / points / loops curricula")
-    bf16: bool = Field(False, description="bfloat16 autocast for forward and loss (an option for GPUs; the reference trains in fp32)")
+    bf16: bool = Field(
+        False, description="bfloat16 autocast for forward and loss (an option for GPUs; the reference trains in fp32)"
+    )
     tf32: bool = Field(True, description="allow TF32 matmuls on CUDA, as the reference does (no effect on CPU)")
     # evaluation and bookkeeping
     eval_prompts: int = Field(1280, ge=2, description="prompts for the evaluation curves")
-    eval_every: int = Field(1000, ge=0, description="evaluate the model every k steps during training (0 = only at the end)")
-    eval_horizon: int = Field(100, ge=1, description="the long horizon (looped only): the reference evaluates at 500 loops, the last prediction (the paper preset sets 500); also N, the last loop count of loop_err")
-    headline: Literal["horizon", "b"] = Field("horizon", description="final_err at eval_horizon loops (the reference's protocol) or at b = n_loops (looped only)")
+    eval_every: int = Field(
+        1000, ge=0, description="evaluate the model every k steps during training (0 = only at the end)"
+    )
+    eval_horizon: int = Field(
+        100,
+        ge=1,
+        description=(
+            "the long horizon (looped only): the reference evaluates at 500 loops, the last prediction (the "
+            "paper preset sets 500); also N, the last loop count of loop_err"
+        ),
+    )
+    headline: Literal["horizon", "b"] = Field(
+        "horizon",
+        description="final_err at eval_horizon loops (the reference's protocol) or at b = n_loops (looped only)",
+    )
     eval_loops: list[int] = Field([], description="extra loop counts to evaluate a looped model at")
-    loop_err_k: list[int] | None = Field(None, description="in-context positions k drawn in loop_err.png (null = d/2, d and the last)")
-    mask_sweep: list[int] = Field([], description="Ns for the state-mask sweep at evaluation: keep the first / last N pairs (looped only)")
+    loop_err_k: list[int] | None = Field(
+        None, description="in-context positions k drawn in loop_err.png (null = d/2, d and the last)"
+    )
+    mask_sweep: list[int] = Field(
+        [], description="Ns for the state-mask sweep at evaluation: keep the first / last N pairs (looped only)"
+    )
     bootstrap_trials: int = Field(1000, ge=10, description="bootstrap resamples for the error bands")
-    log_every: int = Field(10, ge=1, description="log the mean train loss every k steps",
-                           json_schema_extra={"identity": False})
-    checkpoint_every: int = Field(500, ge=1, description="checkpoint every k steps",
-                                  json_schema_extra={"identity": False})
+    log_every: int = Field(
+        10, ge=1, description="log the mean train loss every k steps", json_schema_extra={"identity": False}
+    )
+    checkpoint_every: int = Field(
+        500, ge=1, description="checkpoint every k steps", json_schema_extra={"identity": False}
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Params:
@@ -110,4 +159,5 @@ class Params(BaseModel):
 
 def run(params: Params, ctx) -> dict[str, float]:
     from workloads.looped_tf.train import train  # torch is imported only when a run starts
+
     return train(params, ctx)

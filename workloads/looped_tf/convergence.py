@@ -10,7 +10,7 @@ import numpy as np
 
 def plateau(losses: list[float], tail: float = 0.1) -> float:
     """Mean of the last ``tail`` fraction of the values (at least one)."""
-    n = max(1, int(round(tail * len(losses))))
+    n = max(1, round(tail * len(losses)))
     return float(np.mean(losses[-n:]))
 
 

@@ -20,8 +20,9 @@ class Batch:
     ws: torch.Tensor  # (B, d)
 
 
-def sample_tasks(gen: torch.Generator, batch: int, n_points: int, n_dims: int, active_dims: int | None = None,
-                 noise_std: float = 0.0) -> Batch:
+def sample_tasks(
+    gen: torch.Generator, batch: int, n_points: int, n_dims: int, active_dims: int | None = None, noise_std: float = 0.0
+) -> Batch:
     """``batch`` fresh regression tasks with ``n_points`` points each; coordinates >= active_dims are zero."""
     active = n_dims if active_dims is None else active_dims
     if not 1 <= active <= n_dims:

@@ -35,8 +35,9 @@ def label_of(p: Params) -> str:
     return f"looped L={p.n_layer}, b={b}, T={window}" if p.model == "looped" else f"standard, {p.n_layer} layers"
 
 
-def final_evaluation(model: InContextRegressor, p: Params, evaluation: Batch, seeds: dict[str, int],
-                     device: torch.device, ctx) -> dict[str, float]:
+def final_evaluation(
+    model: InContextRegressor, p: Params, evaluation: Batch, seeds: dict[str, int], device: torch.device, ctx
+) -> dict[str, float]:
     b, window = loops_of(p)
     counts, head, horizon = evaluated_loops(p), headline_loops(p), long_horizon(p)
     xs, ys = evaluation.xs, evaluation.ys
@@ -70,27 +71,53 @@ def final_evaluation(model: InContextRegressor, p: Params, evaluation: Batch, se
     for loop, err in enumerate(run.by_loop[:, -1], start=1):
         ctx.log(loop, loop_err=float(err))
     ks = loop_err_positions(p)
-    (ctx.artifact_dir / "loop_err.json").write_text(json.dumps(
-        {"meta": {"b": b, "T": window, "loops": run.by_loop.shape[0], "k": "labelled points seen",
-                  "error": "squared error / d, mean over the evaluation prompts"},
-         "by_loop": {str(k): run.by_loop[:, k].tolist() for k in range(run.by_loop.shape[1])}}, indent=1))
+    (ctx.artifact_dir / "loop_err.json").write_text(
+        json.dumps(
+            {
+                "meta": {
+                    "b": b,
+                    "T": window,
+                    "loops": run.by_loop.shape[0],
+                    "k": "labelled points seen",
+                    "error": "squared error / d, mean over the evaluation prompts",
+                },
+                "by_loop": {str(k): run.by_loop[:, k].tolist() for k in range(run.by_loop.shape[1])},
+            },
+            indent=1,
+        )
+    )
     if p.model == "looped":  # a standard model has one pass: no curve over loops to draw
         plot_loop_err(run.by_loop, ks, b, window, f"{label_of(p)}; d={p.n_dims}", ctx.artifact_dir / "loop_err.png")
 
     if p.model == "looped" and p.mask_sweep:
         metrics.update(mask_sweep(model, p, evaluation, head, metrics["final_err"], device, ctx))
 
-    meta = {"model": p.model, "n_dims": p.n_dims, "n_points": p.n_points, "n_loops": b, "evaluated_loops": counts,
-            "headline_loops": head, "eval_horizon": horizon, "state_mask": p.state_mask.model_dump(),
-            "eval_prompts": p.eval_prompts, "interval": "bootstrap 5-95%", "k": "labelled points seen"}
+    meta = {
+        "model": p.model,
+        "n_dims": p.n_dims,
+        "n_points": p.n_points,
+        "n_loops": b,
+        "evaluated_loops": counts,
+        "headline_loops": head,
+        "eval_horizon": horizon,
+        "state_mask": p.state_mask.model_dump(),
+        "eval_prompts": p.eval_prompts,
+        "interval": "bootstrap 5-95%",
+        "k": "labelled points seen",
+    }
     write_curves(curves, meta, ctx.artifact_dir / "error_curves.json")
-    plot_curves({k: v for k, v in curves.items() if k not in (f"model_loops{head}",)}, p.n_dims,
-                f"{label_of(p)}; d={p.n_dims}; model at {head} loops", ctx.artifact_dir / "error_vs_k.png")
+    plot_curves(
+        {k: v for k, v in curves.items() if k not in (f"model_loops{head}",)},
+        p.n_dims,
+        f"{label_of(p)}; d={p.n_dims}; model at {head} loops",
+        ctx.artifact_dir / "error_vs_k.png",
+    )
     return {k: float(v) for k, v in metrics.items()}
 
 
-def mask_sweep(model: InContextRegressor, p: Params, evaluation: Batch, loops: int, unmasked: float,
-               device: torch.device, ctx) -> dict[str, float]:
+def mask_sweep(
+    model: InContextRegressor, p: Params, evaluation: Batch, loops: int, unmasked: float, device: torch.device, ctx
+) -> dict[str, float]:
     """The error at the last position after ``loops`` iterations with only the first / last N pairs of the
     state kept, for every N of ``mask_sweep``; logged as mask_first_err / mask_last_err with step = N."""
     sweep: dict[str, dict[int, float]] = {"first": {}, "last": {}}
@@ -100,5 +127,7 @@ def mask_sweep(model: InContextRegressor, p: Params, evaluation: Batch, loops: i
             run = trajectory(model, evaluation.xs, evaluation.ys, loops, [], p, device, Keep(side, n))  # type: ignore[arg-type]
             sweep[side][n] = out[f"mask_{side}{n}_err"] = float(run.by_loop[-1, -1])
         ctx.log(n, mask_first_err=sweep["first"][n], mask_last_err=sweep["last"][n])
-    plot_mask_sweep(sweep, unmasked, loops, f"{label_of(p)}; state mask at evaluation", ctx.artifact_dir / "mask_sweep.png")
+    plot_mask_sweep(
+        sweep, unmasked, loops, f"{label_of(p)}; state mask at evaluation", ctx.artifact_dir / "mask_sweep.png"
+    )
     return out

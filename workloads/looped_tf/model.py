@@ -111,8 +111,9 @@ class InContextRegressor(nn.Module):
     iterations before them run without gradient (they only produce the starting state), which is what
     makes training with many loops affordable."""
 
-    def __init__(self, n_dims: int, n_points: int, n_embd: int, n_layer: int, n_head: int,
-                 injection: Injection = "add"):
+    def __init__(
+        self, n_dims: int, n_points: int, n_embd: int, n_layer: int, n_head: int, injection: Injection = "add"
+    ):
         super().__init__()
         self.injection = injection
         self.read_in = nn.Linear(n_dims, n_embd)  # default PyTorch init, as the references leave it
@@ -124,7 +125,9 @@ class InContextRegressor(nn.Module):
         """The state that leaves the injection unchanged: z + e = e, z * e = e."""
         return 0.0 if self.injection == "add" else 1.0
 
-    def step(self, z: torch.Tensor, e: torch.Tensor, x_tokens_only: bool = False, keep: Keep | None = None) -> torch.Tensor:
+    def step(
+        self, z: torch.Tensor, e: torch.Tensor, x_tokens_only: bool = False, keep: Keep | None = None
+    ) -> torch.Tensor:
         """One iteration: the backbone applied to the state (masked first, if asked) with the prompt injected."""
         if keep is not None:
             z = apply(z, keep, self.neutral)
@@ -133,8 +136,9 @@ class InContextRegressor(nn.Module):
     def predict(self, z: torch.Tensor) -> torch.Tensor:
         return self.read_out(z[:, ::2]).squeeze(-1)  # even positions are the x tokens: (B, n)
 
-    def forward(self, prompt: torch.Tensor, n_loops: int = 1, grad_loops: int | None = None,
-                keep: Keep | None = None) -> list[torch.Tensor]:
+    def forward(
+        self, prompt: torch.Tensor, n_loops: int = 1, grad_loops: int | None = None, keep: Keep | None = None
+    ) -> list[torch.Tensor]:
         """prompt (B, 2n, d) -> [predictions (B, n) after iteration n_loops - grad_loops + 1, ..., n_loops];
         ``keep`` masks the state before every injection (state_mask.py)."""
         grad_loops = n_loops if grad_loops is None else grad_loops

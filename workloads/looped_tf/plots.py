@@ -12,8 +12,10 @@ from workloads.looped_tf.evaluate import Curve
 
 def _pyplot():
     import matplotlib
+
     matplotlib.use("Agg")  # no display on a compute node
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -21,7 +23,11 @@ def plot_curves(curves: dict[str, Curve], n_dims: int, title: str, path: Path) -
     """Error vs k with bands: the model (and its other loop-count curves) against the three baselines."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    styles = {"ls": ("least squares", "k", "--"), "knn": ("3-NN", "tab:green", ":"), "avg": ("averaging", "tab:red", "-.")}
+    styles = {
+        "ls": ("least squares", "k", "--"),
+        "knn": ("3-NN", "tab:green", ":"),
+        "avg": ("averaging", "tab:red", "-."),
+    }
     for name, c in curves.items():
         label, color, line = styles.get(name, (name, None, "-"))
         k = np.arange(len(c.mean))
@@ -61,8 +67,12 @@ def plot_mask_sweep(sweep: dict[str, dict[int, float]], unmasked: float, loops: 
         ns = sorted(errs)
         ax.plot(ns, [errs[n] for n in ns], "o-", lw=1.4, label=f"keep the {side} N pairs")
     ax.axhline(unmasked, color="k", lw=1.0, ls="--", label="final_err (no sweep mask)")
-    ax.set(yscale="log", xlabel="N (pairs of the state kept)", ylabel=f"squared error / d at the last k, {loops} loops",
-           title=title)
+    ax.set(
+        yscale="log",
+        xlabel="N (pairs of the state kept)",
+        ylabel=f"squared error / d at the last k, {loops} loops",
+        title=title,
+    )
     ax.legend(frameon=False, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -25,13 +25,21 @@ def autocast(p: Params, device: torch.device) -> contextlib.AbstractContextManag
 
 @dataclass
 class Trajectory:
-    by_loop: np.ndarray               # (N, n): mean normalised error after iteration 1..N at every position k
+    by_loop: np.ndarray  # (N, n): mean normalised error after iteration 1..N at every position k
     per_prompt: dict[int, np.ndarray]  # loop count -> (P, n) normalised errors, for the bootstrap curves
 
 
 @torch.inference_mode()
-def trajectory(model: InContextRegressor, xs: torch.Tensor, ys: torch.Tensor, n_loops: int, keep_at: list[int],
-               p: Params, device: torch.device, keep: Keep | None = None) -> Trajectory:
+def trajectory(
+    model: InContextRegressor,
+    xs: torch.Tensor,
+    ys: torch.Tensor,
+    n_loops: int,
+    keep_at: list[int],
+    p: Params,
+    device: torch.device,
+    keep: Keep | None = None,
+) -> Trajectory:
     """Errors after every iteration 1..``n_loops`` (mean over prompts) and per prompt at ``keep_at``."""
     if any(not 1 <= b <= n_loops for b in keep_at):
         raise ValueError(f"loop counts {keep_at} outside 1..{n_loops}")

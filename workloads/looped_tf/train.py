@@ -46,7 +46,9 @@ def curriculum_at(p: Params, step: int) -> tuple[int, int, int]:
     b, window = loops_of(p)
     dims = schedule(step, c.dims.start or p.n_dims, p.n_dims, c.dims.inc, c.dims.interval)
     points = schedule(step, c.points.start or p.n_points, p.n_points, c.points.inc, c.points.interval)
-    loops = schedule(step, min(c.loops.start or window, b), b, c.loops.inc, c.loops.interval) if p.model == "looped" else 1
+    loops = (
+        schedule(step, min(c.loops.start or window, b), b, c.loops.inc, c.loops.interval) if p.model == "looped" else 1
+    )
     return dims, points, loops
 
 
@@ -66,7 +68,9 @@ def eval_tasks(p: Params, seeds: dict[str, int]) -> Batch:
 def train(p: Params, ctx) -> dict[str, float]:
     device = torch.device(ctx.device)
     if device.type == "cpu":
-        torch.set_num_threads(max(1, int(ctx.cpus)))  # one per allotted core: more threads thrash (docs/architecture.md)
+        torch.set_num_threads(
+            max(1, int(ctx.cpus))
+        )  # one per allotted core: more threads thrash (docs/architecture.md)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = p.tf32  # the reference allows TF32 matmuls in its fp32 runs
         torch.backends.cudnn.allow_tf32 = p.tf32
@@ -115,8 +119,15 @@ def train(p: Params, ctx) -> dict[str, float]:
 
         if (step + 1) % p.log_every == 0 or step + 1 == p.steps:
             scaled = window_sums[1] / loss_count
-            ctx.log(step, train_loss=window_sums[0] / loss_count, train_loss_scaled=scaled,
-                    lr=optimizer.param_groups[0]["lr"], n_loops=loops, n_dims=dims, n_points=points)
+            ctx.log(
+                step,
+                train_loss=window_sums[0] / loss_count,
+                train_loss_scaled=scaled,
+                lr=optimizer.param_groups[0]["lr"],
+                n_loops=loops,
+                n_dims=dims,
+                n_points=points,
+            )
             history.append((step, scaled))
             window_sums, loss_count = [0.0, 0.0], 0
         if p.eval_every and (step + 1) % p.eval_every == 0 and step + 1 < p.steps:
@@ -124,13 +135,20 @@ def train(p: Params, ctx) -> dict[str, float]:
             errors = trajectory(model, evaluation.xs, evaluation.ys, b, [], p, device, eval_keep(p)).by_loop[-1]
             ctx.log(step, eval_final_err=float(errors[-1]), eval_mean_err=float(errors.mean()))
         if (step + 1) % p.checkpoint_every == 0:
-            ctx.save_checkpoint({
-                "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "data_rng": data_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                "curriculum": dict(zip(("n_dims", "n_points", "n_loops"), (dims, points, loops))),
-                "window_sums": window_sums, "loss_count": loss_count, "history": history,
-            })
+            ctx.save_checkpoint(
+                {
+                    "step": step,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "data_rng": data_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                    "curriculum": dict(zip(("n_dims", "n_points", "n_loops"), (dims, points, loops), strict=False)),
+                    "window_sums": window_sums,
+                    "loss_count": loss_count,
+                    "history": history,
+                }
+            )
 
     metrics = final_evaluation(model, p, evaluation, seeds, device, ctx)
     metrics["converge_step"] = float(convergence_step(history))

@@ -21,8 +21,9 @@ class Params(BaseModel):
     offset: float = Field(0.0, description="the value the loss decays toward")
     fail_at_step: int | None = Field(None, description="raise an error at this step")
     nan_at_step: int | None = Field(None, description="the loss becomes NaN from this step on (a divergence)")
-    checkpoint_every: int = Field(1, ge=1, description="checkpoint every k steps",
-                                  json_schema_extra={"identity": False})  # cannot change a result
+    checkpoint_every: int = Field(
+        1, ge=1, description="checkpoint every k steps", json_schema_extra={"identity": False}
+    )  # cannot change a result
 
 
 def run(params: Params, ctx) -> dict[str, float]:
