@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +26,7 @@ from orchestrator.options import (
     handles_input_errors,
 )
 from orchestrator.tracking.records import FINISHED, Tag
+from orchestrator.vocabulary import Event, TrialStatus
 
 
 @app.command()
@@ -233,10 +234,10 @@ def tune(
             echo=console.print,
         )
     console.print(render.trials_table(result, top))
-    counts = {s: sum(1 for r in result.rows if r.status == s) for s in render.TRIAL_COLOURS}
+    counts = Counter(r.status for r in result.rows)
     console.print(
-        f"{len(result.rows)} trials: {counts['FINISHED']} finished, {counts['STOPPED']} stopped early, "
-        f"{counts['FAILED']} failed  (MLflow parent run {result.parent_run_id})"
+        f"{len(result.rows)} trials: {counts[TrialStatus.FINISHED]} finished, {counts[TrialStatus.STOPPED]} stopped "
+        f"early, {counts[TrialStatus.FAILED]} failed  (MLflow parent run {result.parent_run_id})"
     )
     if result.best_yaml is None or result.best is None:
         err_console.print("[red]no trial finished[/]: nothing to write; see the failed trials in MLflow")
@@ -325,7 +326,7 @@ def logs(
     if follow:  # both streams, from where the tails stopped, until the journal records the end
         offsets = {log: log.stat().st_size if log.exists() else 0 for log in files[:2]}
         while True:
-            ended = last_event(run_dir.journal, "end") is not None
+            ended = last_event(run_dir.journal, Event.END) is not None
             for log, offset in offsets.items():
                 if log.exists() and log.stat().st_size > offset:
                     with open(log, errors="replace") as f:
@@ -336,7 +337,7 @@ def logs(
             if ended:
                 break
             time.sleep(0.5)
-    end = last_event(run_dir.journal, "end")
+    end = last_event(run_dir.journal, Event.END)
     if end and end.get("traceback"):
         console.rule("traceback")
         sys.stdout.write(end["traceback"])

@@ -15,6 +15,7 @@ from orchestrator.job.journal import decode_number, last_event, last_metrics
 from orchestrator.job.rundir import RunDir
 from orchestrator.tracking.ledger import Ledger
 from orchestrator.tracking.records import FINISHED, KILLED
+from orchestrator.vocabulary import Event
 
 LIVE_INGEST_EVERY_S = 2.0
 PROGRESS_EVERY_S = 1.0  # running runs' steps read from their journals' tails
@@ -48,7 +49,7 @@ def run_progress(label: str, run_dir: RunDir, started_at: dict[str, float]) -> R
     """``started_at`` caches each run directory's start time (read once from its journal's start event)."""
     where = str(run_dir.path)
     if where not in started_at:
-        start = last_event(run_dir.journal, "start")
+        start = last_event(run_dir.journal, Event.START)
         if start is None:
             return RunProgress(label, None, {}, None)
         started_at[where] = start["t"]

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from orchestrator.console import console, err_console
 from orchestrator.tracking.records import ACTIVE, RUNNING, Tag, latest_per_key
+from orchestrator.vocabulary import RunStatus, TrialStatus
 
 if TYPE_CHECKING:
     from orchestrator.analysis.status import GroupStatus, SweepStatus
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from orchestrator.tune.recorder import TrialState
     from orchestrator.tune.sweep import SweepResult
 
-TRIAL_COLOURS = {"FINISHED": "green", "STOPPED": "yellow", "FAILED": "red"}
+RUN_COLOURS: dict[str, str] = {RunStatus.FINISHED: "green", RunStatus.FAILED: "red", RunStatus.KILLED: "yellow"}
+TRIAL_COLOURS = {TrialStatus.FINISHED: "green", TrialStatus.STOPPED: "yellow", TrialStatus.FAILED: "red"}
 
 
 class ProgressBar:
@@ -111,10 +113,7 @@ class TrialBoard:
 
     def _view(self) -> Table:
         shown = self.trials if len(self.trials) <= self.MAX_ROWS else [t for t in self.trials if t.status == RUNNING]
-        counts = {
-            status: sum(t.status == status for t in self.trials)
-            for status in ("PENDING", RUNNING, "FINISHED", "STOPPED", "FAILED")
-        }
+        counts = {status: sum(t.status == status for t in self.trials) for status in TrialStatus}
         table = Table(
             title=", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n) or "no trial yet",
             title_justify="left",
@@ -232,7 +231,7 @@ def runs_table(groups: list[GroupStatus], records: list[RunRecord]) -> Table:
     for r in sorted(counted, key=lambda r: (order[r.tags[Tag.GROUP]], int(r.tags.get(Tag.SEED, 0)))):
         label, metric = labels[r.tags[Tag.GROUP]]
         value = r.metrics.get(metric)
-        colour = {"FINISHED": "green", "FAILED": "red", "KILLED": "yellow"}.get(r.status, "cyan")
+        colour = RUN_COLOURS.get(r.status, "cyan")
         table.add_row(
             r.run_id,
             escape(label),

@@ -16,6 +16,7 @@ from orchestrator.job import snapshot
 from orchestrator.job.journal import decode_number, events
 from orchestrator.job.rundir import RunDir
 from orchestrator.tracking.records import RunRecord, Tag
+from orchestrator.vocabulary import Event, RunStatus
 
 
 @dataclass
@@ -35,10 +36,10 @@ def logged(journal: Path) -> tuple[dict[tuple[int, str], float], dict[str, float
     """Per (step, metric) the first value journaled (a resumed attempt's replayed steps are the same
     rows, as ingestion counts them), the final metrics and the end status."""
     values: dict[tuple[int, str], float] = {}
-    for record in events(journal, "metrics"):
+    for record in events(journal, Event.METRICS):
         for name, value in record["metrics"].items():
             values.setdefault((record["step"], name), decode_number(value))
-    ends = events(journal, "end")
+    ends = events(journal, Event.END)
     final = {k: decode_number(v) for k, v in (ends[-1].get("final") or {}).items()} if ends else {}
     return values, final, ends[-1]["status"] if ends else None
 
@@ -65,10 +66,10 @@ def reproduce(record: RunRecord, timeout_s: float | None = None) -> Reproduction
             check=False,
         )
         again, again_final, status = logged(scratch.journal)
-        ends = events(scratch.journal, "end")
+        ends = events(scratch.journal, Event.END)
         error = ends[-1].get("error") if ends else "the re-run wrote no end"
-    result = Reproduction(record, status or "FAILED", 0, code=(job.get("code") or {}).get("digest", ""))
-    if status != "FINISHED":
+    result = Reproduction(record, status or RunStatus.FAILED, 0, code=(job.get("code") or {}).get("digest", ""))
+    if status != RunStatus.FINISHED:
         result.differences.append(f"the re-run ended {status}: {error}")
     for key in sorted(set(original) | set(again)):
         result.compared += 1

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from orchestrator.errors import InputError
 from orchestrator.job.rundir import RunDir
 from orchestrator.spec.backends import backends, check
+from orchestrator.vocabulary import JobPhase
 
 if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
 
-PENDING, RUNNING, DONE, LOST = "PENDING", "RUNNING", "DONE", "LOST"
+PENDING, RUNNING, DONE, LOST = JobPhase.PENDING, JobPhase.RUNNING, JobPhase.DONE, JobPhase.LOST  # vocabulary.py
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from orchestrator.job.journal import last_event
 from orchestrator.job.liveness import pid_alive, same_process, terminate_workers
 from orchestrator.job.rundir import RunDir
 from orchestrator.job.snapshot import PRELOAD_ENV
+from orchestrator.vocabulary import Event
 
 if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
@@ -284,7 +285,7 @@ class LocalBackend(Backend):
         host, _, driver_pid = job.job_id.rpartition(":")
         if host != self.host:
             return JobState(RUNNING, f"on host {host}: cannot check from {self.host}")
-        start = last_event(job.run_dir.journal, "start")
+        start = last_event(job.run_dir.journal, Event.START)
         worker_pid = start["pid"] if start else None
         if start is not None and same_process(start["pid"], start["t"]):  # not a reused pid
             return JobState(RUNNING)

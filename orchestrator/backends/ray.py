@@ -40,6 +40,7 @@ from orchestrator.job.journal import ended_last, last_event, running_now
 from orchestrator.job.liveness import pid_alive, terminate_workers
 from orchestrator.job.rundir import RunDir, atomic_write
 from orchestrator.spec.tracking_uri import default_uri
+from orchestrator.vocabulary import Event
 
 if TYPE_CHECKING:
     from orchestrator.spec.spec import Spec
@@ -213,7 +214,7 @@ class RayBackend(Backend):
             elif task.ref.hex() in ready:
                 states.append(JobState(DONE, self._failure(task.ref)))
             else:
-                started = last_event(job.run_dir.journal, "start") is not None
+                started = last_event(job.run_dir.journal, Event.START) is not None
                 states.append(JobState(RUNNING if started else PENDING))
         return states
 
@@ -228,9 +229,9 @@ class RayBackend(Backend):
     def _foreign(self, job: Job) -> JobState:
         """A task of an earlier orch process: its owner is gone, so the task is gone too (Ray kills the
         tasks of a dead driver) unless the journal shows it ended or its process is still alive here."""
-        if last_event(job.run_dir.journal, "end") is not None:
+        if last_event(job.run_dir.journal, Event.END) is not None:
             return JobState(DONE)
-        start = last_event(job.run_dir.journal, "start")
+        start = last_event(job.run_dir.journal, Event.START)
         if start and start.get("host") == self.host and pid_alive(int(start["pid"])):
             return JobState(RUNNING)
         return JobState(LOST, "the orch process that owned this Ray task ended before the run did")
@@ -257,7 +258,7 @@ class RayBackend(Backend):
         foreign = []  # tasks of another orch process: stop the worker if it runs on this host
         for job in jobs:
             if str(job.run_dir.path) not in self._tasks:
-                start = last_event(job.run_dir.journal, "start")
+                start = last_event(job.run_dir.journal, Event.START)
                 if start and start.get("host") == self.host and self._foreign(job).state == RUNNING:
                     foreign.append(job.run_dir.journal)
         terminate_workers(foreign, CANCEL_GRACE_S)

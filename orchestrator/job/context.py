@@ -13,6 +13,7 @@ import numpy as np
 from orchestrator.job import metric_rules
 from orchestrator.job.journal import JournalWriter
 from orchestrator.job.rundir import RunDir, atomic_write, open_trusted
+from orchestrator.vocabulary import Event
 
 
 class RunContext:
@@ -38,7 +39,7 @@ class RunContext:
     def log(self, step: int, **metrics: float) -> None:
         metrics = {k: float(v) for k, v in metrics.items()}
         metric_rules.check(int(step), metrics)  # a name MLflow refuses fails this run, not the store's ingestion
-        self.journal.write("metrics", step=int(step), metrics=metrics)
+        self.journal.write(Event.METRICS, step=int(step), metrics=metrics)
         self.last_step = int(step)
         for callback in self.on_log:
             callback(int(step), metrics)
@@ -48,7 +49,7 @@ class RunContext:
     def warn(self, message: str) -> None:
         """Something the run's reader must know though the run goes on (a choice at the edge of a grid):
         journaled, printed to the run's stderr, and tagged ``orch.warning`` on the MLflow run."""
-        self.journal.write("warning", step=self.last_step, message=str(message))
+        self.journal.write(Event.WARNING, step=self.last_step, message=str(message))
         print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
     def save_checkpoint(self, state: Any) -> None:
@@ -56,7 +57,7 @@ class RunContext:
         Save everything the rest of the run depends on, RNG states included, so a resume equals
         an uninterrupted run."""
         atomic_write(self.run_dir.checkpoint, pickle.dumps({"step": self.last_step, "state": state}, protocol=5))
-        self.journal.write("checkpoint", step=self.last_step)
+        self.journal.write(Event.CHECKPOINT, step=self.last_step)
 
     def load_checkpoint(self) -> Any | None:
         """The state of the last ``save_checkpoint`` of this run (from an earlier attempt), or None."""

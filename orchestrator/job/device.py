@@ -5,8 +5,7 @@ training silently on the CPU would take hours and record numbers nobody asked fo
 ``device`` event (``tags``: the names below -> values) before its workload starts; the Ledger copies them
 onto the MLflow run, so a result always says which GPU model, driver and CUDA produced it.
 
-The tag names are spelled here (job/ imports nothing of tracking/); ``records.Tag`` lists the same names and
-a test checks that they agree."""
+The tag names are ``vocabulary.Tag``'s, like every tag orch writes."""
 
 from __future__ import annotations
 
@@ -17,13 +16,12 @@ import subprocess
 import sys
 from typing import Any, Protocol
 
-DEVICE = "orch.device"  # cuda | cpu: what ctx.device says
-GPU_MODEL = "orch.gpu.model"  # e.g. NVIDIA A100-SXM4-40GB (the first visible one)
-GPU_COUNT = "orch.gpu.count"  # CUDA devices the run sees
-GPU_DRIVER = "orch.gpu.driver"  # NVIDIA driver version (nvidia-smi)
-CUDA_VERSION = "orch.cuda.version"  # the CUDA runtime torch was built with
-CUDA_VISIBLE = "orch.cuda_visible_devices"  # CUDA_VISIBLE_DEVICES as the run saw it ("unset" if not set)
-CPU_MODEL = "orch.cpu.model"
+from orchestrator.vocabulary import Event, Tag
+
+# cuda | cpu (what ctx.device says); the first visible GPU's model; the CUDA devices the run sees; the NVIDIA
+# driver (nvidia-smi); the CUDA runtime torch was built with; CUDA_VISIBLE_DEVICES as the run saw it ("unset")
+DEVICE, GPU_MODEL, GPU_COUNT, GPU_DRIVER = Tag.DEVICE, Tag.GPU_MODEL, Tag.GPU_COUNT, Tag.GPU_DRIVER
+CUDA_VERSION, CUDA_VISIBLE, CPU_MODEL = Tag.CUDA_VERSION, Tag.CUDA_VISIBLE, Tag.CPU_MODEL
 TAGS = (DEVICE, GPU_MODEL, GPU_COUNT, GPU_DRIVER, CUDA_VERSION, CUDA_VISIBLE, CPU_MODEL)
 
 
@@ -40,7 +38,7 @@ def claim(job: dict[str, Any], journal: Journal) -> str:
     try: the run ends FAILED with this message) when GPUs were asked for and none is usable."""
     gpus = float(job.get("gpus", 0) or 0)
     facts = describe(gpus)
-    journal.write("device", tags=facts)
+    journal.write(Event.DEVICE, tags=facts)
     if gpus > 0 and facts[DEVICE] != "cuda":
         raise NoCudaError(
             f"resources.gpus={gpus:g} but no CUDA device is usable on {platform.node()} "

@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-# How a run ends (the ``end`` event's status): MLflow's terminal run statuses, by the same names.
-FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+from orchestrator.vocabulary import Event, RunStatus
+
+# How a run ends (the ``end`` event's status): MLflow's terminal run statuses (orchestrator/vocabulary.py)
+FINISHED, FAILED, KILLED = RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED
 
 
 def _jsonable(value: Any) -> Any:
@@ -118,14 +120,14 @@ def last_record(path: Path) -> dict[str, Any] | None:
 def ended_last(path: Path) -> bool:
     """The latest record is an ``end``: the run is over (until a resubmission starts another attempt)."""
     last = last_record(path)
-    return last is not None and last["event"] == "end"
+    return last is not None and last["event"] == Event.END
 
 
 def running_now(path: Path) -> bool:
     """A worker is running now: it started and has not ended or handed over to a requeue (a requeued job
     waiting in the queue has no worker to journal an end)."""
     last = last_record(path)
-    return last is not None and last["event"] not in ("end", "requeue")
+    return last is not None and last["event"] not in (Event.END, Event.REQUEUE)
 
 
 def last_metrics(path: Path, max_bytes: int = 1 << 16) -> dict[str, Any] | None:
@@ -143,7 +145,7 @@ def last_metrics(path: Path, max_bytes: int = 1 << 16) -> dict[str, Any] | None:
             record = json.loads(line)
         except ValueError:
             continue  # a line being written
-        if record.get("event") == "metrics":
+        if record.get("event") == Event.METRICS:
             return record
     return None
 

@@ -9,6 +9,8 @@ import signal
 import time
 from pathlib import Path
 
+from orchestrator.vocabulary import Event
+
 
 def pid_alive(pid: int) -> bool:
     """True while ``pid`` exists; a process of another user (PermissionError) exists too."""
@@ -62,7 +64,7 @@ def terminate_workers(journals: list[Path], grace_s: float) -> None:
 
     signalled = []
     for journal in journals:
-        start = last_event(journal, "start")
+        start = last_event(journal, Event.START)
         if start is not None and same_process(start["pid"], start["t"]):  # never a reused pid
             os.kill(start["pid"], signal.SIGTERM)
             signalled.append((journal, start))

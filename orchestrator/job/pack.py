@@ -26,6 +26,7 @@ from pathlib import Path
 
 from orchestrator.job.journal import KILLED, JournalWriter, ended_last, events, last_record
 from orchestrator.job.rundir import RunDir
+from orchestrator.vocabulary import Event
 
 CHILD_WAIT_S = 60.0  # how long a signalled run may take to journal its requeue and stop
 
@@ -142,9 +143,9 @@ class Pack:
         instead of leaving them waiting for an attempt that never comes."""
         for run_dir in self.run_dirs:
             last = last_record(run_dir.journal)
-            if last is not None and last["event"] == "requeue":
+            if last is not None and last["event"] == Event.REQUEUE:
                 journal = JournalWriter(run_dir.journal)
-                journal.write("end", status=KILLED, final={}, error=error)
+                journal.write(Event.END, status=KILLED, final={}, error=error)
                 journal.close()
 
     @staticmethod
@@ -152,7 +153,7 @@ class Pack:
         last = last_record(run_dir.journal)
         if last is None:
             return "NOT_STARTED"
-        return str(last.get("status")) if last["event"] == "end" else str(last["event"]).upper()
+        return str(last.get("status")) if last["event"] == Event.END else str(last["event"]).upper()
 
 
 def ended_since_armed(run_dir: RunDir) -> bool:
@@ -164,9 +165,9 @@ def ended_since_armed(run_dir: RunDir) -> bool:
         return ended_last(run_dir.journal)
     started = False
     for record in events(run_dir.journal):
-        if record["event"] == "start":
+        if record["event"] == Event.START:
             started = record.get("armed") == armed
-        elif record["event"] == "end" and started:
+        elif record["event"] == Event.END and started:
             return True
     return False
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from orchestrator.job.journal import decode_number
 from orchestrator.job.rundir import RunDir, atomic_write
+from orchestrator.vocabulary import Event
 
 LIVE_FILE = "live.json"
 MAX_BATCH = 1000  # MLflow's limit of metrics per log_batch request
@@ -207,7 +208,7 @@ class LivePusher:
                 break
             line = data[position:end]
             record = json.loads(line) if line.strip() else {}
-            if record.get("event") == "metrics":
+            if record.get("event") == Event.METRICS:
                 new = [(k, v) for k, v in record["metrics"].items() if record["step"] > max_step.get(k, -1)]
                 if rows and len(rows) + len(new) > MAX_BATCH:
                     break

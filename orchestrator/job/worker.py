@@ -23,6 +23,7 @@ from orchestrator.job.context import RunContext
 from orchestrator.job.journal import FAILED, FINISHED, KILLED, JournalWriter, events, last_event
 from orchestrator.job.rundir import RunDir, output_to
 from orchestrator.spec import registry
+from orchestrator.vocabulary import Event
 
 
 class Terminated(BaseException):
@@ -101,7 +102,7 @@ def set_threads(cpus: int) -> None:
 
 
 def previous_attempts(run_dir: RunDir) -> int:
-    return len(events(run_dir.journal, "start"))
+    return len(events(run_dir.journal, Event.START))
 
 
 def judge_final(final: Any, metric: str) -> tuple[dict[str, float], str, str | None]:
@@ -147,7 +148,7 @@ def execute(
     gone = snapshot.missing(job.get("code"))
     if gone:  # the workdir was cleaned under a queued job: say so in the run, do not run other code
         journal = JournalWriter(run_dir.journal)
-        journal.write("end", status=FAILED, final={}, error=gone)
+        journal.write(Event.END, status=FAILED, final={}, error=gone)
         journal.close()
         return FAILED
     with snapshot.activated(job.get("code")):
@@ -175,7 +176,7 @@ def _execute(
         restore_usr2 = push.flush_on_signal(pusher) if _main_thread() else None
     resumed_from = None
     if run_dir.checkpoint.exists():  # its step, from the journal: unpickling is left to ctx.load_checkpoint's checks
-        resumed_from = (last_event(run_dir.journal, "checkpoint") or {}).get("step")
+        resumed_from = (last_event(run_dir.journal, Event.CHECKPOINT) or {}).get("step")
     journal.write(
         "start",
         attempt=attempt,
@@ -203,17 +204,17 @@ def _execute(
             assert workload.runner is not None
             final = workload.runner(params, ctx) or {}
         final, status, error = judge_final(final, workload.metric)
-        journal.write("end", status=status, final=final, error=error)
+        journal.write(Event.END, status=status, final=final, error=error)
     except BaseException as err:
         if main:  # a second Ctrl-C, or the orchestrator's SIGTERM after its own Ctrl-C, must not cut the end short
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if _requeue_reason is not None:  # submitit requeued the job and exits: no end, the run goes on later
-            journal.write("requeue", step=ctx.last_step, reason=_requeue_reason)
+            journal.write(Event.REQUEUE, step=ctx.last_step, reason=_requeue_reason)
             raise
         if isinstance(err, (Terminated, KeyboardInterrupt)):
             status = KILLED
-            journal.write("end", status=status, final={}, error=str(err) or "interrupted")
+            journal.write(Event.END, status=status, final={}, error=str(err) or "interrupted")
         else:
             status = FAILED
             journal.write(

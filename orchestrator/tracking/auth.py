@@ -85,10 +85,6 @@ def remember(uri: str, credentials: dict[str, str]) -> Path:
     return path
 
 
-def forget(uri: str) -> None:
-    (credentials_dir() / f"{_key(uri)}.json").unlink(missing_ok=True)
-
-
 def lookup(uri: str) -> dict[str, str] | None:
     return read_private(credentials_dir() / f"{_key(uri)}.json")
 

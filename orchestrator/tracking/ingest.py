@@ -19,6 +19,7 @@ from orchestrator.job.push import live_file, read_state
 from orchestrator.job.rundir import RunDir
 from orchestrator.tracking.records import KILLED, RUNNING, Tag
 from orchestrator.tracking.sqlwrite import RunWrite
+from orchestrator.vocabulary import Event
 
 if TYPE_CHECKING:
     from orchestrator.tracking.ledger import Ledger
@@ -46,7 +47,7 @@ def live_split(
         fresh = time.time() - live_file(run_dir).stat().st_mtime < LIVE_FRESH_S
     except OSError:
         fresh = False
-    if pushed < len(records) and fresh and not any(r["event"] == "end" for r in records):
+    if pushed < len(records) and fresh and not any(r["event"] == Event.END for r in records):
         return pushed, records[:pushed], state["offset"]
     return pushed, records, offset
 
@@ -111,7 +112,7 @@ def _read_new(ledger: Ledger, run_dir: RunDir) -> str | _Pending | None:
     max_step = cursor["max_step"]
     for index, record in enumerate(records):
         ms = int(record["t"] * 1000)
-        if record["event"] == "metrics":
+        if record["event"] == Event.METRICS:
             step = record["step"]
             for name, value in record["metrics"].items():
                 problem = metric_rules.step_problem(step) or metric_rules.name_problem(name)
@@ -124,7 +125,7 @@ def _read_new(ledger: Ledger, run_dir: RunDir) -> str | _Pending | None:
                 max_step[name] = step
                 if index >= pushed_live:
                     metrics.append(Metric(name, decode_number(value), ms, step))
-        elif record["event"] == "start":
+        elif record["event"] == Event.START:
             tags.update(
                 {
                     Tag.ATTEMPT: record["attempt"],
@@ -135,14 +136,14 @@ def _read_new(ledger: Ledger, run_dir: RunDir) -> str | _Pending | None:
             )
             if record.get("resumed_from_step") is not None:
                 tags[Tag.RESUMED_FROM_STEP] = record["resumed_from_step"]
-        elif record["event"] == "checkpoint":
+        elif record["event"] == Event.CHECKPOINT:
             tags[Tag.CHECKPOINT_STEP] = record["step"]
-        elif record["event"] == "warning":  # ctx.warn: every warning of the run, one per line
+        elif record["event"] == Event.WARNING:  # ctx.warn: every warning of the run, one per line
             cursor["warnings"] = f"{cursor.get('warnings', '')}\n{record['message']}".strip()
             tags[Tag.WARNING] = cursor["warnings"]
-        elif record["event"] == "device":  # job/device.py: names that records.Tag lists (tested)
+        elif record["event"] == Event.DEVICE:  # job/device.py: names that records.Tag lists (tested)
             tags.update(record["tags"])
-        elif record["event"] == "end":
+        elif record["event"] == Event.END:
             end = record
             final_step = max(max_step.values(), default=0)
             # one ms later than anything journaled before it: MLflow's "latest" value of a name is the one
@@ -158,7 +159,7 @@ def _read_new(ledger: Ledger, run_dir: RunDir) -> str | _Pending | None:
         if end.get("error"):
             tags[Tag.ERROR] = end["error"]
         _upload_files(ledger, run_id, run_dir, end)  # before the end: a reader that sees it ended finds them
-    started = any(r["event"] == "start" for r in records)
+    started = any(r["event"] == Event.START for r in records)
     cursor.update(offset=offset, max_step=max_step, ended=ended)
     return _Pending(
         ledger._write(run_id, metrics, tags, ended or (RUNNING if started else None), ended=end is not None), cursor
@@ -187,7 +188,7 @@ def close_dead(ledger: Ledger, run_dir: RunDir, reason: str, status: str = KILLE
     with disk_errors(run_dir):
         journal = JournalWriter(run_dir.journal)
         try:
-            journal.write("end", status=status, final={}, error=reason)
+            journal.write(Event.END, status=status, final={}, error=reason)
         finally:
             journal.close()
     return ingest(ledger, run_dir) or status

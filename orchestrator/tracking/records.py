@@ -12,56 +12,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.job.journal import FAILED, FINISHED, KILLED
+from orchestrator.vocabulary import Role as Role  # re-exported: the readers of records name them from here
+from orchestrator.vocabulary import RunStatus
+from orchestrator.vocabulary import Tag as Tag
 
-RUNNING, SCHEDULED = "RUNNING", "SCHEDULED"
+# the run statuses by name, as every reader of records uses them (orchestrator/vocabulary.py defines them)
+SCHEDULED, RUNNING = RunStatus.SCHEDULED, RunStatus.RUNNING
+FINISHED, FAILED, KILLED = RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED
 EXPERIMENT_KIND = "mlflow.experimentKind"  # an experiment tag: which page the MLflow UI opens it on
 ACTIVE = (RUNNING, SCHEDULED)  # a job may still write to the run
 TERMINAL = (FINISHED, FAILED, KILLED)
 BATCH = 1000  # MLflow's limit of metrics (and tags) per log_batch
 PAGE = 10000  # runs per search_runs page
-
-
-class Role:
-    """The ``orch.role`` tag: what a run stands for."""
-
-    SEED, GROUP, TRIAL, SWEEP, COMPARE = "seed", "group", "trial", "sweep", "compare"
-
-
-class Tag:
-    """Every ``orch.*`` tag orch writes. Reading code says ``Tag.GROUP``, not a string that can be mistyped."""
-
-    ROLE = "orch.role"
-    # identity of a seed run and its group
-    KEY, GROUP, VARIANT, GRID_POINT, SEED = "orch.key", "orch.group", "orch.variant", "orch.grid_point", "orch.seed"
-    WORKLOAD, SPEC = "orch.workload", "orch.spec"
-    KEY_SCHEME = "orch.key_scheme"  # how KEY and GROUP were computed (spec/identity.py)
-    DEFAULTS = "orch.defaults"  # the params the key left out at their default (JSON)
-    METRIC, MODE = "orch.metric", "orch.mode"  # the main metric and which way is better
-    CHANCE = "orch.chance"  # on a group: the workload's chance levels (JSON)
-    SEEDS_REQUESTED = "orch.seeds_requested"  # on a group: how many seeds were asked for
-    # where and how a seed runs
-    BACKEND, JOB_ID, RUN_DIR = "orch.backend", "orch.job_id", "orch.run_dir"
-    DRIVER_HOST, VIA = "orch.driver_host", "orch.via"
-    HOST, PID, ATTEMPT, RESTART_COUNT = "orch.host", "orch.pid", "orch.attempt", "orch.restart_count"
-    RESUMED_FROM_STEP, CHECKPOINT_STEP = "orch.resumed_from_step", "orch.checkpoint_step"
-    DEVICE, GPU_MODEL, GPU_COUNT = "orch.device", "orch.gpu.model", "orch.gpu.count"  # job/device.py: the run's device
-    GPU_DRIVER, CUDA_VERSION, CUDA_VISIBLE = "orch.gpu.driver", "orch.cuda.version", "orch.cuda_visible_devices"
-    CPU_MODEL = "orch.cpu.model"
-    ERROR = "orch.error"  # why a run FAILED or was KILLED
-    WARNING = "orch.warning"  # ctx.warn: what the run's reader must know
-    SUPERSEDED_BY = "orch.superseded_by"  # a run redone by `orch run --force`
-    # code version (tracking/codeversion.py)
-    GIT_COMMIT, GIT_DIRTY = "orch.git_commit", "orch.git_dirty"
-    CODE, CODE_SOURCE, COMMAND_LINE = "orch.code", "orch.code_source", "orch.command_line"  # job/snapshot.py
-    # orch tune
-    SWEEP, TRIAL_ID, SEEDS, TUNE_PATH = "orch.tune.sweep", "orch.tune.trial_id", "orch.seeds", "orch.tune.path"
-    EARLY_STOPPED, STOPPED_AT_ITERATION = "orch.tune.early_stopped", "orch.tune.stopped_at_iteration"
-    BEST_TRIAL = "orch.tune.best_trial"
-    # orch compare
-    BASELINE, BY = "orch.baseline", "orch.by"
-    # orch export / import
-    SOURCE_RUN_ID, SOURCE_URI = "orch.source_run_id", "orch.source_uri"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 from orchestrator.spec.spec import flatten
 from orchestrator.tracking.records import FAILED, FINISHED, KILLED, RUNNING, Role, Tag, chunks
 from orchestrator.tune.section import FINAL_KEY, METRICS_KEY
+from orchestrator.vocabulary import TrialStatus
 
 
 @dataclass
@@ -21,7 +22,7 @@ class TrialState:
 
     trial_id: str
     config: dict[str, Any]
-    status: str = "PENDING"  # PENDING, RUNNING, FINISHED, STOPPED, FAILED
+    status: TrialStatus = TrialStatus.PENDING
     reports: int = 0
     step: int | None = None
     latest: dict[str, float] = field(default_factory=dict)
@@ -118,7 +119,7 @@ class SweepRecorder:
     def on_trial_start(self, iteration, trials, trial, **info):
         self.ledger.set_status(self.run_id(trial), RUNNING)
         state = self._state(trial)
-        state.status, state.started = RUNNING, state.started or time.monotonic()
+        state.status, state.started = TrialStatus.RUNNING, state.started or time.monotonic()
         self._show(trials)
 
     on_trial_restore = on_trial_start
@@ -153,7 +154,7 @@ class SweepRecorder:
         self.flush(trial.trial_id)
         last = trial.last_result or {}
         iterations = last.get("training_iteration", 0)
-        self._state(trial).status = FINISHED if last.get(FINAL_KEY) else "STOPPED"
+        self._state(trial).status = TrialStatus.FINISHED if last.get(FINAL_KEY) else TrialStatus.STOPPED
         self._show(trials)
         if last.get(FINAL_KEY):
             self.ledger.set_status(run_id, FINISHED)
@@ -173,7 +174,7 @@ class SweepRecorder:
         self.ledger.log_text(run_id, message, "traceback.txt")
         lines = [line for line in message.strip().splitlines() if line.strip()]
         self.ledger.set_status(run_id, FAILED, lines[-1] if lines else "trial failed")
-        self._state(trial).status = FAILED
+        self._state(trial).status = TrialStatus.FAILED
         self._show(trials)
         self._say(trials, trial, f"failed: {lines[-1] if lines else 'trial failed'}")
 

@@ -17,7 +17,6 @@ from orchestrator.spec import registry
 from orchestrator.spec.spec import Spec, flatten, nest, param_path_exists
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid")
-SEARCHERS = ("random", "grid", "optuna")
 SCHEDULERS = ("fifo", "asha")
 FINAL_KEY = "orch_final"  # in a trial's last report: the run ended and its score is the final metric
 METRICS_KEY = "orch_metrics"  # the workload's own metrics (seed means) inside each report

@@ -29,12 +29,13 @@ from orchestrator.tune.section import (
     samples,
 )
 from orchestrator.tune.trial import TrialPlan, trainable
+from orchestrator.vocabulary import TrialStatus
 
 
 @dataclass
 class TrialRow:
     trial_id: str
-    status: str  # FINISHED | STOPPED (early) | FAILED
+    status: TrialStatus  # FINISHED | STOPPED (early) | FAILED
     score: float | None
     config: dict[str, Any]
     reports: int
@@ -335,11 +336,11 @@ def _summarise(grid, sweep: str, path: Path, parent_id: str, experiment_id: str,
         # a trial that failed before its first report has no metrics: its id is in its directory's name
         trial_id = last.get("trial_id") or "_".join(Path(trial_result.path).name.split("_")[1:3])
         if trial_result.error is not None:
-            status, score = "FAILED", None
+            status, score = TrialStatus.FAILED, None
         elif last.get(FINAL_KEY):
-            status, score = "FINISHED", float(last[config.metric])
+            status, score = TrialStatus.FINISHED, float(last[config.metric])
         else:
-            status, score = "STOPPED", None
+            status, score = TrialStatus.STOPPED, None
         error = str(trial_result.error).strip().splitlines()[-1] if trial_result.error is not None else None
         result.rows.append(
             TrialRow(
@@ -354,7 +355,10 @@ def _summarise(grid, sweep: str, path: Path, parent_id: str, experiment_id: str,
 
 
 def _close_parent(ledger, result: SweepResult) -> None:
-    counts = {s: sum(1 for r in result.rows if r.status == s) for s in ("FINISHED", "STOPPED", "FAILED")}
+    counts = {
+        s: sum(1 for r in result.rows if r.status == s)
+        for s in (TrialStatus.FINISHED, TrialStatus.STOPPED, TrialStatus.FAILED)
+    }
     tags: dict[str, Any] = {f"orch.tune.trials_{k.lower()}": v for k, v in counts.items()}
     if result.best is not None:
         tags[Tag.BEST_TRIAL] = result.best.trial_id

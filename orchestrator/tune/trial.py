@@ -17,6 +17,7 @@ from orchestrator.spec import registry
 from orchestrator.spec.plan import Run
 from orchestrator.spec.spec import deep_merge, nest
 from orchestrator.tune.section import FINAL_KEY, METRICS_KEY
+from orchestrator.vocabulary import Event
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def trainable(config: dict[str, Any], plan: TrialPlan) -> None:
             worker.execute(run_dirs[0].path, extra_callbacks=[lambda step, m: reporter.add(0, step, m)])
     else:
         _run_seeds_as_tasks(run_dirs, reporter)
-    ends = [last_event(r.journal, "end") for r in run_dirs]
+    ends = [last_event(r.journal, Event.END) for r in run_dirs]
     failed = [(seed, e) for seed, e in zip(plan.seeds, ends, strict=False) if not e or e["status"] != FINISHED]
     if failed:
         seed, end = failed[0]
@@ -195,9 +196,9 @@ def _run_seeds_as_tasks(run_dirs: list[RunDir], reporter: _Reporter, poll_s: flo
             for i, run_dir in enumerate(run_dirs):
                 records, offsets[i] = read_journal(run_dir.journal, offsets[i])
                 for record in records:
-                    if record["event"] == "metrics":
+                    if record["event"] == Event.METRICS:
                         reporter.add(i, record["step"], {k: decode_number(v) for k, v in record["metrics"].items()})
-                    elif record["event"] == "end" and record["status"] != FINISHED:
+                    elif record["event"] == Event.END and record["status"] != FINISHED:
                         pending = []  # one seed failed: the trial failed; do not wait for the others
             if not pending:
                 break

@@ -60,9 +60,6 @@ class RidgeSolution:
         W = torch.as_tensor(self.W, dtype=X.dtype, device=X.device)
         return X @ W + torch.as_tensor(self.b, dtype=X.dtype, device=X.device)
 
-    def restrict(self, features: np.ndarray) -> RidgeSolution:
-        return RidgeSolution(self.W[features], self.b, self.ridge)
-
 
 class RidgeAccumulator:
     """Sufficient statistics of a ridge regression Y ~ X W + b, fed batch by batch.
