@@ -178,7 +178,7 @@ def _execute(
     if run_dir.checkpoint.exists():  # its step, from the journal: unpickling is left to ctx.load_checkpoint's checks
         resumed_from = (last_event(run_dir.journal, Event.CHECKPOINT) or {}).get("step")
     journal.write(
-        "start",
+        Event.START,
         attempt=attempt,
         pid=os.getpid(),
         host=socket.gethostname(),
