@@ -14,6 +14,8 @@ import warnings
 import numpy as np
 import torch
 
+from workloads.esn.update import leaky_update_
+
 _DRIVE_ELEMENTS = 1 << 22  # the most drive elements computed by one matmul (32 MiB in float64)
 SPARSE_DENSITY = 0.15  # a single reservoir at most this dense steps with a sparse W (CPU; ~even at 0.2)
 SPARSE_MIN_UNITS = 64  # below this, dense BLAS on a tiny W is as fast
@@ -128,11 +130,7 @@ def esn_states(
         for k in range(drive.shape[-3]):
             recurrent_product(x, pre)
             pres += drives[..., k, :, :]
-            tanh(pres, out=pres)
-            # x + leak (tanh(...) - x): the leaky update, in place (x and pre are ours)
-            pres -= xs
-            pres *= leak_s
-            xs += pres
+            leaky_update_(xs, pres, leak_s, tanh)  # x and pre are ours
             if outs is not None:  # reversed: the state after step j has read inputs T-1-j..T-1
                 outs[..., steps - 1 - (start + k) if reverse else start + k, :] = xs
     return x if out is None else out

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from workloads.esn.update import leaky_update_
+
 
 @dataclass
 class Population:
@@ -118,11 +120,7 @@ def step(
         else:
             np.matmul(x3, W_t, out=pre)
         pre2 += drive[s]
-        np.tanh(pre2, out=pre2)
-        # x + leak (tanh(...) - x): the leaky update, in place
-        pre2 -= x
-        pre2 *= pop.leak
-        x += pre2
+        leaky_update_(x, pre2, pop.leak)
         if noise is not None:
             x += noise[s]
     if feedback:
