@@ -45,6 +45,7 @@ class Event(StrEnum):
     CHECKPOINT = "checkpoint"
     WARNING = "warning"
     DEVICE = "device"
+    SYSTEM = "system"  # a sample of the run's CPU, memory and GPUs (job/sysmetrics.py); the last: its totals
     REQUEUE = "requeue"
     END = "end"
 

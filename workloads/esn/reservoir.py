@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,6 +107,10 @@ def esn_states(
     # the same cores every step (measured 11x slower, 1,000 units x 112 sequences on 2 cores). numpy's
     # ufuncs are single-threaded and its tanh is SIMD (4-15x faster than torch's on CPU).
     cpu = W.device.type == "cpu"
+    # numpy views of the tensors on CPU, the tensors themselves on a GPU
+    xs: Any
+    pres: Any
+    outs: Any
     xs, pres, outs = (t.numpy() if cpu and t is not None else t for t in (x, pre, out))
     leak_s = leak_t.numpy() if cpu else leak_t
     tanh = np.tanh if cpu else torch.tanh
@@ -163,8 +168,8 @@ def _recurrent_product(W: torch.Tensor):
     Populations (batched W) and GPUs stay dense. On CPU the dense product is numpy's batched matmul: one BLAS
     gemm per reservoir, ~2x faster than torch's for (P, B, N) @ (P, N, N) (measured, 1 thread)."""
     if W.device.type != "cpu":
-        Wt = W.transpose(-1, -2)
-        return (lambda x, out: torch.matmul(x, Wt, out=out)), True
+        Wt_gpu = W.transpose(-1, -2)
+        return (lambda x, out: torch.matmul(x, Wt_gpu, out=out)), True
     if steps_sparse(W):
         with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense is all we use
             warnings.simplefilter("ignore", UserWarning)

@@ -17,6 +17,7 @@ scores each of them without keeping its tokens (``select_ridge``).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast, overload
 
 import numpy as np
 
@@ -73,8 +74,11 @@ class RidgeAccumulator:
         self.F, self.D = int(n_features), int(n_targets)
         self.product_dtype = np.dtype(product_dtype)
         self.n = 0
-        self.x_shift: np.ndarray | None = None
-        self.y_shift: np.ndarray | None = None
+        # the first batch's means (None until it came); X^T X and X^T Y: numpy, or torch tensors on ``device``
+        self.x_shift: Any = None
+        self.y_shift: Any = None
+        self.Sxx: Any
+        self.Sxy: Any
         self.sx = np.zeros(self.F)
         self.sy = np.zeros(self.D)
         self.device = device  # None: numpy; a torch device ("cuda"): X^T X and X^T Y there, float64
@@ -232,18 +236,25 @@ class RidgeAccumulator:
             raise ValueError("ridge accumulator is empty: no token was added (all masked?)")
 
     # ---------------------------------------------------------------- solving
+    @overload
+    def solve(self, ridges: float) -> RidgeSolution: ...
+
+    @overload
+    def solve(self, ridges: Sequence[float]) -> list[RidgeSolution]: ...
+
     def solve(self, ridges: float | Sequence[float]) -> list[RidgeSolution] | RidgeSolution:
         """The readout for each penalty (one eigendecomposition for a list; one solve for a float).
         The penalty applies to the weights, not to the intercept."""
         Cxx, Cxy, _ = self.centred()
         mx, my = self.means()
-        if np.isscalar(ridges):
-            W = ridge_solve(Cxx, Cxy, float(ridges))
-            return RidgeSolution(W, my - mx @ W, float(ridges))
+        if np.isscalar(ridges):  # a float, or a numpy scalar
+            ridge = float(cast(float, ridges))
+            W = ridge_solve(Cxx, Cxy, ridge)
+            return RidgeSolution(W, my - mx @ W, ridge)
         evals, V = np.linalg.eigh(Cxx)
         P = V.T @ Cxy
         out = []
-        for lam in ridges:
+        for lam in cast(Sequence[float], ridges):
             W = V @ (P / (evals + lam)[:, None])
             out.append(RidgeSolution(W, my - mx @ W, float(lam)))
         return out

@@ -107,21 +107,21 @@ def step(
     recurrence: W + W_fb W_out^T. Only the first step reads ``y`` itself (the output of the previous
     sequence's last step, made by the readout as it was then, as reservoirpy does)."""
     P, N = pop.shape
-    if pop.W_fb_t is not None and (W_out is None or y is None):
+    W_fb = pop.W_fb_t
+    if W_fb is not None and (W_out is None or y is None):
         raise ValueError("a population with feedback needs the readout (W_out) and its last output (y)")
-    feedback = pop.W_fb_t is not None
-    W_t = pop.W_t + np.matmul(W_out, pop.W_fb_t) if feedback else pop.W_t  # (P, N, N)
+    W_t = pop.W_t + np.matmul(W_out, W_fb) if W_fb is not None and W_out is not None else pop.W_t  # (P, N, N)
     pre = np.empty((P, 1, N), x.dtype)
     pre2, x3 = pre[:, 0], x[:, None, :]  # views, made once: writing x updates x3
     for s in range(drive.shape[0]):
-        if s == 0 and feedback:
+        if s == 0 and W_fb is not None and y is not None:
             np.matmul(x3, pop.W_t, out=pre)
-            pre += np.matmul(y[:, None, :], pop.W_fb_t)
+            pre += np.matmul(y[:, None, :], W_fb)
         else:
             np.matmul(x3, W_t, out=pre)
         pre2 += drive[s]
         leaky_update_(x, pre2, pop.leak)
         if noise is not None:
             x += noise[s]
-    if feedback:
+    if W_fb is not None and W_out is not None and y is not None:
         np.matmul(x3, W_out, out=y[:, None, :])

@@ -83,7 +83,7 @@ def build_tokenizer(text_path: str | None, vocab_size: int):
     from collections import Counter
 
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizerFast  # type: ignore[attr-defined]  # exported lazily
 
     normalizer = normalizers.BertNormalizer(lowercase=True)
     pre = pre_tokenizers.BertPreTokenizer()
@@ -177,7 +177,8 @@ def split_samples(
         )
     order = rng.permutation(n)
     parts = {"test": order[:n_test], "val": order[n_test : n_test + n_val], "train": order[n_test + n_val :]}
-    canon, bounds = [], {}
+    canon: list[np.ndarray] = []
+    bounds: dict[str, tuple[int, int]] = {}
     for split in SPLITS:
         idx = sorted(parts[split], key=lambda k: (-len(samples[k]), k))  # longest first, stable
         bounds[split] = (len(canon), len(canon) + len(idx))

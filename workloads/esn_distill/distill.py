@@ -129,7 +129,8 @@ def build_reservoirs(
             bias_scaling=esn.bias_scaling,
             radius=radius_method(esn),
         )
-        mats[direction] = tuple(torch.as_tensor(m, dtype=dtype, device=device) for m in (W, W_in, bias))
+        W_t, W_in_t, bias_t = (torch.as_tensor(m, dtype=dtype, device=device) for m in (W, W_in, bias))
+        mats[direction] = (W_t, W_in_t, bias_t)
     return LayerReservoirs(mats, esn.leak, mu.astype(np.float32), sd.astype(np.float32), scratch or Scratch())
 
 

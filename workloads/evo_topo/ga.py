@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from deap import algorithms, base, creator, tools
@@ -27,7 +28,12 @@ if not hasattr(creator, "EvoTopoFitness"):
     creator.create("EvoTopoFitness", base.Fitness, weights=(1.0,))
 if not hasattr(creator, "EvoTopoIndividual"):
     creator.create("EvoTopoIndividual", np.ndarray, fitness=creator.EvoTopoFitness)
-Individual = creator.EvoTopoIndividual
+if TYPE_CHECKING:
+
+    class Individual(np.ndarray):  # what DEAP's creator makes: a genome matrix with a fitness
+        fitness: base.Fitness
+else:
+    Individual = creator.EvoTopoIndividual
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,7 @@ class GA:
         return self.metrics()
 
     def _speciated_offspring(self) -> list[Individual]:
+        assert self.speciation is not None, "called only when speciation is on"
         fit = np.array([ind.fitness.values[0] for ind in self.population])
         counts = self.speciation.offspring_counts(fit, self.cfg.population, self.generation)
         new: list[Individual] = []

@@ -5,6 +5,7 @@ no display."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -100,4 +101,6 @@ def neuron_pca(net: Net, path: Path, title: str) -> None:
 
 def save_net(net: Net, path: Path, **extra) -> None:
     """The winner as run (W, W_in, bias), plus ``extra`` arrays (the genome, the test scores, ...)."""
-    np.savez_compressed(path, W=net.W, W_in=net.W_in, bias=net.bias, **{k: np.asarray(v) for k, v in extra.items()})
+    arrays: dict[str, Any] = {"W": net.W, "W_in": net.W_in, "bias": net.bias}
+    arrays.update({k: np.asarray(v) for k, v in extra.items()})
+    np.savez_compressed(path, **arrays)

@@ -54,8 +54,8 @@ def _population(batch: dict, dyn: Dynamics) -> Population:
     )
 
 
-def _noise_draws(rng: np.random.Generator | None, n_trials: int, width: int) -> np.ndarray | None:
-    return None if rng is None else rng.standard_normal((n_trials * N_STEPS, width))
+def _noise_draws(rng: np.random.Generator, n_trials: int, width: int) -> np.ndarray:
+    return rng.standard_normal((n_trials * N_STEPS, width))
 
 
 def last_states(batch: dict, inputs: np.ndarray, dyn: Dynamics, noise_rng: np.random.Generator | None):

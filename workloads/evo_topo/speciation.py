@@ -13,6 +13,7 @@ generations get none (except the one holding the best genome).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,7 +55,7 @@ class Speciation:
     species: list[Species] = field(default_factory=list)
     next_id: int = 0
 
-    def assign(self, population: list[np.ndarray], fitness: np.ndarray, generation: int) -> list[Species]:
+    def assign(self, population: Sequence[np.ndarray], fitness: np.ndarray, generation: int) -> list[Species]:
         """Put every genome in a species (representatives from the previous generation first), drop empty
         species, update each species' best and representative (its best member), adapt the threshold."""
         for s in self.species:
