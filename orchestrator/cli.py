@@ -272,6 +272,10 @@ def status(
             help="also list every seed run: its id (for orch logs, orch reproduce), seed, status and main metric",
         ),
     ] = False,
+    show_costs: Annotated[
+        bool,
+        typer.Option("--costs", help="per group: wall, CPU and GPU hours of every attempt, and the memory peaks"),
+    ] = False,
 ):
     """Per group: finished / running / queued / failed / killed / missing runs, and the main metric's mean; per
     `orch tune` sweep: trials finished / running / stopped early / failed, and the best score."""
@@ -287,6 +291,8 @@ def status(
         return
     if state.groups or not state.sweeps:
         console.print(render.status_table(state.name, state.groups))
+        if show_costs:
+            console.print(render.costs_table(state.name, state.groups))
         render.print_status_drift(state.groups)
         if runs:
             console.print(render.runs_table(state.groups, state.records))

@@ -238,6 +238,7 @@ def write_run_dirs(
                 "cpus": spec.resources.cpus,
                 "gpus": spec.resources.gpus,
                 "mem_gb": spec.resources.mem_gb,
+                "system_metrics_s": spec.tracking.system_metrics_s,
                 "metric": metric,
                 "mode": mode,
                 **code_fields,

@@ -189,6 +189,30 @@ def drift_lines(drifted: dict[str, tuple[int, dict[str, tuple[Any, Any]]]]) -> l
     ]
 
 
+def costs_table(name: str, groups: list[GroupStatus]) -> Table:
+    """Where an allocation went, per group: every attempt's wall, CPU and GPU hours (GPUs held) and the
+    largest memory peak (the runs' system/* totals)."""
+    table = Table(
+        title=f"{escape(name)}: costs", caption="every attempt counted; GPU-h: GPUs held x wall", caption_justify="left"
+    )
+    table.add_column("group", overflow="fold")
+    for col in ("runs", "wall-h", "CPU-h", "GPU-h", "peak memory", "peak GPU memory"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for g in groups:
+        c = g.costs
+        gpu_peak = f"{c['peak_gpu_mem_mb'] / 1024:.2f} GB" if c.get("peak_gpu_mem_mb") else "-"
+        table.add_row(
+            escape(g.label),
+            str(c.get("runs", 0)),
+            f"{c.get('wall_h', 0):.3g}",
+            f"{c.get('cpu_h', 0):.3g}",
+            f"{c.get('gpu_h', 0):.3g}",
+            f"{c.get('peak_rss_mb', 0) / 1024:.2f} GB",
+            gpu_peak,
+        )
+    return table
+
+
 def print_status_drift(groups: list[GroupStatus]) -> None:
     for line in drift_lines({g.label: (g.drifted, {k: (v[0], v[1]) for k, v in g.drift.items()}) for g in groups}):
         err_console.print(f"[yellow]{escape(line)}[/]")

@@ -43,6 +43,8 @@ class GroupStatus:
     # many, and param path -> [the default they ran with, the default now]
     drifted: int = 0
     drift: dict[str, list] = field(default_factory=dict)
+    # what the group's runs cost, every attempt counted (job/sysmetrics.py's totals): see ``costs``
+    costs: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +63,24 @@ def default_drift(parent: RunRecord, seeds: list[RunRecord]) -> tuple[int, dict[
     return count, changes
 
 
+def costs(attempts: list[RunRecord]) -> dict[str, float]:
+    """Wall, CPU and GPU hours (GPUs held) summed over the attempts that recorded their totals, and the
+    largest peak memory among them: where an allocation went, failed and requeued attempts included."""
+    ended = [r for r in attempts if "system/wall_s" in r.metrics]
+
+    def total(name: str) -> float:
+        return sum(r.metrics.get(f"system/{name}", 0.0) for r in ended) / 3600
+
+    return {
+        "runs": len(ended),
+        "wall_h": total("wall_s"),
+        "cpu_h": total("cpu_s"),
+        "gpu_h": total("gpu_s"),
+        "peak_rss_mb": max((r.metrics.get("system/peak_rss_mb", 0.0) for r in ended), default=0.0),
+        "peak_gpu_mem_mb": max((r.metrics.get("system/peak_gpu_mem_mb", 0.0) for r in ended), default=0.0),
+    }
+
+
 def experiment_status(
     ledger: Ledger, experiment_id: str, records: list[RunRecord] | None = None, parents: list[RunRecord] | None = None
 ) -> list[GroupStatus]:
@@ -71,6 +91,9 @@ def experiment_status(
     per_group: dict[str, list] = {}
     for best in latest_per_key(records):
         per_group.setdefault(best.tags.get(Tag.GROUP, ""), []).append(best)
+    attempts: dict[str, list] = {}
+    for record in records:
+        attempts.setdefault(record.tags.get(Tag.GROUP, ""), []).append(record)
     out = []
     for parent in sorted(parents, key=lambda r: r.start_time or 0):
         group = parent.tags.get(Tag.GROUP, "")
@@ -102,6 +125,7 @@ def experiment_status(
                 run_id=parent.run_id,
                 drifted=drifted,
                 drift=changes,
+                costs=costs(attempts.get(group, [])),
             )
         )
     return out

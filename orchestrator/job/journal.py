@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +38,7 @@ class JournalWriter:
     def __init__(self, path: Path):
         self.path = path
         self._file: IO[str] = open(path, "a", buffering=1)  # noqa: SIM115 - held until close()
+        self._lock = threading.Lock()  # the workload's thread and the system-metrics sampler both write
         if torn_tail(path):
             # An earlier writer died mid-line (disk full, quota, SIGKILL in a write): start on a fresh line, so
             # the fragment stays one undecodable line that readers skip, not glued to this writer's first one.
@@ -49,8 +51,10 @@ class JournalWriter:
             record["metrics"] = {k: _jsonable(float(v)) for k, v in record["metrics"].items()}
         if record.get("final"):
             record["final"] = {k: _jsonable(float(v)) for k, v in record["final"].items()}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        line = json.dumps(record) + "\n"
+        with self._lock:  # one whole line at a time
+            self._file.write(line)
+            self._file.flush()
 
     def sync(self) -> None:
         os.fsync(self._file.fileno())

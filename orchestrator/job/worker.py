@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from orchestrator.job import device, metric_rules, push, snapshot
+from orchestrator.job import device, metric_rules, push, snapshot, sysmetrics
 from orchestrator.job.context import RunContext
 from orchestrator.job.journal import FAILED, FINISHED, KILLED, JournalWriter, events, last_event
 from orchestrator.job.rundir import RunDir, output_to
@@ -187,6 +187,7 @@ def _execute(
         restart_count=int(os.environ.get("SLURM_RESTART_COUNT", 0)),
     )
     main = _main_thread()
+    sampler: sysmetrics.Sampler | None = None
     previous_term = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
     previous_int = signal.getsignal(signal.SIGINT) if main else None
     try:
@@ -196,6 +197,7 @@ def _execute(
             # pid before we journaled it, so nobody will SIGTERM us: checking after `start` closes that window.
             raise Terminated(cancelled)
         ctx.device = device.claim(job, journal)  # journals the device facts (tags); gpus > 0 without CUDA: FAILED
+        sampler = start_sampler(run_dir, job, journal)
         if workload.command:
             from orchestrator.job.command import run_command
 
@@ -203,9 +205,11 @@ def _execute(
         else:
             assert workload.runner is not None
             final = workload.runner(params, ctx) or {}
+        stop_sampler(sampler)  # its totals, before the end
         final, status, error = judge_final(final, workload.metric)
         journal.write(Event.END, status=status, final=final, error=error)
     except BaseException as err:
+        stop_sampler(sampler)
         if main:  # a second Ctrl-C, or the orchestrator's SIGTERM after its own Ctrl-C, must not cut the end short
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -218,7 +222,11 @@ def _execute(
         else:
             status = FAILED
             journal.write(
-                "end", status=status, final={}, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc()
+                Event.END,
+                status=status,
+                final={},
+                error=f"{type(err).__name__}: {err}",
+                traceback=traceback.format_exc(),
             )
             if on_failure is not None:
                 journal.sync()
@@ -235,6 +243,28 @@ def _execute(
         if previous_int is not None:
             signal.signal(signal.SIGINT, previous_int)
     return status
+
+
+def start_sampler(run_dir: RunDir, job: dict[str, Any], journal: JournalWriter) -> sysmetrics.Sampler | None:
+    """The run's system metrics (job/sysmetrics.py), unless the spec turned them off; its GPUs are those it
+    holds (CUDA_VISIBLE_DEVICES), none when it asked for none. Sample numbers go on across attempts."""
+    interval = float(job.get("system_metrics_s", 10.0))
+    if interval <= 0:
+        return None
+    gpus = float(job.get("gpus", 0) or 0)
+    previous = last_event(run_dir.journal, Event.SYSTEM)
+    return sysmetrics.Sampler(
+        journal,
+        interval,
+        gpus_held=gpus,
+        gpus=sysmetrics.gpu_reader(sysmetrics.visible_gpus()) if gpus else None,
+        first_step=previous["step"] + 1 if previous else 0,
+    ).start()
+
+
+def stop_sampler(sampler: sysmetrics.Sampler | None) -> None:
+    if sampler is not None:
+        sampler.stop()
 
 
 def _main_thread() -> bool:

@@ -44,6 +44,9 @@ class Resources(Strict):
 
 class Tracking(Strict):
     uri: str | None = None
+    system_metrics_s: float = Field(
+        10.0, ge=0, description="seconds between samples of each run's CPU, memory and GPUs (system/* metrics); 0: off"
+    )
 
     _usable = pydantic.field_validator("uri")(check_tracking_uri)
 

@@ -112,7 +112,7 @@ def _read_new(ledger: Ledger, run_dir: RunDir) -> str | _Pending | None:
     max_step = cursor["max_step"]
     for index, record in enumerate(records):
         ms = int(record["t"] * 1000)
-        if record["event"] == Event.METRICS:
+        if record["event"] in (Event.METRICS, Event.SYSTEM):  # the workload's, and job/sysmetrics.py's
             step = record["step"]
             for name, value in record["metrics"].items():
                 problem = metric_rules.step_problem(step) or metric_rules.name_problem(name)
@@ -123,7 +123,7 @@ def _read_new(ledger: Ledger, run_dir: RunDir) -> str | _Pending | None:
                 if step <= max_step.get(name, -1):
                     continue  # replayed after a resume: already recorded, same value by determinism
                 max_step[name] = step
-                if index >= pushed_live:
+                if index >= pushed_live or record["event"] == Event.SYSTEM:  # the live pusher sends metrics only
                     metrics.append(Metric(name, decode_number(value), ms, step))
         elif record["event"] == Event.START:
             tags.update(
