@@ -291,6 +291,7 @@ def status(
         return
     if state.groups or not state.sweeps:
         console.print(render.status_table(state.name, state.groups))
+        render.print_stalled(state.groups)
         if show_costs:
             console.print(render.costs_table(state.name, state.groups))
         render.print_status_drift(state.groups)

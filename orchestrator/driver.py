@@ -239,6 +239,7 @@ def write_run_dirs(
                 "gpus": spec.resources.gpus,
                 "mem_gb": spec.resources.mem_gb,
                 "system_metrics_s": spec.tracking.system_metrics_s,
+                "stall_after_s": spec.tracking.stall_after_s,
                 "metric": metric,
                 "mode": mode,
                 **code_fields,

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator.backends.base import DONE, LOST, Backend, Job
 from orchestrator.backends.base import RUNNING as JOB_RUNNING
 from orchestrator.driver import Prepared
+from orchestrator.job import stall
 from orchestrator.job.journal import decode_number, last_event, last_metrics
 from orchestrator.job.rundir import RunDir
+from orchestrator.job.stall import Stall
 from orchestrator.tracking.ledger import Ledger
 from orchestrator.tracking.records import FINISHED, KILLED
 from orchestrator.vocabulary import Event
@@ -29,6 +31,7 @@ class RunProgress:
     step: int | None  # the last logged step (None: nothing logged yet)
     metrics: dict[str, float]  # the values logged at that step
     rate: float | None  # steps per second since the run started
+    stall: Stall | None = None  # its workload silent past the run's threshold (job/stall.py)
 
 
 class ProgressSink(Protocol):
@@ -45,20 +48,27 @@ class _Silent:
         pass
 
 
-def run_progress(label: str, run_dir: RunDir, started_at: dict[str, float]) -> RunProgress:
-    """``started_at`` caches each run directory's start time (read once from its journal's start event)."""
+def run_progress(label: str, run_dir: RunDir, started_at: dict[str, Any]) -> RunProgress:
+    """``started_at`` caches each run directory's start time (read once from its journal's start event) and
+    its stall threshold (read once from its run.json)."""
     where = str(run_dir.path)
     if where not in started_at:
         start = last_event(run_dir.journal, Event.START)
         if start is None:
             return RunProgress(label, None, {}, None)
         started_at[where] = start["t"]
+        try:
+            started_at[where + ":stall"] = run_dir.load().get("stall_after_s")
+        except (OSError, ValueError):
+            started_at[where + ":stall"] = None
+    stalled = stall.check(run_dir.journal, started_at[where + ":stall"])
     record = last_metrics(run_dir.journal)
     if record is None:
-        return RunProgress(label, None, {}, None)
+        return RunProgress(label, None, {}, None, stalled)
     elapsed = record["t"] - started_at[where]
     rate = (record["step"] + 1) / elapsed if elapsed > 0 else None
-    return RunProgress(label, record["step"], {k: decode_number(v) for k, v in record["metrics"].items()}, rate)
+    metrics = {k: decode_number(v) for k, v in record["metrics"].items()}
+    return RunProgress(label, record["step"], metrics, rate, stalled)
 
 
 def follow(
@@ -72,7 +82,7 @@ def follow(
     results: dict[str, str] = {}
     last_live = -LIVE_INGEST_EVERY_S  # at once: runs may have started before their records existed (api.launch)
     last_shown = time.monotonic()
-    started_at: dict[str, float] = {}
+    started_at: dict[str, Any] = {}
     active: list[RunProgress] = []
     try:
         while len(results) < len(jobs):

@@ -5,6 +5,7 @@ reads MLflow or decides anything."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -104,8 +105,6 @@ class TrialBoard:
         self.live.stop()
 
     def __call__(self, trials: list[TrialState], metric: str) -> None:
-        import time
-
         self.trials, self.metric = trials, metric
         if time.monotonic() - self._drawn > 0.25:
             self._drawn = time.monotonic()
@@ -146,15 +145,17 @@ def running_table(active: list[RunProgress], max_rows: int) -> Table | Text:
         rates = [a.rate for a in active if a.rate]
         middle = f"median step {steps[len(steps) // 2]}" if steps else "no step logged yet"
         rate = f", {sum(rates) / len(rates):.3g} steps/s per run" if rates else ""
-        return Text(f"{len(active)} runs running: {middle}{rate}")
+        stalled = sum(1 for a in active if a.stall)
+        return Text(f"{len(active)} runs running: {middle}{rate}" + (f", {stalled} STALLED" if stalled else ""))
     table = Table(box=None, pad_edge=False, show_edge=False)
     for col in ("running", "step", "latest", "steps/s"):
         table.add_column(col, justify="left" if col in ("running", "latest") else "right", no_wrap=col != "latest")
     for a in active:
         latest = ", ".join(f"{k}={v:.4g}" for k, v in list(a.metrics.items())[:3])
-        table.add_row(
-            escape(a.label), "-" if a.step is None else str(a.step), latest or "-", f"{a.rate:.3g}" if a.rate else "-"
-        )
+        speed = f"{a.rate:.3g}" if a.rate else "-"
+        if a.stall:  # the time of its last sign of life, where the rate would be
+            speed = f"[red]STALLED since {time.strftime('%H:%M:%S', time.localtime(a.stall.last_sign))}[/]"
+        table.add_row(escape(a.label), "-" if a.step is None else str(a.step), latest or "-", speed)
     return table
 
 
@@ -213,6 +214,31 @@ def costs_table(name: str, groups: list[GroupStatus]) -> Table:
     return table
 
 
+def stall_line(label: str, run_id: str, seed: str, stall: dict[str, float]) -> str:
+    since = time.strftime("%H:%M:%S", time.localtime(stall["last_sign_of_life"]))
+    return (
+        f"STALLED  {run_id}  {label} seed {seed}: no sign of life from the workload since {since} "
+        f"({duration(stall['silent_s'])}; stalled after {duration(stall['threshold_s'])})"
+    )
+
+
+def duration(seconds: float) -> str:
+    return (
+        f"{seconds / 3600:.1f} h"
+        if seconds >= 5400
+        else f"{seconds / 60:.0f} min"
+        if seconds >= 90
+        else f"{seconds:.0f} s"
+    )
+
+
+def print_stalled(groups: list[GroupStatus]) -> None:
+    """Each stalled run on its own line: which, since when (orch logs RUN shows its output)."""
+    for g in groups:
+        for s in g.stalled:
+            err_console.print(f"[red]{escape(stall_line(g.label, s['run_id'], s['seed'], s))}[/]", highlight=False)
+
+
 def print_status_drift(groups: list[GroupStatus]) -> None:
     for line in drift_lines({g.label: (g.drifted, {k: (v[0], v[1]) for k, v in g.drift.items()}) for g in groups}):
         err_console.print(f"[yellow]{escape(line)}[/]")
@@ -225,12 +251,15 @@ def status_table(name: str, groups: list[GroupStatus]) -> Table:
     table = Table(title=escape(name), caption="runs per group; mean over finished seeds", caption_justify="left")
     table.add_column("group", overflow="fold")
     killed = any(g.killed for g in groups)  # a column only when it has something: 80 columns are few
-    for col in ("done", "running", "queued", "failed", *(["killed"] if killed else []), "missing"):
+    stalled = any(g.stalled for g in groups)
+    extra = [*(["killed"] if killed else []), *(["stalled"] if stalled else [])]
+    for col in ("done", "running", "queued", "failed", *extra, "missing"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column(f"{metric}\n(mean)", justify="right", no_wrap=True)
     for g in groups:
         mean = f"{g.metric_mean:.4g}" if g.metric_mean is not None else "-"
         stopped = [f"[yellow]{g.killed}[/]" if g.killed else "0"] if killed else []
+        stopped += [f"[red]{len(g.stalled)}[/]" if g.stalled else "0"] if stalled else []
         table.add_row(
             escape(g.label),
             f"[green]{g.finished}[/]",
@@ -282,13 +311,12 @@ def print_active(records: list[RunRecord], limit: int = 10) -> None:
 
 def watch_status(read: Callable[[], ExperimentStatus], every_s: float = 2.0) -> None:
     """Redraw the status table and the running runs until no run is queued or running."""
-    import time
     from pathlib import Path
 
     from orchestrator.follow import run_progress
     from orchestrator.job.rundir import RunDir
 
-    started_at: dict[str, float] = {}
+    started_at: dict[str, Any] = {}
     with Live(console=console, refresh_per_second=2) as live:
         while True:
             state = read()

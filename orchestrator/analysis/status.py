@@ -7,7 +7,11 @@ import math
 import statistics
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
+from orchestrator.job import stall
+from orchestrator.job.rundir import RunDir
 from orchestrator.spec.identity import drift, read_defaults_tag
 from orchestrator.tracking.ledger import Ledger
 from orchestrator.tracking.records import (
@@ -45,6 +49,8 @@ class GroupStatus:
     drift: dict[str, list] = field(default_factory=dict)
     # what the group's runs cost, every attempt counted (job/sysmetrics.py's totals): see ``costs``
     costs: dict[str, float] = field(default_factory=dict)
+    # running runs whose workload has been silent past their threshold (job/stall.py): run id, seed, times
+    stalled: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +67,21 @@ def default_drift(parent: RunRecord, seeds: list[RunRecord]) -> tuple[int, dict[
         count += bool(found)
         changes.update({path: list(pair) for path, pair in found.items()})
     return count, changes
+
+
+def stalls(running: list[RunRecord], now: float | None = None) -> list[dict[str, Any]]:
+    """The running runs whose journal shows no sign of life from the workload past their threshold."""
+    out = []
+    for record in running:
+        run_dir = RunDir(Path(record.tags.get(Tag.RUN_DIR, "")))
+        try:
+            configured = run_dir.load().get("stall_after_s")
+        except (OSError, ValueError):
+            continue
+        found = stall.check(run_dir.journal, configured, now)
+        if found is not None:
+            out.append({"run_id": record.run_id, "seed": record.tags.get(Tag.SEED, "?"), **found.to_dict()})
+    return out
 
 
 def costs(attempts: list[RunRecord]) -> dict[str, float]:
@@ -126,6 +147,7 @@ def experiment_status(
                 drifted=drifted,
                 drift=changes,
                 costs=costs(attempts.get(group, [])),
+                stalled=stalls([r for r in recs if r.status == RUNNING]),
             )
         )
     return out

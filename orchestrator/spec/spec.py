@@ -47,6 +47,9 @@ class Tracking(Strict):
     system_metrics_s: float = Field(
         10.0, ge=0, description="seconds between samples of each run's CPU, memory and GPUs (system/* metrics); 0: off"
     )
+    stall_after_s: float | None = Field(
+        None, gt=0, description="a running run silent this long is STALLED (default: 10x its usual gap, >= 5 min)"
+    )
 
     _usable = pydantic.field_validator("uri")(check_tracking_uri)
 

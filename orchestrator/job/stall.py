@@ -1,0 +1,85 @@
+"""Is a running run stalled? Its journal says when the workload last showed a sign of life: a ``start``,
+``device``, ``metrics``, ``checkpoint`` or ``warning`` line. The system-metrics sampler's lines do not count:
+they come from orch's own thread, which goes on sampling a workload stuck in a deadlock or a blocking read
+(and show it idle, which helps to tell why).
+
+A run is stalled when that last sign is older than its threshold: the spec's ``tracking.stall_after_s``, else
+ten times the workload's usual gap between two metrics lines, and never under five minutes (a run that logs
+once an hour is not stalled after ten minutes; one that logs every second is, after five)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.job.journal import events
+from orchestrator.vocabulary import Event
+
+MIN_THRESHOLD_S = 300.0
+RATE_FACTOR = 10.0
+TAIL_BYTES = 1 << 16  # the journal's tail read: enough lines for the usual gap, whatever the journal's size
+SIGNS_OF_LIFE = (Event.START, Event.DEVICE, Event.METRICS, Event.CHECKPOINT, Event.WARNING)
+
+
+@dataclass(frozen=True)
+class Stall:
+    last_sign: float  # Unix time of the workload's last journal line
+    silent_s: float  # seconds since
+    threshold_s: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {"last_sign_of_life": self.last_sign, "silent_s": self.silent_s, "threshold_s": self.threshold_s}
+
+
+def _tail(path: Path, whole: bool = False) -> list[dict]:
+    """The journal's last lines (``whole``: all of them)."""
+    if whole:
+        return events(path)
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - TAIL_BYTES))
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    if size > TAIL_BYTES and lines:
+        lines = lines[1:]  # the first may be cut
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue  # a line being written
+    return records
+
+
+def threshold(records: list[dict], configured: float | None) -> float:
+    """The spec's threshold, else ten times the median gap between the tail's metrics lines (5 min at least)."""
+    if configured:
+        return configured
+    times = [r["t"] for r in records if r.get("event") == Event.METRICS]
+    gaps = [b - a for a, b in itertools.pairwise(times) if b > a]
+    usual = statistics.median(gaps) if gaps else 0.0
+    return max(MIN_THRESHOLD_S, RATE_FACTOR * usual)
+
+
+def check(journal: Path, configured_s: float | None = None, now: float | None = None) -> Stall | None:
+    """The stall of the run whose journal this is, or None: not stalled, not started, or over."""
+    records = _tail(journal)
+    if not records or records[-1].get("event") in (Event.END, Event.REQUEUE):
+        return None
+    signs = [r["t"] for r in records if r.get("event") in SIGNS_OF_LIFE]
+    if not signs:  # a tail of system samples only: the workload has been silent for long; look further back
+        records = _tail(journal, whole=True)
+        signs = [r["t"] for r in records if r.get("event") in SIGNS_OF_LIFE]
+    if not signs:
+        return None
+    last = max(signs)
+    silent = (time.time() if now is None else now) - last
+    limit = threshold(records, configured_s)
+    return Stall(last, silent, limit) if silent > limit else None
