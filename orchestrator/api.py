@@ -43,6 +43,7 @@ from orchestrator.experiments import (  # the use cases after a submission, re-e
 from orchestrator.provenance import Provenance
 from orchestrator.spec.plan import Run, expand
 from orchestrator.spec.spec import Spec, load_spec
+from orchestrator.tracking import notify
 from orchestrator.tracking.ledger import Ledger
 from orchestrator.tracking.lock import SubmitLock, submit_lock
 from orchestrator.tracking.records import FINISHED, RunRecord, Tag, by_key
@@ -152,6 +153,13 @@ class Submission:
                     )
                     self.job_ids = self.backend.submit([p.run_dir for p in self.prepared])
                     driver.record_job_ids(self.ledger, self.prepared, self.job_ids)
+                if self.prepared:  # its end, notified once all its runs ended (whoever sees it: tracking/notify.py)
+                    notify.expect_end(
+                        self.prepared[0].run_dir.path.parent,
+                        self.spec.notify.model_dump() if self.spec.notify else None,
+                        self.spec.name,
+                        [p.run_id for p in self.prepared],
+                    )
         finally:
             if self.lock is not None:
                 self.lock.release()
@@ -209,7 +217,8 @@ class Submission:
         try:
             return follow.follow(self.ledger, self.backend, self.prepared, sink)
         finally:
-            groups.update_groups(self.ledger, self.experiment_id)
+            records = groups.notify_end(self.ledger, self.experiment_id)
+            groups.update_groups(self.ledger, self.experiment_id, records)
 
 
 @contextmanager

@@ -240,6 +240,8 @@ def write_run_dirs(
                 "mem_gb": spec.resources.mem_gb,
                 "system_metrics_s": spec.tracking.system_metrics_s,
                 "stall_after_s": spec.tracking.stall_after_s,
+                "experiment": spec.name,
+                "notify": spec.notify.model_dump() if spec.notify else None,
                 "metric": metric,
                 "mode": mode,
                 **code_fields,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import defaultdict
+from pathlib import Path
 
 import yaml
 
@@ -16,6 +17,7 @@ from orchestrator.spec import registry
 from orchestrator.spec.identity import KEY_SCHEME, defaults_tag
 from orchestrator.spec.plan import Run, flat_params
 from orchestrator.spec.spec import Spec
+from orchestrator.tracking import notify
 from orchestrator.tracking.ledger import Ledger
 from orchestrator.tracking.records import FAILED, FINISHED, KILLED, RUNNING, Role, RunRecord, Tag, latest_per_key
 
@@ -112,6 +114,15 @@ def mark_defaults(ledger: Ledger, experiment_id: str, runs: list[Run]) -> None:
         parent = parents.get(run.group)
         if parent is not None and parent.tags.get(Tag.DEFAULTS) != defaults_tag(run.defaulted):
             ledger.set_tags(parent.run_id, identity_tags(run))
+
+
+def notify_end(ledger: Ledger, experiment_id: str, records: list[RunRecord] | None = None) -> list[RunRecord]:
+    """A submission whose runs all ended gets its end notified, once (tracking/notify.py); returns the records."""
+    records = ledger.runs(experiment_id) if records is None else records
+    statuses = {r.run_id: r.status for r in records}
+    for folder in {Path(r.tags[Tag.RUN_DIR]).parent for r in records if r.tags.get(Tag.RUN_DIR)}:
+        notify.maybe_end(folder, statuses)
+    return records
 
 
 def update_groups(ledger: Ledger, experiment_id: str, records: list[RunRecord] | None = None) -> list[RunRecord]:

@@ -13,6 +13,7 @@ from typing import Any
 from orchestrator.job import stall
 from orchestrator.job.rundir import RunDir
 from orchestrator.spec.identity import drift, read_defaults_tag
+from orchestrator.tracking import notify
 from orchestrator.tracking.ledger import Ledger
 from orchestrator.tracking.records import (
     FAILED,
@@ -81,6 +82,7 @@ def stalls(running: list[RunRecord], now: float | None = None) -> list[dict[str,
         found = stall.check(run_dir.journal, configured, now)
         if found is not None:
             out.append({"run_id": record.run_id, "seed": record.tags.get(Tag.SEED, "?"), **found.to_dict()})
+            notify.run_stalled(run_dir, found.to_dict(), int(record.tags.get(Tag.ATTEMPT, 1)))
     return out
 
 

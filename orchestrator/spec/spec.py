@@ -54,6 +54,34 @@ class Tracking(Strict):
     _usable = pydantic.field_validator("uri")(check_tracking_uri)
 
 
+class Notify(Strict):
+    """Where to say that a run failed or stalled, or that a submission's runs all ended (tracking/notify.py)."""
+
+    webhook: str | None = Field(None, description="an http(s) URL: the event is POSTed to it as JSON")
+    command: list[str] | None = Field(None, description="argv run with the event's JSON on stdin (no shell)")
+    on: list[Literal["failure", "stall", "end"]] = Field(["failure", "stall", "end"], min_length=1)
+
+    @pydantic.field_validator("webhook")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http:// or https:// URL, got '{value}'")
+        return value
+
+    @pydantic.field_validator("command")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (not value or not value[0].strip()):
+            raise ValueError("expected [executable, arg, ...] with an executable")
+        return value
+
+    @pydantic.model_validator(mode="after")
+    def _somewhere(self) -> Notify:
+        if self.webhook is None and self.command is None:
+            raise ValueError("notify: needs a webhook or a command (or both)")
+        return self
+
+
 class MetricSpec(Strict):
     name: str
     mode: Literal["min", "max"] = "min"
@@ -88,6 +116,7 @@ class Spec(Strict):
     tracking: Tracking = Tracking()
     workdir: str = Field("mlruns/jobs", description="root of the run directories (shared filesystem on a cluster)")
     metric: MetricSpec | None = None
+    notify: Notify | None = None
     tune: dict[str, Any] | None = None
 
     # Not the user's to write (refused in a spec, INTERNAL): where it came from, for errors and MLflow, and

@@ -17,7 +17,8 @@ from orchestrator.job import metric_rules
 from orchestrator.job.journal import JournalWriter, decode_number, read_journal
 from orchestrator.job.push import live_file, read_state
 from orchestrator.job.rundir import RunDir
-from orchestrator.tracking.records import KILLED, RUNNING, Tag
+from orchestrator.tracking import notify
+from orchestrator.tracking.records import FAILED, KILLED, RUNNING, Tag
 from orchestrator.tracking.sqlwrite import RunWrite
 from orchestrator.vocabulary import Event
 
@@ -84,6 +85,8 @@ def ingest_many(ledger: Ledger, run_dirs: list[RunDir]) -> list[str | None]:
                 if not together:  # one run's write needs the client: each on its own
                     ledger._record_one(item.write)
                 run_dir.write_cursor(item.cursor)
+            if item.cursor.get("ended") == FAILED:  # recorded now: tell whoever asked (spec's notify:)
+                notify.run_ended(run_dir)
     return [read.cursor.get("ended") if isinstance(read, _Pending) else read for read in reads]
 
 
