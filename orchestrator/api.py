@@ -218,6 +218,7 @@ class Submission:
             return follow.follow(self.ledger, self.backend, self.prepared, sink)
         finally:
             records = groups.notify_end(self.ledger, self.experiment_id)
+            driver.record_accounting(self.ledger, records, lambda name: self.backend or make_backend(name))
             groups.update_groups(self.ledger, self.experiment_id, records)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections import Counter, deque
+from collections import deque
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +14,6 @@ import typer
 from rich.markup import escape
 
 from orchestrator.console import console, err_console
-from orchestrator.errors import InputError, did_you_mean
 from orchestrator.options import (
     ExperimentArg,
     JsonOpt,
@@ -26,7 +25,7 @@ from orchestrator.options import (
     handles_input_errors,
 )
 from orchestrator.tracking.records import FINISHED, Tag
-from orchestrator.vocabulary import Event, TrialStatus
+from orchestrator.vocabulary import Event
 
 
 @app.command()
@@ -197,59 +196,6 @@ def run_one(
 
 @app.command()
 @handles_input_errors
-def tune(
-    spec_path: SpecArg,
-    sets: SetOpt = None,
-    tracking_uri: UriOpt = None,
-    ray_address: RayAddressOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="continue this spec's last sweep (its driver died)")] = False,
-    best: Annotated[Path, typer.Option("--best", help="where to write the best trial's spec")] = Path("best.yaml"),
-    top: Annotated[int, typer.Option("--top", help="trials shown in the table")] = 10,
-):
-    """A Ray Tune sweep over the spec's `tune:` section; MLflow: one parent run, one child per trial.
-    Writes the best trial as a complete spec: validate it with `orch submit best.yaml --seeds N`."""
-    from orchestrator import render
-    from orchestrator.tune.sweep import run_sweep
-
-    if console.is_terminal:  # a live trial table; to a file or a pipe, one line per ended trial
-        with render.TrialBoard() as board:
-            result = run_sweep(
-                spec_path,
-                sets=sets,
-                tracking_uri=tracking_uri,
-                ray_address=ray_address,
-                resume=resume,
-                best_path=best,
-                echo=console.print,
-                sink=board,
-            )
-    else:
-        result = run_sweep(
-            spec_path,
-            sets=sets,
-            tracking_uri=tracking_uri,
-            ray_address=ray_address,
-            resume=resume,
-            best_path=best,
-            echo=console.print,
-        )
-    console.print(render.trials_table(result, top))
-    counts = Counter(r.status for r in result.rows)
-    console.print(
-        f"{len(result.rows)} trials: {counts[TrialStatus.FINISHED]} finished, {counts[TrialStatus.STOPPED]} stopped "
-        f"early, {counts[TrialStatus.FAILED]} failed  (MLflow parent run {result.parent_run_id})"
-    )
-    if result.best_yaml is None or result.best is None:
-        err_console.print("[red]no trial finished[/]: nothing to write; see the failed trials in MLflow")
-        raise typer.Exit(1)
-    console.print(
-        f"best: trial {result.best.trial_id}, {result.metric} = {result.best.score:.6g} -> "
-        f"[bold]{result.best_yaml}[/]; validate it: orch submit {result.best_yaml} --seeds 10"
-    )
-
-
-@app.command()
-@handles_input_errors
 def status(
     experiment: ExperimentArg,
     tracking_uri: UriOpt = None,
@@ -279,7 +225,7 @@ def status(
 ):
     """Per group: finished / running / queued / failed / killed / missing runs, and the main metric's mean; per
     `orch tune` sweep: trials finished / running / stopped early / failed, and the best score."""
-    from orchestrator import api, render
+    from orchestrator import api, render, render_tune
 
     state = api.status(experiment, tracking_uri, where)
     if as_json:
@@ -300,7 +246,7 @@ def status(
         else:
             render.print_active(state.records)
     if state.sweeps:
-        render.print_sweeps(state.name, state.sweeps)
+        render_tune.print_sweeps(state.name, state.sweeps)
 
 
 @app.command()
@@ -352,36 +298,6 @@ def logs(
 
 @app.command()
 @handles_input_errors
-def reproduce(
-    run: Annotated[str, typer.Argument(help="MLflow run id or orch run key")],
-    tracking_uri: UriOpt = None,
-    as_json: JsonOpt = False,
-):
-    """Run a recorded run again from its code snapshot and params (nothing is recorded) and say whether
-    every metric is identical. Exit code 1 when one differs."""
-    from orchestrator import api
-    from orchestrator.reproduce import to_dict
-
-    result = api.reproduce(run, tracking_uri)
-    if as_json:
-        print(json.dumps(to_dict(result), indent=1))
-    elif result.identical:
-        console.print(
-            f"[green]identical[/]: {result.compared} metric values of run {result.record.run_id} "
-            f"(code {result.code or 'live'})"
-        )
-    else:
-        console.print(
-            f"[red]differs[/]: {len(result.differences)} of {result.compared} values (code {result.code or 'live'})"
-        )
-        for line in result.differences[:10]:
-            console.print(f"  {line}", highlight=False, markup=False)
-    if not result.identical:
-        raise typer.Exit(1)
-
-
-@app.command()
-@handles_input_errors
 def sync(
     workdir: Annotated[Path, typer.Option("--workdir", help="root of the run directories")] = Path("mlruns/jobs"),
     tracking_uri: UriOpt = None,
@@ -411,94 +327,7 @@ def cancel(
     console.print(f"cancelled {count} run(s) of {name}")
 
 
-@app.command()
-@handles_input_errors
-def compare(
-    experiment: ExperimentArg,
-    metric: Annotated[str | None, typer.Option("--metric", help="final metric (default: the spec's)")] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="min | max: which way is better")] = None,
-    baseline: Annotated[
-        str | None, typer.Option("--baseline", help="compare every group to this one (default: all pairs)")
-    ] = None,
-    by: Annotated[
-        str | None,
-        typer.Option(
-            "--by",
-            help="group by these params/tags, comma-separated: "
-            "variant, grid, params.X, tags.X (default: variant x grid point)",
-        ),
-    ] = None,
-    alpha: Annotated[float, typer.Option("--alpha", help="significance level, after Holm correction")] = 0.05,
-    curve: Annotated[str | None, typer.Option("--curve", help="per-step metric for the learning curves")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="also keep the report and plots in this folder")] = None,
-    log: Annotated[
-        bool,
-        typer.Option(
-            "--log/--no-log",
-            help="log the report to MLflow (a comparison run, and the aggregates on each group's parent run)",
-        ),
-    ] = True,
-    where: Annotated[
-        str | None,
-        typer.Option("--where", help='only the groups matching this MLflow filter, e.g. "params.noise > 0.1"'),
-    ] = None,
-    test: Annotated[
-        str,
-        typer.Option(
-            "--test",
-            help="the primary test: t (paired t-test on shared seeds, "
-            "else Welch's) or permutation (Fisher's randomization test on shared "
-            "seeds, else the permutation test)",
-        ),
-    ] = "t",
-    as_json: JsonOpt = False,
-    tracking_uri: UriOpt = None,
-):
-    """Do the groups differ across seeds? Per group statistics, tests against the baseline, plain verdicts."""
-    from orchestrator import api
-    from orchestrator.analysis.report import print_report
-
-    result = api.compare(
-        experiment,
-        metric=metric,
-        mode=mode,
-        baseline=baseline,
-        by=by.split(",") if by else None,
-        alpha=alpha,
-        curve=curve,
-        log=log,
-        out=out,
-        tracking_uri=tracking_uri,
-        where=where,
-        test=test,
-    )
-    if as_json:
-        print(json.dumps(result.to_dict(), indent=1))
-        return
-    print_report(result, console)
-    if log:
-        console.print(
-            f"report logged to MLflow run {result.compare_run_id} ('compare {result.metric}'); browse it with: orch ui"
-        )
-    if out:
-        console.print(f"report and plots in {out}")
-
-
-@app.command()
-@handles_input_errors
-def workloads(name: Annotated[str | None, typer.Argument(help="one workload (default: all)")] = None):
-    """The registered workloads, their main metric and their params with defaults."""
-    from orchestrator import render
-    from orchestrator.spec import registry
-
-    known = registry.available()
-    if name is not None and name not in known:
-        raise InputError(f"unknown workload '{name}'{did_you_mean(name, known)}; known: {', '.join(known)}", "NAME")
-    for each in [name] if name else known:
-        console.print(render.workload_table(each))
-
-
-from orchestrator import cli_tracking  # noqa: E402  (registers ui, server, export, import on `app`)
+from orchestrator import cli_analysis, cli_tracking  # noqa: E402  (register their commands on `app`)
 
 
 def main() -> None:
@@ -530,4 +359,4 @@ def main() -> None:
     os._exit(code)
 
 
-__all__ = ["app", "cli_tracking", "main"]
+__all__ = ["app", "cli_analysis", "cli_tracking", "main"]

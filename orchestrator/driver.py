@@ -31,6 +31,7 @@ from orchestrator.tracking.records import (
     FINISHED,
     KILLED,
     SCHEDULED,
+    TERMINAL,
     Role,
     RunRecord,
     Tag,
@@ -124,6 +125,26 @@ def refresh(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str
     if not changed:
         return records
     return [ledger.get(r.run_id) if r.status in ACTIVE else r for r in records]
+
+
+def record_accounting(ledger: Ledger, records: list[RunRecord], backend_for: Callable[[str], Backend]) -> None:
+    """The scheduler's record of each ended run's job (Slurm: sacct's elapsed time, state, exit code, nodes,
+    allocation and memory peak) as ``orch.sched.*`` tags, once: so that a run OOM-killed, preempted or timed
+    out says so in MLflow. One query per backend, for the ended runs that have none yet."""
+    pending: dict[str, list[tuple[RunRecord, Job]]] = defaultdict(list)
+    for r in records:
+        if r.status in TERMINAL and Tag.SCHED_STATE not in r.tags and r.tags.get(Tag.JOB_ID):
+            job = Job(r.tags[Tag.JOB_ID], RunDir(Path(r.tags.get(Tag.RUN_DIR, ""))))
+            pending[r.tags.get(Tag.BACKEND, "local")].append((r, job))
+    for name, items in pending.items():
+        try:
+            found = backend_for(name).accounting([job for _, job in items])
+        except Exception:
+            continue
+        for record, job in items:
+            fields = found.get(job.job_id)
+            if fields:
+                ledger.set_tags(record.run_id, {f"{Tag.SCHED_PREFIX}{k}": v for k, v in fields.items()})
 
 
 # -- preparing runs ----------------------------------------------------------------------------------

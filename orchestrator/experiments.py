@@ -74,6 +74,7 @@ def status(experiment: str, tracking_uri: str | None = None, where: str | None =
     ledger, experiment_id, name = open_experiment(experiment, tracking_uri)
     records = driver.refresh(ledger, ledger.runs(experiment_id), make_backend)
     groups.notify_end(ledger, experiment_id, records)
+    driver.record_accounting(ledger, records, make_backend)
     parents = groups.update_groups(ledger, experiment_id, records)
     if where:
         from orchestrator.analysis.grouping import group_parents

@@ -76,6 +76,8 @@ class Tag:
     DEVICE, GPU_MODEL, GPU_COUNT = "orch.device", "orch.gpu.model", "orch.gpu.count"  # job/device.py: the run's device
     GPU_DRIVER, CUDA_VERSION, CUDA_VISIBLE = "orch.gpu.driver", "orch.cuda.version", "orch.cuda_visible_devices"
     CPU_MODEL = "orch.cpu.model"
+    SCHED_PREFIX = "orch.sched."  # the scheduler's accounting of an ended job (driver.record_accounting)
+    SCHED_STATE = "orch.sched.state"  # e.g. COMPLETED, OUT_OF_MEMORY, TIMEOUT, CANCELLED by 1000
     ERROR = "orch.error"  # why a run FAILED or was KILLED
     WARNING = "orch.warning"  # ctx.warn: what the run's reader must know
     SUPERSEDED_BY = "orch.superseded_by"  # a run redone by `orch run --force`

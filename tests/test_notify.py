@@ -24,7 +24,7 @@ def hook():
     received: list[dict] = []
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
+        def do_POST(self):
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(204)
             self.end_headers()
@@ -53,9 +53,14 @@ def lines(path) -> list[dict]:
 def test_a_failure_and_the_end_are_notified_once_to_a_webhook_and_a_command(store, hook):
     url, received = hook
     log = store.root / "events.jsonl"
-    spec = {"name": "notified", "workload": "smoke", "params": {"steps": 4}, "seeds": 2,
-            "variants": {"ok": {}, "broken": {"fail_at_step": 2}},
-            "notify": {"webhook": url, "command": appender(log), "on": ["failure", "end"]}}
+    spec = {
+        "name": "notified",
+        "workload": "smoke",
+        "params": {"steps": 4},
+        "seeds": 2,
+        "variants": {"ok": {}, "broken": {"fail_at_step": 2}},
+        "notify": {"webhook": url, "command": appender(log), "on": ["failure", "end"]},
+    }
     assert store.orch("submit", str(store.spec(spec))).exit_code == 1  # some runs failed
     failures = [e for e in received if e["event"] == "failure"]
     assert len(failures) == 2 and {e["seed"] for e in failures} == {0, 1}
@@ -75,12 +80,26 @@ def test_a_failure_and_the_end_are_notified_once_to_a_webhook_and_a_command(stor
 
 def test_a_stall_is_notified_once(store, hook):
     url, received = hook
-    spec = store.spec({"name": "silent", "workload": "smoke", "params": {"steps": 2, "sleep_s": 120},
-                       "tracking": {"stall_after_s": 1}, "notify": {"webhook": url, "on": ["stall"]}})
-    proc = subprocess.Popen([*ORCH, "submit", str(spec), "--tracking-uri", store.uri], cwd=store.root,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    spec = store.spec(
+        {
+            "name": "silent",
+            "workload": "smoke",
+            "params": {"steps": 2, "sleep_s": 120},
+            "tracking": {"stall_after_s": 1},
+            "notify": {"webhook": url, "on": ["stall"]},
+        }
+    )
+    proc = subprocess.Popen(
+        [*ORCH, "submit", str(spec), "--tracking-uri", store.uri],
+        cwd=store.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     try:
+
         def stalled():
             store.orch("status", "silent")
             return [e for e in received if e["event"] == "stall"]
@@ -114,13 +133,16 @@ def test_an_unreachable_webhook_is_a_warning_and_the_next_command_sends_it(store
     assert len(received) == 1
 
 
-@pytest.mark.parametrize("notify, expected", [
-    ({"webhook": "ftp://x"}, "expected an http:// or https:// URL"),
-    ({"command": []}, "expected [executable, arg, ...]"),
-    ({"on": ["failure"]}, "needs a webhook or a command"),
-    ({"webhook": "http://x", "on": ["sometimes"]}, "notify.on.0"),
-    ({"webhook": "http://x", "on": []}, "notify.on"),
-])
+@pytest.mark.parametrize(
+    "notify, expected",
+    [
+        ({"webhook": "ftp://x"}, "expected an http:// or https:// URL"),
+        ({"command": []}, "expected [executable, arg, ...]"),
+        ({"on": ["failure"]}, "needs a webhook or a command"),
+        ({"webhook": "http://x", "on": ["sometimes"]}, "notify.on.0"),
+        ({"webhook": "http://x", "on": []}, "notify.on"),
+    ],
+)
 def test_a_bad_notify_section_is_refused_before_anything_is_written(store, notify, expected):
     result = store.orch("submit", str(store.spec({"name": "bad", "workload": "smoke", "notify": notify})))
     assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output

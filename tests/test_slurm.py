@@ -11,6 +11,7 @@ request, and orch killed between sbatch and recording the job ids (or before sba
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ import support
 from orchestrator.backends.base import DONE, PENDING, RUNNING, Job
 from orchestrator.backends.slurm import SlurmBackend
 from orchestrator.backends.slurm_profile import ClusterProfile, Limits, load_profile
-from orchestrator.backends.slurm_states import expand_job_ids, read_record, to_job_state
+from orchestrator.backends.slurm_states import expand_job_ids, parse_accounting, read_record, rss_mb, to_job_state
 from orchestrator.errors import InputError
 from orchestrator.job import worker
 from orchestrator.job.journal import read_journal
@@ -101,6 +102,23 @@ def status_until(store, name: str, done: set[str], timeout: float = 120.0):
 
 
 # -- no Slurm needed ---------------------------------------------------------------------------------
+def test_sacct_accounting_parses_with_the_steps_memory_peak():
+    text = (
+        "41_0|00:00:12|COMPLETED|0:0|node1|billing=1,cpu=1,mem=4G,node=1|\n"
+        "41_0.batch|00:00:12|COMPLETED|0:0|node1|cpu=1,mem=4G,node=1|123456K\n"
+        "41_0.extern|00:00:12|COMPLETED|0:0|node1|billing=1,cpu=1,mem=4G,node=1|1024K\n"
+        "41_1|00:01:02|OUT_OF_MEMORY|0:125|node2|cpu=1,mem=1G,node=1|\n"
+        "41_1.batch|00:01:02|OUT_OF_MEMORY|0:125|node2|cpu=1,mem=1G,node=1|1.5G\n"
+        "41_2|00:00:00|RUNNING|0:0|node1|cpu=1,mem=4G,node=1|\n"
+        "99|00:00:01|COMPLETED|0:0|node1|cpu=1|\n"
+    )
+    found = parse_accounting(text, {"41_0", "41_1", "41_2"})
+    assert set(found) == {"41_0", "41_1"}  # a running job has no accounting yet; 99 was not asked for
+    assert found["41_0"]["max_rss_mb"] == "120.6" and found["41_0"]["elapsed"] == "00:00:12"
+    assert found["41_1"]["state"] == "OUT_OF_MEMORY" and found["41_1"]["max_rss_mb"] == "1536.0"
+    assert rss_mb("") == 0 and rss_mb("2048") == 2048 / 2**20 and rss_mb("3M") == 3
+
+
 def test_job_ids_and_states_parse():
     assert expand_job_ids("12_3") == ["12_3"]
     assert expand_job_ids("12_[0-2,5%4]") == ["12_0", "12_1", "12_2", "12_5"]
@@ -201,6 +219,22 @@ def test_array_of_seeds_matches_the_local_backend(array_run):
         assert len(curve) == 6
 
 
+def test_each_ended_run_carries_slurms_accounting(array_run):
+    store, _ = array_run
+
+    def accounted():  # sacct's database lags a job's end by a moment: the next status fills it in
+        store.orch("status", "sl_array")
+        runs = store.seed_runs("sl_array")
+        return runs if all("orch.sched.state" in r.tags for r in runs) else None
+
+    for run in wait_for(accounted, 60, "sacct's accounting of every job"):
+        tags = run.tags
+        assert tags["orch.sched.state"] == "COMPLETED" and tags["orch.sched.exit_code"] == "0:0"
+        assert re.fullmatch(r"(\d+-)?\d\d:\d\d:\d\d", tags["orch.sched.elapsed"])
+        assert tags["orch.sched.nodes"] and "cpu=" in tags["orch.sched.alloc_tres"]
+        assert float(tags["orch.sched.max_rss_mb"]) >= 0
+
+
 def test_a_failing_run_is_failed_with_its_traceback_and_the_others_finish(array_run):
     store, submitted = array_run
     assert submitted.exit_code == 1  # some runs did not finish
@@ -283,6 +317,14 @@ def test_orch_cancel_ends_running_and_queued_runs_killed(slurm, store):
     )
     for records in journals(workdir, "sl_cancel").values():
         assert records[-1]["event"] == "end" and records[-1]["status"] == "KILLED"
+
+    def accounted():  # sacct's record says why each job ended: cancelled, by whom
+        store.orch("status", "sl_cancel")
+        runs = store.seed_runs("sl_cancel")
+        return runs if all("orch.sched.state" in r.tags for r in runs) else None
+
+    for run in wait_for(accounted, 60, "sacct's accounting of the cancelled jobs"):
+        assert run.tags["orch.sched.state"].startswith("CANCELLED"), run.tags["orch.sched.state"]
 
 
 def test_status_falls_back_to_squeue_when_accounting_is_down(slurm, store):

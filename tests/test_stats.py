@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sps
 
 from orchestrator.analysis import interval, stats
-from orchestrator.analysis.compare import verdict
+from orchestrator.analysis.verdict import verdict
 
 A = np.array([0.71, 0.69, 0.74, 0.66, 0.72, 0.70, 0.73, 0.68])
 B = np.array([0.65, 0.66, 0.61, 0.67, 0.63, 0.69, 0.62, 0.64])

@@ -48,8 +48,13 @@ def test_the_sampler_journals_samples_and_totals(tmp_path):
 
 
 def test_a_run_records_its_system_metrics_and_status_shows_the_costs(store):
-    spec = {"name": "costs", "workload": "smoke", "params": {"steps": 30, "sleep_s": 0.1}, "seeds": 2,
-            "variants": {"a": {"offset": 0.0}, "b": {"offset": 1.0}}}
+    spec = {
+        "name": "costs",
+        "workload": "smoke",
+        "params": {"steps": 30, "sleep_s": 0.1},
+        "seeds": 2,
+        "variants": {"a": {"offset": 0.0}, "b": {"offset": 1.0}},
+    }
     store.orch("submit", str(store.spec(spec)), check=True)
     runs = store.seed_runs("costs")
     assert len(runs) == 4
@@ -64,8 +69,9 @@ def test_a_run_records_its_system_metrics_and_status_shows_the_costs(store):
     costs = json.loads(store.orch("status", "costs", "--costs", "--json", check=True).output)
     group = costs["groups"][0]["costs"]
     assert group["runs"] == 2 and group["wall_h"] * 3600 >= 5.0 and group["gpu_h"] == 0
-    assert group["peak_rss_mb"] == max(r.metrics["system/peak_rss_mb"] for r in runs
-                                       if r.tags["orch.variant"] == costs["groups"][0]["variant"])
+    assert group["peak_rss_mb"] == max(
+        r.metrics["system/peak_rss_mb"] for r in runs if r.tags["orch.variant"] == costs["groups"][0]["variant"]
+    )
 
 
 def test_system_metrics_off_with_one_setting(store):
@@ -76,6 +82,7 @@ def test_system_metrics_off_with_one_setting(store):
 
 
 def test_a_bad_interval_is_refused(store):
-    result = store.orch("submit", str(store.spec({"name": "bad", "workload": "smoke",
-                                                  "tracking": {"system_metrics_s": -1}})))
+    result = store.orch(
+        "submit", str(store.spec({"name": "bad", "workload": "smoke", "tracking": {"system_metrics_s": -1}}))
+    )
     assert result.exit_code == 2 and "tracking.system_metrics_s" in result.output

@@ -237,7 +237,7 @@ def test_the_live_trial_table_sees_every_trial_run_and_end(store, ray_local, cap
 
     from rich.console import Console
 
-    from orchestrator import render
+    from orchestrator import render_tune as render
 
     spec = store.spec(
         {

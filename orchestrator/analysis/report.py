@@ -14,8 +14,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.analysis import plots
-from orchestrator.analysis.compare import TEST_NAMES, Report
+from orchestrator.analysis.compare import Report
 from orchestrator.analysis.numbers import fmt, fmt_p
+from orchestrator.analysis.verdict import TEST_NAMES
 
 GROUP_COLUMNS = (
     "group",

@@ -1,4 +1,5 @@
-"""Statistics across seeds, on plain arrays: nothing here knows MLflow or orch's runs.
+"""Statistics across seeds, on plain arrays: nothing here knows MLflow or orch's runs. (Over 400 lines, one
+concept: every test, interval and effect size `orch compare` reports, side by side so they stay consistent.)
 
 Per group: mean, spread and two 95% intervals (Student t and bootstrap). Between two groups: Welch's t and
 Mann-Whitney U always; paired t and Wilcoxon signed-rank when the groups share seeds (same seed = same

@@ -95,6 +95,11 @@ class Backend(ABC):
         end)."""
         time.sleep(timeout)
 
+    def accounting(self, jobs: list[Job]) -> dict[str, dict[str, str]]:
+        """The scheduler's record of ended jobs (job id -> field -> value: ``elapsed``, ``state``,
+        ``exit_code``, ``nodes``, ``alloc_tres``, ``max_rss``), for the jobs it still knows; empty by default."""
+        return {}
+
     @abstractmethod
     def cancel(self, jobs: list[Job]) -> None:
         """Stop the jobs; a stopped job journals KILLED where it can."""

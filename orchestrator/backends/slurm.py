@@ -13,7 +13,9 @@
   submitted ``--requeue`` (profile ``requeue``), so this holds where slurm.conf says ``JobRequeue=0``.
 - Packing (``resources.runs_per_job``): one array task runs several runs at once (``SlurmPack``, through
   ``job/pack.py``), each with its own journal, checkpoint, requeue and MLflow run and the task's job id.
-Job states and ``scheduler.json``: ``slurm_states.py``; ``--dry-run``'s scripts: ``slurm_preview.py``."""
+Job states, ``scheduler.json`` and sacct's accounting: ``slurm_states.py``; ``--dry-run``'s scripts:
+``slurm_preview.py``. Over 400 lines, one concept: the ``SlurmBackend`` class, every conversation orch has
+with the scheduler (sbatch, sacct, squeue, scancel) and the cache that keeps them to one call per poll."""
 
 from __future__ import annotations
 
@@ -35,7 +37,14 @@ import submitit
 from orchestrator.backends.base import LOST, PENDING, Backend, Job, JobState
 from orchestrator.backends.slurm_job import SlurmPack, SlurmRun
 from orchestrator.backends.slurm_profile import apply_profile, job_resources, load_profile
-from orchestrator.backends.slurm_states import ENDED_STATES, expand_job_ids, read_record, to_job_state, write_record
+from orchestrator.backends.slurm_states import (
+    ENDED_STATES,
+    expand_job_ids,
+    parse_accounting,
+    read_record,
+    to_job_state,
+    write_record,
+)
 from orchestrator.errors import InputError
 from orchestrator.job.journal import ended_last, running_now
 from orchestrator.job.liveness import pid_alive
@@ -414,6 +423,17 @@ class SlurmBackend(Backend):
                 if job_id in ids and job_id not in states:
                     states[job_id] = (state, reason)
         return states
+
+    def accounting(self, jobs: list[Job]) -> dict[str, dict[str, str]]:
+        """One ``sacct`` call for the ended jobs: Elapsed, State, ExitCode, NodeList, AllocTRES of each job
+        and the largest MaxRSS of its steps; only the jobs sacct lists as ended (its database lags a job's end
+        by a few seconds: the next call gets the rest). Sites that restrict sacct to one's own jobs: ours."""
+        ids = sorted({j.job_id for j in jobs if j.job_id})
+        if not ids or self.sacct_ok is False:
+            return {}
+        fields = "JobID,Elapsed,State,ExitCode,NodeList,AllocTRES,MaxRSS"
+        proc = self._run(["sacct", "-n", "-P", "-o", fields, "-j", ",".join(ids)], check=False)
+        return parse_accounting(proc.stdout, set(ids)) if proc.returncode == 0 else {}
 
     # -- cancel --------------------------------------------------------------------------------------
     def cancel(self, jobs: list[Job]) -> None:

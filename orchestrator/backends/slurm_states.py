@@ -74,3 +74,45 @@ def to_job_state(state: str, detail: str) -> JobState:
     if name == "COMPLETED" and not detail:
         return JobState(DONE)  # the journal says how the run ended
     return JobState(DONE, f"Slurm: {state}" + (f" ({detail})" if detail else ""))
+
+
+# -- sacct's accounting of ended jobs ------------------------------------------------------------------
+_RSS_UNITS = {"K": 1 / 1024, "M": 1.0, "G": 1024.0, "T": 1024.0**2}
+
+
+def rss_mb(value: str) -> float:
+    """sacct's MaxRSS (``1234K``, ``56M``, ``1.5G``, or bytes) in MiB; 0 when empty."""
+    value = value.strip()
+    if not value:
+        return 0.0
+    unit = _RSS_UNITS.get(value[-1].upper())
+    return float(value[:-1]) * unit if unit is not None else float(value) / 2**20
+
+
+def parse_accounting(text: str, wanted: set[str]) -> dict[str, dict[str, str]]:
+    """``sacct -n -P -o JobID,Elapsed,State,ExitCode,NodeList,AllocTRES,MaxRSS`` lines -> job id -> fields, for
+    the ``wanted`` jobs that ended: the job line's fields, and the largest MaxRSS among its steps
+    (``123_4.batch``, ``123_4.extern``, ``123_4.0``)."""
+    jobs: dict[str, dict[str, str]] = {}
+    peaks: dict[str, float] = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) != 7:
+            continue
+        job_field, elapsed, state, exit_code, nodes, tres, max_rss = parts
+        job_id, _, step = job_field.partition(".")
+        if job_id not in wanted:
+            continue
+        if step:
+            peaks[job_id] = max(peaks.get(job_id, 0.0), rss_mb(max_rss))
+        elif state.split()[0] in ENDED_STATES if state else False:
+            jobs[job_id] = {
+                "elapsed": elapsed,
+                "state": state,
+                "exit_code": exit_code,
+                "nodes": nodes,
+                "alloc_tres": tres,
+            }
+    for job_id, fields in jobs.items():
+        fields["max_rss_mb"] = f"{peaks.get(job_id, 0.0):.1f}"
+    return jobs
