@@ -147,3 +147,20 @@ def test_a_bad_notify_section_is_refused_before_anything_is_written(store, notif
     result = store.orch("submit", str(store.spec({"name": "bad", "workload": "smoke", "notify": notify})))
     assert result.exit_code == 2 and expected in " ".join(result.output.split()), result.output
     assert not (store.root / "mlflow.db").exists()
+
+
+def test_a_cluster_profile_gives_its_notify_section_to_the_specs_that_have_none(tmp_path, monkeypatch):
+    from orchestrator.backends.slurm_profile import apply_profile
+    from orchestrator.errors import InputError
+    from orchestrator.spec.spec import Spec
+
+    monkeypatch.setenv("ORCH_CLUSTER_DIR", str(tmp_path))
+    (tmp_path / "lab.yaml").write_text("partition: gpu\nnotify: {webhook: 'https://hooks.example.org/x'}\n")
+    spec = Spec.model_validate({"name": "x", "workload": "smoke", "backend": "slurm", "cluster": "lab"})
+    assert apply_profile(spec).notify.webhook == "https://hooks.example.org/x"
+    own = Spec.model_validate({**spec.model_dump(), "notify": {"command": ["true"]}})
+    assert apply_profile(own).notify.command == ["true"]  # the spec's own wins
+    (tmp_path / "lab.yaml").write_text("notify: {webhook: 'ftp://x'}\n")
+    with pytest.raises(InputError, match="expected an http") as err:
+        apply_profile(spec)
+    assert err.value.field == "notify.webhook" and "lab.yaml" in str(err.value.source)

@@ -13,7 +13,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from orchestrator.errors import InputError, did_you_mean, invalid
-from orchestrator.spec.spec import Resources, deep_merge, load_yaml
+from orchestrator.spec.spec import Notify, Resources, Spec, deep_merge, load_yaml
 
 SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "profiles"  # package data: plafrim, local-slurm, ray
 
@@ -79,6 +79,9 @@ class ClusterProfile(BaseModel):
         "anything is queued",
     )
     setup: list[str] = Field([], description="shell lines run before the job (module load, activate an env)")
+    notify: dict[str, Any] | None = Field(
+        None, description="the spec's notify: section for every experiment on this cluster that has none"
+    )
     array_parallelism: int = Field(64, gt=0, description="array tasks of one submission running at once")
     max_array_size: int | None = Field(
         None, gt=0, description="the cluster's MaxArraySize (asked from scontrol when not set)"
@@ -261,11 +264,16 @@ def load_profile(
     return profile
 
 
-def apply_profile(spec):
-    """The spec with the profile's job folder as its workdir, unless the spec chose one itself."""
-    from orchestrator.spec.spec import Spec
-
+def apply_profile(spec: Spec) -> Spec:
+    """The spec with the profile's job folder as its workdir, unless the spec chose one itself, and the
+    profile's notify: section, unless the spec has one."""
     profile = load_profile(spec.cluster, f"{spec.source}: cluster", spec.slurm, spec.source)
+    update: dict[str, Any] = {}
     if profile.job_folder and spec.workdir == Spec.model_fields["workdir"].default:
-        return spec.model_copy(update={"workdir": os.path.expandvars(os.path.expanduser(profile.job_folder))})
-    return spec
+        update["workdir"] = os.path.expandvars(os.path.expanduser(profile.job_folder))
+    if profile.notify and spec.notify is None:  # the profile's, for every experiment that says nothing itself
+        try:
+            update["notify"] = Notify.model_validate(profile.notify)
+        except pydantic.ValidationError as err:
+            raise invalid(err, profile._file or profile.name, "notify", Notify) from None
+    return spec.model_copy(update=update) if update else spec
