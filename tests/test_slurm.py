@@ -448,3 +448,32 @@ def test_a_requeue_slurm_refuses_ends_the_run_with_slurms_answer(slurm, store):
     assert "Slurm refused to requeue" in final.tags["orch.error"] and "disabled" in final.tags["orch.error"]
     records, _ = read_journal(run_dir.journal)
     assert "requeue" not in events(records) and events(records).count("start") == 1
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_its_time_limit_says_so_in_mlflow(slurm, store):
+    """A job over its time limit, with no requeue left: its run does not finish, and sacct's TIMEOUT is on it."""
+    profile = store.root / "no-requeue.yaml"
+    shipped = (REPO / "orchestrator" / "profiles" / "local-slurm.yaml").read_text()
+    # no SIGUSR2 ahead of the limit and no requeue: Slurm itself stops the job at its limit
+    profile.write_text(
+        shipped.replace("max_requeues: 3", "max_requeues: 0").replace("signal_delay_s: 60", "signal_delay_s: 0")
+    )
+    spec = store.spec(
+        {
+            "name": "sl_timeout",
+            "workload": "smoke",
+            "params": {"steps": 2000, "sleep_s": 0.1},
+            "resources": {"time_min": 1},
+        }
+    )
+    store.orch("submit", str(spec), "--backend", "slurm", "--cluster", str(profile), "--wait")
+
+    def accounted():
+        store.orch("status", "sl_timeout")
+        (run,) = store.seed_runs("sl_timeout")
+        return run if "orch.sched.state" in run.tags else None
+
+    run = wait_for(accounted, 120, "sacct's accounting of the timed-out job")
+    assert run.status != "FINISHED" and run.tags["orch.sched.state"] == "TIMEOUT", run.tags
+    assert run.tags["orch.sched.elapsed"] >= "00:01:00"
