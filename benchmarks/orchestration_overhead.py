@@ -114,6 +114,7 @@ def runs_span(workdir: Path) -> float:
 def reconcile_time(n: int, tmp: Path) -> dict:
     from orchestrator import driver
     from orchestrator.backends.base import make as make_backend
+    from orchestrator.groups import identity_tags
     from orchestrator.spec.plan import expand, flat_params
     from orchestrator.spec.spec import load_spec
     from orchestrator.tracking.ledger import Ledger
@@ -139,7 +140,13 @@ def reconcile_time(n: int, tmp: Path) -> dict:
         run_id = ledger.create_run(
             experiment_id,
             run.label,
-            {"orch.role": "seed", "orch.key": run.key, "orch.group": run.group, "orch.backend": "local"},
+            {
+                "orch.role": "seed",
+                "orch.key": run.key,
+                "orch.group": run.group,
+                "orch.backend": "local",
+                **identity_tags(run),
+            },  # as orch records them (key scheme 2)
             flat_params(run),
             status="RUNNING",
         )

@@ -62,12 +62,14 @@ def adopt(
     if not any(is_legacy(r) for r in records):
         return records
     by_legacy_key = {run.legacy_key: run for run in runs}
+    current = {run.key for run in runs}  # an untagged run already keyed by scheme 2 (another tool wrote it)
     groups: dict[str, Run] = {run.legacy_group: run for run in runs}  # scheme-1 group -> its planned runs' group
-    out = []
+    out, met = [], False  # met: some scheme-1 run was looked at (its group parent may need re-tagging)
     for record in records:
-        if not is_legacy(record):
+        if not is_legacy(record) or record.key in current:
             out.append(record)
             continue
+        met = True
         unseen = Tag.KEY_SCHEME not in record.tags and record.key not in by_legacy_key
         recorded = ledger.client.get_run(record.run_id).data.params if unseen else None
         run = match(record, by_legacy_key, runs, recorded)
@@ -86,7 +88,7 @@ def adopt(
         if tags and write:
             ledger.set_tags(record.run_id, tags)
         out.append(dataclasses.replace(record, tags={**record.tags, **tags}))
-    if write:
+    if write and met:
         for parent in ledger.runs(experiment_id, role=Role.GROUP):
             run = groups.get(parent.tags.get(Tag.GROUP, "")) if Tag.KEY_SCHEME not in parent.tags else None
             if run is not None:

@@ -260,3 +260,20 @@ def test_a_key_scheme_1_run_is_found_by_its_params_when_a_param_was_added_since(
     # a scheme-1 run no planned run matches is looked at once, then left alone under scheme 1
     other = orch(root, "submit", "legacy.yaml", "--set", "params.steps=5")
     assert "6 to run" in text(other)
+
+
+def test_an_untagged_run_already_keyed_by_scheme_2_is_taken_as_it_is():
+    """A store another tool filled with orch's keys but not its scheme tag: nothing is read or re-tagged."""
+    from orchestrator import rekey
+    from orchestrator.spec.plan import Run
+    from orchestrator.tracking.records import RunRecord
+
+    class NoStore:  # any read or write would be a bug here
+        client = None
+
+        def set_tags(self, *args):
+            raise AssertionError("nothing to write")
+
+    run = Run("smoke", {"steps": 3}, 0, "base", identity={"steps": 3})
+    record = RunRecord("r1", "FINISHED", {Tag.KEY: run.key, Tag.GROUP: run.group}, {})
+    assert rekey.adopt(NoStore(), "1", [run], [record]) == [record]  # type: ignore[arg-type]
