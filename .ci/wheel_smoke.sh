@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 WORK=$(mktemp -d /tmp/orch-wheel.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-.venv/bin/pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" . >/dev/null
+# the venv's setuptools when it can build (>= 68), else pip's isolated build (fetches setuptools from PyPI)
+.venv/bin/pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" . >/dev/null 2>&1 \
+  || .venv/bin/pip wheel -q --no-deps -w "$WORK/dist" . >/dev/null
 python3 -m venv "$WORK/venv"
 SITE=$("$WORK/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 .venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' > "$SITE/orch-stack.pth"

@@ -31,6 +31,31 @@ def wait_for(predicate, timeout: float = 60.0, what: str = "condition", every: f
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+@contextlib.contextmanager
+def submitting(store, spec: Path):
+    """``orch submit SPEC`` running in its own process group for the block (the local backend's runs live as long
+    as it does); Ctrl-C'd at the end, as a user would stop it, and killed if it does not stop."""
+    from conftest import ORCH
+
+    proc = subprocess.Popen(
+        [*ORCH, "submit", str(spec), "--tracking-uri", store.uri],
+        cwd=store.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            stop_group(proc)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,16 +6,12 @@ a bad section is refused before anything is written."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import ORCH, REPO
-from support import free_port, stop_group, wait_for
+from support import free_port, submitting, wait_for
 
 
 @pytest.fixture
@@ -89,16 +85,7 @@ def test_a_stall_is_notified_once(store, hook):
             "notify": {"webhook": url, "on": ["stall"]},
         }
     )
-    proc = subprocess.Popen(
-        [*ORCH, "submit", str(spec), "--tracking-uri", store.uri],
-        cwd=store.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
+    with submitting(store, spec):
 
         def stalled():
             store.orch("status", "silent")
@@ -108,12 +95,6 @@ def test_a_stall_is_notified_once(store, hook):
         assert event["status"] == "STALLED" and event["threshold_s"] == 1 and event["silent_s"] > 1
         store.orch("status", "silent")
         assert len([e for e in received if e["event"] == "stall"]) == 1
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            stop_group(proc)
 
 
 def test_an_unreachable_webhook_is_a_warning_and_the_next_command_sends_it(store, hook):

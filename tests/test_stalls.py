@@ -6,13 +6,9 @@ system-metrics sampler's lines are not a sign of life."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 from pathlib import Path
 
-from conftest import ORCH, REPO
-from support import stop_group, wait_for
+from support import submitting, wait_for
 
 from orchestrator.follow import run_progress
 from orchestrator.job import stall
@@ -51,16 +47,7 @@ def test_a_silent_run_is_stalled_in_status_and_in_the_live_table(store):
     spec = store.spec(
         {"name": "stuck", "workload": "smoke", "params": {"steps": 3, "sleep_s": 120}, "tracking": {"stall_after_s": 2}}
     )
-    proc = subprocess.Popen(
-        [*ORCH, "submit", str(spec), "--tracking-uri", store.uri],
-        cwd=store.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
+    with submitting(store, spec):
 
         def stalled():
             result = store.orch("status", "stuck", "--json")
@@ -74,9 +61,3 @@ def test_a_silent_run_is_stalled_in_status_and_in_the_live_table(store):
         (run,) = store.seed_runs("stuck")
         progress = run_progress("base/seed0", RunDir(Path(run.tags["orch.run_dir"])), {})
         assert progress.stall is not None and progress.step == 0  # the live table's row says STALLED
-    finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            stop_group(proc)

@@ -64,6 +64,8 @@ def test_a_run_records_its_system_metrics_and_status_shows_the_costs(store):
         assert run.metrics["system/gpu_s"] == 0  # no GPU held
     history = store.ledger().client.get_metric_history(runs[0].run_id, "system/rss_mb")
     assert len(history) >= 3  # 1 s, 2 s, then the totals' sample: a short run still gets several
+    (final,) = store.ledger().client.get_metric_history(runs[0].run_id, "final_loss")
+    assert final.step == 29  # the final sits on the workload's last step, not on the sampler's sample count
     out = store.orch("status", "costs", "--costs", check=True).output
     assert "CPU-h" in out and "GPU-h" in out and "peak memory" in out
     costs = json.loads(store.orch("status", "costs", "--costs", "--json", check=True).output)

@@ -18,6 +18,7 @@ ingestion, live progress and compare treat both the same. A non-zero exit fails 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -138,9 +139,14 @@ def run_command(
         while proc.poll() is None:
             reader.read(ctx)
             time.sleep(POLL_S)
-    finally:
+    except BaseException:
         if proc.poll() is None:  # the run was interrupted (cancel, Ctrl-C, a requeue): stop the command too
             _stop(proc)
+        # and journal the lines it wrote since the last read: its own checkpoint may count those steps done, so
+        # a resumed attempt would never log them again
+        with contextlib.suppress(Exception):
+            reader.read(ctx, at_exit=True)
+        raise
     reader.read(ctx, at_exit=True)
     if proc.returncode < 0:
         # A scheduler signals every process of the job at once (Slurm's SIGUSR2 before the time limit, SIGTERM

@@ -134,24 +134,32 @@ def running_now(path: Path) -> bool:
     return last is not None and last["event"] not in (Event.END, Event.REQUEUE)
 
 
-def last_metrics(path: Path, max_bytes: int = 1 << 16) -> dict[str, Any] | None:
-    """The latest ``metrics`` record, reading only the journal's tail (live progress reads it every second,
-    whatever the journal's size); None when the tail holds none."""
+TAIL_BYTES = 1 << 16  # what a tail read takes: enough recent lines, whatever the journal's size
+
+
+def tail_records(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]]:
+    """The complete records of the journal's last ``max_bytes`` (a cut first line and a line being written
+    are left out); [] without a journal."""
     try:
         with open(path, "rb") as f:
             size = f.seek(0, os.SEEK_END)
             f.seek(max(0, size - max_bytes))
             lines = f.read().splitlines()
     except OSError:
-        return None
-    for line in reversed(lines[1:] if len(lines) > 1 and size > max_bytes else lines):  # the first may be cut
+        return []
+    records = []
+    for line in lines[1:] if len(lines) > 1 and size > max_bytes else lines:  # the first may be cut
         try:
-            record = json.loads(line)
+            records.append(json.loads(line))
         except ValueError:
             continue  # a line being written
-        if record.get("event") == Event.METRICS:
-            return record
-    return None
+    return records
+
+
+def last_metrics(path: Path, max_bytes: int = TAIL_BYTES) -> dict[str, Any] | None:
+    """The latest ``metrics`` record, reading only the journal's tail (live progress reads it every second,
+    whatever the journal's size); None when the tail holds none."""
+    return next((r for r in reversed(tail_records(path, max_bytes)) if r.get("event") == Event.METRICS), None)
 
 
 def has_started(path: Path) -> bool:

@@ -10,19 +10,16 @@ once an hour is not stalled after ten minutes; one that logs every second is, af
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.job.journal import events
+from orchestrator.job.journal import events, tail_records
 from orchestrator.vocabulary import Event
 
 MIN_THRESHOLD_S = 300.0
 RATE_FACTOR = 10.0
-TAIL_BYTES = 1 << 16  # the journal's tail read: enough lines for the usual gap, whatever the journal's size
 SIGNS_OF_LIFE = (Event.START, Event.DEVICE, Event.METRICS, Event.CHECKPOINT, Event.WARNING)
 
 
@@ -34,28 +31,6 @@ class Stall:
 
     def to_dict(self) -> dict[str, float]:
         return {"last_sign_of_life": self.last_sign, "silent_s": self.silent_s, "threshold_s": self.threshold_s}
-
-
-def _tail(path: Path, whole: bool = False) -> list[dict]:
-    """The journal's last lines (``whole``: all of them)."""
-    if whole:
-        return events(path)
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - TAIL_BYTES))
-            lines = f.read().splitlines()
-    except OSError:
-        return []
-    if size > TAIL_BYTES and lines:
-        lines = lines[1:]  # the first may be cut
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue  # a line being written
-    return records
 
 
 def threshold(records: list[dict], configured: float | None) -> float:
@@ -70,12 +45,12 @@ def threshold(records: list[dict], configured: float | None) -> float:
 
 def check(journal: Path, configured_s: float | None = None, now: float | None = None) -> Stall | None:
     """The stall of the run whose journal this is, or None: not stalled, not started, or over."""
-    records = _tail(journal)
+    records = tail_records(journal)
     if not records or records[-1].get("event") in (Event.END, Event.REQUEUE):
         return None
     signs = [r["t"] for r in records if r.get("event") in SIGNS_OF_LIFE]
     if not signs:  # a tail of system samples only: the workload has been silent for long; look further back
-        records = _tail(journal, whole=True)
+        records = events(journal)
         signs = [r["t"] for r in records if r.get("event") in SIGNS_OF_LIFE]
     if not signs:
         return None

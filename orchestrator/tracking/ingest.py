@@ -17,6 +17,7 @@ from orchestrator.job import metric_rules
 from orchestrator.job.journal import JournalWriter, decode_number, read_journal
 from orchestrator.job.push import live_file, read_state
 from orchestrator.job.rundir import RunDir
+from orchestrator.job.sysmetrics import PREFIX as SYSTEM_PREFIX
 from orchestrator.tracking import notify
 from orchestrator.tracking.records import FAILED, KILLED, RUNNING, Tag
 from orchestrator.tracking.sqlwrite import RunWrite
@@ -148,7 +149,8 @@ def _read_new(ledger: Ledger, run_dir: RunDir) -> str | _Pending | None:
             tags.update(record["tags"])
         elif record["event"] == Event.END:
             end = record
-            final_step = max(max_step.values(), default=0)
+            # the workload's last step (not the system sampler's sample count): the final sits on it
+            final_step = max((v for k, v in max_step.items() if not k.startswith(SYSTEM_PREFIX)), default=0)
             # one ms later than anything journaled before it: MLflow's "latest" value of a name is the one
             # with the highest (step, timestamp, value), and a command's last step line and its final can
             # share a millisecond; the final must win even when it is the smaller value
