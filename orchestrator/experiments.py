@@ -195,7 +195,7 @@ def sync(workdir: Path = Path("mlruns/jobs"), tracking_uri: str | None = None) -
     counts = {"ingested": 0, "ended": 0}
     for spec_file in sorted(workdir.glob("*/*/run.json")):
         run_dir = RunDir(spec_file.parent)
-        uri = tracking_uri or run_dir.load().get("tracking_uri") or resolve_uri(None)
+        uri = tracking_uri or run_dir.load().tracking_uri or resolve_uri(None)
         ledger = ledgers.setdefault(uri, Ledger(uri))
         before = run_dir.read_cursor().get("offset", 0)
         ended = ledger.ingest(run_dir)

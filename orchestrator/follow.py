@@ -58,7 +58,7 @@ def run_progress(label: str, run_dir: RunDir, started_at: dict[str, Any]) -> Run
             return RunProgress(label, None, {}, None)
         started_at[where] = start["t"]
         try:
-            started_at[where + ":stall"] = run_dir.load().get("stall_after_s")
+            started_at[where + ":stall"] = run_dir.load().stall_after_s
         except (OSError, ValueError):
             started_at[where + ":stall"] = None
     stalled = stall.check(run_dir.journal, started_at[where + ":stall"])

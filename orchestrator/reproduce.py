@@ -50,25 +50,25 @@ def reproduce(record: RunRecord, timeout_s: float | None = None) -> Reproduction
         raise InputError(
             f"run {record.run_id}: its run directory {run_dir.path} (run.json) is gone: nothing to reproduce from"
         )
-    job: dict[str, Any] = run_dir.load()
-    gone = snapshot.missing(job.get("code"))
+    job = run_dir.load()
+    gone = snapshot.missing(job.code)
     if gone:
         raise InputError(f"run {record.run_id}: {gone}")
     original, original_final, _ = logged(run_dir.journal)
     with tempfile.TemporaryDirectory(prefix="orch-reproduce-") as tmp:
         scratch = RunDir(Path(tmp) / "run")
         # no tracking URI and no run id: the re-run must not push into the recorded run
-        scratch.create({**job, "tracking_uri": "", "run_id": "", "reproduces": record.run_id})
+        scratch.create({**job.model_dump(), "tracking_uri": "", "run_id": "", "reproduces": record.run_id})
         subprocess.run(
             [sys.executable, "-m", "orchestrator.job.worker", str(scratch.path)],
             timeout=timeout_s,
-            cwd=job.get("submit_dir") or None,
+            cwd=job.submit_dir or None,
             check=False,
         )
         again, again_final, status = logged(scratch.journal)
         ends = events(scratch.journal, Event.END)
         error = ends[-1].get("error") if ends else "the re-run wrote no end"
-    result = Reproduction(record, status or RunStatus.FAILED, 0, code=(job.get("code") or {}).get("digest", ""))
+    result = Reproduction(record, status or RunStatus.FAILED, 0, code=(job.code or {}).get("digest", ""))
     if status != RunStatus.FINISHED:
         result.differences.append(f"the re-run ended {status}: {error}")
     for key in sorted(set(original) | set(again)):

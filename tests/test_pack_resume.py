@@ -24,7 +24,7 @@ def _starts(run_dir: RunDir) -> int:
 def test_a_killed_packed_run_resumes_when_submitted_again(tmp_path):
     run_dir = _arm(tmp_path / "r")
     journal = JournalWriter(run_dir.journal)  # the earlier submission: started, then cancelled
-    journal.write("start", attempt=1, pid=1, host="h", armed=run_dir.load()["armed"])
+    journal.write("start", attempt=1, pid=1, host="h", armed=run_dir.load().armed)
     journal.write("end", status="KILLED", final={}, error="cancelled")
     journal.close()
     run_dir = _arm(tmp_path / "r")  # the resubmission re-arms the directory

@@ -162,7 +162,7 @@ def test_a_job_that_cannot_reach_the_server_finishes_and_sync_brings_it_in(stack
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: a compute node without a route
     for item in prepared:
         job = item.run_dir.load()
-        item.run_dir.create({**job, "tracking_uri": dead})
+        item.run_dir.create(job.model_copy(update={"tracking_uri": dead}))
     from orchestrator.job.worker import execute
 
     for item in prepared:

@@ -109,9 +109,9 @@ def test_the_device_tags_are_names_records_knows_and_a_gpu_run_without_cuda_is_r
         def write(self, event, **fields):
             written.append((event, fields))
 
-    assert device.claim({"gpus": 0}, Journal()) == "cpu"
+    assert device.claim(0, Journal()) == "cpu"
     with pytest.raises(device.NoCudaError, match=r"resources\.gpus=0\.5 but no CUDA device.*refuses"):
-        device.claim({"gpus": 0.5}, Journal())
+        device.claim(0.5, Journal())
     assert [e for e, _ in written] == ["device", "device"]
     assert written[0][1]["tags"][device.DEVICE] == "cpu" and device.CUDA_VISIBLE in written[1][1]["tags"]
 

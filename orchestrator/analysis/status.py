@@ -76,7 +76,7 @@ def stalls(running: list[RunRecord], now: float | None = None) -> list[dict[str,
     for record in running:
         run_dir = RunDir(Path(record.tags.get(Tag.RUN_DIR, "")))
         try:
-            configured = run_dir.load().get("stall_after_s")
+            configured = run_dir.load().stall_after_s
         except (OSError, ValueError):
             continue
         found = stall.check(run_dir.journal, configured, now)

@@ -230,7 +230,7 @@ class LocalBackend(Backend):
         """The first queued run's job description, for the forkserver to preload its workload; {} when its
         run directory was deleted meanwhile (that run is then skipped, with its reason, by ``_fill``)."""
         try:
-            return self._queue[0].load()
+            return self._queue[0].load().model_dump()
         except (OSError, ValueError):
             return {}
 

@@ -33,10 +33,9 @@ class Journal(Protocol):
     def write(self, event: str, **fields: Any) -> None: ...
 
 
-def claim(job: dict[str, Any], journal: Journal) -> str:
+def claim(gpus: float, journal: Journal) -> str:
     """Journal the run's device facts and return ``ctx.device``; raise ``NoCudaError`` (inside the worker's
-    try: the run ends FAILED with this message) when GPUs were asked for and none is usable."""
-    gpus = float(job.get("gpus", 0) or 0)
+    try: the run ends FAILED with this message) when ``gpus`` (run.json's) were asked for and none is usable."""
     facts = describe(gpus)
     journal.write(Event.DEVICE, tags=facts)
     if gpus > 0 and facts[DEVICE] != "cuda":

@@ -160,7 +160,7 @@ def ended_since_armed(run_dir: RunDir) -> bool:
     """The run ended after a start of this submission (run.json's ``armed`` mark): a requeued pack must not
     run it again. An end left by an earlier submission (cancelled, killed, requeue refused) does not count:
     that submission asked for the run again, and its pack must resume it."""
-    armed = run_dir.load().get("armed")
+    armed = run_dir.load().armed
     if armed is None:  # a run directory made before the mark existed
         return ended_last(run_dir.journal)
     started = False

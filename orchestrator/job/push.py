@@ -29,6 +29,7 @@ from typing import Any
 
 from orchestrator.job.journal import decode_number
 from orchestrator.job.rundir import RunDir, atomic_write
+from orchestrator.job.runjson import RunJob
 from orchestrator.vocabulary import Event
 
 LIVE_FILE = "live.json"
@@ -238,11 +239,11 @@ class LivePusher:
                 raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
 
 
-def start(run_dir: RunDir, job: dict[str, Any]) -> LivePusher | None:
+def start(run_dir: RunDir, job: RunJob) -> LivePusher | None:
     """A started pusher when the run tracks through a server (and ORCH_LIVE is not 0), else None."""
-    if not is_http(job.get("tracking_uri")) or os.environ.get("ORCH_LIVE", "1") == "0":
+    if not is_http(job.tracking_uri) or os.environ.get("ORCH_LIVE", "1") == "0":
         return None
-    return LivePusher(run_dir, job["run_id"], job["tracking_uri"]).start()
+    return LivePusher(run_dir, job.run_id, job.tracking_uri).start()
 
 
 def flush_on_signal(pusher: LivePusher, signum: int = signal.SIGUSR2, timeout: float = 5.0):

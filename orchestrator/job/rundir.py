@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from orchestrator.job.runjson import RunJob
+
 
 def umask() -> int:
     """The process's umask, read without changing it (``os.umask`` can only set it, and another thread
@@ -128,15 +130,16 @@ class RunDir:
     def cancel_marker(self) -> Path:
         return self.path / "cancelled"
 
-    def create(self, payload: dict[str, Any]) -> None:
+    def create(self, payload: RunJob | dict[str, Any]) -> None:
         """(Re)arm the directory for a submission: a cancel marker left by an earlier ``orch cancel`` is
         removed, since this submission asks for the run again (a resume of a cancelled run), and run.json
         gets a fresh ``armed`` mark, which each start of the run journals (``ended_since_armed``)."""
         self.path.mkdir(parents=True, exist_ok=True)
         self.artifacts.mkdir(exist_ok=True)
         self.cancel_marker.unlink(missing_ok=True)
-        payload = {**payload, "armed": uuid.uuid4().hex}  # this submission's mark: its starts carry it
-        atomic_write(self.spec_file, json.dumps(payload, indent=1, sort_keys=True).encode())
+        job = RunJob.model_validate(payload) if isinstance(payload, dict) else payload
+        job = job.model_copy(update={"armed": uuid.uuid4().hex})  # this submission's mark: its starts carry it
+        atomic_write(self.spec_file, json.dumps(job.model_dump(mode="json"), indent=1, sort_keys=True).encode())
 
     def mark_cancelled(self, reason: str) -> None:
         """Tell whoever would start this run (the local backend of the ``orch submit`` that queued it, its
@@ -151,8 +154,9 @@ class RunDir:
         except FileNotFoundError:
             return None
 
-    def load(self) -> dict[str, Any]:
-        return json.loads(self.spec_file.read_text())
+    def load(self) -> RunJob:
+        """run.json, typed (a damaged one: a ValueError)."""
+        return RunJob.model_validate_json(self.spec_file.read_text())
 
     def read_cursor(self) -> dict[str, Any]:
         if self.cursor.exists():

@@ -22,6 +22,7 @@ from orchestrator.job import device, metric_rules, push, snapshot, sysmetrics
 from orchestrator.job.context import RunContext
 from orchestrator.job.journal import FAILED, FINISHED, KILLED, JournalWriter, events, last_event
 from orchestrator.job.rundir import RunDir, output_to
+from orchestrator.job.runjson import RunJob
 from orchestrator.spec import registry
 from orchestrator.vocabulary import Event
 
@@ -144,24 +145,24 @@ def execute(
         # Cancelled while queued (backends/local.py): the canceller journals its end; start nothing.
         return KILLED
     job = run_dir.load()
-    set_threads(int(job.get("cpus", 1)))
-    gone = snapshot.missing(job.get("code"))
+    set_threads(job.cpus)
+    gone = snapshot.missing(job.code)
     if gone:  # the workdir was cleaned under a queued job: say so in the run, do not run other code
         journal = JournalWriter(run_dir.journal)
         journal.write(Event.END, status=FAILED, final={}, error=gone)
         journal.close()
         return FAILED
-    with snapshot.activated(job.get("code")):
+    with snapshot.activated(job.code):
         return _execute(run_dir, job, extra_callbacks, on_failure)
 
 
 def _execute(
     run_dir: RunDir,
-    job: dict[str, Any],
+    job: RunJob,
     extra_callbacks: list | None,
     on_failure: Callable[[BaseException], None] | None,
 ) -> str:
-    run, cpus = job["run"], int(job.get("cpus", 1))
+    run, cpus = job.run, job.cpus
     workload = registry.for_job(run, job)
     params = workload.params_model.model_validate(run["params"])
     seed_everything(run["seed"])
@@ -182,7 +183,7 @@ def _execute(
         attempt=attempt,
         pid=os.getpid(),
         host=socket.gethostname(),
-        armed=job.get("armed"),
+        armed=job.armed,
         resumed_from_step=resumed_from,
         restart_count=int(os.environ.get("SLURM_RESTART_COUNT", 0)),
     )
@@ -196,12 +197,12 @@ def _execute(
             # A cancel that marked the run between the check above and our `start` may have looked for our
             # pid before we journaled it, so nobody will SIGTERM us: checking after `start` closes that window.
             raise Terminated(cancelled)
-        ctx.device = device.claim(job, journal)  # journals the device facts (tags); gpus > 0 without CUDA: FAILED
+        ctx.device = device.claim(job.gpus, journal)  # journals the device facts (tags); gpus > 0 without CUDA: FAILED
         sampler = start_sampler(run_dir, job, journal)
         if workload.command:
             from orchestrator.job.command import run_command
 
-            final = run_command(workload.command, params, ctx, job.get("code"), job.get("submit_dir", ""))
+            final = run_command(workload.command, params, ctx, job.code, job.submit_dir)
         else:
             assert workload.runner is not None
             final = workload.runner(params, ctx) or {}
@@ -245,13 +246,13 @@ def _execute(
     return status
 
 
-def start_sampler(run_dir: RunDir, job: dict[str, Any], journal: JournalWriter) -> sysmetrics.Sampler | None:
+def start_sampler(run_dir: RunDir, job: RunJob, journal: JournalWriter) -> sysmetrics.Sampler | None:
     """The run's system metrics (job/sysmetrics.py), unless the spec turned them off; its GPUs are those it
     holds (CUDA_VISIBLE_DEVICES), none when it asked for none. Sample numbers go on across attempts."""
-    interval = float(job.get("system_metrics_s", 10.0))
+    interval = job.system_metrics_s
     if interval <= 0:
         return None
-    gpus = float(job.get("gpus", 0) or 0)
+    gpus = job.gpus
     previous = last_event(run_dir.journal, Event.SYSTEM)
     return sysmetrics.Sampler(
         journal,

@@ -31,11 +31,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 
 from orchestrator.errors import InputError, did_you_mean
+
+if TYPE_CHECKING:
+    from orchestrator.job.runjson import RunJob  # type only: spec/ sits below job/
 
 ENTRY_POINTS = "orch.workloads"
 OWN_DISTRIBUTION = "orch"
@@ -233,12 +236,12 @@ def for_spec(spec: Any) -> Workload:
     return get(spec.workload)
 
 
-def for_job(run: dict[str, Any], job: dict[str, Any]) -> Workload:
+def for_job(run: dict[str, Any], job: RunJob) -> Workload:
     """The workload of a run directory's ``run.json`` (inside the job)."""
     if run.get("command"):
-        return command(run["command"], job["metric"], job.get("mode", "min"))
+        return command(run["command"], job.metric, job.mode)
     # the module resolved at submit: an entry point or the cwd of the submission may not exist where the job runs
-    module = job.get("module")
+    module = job.module
     return (
         from_module(run["workload"], importlib.import_module(module)) if module else get(run["workload"], probe=False)
     )

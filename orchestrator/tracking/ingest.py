@@ -94,8 +94,7 @@ def ingest_many(ledger: Ledger, run_dirs: list[RunDir]) -> list[str | None]:
 def _read_new(ledger: Ledger, run_dir: RunDir) -> str | _Pending | None:
     """The journal's lines since the cursor, as the write they make (their files uploaded already),
     or the status on record when there is nothing new."""
-    job = run_dir.load()
-    run_id = job["run_id"]
+    run_id = run_dir.load().run_id
     cursor = run_dir.read_cursor()
     if cursor.get("run_id") != run_id:
         cursor = {"offset": 0, "max_step": {}, "run_id": run_id, "ended": None}

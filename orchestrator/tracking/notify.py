@@ -22,6 +22,7 @@ from typing import Any
 from orchestrator.console import err_console
 from orchestrator.job.journal import events, last_event
 from orchestrator.job.rundir import RunDir
+from orchestrator.job.runjson import RunJob
 from orchestrator.vocabulary import Event
 
 EVENTS = ("failure", "stall", "end")
@@ -87,21 +88,20 @@ def _send_once(marker: Path, config: dict[str, Any], payload: dict[str, Any]) ->
     return False
 
 
-def _config(job: dict[str, Any], event: str) -> dict[str, Any] | None:
-    config = job.get("notify")
+def _config(job: RunJob, event: str) -> dict[str, Any] | None:
+    config = job.notify
     return config if config and event in config.get("on", EVENTS) else None
 
 
-def _run_payload(event: str, job: dict[str, Any], run_dir: RunDir, **fields: Any) -> dict[str, Any]:
-    run = job.get("run", {})
-    uri = str(job.get("tracking_uri", ""))
+def _run_payload(event: str, job: RunJob, run_dir: RunDir, **fields: Any) -> dict[str, Any]:
+    run, uri = job.run, job.tracking_uri
     link = None
-    if uri.startswith(("http://", "https://")) and job.get("experiment_id"):
-        link = f"{uri.rstrip('/')}/#/experiments/{job['experiment_id']}/runs/{job['run_id']}"
+    if uri.startswith(("http://", "https://")) and job.experiment_id:
+        link = f"{uri.rstrip('/')}/#/experiments/{job.experiment_id}/runs/{job.run_id}"
     return {
         "event": event,
-        "experiment": job.get("experiment", ""),
-        "run": job.get("run_id"),
+        "experiment": job.experiment,
+        "run": job.run_id,
         "group": run.get("variant"),
         "seed": run.get("seed"),
         "run_dir": str(run_dir.path),

@@ -141,8 +141,8 @@ def trial_run_dirs(plan: TrialPlan, trial_id: str, config: dict[str, Any]) -> li
             run_dir.create(
                 {
                     "run": run.to_dict(),
-                    "run_id": None,
-                    "experiment_id": None,
+                    "run_id": "",  # a trial's seed has no MLflow run of its own: the trial's records it
+                    "experiment_id": "",
                     "trial_id": trial_id,
                     "cpus": plan.cpus,
                     "gpus": plan.gpus,
