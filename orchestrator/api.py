@@ -86,11 +86,8 @@ class Submission:
             self.ledger = Ledger(self.uri)
             # created in launch(), once it is sure to run something (and, locally, once its runs started)
             self.experiment_id = self.ledger.experiment_id(self.spec.name) or ""
-            backend = self.backend
             records = driver.refresh(
-                self.ledger,
-                self.ledger.runs(self.experiment_id) if self.experiment_id else [],
-                lambda name: backend if name == self.spec.backend else make_backend(name),
+                self.ledger, self.ledger.runs(self.experiment_id) if self.experiment_id else [], self._backend_for
             )
             if self.experiment_id:  # runs recorded under key scheme 1 get scheme-2 keys: found, not rerun
                 records = rekey.adopt(self.ledger, self.experiment_id, self.runs, records)
@@ -102,6 +99,12 @@ class Submission:
             self.lock.release()
             raise
         return self.reconciled
+
+    def _backend_for(self, name: str) -> Backend:
+        """This submission's backend for its own runs; another one (earlier runs of the experiment) made anew."""
+        if name == self.spec.backend and self.backend is not None:
+            return self.backend
+        return make_backend(name)
 
     @property
     def backend_class(self) -> type[Backend]:
@@ -218,7 +221,7 @@ class Submission:
             return follow.follow(self.ledger, self.backend, self.prepared, sink)
         finally:
             records = groups.notify_end(self.ledger, self.experiment_id)
-            driver.record_accounting(self.ledger, records, lambda name: self.backend or make_backend(name))
+            driver.record_accounting(self.ledger, records, self._backend_for)
             groups.update_groups(self.ledger, self.experiment_id, records)
 
 

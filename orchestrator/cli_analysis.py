@@ -4,6 +4,7 @@ sweep and its best configuration), `orch reproduce` (a run again from its snapsh
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -42,19 +43,9 @@ def tune(
     from orchestrator import render_tune
     from orchestrator.tune.sweep import run_sweep
 
-    if console.is_terminal:  # a live trial table; to a file or a pipe, one line per ended trial
-        with render_tune.TrialBoard() as board:
-            result = run_sweep(
-                spec_path,
-                sets=sets,
-                tracking_uri=tracking_uri,
-                ray_address=ray_address,
-                resume=resume,
-                best_path=best,
-                echo=console.print,
-                sink=board,
-            )
-    else:
+    # a live trial table; to a file or a pipe, one line per ended trial
+    board = render_tune.TrialBoard() if console.is_terminal else contextlib.nullcontext(None)
+    with board as sink:
         result = run_sweep(
             spec_path,
             sets=sets,
@@ -63,6 +54,7 @@ def tune(
             resume=resume,
             best_path=best,
             echo=console.print,
+            sink=sink,
         )
     console.print(render_tune.trials_table(result, top))
     counts = Counter(r.status for r in result.rows)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import groups
-from orchestrator.backends.base import DONE, LOST, Backend, Job
+from orchestrator.backends.base import DONE, LOST, Backend, Job, backend_class
 from orchestrator.job.journal import has_started
 from orchestrator.job.rundir import RunDir
 from orchestrator.provenance import Provenance
@@ -138,6 +138,8 @@ def record_accounting(ledger: Ledger, records: list[RunRecord], backend_for: Cal
             pending[r.tags.get(Tag.BACKEND, "local")].append((r, job))
     for name, items in pending.items():
         try:
+            if backend_class(name).accounting is Backend.accounting:
+                continue  # keeps no accounting (local, Ray): no instance made only to hear nothing
             found = backend_for(name).accounting([job for _, job in items])
         except Exception:
             continue

@@ -12,7 +12,7 @@ from orchestrator.backends.base import DONE, LOST, Backend, Job
 from orchestrator.backends.base import RUNNING as JOB_RUNNING
 from orchestrator.driver import Prepared
 from orchestrator.job import stall
-from orchestrator.job.journal import decode_number, last_event, last_metrics
+from orchestrator.job.journal import decode_number, last_event, tail_records
 from orchestrator.job.rundir import RunDir
 from orchestrator.job.stall import Stall
 from orchestrator.tracking.ledger import Ledger
@@ -49,23 +49,25 @@ class _Silent:
 
 
 def run_progress(label: str, run_dir: RunDir, started_at: dict[str, Any]) -> RunProgress:
-    """``started_at`` caches each run directory's start time (read once from its journal's start event) and
-    its stall threshold (read once from its run.json)."""
+    """``started_at`` caches, per run directory, its start time (its journal's start event) and its stall
+    threshold (its run.json), each read once; the journal's tail is read once per call."""
     where = str(run_dir.path)
     if where not in started_at:
         start = last_event(run_dir.journal, Event.START)
         if start is None:
             return RunProgress(label, None, {}, None)
-        started_at[where] = start["t"]
         try:
-            started_at[where + ":stall"] = run_dir.load().stall_after_s
+            threshold = run_dir.load().stall_after_s
         except (OSError, ValueError):
-            started_at[where + ":stall"] = None
-    stalled = stall.check(run_dir.journal, started_at[where + ":stall"])
-    record = last_metrics(run_dir.journal)
+            threshold = None
+        started_at[where] = (start["t"], threshold)
+    started, threshold = started_at[where]
+    tail = tail_records(run_dir.journal)
+    stalled = stall.check(run_dir.journal, threshold, tail=tail)
+    record = next((r for r in reversed(tail) if r.get("event") == Event.METRICS), None)
     if record is None:
         return RunProgress(label, None, {}, None, stalled)
-    elapsed = record["t"] - started_at[where]
+    elapsed = record["t"] - started
     rate = (record["step"] + 1) / elapsed if elapsed > 0 else None
     metrics = {k: decode_number(v) for k, v in record["metrics"].items()}
     return RunProgress(label, record["step"], metrics, rate, stalled)

@@ -145,3 +145,24 @@ def test_a_cluster_profile_gives_its_notify_section_to_the_specs_that_have_none(
     with pytest.raises(InputError, match="expected an http") as err:
         apply_profile(spec)
     assert err.value.field == "notify.webhook" and "lab.yaml" in str(err.value.source)
+
+
+def test_processes_meeting_one_failure_at_once_send_it_once(store, hook):
+    """Eight threads (as eight orch commands would) meet the same failed run at once: one notification."""
+    from orchestrator.job.journal import JournalWriter
+    from orchestrator.job.rundir import RunDir
+    from orchestrator.tracking import notify
+
+    url, received = hook
+    run_dir = RunDir(store.root / "run")
+    run_dir.create({"run": {"variant": "v", "seed": 0}, "run_id": "r", "notify": {"webhook": url, "on": ["failure"]}})
+    journal = JournalWriter(run_dir.journal)
+    journal.write("start", attempt=1)
+    journal.write("end", status="FAILED", final={}, error="boom")
+    journal.close()
+    threads = [threading.Thread(target=notify.run_ended, args=(run_dir,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [e["error"] for e in received] == ["boom"]

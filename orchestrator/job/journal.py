@@ -156,12 +156,6 @@ def tail_records(path: Path, max_bytes: int = TAIL_BYTES) -> list[dict[str, Any]
     return records
 
 
-def last_metrics(path: Path, max_bytes: int = TAIL_BYTES) -> dict[str, Any] | None:
-    """The latest ``metrics`` record, reading only the journal's tail (live progress reads it every second,
-    whatever the journal's size); None when the tail holds none."""
-    return next((r for r in reversed(tail_records(path, max_bytes)) if r.get("event") == Event.METRICS), None)
-
-
 def has_started(path: Path) -> bool:
     """Some worker journaled a ``start`` here. A journal can exist without one: the ``end`` that Ctrl-C or
     ``orch cancel`` writes for a run that was still queued; such a run never ran."""

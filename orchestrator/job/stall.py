@@ -43,9 +43,12 @@ def threshold(records: list[dict], configured: float | None) -> float:
     return max(MIN_THRESHOLD_S, RATE_FACTOR * usual)
 
 
-def check(journal: Path, configured_s: float | None = None, now: float | None = None) -> Stall | None:
-    """The stall of the run whose journal this is, or None: not stalled, not started, or over."""
-    records = tail_records(journal)
+def check(
+    journal: Path, configured_s: float | None = None, now: float | None = None, tail: list[dict] | None = None
+) -> Stall | None:
+    """The stall of the run whose journal this is, or None: not stalled, not started, or over. ``tail``: the
+    journal's tail when the caller read it already (``journal.tail_records``)."""
+    records = tail_records(journal) if tail is None else tail
     if not records or records[-1].get("event") in (Event.END, Event.REQUEUE):
         return None
     signs = [r["t"] for r in records if r.get("event") in SIGNS_OF_LIFE]

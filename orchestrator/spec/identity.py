@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Set as AbstractSet
+from functools import cache
 from typing import Any
 
 import pydantic
@@ -30,20 +32,23 @@ def _model_of(annotation: Any) -> type[pydantic.BaseModel] | None:
     return annotation if isinstance(annotation, type) and issubclass(annotation, pydantic.BaseModel) else None
 
 
-def excluded_paths(model: type[pydantic.BaseModel], prefix: str = "") -> set[str]:
+@cache  # per Params class: expand() asks for every variant and grid point
+def excluded_paths(model: type[pydantic.BaseModel], prefix: str = "") -> frozenset[str]:
     """Dotted paths of the fields marked ``{"identity": False}``, nested models included."""
-    paths = set()
+    paths: set[str] = set()
     for name, info in model.model_fields.items():
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         if extra.get(NOT_IDENTITY) is False:
             paths.add(prefix + name)
         elif (nested := _model_of(info.annotation)) is not None:
             paths |= excluded_paths(nested, f"{prefix}{name}.")
-    return paths
+    return frozenset(paths)
 
 
+@cache
 def flat_defaults(model: type[pydantic.BaseModel]) -> dict[str, Any]:
-    """Every field's default as a flat ``{dotted path: JSON value}`` (required fields have none)."""
+    """Every field's default as a flat ``{dotted path: JSON value}`` (required fields have none). Cached:
+    read only."""
     out: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         if not info.is_required():
@@ -52,7 +57,7 @@ def flat_defaults(model: type[pydantic.BaseModel]) -> dict[str, Any]:
     return out
 
 
-def _excluded(path: str, excluded: set[str]) -> bool:
+def _excluded(path: str, excluded: AbstractSet[str]) -> bool:
     return any(path == e or path.startswith(e + ".") for e in excluded)
 
 
