@@ -105,8 +105,15 @@ def reproduce(
 @handles_input_errors
 def compare(
     experiment: ExperimentArg,
-    metric: Annotated[str | None, typer.Option("--metric", help="final metric (default: the spec's)")] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="min | max: which way is better")] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            help="final metric, NAME or NAME:min / NAME:max (default: the spec's); repeat it to compare "
+            "several at once, Holm-corrected together",
+        ),
+    ] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="min | max: which way is better (one metric)")] = None,
     baseline: Annotated[
         str | None, typer.Option("--baseline", help="compare every group to this one (default: all pairs)")
     ] = None,
@@ -141,16 +148,32 @@ def compare(
             "seeds, else the permutation test)",
         ),
     ] = "t",
+    table: Annotated[
+        str | None,
+        typer.Option("--table", help="also write the paper's significance table: latex or markdown"),
+    ] = None,
+    table_out: Annotated[
+        Path | None,
+        typer.Option("--table-out", help="where --table writes (default: compare-EXPERIMENT.tex / .md here)"),
+    ] = None,
+    curves: Annotated[
+        bool,
+        typer.Option(
+            "--curves",
+            help="every per-step metric's mean and interval per group: on the group parents in MLflow, and drawn",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     tracking_uri: UriOpt = None,
 ):
     """Do the groups differ across seeds? Per group statistics, tests against the baseline, plain verdicts."""
-    from orchestrator import api
-    from orchestrator.analysis.report import print_report
+    from orchestrator.experiments import compare_study
 
-    result = api.compare(
+    if table_out is not None and table is None:
+        raise InputError("--table-out needs --table latex or --table markdown", "--table-out")
+    study = compare_study(
         experiment,
-        metric=metric,
+        metrics=metric,
         mode=mode,
         baseline=baseline,
         by=by.split(",") if by else None,
@@ -161,15 +184,26 @@ def compare(
         tracking_uri=tracking_uri,
         where=where,
         test=test,
+        table=table,
+        table_out=table_out,
+        curves=curves,
     )
     if as_json:
-        print(json.dumps(result.to_dict(), indent=1))
+        print(json.dumps(study.to_dict(), indent=1))
         return
-    print_report(result, console)
+    from orchestrator.analysis.report import print_study
+
+    print_study(study, console)
     if log:
-        console.print(
-            f"report logged to MLflow run {result.compare_run_id} ('compare {result.metric}'); browse it with: orch ui"
-        )
+        for r in study.reports:
+            console.print(
+                f"report logged to MLflow run {r.compare_run_id} ('compare {r.metric}'); browse it with: orch ui"
+            )
+    if study.curves is not None:
+        where_to = "on each group's parent run" if log else "in the report (--no-log: not in MLflow)"
+        console.print(f"curves of {', '.join(study.curves.metrics) or 'no per-step metric'}: {where_to}")
+    if study.table_path:
+        console.print(f"table in {study.table_path}")
     if out:
         console.print(f"report and plots in {out}")
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the analysis modules are imported where they are used
     import pandas
 
     from orchestrator.analysis.compare import Report
+    from orchestrator.analysis.study import Study
     from orchestrator.analysis.status import GroupStatus, SweepStatus
     from orchestrator.reproduce import Reproduction
 
@@ -207,7 +208,7 @@ def sync(workdir: Path = Path("mlruns/jobs"), tracking_uri: str | None = None) -
 
 def compare(
     experiment: str,
-    metric: str | None = None,
+    metric: str | list[str] | None = None,
     mode: str | None = None,
     baseline: str | None = None,
     by: list[str] | None = None,
@@ -219,36 +220,50 @@ def compare(
     where: str | None = None,
     test: str = "t",
 ) -> Report:
-    """Do the groups differ across seeds? The report (statistics, tests, verdicts); with ``log`` it is also
-    logged to MLflow with its plots, with ``out`` kept in that folder too. ``test``: "t" (paired t-test on
-    shared seeds, else Welch's) or "permutation" (Fisher's randomization test, else the permutation test)."""
-    import tempfile
+    """Do the groups differ across seeds? The report (statistics, tests, verdicts) of one metric (the first
+    of a list, whose comparisons are Holm-corrected with the others': ``compare_study`` returns them all);
+    with ``log`` it is also logged to MLflow with its plots, with ``out`` kept in that folder too. ``test``:
+    "t" (paired t-test on shared seeds, else Welch's) or "permutation" (Fisher's randomization test, else the
+    permutation test)."""
+    metrics = [metric] if isinstance(metric, str) else metric
+    study = compare_study(experiment, metrics, mode, baseline, by, alpha, curve, log, out, tracking_uri, where, test)
+    return study.report
 
-    from orchestrator.analysis import report as report_files
-    from orchestrator.analysis.compare import log_to_mlflow, run_compare
 
+def compare_study(
+    experiment: str,
+    metrics: list[str] | None = None,
+    mode: str | None = None,
+    baseline: str | None = None,
+    by: list[str] | None = None,
+    alpha: float = 0.05,
+    curve: str | None = None,
+    log: bool = True,
+    out: Path | None = None,
+    tracking_uri: str | None = None,
+    where: str | None = None,
+    test: str = "t",
+    table: str | None = None,
+    table_out: Path | None = None,
+    curves: bool = False,
+) -> Study:
+    """`orch compare` over one or several metrics (``NAME`` or ``NAME:min``/``NAME:max``), every comparison
+    of every metric Holm-corrected as one family; ``table`` ("latex" or "markdown") writes the paper table to
+    ``table_out`` (default: compare-<experiment>.tex / .md here); ``curves`` logs every per-step metric's
+    mean and interval on the group parents and draws them."""
+    from orchestrator.analysis.papertable import KINDS
+    from orchestrator.analysis.publish import publish
+    from orchestrator.analysis.study import run_study, write_table
+
+    if table is not None and table not in KINDS:  # before anything is read or written
+        raise InputError(f"expected one of: {', '.join(KINDS)}, got '{table}'", "--table")
     name, spec_uri = experiment_name(experiment)
     ledger = Ledger(resolve_uri(tracking_uri, spec_uri), create=False)
-    result = run_compare(
-        ledger,
-        name,
-        metric=metric,
-        mode=mode,
-        baseline=baseline,
-        by=by,
-        alpha=alpha,
-        curve=curve,
-        where=where,
-        test=test,
-    )
-    with tempfile.TemporaryDirectory(prefix="orch-compare-") as tmp:
-        files = out or Path(tmp)
-        if log or out:  # the plots cost a matplotlib import: only when they go somewhere
-            report_files.write(result, files)
-        if log:
-            log_to_mlflow(ledger, result, files)
-            (files / "compare.json").write_text(json.dumps(result.to_dict(), indent=1))
-    return result
+    study = run_study(ledger, name, metrics, mode, baseline, by, alpha, curve, where=where, test=test)
+    if table is not None:
+        write_table(study, table, table_out)
+    publish(ledger, study, out, log, curves)
+    return study
 
 
 # -- the store's experiments -------------------------------------------------------------------------

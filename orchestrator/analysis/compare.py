@@ -10,18 +10,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from orchestrator.analysis import stats
+from orchestrator.analysis import robust, stats, store
 from orchestrator.analysis.grouping import group_names, group_parents, pooling_notes
-from orchestrator.analysis.interval import aggregates
-from orchestrator.analysis.status import experiment_status
-from orchestrator.analysis.verdict import chance_levels, chance_notes, verdict
+from orchestrator.analysis.status import GroupStatus, experiment_status
+from orchestrator.analysis.verdict import chance_levels, chance_notes
 from orchestrator.errors import InputError, did_you_mean
 from orchestrator.spec.identity import describe_drift
 from orchestrator.tracking.ledger import Ledger
-from orchestrator.tracking.records import FINISHED, RUNNING, Role, Tag, latest_per_key, role_filter, search_all
+from orchestrator.tracking.records import FINISHED, RunRecord, Tag, latest_per_key
 
 
 @dataclass
@@ -49,6 +47,10 @@ class Group:
     curve: Curve | None = None
     drifted: int = 0  # finished seeds recorded under another default (status.default_drift)
     drift: dict[str, list] = field(default_factory=dict)
+    # the interquartile mean (robust.iqm) and its percentile bootstrap interval
+    iqm: float | None = None
+    iqm_low: float | None = None
+    iqm_high: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +61,9 @@ class Group:
             "run_ids": self.run_ids,
             "parent_run_ids": self.parents,
             **(self.summary.to_dict() if self.summary else {}),
+            "iqm": self.iqm,
+            "iqm_low": self.iqm_low,
+            "iqm_high": self.iqm_high,
             "curve": self.curve.__dict__ if self.curve else None,
         }
 
@@ -107,6 +112,11 @@ class Report:
                 "ci": "Student t interval of the mean",
                 "boot": f"bootstrap interval of the mean ({stats.BOOT_RESAMPLES} resamples, "
                 f"seed {stats.BOOT_SEED}; BCa, percentile when BCa is undefined)",
+                "iqm": f"percentile bootstrap interval of the interquartile mean ({robust.RESAMPLES} resamples, "
+                f"seed {robust.SEED})",
+                "p_better": "P(a random run of a is better than a random run of b), ties 1/2; percentile "
+                f"bootstrap interval, each group resampled on its own ({robust.RESAMPLES} resamples, "
+                f"seed {robust.SEED})",
             },
             "baseline": self.baseline,
             "by": self.by,
@@ -119,13 +129,47 @@ class Report:
         }
 
 
-# -- gathering ----------------------------------------------------------------------------------------
-def gather(ledger: Ledger, experiment_id: str, metric: str, names: dict[str, str]) -> list[Group]:
+# -- reading, once ------------------------------------------------------------------------------------
+@dataclass
+class Experiment:
+    """What every metric of a comparison reads of the store: read once per `orch compare`."""
+
+    ledger: Ledger
+    name: str
+    experiment_id: str
+    parents: list[Any]  # group runs with params (store.StoredRun or MLflow Run), ``--where`` applied
+    records: list[RunRecord]  # every seed attempt
+    statuses: list[GroupStatus]
+    _histories: dict[tuple[str, str], dict[int, float]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, ledger: Ledger, name: str, where: str | None = None) -> Experiment:
+        experiment_id = ledger.experiment_id(name)
+        if experiment_id is None:
+            raise InputError(f"no experiment named '{name}' in {ledger.uri}")
+        parents = group_parents(ledger, experiment_id, where)
+        records = ledger.runs(experiment_id)
+        as_records = [
+            RunRecord(p.info.run_id, p.info.status, p.data.tags, p.data.metrics, p.info.start_time) for p in parents
+        ]
+        statuses = experiment_status(ledger, experiment_id, records, as_records)
+        return cls(ledger, name, experiment_id, parents, records, statuses)
+
+    def history(self, run_ids: list[str], name: str) -> dict[str, dict[int, float]]:
+        """run id -> step -> value of one metric (read for all asked runs at once, then kept)."""
+        missing = [r for r in run_ids if (r, name) not in self._histories]
+        if missing:
+            for run_id, metrics in store.histories(self.ledger, missing, [name]).items():
+                self._histories[(run_id, name)] = metrics[name]
+        return {r: self._histories[(r, name)] for r in run_ids}
+
+
+def gather(exp: Experiment, metric: str, names: dict[str, str]) -> list[Group]:
     """Groups with the final values of ``metric`` of their FINISHED seeds (and the other runs counted);
     ``names``: parent run id -> group name (``group_names``)."""
     groups: dict[str, Group] = {}
     by_group_tag: dict[str, Group] = {}
-    for status in experiment_status(ledger, experiment_id):  # ordered by start: the spec's order
+    for status in exp.statuses:  # ordered by start: the spec's order
         name = names.get(status.run_id)
         if name is None:
             continue
@@ -145,7 +189,7 @@ def gather(ledger: Ledger, experiment_id: str, metric: str, names: dict[str, str
         group.drift.update(status.drift)
 
     known_metrics: set[str] = set()
-    for best in latest_per_key(ledger.runs(experiment_id)):  # the same record status counts
+    for best in latest_per_key(exp.records):  # the same record status counts
         if best.status != FINISHED:
             continue
         owner = by_group_tag.get(best.tags.get(Tag.GROUP, ""))
@@ -177,44 +221,43 @@ def gather(ledger: Ledger, experiment_id: str, metric: str, names: dict[str, str
     return list(groups.values())
 
 
-def default_metric(ledger: Ledger, experiment_id: str) -> tuple[str, str]:
+def default_metric(parents: list[Any]) -> tuple[str, str]:
     """The spec's main metric and mode, as recorded on the parent runs."""
-    for parent in ledger.runs(experiment_id, role=Role.GROUP):
-        if parent.tags.get(Tag.METRIC):
-            return parent.tags[Tag.METRIC], parent.tags.get(Tag.MODE, "min")
+    for parent in parents:
+        if parent.data.tags.get(Tag.METRIC):
+            return parent.data.tags[Tag.METRIC], parent.data.tags.get(Tag.MODE, "min")
     raise InputError("no main metric recorded on the experiment's groups: pass --metric", "--metric")
 
 
 # -- learning curves ----------------------------------------------------------------------------------
-def pick_curve_metric(ledger: Ledger, groups: list[Group], metric: str, curve: str | None) -> str | None:
+def pick_curve_metric(exp: Experiment, groups: list[Group], metric: str, curve: str | None) -> str | None:
     """``--curve``, else the metric itself when it has a history, else ``final_X`` -> ``X``."""
     run_id = next((rid for g in groups for rid in g.run_ids), None)
     if run_id is None:
         return None
+    steps = store.steps_per_metric(exp.ledger, run_id)
     if curve:
-        if not ledger.client.get_metric_history(run_id, curve):
-            known = sorted(ledger.client.get_run(run_id).data.metrics)
+        if not steps.get(curve):
+            known = sorted(steps)
             raise InputError(
                 f"no history of metric '{curve}'{did_you_mean(curve, known)}; known: {', '.join(known)}", "--curve"
             )
         return curve
     candidates = [metric] + [metric[len(p) :] for p in ("final_", "test_", "val_") if metric.startswith(p)]
-    for name in candidates:
-        if len(ledger.client.get_metric_history(run_id, name)) > 1:
-            return name
-    return None
+    return next((name for name in candidates if steps.get(name, 0) > 1), None)
 
 
-def build_curve(ledger: Ledger, run_ids: list[str], name: str, confidence: float) -> Curve | None:
+def build_curve(exp: Experiment, run_ids: list[str], name: str, confidence: float) -> Curve | None:
+    """Mean and t-interval per step over the seeds that logged it (a step some seeds lack has a smaller n)."""
     per_step: dict[int, list[float]] = defaultdict(list)
-    for run_id in run_ids:
-        for m in ledger.client.get_metric_history(run_id, name):
-            per_step[m.step].append(m.value)
+    for steps in exp.history(run_ids, name).values():
+        for step, value in steps.items():
+            per_step[step].append(value)
     if not per_step:
         return None
-    steps = sorted(per_step)
-    rows = stats.mean_curve([per_step[s] for s in steps], confidence)
-    return Curve(steps, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
+    order = sorted(per_step)
+    rows = stats.mean_curve([per_step[s] for s in order], confidence)
+    return Curve(order, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
 
 
 def _baseline_name(baseline: str | None, names: list[str]) -> str | None:
@@ -235,44 +278,31 @@ def _baseline_name(baseline: str | None, names: list[str]) -> str | None:
     )
 
 
-def run_compare(
-    ledger: Ledger,
-    experiment: str,
-    metric: str | None = None,
-    mode: str | None = None,
+def metric_report(
+    exp: Experiment,
+    metric: str,
+    mode: str,
+    notes: list[str],
     baseline: str | None = None,
     by: list[str] | None = None,
     alpha: float = 0.05,
     curve: str | None = None,
     confidence: float = stats.CONFIDENCE,
-    where: str | None = None,
     test: str = "t",
 ) -> Report:
-    if test not in stats.PRIMARY:
-        raise InputError(f"expected one of: {', '.join(stats.PRIMARY)}, got '{test}'", "--test")
-    experiment_id = ledger.experiment_id(experiment)
-    if experiment_id is None:
-        raise InputError(f"no experiment named '{experiment}' in {ledger.uri}")
-    if not 0 < alpha < 1:
-        raise InputError(f"expected a number between 0 and 1, got {alpha}", "--alpha")
-    if mode is not None and mode not in ("min", "max"):
-        raise InputError(f"expected 'min' or 'max', got '{mode}'", "--mode")
-    notes = []
-    parents = group_parents(ledger, experiment_id, where)
-    main_metric, main_mode = default_metric(ledger, experiment_id) if metric is None or mode is None else (metric, mode)
-    metric = metric or main_metric
-    if mode is None:
-        mode = main_mode if metric == main_metric else "min"
-        if metric != main_metric:
-            notes.append(f"assumed lower {metric} is better; pass --mode max if higher is better")
+    """One metric's groups, summaries and comparisons, not yet Holm-corrected (``study.run_study`` corrects
+    every metric's comparisons as one family, then writes the verdicts)."""
     by = [b.strip() for b in (by or []) if b.strip()]
-    names = group_names(parents, by)
-    groups = gather(ledger, experiment_id, metric, names)
-    notes += pooling_notes(parents, names)
+    names = group_names(exp.parents, by)
+    groups = gather(exp, metric, names)
+    notes = notes + pooling_notes(exp.parents, names)
     baseline = _baseline_name(baseline, [g.name for g in groups])
 
     for g in groups:
         g.summary = stats.summarize(g.values, confidence)
+        finite = [v for v in g.values if v == v and abs(v) != float("inf")]
+        g.iqm = robust.iqm(finite)
+        g.iqm_low, g.iqm_high = robust.iqm_interval(finite, confidence)
         if g.summary.n_nonfinite:
             notes.append(f"`{g.name}`: {g.summary.n_nonfinite} finished run(s) with a NaN/inf {metric} left out")
         if g.counts["no_metric"]:
@@ -288,26 +318,29 @@ def run_compare(
         pairs = [(g, base) for g in groups if g is not base]
     else:
         pairs = [(groups[i], groups[j]) for i in range(len(groups)) for j in range(i + 1, len(groups))]
-    comparisons = [
-        stats.compare(x.name, x.values, y.name, y.values, x.seeds, y.seeds, confidence, test) for x, y in pairs
-    ]
-    stats.correct(comparisons, alpha)
+    comparisons = []
+    sign = 1.0 if mode == "max" else -1.0  # P(better): higher values when higher is better, else lower
+    for x, y in pairs:
+        c = stats.compare(x.name, x.values, y.name, y.values, x.seeds, y.seeds, confidence, test)
+        xs = [sign * v for v in x.values if v == v and abs(v) != float("inf")]
+        ys = [sign * v for v in y.values if v == v and abs(v) != float("inf")]
+        c.p_better = robust.probability_of_improvement(xs, ys)
+        c.p_better_low, c.p_better_high = robust.poi_interval(xs, ys, confidence)
+        comparisons.append(c)
     notes += [f"`{c.a}` vs `{c.b}`: {c.primary_why}" for c in comparisons if c.primary_why]
-    for c in comparisons:
-        c.outcome, c.verdict = verdict(c, metric, mode, alpha, confidence)
     if len(groups) < 2:
         notes.append("a single group: nothing to compare against (use --by to regroup)")
-    chance = chance_levels(parents)
+    chance = chance_levels(exp.parents)
     if metric in chance:
         notes += chance_notes(groups, metric, mode, chance[metric])
 
-    curve_metric = pick_curve_metric(ledger, groups, metric, curve)
+    curve_metric = pick_curve_metric(exp, groups, metric, curve)
     if curve_metric:
         for g in groups:
-            g.curve = build_curve(ledger, g.run_ids, curve_metric, confidence)
+            g.curve = build_curve(exp, g.run_ids, curve_metric, confidence)
     return Report(
-        experiment,
-        experiment_id,
+        exp.name,
+        exp.experiment_id,
         metric,
         mode,
         alpha,
@@ -323,45 +356,22 @@ def run_compare(
     )
 
 
-# -- writing back to MLflow ---------------------------------------------------------------------------
-def log_to_mlflow(ledger: Ledger, report: Report, files: Path) -> str:
-    """Aggregates on each group's parent run (when the group is exactly one parent: a merged group has
-    no parent of its own), and a comparison run holding the report and plots as artifacts."""
-    for group in report.groups:
-        if len(group.parents) == 1 and group.summary is not None:
-            ledger.log_values(group.parents[0], aggregates(report.metric, group.values, report.confidence))
-    verdicts = "\n".join(f"- {c.verdict}" for c in report.comparisons) or "(no comparison)"
-    tags = {
-        Tag.ROLE: Role.COMPARE,
-        Tag.METRIC: report.metric,
-        Tag.MODE: report.mode,
-        Tag.BASELINE: report.baseline or "",
-        Tag.BY: ",".join(report.by) or "group",
-        "mlflow.note.content": f"orch compare {report.metric} ({report.mode})\n\n{verdicts}"[:5000],
-    }
-    settings = {
-        "metric": report.metric,
-        "mode": report.mode,
-        "alpha": report.alpha,
-        "baseline": report.baseline or "(all pairs)",
-        "by": ",".join(report.by) or "group",
-    }
-    # one report run per metric, updated by each `orch compare` (the settings of the latest are its tags)
-    tags.update({f"orch.compare.{k}": str(v) for k, v in settings.items()})
-    found = search_all(
-        ledger.client, report.experiment_id, f"{role_filter(Role.COMPARE)} and tags.`{Tag.METRIC}` = '{report.metric}'"
-    )
-    if found:
-        run_id = found[0].info.run_id
-        ledger.set_tags(run_id, tags)
-        ledger.set_status(run_id, RUNNING)
-    else:
-        run_id = ledger.create_run(report.experiment_id, f"compare {report.metric}", tags, {}, status=RUNNING)
-    ledger.log_values(
-        run_id,
-        {f"groups_significant_{o}": sum(c.outcome == o for c in report.comparisons) for o in ("better", "worse")},
-    )
-    ledger.client.log_artifacts(run_id, str(files))
-    ledger.set_status(run_id, FINISHED)
-    report.compare_run_id = run_id
-    return run_id
+def run_compare(
+    ledger: Ledger,
+    experiment: str,
+    metric: str | None = None,
+    mode: str | None = None,
+    baseline: str | None = None,
+    by: list[str] | None = None,
+    alpha: float = 0.05,
+    curve: str | None = None,
+    confidence: float = stats.CONFIDENCE,
+    where: str | None = None,
+    test: str = "t",
+) -> Report:
+    """One metric's comparison (``study.run_study`` with one metric)."""
+    from orchestrator.analysis.study import run_study  # study builds on this module
+
+    return run_study(
+        ledger, experiment, [metric] if metric else None, mode, baseline, by, alpha, curve, confidence, where, test
+    ).report

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from orchestrator.analysis.store import runs_with_params
 from orchestrator.errors import InputError, did_you_mean
 from orchestrator.tracking.ledger import Ledger
-from orchestrator.tracking.records import Role, Tag, role_filter, search_all
+from orchestrator.tracking.records import Role, Tag
 
 
 def _field_value(run, name: str) -> str | None:
@@ -80,9 +81,9 @@ def pooling_notes(parents: list, names: dict[str, str]) -> list[str]:
 
 
 def group_parents(ledger: Ledger, experiment_id: str, where: str | None = None) -> list:
-    """The experiment's group runs (with params), those matching ``where`` (``analysis/where.py``) when
-    given; none is an error that says what there is instead."""
-    parents = search_all(ledger.client, experiment_id, role_filter(Role.GROUP))
+    """The experiment's group runs (with params; on sqlite read without MLflow: ``store``), those matching
+    ``where`` (``analysis/where.py``) when given; none is an error that says what there is instead."""
+    parents = runs_with_params(ledger, experiment_id, Role.GROUP)
     if parents and where:
         from orchestrator.analysis.where import matches, parse
 
@@ -91,7 +92,7 @@ def group_parents(ledger: Ledger, experiment_id: str, where: str | None = None) 
         if not parents:
             raise InputError(f"no group matches '{where}'", "--where")
     if not parents:
-        if search_all(ledger.client, experiment_id, role_filter(Role.SWEEP)):
+        if ledger.runs(experiment_id, role=Role.SWEEP):
             raise InputError(
                 "the experiment holds only `orch tune` sweeps (compared in its trial table): compare "
                 "seeds of `orch submit`, e.g. orch submit best.yaml --seeds 10"

@@ -128,3 +128,64 @@ def curves(report, path: Path) -> Path | None:
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _band(ax, curve, color, label: str) -> None:
+    nan = float("nan")
+    steps = np.asarray(curve.steps)
+    ax.plot(steps, [nan if v is None else v for v in curve.mean], color=color, label=label, linewidth=1.4)
+    low = [nan if v is None else v for v in curve.low]
+    high = [nan if v is None else v for v in curve.high]
+    ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
+
+
+def all_curves(curves, report, path: Path) -> Path | None:
+    """`--curves`: one panel per per-step metric, one line per group (mean over its seeds on the steps
+    every seed logged) with its t-interval band."""
+    metrics = curves.metrics
+    if not metrics:
+        return None
+    cols = min(3, len(metrics))
+    rows = (len(metrics) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), dpi=110, squeeze=False)
+    order = {g.name: i for i, g in enumerate(report.groups)}
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        for name, curve in curves.curves[metric].items():
+            _band(ax, curve, COLORS[order.get(name, 0) % len(COLORS)], f"{name} (n={max(curve.n)})")
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(
+        f"{report.experiment}: mean across seeds, {round(report.confidence * 100)}% t-interval band", fontsize=10
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def performance_profile(aggregate, experiment: str, path: Path) -> Path:
+    """rliable's performance profile: per group, the fraction of its run-scores (every run of every metric,
+    each metric scaled to [0, 1]) above each threshold, with its stratified bootstrap band."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    taus = np.asarray(aggregate.taus)
+    for i, g in enumerate(aggregate.groups):
+        if not g.profile:
+            continue
+        color = COLORS[i % len(COLORS)]
+        iqm = "" if g.iqm is None else f", IQM {g.iqm:.2f}"
+        ax.plot(taus, g.profile, color=color, label=f"{g.name}{iqm}", linewidth=1.6)
+        ax.fill_between(taus, g.profile_low, g.profile_high, color=color, alpha=0.2, linewidth=0)
+    ax.set_xlabel("normalized score threshold (1 = the best value seen of each metric)")
+    ax.set_ylabel("fraction of runs x metrics above it")
+    ax.set_title(f"{experiment}: performance profiles over {', '.join(aggregate.metrics)}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -7,16 +7,19 @@ import base64
 import html
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.analysis import plots
 from orchestrator.analysis.compare import Report
 from orchestrator.analysis.numbers import fmt, fmt_p
 from orchestrator.analysis.verdict import TEST_NAMES
+
+if TYPE_CHECKING:
+    from orchestrator.analysis.study import Study
 
 GROUP_COLUMNS = (
     "group",
@@ -33,6 +36,7 @@ GROUP_COLUMNS = (
     "max",
     "CI (t)",
     "CI (bootstrap)",
+    "IQM [CI]",
 )
 COMPARE_COLUMNS = (
     "comparison",
@@ -50,6 +54,7 @@ COMPARE_COLUMNS = (
     "Cliff's delta",
     "permutation p",
     "randomization p",
+    "P(better) [CI]",
 )
 
 
@@ -79,9 +84,16 @@ def group_rows(report: Report) -> list[list[str]]:
                 fmt(s.max),
                 _interval(s.ci_low, s.ci_high),
                 boot,
+                "-" if g.iqm is None else f"{fmt(g.iqm)} {_interval(g.iqm_low, g.iqm_high)}",
             ]
         )
     return rows
+
+
+def _p_better(c) -> str:
+    if c.p_better is None:
+        return "-"
+    return f"{c.p_better:.2f}" + ("" if c.p_better_low is None else f" [{c.p_better_low:.2f}, {c.p_better_high:.2f}]")
 
 
 def comparison_rows(report: Report) -> list[list[str]]:
@@ -105,6 +117,7 @@ def comparison_rows(report: Report) -> list[list[str]]:
                 "-" if c.cliffs_delta is None else f"{c.cliffs_delta:+.2f}",
                 p.get("permutation", "-"),
                 p.get("permutation_paired", "-"),
+                _p_better(c),
             ]
         )
     return rows
@@ -114,7 +127,8 @@ def method_text(report: Report) -> str:
     level = f"{round(report.confidence * 100)}%"
     return (
         f"Only FINISHED runs count. Intervals: {level} Student t interval of the mean (CI (t)) and {level} "
-        f"bootstrap interval of the mean (BCa, 9999 resamples, seed 0; percentile when BCa is undefined). "
+        f"bootstrap interval of the mean (BCa, 9999 resamples, seed 0; percentile when BCa is undefined); the "
+        f"interquartile mean (IQM, the mean of the middle 50% of runs) with its percentile bootstrap interval. "
         f"Tests: Welch's t-test, Mann-Whitney U and a permutation test of the difference of means; when two "
         f"groups share seeds, the paired t-test, Wilcoxon signed-rank test and Fisher's randomization test "
         f"(sign flips of each seed's difference) on the shared seeds. Permutation tests: scipy's "
@@ -126,7 +140,9 @@ def method_text(report: Report) -> str:
         )
         + f". The primary p-values are Holm-corrected across the {len(report.comparisons)} comparison(s); "
         f"significant = Holm p < {report.alpha:g}. Difference = first group minus second, with the "
-        f"{'t-tests' if report.test == 'permutation' else 'primary test'}'s {level} interval."
+        f"{'t-tests' if report.test == 'permutation' else 'primary test'}'s {level} interval. P(better): the "
+        f"probability that a random run of the first group is better than a random run of the second (ties "
+        f"count 1/2), with its percentile bootstrap interval (9999 resamples, seed 0, each group resampled alone)."
     )
 
 
@@ -145,12 +161,18 @@ def print_report(report: Report, console: Console) -> None:
     level = f"{round(report.confidence * 100)}%"
     title = escape(f"{report.experiment}: {report.metric} ({better} is better)")
     labels = ["n", "mean", "std", "SE", "median", "min", "max", f"{level} CI (t)", f"{level} CI (bootstrap)"]
+    labels.append("IQM [CI]")
     rows = group_rows(report)
     names = [escape(f"{r[0]} (baseline)" if r[0] == report.baseline else r[0]) for r in rows]
     cells = [[_runs_cell(g), *r[6:]] for g, r in zip(report.groups, rows, strict=False)]
     wide = console.width >= 24 + 12 * len(labels)
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    if wide or len(rows) > (console.width - 22) // 19:
+    if not wide and len(rows) > (console.width - 22) // 19:  # too many groups for columns: the essentials
+        keep = [0, 1, 7, 9]  # n, mean, CI (t), IQM [CI]
+        labels = [labels[i] for i in keep]
+        cells = [[row[i] for i in keep] for row in cells]
+        wide = True
+    if wide:
         table.add_column("group", no_wrap=True)
         for label in labels:
             table.add_column(label, justify="right")
@@ -172,15 +194,25 @@ def print_report(report: Report, console: Console) -> None:
             title=f"comparisons (Holm-corrected, alpha = {report.alpha:g})", title_justify="left", box=box.SIMPLE_HEAD
         )
         narrow = console.width < 120  # then the test and effect sizes are left to the verdicts below
-        cols = ["comparison", f"difference ({level} CI)", "test", "p", "Holm p", "signif.", "Hedges' g", "Cliff's d"]
-        for col in cols[:2] + cols[3:6] if narrow else cols:
+        cols = [
+            "comparison",
+            f"difference ({level} CI)",
+            "test",
+            "p",
+            "Holm p",
+            "signif.",
+            "P(better) [CI]",
+            "Hedges' g",
+            "Cliff's d",
+        ]
+        for col in cols[:2] + cols[3:7] if narrow else cols:
             table.add_column(
                 col, justify="left" if col in ("comparison", "test") else "right", no_wrap=col.startswith("diff")
             )
         for c, cr in zip(report.comparisons, comparison_rows(report), strict=False):
             sig = "[bold green]yes[/]" if c.significant else "no"
-            shown = [escape(cr[0]), f"{cr[1]} {cr[2]}", cr[3], cr[4], cr[5], sig, cr[11], cr[12]]
-            table.add_row(*(shown[:2] + shown[3:6] if narrow else shown))
+            shown = [escape(cr[0]), f"{cr[1]} {cr[2]}", cr[3], cr[4], cr[5], sig, cr[15], cr[11], cr[12]]
+            table.add_row(*(shown[:2] + shown[3:7] if narrow else shown))
         console.print(table)
         for c in report.comparisons:
             color = {"better": "green", "worse": "red"}.get(
@@ -191,6 +223,44 @@ def print_report(report: Report, console: Console) -> None:
         console.print(f"[yellow]note:[/] {escape(note.replace('`', ''))}", highlight=False)
 
 
+def aggregate_rows(study: Study) -> tuple[list[list[str]], list[list[str]]]:
+    """The aggregate over several metrics: (group, IQM [CI]) rows and (pair, P(better) [CI]) rows."""
+    agg = study.aggregate
+    if agg is None:
+        return [], []
+    groups = [[g.name, "-" if g.iqm is None else f"{g.iqm:.3f} {_interval(g.iqm_low, g.iqm_high)}"] for g in agg.groups]
+    pairs = [
+        [f"{p.a} vs {p.b}", "-" if p.p_better is None else f"{p.p_better:.2f} {_interval(p.low, p.high)}"]
+        for p in agg.pairs
+    ]
+    return groups, pairs
+
+
+def print_study(study: Study, console: Console) -> None:
+    """Each metric's report, then (several metrics) the aggregate over them."""
+    for i, report in enumerate(study.reports):
+        if i:
+            console.print()
+        print_report(report, console)
+    if study.aggregate is None:
+        return
+    groups, pairs = aggregate_rows(study)
+    table = Table(
+        title=f"over all {len(study.reports)} metrics (each scaled to [0, 1], 1 = best seen)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+    )
+    table.add_column("group")
+    table.add_column("IQM [95% CI, stratified bootstrap]", justify="right")
+    for row in groups:
+        table.add_row(escape(row[0]), row[1])
+    console.print(table)
+    for row in pairs:
+        console.print(f"P({escape(row[0]).replace(' vs ', ' better than ')}) = {row[1]} (mean over the metrics)")
+    for note in study.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+
+
 # -- documents ----------------------------------------------------------------------------------------
 def _md_table(header, rows) -> str:
     esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
@@ -199,7 +269,7 @@ def _md_table(header, rows) -> str:
     return "\n".join(lines)
 
 
-def markdown(report: Report, images: dict[str, str]) -> str:
+def markdown(report: Report, images: dict[str, str], study: Study | None = None) -> str:
     better = "lower" if report.mode == "min" else "higher"
     parts = [
         f"# {report.experiment}: `{report.metric}` across seeds ({better} is better)",
@@ -219,6 +289,19 @@ def markdown(report: Report, images: dict[str, str]) -> str:
     parts += ["", "## Groups", "", _md_table(GROUP_COLUMNS, group_rows(report)), ""]
     if report.comparisons:
         parts += ["## Comparisons", "", _md_table(COMPARE_COLUMNS, comparison_rows(report)), ""]
+    if study is not None and study.aggregate is not None:
+        groups, pairs = aggregate_rows(study)
+        parts += [
+            f"## Over all metrics ({', '.join(r.metric for r in study.reports)})",
+            "",
+            _md_table(["group", "IQM [95% CI]"], groups),
+            "",
+            _md_table(["comparison", "P(better) [95% CI]"], pairs),
+            "",
+            f"Scores: {study.aggregate.normalization}. Intervals: stratified bootstrap (each metric's runs "
+            "resampled on their own), 9999 resamples, seed 0.",
+            "",
+        ]
     if report.notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
     parts += ["## Method", "", method_text(report), ""]
@@ -280,16 +363,30 @@ def html_report(report: Report, files: Path, images: dict[str, str]) -> str:
     )
 
 
-def write(report: Report, files: Path) -> list[Path]:
-    """report.md, report.html, compare.json and the PNG plots under ``files``."""
+def write(report: Report, files: Path, study: Study | None = None) -> list[Path]:
+    """report.md, report.html, compare.json and the PNG plots under ``files``; with a study, also its
+    paper table, its curves (``--curves``) and the aggregate over its metrics."""
+    import shutil
+
+    from orchestrator.analysis import plots
+
     files.mkdir(parents=True, exist_ok=True)
     images = {}
+    if study is not None and study.table_path:
+        shutil.copy(study.table_path, files / f"table{Path(study.table_path).suffix}")
+    curves = study.curves if study is not None else None
+    if curves is not None and plots.all_curves(curves, report, files / "curves_all.png"):
+        images["curves_all.png"] = "every per-step metric across seeds"
+    if study is not None and study.aggregate is not None:
+        plots.performance_profile(study.aggregate, report.experiment, files / "performance_profile.png")
+        images["performance_profile.png"] = "performance profiles over the metrics"
+        (files / "study.json").write_text(json.dumps(study.to_dict(), indent=1))
     if report.groups:
         plots.final_metric(report, files / "final_metric.png")
         images["final_metric.png"] = f"{report.metric} per seed and group"
     if plots.curves(report, files / "curves.png"):
         images["curves.png"] = f"{report.curve_metric} across seeds"
-    (files / "report.md").write_text(markdown(report, images))
+    (files / "report.md").write_text(markdown(report, images, study))
     (files / "report.html").write_text(html_report(report, files, images))
     (files / "compare.json").write_text(json.dumps(report.to_dict(), indent=1))
     return sorted(files.iterdir())

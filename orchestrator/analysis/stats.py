@@ -327,6 +327,11 @@ class Comparison:
     hedges_g: float | None = None
     cliffs_delta: float | None = None
     effect_for_power: float | None = None  # d (unpaired) or d_z (paired) used for seeds_needed
+    # P(a random run of a is better than a random run of b), ties 1/2, with its bootstrap interval
+    # (analysis/robust.py; "better" follows the metric's mode, so it is set by compare, which knows it)
+    p_better: float | None = None
+    p_better_low: float | None = None
+    p_better_high: float | None = None
     seeds_needed: int | None = None
     outcome: str = ""  # set with the verdict (compare.verdict)
     verdict: str = ""
