@@ -334,6 +334,13 @@ def run_in_process(
     from orchestrator.job import worker
 
     spec = load_spec(spec_path, sets=sets)
+    if spec.resources.world_size > 1:  # this process is one process: the ranks need a backend to start them
+        raise InputError(
+            f"orch run runs one process; this spec's run has {spec.resources.world_size} (nodes x "
+            "tasks_per_node): use orch submit (the local backend starts its ranks on this machine)",
+            spec.source,
+            "resources.tasks_per_node",
+        )
     runs = expand(spec.model_copy(update={"seeds": spec.seeds.model_copy(update={"count": 1, "base": seed})}))
     names = list(dict.fromkeys(r.variant for r in runs))
     chosen = variant or names[0]

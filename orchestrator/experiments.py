@@ -137,7 +137,7 @@ def run_logs(run: str, tracking_uri: str | None = None) -> tuple[RunRecord, RunD
         scheduler = [Path(p) for p in json.loads(run_dir.scheduler_record.read_text()).get("logs", [])]
     except (OSError, ValueError):
         scheduler = []
-    return record, run_dir, [run_dir.stdout, run_dir.stderr, *scheduler]
+    return record, run_dir, [run_dir.stdout, run_dir.stderr, *run_dir.rank_logs(), *scheduler]
 
 
 def runs(experiment: str, tracking_uri: str | None = None) -> pandas.DataFrame:

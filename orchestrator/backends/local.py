@@ -110,8 +110,9 @@ class LocalBackend(Backend):
     blocking = True
     starts_before_recording = True
 
-    def __init__(self, max_parallel: int, env: dict[str, str] | None = None):
+    def __init__(self, max_parallel: int, env: dict[str, str] | None = None, world_size: int = 1):
         self.max_parallel = max(1, max_parallel)
+        self.world_size = world_size  # > 1: each run is that many ranks on this machine (job/ranks.py)
         self.host = socket.gethostname()
         self.job_id = f"{self.host}:{os.getpid()}"
         for name, value in (env or {}).items():
@@ -136,13 +137,28 @@ class LocalBackend(Backend):
         """Runs on this machine: a request it can never meet is refused now, not queued forever.
         ``--cluster`` only means something to a cluster backend."""
         cores = os.cpu_count() or 1
-        if spec.resources.cpus > cores:
+        resources = spec.resources
+        if resources.nodes > 1:
             raise InputError(
-                f"{spec.resources.cpus} cores per run, but this machine has {cores} (backend local)",
+                f"nodes: {resources.nodes}, but the local backend runs on this one machine: nodes: 1 with "
+                f"tasks_per_node: {resources.world_size} runs the same ranks here (or --backend slurm / ray)",
                 spec.source,
-                "resources.cpus",
+                "resources.nodes",
+            )
+        if resources.cpus * resources.layout > cores:
+            per = f" x tasks_per_node {resources.layout}" if resources.layout > 1 else ""
+            raise InputError(
+                f"{resources.cpus} cores per run{per}, but this machine has {cores} (backend local)",
+                spec.source,
+                "resources.tasks_per_node" if per else "resources.cpus",
             )
         gpus = local_gpus()
+        if resources.gpus_per_node > gpus:
+            raise InputError(
+                f"gpus_per_node: {resources.gpus_per_node}, but this machine has {gpus} (backend local)",
+                spec.source,
+                "resources.gpus_per_node",
+            )
         if spec.resources.gpus > gpus:
             raise InputError(
                 f"{spec.resources.gpus:g} GPUs per run, but this machine has {gpus} (backend local)",
@@ -162,9 +178,10 @@ class LocalBackend(Backend):
         """Concurrency = cores // resources.cpus unless ``max_parallel``; each run's torch/BLAS pools sized
         to its cpus; the workload imported once in the forkserver."""
         cpus = spec.resources.cpus if spec else 1
-        parallel = max_parallel or max(1, (os.cpu_count() or 1) // cpus)
+        tasks = spec.resources.layout if spec else 1
+        parallel = max_parallel or max(1, (os.cpu_count() or 1) // (cpus * tasks))
         threads = {v: str(cpus) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        return cls(parallel, env=threads)  # the workload: preloaded from the first run's snapshot (warm)
+        return cls(parallel, env=threads, world_size=tasks)  # the workload: preloaded from the first run's snapshot
 
     def submit(self, run_dirs: list[RunDir]) -> list[str]:
         with self._lock:
@@ -220,7 +237,12 @@ class LocalBackend(Backend):
             if reason is not None:
                 self._skipped[str(run_dir.path)] = reason
                 continue
-            proc = self._mp.Process(target=child_main, args=(str(run_dir.path),), daemon=False)
+            if self.world_size > 1:  # one supervisor forking the run's ranks (job/ranks.py)
+                from orchestrator.job.ranks import group_main
+
+                proc = self._mp.Process(target=group_main, args=(str(run_dir.path), self.world_size), daemon=False)
+            else:
+                proc = self._mp.Process(target=child_main, args=(str(run_dir.path),), daemon=False)
             with _main_not_rerun():
                 proc.start()
             self._procs[str(run_dir.path)] = proc

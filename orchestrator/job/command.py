@@ -13,6 +13,12 @@ in the run's code snapshot, with its output going to the run's logs, and tells i
 
 ``python`` (or ``python3``) as the executable means the interpreter orch itself runs on.
 
+A multi-task run (``resources.nodes`` x ``tasks_per_node``) runs the command once per rank, each with
+torchrun's variables (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``,
+``MASTER_PORT``) and ``ORCH_DIST_BACKEND`` (nccl on CUDA, gloo on CPU), so a DDP script that calls
+``init_process_group(backend, init_method="env://")`` runs unchanged; only rank 0's ``$ORCH_METRICS`` lines
+are recorded (the others' go to ``metrics.rank<r>.jsonl``, read by nobody).
+
 The lines are read while the command runs and journaled like a Python workload's ``ctx.log``, so
 ingestion, live progress and compare treat both the same. A non-zero exit fails the run."""
 
@@ -111,6 +117,10 @@ def environment(ctx: Any, code: dict[str, Any] | None, submit_dir: str, metrics:
         ORCH_ARTIFACT_DIR=str(ctx.artifact_dir),
         ORCH_SUBMIT_DIR=submit_dir,
     )
+    if getattr(ctx, "world_size", 1) > 1:  # the torchrun variables are inherited from this rank's worker
+        from orchestrator.job.dist import BACKEND_ENV, backend_for
+
+        env[BACKEND_ENV] = backend_for(ctx.device)
     if code:  # the command's own Python modules come from the snapshot too
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [code["workdir"], env.get("PYTHONPATH", "")]))
     return env
@@ -126,7 +136,8 @@ def run_command(
     argv = substitute(list(argv_template), flatten(params.model_dump(mode="json")), ctx.seed)
     if argv[0] in PYTHONS:  # the interpreter orch runs on (its venv, where `import orch` works), not PATH's first
         argv[0] = sys.executable
-    metrics = ctx.run_dir.path / "metrics.jsonl"
+    rank = getattr(ctx, "rank", 0)
+    metrics = ctx.run_dir.path / ("metrics.jsonl" if rank == 0 else f"metrics.rank{rank}.jsonl")
     metrics.unlink(missing_ok=True)  # an earlier attempt's lines are journaled already; this one starts afresh
     env = environment(ctx, code, submit_dir, metrics)
     cwd = code["workdir"] if code else (submit_dir or None)

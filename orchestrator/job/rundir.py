@@ -118,6 +118,17 @@ class RunDir:
     def stderr(self) -> Path:
         return self.path / "stderr.log"
 
+    def rank_logs(self) -> list[Path]:
+        """The logs of a multi-task run's other ranks (``stdout.rank1.log``, ``stderr.rank1.log``, ...); rank
+        0 writes ``stdout.log`` / ``stderr.log``. Separate files: ranks on other nodes would interleave (and, on
+        NFS, clobber) appends to one file."""
+        return sorted(self.path.glob("std*.rank*.log"), key=lambda p: (int(p.name.split(".rank")[1][:-4]), p.name))
+
+    @property
+    def ranks(self) -> Path:
+        """Where a multi-task run's ranks say how they ended (job/dist.py), one folder per attempt."""
+        return self.path / "ranks"
+
     @property
     def artifacts(self) -> Path:
         return self.path / "artifacts"
@@ -170,15 +181,21 @@ class RunDir:
 
 
 @contextmanager
-def output_to(run_dir: RunDir) -> Iterator[None]:
+def output_to(run_dir: RunDir, rank: int = 0) -> Iterator[None]:
     """Send fd 1/2 (the run's prints, and its libraries' C-level output) to the run directory's logs for
     the duration of one run, then give them back (a Ray worker process goes on to run other tasks).
-    Every backend does this, so `orch logs` reads the same two files whatever ran the job."""
+    Every backend does this, so `orch logs` reads the same two files whatever ran the job; rank ``rank``
+    > 0 of a multi-task run writes its own pair (``RunDir.rank_logs``)."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
+    targets = (
+        (run_dir.stdout, run_dir.stderr)
+        if rank == 0
+        else (run_dir.path / f"stdout.rank{rank}.log", run_dir.path / f"stderr.rank{rank}.log")
+    )
     try:
-        for stream, target in ((1, run_dir.stdout), (2, run_dir.stderr)):
+        for stream, target in zip((1, 2), targets, strict=True):
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             os.dup2(fd, stream)
             os.close(fd)

@@ -19,7 +19,9 @@ class RunJob(BaseModel):
     experiment_id: str = ""
     tracking_uri: str = ""
     cpus: int = 1
-    gpus: float = 0.0
+    gpus: float = 0.0  # per process: a multi-task run's tasks each get this many
+    nodes: int = 1  # a multi-task run (torch.distributed): nodes x tasks_per_node processes, one run
+    tasks_per_node: int = 1
     mem_gb: float | None = None
     metric: str = ""  # the main final metric, and which way is better
     mode: str = "min"
@@ -30,3 +32,7 @@ class RunJob(BaseModel):
     system_metrics_s: float = 10.0  # job/sysmetrics.py (0: off)
     stall_after_s: float | None = None  # job/stall.py (None: from the run's logging rate)
     notify: dict[str, Any] | None = None  # tracking/notify.py
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.tasks_per_node

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from orchestrator.job import device, metric_rules, push, snapshot, sysmetrics
+from orchestrator.job import device, dist, metric_rules, push, snapshot, sysmetrics
 from orchestrator.job.context import RunContext
 from orchestrator.job.journal import FAILED, FINISHED, KILLED, JournalWriter, events, last_event
 from orchestrator.job.rundir import RunDir, output_to
@@ -102,6 +102,20 @@ def set_threads(cpus: int) -> None:
         torch.set_num_threads(cpus)
 
 
+class SilentJournal:
+    """The journal of a multi-task run's rank > 0: rank 0 journals the run (job/dist.py); the others' writes
+    (start, device, metrics, checkpoints, end) go nowhere."""
+
+    def write(self, event: str, **fields: Any) -> None:
+        pass
+
+    def sync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def previous_attempts(run_dir: RunDir) -> int:
     return len(events(run_dir.journal, Event.START))
 
@@ -163,14 +177,18 @@ def _execute(
     on_failure: Callable[[BaseException], None] | None,
 ) -> str:
     run, cpus = job.run, job.cpus
+    rank = dist.from_environ()  # None: a one-process run; else this process's place in a multi-task run
+    if (rank.world_size if rank else 1) != job.world_size:
+        return _wrong_layout(run_dir, job, rank)
     workload = registry.for_job(run, job)
     params = workload.params_model.model_validate(run["params"])
     seed_everything(run["seed"])
     attempt = previous_attempts(run_dir) + 1
-    journal = JournalWriter(run_dir.journal)
-    ctx = RunContext(run["seed"], run_dir, journal, cpus=cpus)  # its device: device.claim, once `start` is journaled
+    main_rank = rank is None or rank.is_main
+    journal: Any = JournalWriter(run_dir.journal) if main_rank else SilentJournal()
+    ctx = RunContext(run["seed"], run_dir, journal, cpus=cpus, dist=rank)  # its device: device.claim, after `start`
     ctx.on_log.extend(extra_callbacks or [])
-    pusher = push.start(run_dir, job)  # http(s) tracking only: metrics reach the server while the run runs
+    pusher = push.start(run_dir, job) if main_rank else None  # http(s) tracking: metrics reach the server live
     restore_usr2 = None
     if pusher is not None:
         ctx.on_log.append(pusher.notify)
@@ -198,17 +216,32 @@ def _execute(
             # pid before we journaled it, so nobody will SIGTERM us: checking after `start` closes that window.
             raise Terminated(cancelled)
         ctx.device = device.claim(job.gpus, journal)  # journals the device facts (tags); gpus > 0 without CUDA: FAILED
-        sampler = start_sampler(run_dir, job, journal)
+        if rank is not None and ctx.device == "cuda":
+            ctx.device = f"cuda:{rank.local_rank}"  # each rank its own GPU (torchrun's convention)
+        sampler = start_sampler(run_dir, job, journal) if main_rank else None
         if workload.command:
             from orchestrator.job.command import run_command
 
             final = run_command(workload.command, params, ctx, job.code, job.submit_dir)
         else:
             assert workload.runner is not None
+            if rank is not None:  # the workload finds the group made: it wraps its model, orch did the rest
+                ctx.dist_backend = dist.init_group(rank, ctx.device)
             final = workload.runner(params, ctx) or {}
         stop_sampler(sampler)  # its totals, before the end
-        final, status, error = judge_final(final, workload.metric)
-        journal.write(Event.END, status=status, final=final, error=error)
+        traceback_text = None
+        if main_rank:
+            final, status, error = judge_final(final, workload.metric)
+        else:  # a rank > 0's return value is not the run's: it finished, that is all rank 0 needs to know
+            final, status, error = {}, FINISHED, None
+        if rank is not None:
+            if rank.is_main:  # the run's end waits for every rank's: FINISHED only when all finished
+                judged = status
+                status, error, traceback_text = dist.settle(run_dir, rank, status, error, None)
+                final = {} if judged == FINISHED and status != FINISHED else final
+            else:
+                dist.report_end(run_dir, rank, status)
+        journal.write(Event.END, status=status, final=final, error=error, **_traceback(traceback_text))
     except BaseException as err:
         stop_sampler(sampler)
         if main:  # a second Ctrl-C, or the orchestrator's SIGTERM after its own Ctrl-C, must not cut the end short
@@ -216,23 +249,26 @@ def _execute(
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if _requeue_reason is not None:  # submitit requeued the job and exits: no end, the run goes on later
             journal.write(Event.REQUEUE, step=ctx.last_step, reason=_requeue_reason)
+            if rank is not None and not rank.is_main:
+                dist.report_end(run_dir, rank, "REQUEUE", _requeue_reason)
             raise
         if isinstance(err, (Terminated, KeyboardInterrupt)):
-            status = KILLED
-            journal.write(Event.END, status=status, final={}, error=str(err) or "interrupted")
+            status, error, traceback_text = KILLED, str(err) or "interrupted", None
         else:
-            status = FAILED
-            journal.write(
-                Event.END,
-                status=status,
-                final={},
-                error=f"{type(err).__name__}: {err}",
-                traceback=traceback.format_exc(),
-            )
-            if on_failure is not None:
-                journal.sync()
-                on_failure(err)
+            status, error, traceback_text = FAILED, f"{type(err).__name__}: {err}", traceback.format_exc()
+        if rank is not None and not rank.is_main:  # rank 0 journals it: this rank's traceback goes there
+            dist.report_end(run_dir, rank, status, error, traceback_text)
+            if traceback_text:
+                print(traceback_text, file=sys.stderr, flush=True)  # and to this rank's log (orch logs)
+        elif rank is not None:
+            status, error, traceback_text = dist.settle(run_dir, rank, status, error, traceback_text)
+        journal.write(Event.END, status=status, final={}, error=error, **_traceback(traceback_text))
+        if status == FAILED and on_failure is not None:
+            journal.sync()
+            on_failure(err)
     finally:
+        if rank is not None:
+            dist.close_group()
         journal.sync()
         journal.close()
         if pusher is not None:
@@ -244,6 +280,26 @@ def _execute(
         if previous_int is not None:
             signal.signal(signal.SIGINT, previous_int)
     return status
+
+
+def _traceback(text: str | None) -> dict[str, str]:
+    return {"traceback": text} if text else {}
+
+
+def _wrong_layout(run_dir: RunDir, job: RunJob, rank: dist.DistEnv | None) -> str:
+    """run.json asks for a multi-task run and this process was not started as one of its ranks (or the
+    other way round): running it would train with the wrong world size; the run fails saying so."""
+    journal = JournalWriter(run_dir.journal)
+    seen = f"{rank.world_size} ranks" if rank else "a single process"
+    journal.write(
+        Event.END,
+        status=FAILED,
+        final={},
+        error=f"this run asks for {job.world_size} processes (nodes {job.nodes} x tasks_per_node "
+        f"{job.tasks_per_node}) but was started as {seen}: only a backend starts a multi-task run's ranks",
+    )
+    journal.close()
+    return FAILED
 
 
 def start_sampler(run_dir: RunDir, job: RunJob, journal: JournalWriter) -> sysmetrics.Sampler | None:
@@ -286,8 +342,9 @@ def child_main(path: str) -> None:
     closes a run whose journal has no end KILLED. Left to multiprocessing, each such worker printed its
     traceback on orch's terminal."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    rank = dist.from_environ()
     try:
-        with output_to(RunDir(Path(path))):
+        with output_to(RunDir(Path(path)), rank.rank if rank else 0):
             status = execute(path)
     except (KeyboardInterrupt, Terminated):
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -29,8 +29,19 @@ class Seeds(Strict):
 
 
 class Resources(Strict):
-    cpus: int = Field(1, gt=0, description="CPU cores per run (also its torch/BLAS thread count)")
+    """What one run asks for. A run is one process unless it spans ``nodes`` x ``tasks_per_node`` processes
+    (ranks of one torch.distributed group, docs/distributed.md); ``cpus`` and ``mem_gb`` are then per task.
+    The task layout is an execution setting: it is not part of the run key (spec/identity.py)."""
+
+    cpus: int = Field(1, gt=0, description="CPU cores per run, or per task (also its torch/BLAS thread count)")
     gpus: float = Field(0, ge=0, description="GPUs per run; a fraction (0.25) shares one GPU between runs")
+    nodes: int = Field(1, gt=0, description="nodes one run spans (a multi-task run, torch.distributed)")
+    gpus_per_node: int = Field(
+        0, ge=0, description="GPUs per node of a multi-task run (each task gets gpus_per_node / tasks_per_node)"
+    )
+    tasks_per_node: int | None = Field(
+        None, gt=0, description="processes (ranks) per node; default: gpus_per_node, or 1 without GPUs"
+    )
     mem_gb: float = Field(4.0, gt=0)
     time_min: int = Field(60, gt=0)
     runs_per_job: int = Field(
@@ -40,6 +51,42 @@ class Resources(Strict):
         "task), running at once on its cores and GPUs",
     )
     runs_per_gpu: int = Field(1, gt=0, description="packed runs sharing one GPU: each gets gpus/runs_per_gpu of it")
+
+    @pydantic.model_validator(mode="after")
+    def _task_layout(self) -> Resources:
+        if self.tasks_per_node is None:
+            self.tasks_per_node = self.gpus_per_node or 1
+        if self.gpus_per_node and self.gpus:
+            raise ValueError(
+                f"gpus ({self.gpus:g}, one process's GPUs) and gpus_per_node ({self.gpus_per_node}, a multi-task "
+                "run's) both set: give one of them"
+            )
+        if self.gpus_per_node and self.gpus_per_node % self.tasks_per_node:
+            raise ValueError(
+                f"tasks_per_node ({self.tasks_per_node}) must divide gpus_per_node ({self.gpus_per_node}): each "
+                "task gets its own GPU(s), and NCCL refuses two ranks on one GPU"
+            )
+        if self.world_size > 1 and self.runs_per_job > 1:
+            raise ValueError(
+                f"runs_per_job ({self.runs_per_job}) packs several one-process runs into one job; a multi-task run "
+                f"(nodes {self.nodes} x tasks_per_node {self.tasks_per_node}) is a job of its own: set one of them"
+            )
+        return self
+
+    @property
+    def layout(self) -> int:
+        """tasks_per_node, resolved (never None once validated)."""
+        return self.tasks_per_node or 1
+
+    @property
+    def world_size(self) -> int:
+        """The run's processes: nodes x tasks_per_node (1: an ordinary one-process run)."""
+        return self.nodes * self.layout
+
+    @property
+    def task_gpus(self) -> float:
+        """GPUs each process of the run gets."""
+        return self.gpus_per_node / self.layout if self.gpus_per_node else self.gpus
 
 
 class Tracking(Strict):

@@ -1,6 +1,13 @@
 """The training loop (nanoGPT's train.py in spirit): fresh tasks every step, Adam, curricula on dimension,
 prompt length and loop count, periodic evaluation, checkpoints that make a resumed run equal an
-uninterrupted one; final.py does the final evaluation."""
+uninterrupted one; final.py does the final evaluation.
+
+Data-parallel when the run has several ranks (``ctx.world_size > 1``: ``resources.tasks_per_node`` / ``nodes``,
+the process group made by orch): the model is wrapped in DistributedDataParallel, every rank draws the same
+global batch of ``batch_size`` prompts from the same generator and trains on its slice of
+``batch_size / world_size``, and DDP averages the gradients, so each step's update is the single-process
+run's for the same global batch and seed, up to float summation order (docs/looped_tf.md gives the measured
+difference). The logged losses are averaged over the ranks; rank 0 alone evaluates and writes artifacts."""
 
 from __future__ import annotations
 
@@ -65,6 +72,30 @@ def eval_tasks(p: Params, seeds: dict[str, int]) -> Batch:
     return sample_tasks(gen, p.eval_prompts, p.n_points, p.n_dims, noise_std=p.noise_std)
 
 
+def data_parallel(model: InContextRegressor, p: Params, ctx, device: torch.device) -> torch.nn.Module:
+    """The model as the training step calls it: itself in a one-process run, wrapped in DDP over the ranks
+    otherwise (the global batch must split evenly)."""
+    world = getattr(ctx, "world_size", 1)
+    if world == 1:
+        return model
+    if p.batch_size % world:
+        raise ValueError(f"batch_size ({p.batch_size}) must be a multiple of the run's world size ({world})")
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def mean_over_ranks(values: list[float], ctx) -> list[float]:
+    """The ranks' values averaged (every rank gets the mean); a one-process run's values as they are."""
+    if getattr(ctx, "world_size", 1) == 1:
+        return values
+    import torch.distributed as dist
+
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return (tensor / ctx.world_size).tolist()
+
+
 def train(p: Params, ctx) -> dict[str, float]:
     device = torch.device(ctx.device)
     if device.type == "cpu":
@@ -99,13 +130,17 @@ def train(p: Params, ctx) -> dict[str, float]:
         history = [tuple(h) for h in saved["history"]]  # type: ignore[misc]
 
     model.train()
+    trained = data_parallel(model, p, ctx, device)
+    world, rank = getattr(ctx, "world_size", 1), getattr(ctx, "rank", 0)
+    share = p.batch_size // world  # this rank's slice of every global batch
     for step in range(start, p.steps):
         dims, points, loops = curriculum_at(p, step)
         batch = sample_tasks(data_gen, p.batch_size, points, p.n_dims, dims, p.noise_std)
-        prompt, ys = to_prompt(batch.xs, batch.ys).to(device), batch.ys.to(device)
+        xs, ys = batch.xs[rank * share : (rank + 1) * share], batch.ys[rank * share : (rank + 1) * share]
+        prompt, ys = to_prompt(xs, ys).to(device), ys.to(device)
         with autocast(p, device):
             # The last min(T, loops) iterations carry gradient: the reference's horizon_start = max(0, loops - T).
-            preds = model(prompt, n_loops=loops, grad_loops=min(window, loops), keep=keep)
+            preds = trained(prompt, n_loops=loops, grad_loops=min(window, loops), keep=keep)
             # Mean squared error over prompts, points and those iterations (the reference's loss).
             loss = torch.stack([(pred.float() - ys).square().mean() for pred in preds]).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -118,6 +153,7 @@ def train(p: Params, ctx) -> dict[str, float]:
         window_sums, loss_count = [window_sums[0] + raw, window_sums[1] + raw / dims], loss_count + 1
 
         if (step + 1) % p.log_every == 0 or step + 1 == p.steps:
+            window_sums = mean_over_ranks(window_sums, ctx)  # a rank's loss is its slice's; the batch's: their mean
             scaled = window_sums[1] / loss_count
             ctx.log(
                 step,
@@ -130,11 +166,13 @@ def train(p: Params, ctx) -> dict[str, float]:
             )
             history.append((step, scaled))
             window_sums, loss_count = [0.0, 0.0], 0
-        if p.eval_every and (step + 1) % p.eval_every == 0 and step + 1 < p.steps:
+        if p.eval_every and (step + 1) % p.eval_every == 0 and step + 1 < p.steps and rank == 0:
             # At b loops (cheap, what ASHA compares); the long horizon is evaluated once, at the end.
             errors = trajectory(model, evaluation.xs, evaluation.ys, b, [], p, device, eval_keep(p)).by_loop[-1]
             ctx.log(step, eval_final_err=float(errors[-1]), eval_mean_err=float(errors.mean()))
         if (step + 1) % p.checkpoint_every == 0:
+            # the window so far as the batch's (mean over ranks): every rank resumes from rank 0's checkpoint
+            window_sums = mean_over_ranks(window_sums, ctx)
             ctx.save_checkpoint(
                 {
                     "step": step,
@@ -150,6 +188,8 @@ def train(p: Params, ctx) -> dict[str, float]:
                 }
             )
 
+    if rank != 0:  # rank 0 evaluates and writes the artifacts; the run's result is its
+        return {}
     metrics = final_evaluation(model, p, evaluation, seeds, device, ctx)
     metrics["converge_step"] = float(convergence_step(history))
     return metrics
