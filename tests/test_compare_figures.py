@@ -76,7 +76,8 @@ def as_json(store, *args: str) -> dict:
 
 
 def test_several_metrics_one_holm_family_and_the_robust_figures(multi):
-    out = as_json(multi, "--metric", "acc", "--metric", "err_k2", "--metric", "weird:max", "--baseline", "base", "--no-log")
+    metrics = ("--metric", "acc", "--metric", "err_k2", "--metric", "weird:max")
+    out = as_json(multi, *metrics, "--baseline", "base", "--no-log")
     assert out["metrics"] == ["acc", "err_k2", "weird"] and out["modes"] == ["max", "min", "max"]
     reports = {r["metric"]: r for r in out["reports"]}
     # acc: the workload's main metric and mode; err_k2: from its name (said in a note); weird: as given
@@ -199,7 +200,8 @@ def test_bad_input_exits_2_and_writes_nothing(multi, tmp_path, args, message):
 
 
 def test_performance_profile_and_study_reach_the_report_folder(multi, tmp_path):
-    result = orch(multi, "compare", "multi", "--metric", "acc", "--metric", "err_k2", "--no-log", "--out", str(tmp_path))
+    metrics = ("--metric", "acc", "--metric", "err_k2")
+    result = orch(multi, "compare", "multi", *metrics, "--no-log", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     for metric in ("acc", "err_k2"):
         folder = tmp_path / metric
