@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from orchestrator.console import console, err_console
 from orchestrator.errors import InputError
@@ -36,9 +37,11 @@ def ui(port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 
     try:
         server.wait_ready()
         console.print(
-            f"MLflow UI for {uri}\n  [bold]{ui_mod.page(server.url)}[/]   (Ctrl-C to stop; from a laptop: "
-            f"ssh -L {port}:127.0.0.1:{port} <this host>)",
+            f"MLflow UI for {escape(uri)}, for you only (the link carries its access token)\n"
+            f"  [bold]{ui_mod.page(server.url, token=server.token)}[/]\n"
+            f"  Ctrl-C to stop; from a laptop: ssh -L {port}:127.0.0.1:{port} <this host>, then open the link",
             highlight=False,
+            soft_wrap=True,  # a link broken over two lines cannot be clicked or pasted
         )
         assert server.proc is not None
         server.proc.wait()

@@ -1,5 +1,6 @@
 """`orch ui`: the MLflow UI over the project's store, bound to loopback (reach it from a laptop with
-``ssh -L PORT:127.0.0.1:PORT login-node``), stopped cleanly with its worker processes on Ctrl-C.
+``ssh -L PORT:127.0.0.1:PORT login-node``), for its owner only (a token in the printed link:
+``ui_gate.py``), stopped cleanly with its worker processes on Ctrl-C.
 
 One worker: the UI is for one person, and one worker starts in ~6 s and 1.6 GB where four take ~16 s and
 2.5 GB (measured on a 2-core machine)."""
@@ -7,6 +8,7 @@ One worker: the UI is for one person, and one worker starts in ~6 s and 1.6 GB w
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from orchestrator.errors import InputError
 from orchestrator.spec.tracking_uri import sqlite_path
-from orchestrator.tracking import server
+from orchestrator.tracking import server, ui_gate
 
 HOST = "127.0.0.1"
 
@@ -43,10 +45,12 @@ def free_port(host: str = HOST) -> int:
 TRAINING_VIEW = "workflowType=machine_learning"
 
 
-def page(base: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
-    """A UI link that opens on training runs: the experiments, one experiment's runs, or one run."""
+def page(base: str, experiment_id: str | None = None, run_id: str | None = None, token: str | None = None) -> str:
+    """A UI link that opens on training runs: the experiments, one experiment's runs, or one run; with
+    ``token``, the link that lets a browser in (``ui_gate``)."""
     route = "/experiments" + (f"/{experiment_id}" if experiment_id else "") + (f"/runs/{run_id}" if run_id else "")
-    return f"{base}/#{route}?{TRAINING_VIEW}"
+    entry = f"?{ui_gate.TOKEN_QUERY}={token}" if token else ""
+    return f"{base}/{entry}#{route}?{TRAINING_VIEW}"
 
 
 def check_store(uri: str) -> None:
@@ -67,11 +71,19 @@ class Server:
     def __init__(self, uri: str, port: int, host: str = HOST):
         self.uri, self.port, self.host = uri, port, host
         self.url = f"http://{host}:{port}"
+        self.token = secrets.token_urlsafe(32)
         self.proc: subprocess.Popen | None = None
         self.log = Path(tempfile.mkstemp(prefix="orch-ui-", suffix=".log")[1])
 
     def start(self) -> Server:
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        env = {
+            **os.environ,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            # MLflow 3's job runner and its huey consumers (~7 processes, ~0.8 GB) serve GenAI jobs only
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            ui_gate.TOKEN_ENV: self.token,  # the environment: readable by its owner only, unlike argv
+            ui_gate.PORT_ENV: str(self.port),
+        }
         cmd = [
             sys.executable,
             "-m",
@@ -85,6 +97,8 @@ class Server:
             str(self.port),
             "--workers",
             "1",
+            "--app-name",
+            "orch-ui",
         ]
         self.proc = server.spawn(cmd, self.log, env)
         return self
