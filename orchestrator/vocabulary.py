@@ -47,6 +47,7 @@ class Event(StrEnum):
     DEVICE = "device"
     SYSTEM = "system"  # a sample of the run's CPU, memory and GPUs (job/sysmetrics.py); the last: its totals
     REQUEUE = "requeue"
+    PHASE = "phase"  # a schedule's params take over from a step on (a replayed PBT schedule, an exploited trial)
     END = "end"
 
 

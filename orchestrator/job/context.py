@@ -46,6 +46,7 @@ class RunContext:
         self.journal = journal
         self.last_step: int | None = None
         self.on_log: list[Callable[[int, dict[str, float]], None]] = []
+        self.on_checkpoint: list[Callable[[int | None], None]] = []  # after each save (job/phases.py: a phase's end)
         self.rank = dist.rank if dist else 0
         self.local_rank = dist.local_rank if dist else 0
         self.world_size = dist.world_size if dist else 1
@@ -95,6 +96,8 @@ class RunContext:
             return
         atomic_write(self.run_dir.checkpoint, pickle.dumps({"step": self.last_step, "state": state}, protocol=5))
         self.journal.write(Event.CHECKPOINT, step=self.last_step)
+        for callback in self.on_checkpoint:
+            callback(self.last_step)
 
     def load_checkpoint(self) -> Any | None:
         """The state of the last ``save_checkpoint`` of this run (from an earlier attempt), or None."""

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from orchestrator.job import device, dist, metric_rules, push, snapshot, sysmetrics
+from orchestrator.job import device, dist, metric_rules, phases, push, snapshot, sysmetrics
 from orchestrator.job.context import RunContext
 from orchestrator.job.journal import FAILED, FINISHED, KILLED, JournalWriter, events, last_event
 from orchestrator.job.rundir import RunDir, output_to
@@ -227,7 +227,9 @@ def _execute(
             assert workload.runner is not None
             if rank is not None:  # the workload finds the group made: it wraps its model, orch did the rest
                 ctx.dist_backend = dist.init_group(rank, ctx.device)
-            final = workload.runner(params, ctx) or {}
+            # a schedule (spec/schedule.py) runs phase by phase, restarting from its checkpoints
+            schedule = run.get("schedule")
+            final = phases.run(workload.runner, workload.params_model, params, schedule, ctx, seed_everything)
         stop_sampler(sampler)  # its totals, before the end
         traceback_text = None
         if main_rank:

@@ -13,6 +13,8 @@ from typing import Any
 from orchestrator.errors import InputError
 from orchestrator.spec import identity, registry
 from orchestrator.spec.identity import KEY_SCHEME
+from orchestrator.spec.schedule import resolve as resolve_schedule
+from orchestrator.spec.schedule import schedule_identity
 from orchestrator.spec.spec import Spec, deep_merge, flatten, nest, param_path_exists, validate_params
 
 BASE_VARIANT = "base"
@@ -37,6 +39,7 @@ class Run:
     # None: every param (a Run made by hand)
     identity: dict[str, Any] | None = None
     defaulted: dict[str, Any] = field(default_factory=dict)  # flat params left at their default (orch.defaults)
+    schedule: list[dict[str, Any]] = field(default_factory=list)  # phases: params from a step on (spec/schedule.py)
 
     def _identity(self) -> dict[str, Any]:
         params = self.identity if self.identity is not None else flatten(self.params)
@@ -45,6 +48,7 @@ class Run:
             "workload": self.workload,
             "params": params,
             **({"command": list(self.command)} if self.command else {}),
+            **({"schedule": schedule_identity(self.schedule)} if self.schedule else {}),
         }
 
     def _legacy_identity(self) -> dict[str, Any]:
@@ -124,9 +128,21 @@ def expand(spec: Spec) -> list[Run]:
             field_path = "grid." + ",".join(point) if point else f"variants.{name}"
             params = validate_params(model, tree, spec.source, field_path).model_dump(mode="json")
             ident, defaulted = identity.split(params, model, spec.identity_exclude)
+            phases = resolve_schedule(spec, model, params)
             for i in range(spec.seeds.count):
                 runs.append(
-                    Run(workload.name, params, spec.seeds.base + i, name, point, i, workload.command, ident, defaulted)
+                    Run(
+                        workload.name,
+                        params,
+                        spec.seeds.base + i,
+                        name,
+                        point,
+                        i,
+                        workload.command,
+                        ident,
+                        defaulted,
+                        phases,
+                    )
                 )
     return runs
 

@@ -165,6 +165,9 @@ class Spec(Strict):
     metric: MetricSpec | None = None
     notify: Notify | None = None
     tune: dict[str, Any] | None = None
+    schedule: list[Any] = Field(
+        [], description="phases [{step, params}]: params that change from a step on (spec/schedule.py)"
+    )
 
     # Not the user's to write (refused in a spec, INTERNAL): where it came from, for errors and MLflow, and
     # the fields --set / --cluster gave (a backend may refuse one: local refuses --cluster)

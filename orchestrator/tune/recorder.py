@@ -3,6 +3,7 @@ run per sweep, one child per trial with its reported history, final status and e
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -12,8 +13,14 @@ from typing import Any
 
 from orchestrator.spec.spec import flatten
 from orchestrator.tracking.records import FAILED, FINISHED, KILLED, RUNNING, Role, Tag, chunks
+from orchestrator.tune.lineage import PBT_KEY, SCHEDULE_FILE
 from orchestrator.tune.section import FINAL_KEY, METRICS_KEY
 from orchestrator.vocabulary import TrialStatus
+
+# a PBT trial's exploitations (under orch.tune.*, the sweep's prefix): the latest donor trial and the step of
+# its checkpoint this trial restarted from, how many times, and each of them in order
+PBT_EXPLOITED_FROM, PBT_EXPLOITED_AT = "orch.tune.pbt.exploited_from", "orch.tune.pbt.exploited_at_step"
+PBT_EXPLOITS, PBT_HISTORY = "orch.tune.pbt.exploits", "orch.tune.pbt.history"
 
 
 @dataclass
@@ -27,6 +34,7 @@ class TrialState:
     step: int | None = None
     latest: dict[str, float] = field(default_factory=dict)
     started: float | None = None  # time.monotonic() of the first report's trial start
+    exploits: int = 0  # PBT: exploitations recorded (tagged) so far
 
 
 TrialSink = Callable[[list[TrialState], str], None]  # every trial's state, and the sweep's metric
@@ -47,9 +55,11 @@ class SweepRecorder:
         seeds: list[int],
         runs_root: str,
         flush_s: float = 2.0,
+        mutated: tuple[str, ...] = (),
     ):
         self.uri, self.experiment_id, self.parent_id, self.sweep = uri, experiment_id, parent_id, sweep
         self.metric, self.seeds, self.runs_root, self.flush_s = metric, seeds, runs_root, flush_s
+        self.mutated = mutated  # PBT: the params perturbations change, logged as pbt/<key> metrics
         self._ledger = None
         self._run_ids: dict[str, str] = {}
         self._buffer: dict[str, list] = defaultdict(list)
@@ -133,6 +143,8 @@ class SweepRecorder:
             self._buffer[trial.trial_id].append(Metric(name, float(value), stamp, step))
         if result.get(FINAL_KEY):
             self._buffer[trial.trial_id].append(Metric("score", float(result[self.metric]), stamp, step))
+        if self.mutated:
+            self._pbt(trial, result, stamp, step)
         state = self._state(trial)
         state.reports, state.step = state.reports + 1, step
         state.latest.update({k: float(v) for k, v in (result.get(METRICS_KEY) or {}).items()})
@@ -141,6 +153,32 @@ class SweepRecorder:
         self._show(trials)
         if time.monotonic() - self._flushed > self.flush_s:
             self.flush()
+
+    def _pbt(self, trial, result: dict, stamp: int, step: int) -> None:
+        """A PBT trial's params over time (``pbt/<key>`` at each reported step: the values its state ran
+        with) and its exploitations (tags: the latest donor and step, and every one of them in order)."""
+        from mlflow.entities import Metric
+
+        config = flatten(trial.config)
+        for key in self.mutated:
+            value = config.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self._buffer[trial.trial_id].append(Metric(f"pbt/{key}", float(value), stamp, step))
+        pbt = result.get(PBT_KEY) or {}
+        state = self._state(trial)
+        if int(pbt.get("exploits", 0)) > state.exploits:
+            state.exploits = int(pbt["exploits"])
+            tags = {PBT_EXPLOITED_FROM: pbt["from"], PBT_EXPLOITED_AT: pbt["at"], PBT_EXPLOITS: state.exploits}
+            saved = Path(self.runs_root) / trial.trial_id / SCHEDULE_FILE  # every exploitation, in order
+            if saved.exists():
+                exploits = json.loads(saved.read_text())["exploits"]
+                tags[PBT_HISTORY] = "; ".join(f"step {e['step']}: from {e['from']}" for e in exploits)[:5000]
+            self.ledger.set_tags(self.run_id(trial), tags)
+
+    def _schedule_artifact(self, trial, run_id: str) -> None:
+        path = Path(self.runs_root) / trial.trial_id / SCHEDULE_FILE
+        if self.mutated and path.exists():
+            self.ledger.log_text(run_id, path.read_text(), SCHEDULE_FILE)
 
     def flush(self, trial_id: str | None = None) -> None:
         for tid in [trial_id] if trial_id else list(self._buffer):
@@ -156,6 +194,7 @@ class SweepRecorder:
         iterations = last.get("training_iteration", 0)
         self._state(trial).status = TrialStatus.FINISHED if last.get(FINAL_KEY) else TrialStatus.STOPPED
         self._show(trials)
+        self._schedule_artifact(trial, run_id)
         if last.get(FINAL_KEY):
             self.ledger.set_status(run_id, FINISHED)
             self._say(trials, trial, f"finished: {self.metric} = {float(last[self.metric]):.6g}")
@@ -172,6 +211,7 @@ class SweepRecorder:
         if error_file and Path(error_file).exists():
             message = Path(error_file).read_text()
         self.ledger.log_text(run_id, message, "traceback.txt")
+        self._schedule_artifact(trial, run_id)
         lines = [line for line in message.strip().splitlines() if line.strip()]
         self.ledger.set_status(run_id, FAILED, lines[-1] if lines else "trial failed")
         self._state(trial).status = TrialStatus.FAILED

@@ -17,10 +17,12 @@ from orchestrator.spec import registry
 from orchestrator.spec.spec import Spec, flatten, nest, param_path_exists
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid")
-SCHEDULERS = ("fifo", "asha")
+SCHEDULERS = ("fifo", "asha", "pbt")
 FINAL_KEY = "orch_final"  # in a trial's last report: the run ended and its score is the final metric
 METRICS_KEY = "orch_metrics"  # the workload's own metrics (seed means) inside each report
 SWEEP_FILE = "orch_sweep.json"
+TIME_KEY = "orch_checkpointed_steps"  # PBT's clock: steps done at the trial's latest checkpoint (pbt.py)
+CHECKPOINT_DECLARATION = "CHECKPOINT_EVERY"  # a workload module's attribute: it checkpoints (pbt.py)
 
 
 class Strict(BaseModel):
@@ -46,6 +48,33 @@ class Asha(Strict):
         return self
 
 
+class Pbt(Strict):
+    """Population Based Training (Jaderberg et al. 2017; Ray's PopulationBasedTraining): every
+    ``perturbation_interval`` steps of its own, a trial in the bottom quantile restarts from the checkpoint of
+    one in the top quantile with that trial's params mutated (tune/pbt.py)."""
+
+    type: Literal["pbt"] = "pbt"
+    perturbation_interval: int = Field(
+        ..., gt=0, description="workload steps between perturbations; a multiple of its checkpoint interval"
+    )
+    burn_in_period: int = Field(0, ge=0, description="steps before the first perturbation")
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="the bottom fraction exploits the top one")
+    resample_probability: float = Field(0.25, ge=0, le=1, description="chance a mutated value is drawn afresh")
+    perturbation_factors: tuple[float, float] = Field(
+        (1.2, 0.8), description="a numeric value is multiplied by one of these (then kept within its bounds)"
+    )
+    mutations: dict[str, dict[str, Any]] | None = Field(
+        None, description="dotted param key -> distribution (as in space); default: the space"
+    )
+
+    @pydantic.field_validator("perturbation_factors")
+    @classmethod
+    def _positive(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(f > 0 for f in value):
+            raise ValueError(f"factors must be > 0, got {list(value)}")
+        return value
+
+
 class TuneSection(Strict):
     metric: str | None = Field(None, description="final metric to optimise (default: the workload's METRIC)")
     mode: Literal["min", "max"] | None = Field(None, description="default: the workload's MODE")
@@ -60,7 +89,7 @@ class TuneSection(Strict):
         "grid); grid dimensions are crossed with each sample",
     )
     max_concurrent: int | None = Field(None, gt=0, description="trials at once (default: as resources allow)")
-    scheduler: Annotated[Fifo | Asha, Field(discriminator="type")] = Field(default_factory=Fifo)
+    scheduler: Annotated[Fifo | Asha | Pbt, Field(discriminator="type")] = Field(default_factory=Fifo)
     search: Literal["random", "grid", "optuna"] = "random"
     space: dict[str, dict[str, Any]] = Field(..., description="dotted param key -> {distribution: arguments}")
     seeds_per_trial: int = Field(1, gt=0, description="a trial's score is the mean over this many seeds")
@@ -81,6 +110,10 @@ class TuneSection(Strict):
                     f"unknown scheduler '{value}'{did_you_mean(value, SCHEDULERS)}; "
                     f"expected one of: {', '.join(SCHEDULERS)}"
                 )
+            if value == "pbt":
+                raise ValueError(
+                    "pbt needs its perturbation_interval, e.g. scheduler: {type: pbt, perturbation_interval: 10}"
+                )
             return {"type": value}
         return value
 
@@ -99,6 +132,8 @@ class TuneConfig:
     mode: str
     report: str
     dimensions: tuple[Dimension, ...]
+    mutations: tuple[Dimension, ...] = ()  # PBT: what a perturbation mutates
+    checkpoint_every: int | None = None  # PBT: the workload's checkpoint interval in steps, when it says
 
 
 def _pydantic_error(err: pydantic.ValidationError, source: str, prefix: str) -> InputError:
@@ -120,8 +155,10 @@ def _bound_error(model: type[BaseModel], key: str, value: Any, source: str, fiel
         raise InputError(f"{first['msg']} (got {value!r}): not a valid value of param '{key}'", source, field) from None
 
 
-def _dimension(model: type[BaseModel], key: str, dist: dict[str, Any], search: str, source: str) -> Dimension:
-    where = f"tune.space.{key}"
+def dimension(
+    model: type[BaseModel], key: str, dist: dict[str, Any], search: str, source: str, where: str | None = None
+) -> Dimension:
+    where = where or f"tune.space.{key}"
     if not param_path_exists(model, key):
         leaf = key.rsplit(".", 1)[-1]
         known = list(flatten(model().model_dump(mode="json")))
@@ -204,6 +241,12 @@ def parse_tune(spec: Spec) -> TuneConfig:
             source,
             field,
         )
+    if spec.schedule:
+        raise InputError(
+            "a sweep starts from params; a schedule is what a PBT sweep's best.yaml replays with orch submit",
+            source,
+            "schedule",
+        )
     section = check_section(spec)
     if not section.space:
         raise InputError("empty: name at least one param to search", source, "tune.space")
@@ -228,7 +271,7 @@ def parse_tune(spec: Spec) -> TuneConfig:
 
     validate_params(workload.params_model, nest(spec.params), source, "params")
     dims = tuple(
-        _dimension(workload.params_model, key, dist, section.search, source) for key, dist in section.space.items()
+        dimension(workload.params_model, key, dist, section.search, source) for key, dist in section.space.items()
     )
     metric = section.metric or (spec.metric.name if spec.metric else workload.metric)
     mode = section.mode or (spec.metric.mode if spec.metric else workload.mode)
@@ -241,6 +284,10 @@ def parse_tune(spec: Spec) -> TuneConfig:
                 field,
             )
     config = TuneConfig(section, metric, mode, section.report or metric, dims)
+    if isinstance(section.scheduler, Pbt):
+        from orchestrator.tune.pbt import check_pbt
+
+        config = check_pbt(spec, config, workload)
     _check_budget(config, source)
     return config
 

@@ -17,11 +17,13 @@ from orchestrator.errors import InputError
 from orchestrator.spec.plan import content_hash
 from orchestrator.spec.spec import Spec, apply_sets, deep_merge, flatten, load_spec, load_yaml, nest
 from orchestrator.tracking.records import FAILED, FINISHED, RUNNING, Role, Tag
+from orchestrator.tune.lineage import SCHEDULE_FILE
 from orchestrator.tune.recorder import TrialSink, callback_class
 from orchestrator.tune.section import (
     FINAL_KEY,
     SWEEP_FILE,
     Asha,
+    Pbt,
     TuneConfig,
     grid_points,
     param_space,
@@ -40,6 +42,7 @@ class TrialRow:
     config: dict[str, Any]
     reports: int
     error: str | None = None
+    schedule: list[dict[str, Any]] | None = None  # PBT: the params its state ran with, phase by phase
 
 
 @dataclass
@@ -155,6 +158,9 @@ def run_sweep(
     # traceback at ERROR on the console.
     for name in ("ray.tune.execution.tune_controller", "ray.tune.tune"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # a trial PBT pauses and restarts makes Tune's own result loggers warn that its result.json is not in the
+    # sweep's storage yet; orch records results in MLflow
+    logging.getLogger("ray.tune.logger").setLevel(logging.ERROR)
 
     if resume:
         sweep = meta["sweep"]
@@ -185,6 +191,7 @@ def run_sweep(
             config.metric,
             config.report,
             config.section.checkpoint_every_s,
+            _pbt_plan(config),
         )
         parent_id = _create_parent(ledger, experiment_id, spec, config, sweep, path, doc)
         path.mkdir(parents=True, exist_ok=True)
@@ -204,12 +211,31 @@ def run_sweep(
             run_config=_run_config(root, sweep, uri, experiment_id, parent_id, config, plan, sink),
         )
         echo(f"sweep {sweep}: {_describe(config)}; MLflow parent run {parent_id} (tracking: {uri})")
+    import random
+
+    random.seed(config.section.search_seed)  # PBT draws its donors and mutations from Python's random
     grid = tuner.fit()
     result = _summarise(grid, sweep, path, parent_id, experiment_id, config)
     _close_parent(ledger, result)
     if result.best is not None and best_path is not None:
         result.best_yaml = write_best(doc, result, Path(best_path))
     return result
+
+
+def _pbt_plan(config: TuneConfig) -> dict[str, int] | None:
+    pbt = config.section.scheduler
+    return {"interval": pbt.perturbation_interval, "burn_in": pbt.burn_in_period} if isinstance(pbt, Pbt) else None
+
+
+def _pbt_params(config: TuneConfig) -> dict[str, Any]:
+    pbt = config.section.scheduler
+    if not isinstance(pbt, Pbt):
+        return {}
+    settings = pbt.model_dump(exclude={"type", "mutations"})
+    return {
+        **{f"tune.pbt.{k}": v for k, v in settings.items()},
+        **{f"tune.pbt.mutations.{d.key}": f"{d.kind}{list(d.args)}" for d in config.mutations},
+    }
 
 
 def _describe(config: TuneConfig) -> str:
@@ -227,6 +253,10 @@ def _tune_config(config: TuneConfig):
 
     s = config.section
     scheduler = None
+    if isinstance(s.scheduler, Pbt):
+        from orchestrator.tune import pbt
+
+        scheduler = pbt.scheduler(config)
     if isinstance(s.scheduler, Asha):
         from ray.tune.schedulers import ASHAScheduler
 
@@ -284,15 +314,19 @@ def _run_config(
 ):
     from ray import tune
 
-    callback = callback_class()(uri, experiment_id, parent_id, sweep, config.metric, list(plan.seeds), plan.runs_root)
+    mutated = tuple(d.key for d in config.mutations)
+    callback = callback_class()(
+        uri, experiment_id, parent_id, sweep, config.metric, list(plan.seeds), plan.runs_root, mutated=mutated
+    )
     callback.sink = sink
     return tune.RunConfig(
         name=sweep,
         storage_path=str(root),
         callbacks=[callback],
         verbose=0,
-        # 2: the experiment state a killed driver saved last may name the one before the latest
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # 2: the experiment state a killed driver saved last may name the one before the latest. PBT: every
+        # one (attached at perturbations only), since a trial may restart from a donor's after the donor moved on
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=None if mutated else 2),
         failure_config=tune.FailureConfig(max_failures=0),
     )
 
@@ -322,6 +356,7 @@ def _create_parent(
         "tune.metric": config.metric,
         "tune.mode": config.mode,
         **{f"tune.space.{d.key}": f"{d.kind}{list(d.args)}" for d in config.dimensions},
+        **_pbt_params(config),
         **flatten(nest(spec.params)),
     }
     run_id = ledger.create_run(experiment_id, sweep, tags, params, status=RUNNING)
@@ -344,7 +379,13 @@ def _summarise(grid, sweep: str, path: Path, parent_id: str, experiment_id: str,
         error = str(trial_result.error).strip().splitlines()[-1] if trial_result.error is not None else None
         result.rows.append(
             TrialRow(
-                trial_id, status, score, dict(trial_result.config or {}), int(last.get("training_iteration", 0)), error
+                trial_id,
+                status,
+                score,
+                dict(trial_result.config or {}),
+                int(last.get("training_iteration", 0)),
+                error,
+                _schedule(path, trial_id) if config.mutations else None,
             )
         )
     finished = [r for r in result.rows if r.score is not None and not math.isnan(r.score)]
@@ -352,6 +393,11 @@ def _summarise(grid, sweep: str, path: Path, parent_id: str, experiment_id: str,
     result.rows.sort(key=lambda r: (r.score is None, sign * r.score if r.score is not None else 0, r.trial_id))
     result.best = min(finished, key=lambda r: (sign * (r.score or 0.0), r.trial_id)) if finished else None
     return result
+
+
+def _schedule(path: Path, trial_id: str) -> list[dict[str, Any]] | None:
+    saved = path / "runs" / trial_id / SCHEDULE_FILE
+    return json.loads(saved.read_text())["schedule"] if saved.exists() else None
 
 
 def _close_parent(ledger, result: SweepResult) -> None:
@@ -378,15 +424,23 @@ def write_best(doc: dict[str, Any], result: SweepResult, path: Path) -> Path:
     best = copy.deepcopy(doc)
     best.pop("tune", None)
     best["name"] = f"{doc['name']}-best"
-    best["params"] = deep_merge(nest(doc.get("params") or {}), nest(result.best.config))
+    schedule = result.best.schedule
+    first = schedule[0]["params"] if schedule else result.best.config
+    best["params"] = deep_merge(nest(doc.get("params") or {}), nest(first))
+    if schedule and len(schedule) > 1:  # PBT: the winner's params changed on the way; orch submit replays them
+        best["schedule"] = [{"step": phase["step"], "params": phase["params"]} for phase in schedule[1:]]
     # Validation must not re-use the seeds the selection saw (the trial's score on them is what chose it):
     # best.yaml's seeds start right after the sweep's.
     seeds = doc.get("seeds")
     base = seeds.get("base", 0) if isinstance(seeds, dict) else 0
     used = (doc.get("tune") or {}).get("seeds_per_trial", 1)
     best["seeds"] = {**(seeds if isinstance(seeds, dict) else {}), "base": base + used}
+    lineage = ""
+    if schedule and len(schedule) > 1:
+        path_of = " -> ".join(f"{p['trial']} from step {p['step']}" for p in schedule)
+        lineage = f"# a PBT schedule, its state made by trials {path_of} (orch submit replays it)\n"
     header = (
-        f"# written by orch tune: sweep {result.sweep}, best trial {result.best.trial_id}\n"
+        f"# written by orch tune: sweep {result.sweep}, best trial {result.best.trial_id}\n{lineage}"
         f"# {result.metric} = {result.best.score:.6g} ({result.mode}, mean over the trial's seeds "
         f"{base}-{base + used - 1})\n"
         f"# validate across seeds: orch submit {path} --seeds 10   (seeds from {base + used}: none the "

@@ -3,6 +3,8 @@ Tune per logged step (so ASHA can stop bad trials early), and the mean final met
 
 from __future__ import annotations
 
+import contextlib
+import json
 import shutil
 import statistics
 import time
@@ -16,7 +18,8 @@ from orchestrator.job.rundir import RunDir
 from orchestrator.spec import registry
 from orchestrator.spec.plan import Run
 from orchestrator.spec.spec import deep_merge, nest
-from orchestrator.tune.section import FINAL_KEY, METRICS_KEY
+from orchestrator.tune import lineage as lineages
+from orchestrator.tune.section import FINAL_KEY, METRICS_KEY, TIME_KEY
 from orchestrator.vocabulary import Event
 
 
@@ -33,6 +36,7 @@ class TrialPlan:
     metric: str
     report: str
     checkpoint_every_s: float = 10.0
+    pbt: dict[str, int] | None = None  # PBT: {"interval": steps, "burn_in": steps} (tune/pbt.py)
 
 
 class StepMeans:
@@ -73,14 +77,24 @@ class _Reporter:
         self.means = StepMeans(len(run_dirs))
         self.saved: dict[str, float] = {}
         self.last_checkpoint = time.monotonic()
+        self.stopped = False  # Tune stopped the trial in a report
 
     def add(self, seed_index: int, step: int, metrics: dict[str, float]) -> None:
         for s, means in self.means.add(seed_index, step, metrics):
             result = {"step": s, FINAL_KEY: 0, METRICS_KEY: means}
             if self.plan.report in means:
                 result[self.plan.metric] = means[self.plan.report]
-            checkpoint = self._checkpoint()
+            self._report(result, self._checkpoint())
+
+    def _report(self, result: dict[str, Any], checkpoint) -> None:
+        try:
             self.tune.report(result, checkpoint=checkpoint)
+        except SystemExit:  # Tune stops or pauses the trial (ASHA, PBT): the run is KILLED, not FAILED
+            from orchestrator.job.worker import Terminated
+
+            self.stopped = True
+            raise Terminated("stopped by the scheduler") from None
+        finally:
             if checkpoint is not None:  # report() copied it into the sweep's storage
                 shutil.rmtree(checkpoint.path, ignore_errors=True)
 
@@ -100,9 +114,13 @@ class _Reporter:
         for seed, run_dir in zip(self.plan.seeds, self.run_dirs, strict=False):
             if run_dir.checkpoint.exists():
                 shutil.copy2(run_dir.checkpoint, folder / f"seed{seed}.pkl")
+        self._describe(folder)
         from ray.tune import Checkpoint
 
         return Checkpoint.from_directory(str(folder))
+
+    def _describe(self, folder: Path) -> None:
+        """What a checkpoint says of itself (PBT: whose and at which step)."""
 
     def final(self, finals: list[dict[str, float]]) -> None:
         keys = set.intersection(*(set(f) for f in finals))
@@ -112,9 +130,85 @@ class _Reporter:
                 f"({', '.join(sorted(keys))})"
             )
         means = {k: statistics.fmean(decode_number(f[k]) for f in finals) for k in sorted(keys)}
-        self.tune.report(
-            {"step": self.means.last + 1, FINAL_KEY: 1, METRICS_KEY: means, self.plan.metric: means[self.plan.metric]}
+        self._report(
+            {
+                "step": self.means.last + 1,
+                FINAL_KEY: 1,
+                METRICS_KEY: means,
+                self.plan.metric: means[self.plan.metric],
+                **self._extra(),
+            },
+            None,
         )
+
+    def _extra(self) -> dict[str, Any]:
+        return {}
+
+
+class PbtReporter(_Reporter):
+    """PBT's reports (tune/pbt.py). A step is reported once the workload has moved past it (its next log,
+    or its end), so the report knows whether the step was checkpointed; it carries PBT's clock (``TIME_KEY``:
+    steps done at the latest checkpoint) and, when PBT will look at it (the clock moved ``interval`` steps
+    since the last perturbation), the checkpoint itself, described (``lineage.META_FILE``): a perturbation
+    therefore always finds the checkpoint of the step it judged."""
+
+    def __init__(self, plan: TrialPlan, run_dirs: list[RunDir], lineage: lineages.Lineage, perturbed_at: int):
+        super().__init__(plan, run_dirs)
+        assert plan.pbt is not None
+        self.interval, self.burn_in = plan.pbt["interval"], plan.pbt["burn_in"]
+        self.lineage, self.perturbed_at = lineage, perturbed_at
+        self.pending: tuple[int, dict[str, float]] | None = None
+        self.offset = 0
+        self.checkpointed: int | None = None  # the journaled step of the latest checkpoint
+        self._read_journal()
+        self.attached = self.reported = self.clock()
+
+    def _read_journal(self) -> None:
+        records, self.offset = read_journal(self.run_dirs[0].journal, self.offset)
+        for record in records:
+            if record["event"] == Event.CHECKPOINT and record.get("step") is not None:
+                self.checkpointed = int(record["step"])
+
+    def clock(self) -> int:
+        return 0 if self.checkpointed is None else self.checkpointed + 1
+
+    def add(self, seed_index: int, step: int, metrics: dict[str, float]) -> None:
+        for s, means in self.means.add(seed_index, step, metrics):
+            if self.pending is not None and self.pending[0] != s:
+                self._flush()
+            self.pending = (s, means)
+
+    def _flush(self, last: bool = False) -> None:
+        assert self.pending is not None
+        (step, means), self.pending = self.pending, None
+        self._read_journal()
+        checkpoint = None
+        if not last:  # the run's last step: its clock stays, so PBT does not perturb a trial that has ended
+            self.reported = self.clock()
+            now = self.reported
+            # PBT's own test (schedulers/pbt.py: on_trial_result), on the same clock: it perturbs on this report
+            if now != self.attached and now >= self.burn_in and now - self.perturbed_at >= self.interval:
+                checkpoint = self._checkpoint(force=True)
+                self.perturbed_at = self.attached = now
+        result = {"step": step, FINAL_KEY: 0, METRICS_KEY: means, **self._extra()}
+        if self.plan.report in means:
+            result[self.plan.metric] = means[self.plan.report]
+        self._report(result, checkpoint)
+
+    def _describe(self, folder: Path) -> None:
+        from orchestrator.job.rundir import atomic_write
+
+        assert self.checkpointed is not None  # attached only once the clock moved: a checkpoint exists
+        meta = lineages.meta(self.lineage.trial_id, self.checkpointed, self.lineage)
+        atomic_write(folder / lineages.META_FILE, json.dumps(meta).encode(), durable=False)
+
+    def _extra(self) -> dict[str, Any]:
+        return {TIME_KEY: self.reported, lineages.PBT_KEY: self.lineage.summary()}
+
+    def final(self, finals: list[dict[str, float]]) -> None:
+        if self.pending is not None:
+            self._flush(last=True)
+        super().final(finals)
 
 
 def _restore_checkpoints(plan: TrialPlan, run_dirs: list[RunDir]) -> None:
@@ -156,9 +250,15 @@ def trainable(config: dict[str, Any], plan: TrialPlan) -> None:
     """One trial: the worker on each seed; a seed-mean report per logged step, then the final score."""
     from ray import tune
 
-    run_dirs = trial_run_dirs(plan, tune.get_context().get_trial_id(), config)
-    _restore_checkpoints(plan, run_dirs)
-    reporter = _Reporter(plan, run_dirs)
+    trial_id = tune.get_context().get_trial_id()
+    run_dirs = trial_run_dirs(plan, trial_id, config)
+    reporter: _Reporter
+    if plan.pbt is None:
+        _restore_checkpoints(plan, run_dirs)
+        reporter = _Reporter(plan, run_dirs)
+    else:  # another trial's checkpoint, when PBT exploited this one: adopted with the mutated params
+        lineage, perturbed_at = lineages.adopt(plan.workload, trial_id, config, run_dirs[0], tune.get_checkpoint())
+        reporter = PbtReporter(plan, run_dirs, lineage, perturbed_at)
     if len(run_dirs) == 1:
         from orchestrator.job import worker
         from orchestrator.job.rundir import output_to
@@ -166,7 +266,12 @@ def trainable(config: dict[str, Any], plan: TrialPlan) -> None:
         with output_to(run_dirs[0]):
             worker.execute(run_dirs[0].path, extra_callbacks=[lambda step, m: reporter.add(0, step, m)])
     else:
-        _run_seeds_as_tasks(run_dirs, reporter)
+        from orchestrator.job.worker import Terminated
+
+        with contextlib.suppress(Terminated):  # the scheduler stopped the trial (reporter.stopped)
+            _run_seeds_as_tasks(run_dirs, reporter)
+    if reporter.stopped:
+        raise SystemExit(0)  # as tune.report does for a stopped trial: its thread ends, no error
     ends = [last_event(r.journal, Event.END) for r in run_dirs]
     failed = [(seed, e) for seed, e in zip(plan.seeds, ends, strict=False) if not e or e["status"] != FINISHED]
     if failed:

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 METRIC, MODE = "final_err", "min"
+CHECKPOINT_EVERY = "checkpoint_every"  # the Params field of its checkpoint interval (steps): PBT may restart it
 
 
 class Ramp(BaseModel):

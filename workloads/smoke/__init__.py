@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 METRIC, MODE = "final_loss", "min"
 METRICS = ("loss", "final_loss")  # every name it reports: a spec's `metric:` is checked against them
+CHECKPOINT_EVERY = "checkpoint_every"  # the Params field of its checkpoint interval (steps): PBT may restart it
 
 
 class Params(BaseModel):
