@@ -142,7 +142,8 @@ def test_the_paper_table(multi, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0 and f"table in {tmp_path / 't.md'}" in result.stdout, result.stdout
     lines = (tmp_path / "t.md").read_text().splitlines()
-    assert lines[0] == "|  | group | acc ↑ | err_k2 ↓ |"
+    assert lines[0] == "|  | group | acc ↑ | err_k2 ↓ | IQM over the metrics |"
+    iqm = {g["name"]: g for g in out["aggregate"]["groups"]}
     rows = {line.split(" | ")[1]: line for line in lines[2:5]}
     assert set(rows) == {"base", "good", "bad"}
     # good: the best on both (bold) and significantly better than base (letter a) on acc, per the JSON
@@ -150,6 +151,8 @@ def test_the_paper_table(multi, tmp_path):
     assert acc["good"]["outcome"] == "better" and acc["bad"]["outcome"] == "worse"
     assert "**" in rows["good"].split(" | ")[2] and rows["good"].split(" | ")[2].endswith("<sup>a</sup>")
     assert rows["base"].split(" | ")[2].endswith("<sup>c</sup>")  # base beats bad (c)
+    good = iqm["good"]
+    assert rows["good"].endswith(f"| **{good['iqm']:.2f} [{good['iqm_low']:.2f}, {good['iqm_high']:.2f}]** |")
     base = next(g for g in out["reports"][0]["groups"] if g["name"] == "base")
     half = base["ci_high"] - base["mean"]
     assert f"{base['mean']:.3f} ± {half:.3f}" in rows["base"] or f"{base['mean']:.4f} ± {half:.4f}" in rows["base"]

@@ -37,7 +37,8 @@ def _beats(report: Report) -> dict[str, set[str]]:
 
 
 def cells(study: Study) -> tuple[list[str], list[str], list[list[tuple[str, bool, str]]]]:
-    """(group names, their letters, rows of (mean +- half-width, is the best, superscript letters))."""
+    """(group names, their letters, rows of (mean +- half-width, is the best, superscript letters)); with
+    several metrics, a last cell per row: the IQM over all of them and its stratified bootstrap interval."""
     names = list(dict.fromkeys(g.name for r in study.reports for g in r.groups))
     letters = dict(zip(names, _letters(len(names)), strict=True))
     rows: list[list[tuple[str, bool, str]]] = [[] for _ in names]
@@ -53,7 +54,23 @@ def cells(study: Study) -> tuple[list[str], list[str], list[list[tuple[str, bool
                 continue
             text = mean_pm(s.mean, None if s.ci_high is None else s.ci_high - s.mean)
             rows[i].append((text, s.mean == best, "".join(sorted(letters[b] for b in beats.get(name, ())))))
+    if study.aggregate is not None:
+        iqm = {g.name: g for g in study.aggregate.groups}
+        top = max((g.iqm for g in study.aggregate.groups if g.iqm is not None), default=None)
+        for i, name in enumerate(names):
+            g = iqm.get(name)
+            if g is None or g.iqm is None:
+                rows[i].append(("-", False, ""))
+                continue
+            interval = "" if g.iqm_low is None else f" [{g.iqm_low:.2f}, {g.iqm_high:.2f}]"
+            rows[i].append((f"{g.iqm:.2f}{interval}", g.iqm == top, ""))
     return names, [letters[n] for n in names], rows
+
+
+def _headers(study: Study, latex: bool) -> list[str]:
+    name = latex_escape if latex else (lambda text: text)
+    out = [f"{name(r.metric)} {_arrow(r.mode, latex)}" for r in study.reports]
+    return out + (["IQM over the metrics"] if study.aggregate is not None else [])
 
 
 def mean_pm(mean: float, half: float | None) -> str:
@@ -73,6 +90,12 @@ def _caption(study: Study) -> str:
         f"mean of each metric; superscript: significantly better than the groups with those letters "
         f"(Holm-corrected over all {study.family} comparisons, alpha = {study.alpha:g}; "
         + (f"each group against `{study.report.baseline}`)" if study.report.baseline else "all pairs)")
+        + (
+            "; IQM over the metrics: each scaled to [0, 1] (1 = the best value seen), with its stratified "
+            "bootstrap 95% interval"
+            if study.aggregate is not None
+            else ""
+        )
     )
 
 
@@ -89,7 +112,7 @@ def latex_escape(text: str) -> str:
 def render(study: Study, kind: str) -> str:
     names, letters, rows = cells(study)
     if kind == "markdown":
-        header = ["", "group", *(f"{r.metric} {_arrow(r.mode, False)}" for r in study.reports)]
+        header = ["", "group", *_headers(study, latex=False)]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for name, letter, row in zip(names, letters, rows, strict=True):
             shown = [(f"**{t}**" if bold else t) + (f"<sup>{sup}</sup>" if sup else "") for t, bold, sup in row]
@@ -103,12 +126,13 @@ def render(study: Study, kind: str) -> str:
             value = rf"\mathbf{{{value}}}" if bold else value
             shown.append(f"${value}" + (rf"^{{\mathrm{{{sup}}}}}" if sup else "") + "$" if text != "-" else "-")
         body.append(" & ".join([letter, latex_escape(name), *shown]) + r" \\")
-    columns = " & ".join(["", "Group", *(f"{latex_escape(r.metric)} {_arrow(r.mode, True)}" for r in study.reports)])
+    heads = _headers(study, latex=True)
+    columns = " & ".join(["", "Group", *heads])
     return "\n".join(
         [
             f"% {latex_escape(_caption(study)).replace('±', '+-')}",
             "% needs \\usepackage{booktabs}",
-            r"\begin{tabular}{ll" + "r" * len(study.reports) + "}",
+            r"\begin{tabular}{ll" + "r" * len(heads) + "}",
             r"\toprule",
             columns + r" \\",
             r"\midrule",
