@@ -56,7 +56,7 @@ def test_a_task_layout_in_the_sbatch_escape_hatch_is_refused(store, monkeypatch,
     result = store.orch("submit", str(spec), "--backend", "slurm", "--cluster", str(profile), "--dry-run")
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
-    assert f"sbatch.{key}" in text and "one task per run" in text and "mine.yaml" in text
+    assert f"sbatch.{key}" in text and "sets the task layout itself" in text and "mine.yaml" in text
     assert sorted(os.listdir(store.root)) == ["mine.yaml", "spec.yaml"]  # nothing written
 
 

@@ -133,6 +133,10 @@ NodeName=n2 NodeAddr=127.0.0.1 Port=17002 $NODE_LINE RealMemory=$MEM_MB Gres=gpu
 PartitionName=debug Nodes=n1,n2 Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=n2 MaxTime=INFINITE State=UP
 CONF
+# the nodes' names resolve, as a real cluster's do: a multi-task job's MASTER_ADDR is its first node's name
+for node in n1 n2; do
+  getent hosts "$node" >/dev/null || echo "127.0.0.1 $node" >> /etc/hosts
+done
 # the fake GPU: a gres file that exists (Slurm binds it and sets CUDA_VISIBLE_DEVICES), no CUDA behind it
 echo "NodeName=n2 Name=gpu Type=fake File=/dev/null" > "$CONF_DIR/gres.conf.new"
 CHANGED=0

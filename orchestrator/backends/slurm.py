@@ -13,6 +13,8 @@
   submitted ``--requeue`` (profile ``requeue``), so this holds where slurm.conf says ``JobRequeue=0``.
 - Packing (``resources.runs_per_job``): one array task runs several runs at once (``SlurmPack``, through
   ``job/pack.py``), each with its own journal, checkpoint, requeue and MLflow run and the task's job id.
+- A multi-task run (``resources.nodes`` x ``tasks_per_node``): one array task of that many Slurm tasks, each a
+  rank (``SlurmDistRun``, job/dist.py), one run.
 Job states, ``scheduler.json`` and sacct's accounting: ``slurm_states.py``; ``--dry-run``'s scripts:
 ``slurm_preview.py``. Over 400 lines, one concept: the ``SlurmBackend`` class, every conversation orch has
 with the scheduler (sbatch, sacct, squeue, scancel) and the cache that keeps them to one call per poll."""
@@ -35,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import submitit
 
 from orchestrator.backends.base import LOST, PENDING, Backend, Job, JobState
-from orchestrator.backends.slurm_job import SlurmPack, SlurmRun
+from orchestrator.backends.slurm_job import SlurmDistRun, SlurmPack, SlurmRun
 from orchestrator.backends.slurm_profile import apply_profile, job_resources, load_profile
 from orchestrator.backends.slurm_states import (
     ENDED_STATES,
@@ -305,6 +307,8 @@ class SlurmBackend(Backend):
         function: Any = (
             SlurmPack(self.profile.max_requeues, self.resources.gpus / self.resources.runs_per_gpu)
             if packed
+            else SlurmDistRun(self.profile.max_requeues)
+            if self.resources.world_size > 1
             else SlurmRun(self.profile.max_requeues)
         )
         args = [[str(r.path) for r in pack] if packed else str(pack[0].path) for pack in packs]

@@ -1,6 +1,7 @@
 """What runs inside a Slurm job (imports no MLflow): the callables submitit pickles into each array task
-(one run, or a pack of ``runs_per_job`` runs), and the requeue handling on SIGUSR2 / SIGTERM: a preemption
-or an approaching time limit journals ``requeue``, not KILLED, and the same call is resubmitted."""
+(one run, a pack of ``runs_per_job`` runs, or one rank of a multi-task run), and the requeue handling on
+SIGUSR2 / SIGTERM: a preemption or an approaching time limit journals ``requeue``, not KILLED, and the same
+call is resubmitted."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ class SlurmRun(Checkpointable):
         from submitit.slurm.slurm import SlurmJobEnvironment
 
         SlurmJobEnvironment._requeue = _requeue_or_say_why  # type: ignore[method-assign, assignment]
-        with output_to(RunDir(Path(run_dir))):
+        with output_to(RunDir(Path(run_dir)), getattr(self, "rank", 0)):  # a rank > 0: its own logs
             return worker.execute(run_dir)
 
     def checkpoint(self, run_dir: str) -> DelayedSubmission | None:  # type: ignore[override]  # None: no requeue
@@ -55,6 +56,28 @@ class SlurmRun(Checkpointable):
             f"Slurm signal (preemption or time limit); requeue {restarts + 1} of at most {self.max_requeues}"
         )
         return DelayedSubmission(self, run_dir)
+
+
+class SlurmDistRun(SlurmRun):
+    """The callable every task of a multi-task run's job runs (``--nodes N --ntasks-per-node T``): one rank.
+
+    Its place in the group comes from submitit's ``TorchDistributedEnvironment`` (MASTER_ADDR: the job's first
+    node; MASTER_PORT: drawn from the job id; RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE from the task's
+    SLURM_* variables, read by submitit's JobEnvironment), exported as torchrun's variables; every task sees its
+    node's GPUs and takes ``cuda:LOCAL_RANK`` (job/worker.py). The attempt's token is the job id and restart
+    count, the same in every task. On SIGUSR2 submitit calls ``checkpoint`` in task 0 only: rank 0 journals the
+    requeue and requeues the whole job; the other ranks end with it and all resume from rank 0's checkpoint."""
+
+    def __call__(self, run_dir: str) -> str:
+        from submitit.helpers import TorchDistributedEnvironment
+
+        from orchestrator.job import dist
+
+        env = TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+        os.environ[dist.TOKEN_ENV] = f"{os.environ.get('SLURM_JOB_ID', 'job')}.{restarts}"
+        self.rank = env.rank
+        return super().__call__(run_dir)
 
 
 _current_pack: Pack | None = None  # the pack this job process runs (SlurmPack), for the requeue hooks below

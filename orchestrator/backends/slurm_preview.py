@@ -59,8 +59,13 @@ def preview_text(spec: Spec, n_runs: int, cluster: str | None = None) -> str:
         arrays = array_previews(backend, n_runs)
     except SchedulerError as err:  # no Slurm here at all: nothing to preview the scripts with
         return f"no job script: {err}"
-    per_job = spec.resources.runs_per_job
+    per_job, layout = spec.resources.runs_per_job, spec.resources
     for i, (script, answer) in enumerate(arrays, 1):
         head = f"# array {i} of {len(arrays)}" + (f" ({per_job} runs per job)" if per_job > 1 else "")
+        if layout.world_size > 1:
+            head += (
+                f" (each run: {layout.nodes} node(s) x {layout.layout} task(s) = {layout.world_size} ranks, "
+                "one torch.distributed group)"
+            )
         parts.append(f"{head}\n{script.rstrip()}\n# sbatch --test-only: {answer}")
     return "\n\n".join(parts)

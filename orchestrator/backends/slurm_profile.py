@@ -39,6 +39,7 @@ class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cpus: int | None = Field(None, gt=0, description="most CPU cores per task on one node")
+    nodes: int | None = Field(None, gt=0, description="most nodes one job may span (a multi-task run's nodes)")
     gpus: int | None = Field(None, ge=0, description="most GPUs per node (0: no GPU on this cluster/partition)")
     mem_gb: float | None = Field(None, gt=0, description="most memory per node")
     time_min: int | None = Field(None, gt=0, description="the partition's time limit")
@@ -100,13 +101,13 @@ class ClusterProfile(BaseModel):
     @pydantic.field_validator("sbatch")
     @classmethod
     def _no_task_layout(cls, value: dict[str, Any]) -> dict[str, Any]:
-        """A run is one task: a task count here would start the same run several times in one run directory
-        (each task journaling it again). orch sets the layout itself."""
+        """A task count here would start the same run several times in one run directory (each task journaling
+        it again). orch sets the layout itself, from the spec's resources (nodes, tasks_per_node)."""
         for key in value:
             if key.replace("-", "_") in TASK_LAYOUT:
                 raise ValueError(
-                    f"sbatch.{key}: orch runs one task per run and sets the task layout itself; "
-                    f"remove it (these are refused: {', '.join(TASK_LAYOUT)})"
+                    f"sbatch.{key}: orch sets the task layout itself, from the spec's resources: nodes, gpus_per_node, "
+                    f"tasks_per_node (docs/distributed.md); remove it (refused: {', '.join(TASK_LAYOUT)})"
                 )
         return value
 
@@ -116,6 +117,9 @@ class ClusterProfile(BaseModel):
         limits = self.limits
         job = job_resources(resources)
         wanted = {"cpus": job["cpus"], "gpus": job["gpus"], "mem_gb": job["mem_gb"], "time_min": resources.time_min}
+        if resources.world_size > 1:
+            self._check_layout(resources, source)
+            return
         packed = resources.runs_per_job > 1
         for field, value in wanted.items():
             limit = getattr(limits, field)
@@ -145,6 +149,39 @@ class ClusterProfile(BaseModel):
                 "resources.gpus",
             )
 
+    def _check_layout(self, resources: Resources, source: str) -> None:
+        """A multi-task run's job against the limits: its nodes, and per node its tasks' cores and memory and
+        its GPUs (the limits are a node's)."""
+        limits, tasks = self.limits, resources.layout
+        per_node = {
+            "nodes": (resources.nodes, "resources.nodes", "nodes"),
+            "cpus": (resources.cpus * tasks, "resources.cpus", f"cores per node ({tasks} tasks x {resources.cpus})"),
+            "gpus": (resources.gpus_per_node, "resources.gpus_per_node", "GPUs per node"),
+            "mem_gb": (
+                resources.mem_gb * tasks,
+                "resources.mem_gb",
+                f"GB per node ({tasks} tasks x {resources.mem_gb:g})",
+            ),
+            "time_min": (resources.time_min, "resources.time_min", "minutes"),
+        }
+        for field, (value, where, what) in per_node.items():
+            limit = getattr(limits, field)
+            if limit is not None and value > limit:
+                verdict = "has no GPU" if field == "gpus" and limit == 0 else f"allows at most {limit}"
+                raise InputError(
+                    f"asks for {value:g} {what} but cluster profile '{self.name}' {verdict} "
+                    f"({self._file or f'cluster/{self.name}.yaml'}: limits.{field})",
+                    source,
+                    where,
+                )
+        if resources.gpus_per_node and self.gpu_request == "constraint" and not self.constraint:
+            raise InputError(
+                f"cluster profile '{self.name}' asks for GPUs by node feature (gpu_request: constraint) "
+                "but sets no 'constraint': the job would land on any node",
+                source,
+                "resources.gpus_per_node",
+            )
+
     def check_job_count(self, jobs: int, queued: int, source: str = "resources") -> None:
         """A submission of ``jobs`` array tasks, with ``queued`` jobs of this user already in the queue: refused
         when it would exceed ``max_jobs`` (QOS MaxSubmitJobs), saying how much packing would fit."""
@@ -168,10 +205,10 @@ class ClusterProfile(BaseModel):
         job = job_resources(resources)
         params: dict[str, Any] = {
             "cpus_per_task": job["cpus"],
-            "mem": f"{int(job['mem_gb'] * 1024)}M",
+            "mem": f"{int(job['mem_gb'] * 1024)}M",  # per node
             "time": resources.time_min,
-            "nodes": 1,
-            "ntasks_per_node": 1,
+            "nodes": resources.nodes,  # a multi-task run: nodes x tasks_per_node tasks, one rank each
+            "ntasks_per_node": resources.layout,
             "signal_delay_s": self.signal_delay_s,
             "array_parallelism": self.array_parallelism,
         }
@@ -179,13 +216,14 @@ class ClusterProfile(BaseModel):
             if getattr(self, key):
                 params[key] = getattr(self, key)
         extra: dict[str, Any] = {"requeue": True} if self.requeue else {}
-        gpus = job["gpus"]
+        gpus = job["gpus"]  # per node (--gres and --gpus-per-node count per node)
         if gpus:
             typed = f"{self.gpu_type}:{gpus}" if self.gpu_type else str(gpus)
+            total = gpus * resources.nodes  # --gpus counts the job's
             if self.gpu_request == "gres":
                 params["gres"] = f"gpu:{typed}"
             elif self.gpu_request == "gpus":
-                extra["gpus"] = typed
+                extra["gpus"] = f"{self.gpu_type}:{total}" if self.gpu_type else str(total)
             elif self.gpu_request == "gpus-per-node":
                 extra["gpus_per_node"] = typed
             else:  # constraint: the feature selects GPU nodes, the whole node is the job's
@@ -200,7 +238,14 @@ class ClusterProfile(BaseModel):
 
 def job_resources(resources: Resources) -> dict[str, Any]:
     """What one job asks for: ``runs_per_job`` runs' cores and memory, and the GPUs they need when
-    ``runs_per_gpu`` of them share one (each run gets gpus/runs_per_gpu of a GPU)."""
+    ``runs_per_gpu`` of them share one (each run gets gpus/runs_per_gpu of a GPU). A multi-task run: cores per
+    task, and per node its tasks' memory and ``gpus_per_node``."""
+    if resources.world_size > 1 or (resources.gpus_per_node and resources.runs_per_job == 1):
+        return {
+            "cpus": resources.cpus,
+            "mem_gb": resources.mem_gb * resources.layout,
+            "gpus": resources.gpus_per_node,
+        }
     n = resources.runs_per_job
     share = resources.gpus / resources.runs_per_gpu
     return {

@@ -96,16 +96,23 @@ class Group:
                 dist.report_end(self.run_dir, env, FAILED, f"rank {rank} {exit_reason(proc.exitcode)}")
 
     def _close_run(self) -> None:
-        """Rank 0 died before journaling the run's end (SIGKILL): journal it, naming the first failure."""
-        if not self.run_dir.journal.exists() or ended_last(self.run_dir.journal):
-            return
-        failure = dist.first_failure(dist.peer_ends(self.run_dir, self.layout[0]))
-        own = f"rank 0 {exit_reason(self.procs[0].exitcode)}"
-        error = f"rank {failure['rank']}: {failure.get('error')} ({own})" if failure else own
-        journal = JournalWriter(self.run_dir.journal)
-        fields: dict[str, Any] = {"traceback": failure["traceback"]} if failure and failure.get("traceback") else {}
-        journal.write(Event.END, status=FAILED, final={}, error=error, **fields)
-        journal.close()
+        close_unended(self.run_dir, self.layout[0], f"rank 0 {exit_reason(self.procs[0].exitcode)}")
+
+
+def close_unended(run_dir: RunDir, rank0: dist.DistEnv, why: str) -> None:
+    """Rank 0 died before journaling the run's end (SIGKILL, a lost Ray worker): journal it for it, naming the
+    first rank that failed. A run whose journal ended, or last journaled a requeue, is left as it is."""
+    if not run_dir.journal.exists() or ended_last(run_dir.journal):
+        return
+    records = [e for e in (last_event(run_dir.journal, Event.START), last_event(run_dir.journal, Event.REQUEUE)) if e]
+    if records and max(records, key=lambda e: e["t"])["event"] == Event.REQUEUE:
+        return
+    failure = dist.first_failure(dist.peer_ends(run_dir, rank0))
+    error = f"rank {failure['rank']}: {failure.get('error')} ({why})" if failure else why
+    journal = JournalWriter(run_dir.journal)
+    fields: dict[str, Any] = {"traceback": failure["traceback"]} if failure and failure.get("traceback") else {}
+    journal.write(Event.END, status=FAILED, final={}, error=error, **fields)
+    journal.close()
 
 
 def group_main(path: str, world_size: int) -> None:
