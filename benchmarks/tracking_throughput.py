@@ -162,9 +162,8 @@ def make_run_dirs(uri: str, name: str, runs: int, steps: int, workload_params: d
 def ingest_all(uri: str, dirs) -> None:
     from orchestrator.tracking.ledger import Ledger
 
-    ledger = Ledger(uri)
-    for run_dir in dirs:
-        assert ledger.ingest(run_dir) == "FINISHED"
+    ledger = Ledger(uri)  # as orch's follow loop does: the runs that ended together, in one call
+    assert ledger.ingest_many(dirs) == ["FINISHED"] * len(dirs)
 
 
 def mode_journal_ingest(uri: str, name: str, runs: int, n: int) -> tuple[float, int]:
@@ -204,7 +203,8 @@ def start_postgres() -> tuple[str, dict]:
     out = subprocess.run(
         [str(REPO / "cluster/dev/start-postgres.sh")], env=env, capture_output=True, text=True, check=True
     )
-    return out.stdout.strip().splitlines()[-1], env
+    uri_file = Path(out.stdout.strip().splitlines()[-1])  # the script prints where it keeps the URI (0600)
+    return uri_file.read_text().strip(), env
 
 
 def main() -> None:

@@ -207,7 +207,7 @@ def import_(
 @app.command("ls")
 @handles_input_errors
 def ls(tracking_uri: UriOpt = None):
-    """The store's experiments: runs, groups, finished run keys and last activity."""
+    """The store's experiments: runs (attempts), groups, finished runs and last activity."""
     import time
 
     from rich.table import Table
@@ -216,11 +216,11 @@ def ls(tracking_uri: UriOpt = None):
     from orchestrator.tracking.uri import resolve_uri
 
     table = Table(title=f"experiments in {resolve_uri(tracking_uri)}", title_justify="left")
-    for col in ("experiment", "runs", "groups", "finished", "last activity"):
+    for col in ("experiment", "runs", "attempts", "groups", "finished", "last activity"):
         table.add_column(col, justify="left" if col in ("experiment", "last activity") else "right")
     for e in api.list_experiments(tracking_uri):
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_activity)) if e.last_activity else "-"
-        table.add_row(e.name, str(e.runs), str(e.groups), str(e.finished), when)
+        table.add_row(escape(e.name), str(e.runs), str(e.attempts), str(e.groups), str(e.finished), when)
     console.print(table)
 
 

@@ -25,8 +25,8 @@ if TYPE_CHECKING:  # the analysis modules are imported where they are used
     import pandas
 
     from orchestrator.analysis.compare import Report
-    from orchestrator.analysis.study import Study
     from orchestrator.analysis.status import GroupStatus, SweepStatus
+    from orchestrator.analysis.study import Study
     from orchestrator.reproduce import Reproduction
 
 
@@ -93,21 +93,12 @@ def status(experiment: str, tracking_uri: str | None = None, where: str | None =
 
 def find_run(ledger: Ledger, run: str) -> RunRecord:
     """A run by MLflow run id, by orch key (as printed by --dry-run and status) or by scheduler job id."""
-    from mlflow.exceptions import MlflowException
-
     if not re.fullmatch(r"[\w.:\-]{1,200}", run):  # it goes into an MLflow filter string: nothing that could quote
         raise InputError(f"{run!r} is not a run id, key or job id (letters, digits, '_', '.', ':', '-')", "RUN")
-    if len(run) == 32:
-        try:
-            return ledger.get(run)
-        except MlflowException:
-            pass
-    experiments = [e.experiment_id for e in ledger.client.search_experiments()]
-    for tag in (Tag.KEY, Tag.JOB_ID):
-        found = ledger.client.search_runs(experiments, filter_string=f"tags.`{tag}` = '{run}'", max_results=1)
-        if found:
-            return ledger.get(found[0].info.run_id)
-    raise InputError(f"no run with id or key '{run}' in {ledger.uri}")
+    found = ledger.find(run)
+    if found is None:
+        raise InputError(f"no run with id or key '{run}' in {ledger.uri}")
+    return found
 
 
 def run_logs(run: str, tracking_uri: str | None = None) -> tuple[RunRecord, RunDir, list[Path]]:
@@ -270,10 +261,11 @@ def compare_study(
 @dataclass
 class ExperimentSummary:
     name: str
-    runs: int  # seed runs (attempts), all statuses
+    runs: int  # seed run keys (what status counts: the attempt that stands for each key)
+    attempts: int  # seed runs of every attempt, superseded ones included
     groups: int
     finished: int  # run keys with a FINISHED attempt
-    last_activity: float | None  # seconds since the epoch: the latest run start
+    last_activity: float | None  # seconds since the epoch: the latest start, end or metric of any of its runs
 
 
 def list_experiments(tracking_uri: str | None = None) -> list[ExperimentSummary]:
@@ -282,20 +274,15 @@ def list_experiments(tracking_uri: str | None = None) -> list[ExperimentSummary]
 
     ledger = Ledger(resolve_uri(tracking_uri), create=False)
     out = []
-    for experiment in ledger.client.search_experiments():
-        seeds = ledger.runs(experiment.experiment_id)
-        groups = ledger.runs(experiment.experiment_id, role=Role.GROUP)
+    for experiment_id, name, last_ms in ledger.experiments():
+        seeds = ledger.runs(experiment_id)
+        groups = ledger.runs(experiment_id, role=Role.GROUP)
         if not seeds and not groups:
             continue
-        starts = [r.start_time for r in seeds + groups if r.start_time]
+        standing = latest_per_key(seeds)
+        finished = sum(r.status == FINISHED for r in standing)
         out.append(
-            ExperimentSummary(
-                experiment.name,
-                len(seeds),
-                len(groups),
-                sum(r.status == FINISHED for r in latest_per_key(seeds)),
-                max(starts) / 1000 if starts else None,
-            )
+            ExperimentSummary(name, len(standing), len(seeds), len(groups), finished, last_ms and last_ms / 1000)
         )
     return sorted(out, key=lambda e: e.last_activity or 0, reverse=True)
 

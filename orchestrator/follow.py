@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from orchestrator.backends.base import DONE, LOST, Backend, Job
 from orchestrator.backends.base import RUNNING as JOB_RUNNING
 from orchestrator.driver import Prepared
+from orchestrator.eta import Eta
 from orchestrator.job import stall
 from orchestrator.job.journal import decode_number, last_event, tail_records
 from orchestrator.job.rundir import RunDir
@@ -39,12 +40,28 @@ class ProgressSink(Protocol):
     notebooks may pass nothing). ``active`` is refreshed about once a second."""
 
     def update(
-        self, done: int, running: int, failed: int, killed: int, total: int, active: list[RunProgress]
+        self,
+        done: int,
+        running: int,
+        failed: int,
+        killed: int,
+        total: int,
+        active: list[RunProgress],
+        eta_s: float | None = None,
     ) -> None: ...
 
 
 class _Silent:
-    def update(self, done: int, running: int, failed: int, killed: int, total: int, active: list[RunProgress]) -> None:
+    def update(
+        self,
+        done: int,
+        running: int,
+        failed: int,
+        killed: int,
+        total: int,
+        active: list[RunProgress],
+        eta_s: float | None = None,
+    ) -> None:
         pass
 
 
@@ -86,6 +103,7 @@ def follow(
     last_shown = time.monotonic()
     started_at: dict[str, Any] = {}
     active: list[RunProgress] = []
+    eta = Eta()
     try:
         while len(results) < len(jobs):
             pending_ids = [rid for rid in jobs if rid not in results]
@@ -96,6 +114,8 @@ def follow(
                     ended.append((run_id, state.reason))
                 elif state.state == JOB_RUNNING:
                     running.append(run_id)
+            now = time.monotonic()
+            eta.running({r: by_id[r].run.label for r in running}, now)
             if ended:  # the runs that ended since the last poll: one write (Ledger.ingest_many)
                 for (run_id, reason), status in zip(
                     ended, ledger.ingest_many([jobs[r].run_dir for r, _ in ended]), strict=False
@@ -103,6 +123,7 @@ def follow(
                     results[run_id] = status or ledger.close_dead(
                         jobs[run_id].run_dir, reason or "the job ended without recording an end"
                     )
+                    eta.ended(run_id, results[run_id] == FINISHED, now)
             if time.monotonic() - last_live > LIVE_INGEST_EVERY_S:
                 ledger.ingest_many([jobs[run_id].run_dir for run_id in running])
                 last_live = time.monotonic()
@@ -114,7 +135,9 @@ def follow(
                 last_shown = time.monotonic()
             killed = sum(1 for s in results.values() if s == KILLED)  # cancelled or interrupted: not a failure
             failed = sum(1 for s in results.values() if s not in (FINISHED, KILLED))
-            sink.update(len(results), len(running), failed, killed, len(jobs), active)
+            queued = [by_id[r].run.label for r in jobs if r not in results and r not in running]
+            left = eta.seconds(running, queued, now)
+            sink.update(len(results), len(running), failed, killed, len(jobs), active, eta_s=left)
             if len(results) < len(jobs):
                 backend.wait(poll_s)  # local: woken at once by a run's end
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -32,7 +32,8 @@ RUN_COLOURS: dict[str, str] = {RunStatus.FINISHED: "green", RunStatus.FAILED: "r
 
 
 class ProgressBar:
-    """A ``driver.ProgressSink`` drawn live: a bar of runs done / running / failed with an eta, and below it
+    """A ``driver.ProgressSink`` drawn live: a bar of runs done / running / failed with an eta (follow's, from
+    each group's finished runs: orchestrator/eta.py), and below it
     each running run's step, latest metrics and rate (a summary line past ``MAX_ROWS`` runs)."""
 
     MAX_ROWS = 10
@@ -43,11 +44,10 @@ class ProgressBar:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+            TextColumn("eta {task.fields[eta]}"),
             console=console,
         )
-        self.task = self.progress.add_task("runs", total=total)
+        self.task = self.progress.add_task("runs", total=total, eta="-")
         self.active: list[RunProgress] = []
         self.live = Live(self._view(), console=console, refresh_per_second=4, transient=False)
 
@@ -59,15 +59,25 @@ class ProgressBar:
         self.active = []  # the finished picture: the bar alone
         self.live.update(self._view())
         self.live.stop()
-        if not console.is_terminal:  # rich leaves the last picture without its newline in a pipe or a log file:
-            console.line()  # the next table (or error) was glued onto it
+        end_live()
 
-    def update(self, done: int, running: int, failed: int, killed: int, total: int, active: list[RunProgress]) -> None:
+    def update(
+        self,
+        done: int,
+        running: int,
+        failed: int,
+        killed: int,
+        total: int,
+        active: list[RunProgress],
+        eta_s: float | None = None,
+    ) -> None:
         stopped = f"  [yellow]{killed} killed[/]" if killed else ""
         self.progress.update(
             self.task,
             completed=done,
             total=total,
+            # orchestrator/eta.py: "-" until each group still running or queued has finished a run
+            eta="-" if eta_s is None or done == total else clock(eta_s),
             description=f"runs  [green]{done - failed - killed} done[/]  [cyan]{running} running[/]  "
             f"[red]{failed} failed[/]{stopped}",
         )
@@ -78,6 +88,19 @@ class ProgressBar:
         return Group(
             self.progress.get_renderable(), *([running_table(self.active, self.MAX_ROWS)] if self.active else [])
         )
+
+
+def end_live() -> None:
+    """After a ``Live`` stops: in a pipe or a log file rich leaves its last picture without a newline, and the
+    next output (a table, an error, the shell's prompt) was glued onto it."""
+    if not console.is_terminal:
+        console.line()
+
+
+def clock(seconds: float) -> str:
+    """h:mm:ss, hours past 24 included (a day-long sweep)."""
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 def running_table(active: list[RunProgress], max_rows: int) -> Table | Text:
@@ -253,12 +276,19 @@ def print_active(records: list[RunRecord], limit: int = 10) -> None:
 
 def watch_status(read: Callable[[], ExperimentStatus], every_s: float = 2.0) -> None:
     """Redraw the status table and the running runs until no run is queued or running."""
+    started_at: dict[str, Any] = {}
+    try:
+        _watch(read, every_s, started_at)
+    finally:  # Ctrl-C included
+        end_live()
+
+
+def _watch(read: Callable[[], ExperimentStatus], every_s: float, started_at: dict[str, Any]) -> None:
     from pathlib import Path
 
     from orchestrator.follow import run_progress
     from orchestrator.job.rundir import RunDir
 
-    started_at: dict[str, Any] = {}
     with Live(console=console, refresh_per_second=2) as live:
         while True:
             state = read()

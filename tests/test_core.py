@@ -387,7 +387,7 @@ def test_live_progress_shows_each_running_runs_step_and_rate(store):
         def __init__(self):
             self.seen = []
 
-        def update(self, done, running, failed, killed, total, active):
+        def update(self, done, running, failed, killed, total, active, eta_s=None):
             self.seen += [a for a in active if a.step is not None]
 
     path = store.spec({**SMOKE, "params": {"steps": 8, "sleep_s": 0.4, "noise": 0.1}})
@@ -399,13 +399,21 @@ def test_live_progress_shows_each_running_runs_step_and_rate(store):
     assert all("loss" in a.metrics for a in sink.seen)
     watched = store.orch("status", "core", "--watch", check=True)  # nothing runs: one picture, then it returns
     assert "nothing left to watch" in watched.output
+    piped = subprocess.run(
+        [*ORCH, "status", "core", "--watch", "--tracking-uri", store.uri],
+        capture_output=True,
+        text=True,
+        cwd=store.root,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # a pipe, as in `orch status x --watch | tail` or a log file: the last picture ends its line
+    assert piped.returncode == 0 and piped.stdout.endswith("nothing left to watch\n"), repr(piped.stdout[-200:])
 
 
 def test_ls_and_delete(store):
     path = store.spec(SMOKE)
     store.orch("submit", str(path), "--seeds", "2", check=True)
     listed = " ".join(store.orch("ls", check=True).output.split())
-    assert "core" in listed and "│ 2 │ 1 │ 2 │" in listed  # 2 runs, 1 group, 2 finished
+    assert "core" in listed and "│ 2 │ 2 │ 1 │ 2 │" in listed  # 2 runs, 2 attempts, 1 group, 2 finished
     run_dirs = [Path(r.tags["orch.run_dir"]) for r in store.seed_runs("core")]
     assert all(d.exists() for d in run_dirs)
     assert store.orch("delete", "core").exit_code == 1  # not confirmed (no input): nothing deleted
@@ -416,6 +424,27 @@ def test_ls_and_delete(store):
     again = store.orch("submit", str(path), "--seeds", "2", check=True)  # the name is free: all runs again
     assert "2 to run" in " ".join(again.output.split())
     assert store.orch("delete", "nothere", "--yes").exit_code == 2
+
+
+def test_ls_counts_run_keys_apart_from_their_attempts_and_dates_the_latest_event(store):
+    """A failed run retried twice is one run of three attempts; the last activity is its last metric or end,
+    not the last start."""
+    from orchestrator import api
+
+    params = {"steps": 3, "fail_at_step": 2, "checkpoint_every": 100}  # no checkpoint: each retry a new attempt
+    path = store.spec({**SMOKE, "name": "retried", "params": params})
+    for _ in range(3):
+        assert store.orch("submit", str(path), "--seeds", "2").exit_code == 1
+    summary = next(e for e in api.list_experiments(store.uri) if e.name == "retried")
+    assert (summary.runs, summary.attempts, summary.groups, summary.finished) == (2, 6, 1, 0)
+    ledger = store.ledger()
+    runs = ledger.client.search_runs([ledger.experiment_id("retried")])
+    ends = [r.info.end_time for r in runs if r.info.end_time]
+    assert ends and summary.last_activity == max(ends + [r.info.start_time for r in runs]) / 1000
+    assert summary.last_activity > max(r.info.start_time for r in runs) / 1000  # an end after the last start
+    assert abs(summary.last_activity - time.time()) < 600
+    listed = " ".join(store.orch("ls", check=True).output.split())
+    assert "retried │ 2 │ 6 │ 1 │ 0 │" in listed
 
 
 def test_status_and_an_idle_submit_import_no_mlflow(store):

@@ -84,3 +84,38 @@ def test_two_writers_sending_the_same_rows_at_once_record_them_once(tmp_path):
             t.join()
         assert not errors, errors
     assert len(ledgers[0].client.get_metric_history(run_id, "loss")) == 10 * 200
+
+
+def test_runs_written_through_the_client_go_side_by_side_and_one_failure_keeps_the_others(tmp_path, monkeypatch):
+    """Through a tracking server each run is its own requests: the runs that ended together are sent in
+    parallel (one after another, each waited for the previous round trip), and a run whose write fails keeps
+    its cursor (retried at the next ingestion) without costing the others theirs."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'm.db'}")
+    ledger._writer = None  # the client's path, as through a tracking server
+    made = [_journaled_run(ledger, tmp_path / str(i)) for i in range(4)]
+    doomed = made[2][0]
+    real = ledger._record_one
+    threads: set[str] = set()
+
+    def record(write):
+        threads.add(threading.current_thread().name)
+        if write.run_id == doomed:
+            raise MlflowException("the server answered 503")
+        real(write)
+
+    monkeypatch.setattr(ledger, "_record_one", record)
+    try:
+        ledger.ingest_many([run_dir for _, run_dir in made])
+        raise AssertionError("the failed run's error was swallowed")
+    except MlflowException as err:
+        assert "503" in str(err)
+    assert len(threads) > 1 and all(name.startswith("orch-ingest") for name in threads)
+    for run_id, run_dir in made:
+        recorded = ledger.get(run_id)
+        if run_id == doomed:
+            assert not run_dir.cursor.exists() and recorded.status != "FINISHED"
+        else:
+            assert run_dir.read_cursor()["ended"] == "FINISHED" and recorded.status == "FINISHED"
+    monkeypatch.setattr(ledger, "_record_one", real)
+    assert ledger.ingest_many([run_dir for _, run_dir in made]) == ["FINISHED"] * 4  # the failed one, now
+    assert ledger.get(doomed).status == "FINISHED"

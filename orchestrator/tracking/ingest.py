@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("orch")
 
 LIVE_FRESH_S = 10.0  # a job's pusher that wrote live.json this recently is taken to be alive
+PARALLEL_WRITES = 8  # runs written side by side through a tracking server (its workers x a few requests in flight)
 
 
 def live_split(
@@ -81,14 +82,45 @@ def ingest_many(ledger: Ledger, run_dirs: list[RunDir]) -> list[str | None]:
     if pending:
         with disk_errors(pending[0][0]):
             together = ledger._record_many([item.write for _, item in pending])
+        failures = {} if together else _record_each(ledger, [item.write for _, item in pending])
         for run_dir, item in pending:
+            if item.write.run_id in failures:
+                continue  # its cursor stays: the next ingestion sends these lines again
             with disk_errors(run_dir):
-                if not together:  # one run's write needs the client: each on its own
-                    ledger._record_one(item.write)
                 run_dir.write_cursor(item.cursor)
             if item.cursor.get("ended") == FAILED:  # recorded now: tell whoever asked (spec's notify:)
                 notify.run_ended(run_dir)
+        for run_dir, item in pending:  # the others' cursors moved: now say what went wrong
+            if item.write.run_id in failures:
+                with disk_errors(run_dir):
+                    raise failures[item.write.run_id]
     return [read.cursor.get("ended") if isinstance(read, _Pending) else read for read in reads]
+
+
+def _record_each(ledger: Ledger, writes: list[RunWrite]) -> dict[str, Exception]:
+    """Writes that need MLflow's client (a tracking server): one request per batch of each run, the runs
+    sent side by side (a server's workers and its database take them in parallel; one after another, each
+    run waited for the previous one's round trip). The runs whose write failed, with their error: the
+    others are recorded, and their cursors may move."""
+    if len(writes) == 1:
+        try:
+            ledger._record_one(writes[0])
+        except Exception as err:
+            return {writes[0].run_id: err}
+        return {}
+    from concurrent.futures import ThreadPoolExecutor
+
+    failures: dict[str, Exception] = {}
+
+    def record(write: RunWrite) -> None:
+        try:
+            ledger._record_one(write)
+        except Exception as err:  # kept for its run: raised where that run's cursor would move
+            failures[write.run_id] = err
+
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_WRITES, len(writes)), thread_name_prefix="orch-ingest") as pool:
+        list(pool.map(record, writes))
+    return failures
 
 
 def _read_new(ledger: Ledger, run_dir: RunDir) -> str | _Pending | None:

@@ -169,8 +169,14 @@ class Ledger:
             "SELECT r.run_uuid FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid WHERE t.key = ? AND t.value = ? "
             "AND r.experiment_id = ? AND r.lifecycle_stage = 'active'"
         )
-        args = (Tag.ROLE, role, int(experiment_id))
-        rows = conn.execute(f"SELECT run_uuid, status, start_time FROM runs WHERE run_uuid IN ({ids})", args).fetchall()
+        return Ledger._records_sqlite(conn, ids, (Tag.ROLE, role, int(experiment_id)))
+
+    @staticmethod
+    def _records_sqlite(conn: sqlite3.Connection, ids: str, args: tuple) -> list[RunRecord]:
+        """The runs whose ids the query ``ids`` selects, newest first: status, start, tags, latest metrics."""
+        rows = conn.execute(
+            f"SELECT run_uuid, status, start_time FROM runs WHERE run_uuid IN ({ids}) ORDER BY start_time DESC", args
+        ).fetchall()
         tags: dict[str, dict[str, str]] = {run_id: {} for run_id, _, _ in rows}
         for run_id, key, value in conn.execute(
             f"SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ({ids})", args
@@ -182,6 +188,50 @@ class Ledger:
         ):
             metrics[run_id][key] = float("nan") if is_nan else value
         return [RunRecord(run_id, status, tags[run_id], metrics[run_id], start) for run_id, status, start in rows]
+
+    def find(self, run: str) -> RunRecord | None:
+        """An active run by MLflow run id, else by orch key (its latest attempt), else by scheduler job id.
+        ``run`` is checked by the caller: it goes into MLflow's filter strings when there is no sqlite file."""
+        with self._reader() as conn:
+            if conn is not None:
+                active = "SELECT run_uuid FROM runs WHERE lifecycle_stage = 'active'"
+                by_tag = f"SELECT run_uuid FROM tags WHERE key = ? AND value = ? AND run_uuid IN ({active})"
+                found = self._records_sqlite(conn, f"{active} AND run_uuid = ?", (run,))
+                for tag in (Tag.KEY, Tag.JOB_ID):
+                    found = found or self._records_sqlite(conn, by_tag, (tag, run))
+                return found[0] if found else None
+        from mlflow.exceptions import MlflowException
+
+        if len(run) == 32:
+            try:
+                return self.get(run)
+            except MlflowException:
+                pass
+        experiments = [e.experiment_id for e in self.client.search_experiments()]
+        for tag in (Tag.KEY, Tag.JOB_ID):
+            hits = self.client.search_runs(experiments, filter_string=f"tags.`{tag}` = '{run}'", max_results=1)
+            if hits:
+                return self.get(hits[0].info.run_id)
+        return None
+
+    def experiments(self) -> list[tuple[str, str, int | None]]:
+        """The store's active experiments: id, name, and their last activity in ms since the epoch (the latest
+        start, end or metric of any of their runs)."""
+        with self._reader() as conn:
+            if conn is not None:
+                rows = conn.execute(
+                    "SELECT e.experiment_id, e.name, MAX(MAX(COALESCE(r.end_time, 0), COALESCE(r.start_time, 0))),"
+                    " (SELECT MAX(m.timestamp) FROM latest_metrics m JOIN runs mr ON mr.run_uuid = m.run_uuid"
+                    "  WHERE mr.experiment_id = e.experiment_id)"
+                    " FROM experiments e LEFT JOIN runs r ON r.experiment_id = e.experiment_id"
+                    " WHERE e.lifecycle_stage = 'active' GROUP BY e.experiment_id"
+                ).fetchall()
+                return [(str(i), name, max(a or 0, m or 0) or None) for i, name, a, m in rows]
+        out = []
+        for experiment in self.client.search_experiments():
+            found = self.client.search_runs([experiment.experiment_id], max_results=1, order_by=["start_time DESC"])
+            out.append((experiment.experiment_id, experiment.name, found[0].info.start_time if found else None))
+        return out
 
     @staticmethod
     def _runs_sql(engine, experiment_id: str, role: str) -> list[RunRecord]:
