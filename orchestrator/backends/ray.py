@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.backends.base import DONE, LOST, PENDING, RUNNING, Backend, Job, JobState
 from orchestrator.backends.ray_connect import connect, require, resolve_address
 from orchestrator.backends.ray_settings import RaySettings, load_ray_settings
-from orchestrator.backends.ray_task import run_in_task, run_pack_in_task
+from orchestrator.backends.ray_task import run_dist_in_task, run_in_task, run_pack_in_task
 from orchestrator.errors import InputError
 from orchestrator.job.journal import ended_last, last_event, running_now
 from orchestrator.job.liveness import pid_alive, terminate_workers
@@ -61,6 +61,16 @@ def task_options(spec_resources: Any, n_runs: int, max_retries: int) -> dict[str
     if spec_resources.mem_gb:
         options["memory"] = int(spec_resources.mem_gb * n_runs * 2**30)
     return options
+
+
+def rank_bundle(spec_resources: Any) -> dict[str, float]:
+    """One rank's bundle of a multi-task run's placement group: its cores, GPUs and memory."""
+    bundle = {"CPU": float(spec_resources.cpus)}
+    if spec_resources.task_gpus:
+        bundle["GPU"] = float(spec_resources.task_gpus)
+    if spec_resources.mem_gb:
+        bundle["memory"] = float(int(spec_resources.mem_gb * 2**30))
+    return bundle
 
 
 def packs_of(run_dirs: list[RunDir], per_job: int) -> list[list[RunDir]]:
@@ -93,6 +103,7 @@ class RayBackend(Backend):
         self._tasks: dict[str, _Task] = {}
         self._remote: Any = None  # ray.remote(run_in_task), made once connected
         self._remote_pack: Any = None
+        self._remote_dist: Any = None
 
     @classmethod
     def from_spec(cls, spec: Spec | None, ray_address: str | None = None, **_: Any) -> RayBackend:
@@ -111,6 +122,11 @@ class RayBackend(Backend):
             time_limit_s=spec.resources.time_min * 60,
         )
         # a run no node can hold would wait forever: refuse it before anything is created
+        if spec.resources.world_size > 1:
+            backend.require_group(spec.resources, f"{spec.source}: resources")
+            if detached:
+                backend.check_filesystems(spec)
+            return backend
         options = task_options(spec.resources, spec.resources.runs_per_job, 0)
         backend.require(
             backend.request(
@@ -142,6 +158,7 @@ class RayBackend(Backend):
         if self._remote is None:
             self._remote = ray.remote(run_in_task)
             self._remote_pack = ray.remote(run_pack_in_task)
+            self._remote_dist = ray.remote(run_dist_in_task)
         return ray
 
     def request(self, cpus: float, gpus: float, mem_gb: float | None = None) -> dict[str, float]:
@@ -152,6 +169,22 @@ class RayBackend(Backend):
 
     def require(self, needs: dict[str, float], source: str) -> None:
         require(self.ray, needs, source)
+
+    def require_group(self, resources: Any, source: str) -> None:
+        """A multi-task run's placement group: on one node, that node holds every bundle; over several, each
+        bundle fits a node and the cluster holds them all (Ray would wait forever for a group it cannot place)."""
+        bundle = rank_bundle(resources)
+        per_node = resources.layout if resources.nodes == 1 else 1
+        self.require({k: v * per_node for k, v in bundle.items()}, source)
+        alive = [n["Resources"] for n in self.ray.nodes() if n.get("Alive")]
+        for key, value in bundle.items():
+            total = sum(node.get(key, 0.0) for node in alive)
+            if value * resources.world_size > total:
+                raise InputError(
+                    f"{resources.world_size} ranks x {key}={value:g} but the Ray cluster has {key}={total:g} in all: "
+                    "lower resources.nodes/tasks_per_node or join a bigger cluster",
+                    source,
+                )
 
     @property
     def max_retries(self) -> int:
@@ -171,7 +204,14 @@ class RayBackend(Backend):
         out = []
         for pack in packs_of(run_dirs, resources.runs_per_job):
             options = task_options(resources, len(pack), self.max_retries)
-            if len(pack) == 1:
+            if resources.world_size > 1:  # a coordinator holding no CPU; its ranks hold the placement group
+                coordinator = self._remote_dist.options(
+                    num_cpus=0, max_retries=self.max_retries, retry_exceptions=False
+                )
+                ref = coordinator.remote(
+                    str(pack[0].path), resources.nodes, resources.layout, rank_bundle(resources), self.time_limit_s
+                )
+            elif len(pack) == 1:
                 ref = self._remote.options(**options).remote(str(pack[0].path), self.time_limit_s)
             else:
                 share = resources.gpus / resources.runs_per_gpu
