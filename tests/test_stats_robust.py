@@ -97,3 +97,23 @@ def test_the_table_writes_the_interval_to_two_significant_digits():
     assert mean_pm(0.67891, 0.0268) == "0.679 ± 0.027"
     assert mean_pm(12.345, 1.5) == "12.3 ± 1.5"
     assert mean_pm(0.5, None) == "0.5"
+
+
+def test_large_groups_are_resampled_in_batches_with_the_same_figures_as_scipy_s():
+    """Over 200 values, scipy resamples in batches (bounded memory at thousands of runs): the interval is
+    still scipy's bootstrap of the definition, with the same batches."""
+    rng = np.random.default_rng(5)
+    a, b = np.round(rng.normal(0.0, 1.0, 120), 1), np.round(rng.normal(0.2, 1.0, 90), 1)
+    assert robust.batch(210) == 2_000_000 // 210 and robust.batch(200) is None
+
+    def by_ranks(x, y, axis=-1):
+        x, y = np.moveaxis(x, axis, -1), np.moveaxis(y, axis, -1)
+        ranks = sps.rankdata(np.concatenate([x, y], axis=-1), axis=-1)
+        return (ranks[..., : x.shape[-1]].sum(axis=-1) - x.shape[-1] * (x.shape[-1] + 1) / 2) / (
+            x.shape[-1] * y.shape[-1]
+        )
+
+    reference = sps.bootstrap(
+        (a, b), by_ranks, n_resamples=9999, method="percentile", batch=robust.batch(210), rng=np.random.default_rng(0)
+    )
+    assert robust.poi_interval(a, b) == tuple(reference.confidence_interval)

@@ -23,6 +23,7 @@ from scipy import special, stats
 from orchestrator.analysis.interval import CONFIDENCE, exact_mean, t_interval
 from orchestrator.analysis.interval import finite as _clean
 from orchestrator.analysis.interval import is_constant as _is_constant
+from orchestrator.analysis.robust import batch  # bounded memory for large groups, scipy's own draws for small
 
 BOOT_RESAMPLES = 9999
 BOOT_SEED = 0
@@ -75,6 +76,7 @@ def bootstrap_interval(
                 n_resamples=n_resamples,
                 confidence_level=confidence,
                 method=method,
+                batch=batch(len(x)),
                 rng=np.random.default_rng(seed),
             )
         low, high = res.confidence_interval
@@ -262,6 +264,7 @@ def permutation(a: np.ndarray, b: np.ndarray) -> TestResult:
         vectorized=True,
         n_resamples=PERMUTATIONS,
         alternative="two-sided",
+        batch=batch(len(a) + len(b)),
         random_state=PERMUTATION_SEED,
     )
     return TestResult("permutation", _num(res.statistic), _num(res.pvalue))
@@ -282,6 +285,7 @@ def permutation_paired(a: np.ndarray, b: np.ndarray) -> TestResult:
         vectorized=True,
         n_resamples=PERMUTATIONS,
         alternative="two-sided",
+        batch=batch(2 * len(a)),
         random_state=PERMUTATION_SEED,
     )
     return TestResult("permutation_paired", _num(res.statistic), _num(res.pvalue))
