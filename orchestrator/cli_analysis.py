@@ -57,6 +57,9 @@ def tune(
             sink=sink,
         )
     console.print(render_tune.trials_table(result, top))
+    if result.importance:
+        console.print(f"which params mattered for {result.metric}:")
+        console.print(render_tune.importance_table(result.importance))
     counts = Counter(r.status for r in result.rows)
     console.print(
         f"{len(result.rows)} trials: {counts[TrialStatus.FINISHED]} finished, {counts[TrialStatus.STOPPED]} stopped "

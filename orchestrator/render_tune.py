@@ -105,6 +105,28 @@ def print_sweeps(name: str, sweeps: list[SweepStatus]) -> None:
                 "over its seeds)",
                 highlight=False,
             )
+    for s in sweeps:
+        if s.importance:
+            console.print(f"  {s.sweep}: which params mattered for {s.metric}", highlight=False)
+            console.print(importance_table(s.importance))
+
+
+def importance_table(importance: dict[str, dict[str, float]]) -> Table:
+    """Hyperparameter importance per evaluator (Optuna's fANOVA, PED-ANOVA; tune/analytics.py), most
+    important first; each evaluator's column sums to 1."""
+    evaluators = list(importance)
+    params = sorted(
+        {p for v in importance.values() for p in v}, key=lambda p: -max(v.get(p, 0.0) for v in importance.values())
+    )
+    table = Table(caption="hyperparameter importance over the finished trials (Optuna)", caption_justify="left")
+    table.add_column("param")
+    for name in evaluators:
+        table.add_column({"fanova": "fANOVA", "ped_anova": "PED-ANOVA"}.get(name, name), justify="right")
+    for param in params:
+        table.add_row(
+            param, *(f"{importance[name][param]:.2f}" if param in importance[name] else "-" for name in evaluators)
+        )
+    return table
 
 
 def trials_table(result: SweepResult, top: int) -> Table:

@@ -168,9 +168,20 @@ class SweepStatus:
     best_score: float | None
     best_trial: str
     run_id: str
+    importance: dict[str, dict[str, float]] = field(default_factory=dict)  # evaluator -> param (tune/analytics.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _importance(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """A sweep parent's ``importance/<evaluator>/<param>`` metrics (tune/analytics.py), nested."""
+    out: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        parts = name.split("/", 2)
+        if len(parts) == 3 and parts[0] == "importance":
+            out.setdefault(parts[1], {})[parts[2]] = value
+    return out
 
 
 def sweep_status(ledger: Ledger, experiment_id: str) -> list[SweepStatus]:
@@ -204,6 +215,7 @@ def sweep_status(ledger: Ledger, experiment_id: str) -> list[SweepStatus]:
                 best_score=best[0],
                 best_trial=best[1],
                 run_id=sweep.run_id,
+                importance=_importance(sweep.metrics),
             )
         )
     return out

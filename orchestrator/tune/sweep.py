@@ -17,6 +17,7 @@ from orchestrator.errors import InputError
 from orchestrator.spec.plan import content_hash
 from orchestrator.spec.spec import Spec, apply_sets, deep_merge, flatten, load_spec, load_yaml, nest
 from orchestrator.tracking.records import FAILED, FINISHED, RUNNING, Role, Tag
+from orchestrator.tune import analytics
 from orchestrator.tune.lineage import SCHEDULE_FILE
 from orchestrator.tune.recorder import TrialSink, callback_class
 from orchestrator.tune.section import (
@@ -56,6 +57,7 @@ class SweepResult:
     rows: list[TrialRow] = field(default_factory=list)
     best: TrialRow | None = None
     best_yaml: Path | None = None
+    importance: dict[str, dict[str, float]] = field(default_factory=dict)  # evaluator -> param -> importance
 
 
 def _spec_doc(path: Path, sets: list[str]) -> dict[str, Any]:
@@ -217,6 +219,10 @@ def run_sweep(
     grid = tuner.fit()
     result = _summarise(grid, sweep, path, parent_id, experiment_id, config)
     _close_parent(ledger, result)
+    try:
+        result.importance = analytics.record(ledger, parent_id, result.rows, config, config.section.search_seed)
+    except Exception as err:  # the analytics are a view of the sweep: their failure must not lose it
+        echo(f"sweep analytics not recorded: {type(err).__name__}: {err}")
     if result.best is not None and best_path is not None:
         result.best_yaml = write_best(doc, result, Path(best_path))
     return result

@@ -187,7 +187,9 @@ class PbtReporter(_Reporter):
             self.reported = self.clock()
             now = self.reported
             # PBT's own test (schedulers/pbt.py: on_trial_result), on the same clock: it perturbs on this report
-            if now != self.attached and now >= self.burn_in and now - self.perturbed_at >= self.interval:
+            # (one that has the metric it compares)
+            due = now != self.attached and now >= self.burn_in and now - self.perturbed_at >= self.interval
+            if due and self.plan.report in means:
                 checkpoint = self._checkpoint(force=True)
                 self.perturbed_at = self.attached = now
         result = {"step": step, FINAL_KEY: 0, METRICS_KEY: means, **self._extra()}
