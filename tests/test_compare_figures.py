@@ -212,4 +212,5 @@ def test_performance_profile_and_study_reach_the_report_folder(multi, tmp_path):
         study = json.loads((folder / "study.json").read_text())
         assert study["metrics"] == ["acc", "err_k2"]
         assert "## Over all metrics (acc, err_k2)" in (folder / "report.md").read_text()
+        assert "<h2>Over all metrics (acc, err_k2)</h2>" in (folder / "report.html").read_text()
     assert robust.TAUS[0] == 0 and robust.TAUS[-1] == 1

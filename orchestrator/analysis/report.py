@@ -330,7 +330,7 @@ CSS = (
 )
 
 
-def html_report(report: Report, files: Path, images: dict[str, str]) -> str:
+def html_report(report: Report, files: Path, images: dict[str, str], study: Study | None = None) -> str:
     better = "lower" if report.mode == "min" else "higher"
     title = f"{report.experiment}: {report.metric} across seeds ({better} is better)"
     verdicts = "".join(f"<li>{_inline_code(c.verdict)}</li>" for c in report.comparisons)
@@ -351,6 +351,14 @@ def html_report(report: Report, files: Path, images: dict[str, str]) -> str:
     ]
     if report.comparisons:
         body += ["<h2>Comparisons</h2>", _html_table(COMPARE_COLUMNS, comparison_rows(report))]
+    if study is not None and study.aggregate is not None:
+        groups, pairs = aggregate_rows(study)
+        body += [
+            f"<h2>Over all metrics ({html.escape(', '.join(r.metric for r in study.reports))})</h2>",
+            _html_table(["group", "IQM [95% CI]"], groups),
+            _html_table(["comparison", "P(better) [95% CI]"], pairs),
+            f"<p>Scores: {html.escape(study.aggregate.normalization)}. Intervals: stratified bootstrap.</p>",
+        ]
     if report.notes:
         body += ["<h2>Notes</h2><ul>" + "".join(f"<li>{_inline_code(n)}</li>" for n in report.notes) + "</ul>"]
     body += ["<h2>Method</h2>", f"<p>{html.escape(method_text(report))}</p>"]
@@ -387,6 +395,6 @@ def write(report: Report, files: Path, study: Study | None = None) -> list[Path]
     if plots.curves(report, files / "curves.png"):
         images["curves.png"] = f"{report.curve_metric} across seeds"
     (files / "report.md").write_text(markdown(report, images, study))
-    (files / "report.html").write_text(html_report(report, files, images))
+    (files / "report.html").write_text(html_report(report, files, images, study))
     (files / "compare.json").write_text(json.dumps(report.to_dict(), indent=1))
     return sorted(files.iterdir())
