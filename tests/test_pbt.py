@@ -82,6 +82,9 @@ def test_pbt_exploits_records_the_lineage_and_best_yaml_replays_the_schedule(sto
         offsets = ledger.client.get_metric_history(record.run_id, "pbt/offset")
         assert len({round(m.value, 9) for m in offsets}) >= 2  # the offset it ran with changed over time
         assert "schedule.json" in {a.path for a in ledger.client.list_artifacts(record.run_id)}
+        exploits = json.loads((run_dir.parent / "schedule.json").read_text())["exploits"]
+        steps = [e["step"] for e in exploits]  # each a new perturbation: a pause after one is not another
+        assert steps == sorted(set(steps)) and int(record.tags["orch.tune.pbt.exploits"]) == len(exploits)
     # each exploitation halved the donor's offset: the winner's schedule goes down in halves
     best = result.best
     assert best is not None and best.schedule is not None

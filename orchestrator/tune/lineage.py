@@ -66,7 +66,10 @@ def adopt(workload: str, trial_id: str, config: dict[str, Any], run_dir: RunDir,
         saved = json.loads((Path(folder) / META_FILE).read_text())
         pickle = next(Path(folder).glob("seed*.pkl"))
         donor, step = saved["trial_id"], int(saved["step"])
-        if donor == trial_id:
+        # its own checkpoint (a pause, a resumed sweep), or the donor's again: paused before it checkpointed
+        # anything of its own, the exploited trial restarts from the checkpoint it already adopted
+        again = bool(lineage.exploits) and (lineage.exploits[-1]["from"], lineage.exploits[-1]["step"]) == (donor, step)
+        if donor == trial_id or again:
             if not run_dir.checkpoint.exists():  # a run directory's own is never older (a resumed sweep)
                 shutil.copy2(pickle, run_dir.checkpoint)
             return lineage, step + 1

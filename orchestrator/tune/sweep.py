@@ -163,6 +163,8 @@ def run_sweep(
     # a trial PBT pauses and restarts makes Tune's own result loggers warn that its result.json is not in the
     # sweep's storage yet; orch records results in MLflow
     logging.getLogger("ray.tune.logger").setLevel(logging.ERROR)
+    # PBT passes over the reports without its metric (eval every k steps) after saying so once; orch knows
+    logging.getLogger("ray.tune.schedulers.pbt").setLevel(logging.ERROR)
 
     if resume:
         sweep = meta["sweep"]
