@@ -4,6 +4,7 @@ concurrent jobs pushing live, the server killed mid-run, an unreachable server, 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -268,3 +269,96 @@ def test_a_sigkilled_live_job_resumed_from_its_checkpoint_records_every_step_onc
     assert len(steps) > len(set(steps)) == 1500  # some steps really were journaled twice
     assert ledger.ingest(item.run_dir) == "FINISHED"
     assert_complete_and_unique(ledger, item.run_id, item.run_dir, 1500)
+
+
+def journaled_runs(ledger: Ledger, root: Path, count: int, steps: int = 30) -> list[tuple[str, RunDir]]:
+    """Runs whose journals a worker wrote (smoke, run in this process) and nobody ingested yet."""
+    from orchestrator.job import worker
+    from orchestrator.spec.plan import Run
+
+    made = []
+    experiment_id = ledger.experiment_id("batched", create=True)
+    for seed in range(count):
+        run = Run("smoke", {"steps": steps, "noise": 0.1, "sleep_s": 0.0, "fail_at_step": None}, seed, "base")
+        run_id = ledger.create_run(experiment_id, f"r{seed}", {"orch.role": "seed"}, {})
+        run_dir = RunDir(root / run.key)
+        run_dir.create({"run": run.to_dict(), "run_id": run_id, "tracking_uri": ledger.uri, "cpus": 1, "gpus": 0})
+        assert worker.execute(run_dir.path) == "FINISHED"
+        made.append((run_id, run_dir))
+    return made
+
+
+def test_runs_that_ended_together_are_recorded_in_one_request_to_orch_server(stack, tmp_path, monkeypatch):
+    """`orch server`'s route (tracking/server_app.py): the journals of 6 runs, metrics, tags and ends, in one
+    request and one transaction; read back through MLflow's API as the client would have written them."""
+    from orchestrator.tracking import server_app
+
+    monkeypatch.setenv("ORCH_LIVE", "0")  # the journals only: what an offline node leaves to the orchestrator
+    ledger = Ledger(stack.uri)
+    made = journaled_runs(ledger, tmp_path, 6)
+    sent: list[tuple[int, bool | None]] = []
+    real = server_app.post_writes
+
+    def counted(client, writes):
+        answer = real(client, writes)
+        sent.append((len(writes), answer))
+        return answer
+
+    monkeypatch.setattr(server_app, "post_writes", counted)
+    assert ledger.ingest_many([run_dir for _, run_dir in made]) == ["FINISHED"] * 6
+    assert sent == [(6, True)]
+    for run_id, run_dir in made:
+        assert_complete_and_unique(ledger, run_id, run_dir, 30)
+        recorded = ledger.client.get_run(run_id)
+        assert recorded.info.status == "FINISHED" and recorded.info.end_time
+        assert recorded.data.tags["orch.attempt"] == "1" and "final_loss" in recorded.data.metrics
+    assert ledger.ingest_many([run_dir for _, run_dir in made]) == ["FINISHED"] * 6  # nothing new: no request
+    assert len(sent) == 1
+
+
+def test_a_plain_mlflow_server_is_written_through_mlflows_api(tmp_path, monkeypatch):
+    """A server without orch's route (`mlflow server` itself): asked once, then MLflow's API, all recorded."""
+    from orchestrator.tracking import server_app
+
+    monkeypatch.setenv("ORCH_LIVE", "0")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'p.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        start_new_session=True,
+    )
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        from orchestrator.tracking import server as server_mod
+
+        deadline = time.monotonic() + 90
+        while not server_mod.healthy(uri):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.5)
+        ledger = Ledger(uri)
+        made = journaled_runs(ledger, tmp_path, 3, steps=5)
+        answers: list[bool | None] = []
+        real = server_app.post_writes
+        monkeypatch.setattr(server_app, "post_writes", lambda c, w: answers.append(real(c, w)) or answers[-1])
+        assert ledger.ingest_many([run_dir for _, run_dir in made]) == ["FINISHED"] * 3
+        assert answers == [None]  # no route there: not asked again
+        for run_id, run_dir in made:
+            assert_complete_and_unique(ledger, run_id, run_dir, 5)
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)

@@ -197,3 +197,40 @@ def test_start_refuses_a_port_in_use(tmp_path):
             server.start(f"sqlite:///{tmp_path / 'x.db'}", tmp_path / "a", port=port, run_dir=tmp_path / "run")
         assert time.monotonic() - began < 5, "refused before anything starts"
     assert not (tmp_path / "run").exists()
+
+
+def test_orchs_batch_route_takes_writes_from_an_administrator_only(secured):
+    """The route that records many runs' journals in one transaction (tracking/server_app.py) asks for the
+    server's credentials, and writes only for an administrator: its writes may touch any run."""
+    from orchestrator.tracking.server_app import ROUTE
+
+    uri = secured["info"].uri
+    admin = credentials(secured)
+
+    def post(body: bytes, auth: tuple[str, str] | None) -> tuple[int, dict]:
+        req = urllib.request.Request(f"{uri}{ROUTE}", data=body, headers={"Content-Type": "application/json"})
+        if auth:
+            req.add_header("Authorization", "Basic " + b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+
+    assert post(b"[]", None)[0] == 401
+    assert post(b"[]", (admin[0], "wrong"))[0] == 401
+    assert post(b"[]", admin) == (200, {"recorded": 0})
+    assert post(b"{not json", admin)[0] == 400
+    # a user MLflow's auth app knows but who is no administrator
+    create = urllib.request.Request(
+        f"{uri}/api/2.0/mlflow/users/create",
+        data=json.dumps({"username": "student", "password": "a-long-password-1"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    create.add_header("Authorization", "Basic " + b64encode(f"{admin[0]}:{admin[1]}".encode()).decode())
+    with urllib.request.urlopen(create, timeout=30) as response:
+        assert response.status == 200
+    status, answer = post(b"[]", ("student", "a-long-password-1"))
+    assert status == 403 and "administrator" in answer["error"]
+    missing = json.dumps([{"run_id": "f" * 32, "metrics": [["loss", 1.0, 1, 0]], "tags": {}}]).encode()
+    assert post(missing, admin)[0] == 409  # a run it does not have: nothing committed, MLflow's API decides

@@ -65,6 +65,7 @@ class Ledger:
         self.sqlite_path = sqlite_path(uri)
         self._client: MlflowClient | None = None
         self._writer: SqlWriter | Literal[False] | None = False  # False: not looked up yet
+        self._batch_route: bool | None = None  # a tracking server with orch's batch route (None: not tried)
         auth.use(uri)  # an `orch server` with auth: its credentials into the environment, for jobs too
         if self.sqlite_path is not None:
             if not create and not self.sqlite_path.exists():
@@ -360,7 +361,14 @@ class Ledger:
         from orchestrator.tracking.sqlwrite import Fallback
 
         if self._sql is None:
-            return False
+            if self._batch_route is False or not self.uri.startswith(("http://", "https://")):
+                return False
+            from orchestrator.tracking.server_app import post_writes
+
+            done = post_writes(self.client, writes)  # an `orch server`: one request, one transaction for all
+            if done is None:  # a server without orch's route: MLflow's API from now on
+                self._batch_route = False
+            return bool(done)
         try:
             self._sql.record_many(writes)
             return True

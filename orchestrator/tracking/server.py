@@ -23,6 +23,7 @@ from pathlib import Path
 from orchestrator.errors import InputError
 from orchestrator.job.liveness import group_alive
 from orchestrator.spec.tracking_uri import sqlite_path
+from orchestrator.tracking import server_app
 from orchestrator.tracking.auth import private_dir, remember, server_credentials
 
 RUN_DIR = Path("mlruns/run/server")
@@ -184,9 +185,13 @@ def start(
         env.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "20")
         env.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "30")
     credentials = None
+    # MLflow's app with orch's one-transaction route for many runs' journals (server_app.py), with MLflow's
+    # basic-auth app underneath when authenticated
+    command += ["--app-name", "orch-server"]
+    env[server_app.AUTH_ENV] = "1" if auth else "0"
+    env[server_app.LOCK_ENV] = str(run_dir / "app.lock")
     if auth:
         credentials, auth_env = auth_setup(run_dir)
-        command += ["--app-name", "basic-auth"]
         env.update(auth_env)  # the password reaches the server through its environment (0400 in /proc)
     proc = spawn(command, log, env)
     info = ServerInfo(proc.pid, host, port, backend_store_uri, str(artifacts), str(log), time.time(), auth)

@@ -112,7 +112,7 @@ class TokenGate:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        await _respond(send, 401, DENIED, [(b"content-type", b"text/plain; charset=utf-8")])
+        await respond(send, 401, DENIED, [(b"content-type", b"text/plain; charset=utf-8")])
 
     async def _enter(self, scope: Scope, query: list[tuple[str, str]], send: Send) -> None:
         """The printed link: set the cookie, then the same page without the token (so that it is neither
@@ -120,10 +120,10 @@ class TokenGate:
         location = scope.get("path", "/") + (f"?{urlencode(query)}" if query else "")
         cookie = f"{self.cookie}={self.token}; Path=/; HttpOnly; SameSite=Strict"
         headers = [(b"location", location.encode()), (b"set-cookie", cookie.encode()), (b"cache-control", b"no-store")]
-        await _respond(send, 303, b"", headers)
+        await respond(send, 303, b"", headers)
 
 
-async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
     headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
