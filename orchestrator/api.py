@@ -92,8 +92,8 @@ class Submission:
             if self.experiment_id:  # runs recorded under key scheme 1 get scheme-2 keys: found, not rerun
                 records = rekey.adopt(self.ledger, self.experiment_id, self.runs, records)
             self.reconciled = driver.reconcile(self.runs, records)
-            if self.reconciled.drifted:
-                groups.mark_defaults(self.ledger, self.experiment_id, self.reconciled.done)
+            if self.experiment_id and (self.reconciled.drifted or self.spec.tuning is not None):
+                groups.mark_done(self.ledger, self.experiment_id, self.spec, self.reconciled.done)
             self.backend.check_submission(len(self.reconciled.todo))  # before launch() makes runs and directories
         except BaseException:
             self.lock.release()

@@ -35,6 +35,15 @@ def chance_tag(spec: Spec) -> dict[str, str]:
     return {Tag.CHANCE: json.dumps(chance, sort_keys=True)} if chance else {}
 
 
+def tuning_tags(spec: Spec, variant: str) -> dict[str, str]:
+    """The search that chose the group's params (the spec's ``tuning:``): `orch compare` warns when a baseline
+    got less of it than what it is compared with."""
+    budget = spec.tuning_of(variant)
+    if budget is None:
+        return {}
+    return {Tag.TUNING_TRIALS: str(budget.trials), **({Tag.TUNING_SWEEP: budget.sweep} if budget.sweep else {})}
+
+
 def _group_tags(spec: Spec, run: Run, seeds_requested: int, code: Provenance, chance: dict[str, str]) -> dict[str, str]:
     metric, mode = metric_of(spec)
     return {
@@ -49,6 +58,7 @@ def _group_tags(spec: Spec, run: Run, seeds_requested: int, code: Provenance, ch
         Tag.SEEDS_REQUESTED: str(seeds_requested),
         **identity_tags(run),
         **chance,
+        **tuning_tags(spec, run.variant),
         **code.tags(),
     }
 
@@ -91,8 +101,11 @@ def ensure_groups(
                 updates[Tag.SEEDS_REQUESTED] = requested
             if chance and parent.tags.get(Tag.CHANCE) != chance[Tag.CHANCE]:
                 updates.update(chance)  # a group recorded before its workload declared them
+            tuned = tuning_tags(spec, run.variant)
+            if any(parent.tags.get(k) != v for k, v in tuned.items()):
+                updates.update(tuned)  # the latest submission says how its params were chosen
             if parent.tags.get(Tag.DEFAULTS) != defaults_tag(run.defaulted):
-                updates.update(identity_tags(run))  # the latest submission's defaults (mark_defaults)
+                updates.update(identity_tags(run))  # the latest submission's defaults (mark_done)
             if parent.tags.get(Tag.CODE) == code_tags.get(Tag.CODE) and Tag.CODE in code_tags:
                 run_id = ""  # this code is on record already
             else:
@@ -106,14 +119,21 @@ def ensure_groups(
     return ids
 
 
-def mark_defaults(ledger: Ledger, experiment_id: str, runs: list[Run]) -> None:
-    """Each group parent holds the defaults of the latest submission, so that status and compare, which read
-    records only, can name the seeds recorded under another default (analysis/status.py)."""
+def mark_done(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run]) -> None:
+    """Groups with nothing left to run still take the latest submission's word: its defaults (status and
+    compare, which read records only, name the seeds recorded under another default: analysis/status.py) and
+    how its params were chosen (``tuning:``)."""
     parents = {r.tags.get(Tag.GROUP): r for r in ledger.runs(experiment_id, role=Role.GROUP)}
     for run in {r.group: r for r in runs}.values():
         parent = parents.get(run.group)
-        if parent is not None and parent.tags.get(Tag.DEFAULTS) != defaults_tag(run.defaulted):
-            ledger.set_tags(parent.run_id, identity_tags(run))
+        if parent is None:
+            continue
+        updates = {} if parent.tags.get(Tag.DEFAULTS) == defaults_tag(run.defaulted) else identity_tags(run)
+        tuned = tuning_tags(spec, run.variant)
+        if any(parent.tags.get(k) != v for k, v in tuned.items()):
+            updates.update(tuned)
+        if updates:
+            ledger.set_tags(parent.run_id, updates)
 
 
 def notify_end(ledger: Ledger, experiment_id: str, records: list[RunRecord] | None = None) -> list[RunRecord]:

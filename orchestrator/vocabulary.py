@@ -68,6 +68,7 @@ class Tag:
     DEFAULTS = "orch.defaults"  # the params the key left out at their default (JSON)
     METRIC, MODE = "orch.metric", "orch.mode"  # the main metric and which way is better
     CHANCE = "orch.chance"  # on a group: the workload's chance levels (JSON)
+    TUNING_TRIALS, TUNING_SWEEP = "orch.tuning.trials", "orch.tuning.sweep"  # on a group: what chose its params
     SEEDS_REQUESTED = "orch.seeds_requested"  # on a group: how many seeds were asked for
     # where and how a seed runs
     BACKEND, JOB_ID, RUN_DIR = "orch.backend", "orch.job_id", "orch.run_dir"

@@ -15,7 +15,7 @@ from typing import Any
 from orchestrator.analysis import robust, stats, store
 from orchestrator.analysis.grouping import group_names, group_parents, pooling_notes
 from orchestrator.analysis.status import GroupStatus, experiment_status
-from orchestrator.analysis.verdict import chance_levels, chance_notes
+from orchestrator.analysis.verdict import chance_levels, chance_notes, tuning_budgets, tuning_notes
 from orchestrator.errors import InputError, did_you_mean
 from orchestrator.spec.identity import describe_drift
 from orchestrator.tracking.ledger import Ledger
@@ -328,6 +328,7 @@ def metric_report(
         c.p_better_low, c.p_better_high = robust.poi_interval(xs, ys, confidence)
         comparisons.append(c)
     notes += [f"`{c.a}` vs `{c.b}`: {c.primary_why}" for c in comparisons if c.primary_why]
+    notes += tuning_notes(pairs, tuning_budgets(exp.parents), baseline is not None)
     if len(groups) < 2:
         notes.append("a single group: nothing to compare against (use --by to regroup)")
     chance = chance_levels(exp.parents)

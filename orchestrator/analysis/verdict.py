@@ -125,3 +125,33 @@ def chance_notes(groups: list[Group], metric: str, mode: str, chance: float) -> 
                 f"systematic bias, not a learned solution"
             )
     return notes
+
+
+def tuning_budgets(parents: list) -> dict[str, int]:
+    """Parent run id -> the configurations tried to choose its params (the spec's ``tuning:``), where recorded."""
+    budgets = {}
+    for parent in parents:
+        text = parent.data.tags.get(Tag.TUNING_TRIALS)
+        if text is not None and text.isdigit():
+            budgets[parent.info.run_id] = int(text)
+    return budgets
+
+
+def tuning_notes(pairs: list[tuple[Group, Group]], budgets: dict[str, int], baseline: bool) -> list[str]:
+    """A comparison whose two sides were searched for unequally: a candidate tuned over many configurations
+    against a baseline tuned over few wins partly by the search, not by what it is (a reviewer's first
+    question). With a named baseline, said when the baseline got less; between peers, when they differ."""
+    notes = []
+    for x, y in pairs:
+        tx = max((budgets[p] for p in x.parents if p in budgets), default=None)
+        ty = max((budgets[p] for p in y.parents if p in budgets), default=None)
+        if tx is None or ty is None or tx == ty or (baseline and ty > tx):
+            continue
+        less, more = (y, x) if ty < tx else (x, y)
+        n_less, n_more = min(tx, ty), max(tx, ty)
+        notes.append(
+            f"`{less.name}` was chosen among {n_less} configuration(s), `{more.name}` among {n_more}: part of "
+            f"a difference in favour of `{more.name}` may be tuning effort; give `{less.name}` the same search "
+            "budget (orch tune) before reading the verdict as a property of the method"
+        )
+    return notes

@@ -129,6 +129,18 @@ class Notify(Strict):
         return self
 
 
+class TuningBudget(Strict):
+    trials: int = Field(ge=0, le=10**9, description="configurations tried to choose these params (0: set by hand)")
+    sweep: str | None = Field(None, max_length=500, description="the sweep that chose them (orch tune's name)")
+
+
+class Tuning(TuningBudget):
+    """How hard the params were searched for, recorded on each group so that `orch compare` can say when a
+    baseline got less tuning than what it is compared with (orch tune writes it into best.yaml)."""
+
+    variants: dict[str, TuningBudget] = Field({}, description="a variant chosen with another budget")
+
+
 class MetricSpec(Strict):
     name: str
     mode: Literal["min", "max"] = "min"
@@ -164,6 +176,7 @@ class Spec(Strict):
     workdir: str = Field("mlruns/jobs", description="root of the run directories (shared filesystem on a cluster)")
     metric: MetricSpec | None = None
     notify: Notify | None = None
+    tuning: Tuning | None = None
     tune: dict[str, Any] | None = None
     schedule: list[Any] = Field(
         [], description="phases [{step, params}]: params that change from a step on (spec/schedule.py)"
@@ -181,6 +194,22 @@ class Spec(Strict):
         if message is not None:
             raise ValueError(message)
         return value
+
+    @pydantic.model_validator(mode="after")
+    def _tuned_variants_exist(self) -> Spec:
+        unknown = sorted(set(self.tuning.variants) - set(self.variants)) if self.tuning else []
+        if unknown:
+            known = ", ".join(self.variants) or "none"
+            raise ValueError(
+                f"tuning.variants names {', '.join(unknown)}: not a variant of this spec (variants: {known})"
+            )
+        return self
+
+    def tuning_of(self, variant: str) -> TuningBudget | None:
+        """The budget that chose ``variant``'s params, if the spec says."""
+        if self.tuning is None:
+            return None
+        return self.tuning.variants.get(variant, self.tuning)
 
     @pydantic.model_validator(mode="after")
     def _workload_or_command(self) -> Spec:
