@@ -189,3 +189,20 @@ def test_the_docs_ddp_script_runs_unchanged_as_a_two_task_command(store):
     assert loss[-1][1] < loss[0][1]
     with pytest.raises(InputError):  # the script's layout cannot be packed
         load_spec(store.spec({**doc, "resources": {"tasks_per_node": 2, "runs_per_job": 2}}, name="packed.yaml"))
+
+
+def test_tune_and_a_replayed_schedule_refuse_a_multi_task_spec(store):
+    """A trial is one process reporting to Ray, and a schedule switches params on rank 0's checkpoints only:
+    both refused with the field to change, before anything starts."""
+    spec = looped(store, "ddp_tune", 2, steps=10)
+    doc = yaml.safe_load(spec.read_text())
+    doc["tune"] = {"space": {"lr": {"loguniform": [1e-4, 1e-2]}}, "num_samples": 2}
+    spec.write_text(yaml.safe_dump(doc))
+    result = store.orch("tune", str(spec))
+    assert result.exit_code == 2 and "resources" in result.output and "one process" in result.output, result.output
+    doc.pop("tune")
+    doc["schedule"] = [{"step": 5, "params": {"lr": 1e-3}}]
+    spec.write_text(yaml.safe_dump(doc))
+    result = store.orch("submit", str(spec))
+    assert result.exit_code == 2 and "schedule" in result.output, result.output
+    assert store.ledger().experiment_id("ddp_tune") is None

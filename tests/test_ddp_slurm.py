@@ -167,3 +167,32 @@ def test_the_docs_ddp_script_runs_on_two_slurm_nodes(slurm, store):
     assert sorted({s for s, _ in history(store, run, "loss")}) == list(range(20))
     run_dir = RunDir(Path(run.tags[Tag.RUN_DIR]))
     assert "rank 1 of 2" in (run_dir.path / "stdout.rank1.log").read_text()
+
+
+def test_a_rank_killed_mid_run_on_slurm_fails_the_run_and_the_next_submit_resumes_it(slurm, store):
+    """SIGKILL to rank 1 of a 2-task job while it trains: the run ends FAILED (not FINISHED, not hanging on
+    a collective), with an error, and a resubmit continues it from its checkpoint to the end."""
+    import psutil
+
+    params = {"steps": 100000, "checkpoint_every": 5, "log_every": 5}
+    spec = spec_for(store, "dd_kill", {"tasks_per_node": 2}, **params)
+    store.orch("submit", str(spec), *SLURM, check=True)
+    (run,) = store.seed_runs("dd_kill")
+    run_dir = RunDir(Path(run.tags[Tag.RUN_DIR]))
+    wait_for(lambda: any(r["event"] == "checkpoint" for r in read_journal(run_dir.journal)[0]), what="a checkpoint")
+    job = run.tags[Tag.JOB_ID].split("_")[0]
+
+    def rank1_python():
+        for proc in psutil.process_iter(["name", "environ"]):
+            env = proc.info["environ"] or {}
+            if env.get("SLURM_JOB_ID") == job and env.get("SLURM_PROCID") == "1" and "python" in proc.info["name"]:
+                return proc
+        return None
+
+    victim = wait_for(rank1_python, what="rank 1's process")
+    victim.kill()
+    (ended,) = status_until(store, "dd_kill", {"FINISHED", "FAILED", "KILLED"}, timeout=300)
+    assert ended.status == "FAILED", (ended.status, ended.tags.get(Tag.ERROR))
+    assert ended.tags.get(Tag.ERROR), ended.tags
+    logs = store.orch("logs", ended.run_id, check=True).output
+    assert "rank" in logs.lower()

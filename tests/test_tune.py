@@ -95,6 +95,7 @@ def test_asha_sweep_stops_trials_early_records_all_under_one_parent_and_best_yam
     best = load_spec(best_path)
     assert best.tune is None and best.params["offset"] == 0.0 and best.name == "asha-best"
     assert best.seeds.base == 1 and "none the sweep saw" in best_path.read_text()
+    assert best.tuning is not None and best.tuning.trials == len(result.rows) and best.tuning.sweep == result.sweep
     store.orch("submit", str(best_path), "--seeds", "2", check=True)
     seeds = {r.tags["orch.seed"]: r for r in store.seed_runs("asha-best")}
     assert {s: r.status for s, r in seeds.items()} == {"1": "FINISHED", "2": "FINISHED"}

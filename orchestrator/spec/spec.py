@@ -205,6 +205,15 @@ class Spec(Strict):
             )
         return self
 
+    @pydantic.model_validator(mode="after")
+    def _schedule_on_one_task(self) -> Spec:
+        if self.schedule and self.resources.world_size > 1:  # job/phases.py switches on rank 0's checkpoints only
+            raise ValueError(
+                "a 'schedule' (a PBT sweep's replay) runs on one task; this spec asks for "
+                f"{self.resources.world_size} (resources.nodes x tasks_per_node)"
+            )
+        return self
+
     def tuning_of(self, variant: str) -> TuningBudget | None:
         """The budget that chose ``variant``'s params, if the spec says."""
         if self.tuning is None:

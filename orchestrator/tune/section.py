@@ -265,6 +265,14 @@ def parse_tune(spec: Spec) -> TuneConfig:
             source,
             "tune",
         )
+    if spec.resources.world_size > 1:  # a trial is one process reporting to Ray: its ranks would never start
+        raise InputError(
+            f"orch tune runs each trial as one process; this spec asks for {spec.resources.world_size} tasks "
+            "per run (resources.nodes x tasks_per_node): tune it on one task, then orch submit the best "
+            "config on several",
+            source,
+            "resources",
+        )
     assert spec.workload is not None  # a spec names a workload or a command
     workload = registry.get(spec.workload)
     from orchestrator.spec.spec import validate_params

@@ -437,6 +437,8 @@ def write_best(doc: dict[str, Any], result: SweepResult, path: Path) -> Path:
     best["params"] = deep_merge(nest(doc.get("params") or {}), nest(first))
     if schedule and len(schedule) > 1:  # PBT: the winner's params changed on the way; orch submit replays them
         best["schedule"] = [{"step": phase["step"], "params": phase["params"]} for phase in schedule[1:]]
+    # how hard the params were searched for: `orch compare` weighs a baseline tuned less than this (spec's tuning:)
+    best["tuning"] = {"trials": len(result.rows), "sweep": result.sweep}
     # Validation must not re-use the seeds the selection saw (the trial's score on them is what chose it):
     # best.yaml's seeds start right after the sweep's.
     seeds = doc.get("seeds")
