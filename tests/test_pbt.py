@@ -141,3 +141,27 @@ def test_pbt_sweep_resumes_after_its_driver_is_killed(store, ray_local):
     assert any("orch.tune.pbt.exploited_from" in r.tags for r in records)
     for path in runs_root.glob("*/runs/*/seed0"):  # every trial reached its last step
         assert [e for e in events(path) if e["event"] == "end"][-1]["status"] == "FINISHED"
+
+
+def test_pb2_exploits_through_the_same_checkpoint_contract(store, ray_local):
+    """PB2 on a real Ray: the bottom trials restart from a top trial's checkpoint with values its bandit chose
+    within the bounds, recorded as PBT's are; best.yaml replays the winner's schedule."""
+    spec = pbt_spec(store, "pb2")
+    doc = yaml.safe_load(spec.read_text())
+    doc["tune"]["scheduler"] = {"type": "pb2", "perturbation_interval": 4, "quantile_fraction": 0.25}
+    doc["tune"]["space"] = {"offset": {"uniform": [0.0, 1.0]}}
+    doc["tune"]["num_samples"] = 4
+    spec.write_text(yaml.safe_dump(doc))
+    best_path = store.root / "best-pb2.yaml"
+    result = run_sweep(spec, tracking_uri=store.uri, best_path=best_path, echo=lambda *a, **k: None)
+    assert len(result.rows) == 4 and {r.status for r in result.rows} == {"FINISHED"}
+    ledger = store.ledger()
+    records = ledger.runs(ledger.experiment_id("pb2"), role="trial")
+    exploited = [r for r in records if "orch.tune.pbt.exploited_from" in r.tags]
+    assert exploited, [r.tags for r in records]
+    for record in exploited:  # the bandit's values stay within the bounds
+        run_dir = result.path / "runs" / record.tags["orch.tune.trial_id"] / "seed0"
+        phases = [e for e in events(run_dir) if e["event"] == "phase"]
+        assert phases and all(0.0 <= p["params"]["offset"] <= 1.0 for p in phases), phases
+    best = load_spec(best_path)
+    assert best.tuning is not None and best.tuning.trials == 4

@@ -220,3 +220,29 @@ def test_a_schedule_is_replayed_phase_by_phase_and_resumes_like_any_run(store, t
 
 def _steps(run_dir: Path) -> list[int]:
     return [e["step"] for e in journal(run_dir) if e["event"] == "metrics"]
+
+
+def test_pb2_takes_continuous_bounds_and_no_pbt_only_settings(store):
+    """PB2 (Ray's, over scikit-learn's Gaussian process): the same contract as PBT; its bandit searches ranges,
+    so a choice is refused, and
+    PBT's random-explore settings have no meaning there."""
+    from orchestrator.tune import pbt
+    from orchestrator.tune.section import Pb2
+
+    pb2 = {"type": "pb2", "perturbation_interval": 4}
+    config = parse_tune(load_spec(store.spec({**BASE, "tune": {"scheduler": pb2, "space": SPACE}})))
+    assert isinstance(config.section.scheduler, Pb2) and [d.key for d in config.mutations] == ["offset"]
+    made = pbt.scheduler(config)
+    assert type(made).__name__ == "PB2" and made._hyperparam_bounds == {"offset": [0, 1]}
+    error = tune_error(store, {"scheduler": pb2, "space": {"noise": {"choice": [0.0, 0.1]}}})
+    assert error.field == "tune.space.noise" and "uniform, loguniform or randint" in str(error)
+    error = tune_error(store, {"scheduler": {**pb2, "resample_probability": 0.5}, "space": SPACE})
+    assert "resample_probability" in str(error) and "type: pbt" in str(error)
+    error = tune_error(store, {"scheduler": "pb2", "space": SPACE})
+    assert "perturbation_interval" in str(error)
+    error = tune_error(
+        store,
+        {"scheduler": {**pb2, "perturbation_interval": 3}, "space": SPACE},
+        params={"steps": 8, "checkpoint_every": 2},
+    )
+    assert error.field == "tune.scheduler.perturbation_interval"

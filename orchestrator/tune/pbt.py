@@ -24,7 +24,7 @@ from typing import Any
 from orchestrator.errors import InputError
 from orchestrator.spec.registry import Workload
 from orchestrator.spec.spec import Spec, flatten, nest, param_path_exists, validate_params
-from orchestrator.tune.section import CHECKPOINT_DECLARATION, TIME_KEY, Dimension, Pbt, TuneConfig, dimension
+from orchestrator.tune.section import CHECKPOINT_DECLARATION, TIME_KEY, Dimension, Pb2, Pbt, TuneConfig, dimension
 
 
 def check_pbt(spec: Spec, config: TuneConfig, workload: Workload) -> TuneConfig:
@@ -62,6 +62,16 @@ def check_pbt(spec: Spec, config: TuneConfig, workload: Workload) -> TuneConfig:
             dimension(model, key, dist, "random", source, f"tune.scheduler.mutations.{key}")
             for key, dist in pbt.mutations.items()
         )
+    if isinstance(pbt, Pb2):
+        field = "tune.scheduler.mutations" if pbt.mutations else "tune.space"
+        for dim in mutations:
+            if dim.kind not in CONTINUOUS:
+                raise InputError(
+                    f"pb2's bandit searches a range: give '{dim.key}' uniform, loguniform or randint bounds, not "
+                    f"{dim.kind} (or use type: pbt)",
+                    source,
+                    f"{field}.{dim.key}",
+                )
     every = _checkpoint_interval(spec, workload, config, mutations)
     if pbt.perturbation_interval % every:
         raise InputError(
@@ -143,12 +153,27 @@ class KeepInBounds:
         return config
 
 
+CONTINUOUS = ("uniform", "loguniform", "randint")
+
+
 def scheduler(config: TuneConfig):
     from ray.tune.schedulers import PopulationBasedTraining
 
     pbt = config.section.scheduler
     assert isinstance(pbt, Pbt)
-    bounds = tuple((d.key, d.kind, *d.args) for d in config.mutations if d.kind in ("uniform", "loguniform", "randint"))
+    bounds = tuple((d.key, d.kind, *d.args) for d in config.mutations if d.kind in CONTINUOUS)
+    if isinstance(pbt, Pb2):
+        from ray.tune.schedulers.pb2 import PB2
+
+        return PB2(
+            time_attr=TIME_KEY,
+            perturbation_interval=pbt.perturbation_interval,
+            # the bandit's box; a loguniform range is searched linearly, as Ray's PB2 does
+            hyperparam_bounds={key: [low, high - 1 if kind == "randint" else high] for key, kind, low, high in bounds},
+            quantile_fraction=pbt.quantile_fraction,
+            custom_explore_fn=KeepInBounds(bounds),
+            require_attrs=False,
+        )
     return PopulationBasedTraining(
         time_attr=TIME_KEY,
         perturbation_interval=pbt.perturbation_interval,

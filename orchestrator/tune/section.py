@@ -17,7 +17,7 @@ from orchestrator.spec import registry
 from orchestrator.spec.spec import Spec, flatten, nest, param_path_exists
 
 DISTRIBUTIONS = ("choice", "uniform", "loguniform", "randint", "grid")
-SCHEDULERS = ("fifo", "asha", "pbt")
+SCHEDULERS = ("fifo", "asha", "pbt", "pb2")
 FINAL_KEY = "orch_final"  # in a trial's last report: the run ended and its score is the final metric
 METRICS_KEY = "orch_metrics"  # the workload's own metrics (seed means) inside each report
 SWEEP_FILE = "orch_sweep.json"
@@ -75,6 +75,24 @@ class Pbt(Strict):
         return value
 
 
+class Pb2(Pbt):
+    """PB2 (Parker-Holder et al. 2020, "Provably efficient online hyperparameter optimization with
+    population-based bandits"; Ray's PB2): PBT whose explore step picks the new values with a time-varying
+    Gaussian-process bandit over each mutated param's bounds instead of random factors, for small populations.
+    Same checkpoint contract, records and replay as PBT; continuous bounds only."""
+
+    type: Literal["pb2"] = "pb2"  # type: ignore[assignment]
+
+    @pydantic.model_validator(mode="after")
+    def _pbt_only_settings(self) -> Pb2:
+        given = sorted({"burn_in_period", "resample_probability", "perturbation_factors"} & self.model_fields_set)
+        if given:
+            raise ValueError(
+                f"pb2 chooses new values with its bandit, not by {', '.join(given)}: remove it (or use type: pbt)"
+            )
+        return self
+
+
 class TuneSection(Strict):
     metric: str | None = Field(None, description="final metric to optimise (default: the workload's METRIC)")
     mode: Literal["min", "max"] | None = Field(None, description="default: the workload's MODE")
@@ -89,7 +107,7 @@ class TuneSection(Strict):
         "grid); grid dimensions are crossed with each sample",
     )
     max_concurrent: int | None = Field(None, gt=0, description="trials at once (default: as resources allow)")
-    scheduler: Annotated[Fifo | Asha | Pbt, Field(discriminator="type")] = Field(default_factory=Fifo)
+    scheduler: Annotated[Fifo | Asha | Pbt | Pb2, Field(discriminator="type")] = Field(default_factory=Fifo)
     search: Literal["random", "grid", "optuna"] = "random"
     space: dict[str, dict[str, Any]] = Field(..., description="dotted param key -> {distribution: arguments}")
     seeds_per_trial: int = Field(1, gt=0, description="a trial's score is the mean over this many seeds")
@@ -110,9 +128,10 @@ class TuneSection(Strict):
                     f"unknown scheduler '{value}'{did_you_mean(value, SCHEDULERS)}; "
                     f"expected one of: {', '.join(SCHEDULERS)}"
                 )
-            if value == "pbt":
+            if value in ("pbt", "pb2"):
                 raise ValueError(
-                    "pbt needs its perturbation_interval, e.g. scheduler: {type: pbt, perturbation_interval: 10}"
+                    f"{value} needs its perturbation_interval, e.g. scheduler: {{type: {value}, "
+                    "perturbation_interval: 10}"
                 )
             return {"type": value}
         return value
