@@ -206,3 +206,29 @@ def test_tune_and_a_replayed_schedule_refuse_a_multi_task_spec(store):
     result = store.orch("submit", str(spec))
     assert result.exit_code == 2 and "schedule" in result.output, result.output
     assert store.ledger().experiment_id("ddp_tune") is None
+
+
+def test_ranks_die_with_their_supervisor_however_it_dies(store):
+    """SIGKILL to the supervisor of a 2-task run (what a cancel's last resort sends): its ranks do not train on
+    alone holding cores (the kernel kills them: PR_SET_PDEATHSIG)."""
+    spec = looped(store, "ddp_orphan", 2, steps=100000, checkpoint_every=100000, log_every=1)
+    proc = subprocess.Popen(
+        [*ORCH, "submit", str(spec), "--tracking-uri", store.uri],
+        cwd=store.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    journal = wait_for(lambda: next((store.workdir / "ddp_orphan").glob("*/journal.jsonl"), None), 60, "the journal")
+    wait_for(lambda: any(r["event"] == "metrics" for r in read_journal(journal)[0]), 60, "the first step")
+    rank0 = psutil.Process(next(r for r in read_journal(journal)[0] if r["event"] == "start")["pid"])
+    supervisor = rank0.parent()
+    ranks = supervisor.children()
+    assert len(ranks) == 2
+    supervisor.kill()
+    _, alive = psutil.wait_procs(ranks, timeout=30)
+    assert not alive, [p.pid for p in alive]
+    out, _ = proc.communicate(timeout=120)
+    (run,) = store.seed_runs("ddp_orphan")
+    assert run.status in ("FAILED", "KILLED"), (run.status, out)

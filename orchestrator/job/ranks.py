@@ -38,9 +38,23 @@ def exit_reason(exitcode: int | None) -> str:
     return f"exited with code {exitcode}"
 
 
-def _rank_main(path: str, environ: dict[str, str]) -> None:
+def _die_with_parent() -> None:
+    """Linux: the kernel SIGKILLs this rank when its supervisor dies, however it dies (a SIGKILL after a
+    cancel's grace included), so no rank trains on alone holding its cores and its GPU."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the supervisor's own stop is all there is
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _rank_main(path: str, environ: dict[str, str], supervisor: int) -> None:
     from orchestrator.job.worker import child_main
 
+    _die_with_parent()
+    if os.getppid() != supervisor:  # it died between the fork and the prctl
+        os._exit(1)
     os.environ.update(environ)
     child_main(path)
 
@@ -58,7 +72,7 @@ class Group:
     def start(self) -> None:
         context = multiprocessing.get_context("fork")  # a fork of this process: the workload is imported already
         for env in self.layout:
-            proc = context.Process(target=_rank_main, args=(self.path, env.environ()), daemon=False)
+            proc = context.Process(target=_rank_main, args=(self.path, env.environ(), os.getpid()), daemon=False)
             proc.start()
             self.procs[env.rank] = proc
 
