@@ -127,8 +127,9 @@ def test_looped_tf_on_two_tasks_is_one_run_equal_to_the_one_process_run(store):
     assert len(starts) == 1  # rank 1 journals nothing
 
 
-def test_a_rank_killed_mid_run_fails_the_run_naming_it(store):
-    spec = looped(store, "ddp_kill", 2, steps=100000, checkpoint_every=100000, log_every=1)
+def training_two_tasks(store, name: str) -> tuple[subprocess.Popen, psutil.Process]:
+    """`orch submit` of a long 2-task looped_tf run as a real process, once it logged a step; and rank 0."""
+    spec = looped(store, name, 2, steps=100000, checkpoint_every=100000, log_every=1)
     proc = subprocess.Popen(
         [*ORCH, "submit", str(spec), "--tracking-uri", store.uri],
         cwd=store.root,
@@ -137,11 +138,14 @@ def test_a_rank_killed_mid_run_fails_the_run_naming_it(store):
         text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    journal = wait_for(lambda: next((store.workdir / "ddp_kill").glob("*/journal.jsonl"), None), 60, "the journal")
+    journal = wait_for(lambda: next((store.workdir / name).glob("*/journal.jsonl"), None), 60, "the journal")
     wait_for(lambda: any(r["event"] == "metrics" for r in read_journal(journal)[0]), 60, "the first step")
-    rank0 = next(r for r in read_journal(journal)[0] if r["event"] == "start")["pid"]
-    supervisor = psutil.Process(rank0).parent()
-    (rank1,) = [p for p in supervisor.children() if p.pid != rank0]
+    return proc, psutil.Process(next(r for r in read_journal(journal)[0] if r["event"] == "start")["pid"])
+
+
+def test_a_rank_killed_mid_run_fails_the_run_naming_it(store):
+    proc, rank0 = training_two_tasks(store, "ddp_kill")
+    (rank1,) = [p for p in rank0.parent().children() if p.pid != rank0.pid]
     rank1.send_signal(signal.SIGKILL)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 1, out
@@ -211,18 +215,7 @@ def test_tune_and_a_replayed_schedule_refuse_a_multi_task_spec(store):
 def test_ranks_die_with_their_supervisor_however_it_dies(store):
     """SIGKILL to the supervisor of a 2-task run (what a cancel's last resort sends): its ranks do not train on
     alone holding cores (the kernel kills them: PR_SET_PDEATHSIG)."""
-    spec = looped(store, "ddp_orphan", 2, steps=100000, checkpoint_every=100000, log_every=1)
-    proc = subprocess.Popen(
-        [*ORCH, "submit", str(spec), "--tracking-uri", store.uri],
-        cwd=store.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    journal = wait_for(lambda: next((store.workdir / "ddp_orphan").glob("*/journal.jsonl"), None), 60, "the journal")
-    wait_for(lambda: any(r["event"] == "metrics" for r in read_journal(journal)[0]), 60, "the first step")
-    rank0 = psutil.Process(next(r for r in read_journal(journal)[0] if r["event"] == "start")["pid"])
+    proc, rank0 = training_two_tasks(store, "ddp_orphan")
     supervisor = rank0.parent()
     ranks = supervisor.children()
     assert len(ranks) == 2
