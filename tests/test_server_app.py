@@ -39,15 +39,20 @@ def call(app, path=ROUTE, method="POST", body=b"", headers=()):
 
 def test_writes_travel_as_json_and_back_unchanged():
     writes = [
-        RunWrite("a" * 32, [Metric("loss", 0.5, 1000, 3), Metric("acc", float("nan"), 1001, 3)], {"t": "v"}, "RUNNING"),
+        RunWrite(
+            "a" * 32,
+            [Metric("loss", 0.5, 1000, 3), Metric("acc", float("nan"), 1001, 3), Metric("g", float("-inf"), 1, 3)],
+            {"t": "v"},
+            "RUNNING",
+        ),
         RunWrite("b" * 32, [], {}, "FINISHED", True, ("orch.error",)),
     ]
-    back = parse_writes(json.loads(json.dumps(encode_writes(writes))))
+    back = parse_writes(json.loads(json.dumps(encode_writes(writes), allow_nan=False)))  # strict, as requests
     assert [(w.run_id, w.tags, w.status, w.ended, w.drop_tags) for w in back] == [
         (w.run_id, w.tags, w.status, w.ended, w.drop_tags) for w in writes
     ]
-    assert [(m.key, m.timestamp, m.step) for m in back[0].metrics] == [("loss", 1000, 3), ("acc", 1001, 3)]
-    assert back[0].metrics[1].value != back[0].metrics[1].value  # NaN crossed as NaN
+    assert [(m.key, m.timestamp, m.step) for m in back[0].metrics] == [("loss", 1000, 3), ("acc", 1001, 3), ("g", 1, 3)]
+    assert back[0].metrics[1].value != back[0].metrics[1].value and back[0].metrics[2].value == float("-inf")
 
 
 def test_everything_but_the_route_is_mlflows_and_bad_requests_are_refused(monkeypatch):

@@ -164,41 +164,6 @@ def test_the_owners_runs_still_log(secured, tmp_path, monkeypatch):
         assert len(ledger.client.get_metric_history(record.run_id, "loss")) == 4
 
 
-def test_kill_9_of_the_leader_leaves_no_orphan_behind(secured):
-    """Last in this module: it ends the server. SIGKILL the recorded pid only (not its group)."""
-    run_dir, info = secured["run_dir"], secured["info"]
-    os.kill(info.pid, signal.SIGKILL)
-    wait_for(lambda: not server._is_ours(info.pid), timeout=30, what="the leader gone")
-    left = server.orphans(info.pid)
-    assert left, "mlflow server runs uvicorn as its child: it outlives a SIGKILLed leader"
-    state = server.status(run_dir)
-    assert state["running"] and state["orphaned"] == left, state  # not "no server"
-    from orchestrator.errors import InputError
-
-    with pytest.raises(InputError, match="already running"):
-        server.start(info.backend_store_uri, Path(info.artifacts), port=info.port, run_dir=run_dir)
-    assert server.stop(run_dir), "stop reaches the group, though its leader is gone"
-    wait_for(lambda: not server.orphans(info.pid), timeout=30, what="the whole group gone")
-    wait_for(lambda: server.port_free("127.0.0.1", info.port), timeout=30, what="the port free")
-    assert not server.healthy(info.uri)
-
-
-def test_start_refuses_a_port_in_use(tmp_path):
-    import socket
-
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        from orchestrator.errors import InputError
-
-        began = time.monotonic()
-        with pytest.raises(InputError, match=f"port {port}"):
-            server.start(f"sqlite:///{tmp_path / 'x.db'}", tmp_path / "a", port=port, run_dir=tmp_path / "run")
-        assert time.monotonic() - began < 5, "refused before anything starts"
-    assert not (tmp_path / "run").exists()
-
-
 def test_orchs_batch_route_takes_writes_from_an_administrator_only(secured):
     """The route that records many runs' journals in one transaction (tracking/server_app.py) asks for the
     server's credentials, and writes only for an administrator: its writes may touch any run."""
@@ -234,3 +199,38 @@ def test_orchs_batch_route_takes_writes_from_an_administrator_only(secured):
     assert status == 403 and "administrator" in answer["error"]
     missing = json.dumps([{"run_id": "f" * 32, "metrics": [["loss", 1.0, 1, 0]], "tags": {}}]).encode()
     assert post(missing, admin)[0] == 409  # a run it does not have: nothing committed, MLflow's API decides
+
+
+def test_kill_9_of_the_leader_leaves_no_orphan_behind(secured):
+    """Last in this module: it ends the server. SIGKILL the recorded pid only (not its group)."""
+    run_dir, info = secured["run_dir"], secured["info"]
+    os.kill(info.pid, signal.SIGKILL)
+    wait_for(lambda: not server._is_ours(info.pid), timeout=30, what="the leader gone")
+    left = server.orphans(info.pid)
+    assert left, "mlflow server runs uvicorn as its child: it outlives a SIGKILLed leader"
+    state = server.status(run_dir)
+    assert state["running"] and state["orphaned"] == left, state  # not "no server"
+    from orchestrator.errors import InputError
+
+    with pytest.raises(InputError, match="already running"):
+        server.start(info.backend_store_uri, Path(info.artifacts), port=info.port, run_dir=run_dir)
+    assert server.stop(run_dir), "stop reaches the group, though its leader is gone"
+    wait_for(lambda: not server.orphans(info.pid), timeout=30, what="the whole group gone")
+    wait_for(lambda: server.port_free("127.0.0.1", info.port), timeout=30, what="the port free")
+    assert not server.healthy(info.uri)
+
+
+def test_start_refuses_a_port_in_use(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        from orchestrator.errors import InputError
+
+        began = time.monotonic()
+        with pytest.raises(InputError, match=f"port {port}"):
+            server.start(f"sqlite:///{tmp_path / 'x.db'}", tmp_path / "a", port=port, run_dir=tmp_path / "run")
+        assert time.monotonic() - began < 5, "refused before anything starts"
+    assert not (tmp_path / "run").exists()

@@ -18,6 +18,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
+import math
 import os
 from typing import Any
 
@@ -89,7 +91,10 @@ def encode_writes(writes: list) -> list[dict[str, Any]]:
     return [
         {
             "run_id": w.run_id,
-            "metrics": [[m.key, m.value, m.timestamp, m.step] for m in w.metrics],
+            # NaN and infinities as strings: strict JSON (what requests sends) has no token for them
+            "metrics": [
+                [m.key, m.value if math.isfinite(m.value) else str(m.value), m.timestamp, m.step] for m in w.metrics
+            ],
             "tags": w.tags,
             "status": w.status,
             "ended": w.ended,
@@ -106,11 +111,21 @@ def post_writes(client: Any, writes: list) -> bool | None:
     from mlflow.utils.rest_utils import http_request
 
     store = client._tracking_client.store
-    response = http_request(store.get_host_creds(), ROUTE, "POST", json=encode_writes(writes), max_retries=2)
+    try:
+        response = http_request(store.get_host_creds(), ROUTE, "POST", json=encode_writes(writes), max_retries=2)
+    except Exception as err:  # unreachable, timed out: MLflow's API decides, run by run, and says why
+        logging.getLogger(__name__).warning("orch server's batch route failed (%s): writing run by run", err)
+        return False
     if response.status_code == 200:
         return True
     # no such route (a plain `mlflow server`), or writes it does not take from this user: not again
     return None if response.status_code in (401, 403, 404, 405) else False
+
+
+def _number(value: float) -> float | str:
+    """NaN and infinities as strings ("nan", "-inf"; float() reads them back): strict JSON, which requests
+    sends, has no token for them."""
+    return value if math.isfinite(value) else str(value)
 
 
 def record(writes: list) -> tuple[int, dict[str, Any]]:
