@@ -362,3 +362,32 @@ def test_a_plain_mlflow_server_is_written_through_mlflows_api(tmp_path, monkeypa
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)
+
+
+def test_compare_through_a_tracking_server_reads_what_the_sqlite_store_reads(stack, tmp_path):
+    """`orch compare` reads a server's store through MLflow's API (no sqlite file to read directly): the same
+    experiment, run once into sqlite and once through the server, compares to the same numbers."""
+    doc = {
+        "name": "cmp_server",
+        "workload": "smoke",
+        "params": {"steps": 4, "noise": 0.1},
+        "seeds": 3,
+        "variants": {"low": {"offset": 0.0}, "high": {"offset": 0.3}},
+        "workdir": str(tmp_path / "jobs"),
+    }
+    spec = tmp_path / "cmp.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    from orchestrator.cli import app
+
+    local = f"sqlite:///{tmp_path / 'local.db'}"
+    reports = []
+    for uri in (local, stack.uri):
+        assert CliRunner().invoke(app, ["submit", str(spec), "--tracking-uri", uri]).exit_code == 0
+        out = CliRunner().invoke(app, ["compare", "cmp_server", "--json", "--no-log", "--tracking-uri", uri]).output
+        reports.append(json.loads(out[out.index("{") :]))
+    strip = lambda r: [(g["name"], g["n"], g["mean"]) for g in r["groups"]]  # noqa: E731
+    assert strip(reports[0]) == strip(reports[1]) and len(reports[0]["groups"]) == 2
+    # the same values, read in another order: sums agree to rounding
+    assert [c["p_value"] for c in reports[0]["comparisons"]] == pytest.approx(
+        [c["p_value"] for c in reports[1]["comparisons"]], rel=1e-12
+    )
