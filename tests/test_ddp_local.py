@@ -43,14 +43,14 @@ TINY = {
 REL = 1e-5  # float32 sums over 2 x 8 prompts vs 16: measured differences are ~1e-7 relative
 
 
-def looped(store, name: str, tasks: int, **params) -> Path:
+def looped(store, name: str, tasks: int, system_metrics_s: float = 0, **params) -> Path:
     return store.spec(
         {
             "name": name,
             "workload": "looped_tf",
             "params": {**TINY, **params},
             "resources": {"tasks_per_node": tasks},
-            "tracking": {"system_metrics_s": 0},
+            "tracking": {"system_metrics_s": system_metrics_s},
         },
         name=f"{name}.yaml",
     )
@@ -127,9 +127,9 @@ def test_looped_tf_on_two_tasks_is_one_run_equal_to_the_one_process_run(store):
     assert len(starts) == 1  # rank 1 journals nothing
 
 
-def training_two_tasks(store, name: str) -> tuple[subprocess.Popen, psutil.Process]:
+def training_two_tasks(store, name: str, system_metrics_s: float = 0) -> tuple[subprocess.Popen, psutil.Process]:
     """`orch submit` of a long 2-task looped_tf run as a real process, once it logged a step; and rank 0."""
-    spec = looped(store, name, 2, steps=100000, checkpoint_every=100000, log_every=1)
+    spec = looped(store, name, 2, system_metrics_s, steps=100000, checkpoint_every=100000, log_every=1)
     proc = subprocess.Popen(
         [*ORCH, "submit", str(spec), "--tracking-uri", store.uri],
         cwd=store.root,
@@ -225,3 +225,22 @@ def test_ranks_die_with_their_supervisor_however_it_dies(store):
     out, _ = proc.communicate(timeout=120)
     (run,) = store.seed_runs("ddp_orphan")
     assert run.status in ("FAILED", "KILLED"), (run.status, out)
+
+
+def test_the_system_metrics_of_a_local_multi_task_run_count_every_rank(store):
+    """Rank 0 samples its ranks' supervisor and everything under it, not its own process alone: the run's
+    memory is both ranks' (and the supervisor's), and its CPU time theirs."""
+    proc, rank0 = training_two_tasks(store, "ddp_sys", system_metrics_s=1)
+    journal = next((store.workdir / "ddp_sys").glob("*/journal.jsonl"))
+    sample = wait_for(  # past the first samples, taken while the ranks were still building their model
+        lambda: next((r for r in read_journal(journal)[0] if r["event"] == "system" and r["step"] >= 3), None),
+        60,
+        "a system sample",
+    )
+    own_mb = rank0.memory_info().rss / 2**20
+    # 2 ranks and their supervisor (rank 0 alone: 1.0x; forked pages are counted in each)
+    assert sample["metrics"]["system/rss_mb"] > 1.4 * own_mb, (sample, own_mb)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=120)
+    totals = [r for r in read_journal(journal)[0] if r["event"] == "system" and "system/cpu_s" in r["metrics"]]
+    assert totals and totals[-1]["metrics"]["system/cpu_s"] > 0

@@ -29,6 +29,10 @@ PEER_END_WAIT_S = 120.0  # rank 0 finished: how long it waits for every peer's e
 INIT_TIMEOUT_S = 600.0  # torch.distributed's collectives time out after this (torch's default: 30 min)
 
 
+# set in a local rank by its supervisor (job/ranks.py): rank 0's system metrics sample every rank under it
+SUPERVISOR_ENV = "ORCH_RANKS_SUPERVISOR"
+
+
 @dataclass(frozen=True)
 class DistEnv:
     """This process's place in its run's group."""

@@ -56,6 +56,7 @@ def _rank_main(path: str, environ: dict[str, str], supervisor: int) -> None:
     if os.getppid() != supervisor:  # it died between the fork and the prctl
         os._exit(1)
     os.environ.update(environ)
+    os.environ[dist.SUPERVISOR_ENV] = str(supervisor)  # rank 0's system metrics sample every rank under it
     child_main(path)
 
 

@@ -133,11 +133,14 @@ class Sampler:
         gpus_held: float = 0.0,
         gpus: Callable[[], list[GpuSample]] | None = None,
         first_step: int = 0,
+        root: int | None = None,
     ):
         import psutil
 
         self.journal, self.interval_s = journal, interval_s
-        self.me = psutil.Process(os.getpid())
+        # the process whose tree is the run: this one, or the supervisor of a multi-task run's local ranks
+        self.me = psutil.Process(root or os.getpid())
+        self.own = root is None or root == os.getpid()
         self.read_gpus = gpus
         self.totals = Totals(gpus_held=gpus_held)
         self.samples = first_step  # the step of the next sample: a resumed run's go on after the last attempt's
@@ -192,8 +195,17 @@ class Sampler:
         self.samples += 1
 
     def cpu_seconds(self) -> float:
-        """CPU time of the run's process tree: this process, its live children, and its reaped children."""
-        times = os.times()
+        """CPU time of the run's process tree: its root, the root's live descendants, and its reaped children
+        (the kernel adds a reaped child's time to its parent's)."""
+        if self.own:
+            times = os.times()
+            base = times.user + times.system + times.children_user + times.children_system
+        else:
+            try:
+                t = self.me.cpu_times()
+                base = t.user + t.system + t.children_user + t.children_system
+            except Exception:
+                base = 0.0
         live = 0.0
         for proc in self._tree()[1:]:
             try:
@@ -201,7 +213,7 @@ class Sampler:
                 live += t.user + t.system
             except Exception:
                 continue
-        return times.user + times.system + times.children_user + times.children_system + live
+        return base + live
 
     def stop(self) -> None:
         """Stop sampling; journal the run's totals (its last ``system`` event). Once."""

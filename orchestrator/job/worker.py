@@ -318,6 +318,8 @@ def start_sampler(run_dir: RunDir, job: RunJob, journal: JournalWriter) -> sysme
         gpus_held=gpus,
         gpus=sysmetrics.gpu_reader(sysmetrics.visible_gpus()) if gpus else None,
         first_step=previous["step"] + 1 if previous else 0,
+        # rank 0 of local ranks samples them all (their supervisor's tree); on a cluster, its own processes
+        root=int(os.environ[dist.SUPERVISOR_ENV]) if os.environ.get(dist.SUPERVISOR_ENV) else None,
     ).start()
 
 
