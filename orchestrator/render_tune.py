@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -129,20 +130,33 @@ def importance_table(importance: dict[str, dict[str, float]]) -> Table:
     return table
 
 
-def trials_table(result: SweepResult, top: int) -> Table:
+def trials_table(result: SweepResult, top: int, width: int | None = None) -> Table:
+    """The top trials, a column per searched param; when those columns cannot fit the terminal's width
+    (80 columns in a pipe), the params as one wrapped "config" column instead of cells squeezed to "0.…"."""
     names = list(dict.fromkeys(k for row in result.rows for k in row.config))
-    table = Table(title=f"{result.sweep}: top trials by {result.metric} ({result.mode})")
-    for col in ("rank", "trial", "status", result.metric, "reports", *names):
-        table.add_column(col, justify="left" if col in ("trial", "status") else "right")
-    for rank, row in enumerate(result.rows[:top], 1):
+    rows = result.rows[:top]
+    cells = {n: [_cell(row.config.get(n, "")) for row in rows] for n in names}
+    fixed = ("rank", "trial", "status", result.metric, "reports")
+    needed = sum(max([len(n), *map(len, cells[n])]) + 3 for n in names) + sum(len(c) + 3 for c in fixed) + 12
+    compact = needed > (width or console.width)
+    table = Table(title=f"{escape(result.sweep)}: top trials by {escape(result.metric)} ({result.mode})")
+    for col in (*fixed, *(["config"] if compact else names)):
+        left = col in ("trial", "status", "config")
+        table.add_column(escape(col), justify="left" if left else "right", overflow="fold", no_wrap=col == "trial")
+    for rank, row in enumerate(rows, 1):
         score = f"{row.score:.6g}" if row.score is not None else "-"
-        values = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (row.config.get(n, "") for n in names)]
+        values = [cells[n][rank - 1] for n in names]
+        params = [", ".join(f"{n}={v}" for n, v in zip(names, values, strict=True))] if compact else values
         table.add_row(
             str(rank),
             row.trial_id,
             f"[{TRIAL_COLOURS[row.status]}]{row.status.lower()}[/]",
             score,
             str(row.reports),
-            *values,
+            *map(escape, params),
         )
     return table
+
+
+def _cell(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
