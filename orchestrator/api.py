@@ -227,7 +227,8 @@ class Submission:
 
 @contextmanager
 def deferred_interrupt() -> Iterator[Callable[[], bool]]:
-    """SIGINT held back for the block (main thread only): yields whether one came."""
+    """Ctrl-C (SIGINT), and the SIGTERM and SIGHUP the CLI treats as one (``options.stop_on_termination``),
+    held back for the block (main thread only): yields whether one came."""
     import signal
     import threading
 
@@ -235,11 +236,13 @@ def deferred_interrupt() -> Iterator[Callable[[], bool]]:
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
-    previous = signal.signal(signal.SIGINT, lambda *_: came.append(True))
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, lambda *_: came.append(True)) for signum in held}
     try:
         yield lambda: bool(came)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def load_any(

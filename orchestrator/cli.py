@@ -23,6 +23,7 @@ from orchestrator.options import (
     UriOpt,
     app,
     handles_input_errors,
+    stop_on_termination,
 )
 from orchestrator.tracking.records import FINISHED, Tag
 from orchestrator.vocabulary import Event
@@ -84,6 +85,7 @@ def submit(
     )
     for line in render.drift_lines({k: (d.runs, d.changes) for k, d in reconciled.drifted.items()}):
         err_console.print(f"[yellow]{escape(line)}[/]")
+    stop_on_termination()
     try:
         launched = sub.launch()
     except KeyboardInterrupt:  # local runs start before they are recorded: recorded, then cancelled

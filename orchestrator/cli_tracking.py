@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from orchestrator.console import console, err_console
 from orchestrator.errors import InputError
-from orchestrator.options import UriOpt, app, handles_input_errors
+from orchestrator.options import UriOpt, app, handles_input_errors, stop_on_termination
 
 
 @app.command()
@@ -26,13 +26,7 @@ def ui(port: Annotated[int, typer.Option("--port", help="port on 127.0.0.1")] = 
     ui_mod.check_store(uri)
     if not ui_mod.port_free(port):
         raise InputError(f"port {port} is in use on {ui_mod.HOST}; pick another with --port", "--port")
-    import signal
-
-    def stop_on(signum, frame):  # `kill` and a closed terminal stop the server too, not only Ctrl-C
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop_on)
-    signal.signal(signal.SIGHUP, stop_on)
+    stop_on_termination()  # `kill` and a closed terminal stop the server too, not only Ctrl-C
     server = ui_mod.Server(uri, port).start()
     try:
         server.wait_ready()

@@ -44,6 +44,19 @@ RayAddressOpt = Annotated[
 ]
 
 
+def stop_on_termination() -> None:
+    """``kill`` (SIGTERM) and a closed terminal or SSH session (SIGHUP) stop this command as Ctrl-C does: its
+    handlers then stop what it started (local runs end KILLED, recorded) instead of leaving them running
+    with nobody following them."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, interrupt)
+
+
 def handles_input_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

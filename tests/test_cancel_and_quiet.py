@@ -277,6 +277,36 @@ def test_ctrl_c_on_submit_leaves_a_clean_terminal_and_every_run_killed(store):
         assert records[-1]["event"] == "end" and records[-1]["status"] == "KILLED"
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["kill", "hangup"])
+def test_kill_or_a_closed_terminal_stops_submit_and_its_runs_like_ctrl_c(store, signum):
+    """`kill PID` (SIGTERM, `timeout`, a cron's end) or a closed SSH session (SIGHUP) reach orch alone, not its
+    runs: orch stops them as on Ctrl-C (KILLED, recorded), instead of leaving them running with nobody
+    following them."""
+    import psutil
+
+    path = store.spec({**SMOKE, "params": {"steps": 2000, "sleep_s": 0.05}, "seeds": 2})
+    submit = store.orch_process("submit", str(path), "--max-parallel", "2", start_new_session=True)
+    try:
+        wait_for(
+            lambda: (
+                sum(any(r["event"] == "start" for r in records) for records in journals(store.workdir).values()) == 2
+            ),
+            timeout=90,
+            what="two workers",
+        )
+        family = psutil.Process(submit.pid).children(recursive=True)
+        submit.send_signal(signum)  # to orch alone
+        out, _ = submit.communicate(timeout=90)
+    finally:
+        if submit.poll() is None:
+            os.killpg(submit.pid, signal.SIGKILL)
+            submit.wait()
+    assert submit.returncode == 130 and "cancelled" in out and "Traceback" not in out, out
+    assert {r.status for r in store.seed_runs("cq")} == {"KILLED"}, out
+    _, alive = psutil.wait_procs(family, timeout=30)
+    assert not [p for p in alive if "forkserver" not in " ".join(p.cmdline())], alive  # no run left training
+
+
 QUIET_SCRIPT = """
 import sys
 if sys.argv[1] == "mlflow-first":
