@@ -49,7 +49,8 @@ def submitting(store, spec: Path):
     try:
         yield proc
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
+        with contextlib.suppress(ProcessLookupError):  # it may have ended already (the test waited for it)
+            os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:

@@ -3,10 +3,12 @@ requeue reaches orch.error, and Ctrl-C / MLflow leave orch's terminal clean."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -249,10 +251,11 @@ def test_a_local_worker_interrupted_by_ctrl_c_exits_without_a_traceback(store, t
         assert proc.exitcode == 1 and records[-1]["event"] == "end" and records[-1]["status"] == "KILLED"
 
 
-def test_ctrl_c_on_submit_leaves_a_clean_terminal_and_every_run_killed(store):
-    # What a terminal does on Ctrl-C: SIGINT to the whole foreground process group (orch, its forkserver, the
-    # workers). Also: a new store's MLflow INFO lines ("Creating initial MLflow database tables") are not shown.
-    path = store.spec({**SMOKE, "params": {"steps": 2000, "sleep_s": 0.05}, "seeds": 3})
+@contextlib.contextmanager
+def two_workers_running(store, seeds: int) -> Iterator[subprocess.Popen]:
+    """`orch submit` of long smoke runs, 2 at a time, in a session of its own, once both workers started;
+    its whole group killed at the end if the test left it running."""
+    path = store.spec({**SMOKE, "params": {"steps": 2000, "sleep_s": 0.05}, "seeds": seeds})
     submit = store.orch_process("submit", str(path), "--max-parallel", "2", start_new_session=True)
     try:
         wait_for(
@@ -262,12 +265,19 @@ def test_ctrl_c_on_submit_leaves_a_clean_terminal_and_every_run_killed(store):
             timeout=90,
             what="two workers",
         )
-        os.killpg(submit.pid, signal.SIGINT)
-        out, _ = submit.communicate(timeout=90)
+        yield submit
     finally:
         if submit.poll() is None:
             os.killpg(submit.pid, signal.SIGKILL)
             submit.wait()
+
+
+def test_ctrl_c_on_submit_leaves_a_clean_terminal_and_every_run_killed(store):
+    # What a terminal does on Ctrl-C: SIGINT to the whole foreground process group (orch, its forkserver, the
+    # workers). Also: a new store's MLflow INFO lines ("Creating initial MLflow database tables") are not shown.
+    with two_workers_running(store, seeds=3) as submit:
+        os.killpg(submit.pid, signal.SIGINT)
+        out, _ = submit.communicate(timeout=90)
     assert submit.returncode == 130, out
     assert "Traceback" not in out and "ForkServerProcess" not in out, out
     assert "MLflow database tables" not in out and "INFO" not in out, out
@@ -284,23 +294,10 @@ def test_kill_or_a_closed_terminal_stops_submit_and_its_runs_like_ctrl_c(store, 
     following them."""
     import psutil
 
-    path = store.spec({**SMOKE, "params": {"steps": 2000, "sleep_s": 0.05}, "seeds": 2})
-    submit = store.orch_process("submit", str(path), "--max-parallel", "2", start_new_session=True)
-    try:
-        wait_for(
-            lambda: (
-                sum(any(r["event"] == "start" for r in records) for records in journals(store.workdir).values()) == 2
-            ),
-            timeout=90,
-            what="two workers",
-        )
+    with two_workers_running(store, seeds=2) as submit:
         family = psutil.Process(submit.pid).children(recursive=True)
         submit.send_signal(signum)  # to orch alone
         out, _ = submit.communicate(timeout=90)
-    finally:
-        if submit.poll() is None:
-            os.killpg(submit.pid, signal.SIGKILL)
-            submit.wait()
     assert submit.returncode == 130 and "cancelled" in out and "Traceback" not in out, out
     assert {r.status for r in store.seed_runs("cq")} == {"KILLED"}, out
     _, alive = psutil.wait_procs(family, timeout=30)

@@ -5,17 +5,19 @@ named, and docs/distributed.md's DDP script run as a command exactly as written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 import yaml
 from conftest import ORCH, REPO
-from support import wait_for
+from support import submitting, wait_for
 
 from orchestrator.errors import InputError
 from orchestrator.job.journal import read_journal
@@ -127,32 +129,29 @@ def test_looped_tf_on_two_tasks_is_one_run_equal_to_the_one_process_run(store):
     assert len(starts) == 1  # rank 1 journals nothing
 
 
-def training_two_tasks(store, name: str, system_metrics_s: float = 0) -> tuple[subprocess.Popen, psutil.Process]:
-    """`orch submit` of a long 2-task looped_tf run as a real process, once it logged a step; and rank 0."""
+@contextlib.contextmanager
+def training_two_tasks(
+    store, name: str, system_metrics_s: float = 0
+) -> Iterator[tuple[subprocess.Popen, psutil.Process]]:
+    """`orch submit` of a long 2-task looped_tf run as a real process (support.submitting: stopped at the end
+    whatever the test did), once it logged a step; and rank 0."""
     spec = looped(store, name, 2, system_metrics_s, steps=100000, checkpoint_every=100000, log_every=1)
-    proc = subprocess.Popen(
-        [*ORCH, "submit", str(spec), "--tracking-uri", store.uri],
-        cwd=store.root,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    journal = wait_for(lambda: next((store.workdir / name).glob("*/journal.jsonl"), None), 60, "the journal")
-    wait_for(lambda: any(r["event"] == "metrics" for r in read_journal(journal)[0]), 60, "the first step")
-    return proc, psutil.Process(next(r for r in read_journal(journal)[0] if r["event"] == "start")["pid"])
+    with submitting(store, spec) as proc:
+        journal = wait_for(lambda: next((store.workdir / name).glob("*/journal.jsonl"), None), 60, "the journal")
+        wait_for(lambda: any(r["event"] == "metrics" for r in read_journal(journal)[0]), 60, "the first step")
+        yield proc, psutil.Process(next(r for r in read_journal(journal)[0] if r["event"] == "start")["pid"])
 
 
 def test_a_rank_killed_mid_run_fails_the_run_naming_it(store):
-    proc, rank0 = training_two_tasks(store, "ddp_kill")
-    (rank1,) = [p for p in rank0.parent().children() if p.pid != rank0.pid]
-    rank1.send_signal(signal.SIGKILL)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 1, out
-    (run,) = store.seed_runs("ddp_kill")
-    assert run.status == "FAILED" and run.tags[Tag.ERROR].startswith("rank 1: rank 1 killed by SIGKILL"), run.tags
-    logs = store.orch("logs", run.run_id, check=True).output
-    assert "rank 1 killed by SIGKILL" in logs and "stderr.rank1.log" in logs
+    with training_two_tasks(store, "ddp_kill") as (proc, rank0):
+        (rank1,) = [p for p in rank0.parent().children() if p.pid != rank0.pid]
+        rank1.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 1, out
+        (run,) = store.seed_runs("ddp_kill")
+        assert run.status == "FAILED" and run.tags[Tag.ERROR].startswith("rank 1: rank 1 killed by SIGKILL"), run.tags
+        logs = store.orch("logs", run.run_id, check=True).output
+        assert "rank 1 killed by SIGKILL" in logs and "stderr.rank1.log" in logs
 
 
 # -- a DDP script as a command, exactly as docs/distributed.md shows it ------------------------------
@@ -215,32 +214,32 @@ def test_tune_and_a_replayed_schedule_refuse_a_multi_task_spec(store):
 def test_ranks_die_with_their_supervisor_however_it_dies(store):
     """SIGKILL to the supervisor of a 2-task run (what a cancel's last resort sends): its ranks do not train on
     alone holding cores (the kernel kills them: PR_SET_PDEATHSIG)."""
-    proc, rank0 = training_two_tasks(store, "ddp_orphan")
-    supervisor = rank0.parent()
-    ranks = supervisor.children()
-    assert len(ranks) == 2
-    supervisor.kill()
-    _, alive = psutil.wait_procs(ranks, timeout=30)
-    assert not alive, [p.pid for p in alive]
-    out, _ = proc.communicate(timeout=120)
-    (run,) = store.seed_runs("ddp_orphan")
-    assert run.status in ("FAILED", "KILLED"), (run.status, out)
+    with training_two_tasks(store, "ddp_orphan") as (proc, rank0):
+        supervisor = rank0.parent()
+        ranks = supervisor.children()
+        assert len(ranks) == 2
+        supervisor.kill()
+        _, alive = psutil.wait_procs(ranks, timeout=30)
+        assert not alive, [p.pid for p in alive]
+        out, _ = proc.communicate(timeout=120)
+        (run,) = store.seed_runs("ddp_orphan")
+        assert run.status in ("FAILED", "KILLED"), (run.status, out)
 
 
 def test_the_system_metrics_of_a_local_multi_task_run_count_every_rank(store):
     """Rank 0 samples its ranks' supervisor and everything under it, not its own process alone: the run's
     memory is both ranks' (and the supervisor's), and its CPU time theirs."""
-    proc, rank0 = training_two_tasks(store, "ddp_sys", system_metrics_s=1)
-    journal = next((store.workdir / "ddp_sys").glob("*/journal.jsonl"))
-    sample = wait_for(  # past the first samples, taken while the ranks were still building their model
-        lambda: next((r for r in read_journal(journal)[0] if r["event"] == "system" and r["step"] >= 3), None),
-        60,
-        "a system sample",
-    )
-    own_mb = rank0.memory_info().rss / 2**20
-    # 2 ranks and their supervisor (rank 0 alone: 1.0x; forked pages are counted in each)
-    assert sample["metrics"]["system/rss_mb"] > 1.4 * own_mb, (sample, own_mb)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
-    totals = [r for r in read_journal(journal)[0] if r["event"] == "system" and "system/cpu_s" in r["metrics"]]
-    assert totals and totals[-1]["metrics"]["system/cpu_s"] > 0
+    with training_two_tasks(store, "ddp_sys", system_metrics_s=1) as (proc, rank0):
+        journal = next((store.workdir / "ddp_sys").glob("*/journal.jsonl"))
+        sample = wait_for(  # past the first samples, taken while the ranks were still building their model
+            lambda: next((r for r in read_journal(journal)[0] if r["event"] == "system" and r["step"] >= 3), None),
+            60,
+            "a system sample",
+        )
+        own_mb = rank0.memory_info().rss / 2**20
+        # 2 ranks and their supervisor (rank 0 alone: 1.0x; forked pages are counted in each)
+        assert sample["metrics"]["system/rss_mb"] > 1.4 * own_mb, (sample, own_mb)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+        totals = [r for r in read_journal(journal)[0] if r["event"] == "system" and "system/cpu_s" in r["metrics"]]
+        assert totals and totals[-1]["metrics"]["system/cpu_s"] > 0

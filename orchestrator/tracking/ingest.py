@@ -98,16 +98,10 @@ def ingest_many(ledger: Ledger, run_dirs: list[RunDir]) -> list[str | None]:
 
 
 def _record_each(ledger: Ledger, writes: list[RunWrite]) -> dict[str, Exception]:
-    """Writes that need MLflow's client (a tracking server): one request per batch of each run, the runs
-    sent side by side (a server's workers and its database take them in parallel; one after another, each
-    run waited for the previous one's round trip). The runs whose write failed, with their error: the
-    others are recorded, and their cursors may move."""
-    if len(writes) == 1:
-        try:
-            ledger._record_one(writes[0])
-        except Exception as err:
-            return {writes[0].run_id: err}
-        return {}
+    """Writes that need MLflow's client (a tracking server without orch's batch route): one request per batch
+    of each run, the runs sent side by side (a server's workers and its database take them in parallel; one
+    after another, each run waited for the previous one's round trip). The runs whose write failed, with
+    their error: the others are recorded, and their cursors may move."""
     from concurrent.futures import ThreadPoolExecutor
 
     failures: dict[str, Exception] = {}
@@ -118,8 +112,11 @@ def _record_each(ledger: Ledger, writes: list[RunWrite]) -> dict[str, Exception]
         except Exception as err:  # kept for its run: raised where that run's cursor would move
             failures[write.run_id] = err
 
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_WRITES, len(writes)), thread_name_prefix="orch-ingest") as pool:
-        list(pool.map(record, writes))
+    if len(writes) == 1:  # the common case of a run ending alone: no thread for it
+        record(writes[0])
+    else:
+        with ThreadPoolExecutor(min(PARALLEL_WRITES, len(writes)), thread_name_prefix="orch-ingest") as pool:
+            list(pool.map(record, writes))
     return failures
 
 

@@ -65,7 +65,7 @@ class Ledger:
         self.sqlite_path = sqlite_path(uri)
         self._client: MlflowClient | None = None
         self._writer: SqlWriter | Literal[False] | None = False  # False: not looked up yet
-        self._batch_route: bool | None = None  # a tracking server with orch's batch route (None: not tried)
+        self._batch_route = True  # a tracking server may have orch's batch route (False: it said it has not)
         auth.use(uri)  # an `orch server` with auth: its credentials into the environment, for jobs too
         if self.sqlite_path is not None:
             if not create and not self.sqlite_path.exists():
@@ -361,7 +361,7 @@ class Ledger:
         from orchestrator.tracking.sqlwrite import Fallback
 
         if self._sql is None:
-            if self._batch_route is False or not self.uri.startswith(("http://", "https://")):
+            if not self._batch_route or not self.uri.startswith(("http://", "https://")):
                 return False
             from orchestrator.tracking.server_app import post_writes
 
