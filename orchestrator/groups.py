@@ -101,11 +101,7 @@ def ensure_groups(
                 updates[Tag.SEEDS_REQUESTED] = requested
             if chance and parent.tags.get(Tag.CHANCE) != chance[Tag.CHANCE]:
                 updates.update(chance)  # a group recorded before its workload declared them
-            tuned = tuning_tags(spec, run.variant)
-            if any(parent.tags.get(k) != v for k, v in tuned.items()):
-                updates.update(tuned)  # the latest submission says how its params were chosen
-            if parent.tags.get(Tag.DEFAULTS) != defaults_tag(run.defaulted):
-                updates.update(identity_tags(run))  # the latest submission's defaults (mark_done)
+            updates.update(latest_word(parent, spec, run))
             if parent.tags.get(Tag.CODE) == code_tags.get(Tag.CODE) and Tag.CODE in code_tags:
                 run_id = ""  # this code is on record already
             else:
@@ -119,19 +115,25 @@ def ensure_groups(
     return ids
 
 
+def latest_word(parent: RunRecord, spec: Spec, run: Run) -> dict[str, str]:
+    """The tags of a group the latest submission changes: its defaults (status and compare, which read
+    records only, name the seeds recorded under another default: analysis/status.py) and how its params were
+    chosen (``tuning:``)."""
+    updates = {} if parent.tags.get(Tag.DEFAULTS) == defaults_tag(run.defaulted) else identity_tags(run)
+    tuned = tuning_tags(spec, run.variant)
+    if any(parent.tags.get(k) != v for k, v in tuned.items()):
+        updates.update(tuned)
+    return updates
+
+
 def mark_done(ledger: Ledger, experiment_id: str, spec: Spec, runs: list[Run]) -> None:
-    """Groups with nothing left to run still take the latest submission's word: its defaults (status and
-    compare, which read records only, name the seeds recorded under another default: analysis/status.py) and
-    how its params were chosen (``tuning:``)."""
+    """Groups with nothing left to run still take the latest submission's word (``latest_word``)."""
     parents = {r.tags.get(Tag.GROUP): r for r in ledger.runs(experiment_id, role=Role.GROUP)}
     for run in {r.group: r for r in runs}.values():
         parent = parents.get(run.group)
         if parent is None:
             continue
-        updates = {} if parent.tags.get(Tag.DEFAULTS) == defaults_tag(run.defaulted) else identity_tags(run)
-        tuned = tuning_tags(spec, run.variant)
-        if any(parent.tags.get(k) != v for k, v in tuned.items()):
-            updates.update(tuned)
+        updates = latest_word(parent, spec, run)
         if updates:
             ledger.set_tags(parent.run_id, updates)
 
